@@ -1,0 +1,51 @@
+# pushgate developer tasks. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv postgres run test demo lint clean
+
+help:
+	@echo "make venv     - create $(VENV) and install pushgate with test extras"
+	@echo "make run      - start the gateway (pushgate serve)"
+	@echo "make test     - run the test suite (installs PostgreSQL via apt if missing)"
+	@echo "make demo     - run scripts/demo.sh"
+	@echo "make lint     - ruff check + mypy"
+	@echo "make clean    - remove $(VENV) and caches"
+
+venv: $(STAMP)
+
+# Re-install only when pyproject.toml changes (or the venv is missing/broken).
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/pip ]; then \
+		echo ">> creating $(VENV) with $(PYTHON)"; \
+		rm -rf $(VENV); \
+		$(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed (on Debian: apt-get install python3-venv)" >&2; exit 1; }; \
+	fi
+	@echo ">> installing pushgate[test] into $(VENV)"
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+run: venv
+	$(BIN)/pushgate serve
+
+test: venv postgres
+	@echo ">> running tests"
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+demo: venv
+	bash scripts/demo.sh
+
+lint: venv
+	$(BIN)/ruff check pushgate tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

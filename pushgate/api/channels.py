@@ -1,0 +1,100 @@
+"""Channel and user-binding routes."""
+
+from __future__ import annotations
+
+import json
+
+from litestar import Controller, get, post
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK
+
+from pushgate.api.common import check_channels, page_limit, split_list
+from pushgate.api.devices import device_out
+from pushgate.api.errors import bad_request
+from pushgate.api.schemas import (
+    ChannelOut,
+    ChannelPage,
+    DevicePage,
+    Matched,
+    UserChannelOut,
+    UserChannelPage,
+    UserChannelsIn,
+)
+from pushgate.api.services import Services
+from pushgate.domain.registry import valid_channel
+from pushgate.store.apps import App
+
+
+class ChannelController(Controller):
+    path = "/"
+    tags = ["channels"]
+
+    @get("/channels", summary="Channels with subscriber counts")
+    async def list_channels(
+        self,
+        app: App,
+        services: Services,
+        prefix: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = Parameter(default=None, ge=1),
+    ) -> ChannelPage:
+        items, nxt = await services.devices.list_channels(
+            app.id, cursor=cursor, limit=page_limit(limit, services.settings), prefix=prefix
+        )
+        return ChannelPage([ChannelOut(c, n) for c, n in items], nxt)
+
+    @get("/channels/{channel:str}/devices", summary="Devices subscribed to a channel")
+    async def channel_devices(
+        self,
+        channel: str,
+        app: App,
+        services: Services,
+        cursor: str | None = None,
+        limit: int | None = Parameter(default=None, ge=1),
+    ) -> DevicePage:
+        if not valid_channel(channel):
+            check_channels([channel], "channel")
+        devs, nxt = await services.devices.channel_devices(
+            app.id, channel, cursor=cursor, limit=page_limit(limit, services.settings)
+        )
+        return DevicePage([device_out(d) for d in devs], nxt)
+
+    @post("/users/{user:str}/channels", status_code=HTTP_200_OK, summary="Bind channels to a user")
+    async def user_channels(self, user: str, data: UserChannelsIn, app: App, services: Services) -> Matched:
+        if not user or len(user) > 200:
+            raise bad_request("user: must be 1-200 characters")
+        check_channels(data.channels)
+        if data.op != "set" and not data.channels:
+            raise bad_request("channels: give at least one channel for add/remove")
+        await services.devices.update_user_channels(app.id, user, data.op, data.channels)
+        return Matched(len(data.channels))
+
+    @get("/user-channels", summary="List user to channel bindings")
+    async def list_user_channels(
+        self,
+        app: App,
+        services: Services,
+        users: list[str] | None = None,
+        channels: list[str] | None = None,
+        channel_prefix: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = Parameter(default=None, ge=1),
+    ) -> UserChannelPage:
+        cur: tuple[str, str] | None = None
+        if cursor:
+            try:
+                u, c = json.loads(cursor)
+                cur = (str(u), str(c))
+            except (ValueError, TypeError):
+                raise bad_request("cursor: not a cursor this endpoint returned") from None
+        items, nxt = await services.devices.list_user_channels(
+            app.id,
+            users=split_list(users),
+            channels=split_list(channels),
+            channel_prefix=channel_prefix,
+            cursor=cur,
+            limit=page_limit(limit, services.settings),
+        )
+        return UserChannelPage(
+            [UserChannelOut(u, c) for u, c in items], json.dumps(list(nxt)) if nxt else None
+        )

@@ -1,0 +1,61 @@
+"""Helpers shared by the routers: token normalisation, pagination, channel checks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pushgate.api.errors import bad_request
+from pushgate.config import Settings
+from pushgate.domain import render
+from pushgate.domain.registry import CHANNEL_RULE, valid_channel
+
+
+def normalize_token(provider: str, token: str | dict[str, Any], settings: Settings) -> tuple[str, str]:
+    """Return ``(stored token, identity key)``; the key decides "same device" (the endpoint for Web Push)."""
+    if provider == "webpush":
+        try:
+            sub = render.parse_webpush_subscription(token)
+        except ValueError as exc:
+            raise bad_request(f"token: invalid Web Push subscription: {exc}") from None
+        endpoint = sub["endpoint"]
+        if not settings.devices.allow_loopback_endpoints and render.endpoint_is_loopback_or_insecure(endpoint):
+            raise bad_request(
+                "token: Web Push endpoint must be https on a public host "
+                "(set devices.allow_loopback_endpoints = true to allow local endpoints such as the provider lab)"
+            )
+        return render.webpush_token_string(sub), endpoint
+    if not isinstance(token, str):
+        raise bad_request(f"token: must be a string for provider {provider!r}")
+    token = token.strip()
+    if not token or len(token) > 4096:
+        raise bad_request("token: must be 1-4096 characters")
+    if any(c.isspace() for c in token):
+        raise bad_request("token: must not contain whitespace")
+    return token, token
+
+
+def check_channels(channels: list[str] | None, field: str = "channels") -> None:
+    for ch in channels or ():
+        if not valid_channel(ch):
+            raise bad_request(f"{field}: invalid channel name {ch!r}: use {CHANNEL_RULE}")
+
+
+def page_limit(limit: int | None, settings: Settings) -> int:
+    if limit is None:
+        return settings.limits.default_page_size
+    if limit < 1 or limit > settings.limits.max_page_size:
+        raise bad_request(f"limit: must be between 1 and {settings.limits.max_page_size}")
+    return limit
+
+
+def split_list(values: list[str] | None) -> list[str] | None:
+    """Accept both ``?ids=a&ids=b`` and ``?ids=a,b``."""
+    if not values:
+        return None
+    out = [v for item in values for v in item.split(",") if v]
+    return out or None
+
+
+def decode_cursor(cursor: str | None) -> Any:
+    return json.loads(cursor) if cursor else None

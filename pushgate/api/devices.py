@@ -1,0 +1,230 @@
+"""Device registry routes: register, read, list, update (single and bulk), remove, channels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, delete, get, patch, post, put
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
+
+from pushgate.api.common import check_channels, normalize_token, page_limit, split_list
+from pushgate.api.errors import ApiError, bad_request, not_found
+from pushgate.api.schemas import (
+    DeviceBulkUpdate,
+    DeviceEnvelope,
+    DeviceFilterIn,
+    DeviceIn,
+    DeviceOut,
+    DevicePage,
+    DevicePatch,
+    Matched,
+)
+from pushgate.api.services import Services
+from pushgate.domain.registry import platform_error, valid_channel, valid_timezone
+from pushgate.domain.timefmt import rfc3339
+from pushgate.store.apps import App
+from pushgate.store.devices import UNSET, Device, DeviceConflict, DeviceFilter, DeviceNotFound, token_hash
+
+_INCLUDES = {"meta", "tags", "channels"}
+
+
+def device_out(d: Device) -> DeviceOut:
+    return DeviceOut(
+        id=d.id,
+        provider=d.provider,
+        token=d.token,
+        platform=d.platform,
+        status=d.status,
+        created_at=rfc3339(d.created_at) or "",
+        updated_at=rfc3339(d.updated_at) or "",
+        last_seen_at=rfc3339(d.last_seen_at) or "",
+        user=d.user,
+        locale=d.locale,
+        timezone=d.timezone,
+        invalid_reason=d.invalid_reason,
+        invalidated_at=rfc3339(d.invalidated_at),
+        meta=d.meta,
+        tags=d.tags,
+        channels=d.channels,
+    )
+
+
+def _check_common(timezone: str | None, channels: list[str] | None) -> None:
+    if timezone is not None and not valid_timezone(timezone):
+        raise bad_request(f"timezone: {timezone!r} is not an IANA time zone (e.g. Europe/Berlin)")
+    check_channels(channels)
+
+
+def _filter(services: Services, body: DeviceFilterIn) -> DeviceFilter:
+    hashes = None
+    if body.provider_tokens:
+        hashes = []
+        for pt in body.provider_tokens:
+            _, key = normalize_token(pt.provider, pt.token, services.settings)
+            hashes.append(token_hash(pt.provider, key))
+    f = DeviceFilter(ids=body.ids, users=body.users, provider_token_hashes=hashes)
+    if f.is_empty():
+        raise bad_request("give at least one non-empty filter: ids, users or provider_tokens")
+    return f
+
+
+class DeviceController(Controller):
+    path = "/devices"
+    tags = ["devices"]
+
+    @post("/", status_code=HTTP_200_OK, summary="Register or update a device")
+    async def register(self, data: DeviceIn, app: App, services: Services) -> DeviceEnvelope:
+        err = platform_error(data.provider, data.platform)
+        if err:
+            raise bad_request(f"platform: {err}")
+        _check_common(data.timezone, data.channels)
+        token, key = normalize_token(data.provider, data.token, services.settings)
+        try:
+            device, _created = await services.devices.register(
+                app.id,
+                provider=data.provider,
+                token=token,
+                token_key=key,
+                platform=data.platform,
+                device_id=data.id,
+                user=data.user if data.user is not None else UNSET,
+                meta=data.meta if data.meta is not None else UNSET,
+                tags=data.tags if data.tags is not None else UNSET,
+                channels=data.channels if data.channels is not None else UNSET,
+                locale=data.locale if data.locale is not None else UNSET,
+                timezone=data.timezone if data.timezone is not None else UNSET,
+            )
+        except DeviceNotFound:
+            raise not_found("device", data.id or "") from None
+        except DeviceConflict as exc:
+            raise ApiError(409, "conflict", f"this token is already registered as device {exc.args[0]}") from None
+        return DeviceEnvelope(device_out(device))
+
+    @get("/", summary="List devices")
+    async def list_devices(
+        self,
+        request: Request[Any, Any, Any],
+        app: App,
+        services: Services,
+        ids: list[str] | None = None,
+        users: list[str] | None = None,
+        providers: list[str] | None = None,
+        platforms: list[str] | None = None,
+        channels: list[str] | None = None,
+        status: str | None = None,
+        include: list[str] | None = None,
+        cursor: str | None = None,
+        limit: int | None = Parameter(default=None, ge=1),
+    ) -> DevicePage:
+        inc = set(split_list(include) or ())
+        if inc - _INCLUDES:
+            raise bad_request(f"include: unknown value(s) {sorted(inc - _INCLUDES)}; use meta, tags, channels")
+        if status is not None and status not in ("active", "invalid"):
+            raise bad_request("status: use active or invalid")
+        tags = {k[4:]: v for k, v in request.query_params.items() if k.startswith("tag.") and len(k) > 4}
+        f = DeviceFilter(
+            ids=split_list(ids),
+            users=split_list(users),
+            providers=split_list(providers),
+            platforms=split_list(platforms),
+            channels=split_list(channels),
+            status=status,
+            tags=tags,
+        )
+        devs, nxt = await services.devices.list(
+            app.id, f, cursor=cursor, limit=page_limit(limit, services.settings), include=inc
+        )
+        return DevicePage([device_out(d) for d in devs], nxt)
+
+    @get("/{device_id:str}", summary="Get a device")
+    async def get_device(self, device_id: str, app: App, services: Services) -> DeviceEnvelope:
+        device = await services.devices.get(app.id, device_id)
+        if device is None:
+            raise not_found("device", device_id)
+        return DeviceEnvelope(device_out(device))
+
+    @patch("/{device_id:str}", summary="Update a device")
+    async def patch_device(self, device_id: str, data: DevicePatch, app: App, services: Services) -> DeviceEnvelope:
+        device = await services.devices.get(app.id, device_id)
+        if device is None:
+            raise not_found("device", device_id)
+        _check_common(data.timezone, data.channels)
+        platform = data.platform or device.platform
+        err = platform_error(device.provider, platform)
+        if err:
+            raise bad_request(f"platform: {err}")
+        if data.token is not None:
+            token, key = normalize_token(device.provider, data.token, services.settings)
+        else:
+            token, key = device.token, _identity(device)
+        try:
+            updated, _ = await services.devices.register(
+                app.id,
+                provider=device.provider,
+                token=token,
+                token_key=key,
+                platform=platform,
+                device_id=device_id,
+                user=(data.user or None) if data.user is not None else UNSET,
+                meta=data.meta if data.meta is not None else UNSET,
+                tags=data.tags if data.tags is not None else UNSET,
+                channels=data.channels if data.channels is not None else UNSET,
+                locale=data.locale if data.locale is not None else UNSET,
+                timezone=data.timezone if data.timezone is not None else UNSET,
+            )
+        except DeviceNotFound:
+            raise not_found("device", device_id) from None
+        except DeviceConflict as exc:
+            raise ApiError(409, "conflict", f"this token is already registered as device {exc.args[0]}") from None
+        return DeviceEnvelope(device_out(updated))
+
+    @delete("/{device_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Remove a device")
+    async def delete_device(self, device_id: str, app: App, services: Services) -> None:
+        n = await services.devices.remove(app.id, DeviceFilter(ids=[device_id]))
+        if n == 0:
+            raise not_found("device", device_id)
+
+    @post("/update", status_code=HTTP_200_OK, summary="Bulk update devices by filter")
+    async def bulk_update(self, data: DeviceBulkUpdate, app: App, services: Services) -> Matched:
+        if not (data.user_update or data.meta_update or data.tags_update or data.channels_update):
+            raise bad_request("nothing to update: give user_update, meta_update, tags_update or channels_update")
+        if data.channels_update:
+            check_channels(data.channels_update.channels, "channels_update.channels")
+        f = _filter(services, data)
+        n = await services.devices.update(
+            app.id,
+            f,
+            user=(data.user_update.user or None) if data.user_update else UNSET,
+            meta=data.meta_update.meta if data.meta_update else UNSET,
+            tags=data.tags_update.tags if data.tags_update else UNSET,
+            channels_op=data.channels_update.op if data.channels_update else None,
+            channels=data.channels_update.channels if data.channels_update else (),
+        )
+        return Matched(n)
+
+    @post("/remove", status_code=HTTP_200_OK, summary="Bulk remove devices by filter")
+    async def bulk_remove(self, data: DeviceFilterIn, app: App, services: Services) -> Matched:
+        return Matched(await services.devices.remove(app.id, _filter(services, data)))
+
+    @put("/{device_id:str}/channels/{channel:str}", status_code=HTTP_204_NO_CONTENT, summary="Subscribe a device")
+    async def subscribe(self, device_id: str, channel: str, app: App, services: Services) -> None:
+        if not valid_channel(channel):
+            check_channels([channel], "channel")
+        if not await services.devices.set_channel(app.id, device_id, channel, True):
+            raise not_found("device", device_id)
+
+    @delete("/{device_id:str}/channels/{channel:str}", status_code=HTTP_204_NO_CONTENT, summary="Unsubscribe")
+    async def unsubscribe(self, device_id: str, channel: str, app: App, services: Services) -> None:
+        if not valid_channel(channel):
+            check_channels([channel], "channel")
+        if not await services.devices.set_channel(app.id, device_id, channel, False):
+            raise not_found("device", device_id)
+
+
+def _identity(device: Device) -> str:
+    if device.provider == "webpush":
+        import json
+
+        return str(json.loads(device.token)["endpoint"])
+    return device.token

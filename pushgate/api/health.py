@@ -1,0 +1,29 @@
+"""Liveness and readiness, outside ``/v1`` and without authentication."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Response, get
+
+from pushgate.api.services import Services
+
+
+@get("/healthz", summary="The process is alive", tags=["health"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="Database reachable and workers running", tags=["health"])
+async def readyz(services: Services) -> Response[dict[str, Any]]:
+    db_ok = await services.db.ping()
+    workers = services.engine.running if services.engine is not None else None
+    checks = {"database": "ok" if db_ok else "unreachable"}
+    if workers is not None:
+        checks["workers"] = "running" if workers else "stopped"
+    ready = db_ok and workers is not False
+    body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
+    if not ready:
+        problems = [f"{k} {v}" for k, v in checks.items() if v not in ("ok", "running")]
+        body = {"error": {"code": "not_ready", "message": "; ".join(problems), "details": checks}}
+    return Response(body, status_code=200 if ready else 503)

@@ -1,0 +1,205 @@
+"""Publish admission and publish status routes.
+
+Admission validates everything it can (recipients, channel names, tokens, each targeted
+provider's rendered size) before anything is stored, then writes the publish and its first
+job in one transaction. Nothing is sent inside the request.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from pushgate.api.common import check_channels, normalize_token, page_limit
+from pushgate.api.errors import bad_request, not_found
+from pushgate.api.schemas import (
+    ChannelRecipient,
+    Counts,
+    DeliveryOut,
+    DeliveryPage,
+    DeviceRecipient,
+    PublishAccepted,
+    PublishIn,
+    PublishOut,
+    PublishPage,
+    TokenRecipient,
+    UserRecipient,
+)
+from pushgate.api.services import Services
+from pushgate.domain import render
+from pushgate.domain.notification import PROVIDERS, ProviderOverrides
+from pushgate.domain.timefmt import parse_rfc3339, rfc3339
+from pushgate.engine.rendering import render_for
+from pushgate.store.apps import App
+from pushgate.store.publishes import COUNTERS, Publish
+
+_DELIVERY_STATUSES = ("pending", "sent", "failed", "invalid_token", "retrying", "expired")
+
+
+def _counts(d: dict[str, int]) -> Counts:
+    return Counts(**{c: int(d.get(c, 0)) for c in COUNTERS})
+
+
+def publish_out(p: Publish) -> PublishOut:
+    return PublishOut(
+        id=p.id,
+        status=p.status,
+        created_at=rfc3339(p.created_at) or "",
+        counts=_counts(p.counts),
+        by_provider={k: _counts(v) for k, v in sorted(p.by_provider.items())},
+        completed_at=rfc3339(p.completed_at),
+        started_at=rfc3339(p.started_at),
+        expire_at=rfc3339(p.expire_at),
+        idempotency_key=p.idempotency_key,
+        error={"code": p.error_code, "message": p.error_message or ""} if p.error_code else None,
+    )
+
+
+def _recipients(data: PublishIn, services: Services) -> tuple[list[dict[str, Any]], set[str]]:
+    out: list[dict[str, Any]] = []
+    token_providers: set[str] = set()
+    for i, r in enumerate(data.recipients):
+        where = f"recipients[{i}]"
+        if isinstance(r, DeviceRecipient):
+            out.append({"type": "device", "device_id": r.device_id})
+        elif isinstance(r, ChannelRecipient):
+            check_channels([r.channel], f"{where}.channel")
+            out.append({"type": "channel", "channel": r.channel})
+        elif isinstance(r, UserRecipient):
+            out.append({"type": "user", "user": r.user})
+        elif isinstance(r, TokenRecipient):
+            if r.provider not in PROVIDERS:
+                raise bad_request(
+                    f"{where}.provider: {r.provider!r} is not deliverable by this build (use {', '.join(PROVIDERS)})"
+                )
+            try:
+                token, key = normalize_token(r.provider, r.token, services.settings)
+            except Exception as exc:
+                raise bad_request(f"{where}.{getattr(exc, 'message', exc)}") from None
+            token_providers.add(r.provider)
+            out.append({"type": "token", "provider": r.provider, "token": token, "token_key": key})
+    return out, token_providers
+
+
+class PublishController(Controller):
+    path = "/"
+    tags = ["publishes"]
+
+    @post("/publish", status_code=HTTP_202_ACCEPTED, summary="Publish a notification")
+    async def publish(self, data: PublishIn, app: App, services: Services) -> Response[PublishAccepted]:
+        limits = services.settings.limits
+        if len(data.recipients) > limits.max_recipients_per_publish:
+            raise bad_request(
+                f"recipients: at most {limits.max_recipients_per_publish} entries per publish "
+                "(limits.max_recipients_per_publish); use a channel for large audiences"
+            )
+        expire_at = None
+        if data.expire_at is not None:
+            try:
+                expire_at = parse_rfc3339(data.expire_at)
+            except ValueError as exc:
+                raise bad_request(f"expire_at: not an RFC 3339 time: {exc}") from None
+            if expire_at <= time.time():
+                raise bad_request("expire_at: is in the past")
+        recipients, token_providers = _recipients(data, services)
+        n = data.notification
+        overrides = data.providers or ProviderOverrides()
+        if not (n.title or n.body or n.data or overrides.fcm or overrides.webpush):
+            raise bad_request("notification: give a title, body or data (or a provider-native override)")
+        configured = set(services.pool.configured(app.id, app.name))
+        targeted = sorted((configured | token_providers) & set(PROVIDERS))
+        try:
+            render.validate_fcm_data(n.data)
+        except ValueError as exc:
+            if "fcm" in targeted:
+                raise bad_request(f"notification.data: {exc}") from None
+        for provider in targeted:
+            try:
+                rendered = render_for(provider, n, overrides)
+            except (ValueError, TypeError) as exc:
+                raise bad_request(f"providers.{provider}: {exc}") from None
+            too_big = render.check_size(provider, rendered)
+            if too_big:
+                size, limit = too_big
+                raise bad_request(
+                    f"payload for {provider} is {size} bytes, over its {limit}-byte limit",
+                    {"provider": provider, "size": size, "limit": limit},
+                    code="payload_too_large",
+                )
+        request = {
+            "recipients": recipients,
+            "notification": msgspec.to_builtins(n),
+            "providers": msgspec.to_builtins(overrides),
+        }
+        pub, created = await services.publishes.admit(
+            app.id,
+            request,
+            idempotency_key=data.idempotency_key,
+            expire_at=expire_at,
+            window_seconds=limits.idempotency_window_hours * 3600,
+        )
+        if created and services.engine is not None:
+            services.engine.notify()
+        headers = {} if created else {"Idempotent-Replayed": "true"}
+        return Response(PublishAccepted(pub.id, pub.status), status_code=HTTP_202_ACCEPTED, headers=headers)
+
+    @get("/publishes", summary="Publishes, newest first")
+    async def list_publishes(
+        self,
+        app: App,
+        services: Services,
+        cursor: str | None = None,
+        limit: int | None = Parameter(default=None, ge=1),
+    ) -> PublishPage:
+        pubs, nxt = await services.publishes.list(app.id, cursor=cursor, limit=page_limit(limit, services.settings))
+        return PublishPage([publish_out(p) for p in pubs], nxt)
+
+    @get("/publishes/{publish_id:str}", summary="A publish's status and counts")
+    async def get_publish(self, publish_id: str, app: App, services: Services) -> PublishOut:
+        pub = await services.publishes.get(app.id, publish_id)
+        if pub is None:
+            raise not_found("publish", publish_id)
+        return publish_out(pub)
+
+    @get("/publishes/{publish_id:str}/deliveries", summary="One record per recipient")
+    async def deliveries(
+        self,
+        publish_id: str,
+        app: App,
+        services: Services,
+        status: str | None = None,
+        provider: str | None = None,
+        cursor: str | None = None,
+        limit: int | None = Parameter(default=None, ge=1),
+    ) -> DeliveryPage:
+        if status is not None and status not in _DELIVERY_STATUSES:
+            raise bad_request(f"status: one of {', '.join(_DELIVERY_STATUSES)}")
+        pub = await services.publishes.get(app.id, publish_id, with_counts=False)
+        if pub is None:
+            raise not_found("publish", publish_id)
+        rows, nxt = await services.publishes.deliveries(
+            app.id, publish_id, status=status, provider=provider, cursor=cursor,
+            limit=page_limit(limit, services.settings),
+        )
+        return DeliveryPage(
+            [
+                DeliveryOut(
+                    device_id=r.device_id,
+                    recipient_id=r.recipient_id,
+                    provider=r.provider,
+                    status=r.status,
+                    error_code=r.error_code,
+                    error_message=r.error_message,
+                    attempts=r.attempts,
+                    sent_at=rfc3339(r.sent_at),
+                    provider_message_id=r.provider_message_id,
+                )
+                for r in rows
+            ],
+            nxt,
+        )

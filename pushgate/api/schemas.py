@@ -1,0 +1,219 @@
+"""Request and response bodies of the native API (msgspec Structs: validation + OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from pushgate.domain.notification import Notification, ProviderOverrides
+
+Str200 = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+ProviderName = Literal["fcm", "webpush", "apns", "hms", "wns", "mipush"]
+Platform = Literal["ios", "android", "web", "windows", "macos", "other"]
+ShortMap = Annotated[dict[str, Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=64)]
+ChannelList = Annotated[list[Channel], msgspec.Meta(max_length=1000)]
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class DeviceIn(Strict):
+    provider: ProviderName
+    #: A string; for Web Push the subscription object or its JSON string.
+    token: str | dict[str, Any]
+    platform: Platform
+    id: str | None = None
+    user: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    meta: ShortMap | None = None
+    tags: ShortMap | None = None
+    channels: ChannelList | None = None
+    locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
+    timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class DevicePatch(Strict):
+    token: str | dict[str, Any] | None = None
+    platform: Platform | None = None
+    user: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    meta: ShortMap | None = None
+    tags: ShortMap | None = None
+    channels: ChannelList | None = None
+    locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
+    timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class ProviderToken(Strict):
+    provider: ProviderName
+    token: str | dict[str, Any]
+
+
+class UserUpdate(Strict):
+    #: The new user; an empty string detaches the device from its user.
+    user: Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class MetaUpdate(Strict):
+    meta: ShortMap
+
+
+class TagsUpdate(Strict):
+    tags: ShortMap
+
+
+class ChannelsUpdate(Strict):
+    op: Literal["add", "remove", "set"]
+    channels: ChannelList = msgspec.field(default_factory=list)
+
+
+class DeviceFilterIn(Strict):
+    ids: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
+    users: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
+    provider_tokens: Annotated[list[ProviderToken], msgspec.Meta(max_length=1000)] | None = None
+
+
+class DeviceBulkUpdate(DeviceFilterIn):
+    user_update: UserUpdate | None = None
+    meta_update: MetaUpdate | None = None
+    tags_update: TagsUpdate | None = None
+    channels_update: ChannelsUpdate | None = None
+
+
+class UserChannelsIn(Strict):
+    op: Literal["add", "remove", "set"]
+    channels: ChannelList = msgspec.field(default_factory=list)
+
+
+class DeviceRecipient(Strict, tag_field="type", tag="device"):
+    device_id: Str200
+
+
+class ChannelRecipient(Strict, tag_field="type", tag="channel"):
+    channel: Channel
+
+
+class UserRecipient(Strict, tag_field="type", tag="user"):
+    user: Str200
+
+
+class TokenRecipient(Strict, tag_field="type", tag="token"):
+    provider: ProviderName
+    token: str | dict[str, Any]
+
+
+Recipient = DeviceRecipient | ChannelRecipient | UserRecipient | TokenRecipient
+
+
+class PublishIn(Strict):
+    recipients: Annotated[list[Recipient], msgspec.Meta(min_length=1)]
+    notification: Notification = msgspec.field(default_factory=Notification)
+    providers: ProviderOverrides | None = None
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    #: RFC 3339; undelivered recipients become ``expired`` after it.
+    expire_at: str | None = None
+
+
+# ---- responses ---------------------------------------------------------------------------
+
+
+class DeviceOut(msgspec.Struct, omit_defaults=True):
+    id: str
+    provider: str
+    token: str
+    platform: str
+    status: str
+    created_at: str
+    updated_at: str
+    last_seen_at: str
+    user: str | None = None
+    locale: str | None = None
+    timezone: str | None = None
+    invalid_reason: str | None = None
+    invalidated_at: str | None = None
+    meta: dict[str, str] | None = None
+    tags: dict[str, str] | None = None
+    channels: list[str] | None = None
+
+
+class DeviceEnvelope(msgspec.Struct):
+    device: DeviceOut
+
+
+class DevicePage(msgspec.Struct):
+    items: list[DeviceOut]
+    next_cursor: str | None
+
+
+class Counts(msgspec.Struct):
+    planned: int
+    sent: int
+    failed: int
+    invalid_token: int
+    retrying: int
+    expired: int
+
+
+class PublishAccepted(msgspec.Struct):
+    publish_id: str
+    status: str
+
+
+class PublishOut(msgspec.Struct, omit_defaults=True):
+    id: str
+    status: str
+    created_at: str
+    counts: Counts
+    by_provider: dict[str, Counts]
+    completed_at: str | None = None
+    started_at: str | None = None
+    expire_at: str | None = None
+    idempotency_key: str | None = None
+    error: dict[str, str] | None = None
+
+
+class PublishPage(msgspec.Struct):
+    items: list[PublishOut]
+    next_cursor: str | None
+
+
+class DeliveryOut(msgspec.Struct):
+    device_id: str | None
+    recipient_id: str
+    provider: str
+    status: str
+    error_code: str | None
+    error_message: str | None
+    attempts: int
+    sent_at: str | None
+    provider_message_id: str | None
+
+
+class DeliveryPage(msgspec.Struct):
+    items: list[DeliveryOut]
+    next_cursor: str | None
+
+
+class ChannelOut(msgspec.Struct):
+    channel: str
+    devices: int
+
+
+class ChannelPage(msgspec.Struct):
+    items: list[ChannelOut]
+    next_cursor: str | None
+
+
+class UserChannelOut(msgspec.Struct):
+    user: str
+    channel: str
+
+
+class UserChannelPage(msgspec.Struct):
+    items: list[UserChannelOut]
+    next_cursor: str | None
+
+
+class Matched(msgspec.Struct):
+    matched: int

@@ -1,0 +1,39 @@
+"""What the routers need, built once at startup and handed out as a Litestar dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from litestar.datastructures import State
+
+from pushgate.api.auth import KeyCache
+from pushgate.config import Settings
+from pushgate.engine.providers import ProviderPool
+from pushgate.engine.worker import Engine
+from pushgate.store.apps import AppStore
+from pushgate.store.db import Database
+from pushgate.store.devices import DeviceStore
+from pushgate.store.publishes import PublishStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    apps: AppStore
+    devices: DeviceStore
+    publishes: PublishStore
+    #: Which providers each app has credentials for (admission size-checks only those).
+    pool: ProviderPool
+    engine: Engine | None = None
+    key_cache: KeyCache = field(default_factory=KeyCache)
+
+
+def provide_services(state: State) -> Services:
+    services: Services = state.services
+    return services
+
+
+def provide_app(request: Any) -> Any:
+    return request.state.app

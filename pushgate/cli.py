@@ -1,0 +1,383 @@
+"""The ``pushgate`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pushgate.config import ConfigError, Settings, load_settings, masked
+
+app = typer.Typer(
+    help="pushgate: a self-hosted push notification gateway.\n\n"
+    "Start with `pushgate serve`; try it without real provider accounts with `pushgate lab`.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+apps_cli = typer.Typer(help="Create and list apps (tenants) and their API keys.", no_args_is_help=True)
+keys_cli = typer.Typer(help="Generate provider keys.", no_args_is_help=True)
+config_cli = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+app.add_typer(apps_cli, name="apps")
+app.add_typer(keys_cli, name="keys")
+app.add_typer(config_cli, name="config")
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="TOML config file (default: $PUSHGATE_CONFIG, else built-in defaults)."),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run(coro)
+
+
+async def _check_credentials(settings: Settings) -> None:
+    """Build every configured provider once so bad credentials stop startup with the key's name."""
+    from pushgate.engine.providers import provider_classes
+    from pushgate.providers.http import create_transport
+
+    transport = create_transport(timeout=settings.engine.http_timeout)
+    classes = provider_classes()
+    try:
+        sections: list[tuple[str, str, dict[str, Any]]] = []
+        for name in classes:
+            sec = getattr(settings, name)
+            if sec:
+                sections.append(("", name, sec))
+        for app_name, app_sec in settings.apps.items():
+            for name in classes:
+                sec = getattr(app_sec, name)
+                if sec:
+                    sections.append((f"apps.{app_name}.", name, sec))
+        for prefix, name, sec in sections:
+            try:
+                inst = await classes[name].create(sec, transport)
+                await inst.aclose()
+            except Exception as exc:
+                raise ConfigError(f"invalid config: {prefix}{exc}") from None
+    finally:
+        await transport.aclose()
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default 8686).")] = None,
+    workers: Annotated[bool, typer.Option("--workers/--no-workers", help="Run dispatch workers in this process.")] = True,
+) -> None:
+    """Run the HTTP API and the dispatch workers in one process."""
+    import uvicorn
+
+    from pushgate.server import create_app
+
+    settings = _settings(config)
+    if host:
+        settings.server.host = host
+    if port:
+        settings.server.port = port
+    _logging(settings.server.log_level)
+    if not settings.server.access_log:
+        logging.getLogger("pushgate.access").setLevel(logging.WARNING)
+    try:
+        _run(_check_credentials(settings))
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(
+        f"pushgate {_version()} on http://{settings.server.host}:{settings.server.port} "
+        f"(database {masked(settings)['database_url']}, workers {'on' if workers else 'off'})"
+    )
+    uvicorn.run(
+        create_app(settings, run_workers=workers),
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=15,
+    )
+
+
+@app.command()
+def worker(config: ConfigOpt = None) -> None:
+    """Run dispatch workers only (no HTTP API), sharing the configured database."""
+    from pushgate.engine.worker import Engine
+    from pushgate.providers.http import create_transport
+    from pushgate.store.db import Database
+
+    settings = _settings(config)
+    _logging(settings.server.log_level)
+
+    async def main() -> None:
+        await _check_credentials(settings)
+        db = Database(settings.database_url)
+        if settings.server.auto_migrate:
+            await db.migrate()
+        transport = create_transport(timeout=settings.engine.http_timeout)
+        engine = Engine(settings, db, transport)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await engine.start()
+        console.print(f"pushgate worker running ({settings.engine.concurrency} tasks); Ctrl-C to stop")
+        await stop.wait()
+        console.print("stopping: finishing in-flight jobs")
+        await engine.stop()
+        await transport.aclose()
+        await db.dispose()
+
+    try:
+        _run(main())
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def migrate(config: ConfigOpt = None) -> None:
+    """Create or upgrade the database schema to the newest version."""
+    from pushgate.store.db import Database
+
+    settings = _settings(config)
+
+    async def main() -> None:
+        db = Database(settings.database_url)
+        try:
+            await db.migrate()
+        finally:
+            await db.dispose()
+
+    _run(main())
+    console.print("database is at the newest schema")
+
+
+@apps_cli.command("create")
+def apps_create(
+    name: Annotated[str, typer.Argument(help="App name (unique).")],
+    key: Annotated[str | None, typer.Option(help="Use this API key instead of a random one.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create an app and print its API key (shown only once)."""
+    from pushgate.store.apps import AppStore
+    from pushgate.store.db import Database
+
+    settings = _settings(config)
+
+    async def main() -> tuple[str, str] | None:
+        db = Database(settings.database_url)
+        try:
+            await db.migrate()
+            store = AppStore(db)
+            if await store.get_by_name(name):
+                return None
+            created, plain = await store.create(name, key=key)
+            return created.id, plain
+        finally:
+            await db.dispose()
+
+    result = _run(main())
+    if result is None:
+        err.print(f"[red]error:[/red] an app named {name!r} already exists")
+        raise typer.Exit(1)
+    console.print(f"app {name!r} created: id {result[0]}")
+    console.print(f"API key (shown only this once): [bold]{result[1]}[/bold]")
+
+
+@apps_cli.command("list")
+def apps_list(config: ConfigOpt = None) -> None:
+    """List apps."""
+    from pushgate.domain.timefmt import rfc3339
+    from pushgate.store.apps import AppStore
+    from pushgate.store.db import Database
+
+    settings = _settings(config)
+
+    async def main() -> list[Any]:
+        db = Database(settings.database_url)
+        try:
+            await db.migrate()
+            return await AppStore(db).list()
+        finally:
+            await db.dispose()
+
+    table = Table("id", "name", "keys", "created")
+    for a, n in _run(main()):
+        table.add_row(a.id, a.name, str(n), rfc3339(a.created_at) or "")
+    console.print(table)
+
+
+def _api(url: str, key: str, method: str, path: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        url.rstrip("/") + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read())["error"]["message"]
+        except Exception:
+            detail = str(exc)
+        err.print(f"[red]error:[/red] {exc.code}: {detail}")
+        raise typer.Exit(1) from None
+    except urllib.error.URLError as exc:
+        err.print(f"[red]error:[/red] cannot reach pushgate at {url}: {exc.reason} (is `pushgate serve` running?)")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def send(
+    title: Annotated[str, typer.Option(help="Notification title.")],
+    body: Annotated[str, typer.Option(help="Notification body.")] = "",
+    channel: Annotated[list[str] | None, typer.Option(help="Channel recipient (repeatable).")] = None,
+    user: Annotated[list[str] | None, typer.Option(help="User recipient (repeatable).")] = None,
+    device: Annotated[list[str] | None, typer.Option(help="Device id recipient (repeatable).")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the publish with a progress bar until it is done.")] = False,
+    url: Annotated[str, typer.Option(envvar="PUSHGATE_URL", help="Gateway URL.")] = "http://127.0.0.1:8686",
+    key: Annotated[str, typer.Option(envvar="PUSHGATE_KEY", help="App API key ($PUSHGATE_KEY).")] = "",
+) -> None:
+    """Publish a notification through a running gateway and print the publish id."""
+    if not key:
+        err.print("[red]error:[/red] give the app key with --key or PUSHGATE_KEY")
+        raise typer.Exit(2)
+    recipients = (
+        [{"type": "channel", "channel": c} for c in channel or []]
+        + [{"type": "user", "user": u} for u in user or []]
+        + [{"type": "device", "device_id": d} for d in device or []]
+    )
+    if not recipients:
+        err.print("[red]error:[/red] give at least one of --channel, --user, --device")
+        raise typer.Exit(2)
+    notification = {"title": title}
+    if body:
+        notification["body"] = body
+    res = _api(url, key, "POST", "/v1/publish", {"recipients": recipients, "notification": notification})
+    pub_id = res["publish_id"]
+    console.print(pub_id)
+    if not wait:
+        return
+    status: dict[str, Any] = {}
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as progress:
+        task = progress.add_task("accepted", total=None)
+        while True:
+            status = _api(url, key, "GET", f"/v1/publishes/{pub_id}")
+            c = status["counts"]
+            done = c["sent"] + c["failed"] + c["invalid_token"] + c["expired"]
+            progress.update(task, description=status["status"], total=c["planned"] or None, completed=done)
+            if status["status"] in ("completed", "failed", "expired", "cancelled"):
+                break
+            time.sleep(0.2)
+    table = Table("status", *status["counts"].keys())
+    table.add_row(status["status"], *(str(v) for v in status["counts"].values()))
+    console.print(table)
+    if status.get("error"):
+        err.print(f"[red]{status['error']['code']}[/red]: {status['error']['message']}")
+
+
+@app.command()
+def lab(
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Listen port.")] = 8687,
+    write_credentials: Annotated[
+        Path | None,
+        typer.Option(help="Write FCM/VAPID credentials and DIR/pushgate-lab.toml for pushgate into DIR."),
+    ] = None,
+    lean: Annotated[bool, typer.Option(help="Keep only counters, not ledger items (benchmarks).")] = False,
+) -> None:
+    """Run the provider lab: local FCM and Web Push simulators that check credentials and keep a ledger."""
+    from pushgate.lab.main import run
+
+    run(host=host, port=port, write_credentials=write_credentials, lean=lean)
+
+
+@keys_cli.command("vapid")
+def keys_vapid() -> None:
+    """Generate a VAPID key pair for Web Push (paste the output into your config)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from pushgate.domain.render import b64url_encode
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = b64url_encode(key.private_numbers().private_value.to_bytes(32, "big"))
+    public = b64url_encode(
+        key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    )
+    console.print("# Web Push (VAPID) keys; the public key is the applicationServerKey browsers subscribe with")
+    console.print("[webpush]")
+    console.print('vapid_subject = "mailto:you@example.com"')
+    console.print(f'vapid_private_key = "{private}"')
+    console.print(f'vapid_public_key = "{public}"')
+
+
+@config_cli.command("show")
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the effective configuration (file + environment + defaults) with secrets masked."""
+    settings = _settings(config)
+    console.print_json(json.dumps(masked(settings)))
+
+
+def _version() -> str:
+    from pushgate import __version__
+
+    return __version__
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Settings: an optional TOML file, ``${VAR}`` interpolation, ``PUSHGATE_*`` environment overrides.
+
+Every key has a default (docs/configuration.md lists them all). Loading fails with a
+:class:`ConfigError` whose message names the offending key, so a typo never becomes a silent
+default at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/pushgate.db"
+PROVIDER_SECTIONS = ("fcm", "webpush")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and how to fix it."""
+
+
+class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8686
+    #: Run ``alembic upgrade head`` when ``serve``/``worker`` start.
+    auto_migrate: bool = True
+    #: Request bodies above this many bytes are answered 413.
+    max_body_bytes: int = 1_048_576
+    log_level: str = "info"
+    #: One log line per request.
+    access_log: bool = True
+
+
+class EngineSettings(msgspec.Struct, forbid_unknown_fields=True):
+    #: Worker tasks per process; each claims and runs one job at a time.
+    concurrency: int = 4
+    #: Devices per dispatch batch (one job).
+    batch_size: int = 500
+    #: Recipients resolved per planner page.
+    plan_page_size: int = 2000
+    #: A claimed job whose worker vanished is claimed again after this many seconds.
+    lease_seconds: float = 60.0
+    #: Idle workers poll the queue this often (they are also woken at once on local enqueue).
+    poll_interval: float = 0.5
+    #: Attempts per delivery before it is ``failed`` (first attempt included).
+    max_attempts: int = 5
+    #: Exponential backoff: base * 2**(attempt-1) seconds, +-20% jitter, capped at backoff_max.
+    backoff_base: float = 2.0
+    backoff_max: float = 600.0
+    #: Minimum wait after an FCM quota error (providers.md: at least 60 s).
+    fcm_quota_min_delay: float = 60.0
+    #: Provider HTTP timeout, seconds.
+    http_timeout: float = 10.0
+
+
+class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
+    max_recipients_per_publish: int = 1000
+    idempotency_window_hours: float = 24.0
+    #: Default page size for list endpoints, and the maximum a client may ask for.
+    default_page_size: int = 100
+    max_page_size: int = 1000
+
+
+class DeviceSettings(msgspec.Struct, forbid_unknown_fields=True):
+    #: Accept Web Push endpoints on loopback/private hosts or plain http (the provider lab).
+    allow_loopback_endpoints: bool = False
+
+
+class AppSection(msgspec.Struct, forbid_unknown_fields=True):
+    fcm: dict[str, Any] | None = None
+    webpush: dict[str, Any] | None = None
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    database_url: str = DEFAULT_DATABASE_URL
+    #: Key of the ``default`` app created at first start; random (and printed once) when empty.
+    default_app_key: str | None = None
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    devices: DeviceSettings = msgspec.field(default_factory=DeviceSettings)
+    #: Credentials of the ``default`` app.
+    fcm: dict[str, Any] | None = None
+    webpush: dict[str, Any] | None = None
+    #: Per-app credentials: ``[apps.<app name or id>.fcm]``.
+    apps: dict[str, AppSection] = msgspec.field(default_factory=dict)
+
+    def provider_settings(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
+        """Credentials sections for one app; the top-level ones belong to the ``default`` app."""
+        out: dict[str, dict[str, Any]] = {}
+        if app_name == "default":
+            for name in PROVIDER_SECTIONS:
+                section = getattr(self, name)
+                if section:
+                    out[name] = section
+        for key in (app_name, app_id):
+            app = self.apps.get(key)
+            if app is None:
+                continue
+            for name in PROVIDER_SECTIONS:
+                section = getattr(app, name)
+                if section:
+                    out[name] = section
+        return out
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECTIONS = ("server", "engine", "limits", "devices", *PROVIDER_SECTIONS)
+_SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential")
+
+
+def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable ${{{name}}} is not set (set it or use ${{{name}:-default}})")
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else k, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _env_value(raw: str) -> Any:
+    """Environment values arrive as strings; TOML literals let booleans and numbers through."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, raw in env.items():
+        if not name.startswith("PUSHGATE_") or name in ("PUSHGATE_CONFIG",):
+            continue
+        rest = name[len("PUSHGATE_") :].lower()
+        for section in _SECTIONS:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                target = data.setdefault(section, {})
+                if not isinstance(target, dict):
+                    raise ConfigError(f"{section}: must be a table")
+                # Provider keys are free-form strings; other sections have typed keys.
+                target[key] = raw if section in PROVIDER_SECTIONS else _env_value(raw)
+                break
+        else:
+            if rest in ("database_url", "default_app_key"):
+                data[rest] = raw
+
+
+def _describe(err: msgspec.ValidationError) -> str:
+    msg = str(err)
+    m = re.search(r"at `\$\.?(.*)`$", msg)
+    where = m.group(1) if m else ""
+    text = msg[: m.start()].rstrip(" -") if m else msg
+    m2 = re.match(r"Object contains unknown field `(.+)`", text)
+    if m2:
+        key = f"{where}.{m2.group(1)}" if where else m2.group(1)
+        return f"{key}: unknown key (see docs/configuration.md for the valid keys)"
+    return f"{where or '<top level>'}: {text}"
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the file (``path`` or ``$PUSHGATE_CONFIG``), interpolate, apply env overrides, validate."""
+    env = os.environ if env is None else env
+    path = path or env.get("PUSHGATE_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        data = _interpolate(data, "", env)
+    _apply_env(data, env)
+    try:
+        settings = msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid config: {_describe(exc)}") from None
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if not (0 < s.server.port < 65536):
+        raise ConfigError("invalid config: server.port: must be between 1 and 65535")
+    if not s.database_url.split(":", 1)[0].startswith(("sqlite", "postgresql", "postgres")):
+        raise ConfigError(
+            "invalid config: database_url: use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
+        )
+    for key in ("concurrency", "batch_size", "plan_page_size", "max_attempts"):
+        if getattr(s.engine, key) < 1:
+            raise ConfigError(f"invalid config: engine.{key}: must be at least 1")
+    if s.limits.max_recipients_per_publish < 1:
+        raise ConfigError("invalid config: limits.max_recipients_per_publish: must be at least 1")
+    if s.server.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError("invalid config: server.log_level: one of debug, info, warning, error")
+
+
+def _mask(value: Any, key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v, k) for k, v in value.items()}
+    if isinstance(value, str) and value and any(w in key.lower() for w in _SECRET_WORDS):
+        if key.endswith("_file"):
+            return value
+        return "****" + (value[-4:] if len(value) > 16 else "")
+    if isinstance(value, str) and key == "database_url":
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:****@", value)
+    return value
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective config as a dict with every secret masked (``pushgate config show``)."""
+    raw = msgspec.to_builtins(settings)
+    return {k: _mask(v, k) for k, v in raw.items()}

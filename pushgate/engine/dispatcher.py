@@ -1,0 +1,166 @@
+"""Dispatch: send one batch through its provider and record every recipient's outcome.
+
+Outcomes, counters, device invalidation, the retry job and the removal of this job commit in
+one transaction: a crash before it re-runs the batch (skipping recipients already final), a
+crash after it loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.retry import retry_delay
+from pushgate.engine.providers import ProviderPool
+from pushgate.engine.rendering import RenderCache
+from pushgate.providers.base import Target
+from pushgate.store.db import Database
+from pushgate.store.devices import DeviceStore
+from pushgate.store.publishes import DeliveryUpdate, Publish, PublishStore
+from pushgate.store.queue import Job, JobQueue
+
+log = logging.getLogger("pushgate.engine")
+
+_CLOSED = ("completed", "failed", "expired", "cancelled")
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    max_attempts: int
+    base: float
+    cap: float
+    fcm_quota_min_delay: float
+
+
+class Dispatcher:
+    def __init__(
+        self, db: Database, publishes: PublishStore, pool: ProviderPool, policy: RetryPolicy
+    ) -> None:
+        self.db = db
+        self.publishes = publishes
+        self.pool = pool
+        self.policy = policy
+        self.renders = RenderCache()
+
+    async def run(self, job: Job, pub: Publish | None, app_name: str) -> None:
+        if pub is None or pub.status in _CLOSED:
+            async with self.db.write() as conn:
+                await JobQueue.delete(conn, job.id)
+            return
+        provider_name: str = job.payload["provider"]
+        attempt: int = job.payload["attempt"]
+        targets = [Target(rid, tok) for rid, tok in job.payload["targets"]]
+        if job.claims > 1:
+            done = await self.publishes.final_recipients(pub.id, [t.recipient_id for t in targets])
+            targets = [t for t in targets if t.recipient_id not in done]
+        deadline = _deadline(pub)
+        now = time.time()
+        if not targets:
+            results: list[SendResult] = []
+        elif deadline is not None and now >= deadline:
+            results = [SendResult(Outcome.PAYLOAD, error_code="expired") for _ in targets]
+        else:
+            provider = await self.pool.get(pub.app_id, app_name, provider_name)
+            if provider is None:
+                results = [
+                    SendResult(Outcome.CREDENTIAL, error_code="no_credentials",
+                               error_message=f"app {app_name!r} has no {provider_name} credentials")
+                    for _ in targets
+                ]
+            else:
+                rendered = self.renders.get(pub.id, provider_name, pub.request)
+                results = await provider.send_batch(rendered, targets)
+        await self._record(job, pub, provider_name, attempt, targets, results, deadline)
+        await self.publishes.finish_if_done(pub.id)
+
+    async def _record(
+        self,
+        job: Job,
+        pub: Publish,
+        provider_name: str,
+        attempt: int,
+        targets: list[Target],
+        results: list[SendResult],
+        deadline: float | None,
+    ) -> None:
+        now = time.time()
+        updates: list[DeliveryUpdate] = []
+        invalid: dict[str, str] = {}
+        retries: dict[float, list[list[str]]] = {}
+        counts = {"sent": 0, "failed": 0, "invalid_token": 0, "expired": 0, "retrying": 0}
+        was_retrying = attempt > 1
+        for target, res in zip(targets, results, strict=True):
+            status: str
+            if res.outcome is Outcome.SENT:
+                status = "sent"
+            elif res.error_code == "expired":
+                status = "expired"
+            elif res.outcome is Outcome.DEVICE_TERMINAL:
+                status = "invalid_token"
+                if target.recipient_id.startswith("dev_"):
+                    invalid[target.recipient_id] = f"{provider_name}: {res.error_code or 'invalid token'}"
+            elif res.outcome is Outcome.RETRYABLE and attempt < self.policy.max_attempts:
+                delay = retry_delay(
+                    attempt, base=self.policy.base, cap=self.policy.cap, retry_after=res.retry_after
+                )
+                if provider_name == "fcm" and res.error_code in ("QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED"):
+                    delay = max(delay, self.policy.fcm_quota_min_delay)
+                if deadline is not None and now + delay >= deadline:
+                    status = "expired"
+                else:
+                    status = "retrying"
+                    retries.setdefault(round(now + delay, 3), []).append([target.recipient_id, target.token])
+            else:
+                status = "failed"
+            if status == "retrying":
+                if not was_retrying:
+                    counts["retrying"] += 1
+            else:
+                counts[status] += 1
+                if was_retrying:
+                    counts["retrying"] -= 1
+            updates.append(
+                DeliveryUpdate(
+                    recipient_id=target.recipient_id,
+                    status=status,
+                    attempts=attempt,
+                    error_code=None if status == "sent" else res.error_code,
+                    error_message=None if status == "sent" else res.error_message,
+                    provider_message_id=res.provider_message_id,
+                    sent_at=now if status == "sent" else None,
+                )
+            )
+        async with self.db.write() as conn:
+            await self.publishes.record(conn, pub.id, updates)
+            await self.publishes.bump(conn, pub.id, provider_name, **counts)
+            if invalid:
+                await DeviceStore.invalidate(conn, invalid, now)
+            await JobQueue.enqueue_many(
+                conn,
+                [
+                    {
+                        "kind": "dispatch",
+                        "app_id": pub.app_id,
+                        "publish_id": pub.id,
+                        "run_at": run_at,
+                        "payload": {"provider": provider_name, "attempt": attempt + 1, "targets": batch},
+                    }
+                    for run_at, batch in retries.items()
+                ],
+            )
+            await JobQueue.delete(conn, job.id)
+        if invalid:
+            log.info("marked %d %s device(s) invalid for publish %s", len(invalid), provider_name, pub.id)
+
+
+def _deadline(pub: Publish) -> float | None:
+    """No attempt happens after ``expire_at`` or after the notification's TTL ran out."""
+    limits: list[float] = []
+    if pub.expire_at is not None:
+        limits.append(pub.expire_at)
+    ttl = (pub.request.get("notification") or {}).get("ttl_seconds")
+    if ttl:
+        limits.append(pub.created_at + ttl)
+    return min(limits) if limits else None

@@ -1,0 +1,147 @@
+"""The engine: worker tasks that claim jobs from the durable queue and run them.
+
+Workers sleep on an event that admission sets after its commit (a one-device publish reaches
+the provider within milliseconds), and otherwise poll at ``engine.poll_interval`` so jobs
+enqueued by other processes and due retries are picked up too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+
+from pushgate.config import Settings
+from pushgate.engine.dispatcher import Dispatcher, RetryPolicy
+from pushgate.engine.planner import PlanContext, Planner
+from pushgate.engine.providers import ProviderPool
+from pushgate.providers.transport import Transport
+from pushgate.store.apps import AppStore
+from pushgate.store.db import Database
+from pushgate.store.publishes import PublishStore
+from pushgate.store.queue import Job, JobQueue
+
+log = logging.getLogger("pushgate.engine")
+
+
+class Engine:
+    def __init__(self, settings: Settings, db: Database, transport: Transport) -> None:
+        self.settings = settings
+        self.db = db
+        self.queue = JobQueue(db)
+        self.apps = AppStore(db)
+        self.publishes = PublishStore(db)
+        self.pool = ProviderPool(settings, transport)
+        e = settings.engine
+        self.planner = Planner(db, self.publishes, self.notify)
+        self.dispatcher = Dispatcher(
+            db,
+            self.publishes,
+            self.pool,
+            RetryPolicy(e.max_attempts, e.backoff_base, e.backoff_max, e.fcm_quota_min_delay),
+        )
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._app_names: dict[str, str] = {}
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not self._stopping and not all(t.done() for t in self._tasks)
+
+    def notify(self) -> None:
+        """New work was committed: wake idle workers now instead of at their next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._stopping = False
+        for n in range(self.settings.engine.concurrency):
+            self._tasks.append(asyncio.create_task(self._loop(), name=f"pushgate-worker-{n}"))
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming, let in-flight jobs finish up to ``timeout``, give back the rest."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks.clear()
+        try:
+            await self.queue.release(self.owner)
+        except Exception:  # the database may already be gone at shutdown
+            log.exception("could not release leases")
+        await self.pool.aclose()
+
+    async def _app_name(self, app_id: str) -> str:
+        name = self._app_names.get(app_id)
+        if name is None:
+            app = await self.apps.get(app_id)
+            name = app.name if app else app_id
+            self._app_names[app_id] = name
+        return name
+
+    async def _loop(self) -> None:
+        e = self.settings.engine
+        while not self._stopping:
+            try:
+                jobs = await self.queue.claim(self.owner, 1, e.lease_seconds)
+            except Exception:
+                log.exception("claiming jobs failed; retrying")
+                await asyncio.sleep(e.poll_interval)
+                continue
+            if not jobs:
+                self._wake.clear()
+                timeout = e.poll_interval
+                try:
+                    due = await self.queue.next_due()
+                except Exception:
+                    due = None
+                if due is not None:
+                    timeout = max(0.01, min(timeout, due - time.time()))
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+                continue
+            # Another job may be waiting: let a sibling worker claim it while this one works.
+            self._wake.set()
+            for job in jobs:
+                try:
+                    await self.run_job(job)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The lease expires and the job is claimed again; nothing is lost.
+                    log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)
+
+    async def run_job(self, job: Job) -> None:
+        pub = await self.publishes.get(None, job.publish_id, with_counts=False)
+        app_name = await self._app_name(job.app_id)
+        if job.kind == "plan":
+            if pub is None or pub.status not in ("accepted", "dispatching"):
+                async with self.db.write() as conn:
+                    await JobQueue.delete(conn, job.id)
+                return
+            await self.publishes.mark_started(pub.id)
+            e = self.settings.engine
+            ctx = PlanContext(
+                app_name=app_name,
+                configured=set(self.pool.configured(job.app_id, app_name)),
+                batch_size=e.batch_size,
+                page_size=e.plan_page_size,
+                lease_seconds=e.lease_seconds,
+            )
+            await self.planner.run(job, pub, ctx)
+            self.notify()
+        elif job.kind == "dispatch":
+            await self.dispatcher.run(job, pub, app_name)
+        else:
+            log.error("unknown job kind %r; dropping job %s", job.kind, job.id)
+            async with self.db.write() as conn:
+                await JobQueue.delete(conn, job.id)

@@ -1,0 +1,24 @@
+"""`python -m pushgate.lab`: run the provider lab without the pushgate CLI."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+from pushgate.lab.main import run
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m pushgate.lab", description="Run the pushgate provider lab."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8687)
+    parser.add_argument("--write-credentials", type=pathlib.Path, default=None, metavar="DIR")
+    parser.add_argument("--lean", action="store_true", help="keep counters only, no ledger items")
+    args = parser.parse_args(argv)
+    run(host=args.host, port=args.port, write_credentials=args.write_credentials, lean=args.lean)
+
+
+if __name__ == "__main__":
+    main()

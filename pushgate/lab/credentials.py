@@ -1,0 +1,167 @@
+"""Credentials shared between the lab and the pushgate instance it serves.
+
+The lab plays Google's OAuth server, so it must own the service-account key pair (it keeps
+the public half to verify assertions), and it mints browser subscriptions, so it needs a
+default VAPID applicationServerKey. Writing them to a directory, and reusing them when they
+are already there, lets a restarted lab keep an existing pushgate config valid.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+PROJECT_ID = "pushgate-lab"
+CLIENT_EMAIL = "pushgate-lab@pushgate-lab.iam.gserviceaccount.com"
+VAPID_SUBJECT = "mailto:lab@example.com"
+
+SERVICE_ACCOUNT_FILE = "fcm-service-account.json"
+VAPID_PRIVATE_FILE = "vapid-private.txt"
+VAPID_PUBLIC_FILE = "vapid-public.txt"
+CONFIG_SNIPPET_FILE = "pushgate-lab.toml"
+
+
+def b64url_encode(raw: bytes) -> str:
+    """Base64url without padding, the encoding every Web Push key travels in."""
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    """Decode base64url, tolerating missing or present padding (senders differ)."""
+    text = text.strip()
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(slots=True)
+class LabCredentials:
+    """Everything the lab needs to verify callers, plus what pushgate needs to call it."""
+
+    service_account: dict[str, Any]
+    fcm_public_key: rsa.RSAPublicKey
+    vapid_private_key: ec.EllipticCurvePrivateKey
+    directory: Path | None = None
+
+    @property
+    def vapid_public_raw(self) -> bytes:
+        """The 65-byte uncompressed point browsers receive as applicationServerKey."""
+        return self.vapid_private_key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
+
+    @property
+    def vapid_public_b64(self) -> str:
+        return b64url_encode(self.vapid_public_raw)
+
+    @property
+    def vapid_private_b64(self) -> str:
+        return b64url_encode(self.vapid_private_key.private_numbers().private_value.to_bytes(32, "big"))
+
+    def public_document(self) -> dict[str, Any]:
+        """The `GET /credentials` body: lets a client use an in-memory lab without files."""
+        return {
+            "fcm_service_account": self.service_account,
+            "vapid_public_key": self.vapid_public_b64,
+            "vapid_private_key": self.vapid_private_b64,
+            "vapid_subject": VAPID_SUBJECT,
+        }
+
+
+def _service_account(private_key: rsa.RSAPrivateKey, base_url: str) -> dict[str, Any]:
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+    return {
+        "type": "service_account",
+        "project_id": PROJECT_ID,
+        "private_key_id": secrets.token_hex(20),
+        "private_key": pem,
+        "client_email": CLIENT_EMAIL,
+        "client_id": str(secrets.randbelow(10**20) + 10**20),
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": f"{base_url}/token",
+        "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+        "client_x509_cert_url": f"https://www.googleapis.com/robot/v1/metadata/x509/{CLIENT_EMAIL}",
+        "universe_domain": "googleapis.com",
+        "base_url": base_url,
+    }
+
+
+def generate_credentials(base_url: str) -> LabCredentials:
+    """Fresh in-memory credentials, for a lab started without a credentials directory."""
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return LabCredentials(
+        service_account=_service_account(rsa_key, base_url),
+        fcm_public_key=rsa_key.public_key(),
+        vapid_private_key=ec.generate_private_key(ec.SECP256R1()),
+    )
+
+
+def _load_vapid_private(raw_b64: str) -> ec.EllipticCurvePrivateKey:
+    return ec.derive_private_key(int.from_bytes(b64url_decode(raw_b64), "big"), ec.SECP256R1())
+
+
+def _load_existing(directory: Path, base_url: str) -> LabCredentials | None:
+    """Reuse keys already in `directory`; only the URLs follow the current address."""
+    sa_path = directory / SERVICE_ACCOUNT_FILE
+    vapid_path = directory / VAPID_PRIVATE_FILE
+    if not (sa_path.is_file() and vapid_path.is_file()):
+        return None
+    service_account = json.loads(sa_path.read_text())
+    private_key = serialization.load_pem_private_key(service_account["private_key"].encode(), None)
+    if not isinstance(private_key, rsa.RSAPrivateKey):
+        raise ValueError(f"{sa_path}: private_key is not an RSA key")
+    service_account["token_uri"] = f"{base_url}/token"
+    service_account["base_url"] = base_url
+    return LabCredentials(
+        service_account=service_account,
+        fcm_public_key=private_key.public_key(),
+        vapid_private_key=_load_vapid_private(vapid_path.read_text()),
+    )
+
+
+def config_snippet(creds: LabCredentials, service_account_path: Path) -> str:
+    """The TOML sections that point pushgate's default app at the lab, and nothing else."""
+    return (
+        "[devices]\n"
+        "allow_loopback_endpoints = true\n"
+        "\n"
+        "[fcm]\n"
+        f"service_account_file = {json.dumps(str(service_account_path))}\n"
+        "\n"
+        "[webpush]\n"
+        f'vapid_subject = "{VAPID_SUBJECT}"\n'
+        f'vapid_private_key = "{creds.vapid_private_b64}"\n'
+        f'vapid_public_key = "{creds.vapid_public_b64}"\n'
+    )
+
+
+def write_credentials(dir: Path, base_url: str) -> LabCredentials:
+    """Create (or reuse) the lab's credentials in `dir` and write pushgate's config snippet.
+
+    Pure file work, no server: callers can prepare a config before the lab starts.
+    `base_url` is the lab's origin, e.g. ``http://127.0.0.1:8687``.
+    """
+    directory = dir.expanduser().resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    base_url = base_url.rstrip("/")
+    creds = _load_existing(directory, base_url) or generate_credentials(base_url)
+    creds.directory = directory
+    sa_path = directory / SERVICE_ACCOUNT_FILE
+    _write_private(sa_path, json.dumps(creds.service_account, indent=2) + "\n")
+    _write_private(directory / VAPID_PRIVATE_FILE, creds.vapid_private_b64 + "\n")
+    (directory / VAPID_PUBLIC_FILE).write_text(creds.vapid_public_b64 + "\n")
+    (directory / CONFIG_SNIPPET_FILE).write_text(config_snippet(creds, sa_path))
+    return creds
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Private keys are readable by the owner only, as a real key file would be."""
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(text)

@@ -1,0 +1,23 @@
+"""Tiny helpers for JSON responses, so every simulator answers with exact bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from litestar import Response
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response[bytes]:
+    """Encode with msgspec ourselves: the body shape is the wire contract, not a schema."""
+    return Response(
+        content=msgspec.json.encode(body),
+        status_code=status,
+        media_type="application/json; charset=UTF-8",
+        headers=dict(headers or {}),
+    )
+
+
+def empty_response(status: int, headers: Mapping[str, str] | None = None) -> Response[bytes]:
+    return Response(content=b"", status_code=status, headers=dict(headers or {}), media_type="text/plain")

@@ -1,0 +1,389 @@
+"""Firebase Cloud Messaging, HTTP v1 API (shared/providers.md §2).
+
+One ``messages:send`` request per token (the batch API is gone), sent concurrently over the
+shared transport, authenticated with an OAuth2 access token obtained by the JWT-bearer grant
+from the service account. The access token is cached and refreshed by one coroutine at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+import jwt
+import msgspec
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.providers.base import Provider, ProviderConfigError, Target
+from pushgate.providers.http import parse_retry_after
+from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
+
+__all__ = ["FcmProvider", "classify_fcm_response"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://fcm.googleapis.com"
+SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
+GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: Refresh this long before the access token expires (google-auth uses 225 s).
+REFRESH_MARGIN = 240.0
+#: FCM asks for at least one minute before retrying a 429.
+MIN_QUOTA_BACKOFF = 60.0
+_FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
+_BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+
+
+def _mask(token: str) -> str:
+    """Enough of a token to correlate log lines, never enough to use it."""
+    return token[:6] + "…" if len(token) > 10 else "…"
+
+
+def _read_text(path: str) -> str:
+    with open(os.path.expanduser(path), encoding="utf-8") as fh:
+        return fh.read()
+
+
+class _OAuthError(Exception):
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class _ParsedError(msgspec.Struct):
+    code: str | None
+    message: str | None
+    status: str | None
+    token_field: bool
+
+
+def _parse_error(body: bytes) -> _ParsedError:
+    """Pull the FcmError code, google status and message out of a ``google.rpc.Status`` body."""
+    try:
+        doc = _json_decode(body)
+    except msgspec.DecodeError:
+        text = body[:300].decode("utf-8", "replace").strip()
+        return _ParsedError(None, text or None, None, False)
+    err = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(err, dict):
+        return _ParsedError(None, None, None, False)
+    code: str | None = None
+    token_field = False
+    for detail in err.get("details") or ():
+        if not isinstance(detail, dict):
+            continue
+        kind = detail.get("@type")
+        if kind == _FCM_ERROR_TYPE and isinstance(detail.get("errorCode"), str):
+            code = code or detail["errorCode"]
+        elif kind == _BAD_REQUEST_TYPE:
+            for violation in detail.get("fieldViolations") or ():
+                if isinstance(violation, dict) and str(violation.get("field", "")).endswith("token"):
+                    token_field = True
+    message = err.get("message") if isinstance(err.get("message"), str) else None
+    status = err.get("status") if isinstance(err.get("status"), str) else None
+    return _ParsedError(code, message, status, token_field)
+
+
+def _is_about_token(parsed: _ParsedError) -> bool:
+    if parsed.token_field:
+        return True
+    msg = (parsed.message or "").lower()
+    return "registration token" in msg or "message.token" in msg
+
+
+def classify_fcm_response(resp: HttpResponse) -> SendResult:
+    """Map one ``messages:send`` answer onto an :class:`Outcome` (providers.md §2 table).
+
+    A bare 401 (no FcmError: our access token was rejected) is returned as CREDENTIAL with
+    ``error_code`` ``UNAUTHENTICATED``/``http_401``; :class:`FcmProvider` intercepts it first to
+    refresh the token and retry once.
+    """
+    status = resp.status
+    if status == 200:
+        try:
+            name = _json_decode(resp.body).get("name")
+        except (msgspec.DecodeError, AttributeError):
+            name = None
+        return SendResult(Outcome.SENT, provider_message_id=name if isinstance(name, str) else None)
+
+    parsed = _parse_error(resp.body)
+    code = parsed.code or parsed.status or f"http_{status}"
+    message = parsed.message
+    retry_after = parse_retry_after(resp.headers.get("retry-after"))
+
+    if status == 400:
+        if (parsed.code in (None, "INVALID_ARGUMENT")) and _is_about_token(parsed):
+            return SendResult(Outcome.DEVICE_TERMINAL, error_code=code, error_message=message)
+        return SendResult(Outcome.PAYLOAD, error_code=code, error_message=message)
+    if status == 401:
+        return SendResult(Outcome.CREDENTIAL, error_code=code, error_message=message)
+    if status == 403:
+        if parsed.code == "SENDER_ID_MISMATCH":
+            return SendResult(Outcome.DEVICE_TERMINAL, error_code=code, error_message=message)
+        return SendResult(Outcome.CREDENTIAL, error_code=code, error_message=message)
+    if status == 404 and parsed.code == "UNREGISTERED":
+        return SendResult(Outcome.DEVICE_TERMINAL, error_code=code, error_message=message)
+    if status == 429:
+        wait = max(retry_after or 0.0, MIN_QUOTA_BACKOFF)
+        return SendResult(Outcome.RETRYABLE, error_code=code, error_message=message, retry_after=wait)
+    if status >= 500:
+        if parsed.code == "UNSPECIFIED_ERROR":
+            log.warning("fcm: UNSPECIFIED_ERROR (%s): %s", status, message)
+        return SendResult(Outcome.RETRYABLE, error_code=code, error_message=message, retry_after=retry_after)
+    if status >= 400:
+        return SendResult(Outcome.PAYLOAD, error_code=code, error_message=message)
+    # 1xx/2xx other than 200/3xx: not something FCM sends; retry rather than guess.
+    return SendResult(Outcome.RETRYABLE, error_code=code, error_message=message, retry_after=retry_after)
+
+
+class FcmProvider(Provider):
+    """Sends to FCM v1 for one Firebase project (one service account)."""
+
+    name: ClassVar[str] = "fcm"
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        project_id: str,
+        client_email: str,
+        private_key: rsa.RSAPrivateKey,
+        private_key_id: str | None,
+        token_uri: str,
+        base_url: str = DEFAULT_BASE_URL,
+        concurrency: int = 200,
+        timeout: float | None = None,
+    ) -> None:
+        self._transport = transport
+        self.project_id = project_id
+        self._client_email = client_email
+        self._private_key = private_key
+        self._private_key_id = private_key_id
+        self._token_uri = token_uri
+        self._send_url = f"{base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._timeout = timeout
+        self._token_lock = asyncio.Lock()
+        self._access_token: str | None = None
+        self._expires_at = 0.0  # monotonic clock
+
+    # ------------------------------------------------------------------ setup
+
+    @classmethod
+    async def create(cls, settings: Mapping[str, Any], transport: Transport) -> FcmProvider:
+        """Validate the service account and build the provider; no network I/O happens here."""
+        file_value = settings.get("service_account_file")
+        inline = settings.get("service_account_json")
+        if file_value:
+            key = "fcm.service_account_file"
+            path = str(file_value)
+            try:
+                raw = await asyncio.to_thread(_read_text, path)
+            except FileNotFoundError:
+                raise ProviderConfigError(f"{key}: file not found: {path}") from None
+            except OSError as exc:
+                raise ProviderConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+        elif inline:
+            key = "fcm.service_account_json"
+            if isinstance(inline, Mapping):
+                raw = json.dumps(dict(inline))
+            elif isinstance(inline, str):
+                raw = inline
+            else:
+                raise ProviderConfigError(f"{key}: must be a JSON string")
+        else:
+            raise ProviderConfigError(
+                "fcm.service_account_file: required (or fcm.service_account_json with the key inline)"
+            )
+        try:
+            info = json.loads(raw)
+        except ValueError as exc:
+            raise ProviderConfigError(f"{key}: not valid JSON ({exc})") from None
+        if not isinstance(info, dict):
+            raise ProviderConfigError(f"{key}: must be a JSON object (a service-account key file)")
+
+        def field(name: str) -> str:
+            value = info.get(name)
+            if not isinstance(value, str) or not value:
+                raise ProviderConfigError(f"{key}: missing or empty field {name!r}")
+            return value
+
+        client_email = field("client_email")
+        token_uri = field("token_uri")
+        try:
+            private_key = load_pem_private_key(field("private_key").encode(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise ProviderConfigError(
+                f"{key}: field 'private_key' is not a PEM private key ({exc})"
+            ) from None
+        if not isinstance(private_key, rsa.RSAPrivateKey):
+            raise ProviderConfigError(f"{key}: field 'private_key' must be an RSA key")
+        pkid = info.get("private_key_id")
+
+        project_id = settings.get("project_id") or info.get("project_id")
+        if not isinstance(project_id, str) or not project_id:
+            raise ProviderConfigError(f"fcm.project_id: required (not in settings nor in {key})")
+
+        base_url = settings.get("base_url") or info.get("base_url") or DEFAULT_BASE_URL
+        if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
+            raise ProviderConfigError(f"fcm.base_url: must be an http(s) URL, got {base_url!r}")
+        if not token_uri.startswith(("https://", "http://")):
+            raise ProviderConfigError(f"{key}: field 'token_uri' must be an http(s) URL")
+
+        concurrency = settings.get("concurrency", 200)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ProviderConfigError(f"fcm.concurrency: must be a positive integer, got {concurrency!r}")
+        timeout = settings.get("timeout")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise ProviderConfigError(f"fcm.timeout: must be a positive number of seconds, got {timeout!r}")
+
+        return cls(
+            transport=transport,
+            project_id=project_id,
+            client_email=client_email,
+            private_key=private_key,
+            private_key_id=pkid if isinstance(pkid, str) and pkid else None,
+            token_uri=token_uri,
+            base_url=base_url,
+            concurrency=concurrency,
+            timeout=float(timeout) if timeout is not None else None,
+        )
+
+    # ------------------------------------------------------------------ OAuth
+
+    def _assertion(self) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self._client_email,
+            "scope": SCOPE,
+            "aud": self._token_uri,
+            "iat": now,
+            "exp": now + 3600,
+        }
+        headers = {"kid": self._private_key_id} if self._private_key_id else None
+        return jwt.encode(claims, self._private_key, algorithm="RS256", headers=headers)
+
+    async def _fetch_token(self) -> None:
+        body = urlencode({"grant_type": GRANT_TYPE, "assertion": self._assertion()}).encode("ascii")
+        req = HttpRequest(
+            "POST",
+            self._token_uri,
+            {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
+            body,
+            self._timeout,
+        )
+        try:
+            resp = await self._transport.request(req)
+        except TransportError as exc:
+            raise _OAuthError(f"token endpoint unreachable: {exc}", retryable=True) from None
+        try:
+            doc = _json_decode(resp.body)
+        except msgspec.DecodeError:
+            doc = None
+        if resp.status != 200:
+            text = resp.body[:300].decode("utf-8", "replace")
+            if isinstance(doc, dict) and "error" in doc:
+                text = str(doc.get("error"))
+                if doc.get("error_description"):
+                    text += f": {doc['error_description']}"
+            raise _OAuthError(
+                f"token endpoint answered {resp.status}: {text}",
+                retryable=resp.status >= 500 or resp.status == 429,
+            )
+        token = doc.get("access_token") if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not token:
+            raise _OAuthError("token endpoint answer has no access_token", retryable=False)
+        expires_in = doc.get("expires_in", 3600) if isinstance(doc, dict) else 3600
+        try:
+            lifetime = float(expires_in)
+        except (TypeError, ValueError):
+            lifetime = 3600.0
+        self._access_token = token
+        self._expires_at = time.monotonic() + lifetime
+
+    async def _get_token(self, stale: str | None = None) -> str:
+        """A valid access token; fetches one when missing, near expiry, or equal to ``stale``.
+
+        ``stale`` is the token a 401 just rejected: if another coroutine already replaced it
+        while we waited for the lock, that fresh token is used instead of fetching again.
+        """
+        token = self._access_token
+        if token is not None and token != stale and time.monotonic() < self._expires_at - REFRESH_MARGIN:
+            return token
+        async with self._token_lock:
+            token = self._access_token
+            if token is not None and token != stale and time.monotonic() < self._expires_at - REFRESH_MARGIN:
+                return token
+            if stale is not None and self._access_token == stale:
+                self._access_token = None
+            await self._fetch_token()
+            assert self._access_token is not None
+            return self._access_token
+
+    # ------------------------------------------------------------------ send
+
+    async def send_batch(self, rendered: Any, targets: Sequence[Target]) -> list[SendResult]:
+        """Send the rendered ``message`` (see ``render_fcm``) to every target concurrently."""
+        if not targets:
+            return []
+        try:
+            access_token = await self._get_token()
+        except _OAuthError as exc:
+            outcome = Outcome.RETRYABLE if exc.retryable else Outcome.CREDENTIAL
+            log.warning("fcm[%s]: OAuth token exchange failed: %s", self.project_id, exc)
+            return [SendResult(outcome, error_code="oauth_failed", error_message=str(exc)) for _ in targets]
+
+        # Encode the shared part once; splice each token in as bytes.
+        encoded = _json_encode(rendered)
+        if not encoded.startswith(b"{") or not encoded.endswith(b"}"):
+            raise TypeError("rendered FCM message must be a JSON object")
+        prefix = b'{"message":' + encoded[:-1] + (b',"token":' if len(encoded) > 2 else b'"token":')
+
+        return list(await asyncio.gather(*(self._send_one(prefix, t.token, access_token) for t in targets)))
+
+    async def _send_one(self, prefix: bytes, token: str, access_token: str) -> SendResult:
+        body = prefix + _json_encode(token) + b"}}"
+        async with self._semaphore:
+            try:
+                resp = await self._post(body, access_token)
+                if resp.status == 401 and _parse_error(resp.body).code is None:
+                    # Our access token was rejected (expired early, revoked): refresh once, retry once.
+                    try:
+                        access_token = await self._get_token(stale=access_token)
+                    except _OAuthError as exc:
+                        outcome = Outcome.RETRYABLE if exc.retryable else Outcome.CREDENTIAL
+                        return SendResult(outcome, error_code="oauth_failed", error_message=str(exc))
+                    resp = await self._post(body, access_token)
+            except TransportError as exc:
+                return SendResult(Outcome.RETRYABLE, error_code="network", error_message=str(exc))
+        result = classify_fcm_response(resp)
+        if result.outcome is Outcome.CREDENTIAL:
+            log.warning(
+                "fcm[%s]: credential error %s for token %s: %s",
+                self.project_id,
+                result.error_code,
+                _mask(token),
+                result.error_message,
+            )
+        return result
+
+    async def _post(self, body: bytes, access_token: str) -> HttpResponse:
+        return await self._transport.request(
+            HttpRequest(
+                "POST",
+                self._send_url,
+                {"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"},
+                body,
+                self._timeout,
+            )
+        )

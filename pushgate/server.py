@@ -1,0 +1,177 @@
+"""Builds the ASGI app: the HTTP API, health checks and, in the same process, the workers."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, Request, Router, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from pushgate import __version__
+from pushgate.api.auth import authenticate
+from pushgate.api.channels import ChannelController
+from pushgate.api.devices import DeviceController
+from pushgate.api.errors import exception_handlers
+from pushgate.api.health import healthz, readyz
+from pushgate.api.publishes import PublishController
+from pushgate.api.services import Services, provide_app, provide_services
+from pushgate.config import Settings
+from pushgate.engine.providers import ProviderPool
+from pushgate.engine.worker import Engine
+from pushgate.providers.http import create_transport
+from pushgate.store.apps import AppStore
+from pushgate.store.db import Database
+from pushgate.store.devices import DeviceStore
+from pushgate.store.publishes import PublishStore
+
+log = logging.getLogger("pushgate")
+access_log = logging.getLogger("pushgate.access")
+
+DEFAULT_APP = "default"
+
+
+def _request_log(app: ASGIApp) -> ASGIApp:
+    """One log line per request with a request id (also returned as ``X-Request-Id``).
+
+    Only the path is logged, never the query string or body, so tokens and keys stay out of logs.
+    """
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        rid = uuid.uuid4().hex[:12]
+        start = time.perf_counter()
+        status = 0
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers") or [])
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}  # type: ignore[typeddict-item]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            access_log.info(
+                "req=%s %s %s %d %.1fms",
+                rid,
+                scope.get("method", "-"),
+                scope.get("path", "-"),
+                status,
+                (time.perf_counter() - start) * 1000,
+            )
+
+    return middleware
+
+
+@get("/openapi.json", include_in_schema=False, sync_to_thread=False)
+def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return request.app.openapi_schema.to_schema()
+
+
+async def ensure_default_app(apps: AppStore, key: str | None, echo: Callable[[str], None]) -> None:
+    """First start creates the ``default`` app and shows its key once."""
+    app = await apps.get_by_name(DEFAULT_APP)
+    if app is None:
+        app, plain = await apps.create(DEFAULT_APP, key=key)
+        if key:
+            echo(f"Created app 'default' ({app.id}) with the key from PUSHGATE_DEFAULT_APP_KEY.")
+        else:
+            echo(f"Created app 'default' ({app.id}). Its API key, shown only this once:\n\n    {plain}\n")
+    elif key and not await apps.has_key(app.id, key):
+        await apps.add_key(app.id, key)
+        echo("Added PUSHGATE_DEFAULT_APP_KEY as a key of app 'default'.")
+
+
+async def _provider_report(pool: ProviderPool, apps: AppStore, settings: Settings, echo: Callable[[str], None]) -> None:
+    """Validate every app's credentials now (fail at startup, naming the key) and say what is set up."""
+    any_configured = False
+    names = [DEFAULT_APP, *[n for n in settings.apps if n != DEFAULT_APP]]
+    for name in names:
+        app = await apps.get_by_name(name) or await apps.get(name)
+        if app is None:
+            log.warning("config has credentials for app %r, which does not exist (pushgate apps create %s)", name, name)
+            continue
+        ok = await pool.validate(app.id, app.name)
+        if ok:
+            any_configured = True
+            echo(f"App '{app.name}': credentials for {', '.join(ok)}.")
+    if not any_configured:
+        echo(
+            "No provider has credentials yet, so publishes will fail with no_credentials.\n"
+            "To try pushgate locally with the provider lab:\n"
+            "    pushgate lab --write-credentials var/lab &\n"
+            "    cat var/lab/pushgate-lab.toml >> pushgate.toml && pushgate serve --config pushgate.toml"
+        )
+
+
+def create_app(settings: Settings, *, run_workers: bool = True, echo: Callable[[str], None] | None = None) -> Litestar:
+    say = echo or (lambda line: print(line, flush=True))
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        transport = create_transport(timeout=settings.engine.http_timeout)
+        engine: Engine | None = None
+        try:
+            if settings.server.auto_migrate:
+                await db.migrate()
+            apps = AppStore(db)
+            await ensure_default_app(apps, settings.default_app_key, say)
+            engine = Engine(settings, db, transport) if run_workers else None
+            pool = engine.pool if engine else ProviderPool(settings, transport)
+            await _provider_report(pool, apps, settings, say)
+            app.state.services = Services(
+                settings=settings,
+                db=db,
+                apps=apps,
+                devices=DeviceStore(db),
+                publishes=PublishStore(db),
+                pool=pool,
+                engine=engine,
+            )
+            if engine is not None:
+                await engine.start()
+            yield
+        finally:
+            if engine is not None:
+                await engine.stop()
+            await transport.aclose()
+            await db.dispose()
+
+    v1 = Router(
+        "/v1",
+        route_handlers=[DeviceController, ChannelController, PublishController],
+        before_request=authenticate,
+        dependencies={"app": Provide(provide_app, sync_to_thread=False)},
+        security=[{"bearer": []}],
+    )
+    return Litestar(
+        route_handlers=[healthz, readyz, openapi_json, v1],
+        dependencies={"services": Provide(provide_services, sync_to_thread=False)},
+        exception_handlers=exception_handlers,
+        lifespan=[lifespan],
+        middleware=[_request_log],
+        request_max_body_size=settings.server.max_body_bytes,
+        logging_config=None,
+        openapi_config=OpenAPIConfig(
+            title="pushgate",
+            version=__version__,
+            description="Self-hosted push notification gateway: native API.",
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="App API key")}
+            ),
+        ),
+    )

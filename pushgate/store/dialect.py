@@ -1,0 +1,38 @@
+"""The one place where SQL differs between SQLite and PostgreSQL.
+
+Repositories call these helpers instead of importing a dialect's ``insert`` or adding
+``FOR UPDATE SKIP LOCKED`` themselves, so every other query is portable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+
+def insert_ignoring_conflicts(dialect: str, table: sa.Table, index_elements: Sequence[str]) -> Insert:
+    """``INSERT … ON CONFLICT (cols) DO NOTHING``: used for dedupe (deliveries, memberships)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
+
+
+def lock_skip_locked(dialect: str, select: sa.Select) -> sa.Select:
+    """On PostgreSQL, let concurrent claimers skip each other's rows; SQLite has one writer anyway."""
+    if dialect == "postgresql":
+        return select.with_for_update(skip_locked=True)
+    return select
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain ``sqlite:///`` and ``postgresql://`` URLs and pick the async drivers."""
+    if url.startswith("sqlite:"):
+        return "sqlite+aiosqlite:" + url[len("sqlite:") :]
+    if url.startswith("postgres://"):
+        return "postgresql+asyncpg://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + url[len("postgresql://") :]
+    return url

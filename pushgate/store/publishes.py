@@ -1,0 +1,365 @@
+"""Publishes, their per-provider counters and their delivery records."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.domain.ids import new_id
+from pushgate.store.db import Database
+from pushgate.store.dialect import insert_ignoring_conflicts
+from pushgate.store.queue import JobQueue
+from pushgate.store.schema import deliveries, publish_stats, publishes
+
+COUNTERS = ("planned", "sent", "failed", "invalid_token", "retrying", "expired")
+FINAL = ("sent", "failed", "invalid_token", "expired")
+
+
+@dataclass(slots=True)
+class Publish:
+    id: str
+    app_id: str
+    status: str
+    request: dict[str, Any]
+    idempotency_key: str | None
+    expire_at: float | None
+    planning_done: bool
+    error_code: str | None
+    error_message: str | None
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    counts: dict[str, int] = field(default_factory=dict)
+    by_provider: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DeliveryUpdate:
+    recipient_id: str
+    status: str
+    attempts: int
+    error_code: str | None = None
+    error_message: str | None = None
+    provider_message_id: str | None = None
+    sent_at: float | None = None
+
+
+def _publish(row: Any) -> Publish:
+    return Publish(
+        id=row.id,
+        app_id=row.app_id,
+        status=row.status,
+        request=json.loads(row.request),
+        idempotency_key=row.idempotency_key,
+        expire_at=row.expire_at,
+        planning_done=bool(row.planning_done),
+        error_code=row.error_code,
+        error_message=row.error_message,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+    )
+
+
+class PublishStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def admit(
+        self,
+        app_id: str,
+        request: dict[str, Any],
+        *,
+        idempotency_key: str | None,
+        expire_at: float | None,
+        window_seconds: float,
+    ) -> tuple[Publish, bool]:
+        """Write the publish and its plan job in one transaction.
+
+        Returns ``(publish, created)``; with a known idempotency key inside the window the
+        first publish comes back and nothing new is written.
+        """
+        for _ in range(3):
+            existing = await self._by_key(app_id, idempotency_key) if idempotency_key else None
+            now = time.time()
+            if existing is not None and existing.created_at >= now - window_seconds:
+                return existing, False
+            pub_id = new_id("pub")
+            try:
+                async with self.db.write() as conn:
+                    if existing is not None:
+                        # The old key is outside the window: free it for this publish.
+                        await conn.execute(
+                            sa.update(publishes).where(publishes.c.id == existing.id).values(idempotency_key=None)
+                        )
+                    await conn.execute(
+                        sa.insert(publishes).values(
+                            id=pub_id,
+                            app_id=app_id,
+                            status="accepted",
+                            idempotency_key=idempotency_key,
+                            request=json.dumps(request, separators=(",", ":")),
+                            expire_at=expire_at,
+                            planning_done=False,
+                            created_at=now,
+                        )
+                    )
+                    await JobQueue.enqueue(conn, "plan", app_id, pub_id, {"i": 0, "cursor": None})
+            except IntegrityError:
+                continue  # a concurrent request with the same key won: return its publish
+            pub = await self.get(app_id, pub_id)
+            assert pub is not None
+            return pub, True
+        raise RuntimeError("idempotency key contention")
+
+    async def _by_key(self, app_id: str, key: str) -> Publish | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(publishes).where(publishes.c.app_id == app_id, publishes.c.idempotency_key == key)
+                )
+            ).first()
+        return _publish(row) if row else None
+
+    async def get(self, app_id: str | None, publish_id: str, *, with_counts: bool = True) -> Publish | None:
+        cond = [publishes.c.id == publish_id]
+        if app_id is not None:
+            cond.append(publishes.c.app_id == app_id)
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(publishes).where(*cond))).first()
+            if row is None:
+                return None
+            pub = _publish(row)
+            if with_counts:
+                await self._attach_counts(conn, [pub])
+        return pub
+
+    async def list(self, app_id: str, *, cursor: str | None, limit: int) -> tuple[list[Publish], str | None]:
+        cond = [publishes.c.app_id == app_id]
+        if cursor:
+            cond.append(publishes.c.id < cursor)
+        q = sa.select(publishes).where(*cond).order_by(publishes.c.id.desc()).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+            pubs = [_publish(r) for r in rows[:limit]]
+            await self._attach_counts(conn, pubs)
+        return pubs, (pubs[-1].id if len(rows) > limit else None)
+
+    async def _attach_counts(self, conn: AsyncConnection, pubs: list[Publish]) -> None:
+        if not pubs:
+            return
+        by_id = {p.id: p for p in pubs}
+        for p in pubs:
+            p.counts = dict.fromkeys(COUNTERS, 0)
+        rows = (await conn.execute(sa.select(publish_stats).where(publish_stats.c.publish_id.in_(list(by_id))))).all()
+        for r in rows:
+            p = by_id[r.publish_id]
+            p.by_provider[r.provider] = {c: getattr(r, c) for c in COUNTERS}
+            for c in COUNTERS:
+                p.counts[c] += getattr(r, c)
+
+    async def deliveries(
+        self,
+        app_id: str,
+        publish_id: str,
+        *,
+        status: str | None,
+        provider: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Any], str | None]:
+        cond = [deliveries.c.publish_id == publish_id]
+        if status:
+            cond.append(deliveries.c.status == status)
+        if provider:
+            cond.append(deliveries.c.provider == provider)
+        if cursor:
+            cond.append(deliveries.c.recipient_id > cursor)
+        q = sa.select(deliveries).where(*cond).order_by(deliveries.c.recipient_id).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+        items = list(rows[:limit])
+        return items, (items[-1].recipient_id if len(rows) > limit else None)
+
+    # ---- engine side --------------------------------------------------------------------
+
+    async def mark_started(self, publish_id: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                sa.update(publishes)
+                .where(publishes.c.id == publish_id, publishes.c.status == "accepted")
+                .values(status="dispatching", started_at=time.time())
+            )
+
+    async def insert_planned(
+        self, conn: AsyncConnection, publish_id: str, rows: Sequence[dict[str, Any]]
+    ) -> set[str]:
+        """Insert pending delivery records; returns the recipient ids that were new.
+
+        The (publish, recipient) key is the fan-out's dedupe: a device reached through a
+        channel and a user and its id gets one record, hence one notification.
+        """
+        if not rows:
+            return set()
+        now = time.time()
+        ids = [r["recipient_id"] for r in rows]
+        before = {
+            r.recipient_id
+            for r in (
+                await conn.execute(
+                    sa.select(deliveries.c.recipient_id).where(
+                        deliveries.c.publish_id == publish_id, deliveries.c.recipient_id.in_(ids)
+                    )
+                )
+            ).all()
+        }
+        fresh = [r for r in rows if r["recipient_id"] not in before]
+        # Two references to one device inside one page collapse here too.
+        unique: dict[str, dict[str, Any]] = {}
+        for r in fresh:
+            unique.setdefault(r["recipient_id"], r)
+        if unique:
+            stmt = insert_ignoring_conflicts(self.db.dialect, deliveries, ("publish_id", "recipient_id"))
+            await conn.execute(
+                stmt,
+                [
+                    {
+                        "publish_id": publish_id,
+                        "recipient_id": r["recipient_id"],
+                        "device_id": r.get("device_id"),
+                        "provider": r["provider"],
+                        "status": r.get("status", "pending"),
+                        "error_code": r.get("error_code"),
+                        "error_message": r.get("error_message"),
+                        "attempts": 0,
+                        "updated_at": now,
+                    }
+                    for r in unique.values()
+                ],
+            )
+        return set(unique)
+
+    async def bump(self, conn: AsyncConnection, publish_id: str, provider: str, **deltas: int) -> None:
+        """Move counters with ``x = x + n`` (never read-modify-write)."""
+        deltas = {k: v for k, v in deltas.items() if v}
+        if not deltas:
+            return
+        await conn.execute(
+            insert_ignoring_conflicts(self.db.dialect, publish_stats, ("publish_id", "provider")).values(
+                publish_id=publish_id, provider=provider
+            )
+        )
+        await conn.execute(
+            sa.update(publish_stats)
+            .where(publish_stats.c.publish_id == publish_id, publish_stats.c.provider == provider)
+            .values({getattr(publish_stats.c, k): getattr(publish_stats.c, k) + v for k, v in deltas.items()})
+        )
+
+    async def record(self, conn: AsyncConnection, publish_id: str, updates: Sequence[DeliveryUpdate]) -> None:
+        if not updates:
+            return
+        now = time.time()
+        stmt = (
+            sa.update(deliveries)
+            .where(deliveries.c.publish_id == publish_id, deliveries.c.recipient_id == sa.bindparam("rid"))
+            .values(
+                status=sa.bindparam("st"),
+                attempts=sa.bindparam("att"),
+                error_code=sa.bindparam("ec"),
+                error_message=sa.bindparam("em"),
+                provider_message_id=sa.bindparam("pmid"),
+                sent_at=sa.bindparam("sat"),
+                updated_at=now,
+            )
+        )
+        await conn.execute(
+            stmt,
+            [
+                {
+                    "rid": u.recipient_id,
+                    "st": u.status,
+                    "att": u.attempts,
+                    "ec": u.error_code,
+                    "em": (u.error_message or None) and u.error_message[:1000],  # type: ignore[index]
+                    "pmid": u.provider_message_id,
+                    "sat": u.sent_at,
+                }
+                for u in updates
+            ],
+        )
+
+    async def final_recipients(self, publish_id: str, recipient_ids: Sequence[str]) -> set[str]:
+        """Recipients that already have a final outcome (a re-run batch skips them)."""
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(deliveries.c.recipient_id).where(
+                        deliveries.c.publish_id == publish_id,
+                        deliveries.c.recipient_id.in_(list(recipient_ids)),
+                        deliveries.c.status.in_(FINAL),
+                    )
+                )
+            ).all()
+        return {r.recipient_id for r in rows}
+
+    async def set_planning_done(self, conn: AsyncConnection, publish_id: str) -> None:
+        await conn.execute(sa.update(publishes).where(publishes.c.id == publish_id).values(planning_done=True))
+
+    async def fail(self, publish_id: str, code: str, message: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                sa.update(publishes)
+                .where(publishes.c.id == publish_id, publishes.c.status.in_(("accepted", "dispatching")))
+                .values(status="failed", error_code=code, error_message=message, completed_at=time.time())
+            )
+
+    async def finish_if_done(self, publish_id: str) -> str | None:
+        """Close the publish once every planned recipient has a final outcome.
+
+        Runs after the outcome transaction committed, so the last committer always sees all
+        counts; the conditional UPDATE lets exactly one of several concurrent checkers win.
+        """
+        async with self.db.read() as conn:
+            pub = (
+                await conn.execute(
+                    sa.select(publishes.c.status, publishes.c.planning_done).where(publishes.c.id == publish_id)
+                )
+            ).first()
+            if pub is None or pub.status != "dispatching" or not pub.planning_done:
+                return None
+            sums = (
+                await conn.execute(
+                    sa.select(
+                        sa.func.coalesce(sa.func.sum(publish_stats.c.planned), 0),
+                        sa.func.coalesce(
+                            sa.func.sum(
+                                publish_stats.c.sent
+                                + publish_stats.c.failed
+                                + publish_stats.c.invalid_token
+                                + publish_stats.c.expired
+                            ),
+                            0,
+                        ),
+                        sa.func.coalesce(sa.func.sum(publish_stats.c.expired), 0),
+                        sa.func.coalesce(sa.func.sum(publish_stats.c.failed), 0),
+                    ).where(publish_stats.c.publish_id == publish_id)
+                )
+            ).one()
+        planned, final, expired, _failed = (int(x) for x in sums)
+        if final < planned:
+            return None
+        status = "expired" if planned > 0 and expired == planned else "completed"
+        async with self.db.write() as conn:
+            res = await conn.execute(
+                sa.update(publishes)
+                .where(publishes.c.id == publish_id, publishes.c.status == "dispatching")
+                .values(status=status, completed_at=time.time())
+            )
+        return status if res.rowcount else None

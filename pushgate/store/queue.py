@@ -1,0 +1,128 @@
+"""The durable job queue: a table, claimed with a lease.
+
+A claim is one ``UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING``, so any
+number of worker processes share the work; a job whose worker died is claimed again when its
+lease runs out. Jobs are deleted in the same transaction that records their results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.store.db import Database
+from pushgate.store.dialect import lock_skip_locked
+from pushgate.store.schema import jobs
+
+
+@dataclass(slots=True)
+class Job:
+    id: int
+    kind: str
+    app_id: str
+    publish_id: str
+    payload: dict[str, Any]
+    #: How many times the job was claimed, this claim included (>1 means a worker died or gave it back).
+    claims: int
+
+
+class JobQueue:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @staticmethod
+    async def enqueue(
+        conn: AsyncConnection,
+        kind: str,
+        app_id: str,
+        publish_id: str,
+        payload: dict[str, Any],
+        run_at: float | None = None,
+    ) -> None:
+        now = time.time()
+        await conn.execute(
+            sa.insert(jobs).values(
+                kind=kind,
+                app_id=app_id,
+                publish_id=publish_id,
+                payload=json.dumps(payload, separators=(",", ":")),
+                run_at=now if run_at is None else run_at,
+                created_at=now,
+            )
+        )
+
+    @staticmethod
+    async def enqueue_many(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        """Rows of ``kind, app_id, publish_id, payload (dict), run_at``."""
+        if not rows:
+            return
+        now = time.time()
+        await conn.execute(
+            sa.insert(jobs),
+            [
+                {
+                    "kind": r["kind"],
+                    "app_id": r["app_id"],
+                    "publish_id": r["publish_id"],
+                    "payload": json.dumps(r["payload"], separators=(",", ":")),
+                    "run_at": r.get("run_at") or now,
+                    "created_at": now,
+                }
+                for r in rows
+            ],
+        )
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Job]:
+        now = time.time()
+        candidates = lock_skip_locked(
+            self.db.dialect,
+            sa.select(jobs.c.id)
+            .where(jobs.c.run_at <= now, sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now))
+            .order_by(jobs.c.run_at)
+            .limit(limit),
+        )
+        stmt = (
+            sa.update(jobs)
+            .where(jobs.c.id.in_(candidates.scalar_subquery()))
+            .values(lease_until=now + lease_seconds, lease_owner=owner, claims=jobs.c.claims + 1)
+            .returning(jobs.c.id, jobs.c.kind, jobs.c.app_id, jobs.c.publish_id, jobs.c.payload, jobs.c.claims)
+        )
+        async with self.db.write() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [Job(r.id, r.kind, r.app_id, r.publish_id, json.loads(r.payload), r.claims) for r in rows]
+
+    @staticmethod
+    async def delete(conn: AsyncConnection, job_id: int) -> None:
+        await conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+
+    @staticmethod
+    async def save_progress(conn: AsyncConnection, job_id: int, payload: dict[str, Any], lease_until: float) -> None:
+        """Persist a long job's cursor together with the work it produced (crash-safe resume)."""
+        await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id)
+            .values(payload=json.dumps(payload, separators=(",", ":")), lease_until=lease_until)
+        )
+
+    async def release(self, owner: str) -> None:
+        """Give back this owner's leases (graceful shutdown) so another worker starts at once."""
+        async with self.db.write() as conn:
+            await conn.execute(
+                sa.update(jobs).where(jobs.c.lease_owner == owner).values(lease_until=None, lease_owner=None)
+            )
+
+    async def next_due(self) -> float | None:
+        """When the earliest unleased job becomes runnable (lets idle workers sleep precisely)."""
+        async with self.db.read() as conn:
+            return (
+                await conn.execute(sa.select(sa.func.min(jobs.c.run_at)).where(jobs.c.lease_until.is_(None)))
+            ).scalar()
+
+    async def depth(self) -> int:
+        async with self.db.read() as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar() or 0)

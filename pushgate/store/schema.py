@@ -1,0 +1,158 @@
+"""The database schema, one definition for SQLite and PostgreSQL.
+
+Times are stored as epoch seconds (double precision): identical semantics on both databases,
+cheap comparisons for the queue, and formatted as RFC 3339 only at the API edge.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+apps = sa.Table(
+    "apps",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("app_id", sa.String(40), sa.ForeignKey("apps.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+devices = sa.Table(
+    "devices",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("app_id", sa.String(40), nullable=False),
+    sa.Column("provider", sa.String(16), nullable=False),
+    sa.Column("token", sa.Text, nullable=False),
+    # sha256 of the provider's identity of the token (the endpoint for Web Push): unique per app.
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("platform", sa.String(16), nullable=False),
+    sa.Column("user", sa.String(200), nullable=True),
+    sa.Column("meta", sa.Text, nullable=True),
+    sa.Column("locale", sa.String(35), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("invalid_reason", sa.String(300), nullable=True),
+    sa.Column("invalidated_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("app_id", "provider", "token_hash", name="uq_devices_app_provider_token"),
+    sa.Index("ix_devices_app_id_id", "app_id", "id"),
+    sa.Index("ix_devices_app_user", "app_id", "user", "id"),
+)
+
+device_tags = sa.Table(
+    "device_tags",
+    metadata,
+    sa.Column("device_id", sa.String(40), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("app_id", sa.String(40), nullable=False),
+    sa.Column("value", sa.String(500), nullable=False),
+    sa.Index("ix_device_tags_lookup", "app_id", "key", "value"),
+)
+
+device_channels = sa.Table(
+    "device_channels",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("channel", sa.String(200), primary_key=True),
+    sa.Column(
+        "device_id", sa.String(40), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Index("ix_device_channels_device", "device_id"),
+)
+
+user_channels = sa.Table(
+    "user_channels",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("user", sa.String(200), primary_key=True),
+    sa.Column("channel", sa.String(200), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_user_channels_channel", "app_id", "channel"),
+)
+
+publishes = sa.Table(
+    "publishes",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("app_id", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    # The admitted request (recipients, notification, provider overrides) as JSON.
+    sa.Column("request", sa.Text, nullable=False),
+    sa.Column("expire_at", sa.Float, nullable=True),
+    sa.Column("planning_done", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("error_code", sa.String(64), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("completed_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("app_id", "idempotency_key", name="uq_publishes_idempotency"),
+    sa.Index("ix_publishes_app_id_id", "app_id", "id"),
+)
+
+# Counters per (publish, provider), moved with atomic ``x = x + n`` updates: no read-modify-write.
+publish_stats = sa.Table(
+    "publish_stats",
+    metadata,
+    sa.Column("publish_id", sa.String(40), primary_key=True),
+    sa.Column("provider", sa.String(16), primary_key=True),
+    sa.Column("planned", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("sent", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("invalid_token", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("retrying", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("expired", sa.Integer, nullable=False, server_default="0"),
+)
+
+# One record per (publish, recipient). The recipient is a device id, or ``tok_<hash>`` for a raw
+# token that is not in the registry. The primary key makes fan-out dedupe and re-runs idempotent.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("publish_id", sa.String(40), primary_key=True),
+    sa.Column("recipient_id", sa.String(80), primary_key=True),
+    sa.Column("device_id", sa.String(40), nullable=True),
+    sa.Column("provider", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_code", sa.String(80), nullable=True),
+    sa.Column("error_message", sa.Text, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("sent_at", sa.Float, nullable=True),
+    sa.Column("provider_message_id", sa.String(300), nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_deliveries_publish_status", "publish_id", "status"),
+)
+
+# The durable job queue (DESIGN.md): plan jobs resolve recipients, dispatch jobs send a batch.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("app_id", sa.String(40), nullable=False),
+    sa.Column("publish_id", sa.String(40), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("run_at", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_jobs_run_at", "run_at"),
+    sa.Index("ix_jobs_publish", "publish_id"),
+)

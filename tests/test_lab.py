@@ -1,0 +1,514 @@
+"""The provider lab, driven as a real subprocess over HTTP (no mocks).
+
+The lab is the yardstick pushgate's providers are tested against, so these tests pin the
+wire behaviour: OAuth assertion checks, FCM validation and error shapes, Web Push VAPID and
+decryption, the ledger, and fault injection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import http_ece
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from py_vapid import Vapid
+
+from pushgate.lab.credentials import b64url_decode, b64url_encode, write_credentials
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Lab:
+    base: str
+    creds_dir: Path
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        url = path if path.startswith("http") else self.base + path
+        hdrs = dict(headers or {})
+        data: bytes | None
+        if isinstance(body, dict):
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        else:
+            data = body
+        req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
+        except urllib.error.HTTPError as err:
+            return Reply(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
+
+    @property
+    def service_account(self) -> dict[str, Any]:
+        return json.loads((self.creds_dir / "fcm-service-account.json").read_text())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_lab(creds_dir: Path, *extra_args: str) -> Iterator[Lab]:
+    """Start `python -m pushgate.lab` and wait for its readiness line."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pushgate.lab",
+            "--port",
+            str(port),
+            "--write-credentials",
+            str(creds_dir),
+            *extra_args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line == f"pushgate lab listening on http://127.0.0.1:{port}", line
+        yield Lab(f"http://127.0.0.1:{port}", creds_dir)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    with running_lab(tmp_path_factory.mktemp("labcreds")) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def _clean_faults(lab: Lab) -> Iterator[None]:
+    yield
+    assert lab.request("DELETE", "/faults").status == 204
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def assertion(
+    lab: Lab, *, key: Any = None, aud: str | None = None, lifetime: int = 3600, **extra: Any
+) -> str:
+    sa = lab.service_account
+    now = int(time.time())
+    claims = {
+        "iss": sa["client_email"],
+        "scope": "https://www.googleapis.com/auth/firebase.messaging",
+        "aud": aud or sa["token_uri"],
+        "iat": now,
+        "exp": now + lifetime,
+        **extra,
+    }
+    return jwt.encode(
+        claims, key or sa["private_key"], algorithm="RS256", headers={"kid": sa["private_key_id"]}
+    )
+
+
+def token_request(
+    lab: Lab, jwt_assertion: str, grant_type: str = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+) -> Reply:
+    body = urlencode({"grant_type": grant_type, "assertion": jwt_assertion}).encode()
+    return lab.request("POST", "/token", body, {"Content-Type": "application/x-www-form-urlencoded"})
+
+
+@pytest.fixture(scope="module")
+def access_token(lab: Lab) -> str:
+    reply = token_request(lab, assertion(lab))
+    assert reply.status == 200, reply.body
+    return str(reply.json()["access_token"])
+
+
+def fcm_send(lab: Lab, token: str, message: dict[str, Any], project: str = "pushgate-lab") -> Reply:
+    return lab.request(
+        "POST",
+        f"/v1/projects/{project}/messages:send",
+        {"message": message},
+        {"Authorization": f"Bearer {token}"},
+    )
+
+
+def new_token() -> str:
+    return f"tok-{uuid.uuid4().hex}:APA91b{uuid.uuid4().hex}"
+
+
+def fcm_error(reply: Reply) -> tuple[int, str, str | None, str]:
+    err = reply.json()["error"]
+    codes = [d["errorCode"] for d in err.get("details", []) if d["@type"].endswith("FcmError")]
+    return err["code"], err["status"], (codes[0] if codes else None), err["message"]
+
+
+def vapid_private_raw(lab: Lab) -> str:
+    return (lab.creds_dir / "vapid-private.txt").read_text().strip()
+
+
+def subscribe(lab: Lab, application_server_key: str | None = None) -> dict[str, Any]:
+    body = {"application_server_key": application_server_key} if application_server_key else None
+    reply = lab.request("POST", "/webpush/subscriptions", body)
+    assert reply.status == 201, reply.body
+    return dict(reply.json())
+
+
+def vapid_headers(endpoint: str, private_raw: str, aud: str | None = None) -> dict[str, str]:
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(endpoint))
+    claims = {"aud": aud or origin, "sub": "mailto:ops@example.com", "exp": int(time.time()) + 3600}
+    return dict(Vapid.from_raw(private_raw.encode()).sign(claims))
+
+
+def encrypt(sub: dict[str, Any], plaintext: bytes) -> bytes:
+    return bytes(
+        http_ece.encrypt(
+            plaintext,
+            private_key=ec.generate_private_key(ec.SECP256R1()),
+            dh=b64url_decode(sub["keys"]["p256dh"]),
+            auth_secret=b64url_decode(sub["keys"]["auth"]),
+            version="aes128gcm",
+        )
+    )
+
+
+def push(
+    lab: Lab,
+    sub: dict[str, Any],
+    payload: bytes,
+    *,
+    private_raw: str | None = None,
+    aud: str | None = None,
+    extra: dict[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+) -> Reply:
+    headers = {"TTL": "60", "Urgency": "high", "Topic": "news", "Content-Encoding": "aes128gcm"}
+    headers.update(vapid_headers(sub["endpoint"], private_raw or vapid_private_raw(lab), aud))
+    headers.update(extra or {})
+    for name in drop:
+        headers.pop(name, None)
+    body = encrypt(sub, payload) if payload else b""
+    return lab.request("POST", sub["endpoint"], body, headers)
+
+
+# ---------------------------------------------------------------- credentials & health
+
+
+def test_health_and_credentials_files(lab: Lab) -> None:
+    assert lab.request("GET", "/healthz").json() == {"status": "ok"}
+    sa = lab.service_account
+    assert sa["type"] == "service_account" and sa["project_id"] == "pushgate-lab"
+    assert sa["token_uri"] == f"{lab.base}/token" and sa["base_url"] == lab.base
+    assert "BEGIN PRIVATE KEY" in sa["private_key"]
+    toml = (lab.creds_dir / "pushgate-lab.toml").read_text()
+    assert f'service_account_file = "{lab.creds_dir.resolve()}/fcm-service-account.json"' in toml
+    assert f'vapid_public_key = "{(lab.creds_dir / "vapid-public.txt").read_text().strip()}"' in toml
+    assert toml.startswith("[devices]\nallow_loopback_endpoints = true\n")
+    served = lab.request("GET", "/credentials").json()
+    assert served["fcm_service_account"]["private_key_id"] == sa["private_key_id"]
+    assert len(b64url_decode(served["vapid_public_key"])) == 65
+
+
+def test_write_credentials_reuses_keys(tmp_path: Path) -> None:
+    first = write_credentials(tmp_path, "http://127.0.0.1:1111")
+    second = write_credentials(tmp_path, "http://127.0.0.1:2222")
+    assert first.service_account["private_key"] == second.service_account["private_key"]
+    assert first.vapid_private_b64 == second.vapid_private_b64
+    assert second.service_account["token_uri"] == "http://127.0.0.1:2222/token"
+    assert len(b64url_decode((tmp_path / "vapid-private.txt").read_text().strip())) == 32
+
+
+# ---------------------------------------------------------------- OAuth
+
+
+def test_oauth_accepts_valid_assertion(lab: Lab) -> None:
+    reply = token_request(lab, assertion(lab))
+    assert reply.status == 200
+    body = reply.json()
+    assert body["access_token"].startswith("ya29.lab-")
+    assert body["expires_in"] == 3599 and body["token_type"] == "Bearer"
+
+
+def test_oauth_rejects_bad_signature(lab: Lab) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    reply = token_request(lab, assertion(lab, key=other))
+    assert reply.status == 400
+    assert reply.json() == {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+
+
+def test_oauth_rejects_wrong_audience(lab: Lab) -> None:
+    reply = token_request(lab, assertion(lab, aud="https://oauth2.googleapis.com/token"))
+    assert reply.status == 400
+    assert reply.json()["error"] == "invalid_grant"
+    assert "audience" in reply.json()["error_description"]
+
+
+def test_oauth_rejects_long_lived_assertion(lab: Lab) -> None:
+    reply = token_request(lab, assertion(lab, lifetime=3601))
+    assert reply.status == 400
+    assert reply.json()["error"] == "invalid_grant"
+    assert "short-lived" in reply.json()["error_description"]
+
+
+def test_oauth_rejects_wrong_grant_type_and_scope(lab: Lab) -> None:
+    assert token_request(lab, assertion(lab), grant_type="client_credentials").status == 400
+    reply = token_request(lab, assertion(lab, scope="https://www.googleapis.com/auth/userinfo.email"))
+    assert reply.status == 400 and reply.json()["error"] == "invalid_scope"
+
+
+# ---------------------------------------------------------------- FCM send
+
+
+def test_fcm_send_success_is_recorded(lab: Lab, access_token: str) -> None:
+    token = new_token()
+    message = {
+        "token": token,
+        "notification": {"title": "Hi", "body": "There"},
+        "data": {"k": "v"},
+        "android": {"ttl": "3.5s", "priority": "HIGH"},
+    }
+    reply = fcm_send(lab, access_token, message)
+    assert reply.status == 200, reply.body
+    assert reply.json()["name"].startswith("projects/pushgate-lab/messages/")
+    ledger = lab.request("GET", f"/ledger?provider=fcm&token={token}").json()
+    assert ledger["total"] == 1
+    item = ledger["items"][0]
+    assert item["provider"] == "fcm" and item["token"] == token
+    assert item["message"] == message and item["validate_only"] is False
+    assert item["received_at"].endswith("Z")
+
+
+def test_fcm_rejects_unknown_access_token_and_project(lab: Lab, access_token: str) -> None:
+    reply = fcm_send(lab, "ya29.forged", {"token": new_token()})
+    assert reply.status == 401
+    assert reply.json()["error"]["status"] == "UNAUTHENTICATED"
+    assert "details" not in reply.json()["error"]
+    reply = fcm_send(lab, access_token, {"token": new_token()}, project="someone-else")
+    assert reply.status == 403 and fcm_error(reply)[:3] == (403, "PERMISSION_DENIED", None)
+
+
+def test_fcm_rejects_reserved_data_key(lab: Lab, access_token: str) -> None:
+    token = new_token()
+    reply = fcm_send(lab, access_token, {"token": token, "data": {"google.sent_time": "1"}})
+    code, status, error_code, message = fcm_error(reply)
+    assert (code, status, error_code) == (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert "registration token" not in message
+    reply = fcm_send(lab, access_token, {"token": token, "data": {"n": 1}})
+    assert fcm_error(reply)[:3] == (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    reply = fcm_send(lab, access_token, {"token": token, "android": {"ttl": "2419201s"}})
+    assert fcm_error(reply)[0] == 400
+    reply = fcm_send(lab, access_token, {"token": token, "topic": "news"})
+    assert fcm_error(reply)[0] == 400
+    assert lab.request("GET", f"/ledger?token={token}").json()["total"] == 0
+
+
+def test_fcm_rejects_malformed_token(lab: Lab, access_token: str) -> None:
+    reply = fcm_send(lab, access_token, {"token": "bad token!"})
+    code, status, error_code, message = fcm_error(reply)
+    assert (code, status, error_code) == (400, "INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert message == "The registration token is not a valid FCM registration token"
+    violations = [d for d in reply.json()["error"]["details"] if d["@type"].endswith("BadRequest")]
+    assert violations[0]["fieldViolations"][0]["field"] == "message.token"
+
+
+# ---------------------------------------------------------------- Web Push
+
+
+def test_webpush_push_is_decrypted_into_ledger(lab: Lab) -> None:
+    sub = subscribe(lab)
+    assert sub["endpoint"].startswith(f"{lab.base}/webpush/push/")
+    assert len(b64url_decode(sub["keys"]["p256dh"])) == 65 and len(b64url_decode(sub["keys"]["auth"])) == 16
+    payload = {"title": "Hi", "body": "There", "n": 3}
+    reply = push(lab, sub, json.dumps(payload).encode())
+    assert reply.status == 201, reply.body
+    assert reply.headers["location"].startswith(lab.base)
+    ledger = lab.request("GET", "/ledger?" + urlencode({"token": sub["endpoint"]})).json()
+    assert ledger["total"] == 1
+    item = ledger["items"][0]
+    assert item["provider"] == "webpush" and item["token"] == sub["endpoint"]
+    assert item["payload"] == payload
+    assert item["headers"] == {"TTL": "60", "Urgency": "high", "Topic": "news"}
+    by_id = lab.request("GET", "/ledger?" + urlencode({"token": item["subscription_id"]})).json()
+    assert by_id["total"] == 1
+
+
+def test_webpush_requires_ttl(lab: Lab) -> None:
+    reply = push(lab, subscribe(lab), b"hello", drop=("TTL",))
+    assert reply.status == 400 and reply.json()["errno"] == 111
+
+
+def test_webpush_rejects_bad_vapid_audience(lab: Lab) -> None:
+    reply = push(lab, subscribe(lab), b"hello", aud="https://push.example.net")
+    assert reply.status == 403
+
+
+def test_webpush_rejects_key_other_than_application_server_key(lab: Lab) -> None:
+    other = ec.generate_private_key(ec.SECP256R1())
+    other_raw = b64url_encode(other.private_numbers().private_value.to_bytes(32, "big"))
+    reply = push(lab, subscribe(lab), b"hello", private_raw=other_raw)
+    assert reply.status == 403
+    # ...but a subscription made for that key accepts it.
+    other_public = other.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    sub = subscribe(lab, b64url_encode(other_public))
+    assert push(lab, sub, b"hello", private_raw=other_raw).status == 201
+
+
+def test_webpush_missing_authorization_and_bad_ciphertext(lab: Lab) -> None:
+    sub = subscribe(lab)
+    headers = {"TTL": "60", "Content-Encoding": "aes128gcm"}
+    assert lab.request("POST", sub["endpoint"], encrypt(sub, b"x"), headers).status == 401
+    headers.update(vapid_headers(sub["endpoint"], vapid_private_raw(lab)))
+    assert lab.request("POST", sub["endpoint"], encrypt(subscribe(lab), b"x"), headers).status == 400
+    assert lab.request("POST", sub["endpoint"], b"x" * 4097, headers).status == 413
+
+
+def test_webpush_unknown_subscription(lab: Lab) -> None:
+    sub = subscribe(lab)
+    sub["endpoint"] = f"{lab.base}/webpush/push/does-not-exist"
+    reply = push(lab, sub, b"hello")
+    assert reply.status == 404
+    assert reply.json()["errno"] == 102 and reply.json()["code"] == 404
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_fault_unregistered_then_success(lab: Lab, access_token: str) -> None:
+    token = new_token()
+    fault = {"provider": "fcm", "tokens": [token], "error": "unregistered", "times": 2}
+    assert lab.request("POST", "/faults", fault).status == 201
+    for _ in range(2):
+        assert fcm_error(fcm_send(lab, access_token, {"token": token}))[:3] == (
+            404,
+            "NOT_FOUND",
+            "UNREGISTERED",
+        )
+    assert fcm_send(lab, access_token, {"token": token}).status == 200
+    assert lab.request("GET", f"/ledger?token={token}").json()["total"] == 1
+
+
+def test_fault_429_with_retry_after(lab: Lab, access_token: str) -> None:
+    token = new_token()
+    lab.request("POST", "/faults", {"provider": "fcm", "tokens": [token], "error": "429", "retry_after": 7})
+    reply = fcm_send(lab, access_token, {"token": token})
+    assert fcm_error(reply)[:3] == (429, "RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED")
+    assert reply.headers["retry-after"] == "7"
+
+    sub = subscribe(lab)
+    lab.request(
+        "POST",
+        "/faults",
+        {"provider": "webpush", "tokens": [sub["endpoint"]], "error": "429", "retry_after": 9},
+    )
+    reply = push(lab, sub, b"hello")
+    assert reply.status == 429 and reply.headers["retry-after"] == "9"
+
+
+def test_fault_webpush_unregistered_by_subscription_id(lab: Lab) -> None:
+    sub = subscribe(lab)
+    sub_id = sub["endpoint"].rsplit("/", 1)[1]
+    lab.request(
+        "POST", "/faults", {"provider": "webpush", "tokens": [sub_id], "error": "unregistered", "times": 1}
+    )
+    reply = push(lab, sub, b"hello")
+    assert reply.status == 410 and reply.json()["errno"] == 103
+    assert push(lab, sub, b"hello").status == 201
+
+
+def test_fault_fraction_is_deterministic(lab: Lab, access_token: str) -> None:
+    tokens = [new_token() for _ in range(40)]
+    lab.request("POST", "/faults", {"provider": "fcm", "fraction": 0.5, "error": "503"})
+
+    def failing() -> set[str]:
+        return {t for t in tokens if fcm_send(lab, access_token, {"token": t}).status == 503}
+
+    first = failing()
+    assert 5 <= len(first) <= 35
+    assert failing() == first
+
+
+def test_fault_rejects_bad_spec_and_lists(lab: Lab) -> None:
+    assert lab.request("POST", "/faults", {"provider": "apns", "error": "500"}).status == 400
+    assert lab.request("POST", "/faults", {"provider": "fcm", "fraction": 2.0, "error": "500"}).status == 400
+    fault_id = lab.request("POST", "/faults", {"provider": "fcm", "latency_ms": 1}).json()["id"]
+    assert [f["id"] for f in lab.request("GET", "/faults").json()["items"]] == [fault_id]
+
+
+def test_fault_times_count_per_token(lab: Lab, access_token: str) -> None:
+    a, b = new_token(), new_token()
+    lab.request("POST", "/faults", {"provider": "fcm", "tokens": [a, b], "error": "500", "times": 1})
+    assert [fcm_send(lab, access_token, {"token": t}).status for t in (a, b, a, b)] == [500, 500, 200, 200]
+
+
+def test_webpush_vapid_exp_window_and_spaced_header(lab: Lab) -> None:
+    sub = subscribe(lab)
+    key = ec.derive_private_key(int.from_bytes(b64url_decode(vapid_private_raw(lab)), "big"), ec.SECP256R1())
+    public = (lab.creds_dir / "vapid-public.txt").read_text().strip()
+
+    def signed(exp_in: int) -> dict[str, str]:
+        claims = {"aud": lab.base, "sub": "https://example.com/ops", "exp": int(time.time()) + exp_in}
+        token = jwt.encode(claims, key, algorithm="ES256")
+        return {"TTL": "0", "Authorization": f"vapid t={token}, k={public}"}
+
+    assert lab.request("POST", sub["endpoint"], b"", signed(600)).status == 201
+    assert lab.request("POST", sub["endpoint"], b"", signed(25 * 3600)).status == 403
+    assert lab.request("POST", sub["endpoint"], b"", signed(-10)).status == 403
+
+
+def test_lean_mode_keeps_counters_only(tmp_path: Path) -> None:
+    with running_lab(tmp_path, "--lean") as lean:
+        sub = subscribe(lean)
+        assert push(lean, sub, b"plain text").status == 201
+        assert lean.request("GET", "/ledger").json()["items"] == []
+        assert lean.request("GET", "/ledger/stats").json() == {"fcm": 0, "webpush": 1}
+
+
+def test_ledger_stats_limit_and_clear(lab: Lab, access_token: str) -> None:
+    token = new_token()
+    for _ in range(3):
+        assert fcm_send(lab, access_token, {"token": token}).status == 200
+    limited = lab.request("GET", f"/ledger?token={token}&limit=2").json()
+    assert limited["total"] == 3 and len(limited["items"]) == 2
+    assert lab.request("GET", "/ledger/stats").json()["fcm"] >= 3
+    assert lab.request("DELETE", "/ledger").status == 204
+    assert lab.request("GET", "/ledger").json() == {"total": 0, "items": []}
+    assert lab.request("GET", "/ledger/stats").json() == {"fcm": 0, "webpush": 0}
