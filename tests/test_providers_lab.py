@@ -264,3 +264,4 @@ async def test_network_error_is_retryable(transport: PyreqwestTransport) -> None
     )
     assert res.outcome is Outcome.RETRYABLE and res.error_code == "network"
     assert res.error_message and "connect" in res.error_message.lower()
+    assert "/push/x" not in res.error_message  # the endpoint path is the device's secret

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 import time
 from datetime import timedelta
 
@@ -23,8 +24,15 @@ __all__ = ["PyreqwestTransport", "create_transport", "parse_retry_after"]
 _USER_AGENT = "pushgate/0.1"
 
 
+_URL_IN_MESSAGE = re.compile(r"(for url \()([a-z][a-z0-9+.-]*://[^/)\s]*)[^)\s]*(\))", re.IGNORECASE)
+
+
 def _describe(exc: PyreqwestError) -> str:
-    """Flatten pyreqwest's cause chain ("connection error: tcp connect error: refused ...")."""
+    """Flatten pyreqwest's cause chain ("connection error: tcp connect error: refused ...").
+
+    URLs are cut to their origin: a Web Push endpoint path *is* the device's token, and this
+    text ends up in delivery records and logs.
+    """
     parts = [exc.message]
     details = getattr(exc, "details", None)
     if isinstance(details, dict):
@@ -32,7 +40,7 @@ def _describe(exc: PyreqwestError) -> str:
             msg = cause.get("message") if isinstance(cause, dict) else None
             if msg and msg not in parts:
                 parts.append(msg)
-    return ": ".join(parts)
+    return _URL_IN_MESSAGE.sub(r"\1\2/…\3", ": ".join(parts))
 
 
 class PyreqwestTransport(Transport):

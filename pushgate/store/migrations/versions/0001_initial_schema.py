@@ -101,7 +101,7 @@ def upgrade() -> None:
     sa.Column('idempotency_key', sa.String(length=200), nullable=True),
     sa.Column('request', sa.Text(), nullable=False),
     sa.Column('expire_at', sa.Float(), nullable=True),
-    sa.Column('planning_done', sa.Boolean(), server_default=sa.text('0'), nullable=False),
+    sa.Column('planning_done', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.Column('error_code', sa.String(length=64), nullable=True),
     sa.Column('error_message', sa.Text(), nullable=True),
     sa.Column('created_at', sa.Float(), nullable=False),
