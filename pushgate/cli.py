@@ -39,7 +39,9 @@ err = Console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", help="TOML config file (default: $PUSHGATE_CONFIG, else built-in defaults)."),
+    typer.Option(
+        "--config", "-c", help="TOML config file (default: $PUSHGATE_CONFIG, else built-in defaults)."
+    ),
 ]
 
 
@@ -101,7 +103,9 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default 8686).")] = None,
-    workers: Annotated[bool, typer.Option("--workers/--no-workers", help="Run dispatch workers in this process.")] = True,
+    workers: Annotated[
+        bool, typer.Option("--workers/--no-workers", help="Run dispatch workers in this process.")
+    ] = True,
 ) -> None:
     """Run the HTTP API and the dispatch workers in one process."""
     import uvicorn
@@ -237,7 +241,7 @@ def apps_list(config: ConfigOpt = None) -> None:
         db = Database(settings.database_url)
         try:
             await db.migrate()
-            return await AppStore(db).list()
+            return await AppStore(db).list_apps()
         finally:
             await db.dispose()
 
@@ -266,7 +270,9 @@ def _api(url: str, key: str, method: str, path: str, body: Any = None) -> Any:
         err.print(f"[red]error:[/red] {exc.code}: {detail}")
         raise typer.Exit(1) from None
     except urllib.error.URLError as exc:
-        err.print(f"[red]error:[/red] cannot reach pushgate at {url}: {exc.reason} (is `pushgate serve` running?)")
+        err.print(
+            f"[red]error:[/red] cannot reach pushgate at {url}: {exc.reason} (is `pushgate serve` running?)"
+        )
         raise typer.Exit(1) from None
 
 
@@ -277,7 +283,9 @@ def send(
     channel: Annotated[list[str] | None, typer.Option(help="Channel recipient (repeatable).")] = None,
     user: Annotated[list[str] | None, typer.Option(help="User recipient (repeatable).")] = None,
     device: Annotated[list[str] | None, typer.Option(help="Device id recipient (repeatable).")] = None,
-    wait: Annotated[bool, typer.Option(help="Follow the publish with a progress bar until it is done.")] = False,
+    wait: Annotated[
+        bool, typer.Option(help="Follow the publish with a progress bar until it is done.")
+    ] = False,
     url: Annotated[str, typer.Option(envvar="PUSHGATE_URL", help="Gateway URL.")] = "http://127.0.0.1:8686",
     key: Annotated[str, typer.Option(envvar="PUSHGATE_KEY", help="App API key ($PUSHGATE_KEY).")] = "",
 ) -> None:
@@ -352,9 +360,13 @@ def keys_vapid() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     private = b64url_encode(key.private_numbers().private_value.to_bytes(32, "big"))
     public = b64url_encode(
-        key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
     )
-    console.print("# Web Push (VAPID) keys; the public key is the applicationServerKey browsers subscribe with")
+    console.print(
+        "# Web Push (VAPID) keys; the public key is the applicationServerKey browsers subscribe with"
+    )
     console.print("[webpush]")
     console.print('vapid_subject = "mailto:you@example.com"')
     console.print(f'vapid_private_key = "{private}"')

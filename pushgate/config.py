@@ -123,7 +123,9 @@ def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(f"{path}: environment variable ${{{name}}} is not set (set it or use ${{{name}:-default}})")
+            raise ConfigError(
+                f"{path}: environment variable ${{{name}}} is not set (set it or use ${{{name}:-default}})"
+            )
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):

@@ -58,7 +58,7 @@ def _request_log(app: ASGIApp) -> ASGIApp:
                 status = message["status"]
                 headers = list(message.get("headers") or [])
                 headers.append((b"x-request-id", rid.encode()))
-                message = {**message, "headers": headers}  # type: ignore[typeddict-item]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -95,14 +95,20 @@ async def ensure_default_app(apps: AppStore, key: str | None, echo: Callable[[st
         echo("Added PUSHGATE_DEFAULT_APP_KEY as a key of app 'default'.")
 
 
-async def _provider_report(pool: ProviderPool, apps: AppStore, settings: Settings, echo: Callable[[str], None]) -> None:
+async def _provider_report(
+    pool: ProviderPool, apps: AppStore, settings: Settings, echo: Callable[[str], None]
+) -> None:
     """Validate every app's credentials now (fail at startup, naming the key) and say what is set up."""
     any_configured = False
     names = [DEFAULT_APP, *[n for n in settings.apps if n != DEFAULT_APP]]
     for name in names:
         app = await apps.get_by_name(name) or await apps.get(name)
         if app is None:
-            log.warning("config has credentials for app %r, which does not exist (pushgate apps create %s)", name, name)
+            log.warning(
+                "config has credentials for app %r, which does not exist (pushgate apps create %s)",
+                name,
+                name,
+            )
             continue
         ok = await pool.validate(app.id, app.name)
         if ok:
@@ -117,7 +123,9 @@ async def _provider_report(pool: ProviderPool, apps: AppStore, settings: Setting
         )
 
 
-def create_app(settings: Settings, *, run_workers: bool = True, echo: Callable[[str], None] | None = None) -> Litestar:
+def create_app(
+    settings: Settings, *, run_workers: bool = True, echo: Callable[[str], None] | None = None
+) -> Litestar:
     say = echo or (lambda line: print(line, flush=True))
 
     @asynccontextmanager
@@ -171,7 +179,9 @@ def create_app(settings: Settings, *, run_workers: bool = True, echo: Callable[[
             version=__version__,
             description="Self-hosted push notification gateway: native API.",
             components=Components(
-                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer", description="App API key")}
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer", description="App API key")
+                }
             ),
         ),
     )

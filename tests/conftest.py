@@ -12,7 +12,6 @@ import pathlib
 import socket
 import subprocess
 import sys
-import tomllib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-
 from support.postgres import PostgresServer, start_postgres
 
 from pushgate.config import load_settings
@@ -75,8 +73,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     creds = tmp_path_factory.mktemp("lab")
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pushgate.lab", "--host", "127.0.0.1", "--port", str(port),
-         "--write-credentials", str(creds)],
+        [
+            sys.executable,
+            "-m",
+            "pushgate.lab",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--write-credentials",
+            str(creds),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -128,8 +135,8 @@ class Gateway:
     def as_app(self, key: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
-    async def wait_done(self, publish_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait_done(self, publish_id: str, within: float = 60.0) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             r = await self.client.get(f"/v1/publishes/{publish_id}")
             r.raise_for_status()
@@ -137,7 +144,7 @@ class Gateway:
             if body["status"] in ("completed", "failed", "expired", "cancelled"):
                 return body
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"publish not done after {timeout}s: {body}")
+                raise AssertionError(f"publish not done after {within}s: {body}")
             await asyncio.sleep(0.05)
 
     async def deliveries(self, publish_id: str, **params: Any) -> list[dict[str, Any]]:
@@ -176,15 +183,16 @@ async def gateway(database_url: str, lab: Lab) -> AsyncIterator[Gateway]:
         yield gw
 
 
-class running_gateway:  # noqa: N801 - used as an async context manager
+class running_gateway:
     def __init__(self, settings: Any) -> None:
         self.settings = settings
         self.port = free_port()
 
     async def __aenter__(self) -> Gateway:
         app = create_app(self.settings, echo=lambda _line: None)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                access_log=False)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False
+        )
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.task = asyncio.create_task(self.server.serve())
@@ -194,7 +202,9 @@ class running_gateway:  # noqa: N801 - used as an async context manager
                 raise RuntimeError("gateway did not start")
             await asyncio.sleep(0.02)
         url = f"http://127.0.0.1:{self.port}"
-        self.client = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {APP_KEY}"}, timeout=30)
+        self.client = httpx.AsyncClient(
+            base_url=url, headers={"Authorization": f"Bearer {APP_KEY}"}, timeout=30
+        )
         return Gateway(url=url, key=APP_KEY, client=self.client, settings=self.settings, app=app)
 
     async def __aexit__(self, *exc: object) -> None:

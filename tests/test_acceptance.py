@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-
 from conftest import Gateway, Lab
 
 
@@ -49,14 +48,21 @@ def endpoint(device: dict[str, Any]) -> str:
 
 async def test_fanout_1000_devices_to_a_channel(gateway: Gateway, lab: Lab) -> None:
     subs = await asyncio.to_thread(lambda: [lab.subscription() for _ in range(500)])
-    coros = [register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["orders"])
-             for _ in range(500)]
-    coros += [register(gateway, provider="webpush", token=s, platform="web", channels=["orders"]) for s in subs]
+    coros = [
+        register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["orders"])
+        for _ in range(500)
+    ]
+    coros += [
+        register(gateway, provider="webpush", token=s, platform="web", channels=["orders"]) for s in subs
+    ]
     devices = await gather_limited(coros)
     assert len({d["id"] for d in devices}) == 1000
 
-    pub_id = await publish(gateway.client, recipients=[{"type": "channel", "channel": "orders"}],
-                           notification={"title": "Order shipped", "body": "Your order #42 is on its way"})
+    pub_id = await publish(
+        gateway.client,
+        recipients=[{"type": "channel", "channel": "orders"}],
+        notification={"title": "Order shipped", "body": "Your order #42 is on its way"},
+    )
     status = await gateway.wait_done(pub_id)
     assert status["status"] == "completed"
     assert status["counts"]["planned"] == 1000
@@ -77,7 +83,10 @@ async def test_fanout_1000_devices_to_a_channel(gateway: Gateway, lab: Lab) -> N
         assert item["payload"]["title"] == "Order shipped"
         assert item["payload"]["body"] == "Your order #42 is on its way"
     for item in fcm["items"]:
-        assert item["message"]["notification"] == {"title": "Order shipped", "body": "Your order #42 is on its way"}
+        assert item["message"]["notification"] == {
+            "title": "Order shipped",
+            "body": "Your order #42 is on its way",
+        }
 
     deliveries = await gateway.deliveries(pub_id)
     assert len(deliveries) == 1000
@@ -87,7 +96,9 @@ async def test_fanout_1000_devices_to_a_channel(gateway: Gateway, lab: Lab) -> N
 
 async def test_mixed_recipients_notify_each_device_once(gateway: Gateway, lab: Lab) -> None:
     a = await register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["c1"])
-    b = await register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["c1"], user="u1")
+    b = await register(
+        gateway, provider="fcm", token=fcm_token(), platform="android", channels=["c1"], user="u1"
+    )
     c = await register(gateway, provider="webpush", token=lab.subscription(), platform="web", user="u1")
     d = await register(gateway, provider="fcm", token=fcm_token(), platform="ios")
     raw = fcm_token()  # not registered anywhere
@@ -174,8 +185,9 @@ async def test_retryable_errors_end_failed_after_last_attempt(database_url: str,
     from conftest import gateway_settings, running_gateway
 
     lab.reset()
-    settings = gateway_settings(database_url, lab, PUSHGATE_ENGINE_MAX_ATTEMPTS="3",
-                                PUSHGATE_ENGINE_BACKOFF_BASE="0.05")
+    settings = gateway_settings(
+        database_url, lab, PUSHGATE_ENGINE_MAX_ATTEMPTS="3", PUSHGATE_ENGINE_BACKOFF_BASE="0.05"
+    )
     async with running_gateway(settings) as gw:
         dev = await register(gw, provider="fcm", token=fcm_token(), platform="android")
         lab.fault(provider="fcm", tokens=[dev["token"]], error="503")
@@ -192,10 +204,15 @@ async def test_retryable_errors_end_failed_after_last_attempt(database_url: str,
 
 
 async def test_idempotency_key(gateway: Gateway, lab: Lab) -> None:
-    devs = [await register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["promo"])
-            for _ in range(3)]
-    body = {"recipients": [{"type": "channel", "channel": "promo"}], "notification": {"title": "Sale"},
-            "idempotency_key": "campaign-2026-11"}
+    devs = [
+        await register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["promo"])
+        for _ in range(3)
+    ]
+    body = {
+        "recipients": [{"type": "channel", "channel": "promo"}],
+        "notification": {"title": "Sale"},
+        "idempotency_key": "campaign-2026-11",
+    }
     first = await gateway.client.post("/v1/publish", json=body)
     second = await gateway.client.post("/v1/publish", json=body)
     assert first.status_code == second.status_code == 202
@@ -214,14 +231,17 @@ async def test_user_channel_bindings(gateway: Gateway, lab: Lab) -> None:
     r = await gateway.client.post("/v1/users/u1/channels", json={"op": "add", "channels": ["news"]})
     assert r.status_code == 200
     await gateway.client.post("/v1/users/u2/channels", json={"op": "set", "channels": ["sports", "weather"]})
-    dev = await register(gateway, provider="fcm", token=fcm_token(), platform="android", user="u1",
-                         channels=["own"])
+    dev = await register(
+        gateway, provider="fcm", token=fcm_token(), platform="android", user="u1", channels=["own"]
+    )
     assert sorted(dev["channels"]) == ["news", "own"]
     members = (await gateway.client.get("/v1/channels/news/devices")).json()["items"]
     assert [m["id"] for m in members] == [dev["id"]]
 
     # Another login on the device: u1's bindings leave, u2's arrive, its own channel stays.
-    r = await gateway.client.post("/v1/devices/update", json={"ids": [dev["id"]], "user_update": {"user": "u2"}})
+    r = await gateway.client.post(
+        "/v1/devices/update", json={"ids": [dev["id"]], "user_update": {"user": "u2"}}
+    )
     assert r.json() == {"matched": 1}
     after = (await gateway.client.get(f"/v1/devices/{dev['id']}")).json()["device"]
     assert after["user"] == "u2"
@@ -253,7 +273,9 @@ async def test_user_channel_bindings(gateway: Gateway, lab: Lab) -> None:
 async def test_app_isolation(gateway: Gateway, lab: Lab) -> None:
     services = gateway.app.state.services
     _, key_b = await services.apps.create("tenant-b")
-    dev_a = await register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["shared"])
+    dev_a = await register(
+        gateway, provider="fcm", token=fcm_token(), platform="android", channels=["shared"]
+    )
     pub_a = await publish(gateway.client, recipients=[{"type": "channel", "channel": "shared"}])
     await gateway.wait_done(pub_a)
     lab.reset()
@@ -269,8 +291,13 @@ async def test_app_isolation(gateway: Gateway, lab: Lab) -> None:
         assert (await b.get("/v1/publishes")).json()["items"] == []
         r = await b.post("/v1/devices/remove", json={"ids": [dev_a["id"]]})
         assert r.json() == {"matched": 0}
-        pub_b = await publish(b, recipients=[{"type": "channel", "channel": "shared"},
-                                             {"type": "device", "device_id": dev_a["id"]}])
+        pub_b = await publish(
+            b,
+            recipients=[
+                {"type": "channel", "channel": "shared"},
+                {"type": "device", "device_id": dev_a["id"]},
+            ],
+        )
         r = await b.get(f"/v1/publishes/{pub_b}")
         assert r.status_code == 200
         for _ in range(100):

@@ -54,9 +54,3 @@ async def authenticate(request: Request[Any, Any, Any]) -> None:
             raise ApiError(401, "unauthorized", _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
         cache.put(kh, app)
     request.state.app = app
-
-
-def current_app(request: Request[Any, Any, Any]) -> App:
-    """Dependency: the app the request's key belongs to."""
-    app: App = request.state.app
-    return app

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
 from pushgate.api.common import check_channels, page_limit, split_list
@@ -20,9 +21,8 @@ from pushgate.api.schemas import (
     UserChannelPage,
     UserChannelsIn,
 )
-from pushgate.api.services import Services
+from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain.registry import valid_channel
-from pushgate.store.apps import App
 
 
 class ChannelController(Controller):
@@ -32,11 +32,11 @@ class ChannelController(Controller):
     @get("/channels", summary="Channels with subscriber counts")
     async def list_channels(
         self,
-        app: App,
-        services: Services,
-        prefix: str | None = None,
-        cursor: str | None = None,
-        limit: int | None = Parameter(default=None, ge=1),
+        app: AppDep,
+        services: ServicesDep,
+        prefix: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> ChannelPage:
         items, nxt = await services.devices.list_channels(
             app.id, cursor=cursor, limit=page_limit(limit, services.settings), prefix=prefix
@@ -46,11 +46,11 @@ class ChannelController(Controller):
     @get("/channels/{channel:str}/devices", summary="Devices subscribed to a channel")
     async def channel_devices(
         self,
-        channel: str,
-        app: App,
-        services: Services,
-        cursor: str | None = None,
-        limit: int | None = Parameter(default=None, ge=1),
+        channel: FromPath[str],
+        app: AppDep,
+        services: ServicesDep,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> DevicePage:
         if not valid_channel(channel):
             check_channels([channel], "channel")
@@ -60,7 +60,9 @@ class ChannelController(Controller):
         return DevicePage([device_out(d) for d in devs], nxt)
 
     @post("/users/{user:str}/channels", status_code=HTTP_200_OK, summary="Bind channels to a user")
-    async def user_channels(self, user: str, data: UserChannelsIn, app: App, services: Services) -> Matched:
+    async def user_channels(
+        self, user: FromPath[str], data: JSONBody[UserChannelsIn], app: AppDep, services: ServicesDep
+    ) -> Matched:
         if not user or len(user) > 200:
             raise bad_request("user: must be 1-200 characters")
         check_channels(data.channels)
@@ -72,13 +74,13 @@ class ChannelController(Controller):
     @get("/user-channels", summary="List user to channel bindings")
     async def list_user_channels(
         self,
-        app: App,
-        services: Services,
-        users: list[str] | None = None,
-        channels: list[str] | None = None,
-        channel_prefix: str | None = None,
-        cursor: str | None = None,
-        limit: int | None = Parameter(default=None, ge=1),
+        app: AppDep,
+        services: ServicesDep,
+        users: FromQuery[list[str] | None] = None,
+        channels: FromQuery[list[str] | None] = None,
+        channel_prefix: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> UserChannelPage:
         cur: tuple[str, str] | None = None
         if cursor:

@@ -19,10 +19,12 @@ def normalize_token(provider: str, token: str | dict[str, Any], settings: Settin
         except ValueError as exc:
             raise bad_request(f"token: invalid Web Push subscription: {exc}") from None
         endpoint = sub["endpoint"]
-        if not settings.devices.allow_loopback_endpoints and render.endpoint_is_loopback_or_insecure(endpoint):
+        if not settings.devices.allow_loopback_endpoints and render.endpoint_is_loopback_or_insecure(
+            endpoint
+        ):
             raise bad_request(
-                "token: Web Push endpoint must be https on a public host "
-                "(set devices.allow_loopback_endpoints = true to allow local endpoints such as the provider lab)"
+                "token: Web Push endpoint must be https on a public host (set "
+                "devices.allow_loopback_endpoints = true to allow local endpoints such as the provider lab)"
             )
         return render.webpush_token_string(sub), endpoint
     if not isinstance(token, str):

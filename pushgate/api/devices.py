@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, delete, get, patch, post, put
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from pushgate.api.common import check_channels, normalize_token, page_limit, split_list
@@ -20,10 +20,9 @@ from pushgate.api.schemas import (
     DevicePatch,
     Matched,
 )
-from pushgate.api.services import Services
+from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain.registry import platform_error, valid_channel, valid_timezone
 from pushgate.domain.timefmt import rfc3339
-from pushgate.store.apps import App
 from pushgate.store.devices import UNSET, Device, DeviceConflict, DeviceFilter, DeviceNotFound, token_hash
 
 _INCLUDES = {"meta", "tags", "channels"}
@@ -56,7 +55,7 @@ def _check_common(timezone: str | None, channels: list[str] | None) -> None:
     check_channels(channels)
 
 
-def _filter(services: Services, body: DeviceFilterIn) -> DeviceFilter:
+def _filter(services: ServicesDep, body: DeviceFilterIn) -> DeviceFilter:
     hashes = None
     if body.provider_tokens:
         hashes = []
@@ -74,7 +73,7 @@ class DeviceController(Controller):
     tags = ["devices"]
 
     @post("/", status_code=HTTP_200_OK, summary="Register or update a device")
-    async def register(self, data: DeviceIn, app: App, services: Services) -> DeviceEnvelope:
+    async def register(self, data: JSONBody[DeviceIn], app: AppDep, services: ServicesDep) -> DeviceEnvelope:
         err = platform_error(data.provider, data.platform)
         if err:
             raise bad_request(f"platform: {err}")
@@ -98,28 +97,32 @@ class DeviceController(Controller):
         except DeviceNotFound:
             raise not_found("device", data.id or "") from None
         except DeviceConflict as exc:
-            raise ApiError(409, "conflict", f"this token is already registered as device {exc.args[0]}") from None
+            raise ApiError(
+                409, "conflict", f"this token is already registered as device {exc.args[0]}"
+            ) from None
         return DeviceEnvelope(device_out(device))
 
     @get("/", summary="List devices")
     async def list_devices(
         self,
         request: Request[Any, Any, Any],
-        app: App,
-        services: Services,
-        ids: list[str] | None = None,
-        users: list[str] | None = None,
-        providers: list[str] | None = None,
-        platforms: list[str] | None = None,
-        channels: list[str] | None = None,
-        status: str | None = None,
-        include: list[str] | None = None,
-        cursor: str | None = None,
-        limit: int | None = Parameter(default=None, ge=1),
+        app: AppDep,
+        services: ServicesDep,
+        ids: FromQuery[list[str] | None] = None,
+        users: FromQuery[list[str] | None] = None,
+        providers: FromQuery[list[str] | None] = None,
+        platforms: FromQuery[list[str] | None] = None,
+        channels: FromQuery[list[str] | None] = None,
+        status: FromQuery[str | None] = None,
+        include: FromQuery[list[str] | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> DevicePage:
         inc = set(split_list(include) or ())
         if inc - _INCLUDES:
-            raise bad_request(f"include: unknown value(s) {sorted(inc - _INCLUDES)}; use meta, tags, channels")
+            raise bad_request(
+                f"include: unknown value(s) {sorted(inc - _INCLUDES)}; use meta, tags, channels"
+            )
         if status is not None and status not in ("active", "invalid"):
             raise bad_request("status: use active or invalid")
         tags = {k[4:]: v for k, v in request.query_params.items() if k.startswith("tag.") and len(k) > 4}
@@ -132,20 +135,24 @@ class DeviceController(Controller):
             status=status,
             tags=tags,
         )
-        devs, nxt = await services.devices.list(
+        devs, nxt = await services.devices.list_devices(
             app.id, f, cursor=cursor, limit=page_limit(limit, services.settings), include=inc
         )
         return DevicePage([device_out(d) for d in devs], nxt)
 
     @get("/{device_id:str}", summary="Get a device")
-    async def get_device(self, device_id: str, app: App, services: Services) -> DeviceEnvelope:
+    async def get_device(
+        self, device_id: FromPath[str], app: AppDep, services: ServicesDep
+    ) -> DeviceEnvelope:
         device = await services.devices.get(app.id, device_id)
         if device is None:
             raise not_found("device", device_id)
         return DeviceEnvelope(device_out(device))
 
     @patch("/{device_id:str}", summary="Update a device")
-    async def patch_device(self, device_id: str, data: DevicePatch, app: App, services: Services) -> DeviceEnvelope:
+    async def patch_device(
+        self, device_id: FromPath[str], data: JSONBody[DevicePatch], app: AppDep, services: ServicesDep
+    ) -> DeviceEnvelope:
         device = await services.devices.get(app.id, device_id)
         if device is None:
             raise not_found("device", device_id)
@@ -176,19 +183,25 @@ class DeviceController(Controller):
         except DeviceNotFound:
             raise not_found("device", device_id) from None
         except DeviceConflict as exc:
-            raise ApiError(409, "conflict", f"this token is already registered as device {exc.args[0]}") from None
+            raise ApiError(
+                409, "conflict", f"this token is already registered as device {exc.args[0]}"
+            ) from None
         return DeviceEnvelope(device_out(updated))
 
     @delete("/{device_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Remove a device")
-    async def delete_device(self, device_id: str, app: App, services: Services) -> None:
+    async def delete_device(self, device_id: FromPath[str], app: AppDep, services: ServicesDep) -> None:
         n = await services.devices.remove(app.id, DeviceFilter(ids=[device_id]))
         if n == 0:
             raise not_found("device", device_id)
 
     @post("/update", status_code=HTTP_200_OK, summary="Bulk update devices by filter")
-    async def bulk_update(self, data: DeviceBulkUpdate, app: App, services: Services) -> Matched:
+    async def bulk_update(
+        self, data: JSONBody[DeviceBulkUpdate], app: AppDep, services: ServicesDep
+    ) -> Matched:
         if not (data.user_update or data.meta_update or data.tags_update or data.channels_update):
-            raise bad_request("nothing to update: give user_update, meta_update, tags_update or channels_update")
+            raise bad_request(
+                "nothing to update: give user_update, meta_update, tags_update or channels_update"
+            )
         if data.channels_update:
             check_channels(data.channels_update.channels, "channels_update.channels")
         f = _filter(services, data)
@@ -204,18 +217,28 @@ class DeviceController(Controller):
         return Matched(n)
 
     @post("/remove", status_code=HTTP_200_OK, summary="Bulk remove devices by filter")
-    async def bulk_remove(self, data: DeviceFilterIn, app: App, services: Services) -> Matched:
+    async def bulk_remove(
+        self, data: JSONBody[DeviceFilterIn], app: AppDep, services: ServicesDep
+    ) -> Matched:
         return Matched(await services.devices.remove(app.id, _filter(services, data)))
 
-    @put("/{device_id:str}/channels/{channel:str}", status_code=HTTP_204_NO_CONTENT, summary="Subscribe a device")
-    async def subscribe(self, device_id: str, channel: str, app: App, services: Services) -> None:
+    @put(
+        "/{device_id:str}/channels/{channel:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Subscribe a device",
+    )
+    async def subscribe(
+        self, device_id: FromPath[str], channel: FromPath[str], app: AppDep, services: ServicesDep
+    ) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
         if not await services.devices.set_channel(app.id, device_id, channel, True):
             raise not_found("device", device_id)
 
     @delete("/{device_id:str}/channels/{channel:str}", status_code=HTTP_204_NO_CONTENT, summary="Unsubscribe")
-    async def unsubscribe(self, device_id: str, channel: str, app: App, services: Services) -> None:
+    async def unsubscribe(
+        self, device_id: FromPath[str], channel: FromPath[str], app: AppDep, services: ServicesDep
+    ) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
         if not await services.devices.set_channel(app.id, device_id, channel, False):

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Response, get
 
-from pushgate.api.services import Services
+from pushgate.api.services import ServicesDep
 
 
 @get("/healthz", summary="The process is alive", tags=["health"])
@@ -15,7 +15,7 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", summary="Database reachable and workers running", tags=["health"])
-async def readyz(services: Services) -> Response[dict[str, Any]]:
+async def readyz(services: ServicesDep) -> Response[dict[str, Any]]:
     db_ok = await services.db.ping()
     workers = services.engine.running if services.engine is not None else None
     checks = {"database": "ok" if db_ok else "unreachable"}

@@ -8,11 +8,11 @@ job in one transaction. Nothing is sent inside the request.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Response, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from pushgate.api.common import check_channels, normalize_token, page_limit
@@ -30,12 +30,11 @@ from pushgate.api.schemas import (
     TokenRecipient,
     UserRecipient,
 )
-from pushgate.api.services import Services
+from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain import render
 from pushgate.domain.notification import PROVIDERS, ProviderOverrides
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
 from pushgate.engine.rendering import render_for
-from pushgate.store.apps import App
 from pushgate.store.publishes import COUNTERS, Publish
 
 _DELIVERY_STATUSES = ("pending", "sent", "failed", "invalid_token", "retrying", "expired")
@@ -60,7 +59,7 @@ def publish_out(p: Publish) -> PublishOut:
     )
 
 
-def _recipients(data: PublishIn, services: Services) -> tuple[list[dict[str, Any]], set[str]]:
+def _recipients(data: JSONBody[PublishIn], services: ServicesDep) -> tuple[list[dict[str, Any]], set[str]]:
     out: list[dict[str, Any]] = []
     token_providers: set[str] = set()
     for i, r in enumerate(data.recipients):
@@ -75,7 +74,8 @@ def _recipients(data: PublishIn, services: Services) -> tuple[list[dict[str, Any
         elif isinstance(r, TokenRecipient):
             if r.provider not in PROVIDERS:
                 raise bad_request(
-                    f"{where}.provider: {r.provider!r} is not deliverable by this build (use {', '.join(PROVIDERS)})"
+                    f"{where}.provider: {r.provider!r} is not deliverable by this build "
+                    f"(use {', '.join(PROVIDERS)})"
                 )
             try:
                 token, key = normalize_token(r.provider, r.token, services.settings)
@@ -91,7 +91,9 @@ class PublishController(Controller):
     tags = ["publishes"]
 
     @post("/publish", status_code=HTTP_202_ACCEPTED, summary="Publish a notification")
-    async def publish(self, data: PublishIn, app: App, services: Services) -> Response[PublishAccepted]:
+    async def publish(
+        self, data: JSONBody[PublishIn], app: AppDep, services: ServicesDep
+    ) -> Response[PublishAccepted]:
         limits = services.settings.limits
         if len(data.recipients) > limits.max_recipients_per_publish:
             raise bad_request(
@@ -151,16 +153,18 @@ class PublishController(Controller):
     @get("/publishes", summary="Publishes, newest first")
     async def list_publishes(
         self,
-        app: App,
-        services: Services,
-        cursor: str | None = None,
-        limit: int | None = Parameter(default=None, ge=1),
+        app: AppDep,
+        services: ServicesDep,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> PublishPage:
-        pubs, nxt = await services.publishes.list(app.id, cursor=cursor, limit=page_limit(limit, services.settings))
+        pubs, nxt = await services.publishes.list_publishes(
+            app.id, cursor=cursor, limit=page_limit(limit, services.settings)
+        )
         return PublishPage([publish_out(p) for p in pubs], nxt)
 
     @get("/publishes/{publish_id:str}", summary="A publish's status and counts")
-    async def get_publish(self, publish_id: str, app: App, services: Services) -> PublishOut:
+    async def get_publish(self, publish_id: FromPath[str], app: AppDep, services: ServicesDep) -> PublishOut:
         pub = await services.publishes.get(app.id, publish_id)
         if pub is None:
             raise not_found("publish", publish_id)
@@ -169,13 +173,13 @@ class PublishController(Controller):
     @get("/publishes/{publish_id:str}/deliveries", summary="One record per recipient")
     async def deliveries(
         self,
-        publish_id: str,
-        app: App,
-        services: Services,
-        status: str | None = None,
-        provider: str | None = None,
-        cursor: str | None = None,
-        limit: int | None = Parameter(default=None, ge=1),
+        publish_id: FromPath[str],
+        app: AppDep,
+        services: ServicesDep,
+        status: FromQuery[str | None] = None,
+        provider: FromQuery[str | None] = None,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> DeliveryPage:
         if status is not None and status not in _DELIVERY_STATUSES:
             raise bad_request(f"status: one of {', '.join(_DELIVERY_STATUSES)}")
@@ -183,7 +187,11 @@ class PublishController(Controller):
         if pub is None:
             raise not_found("publish", publish_id)
         rows, nxt = await services.publishes.deliveries(
-            app.id, publish_id, status=status, provider=provider, cursor=cursor,
+            app.id,
+            publish_id,
+            status=status,
+            provider=provider,
+            cursor=cursor,
             limit=page_limit(limit, services.settings),
         )
         return DeliveryPage(

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from litestar import Request
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from pushgate.api.auth import KeyCache
 from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.worker import Engine
-from pushgate.store.apps import AppStore
+from pushgate.store.apps import App, AppStore
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.publishes import PublishStore
@@ -35,5 +37,11 @@ def provide_services(state: State) -> Services:
     return services
 
 
-def provide_app(request: Any) -> Any:
-    return request.state.app
+def provide_app(request: Request[Any, Any, Any]) -> App:
+    """The app the request's key belongs to (set by ``api.auth.authenticate``)."""
+    app: App = request.state.app
+    return app
+
+
+ServicesDep = NamedDependency[Services]
+AppDep = NamedDependency[App]

@@ -31,7 +31,9 @@ def platform_error(provider: str, platform: str) -> str | None:
     if allowed is None:
         return f"unknown provider {provider!r}"
     if platform not in allowed:
-        return f"platform {platform!r} cannot use provider {provider!r} (allowed: {', '.join(sorted(allowed))})"
+        return (
+            f"platform {platform!r} cannot use provider {provider!r} (allowed: {', '.join(sorted(allowed))})"
+        )
     return None
 
 

@@ -65,8 +65,11 @@ class Dispatcher:
             provider = await self.pool.get(pub.app_id, app_name, provider_name)
             if provider is None:
                 results = [
-                    SendResult(Outcome.CREDENTIAL, error_code="no_credentials",
-                               error_message=f"app {app_name!r} has no {provider_name} credentials")
+                    SendResult(
+                        Outcome.CREDENTIAL,
+                        error_code="no_credentials",
+                        error_message=f"app {app_name!r} has no {provider_name} credentials",
+                    )
                     for _ in targets
                 ]
             else:

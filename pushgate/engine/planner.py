@@ -65,14 +65,21 @@ class Planner:
                 else:
                     q = (
                         sa.select(*cols)
-                        .where(devices.c.app_id == app_id, devices.c.user == entry["user"], devices.c.status == "active")
+                        .where(
+                            devices.c.app_id == app_id,
+                            devices.c.user == entry["user"],
+                            devices.c.status == "active",
+                        )
                         .order_by(devices.c.id)
                     )
                     if cursor:
                         q = q.where(devices.c.id > cursor)
                 async with self.db.read() as conn:
                     rows = (await conn.execute(q.limit(page_size))).all()
-                out = [{"recipient_id": r.id, "device_id": r.id, "provider": r.provider, "token": r.token} for r in rows]
+                out = [
+                    {"recipient_id": r.id, "device_id": r.id, "provider": r.provider, "token": r.token}
+                    for r in rows
+                ]
                 cursor = rows[-1].id if len(rows) == page_size else None
                 yield out, cursor
                 if cursor is None:
@@ -82,11 +89,19 @@ class Planner:
                 rows = (
                     await conn.execute(
                         sa.select(*cols).where(
-                            devices.c.app_id == app_id, devices.c.id == entry["device_id"], devices.c.status == "active"
+                            devices.c.app_id == app_id,
+                            devices.c.id == entry["device_id"],
+                            devices.c.status == "active",
                         )
                     )
                 ).all()
-            yield [{"recipient_id": r.id, "device_id": r.id, "provider": r.provider, "token": r.token} for r in rows], None
+            yield (
+                [
+                    {"recipient_id": r.id, "device_id": r.id, "provider": r.provider, "token": r.token}
+                    for r in rows
+                ],
+                None,
+            )
         elif kind == "token":
             provider, token_key = entry["provider"], entry["token_key"]
             async with self.db.read() as conn:
@@ -124,7 +139,11 @@ class Planner:
         recipients: list[dict[str, Any]] = pub.request.get("recipients", [])
         i: int = job.payload.get("i", 0)
         cursor: str | None = job.payload.get("cursor")
-        stats: dict[str, int] = job.payload.get("stats") or {"dispatched": 0, "no_credentials": 0, "planned": 0}
+        stats: dict[str, int] = job.payload.get("stats") or {
+            "dispatched": 0,
+            "no_credentials": 0,
+            "planned": 0,
+        }
         while i < len(recipients):
             entry = recipients[i]
             async for rows, after in self._pages(pub.app_id, entry, cursor, ctx.page_size):
@@ -193,7 +212,11 @@ class Planner:
                             "kind": "dispatch",
                             "app_id": pub.app_id,
                             "publish_id": pub.id,
-                            "payload": {"provider": provider, "attempt": 1, "targets": targets[k : k + ctx.batch_size]},
+                            "payload": {
+                                "provider": provider,
+                                "attempt": 1,
+                                "targets": targets[k : k + ctx.batch_size],
+                            },
                         }
                     )
             await JobQueue.enqueue_many(conn, jobs)

@@ -62,12 +62,12 @@ class Engine:
         for n in range(self.settings.engine.concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"pushgate-worker-{n}"))
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Stop claiming, let in-flight jobs finish up to ``timeout``, give back the rest."""
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop claiming, let in-flight jobs finish for up to ``grace`` seconds, give back the rest."""
         self._stopping = True
         self._wake.set()
         if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+            _, pending = await asyncio.wait(self._tasks, timeout=grace)
             for t in pending:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

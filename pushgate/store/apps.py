@@ -53,7 +53,11 @@ class AppStore:
         async with self.db.write() as conn:
             await conn.execute(
                 sa.insert(api_keys).values(
-                    id=new_id("key"), app_id=app_id, key_hash=hash_key(key), prefix=key[:8], created_at=time.time()
+                    id=new_id("key"),
+                    app_id=app_id,
+                    key_hash=hash_key(key),
+                    prefix=key[:8],
+                    created_at=time.time(),
                 )
             )
         return key
@@ -68,7 +72,7 @@ class AppStore:
             row = (await conn.execute(sa.select(apps).where(apps.c.id == app_id))).first()
         return App(row.id, row.name, row.created_at) if row else None
 
-    async def list(self) -> list[tuple[App, int]]:
+    async def list_apps(self) -> list[tuple[App, int]]:
         q = (
             sa.select(apps, sa.func.count(api_keys.c.id).label("keys"))
             .select_from(apps.outerjoin(api_keys, api_keys.c.app_id == apps.c.id))
@@ -80,7 +84,11 @@ class AppStore:
         return [(App(r.id, r.name, r.created_at), r.keys) for r in rows]
 
     async def authenticate(self, key: str) -> App | None:
-        q = sa.select(apps).join(api_keys, api_keys.c.app_id == apps.c.id).where(api_keys.c.key_hash == hash_key(key))
+        q = (
+            sa.select(apps)
+            .join(api_keys, api_keys.c.app_id == apps.c.id)
+            .where(api_keys.c.key_hash == hash_key(key))
+        )
         async with self.db.read() as conn:
             row = (await conn.execute(q)).first()
         return App(row.id, row.name, row.created_at) if row else None

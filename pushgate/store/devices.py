@@ -140,7 +140,9 @@ class DeviceStore:
             ).first()
             if device_id is not None:
                 target = (
-                    await conn.execute(sa.select(devices).where(devices.c.app_id == app_id, devices.c.id == device_id))
+                    await conn.execute(
+                        sa.select(devices).where(devices.c.app_id == app_id, devices.c.id == device_id)
+                    )
                 ).first()
                 if target is None:
                     raise DeviceNotFound(device_id)
@@ -167,9 +169,12 @@ class DeviceStore:
             if created:
                 dev_id = new_id("dev")
                 values.setdefault("user", None)
-                await conn.execute(sa.insert(devices).values(id=dev_id, app_id=app_id, created_at=now, **values))
+                await conn.execute(
+                    sa.insert(devices).values(id=dev_id, app_id=app_id, created_at=now, **values)
+                )
                 old_user = None
             else:
+                assert existing is not None
                 dev_id = existing.id
                 old_user = existing.user
                 await conn.execute(sa.update(devices).where(devices.c.id == dev_id).values(**values))
@@ -190,7 +195,9 @@ class DeviceStore:
 
     async def _load(self, conn: AsyncConnection, app_id: str, device_id: str, *, full: bool) -> Device | None:
         row = (
-            await conn.execute(sa.select(devices).where(devices.c.app_id == app_id, devices.c.id == device_id))
+            await conn.execute(
+                sa.select(devices).where(devices.c.app_id == app_id, devices.c.id == device_id)
+            )
         ).first()
         if row is None:
             return None
@@ -209,33 +216,35 @@ class DeviceStore:
             if metas is not None and len(devs) == 1:
                 devs[0].meta = json.loads(metas["meta"]) if metas["meta"] else {}
             else:
-                rows = (await conn.execute(sa.select(devices.c.id, devices.c.meta).where(devices.c.id.in_(ids)))).all()
+                rows = (
+                    await conn.execute(sa.select(devices.c.id, devices.c.meta).where(devices.c.id.in_(ids)))
+                ).all()
                 for r in rows:
                     by_id[r.id].meta = json.loads(r.meta) if r.meta else {}
         if "tags" in include:
             for d in devs:
                 d.tags = {}
-            rows = (
+            tag_rows = (
                 await conn.execute(
                     sa.select(device_tags.c.device_id, device_tags.c.key, device_tags.c.value).where(
                         device_tags.c.device_id.in_(ids)
                     )
                 )
             ).all()
-            for r in rows:
-                by_id[r.device_id].tags[r.key] = r.value  # type: ignore[index]
+            for t in tag_rows:
+                by_id[t.device_id].tags[t.key] = t.value  # type: ignore[index]
         if "channels" in include:
             for d in devs:
                 d.channels = []
-            rows = (
+            channel_rows = (
                 await conn.execute(
                     sa.select(device_channels.c.device_id, device_channels.c.channel)
                     .where(device_channels.c.device_id.in_(ids))
                     .order_by(device_channels.c.channel)
                 )
             ).all()
-            for r in rows:
-                by_id[r.device_id].channels.append(r.channel)  # type: ignore[union-attr]
+            for c in channel_rows:
+                by_id[c.device_id].channels.append(c.channel)  # type: ignore[union-attr]
 
     # ---- listing and bulk ---------------------------------------------------------------
 
@@ -271,7 +280,7 @@ class DeviceStore:
             )
         return cond
 
-    async def list(
+    async def list_devices(
         self, app_id: str, f: DeviceFilter, *, cursor: str | None, limit: int, include: Iterable[str] = ()
     ) -> tuple[list[Device], str | None]:
         cond = self._where(app_id, f)
@@ -287,7 +296,9 @@ class DeviceStore:
         return devs, (devs[-1].id if more else None)
 
     async def _ids(self, conn: AsyncConnection, app_id: str, f: DeviceFilter) -> list[tuple[str, str | None]]:
-        rows = (await conn.execute(sa.select(devices.c.id, devices.c.user).where(*self._where(app_id, f)))).all()
+        rows = (
+            await conn.execute(sa.select(devices.c.id, devices.c.user).where(*self._where(app_id, f)))
+        ).all()
         return [(r.id, r.user) for r in rows]
 
     async def update(
@@ -360,7 +371,9 @@ class DeviceStore:
             if found is None:
                 return False
             await self._channels(conn, app_id, [device_id], "add" if present else "remove", [channel])
-            await conn.execute(sa.update(devices).where(devices.c.id == device_id).values(updated_at=time.time()))
+            await conn.execute(
+                sa.update(devices).where(devices.c.id == device_id).values(updated_at=time.time())
+            )
         return True
 
     @staticmethod
@@ -420,7 +433,9 @@ class DeviceStore:
         items = [(r.channel, r.n) for r in rows[:limit]]
         return items, (items[-1][0] if len(rows) > limit else None)
 
-    async def update_user_channels(self, app_id: str, user: str, op: ChannelOp, channels: Sequence[str]) -> None:
+    async def update_user_channels(
+        self, app_id: str, user: str, op: ChannelOp, channels: Sequence[str]
+    ) -> None:
         """Change a user's bindings and apply the difference to all of the user's devices now."""
         now = time.time()
         async with self.db.write() as conn:
@@ -443,12 +458,17 @@ class DeviceStore:
             if added:
                 await conn.execute(
                     sa.insert(user_channels),
-                    [{"app_id": app_id, "user": user, "channel": c, "created_at": now} for c in sorted(added)],
+                    [
+                        {"app_id": app_id, "user": user, "channel": c, "created_at": now}
+                        for c in sorted(added)
+                    ],
                 )
             dev_ids = [
                 r.id
                 for r in (
-                    await conn.execute(sa.select(devices.c.id).where(devices.c.app_id == app_id, devices.c.user == user))
+                    await conn.execute(
+                        sa.select(devices.c.id).where(devices.c.app_id == app_id, devices.c.user == user)
+                    )
                 ).all()
             ]
             if dev_ids and removed:
@@ -491,7 +511,9 @@ class DeviceStore:
             return []
         rows = (
             await conn.execute(
-                sa.select(user_channels.c.channel).where(user_channels.c.app_id == app_id, user_channels.c.user == user)
+                sa.select(user_channels.c.channel).where(
+                    user_channels.c.app_id == app_id, user_channels.c.user == user
+                )
             )
         ).all()
         return [r.channel for r in rows]
@@ -523,17 +545,27 @@ class DeviceStore:
                         )
                     )
                 continue
-            rows = [{"app_id": app_id, "channel": c, "device_id": d} for d in chunk for c in dict.fromkeys(channels)]
+            rows = [
+                {"app_id": app_id, "channel": c, "device_id": d}
+                for d in chunk
+                for c in dict.fromkeys(channels)
+            ]
             if rows:
                 stmt = insert_ignoring_conflicts(
                     self.db.dialect, device_channels, ("app_id", "channel", "device_id")
                 )
                 await conn.execute(stmt, rows)
 
-    async def _set_tags(self, conn: AsyncConnection, app_id: str, dev_ids: list[str], tags: dict[str, str]) -> None:
+    async def _set_tags(
+        self, conn: AsyncConnection, app_id: str, dev_ids: list[str], tags: dict[str, str]
+    ) -> None:
         for chunk in _chunks(dev_ids, 500):
             await conn.execute(sa.delete(device_tags).where(device_tags.c.device_id.in_(chunk)))
-            rows = [{"device_id": d, "app_id": app_id, "key": k, "value": v} for d in chunk for k, v in tags.items()]
+            rows = [
+                {"device_id": d, "app_id": app_id, "key": k, "value": v}
+                for d in chunk
+                for k, v in tags.items()
+            ]
             if rows:
                 await conn.execute(sa.insert(device_tags), rows)
 

@@ -97,7 +97,9 @@ class PublishStore:
                     if existing is not None:
                         # The old key is outside the window: free it for this publish.
                         await conn.execute(
-                            sa.update(publishes).where(publishes.c.id == existing.id).values(idempotency_key=None)
+                            sa.update(publishes)
+                            .where(publishes.c.id == existing.id)
+                            .values(idempotency_key=None)
                         )
                     await conn.execute(
                         sa.insert(publishes).values(
@@ -123,7 +125,9 @@ class PublishStore:
         async with self.db.read() as conn:
             row = (
                 await conn.execute(
-                    sa.select(publishes).where(publishes.c.app_id == app_id, publishes.c.idempotency_key == key)
+                    sa.select(publishes).where(
+                        publishes.c.app_id == app_id, publishes.c.idempotency_key == key
+                    )
                 )
             ).first()
         return _publish(row) if row else None
@@ -141,7 +145,9 @@ class PublishStore:
                 await self._attach_counts(conn, [pub])
         return pub
 
-    async def list(self, app_id: str, *, cursor: str | None, limit: int) -> tuple[list[Publish], str | None]:
+    async def list_publishes(
+        self, app_id: str, *, cursor: str | None, limit: int
+    ) -> tuple[list[Publish], str | None]:
         cond = [publishes.c.app_id == app_id]
         if cursor:
             cond.append(publishes.c.id < cursor)
@@ -158,7 +164,9 @@ class PublishStore:
         by_id = {p.id: p for p in pubs}
         for p in pubs:
             p.counts = dict.fromkeys(COUNTERS, 0)
-        rows = (await conn.execute(sa.select(publish_stats).where(publish_stats.c.publish_id.in_(list(by_id))))).all()
+        rows = (
+            await conn.execute(sa.select(publish_stats).where(publish_stats.c.publish_id.in_(list(by_id))))
+        ).all()
         for r in rows:
             p = by_id[r.publish_id]
             p.by_provider[r.provider] = {c: getattr(r, c) for c in COUNTERS}
@@ -287,7 +295,7 @@ class PublishStore:
                     "st": u.status,
                     "att": u.attempts,
                     "ec": u.error_code,
-                    "em": (u.error_message or None) and u.error_message[:1000],  # type: ignore[index]
+                    "em": u.error_message[:1000] if u.error_message else None,
                     "pmid": u.provider_message_id,
                     "sat": u.sent_at,
                 }
@@ -310,7 +318,9 @@ class PublishStore:
         return {r.recipient_id for r in rows}
 
     async def set_planning_done(self, conn: AsyncConnection, publish_id: str) -> None:
-        await conn.execute(sa.update(publishes).where(publishes.c.id == publish_id).values(planning_done=True))
+        await conn.execute(
+            sa.update(publishes).where(publishes.c.id == publish_id).values(planning_done=True)
+        )
 
     async def fail(self, publish_id: str, code: str, message: str) -> None:
         async with self.db.write() as conn:
@@ -329,7 +339,9 @@ class PublishStore:
         async with self.db.read() as conn:
             pub = (
                 await conn.execute(
-                    sa.select(publishes.c.status, publishes.c.planning_done).where(publishes.c.id == publish_id)
+                    sa.select(publishes.c.status, publishes.c.planning_done).where(
+                        publishes.c.id == publish_id
+                    )
                 )
             ).first()
             if pub is None or pub.status != "dispatching" or not pub.planning_done:

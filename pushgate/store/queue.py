@@ -90,7 +90,9 @@ class JobQueue:
             sa.update(jobs)
             .where(jobs.c.id.in_(candidates.scalar_subquery()))
             .values(lease_until=now + lease_seconds, lease_owner=owner, claims=jobs.c.claims + 1)
-            .returning(jobs.c.id, jobs.c.kind, jobs.c.app_id, jobs.c.publish_id, jobs.c.payload, jobs.c.claims)
+            .returning(
+                jobs.c.id, jobs.c.kind, jobs.c.app_id, jobs.c.publish_id, jobs.c.payload, jobs.c.claims
+            )
         )
         async with self.db.write() as conn:
             rows = (await conn.execute(stmt)).all()
@@ -101,7 +103,9 @@ class JobQueue:
         await conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
 
     @staticmethod
-    async def save_progress(conn: AsyncConnection, job_id: int, payload: dict[str, Any], lease_until: float) -> None:
+    async def save_progress(
+        conn: AsyncConnection, job_id: int, payload: dict[str, Any], lease_until: float
+    ) -> None:
         """Persist a long job's cursor together with the work it produced (crash-safe resume)."""
         await conn.execute(
             sa.update(jobs)

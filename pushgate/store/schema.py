@@ -70,9 +70,7 @@ device_channels = sa.Table(
     metadata,
     sa.Column("app_id", sa.String(40), primary_key=True),
     sa.Column("channel", sa.String(200), primary_key=True),
-    sa.Column(
-        "device_id", sa.String(40), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
-    ),
+    sa.Column("device_id", sa.String(40), sa.ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True),
     sa.Index("ix_device_channels_device", "device_id"),
 )
 
