@@ -1,0 +1,184 @@
+"""The durable queue and the engine's promises: leases, re-runs, expiry, paging, credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+
+import sqlalchemy as sa
+
+from conftest import Gateway, Lab, gateway_settings, running_gateway
+from pushgate.store.db import Database
+from pushgate.store.queue import JobQueue
+from pushgate.store.schema import jobs
+from test_acceptance import fcm_token, publish, register
+
+
+async def _db(url: str) -> Database:
+    db = Database(url)
+    await db.migrate()
+    return db
+
+
+async def test_expired_lease_is_claimed_again(database_url: str) -> None:
+    db = await _db(database_url)
+    try:
+        q = JobQueue(db)
+        async with db.write() as conn:
+            await JobQueue.enqueue(conn, "plan", "app_x", "pub_x", {"i": 0})
+        [first] = await q.claim("worker-a", 10, lease_seconds=0.3)
+        assert first.claims == 1
+        assert await q.claim("worker-b", 10, lease_seconds=30) == []  # leased
+        await asyncio.sleep(0.4)
+        [again] = await q.claim("worker-b", 10, lease_seconds=30)  # worker-a "died"
+        assert again.id == first.id and again.claims == 2
+        async with db.read() as conn:
+            owner = (await conn.execute(sa.select(jobs.c.lease_owner))).scalar()
+        assert owner == "worker-b"
+        await q.release("worker-b")
+        [third] = await q.claim("worker-c", 10, lease_seconds=30)  # released at once on shutdown
+        assert third.id == first.id
+    finally:
+        await db.dispose()
+
+
+async def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
+    db = await _db(database_url)
+    try:
+        q = JobQueue(db)
+        async with db.write() as conn:
+            await JobQueue.enqueue_many(
+                conn,
+                [
+                    {"kind": "dispatch", "app_id": "a", "publish_id": "p", "payload": {"n": n}}
+                    for n in range(200)
+                ],
+            )
+
+        async def claimer(name: str) -> list[int]:
+            got: list[int] = []
+            while True:
+                batch = await q.claim(name, 7, lease_seconds=60)
+                if not batch:
+                    return got
+                got += [j.id for j in batch]
+
+        results = await asyncio.gather(*(claimer(f"w{i}") for i in range(8)))
+        all_ids = [i for r in results for i in r]
+        assert len(all_ids) == 200
+        assert len(set(all_ids)) == 200
+    finally:
+        await db.dispose()
+
+
+async def test_rerun_batch_skips_recipients_with_final_outcome(gateway: Gateway, lab: Lab) -> None:
+    devs = [
+        await register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["c"])
+        for _ in range(3)
+    ]
+    pub_id = await publish(gateway.client, recipients=[{"type": "channel", "channel": "c"}])
+    await gateway.wait_done(pub_id)
+    assert lab.ledger("fcm")["total"] == 3
+    # A worker died after sending but before deleting its job: the job comes back with claims=1.
+    db: Database = gateway.app.state.services.db
+    async with db.write() as conn:
+        await conn.execute(
+            sa.insert(jobs).values(
+                kind="dispatch",
+                app_id=(await gateway.app.state.services.apps.get_by_name("default")).id,
+                publish_id=pub_id,
+                payload=json.dumps(
+                    {"provider": "fcm", "attempt": 1, "targets": [[d["id"], d["token"]] for d in devs]}
+                ),
+                run_at=time.time(),
+                claims=1,
+                created_at=time.time(),
+            )
+        )
+    gateway.app.state.services.engine.notify()
+    for _ in range(100):
+        async with db.read() as conn:
+            left = (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar()
+        if left == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert left == 0
+    assert lab.ledger("fcm")["total"] == 3  # nothing sent twice
+    status = (await gateway.client.get(f"/v1/publishes/{pub_id}")).json()
+    assert status["counts"]["sent"] == 3 and status["counts"]["planned"] == 3
+
+
+async def test_planner_pages_and_batches_without_duplicates(database_url: str, lab: Lab) -> None:
+    lab.reset()
+    settings = gateway_settings(
+        database_url, lab, PUSHGATE_ENGINE_PLAN_PAGE_SIZE="10", PUSHGATE_ENGINE_BATCH_SIZE="7"
+    )
+    async with running_gateway(settings) as gw:
+        devs = [
+            await register(
+                gw, provider="fcm", token=fcm_token(), platform="android", channels=["big"], user="fan"
+            )
+            for _ in range(35)
+        ]
+        pub_id = await publish(
+            gw.client, recipients=[{"type": "channel", "channel": "big"}, {"type": "user", "user": "fan"}]
+        )
+        status = await gw.wait_done(pub_id)
+        assert status["counts"]["planned"] == 35 and status["counts"]["sent"] == 35
+        got = Counter(i["token"] for i in lab.ledger("fcm")["items"])
+        assert got == Counter({d["token"]: 1 for d in devs})
+
+
+async def test_expire_at_stops_retries(gateway: Gateway, lab: Lab) -> None:
+    dev = await register(gateway, provider="fcm", token=fcm_token(), platform="android")
+    lab.fault(provider="fcm", tokens=[dev["token"]], error="503", retry_after=30)
+    expire = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3))
+    pub_id = await publish(
+        gateway.client, recipients=[{"type": "device", "device_id": dev["id"]}], expire_at=expire
+    )
+    status = await gateway.wait_done(pub_id, within=10)
+    assert status["status"] == "expired"
+    assert status["counts"] == {
+        "planned": 1,
+        "sent": 0,
+        "failed": 0,
+        "invalid_token": 0,
+        "retrying": 0,
+        "expired": 1,
+    }
+    [d] = await gateway.deliveries(pub_id)
+    assert d["status"] == "expired" and d["attempts"] == 1
+    assert lab.ledger("fcm")["total"] == 0
+
+
+async def test_publish_fails_without_credentials(gateway: Gateway, lab: Lab) -> None:
+    _, key = await gateway.app.state.services.apps.create("no-creds")
+    async with gateway.as_app(key) as c:
+        r = await c.post("/v1/devices", json={"provider": "fcm", "token": fcm_token(), "platform": "android"})
+        dev = r.json()["device"]
+        pub_id = await publish(c, recipients=[{"type": "device", "device_id": dev["id"]}])
+        for _ in range(100):
+            body = (await c.get(f"/v1/publishes/{pub_id}")).json()
+            if body["status"] not in ("accepted", "dispatching"):
+                break
+            await asyncio.sleep(0.05)
+        assert body["status"] == "failed"
+        assert body["error"]["code"] == "no_credentials"
+        [d] = (await c.get(f"/v1/publishes/{pub_id}/deliveries")).json()["items"]
+        assert d["status"] == "failed" and d["error_code"] == "no_credentials"
+        device = (await c.get(f"/v1/devices/{dev['id']}")).json()["device"]
+        assert device["status"] == "active"
+    assert lab.ledger("fcm")["total"] == 0
+
+
+async def test_credential_error_fails_deliveries_and_keeps_devices(gateway: Gateway, lab: Lab) -> None:
+    dev = await register(gateway, provider="fcm", token=fcm_token(), platform="android")
+    lab.fault(provider="fcm", tokens=[dev["token"]], error="auth")
+    pub_id = await publish(gateway.client, recipients=[{"type": "device", "device_id": dev["id"]}])
+    status = await gateway.wait_done(pub_id)
+    assert status["counts"]["failed"] == 1
+    [d] = await gateway.deliveries(pub_id)
+    assert d["status"] == "failed" and d["error_code"] == "THIRD_PARTY_AUTH_ERROR" and d["attempts"] == 1
+    assert (await gateway.client.get(f"/v1/devices/{dev['id']}")).json()["device"]["status"] == "active"
