@@ -8,12 +8,12 @@ import time
 from collections import Counter
 
 import sqlalchemy as sa
-
 from conftest import Gateway, Lab, gateway_settings, running_gateway
+from test_acceptance import fcm_token, publish, register
+
 from pushgate.store.db import Database
 from pushgate.store.queue import JobQueue
 from pushgate.store.schema import jobs
-from test_acceptance import fcm_token, publish, register
 
 
 async def _db(url: str) -> Database:
