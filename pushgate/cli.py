@@ -129,7 +129,7 @@ def serve(
         f"pushgate {_version()} on http://{settings.server.host}:{settings.server.port} "
         f"(database {masked(settings)['database_url']}, workers {'on' if workers else 'off'})"
     )
-    uvicorn.run(
+    config_ = uvicorn.Config(
         create_app(settings, run_workers=workers),
         host=settings.server.host,
         port=settings.server.port,
@@ -140,6 +140,21 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=15,
     )
+    _graceful_server_class()(config_).run()
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, so the process would die
+        "by signal" even though it drained cleanly; pushgate exits 0 after a clean drain instead."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    return GracefulServer
 
 
 @app.command()

@@ -1,0 +1,143 @@
+"""The ``pushgate`` command line, run as a real program."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import Gateway, Lab, free_port
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from test_acceptance import fcm_token, register
+
+from pushgate.domain.render import b64url_decode
+
+PUSHGATE = shutil.which("pushgate", path=str(Path(sys.executable).parent)) or "pushgate"
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    full_env.pop("PUSHGATE_CONFIG", None)
+    return subprocess.run(
+        [PUSHGATE, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=60
+    )
+
+
+def test_help_lists_commands() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for cmd in ("serve", "worker", "migrate", "apps", "send", "lab", "keys", "config"):
+        assert cmd in out.stdout
+    assert "--wait" in run("send", "--help").stdout
+
+
+def test_keys_vapid_generates_a_matching_pair() -> None:
+    out = run("keys", "vapid")
+    assert out.returncode == 0
+    private = re.search(r'vapid_private_key = "([^"]+)"', out.stdout)
+    public = re.search(r'vapid_public_key = "([^"]+)"', out.stdout)
+    assert private and public
+    key = ec.derive_private_key(int.from_bytes(b64url_decode(private.group(1)), "big"), ec.SECP256R1())
+    derived = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    assert derived == b64url_decode(public.group(1))
+
+
+def test_config_show_masks_secrets_and_bad_config_fails(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[webpush]\nvapid_private_key = "${PK}"\nvapid_subject = "mailto:x@example.com"\n')
+    out = run("config", "show", "--config", str(cfg), env={"PK": "very-secret-private-key-123"})
+    assert out.returncode == 0, out.stderr
+    assert "very-secret-private-key-123" not in out.stdout
+    assert "mailto:x@example.com" in out.stdout and "****" in out.stdout
+    cfg.write_text("[server]\nport = 'x'\n")
+    bad = run("config", "show", "--config", str(cfg))
+    assert bad.returncode == 2
+    assert "server.port" in bad.stderr
+
+
+def test_apps_create_and_list(tmp_path: Path) -> None:
+    env = {"PUSHGATE_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
+    assert run("migrate", env=env).returncode == 0
+    created = run("apps", "create", "shop", "--key", "shop-key-123456", env=env)
+    assert created.returncode == 0, created.stderr
+    assert "shop-key-123456" in created.stdout
+    again = run("apps", "create", "shop", env=env)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    listed = run("apps", "list", env=env)
+    assert "shop" in listed.stdout and "app_" in listed.stdout
+
+
+async def test_send_wait_shows_counts(gateway: Gateway, lab: Lab) -> None:
+    devs = [
+        await register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["cli"])
+        for _ in range(3)
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        PUSHGATE, "send", "--channel", "cli", "--title", "From the CLI", "--body", "hi", "--wait",
+        "--url", gateway.url, "--key", gateway.key,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    pub_id = text.split()[0]
+    assert pub_id.startswith("pub_")
+    assert "completed" in text
+    status = (await gateway.client.get(f"/v1/publishes/{pub_id}")).json()
+    assert status["counts"]["sent"] == 3
+    assert {i["token"] for i in lab.ledger("fcm")["items"]} == {d["token"] for d in devs}
+    bad = await asyncio.create_subprocess_exec(
+        PUSHGATE, "send", "--channel", "cli", "--title", "x", "--url", gateway.url, "--key", "wrong",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, berr = await bad.communicate()
+    assert bad.returncode == 1 and "401" in berr.decode()
+
+
+def test_serve_first_start_prints_key_once_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PUSHGATE_DATABASE_URL": f"sqlite:///{tmp_path}/s.db", "COLUMNS": "200"}
+    env.pop("PUSHGATE_CONFIG", None)
+    env.pop("PUSHGATE_DEFAULT_APP_KEY", None)
+
+    def start() -> tuple[subprocess.Popen[str], str]:
+        proc = subprocess.Popen(
+            [PUSHGATE, "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        return proc, out
+
+    first, out1 = start()
+    assert first.returncode == 0, out1
+    key = re.search(r"^\s+(pgk_\S+)\s*$", out1, re.M)
+    assert key, out1
+    assert "No provider has credentials" in out1 and "pushgate lab --write-credentials" in out1
+    second, out2 = start()
+    assert second.returncode == 0
+    assert key.group(1) not in out2 and "Created app" not in out2

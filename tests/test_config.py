@@ -1,0 +1,88 @@
+"""Settings: defaults, TOML file, ${VAR} interpolation, PUSHGATE_* overrides, errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pushgate.config import DEFAULT_DATABASE_URL, ConfigError, load_settings, masked
+
+
+def test_defaults_without_file() -> None:
+    s = load_settings(None, env={})
+    assert s.database_url == DEFAULT_DATABASE_URL
+    assert (s.server.host, s.server.port) == ("127.0.0.1", 8686)
+    assert s.limits.max_recipients_per_publish == 1000
+    assert s.devices.allow_loopback_endpoints is False
+    assert s.fcm is None and s.webpush is None
+
+
+def test_file_interpolation_and_env_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        'database_url = "sqlite:///${DATA_DIR}/p.db"\n'
+        "[server]\nport = 9001\n"
+        '[webpush]\nvapid_private_key = "${WEB_PUSH_PRIVATE_KEY}"\nvapid_subject = "${SUBJ:-mailto:a@example.com}"\n'
+        '[apps.shop.fcm]\nservice_account_file = "/etc/shop.json"\n'
+    )
+    env = {
+        "DATA_DIR": "/srv",
+        "WEB_PUSH_PRIVATE_KEY": "secret-private-key-value",
+        "PUSHGATE_ENGINE_MAX_ATTEMPTS": "7",
+        "PUSHGATE_DEVICES_ALLOW_LOOPBACK_ENDPOINTS": "true",
+        "PUSHGATE_SERVER_HOST": "0.0.0.0",
+    }
+    s = load_settings(cfg, env=env)
+    assert s.database_url == "sqlite:////srv/p.db"
+    assert s.server.port == 9001 and s.server.host == "0.0.0.0"
+    assert s.engine.max_attempts == 7
+    assert s.devices.allow_loopback_endpoints is True
+    assert s.webpush == {
+        "vapid_private_key": "secret-private-key-value",
+        "vapid_subject": "mailto:a@example.com",
+    }
+    assert s.provider_settings("app_1", "default") == {"webpush": s.webpush}
+    assert s.provider_settings("app_2", "shop") == {"fcm": {"service_account_file": "/etc/shop.json"}}
+    assert s.provider_settings("app_3", "other") == {}
+    shown = masked(s)
+    assert "secret-private-key-value" not in str(shown)
+    assert shown["webpush"]["vapid_private_key"].startswith("****")
+    assert shown["apps"]["shop"]["fcm"]["service_account_file"] == "/etc/shop.json"
+
+
+def test_env_file_path_and_database_url(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[limits]\nmax_recipients_per_publish = 5\n")
+    s = load_settings(
+        None, env={"PUSHGATE_CONFIG": str(cfg), "PUSHGATE_DATABASE_URL": "postgresql://u:pw@h/db"}
+    )
+    assert s.limits.max_recipients_per_publish == 5
+    assert s.database_url == "postgresql://u:pw@h/db"
+    assert masked(s)["database_url"] == "postgresql://u:****@h/db"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "names"),
+    [
+        ('[server]\nport = "eighty"\n', {}, "server.port"),
+        ("[server]\nport = 70000\n", {}, "server.port"),
+        ("[server]\nprot = 1\n", {}, "server.prot"),
+        ("[engine]\nconcurrency = 0\n", {}, "engine.concurrency"),
+        ('database_url = "mysql://x"\n', {}, "database_url"),
+        ('[webpush]\nvapid_private_key = "${MISSING_VAR}"\n', {}, "webpush.vapid_private_key"),
+        ("", {"PUSHGATE_ENGINE_MAX_ATTEMPTS": "lots"}, "engine.max_attempts"),
+        ("[server\n", {}, "TOML"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path: Path, text: str, env: dict[str, str], names: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_settings(cfg, env=env)
+    assert names in str(exc.value)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings("/nonexistent/pushgate.toml", env={})
