@@ -23,7 +23,8 @@ def test_file_interpolation_and_env_overrides(tmp_path: Path) -> None:
     cfg.write_text(
         'database_url = "sqlite:///${DATA_DIR}/p.db"\n'
         "[server]\nport = 9001\n"
-        '[webpush]\nvapid_private_key = "${WEB_PUSH_PRIVATE_KEY}"\nvapid_subject = "${SUBJ:-mailto:a@example.com}"\n'
+        '[webpush]\nvapid_private_key = "${WEB_PUSH_PRIVATE_KEY}"\n'
+        'vapid_subject = "${SUBJ:-mailto:a@example.com}"\n'
         '[apps.shop.fcm]\nservice_account_file = "/etc/shop.json"\n'
     )
     env = {
