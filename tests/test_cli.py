@@ -141,3 +141,75 @@ def test_serve_first_start_prints_key_once_and_stops_on_sigterm(tmp_path: Path) 
     second, out2 = start()
     assert second.returncode == 0
     assert key.group(1) not in out2 and "Created app" not in out2
+
+
+def test_api_node_and_separate_worker_process_share_the_database(tmp_path: Path, lab: Lab) -> None:
+    """The distributed shape: `serve --no-workers` admits, a `pushgate worker` process delivers."""
+    import json
+
+    lab.reset()
+    port = free_port()
+    env = {
+        **os.environ,
+        "PUSHGATE_DATABASE_URL": f"sqlite:///{tmp_path}/shared.db",
+        "PUSHGATE_DEFAULT_APP_KEY": "shared-key-1234567890",
+        "PUSHGATE_ENGINE_POLL_INTERVAL": "0.1",
+    }
+    env.pop("PUSHGATE_CONFIG", None)
+    api = subprocess.Popen(
+        [PUSHGATE, "serve", "--no-workers", "--port", str(port), "--config", str(lab.toml)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    worker = None
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as r:
+                    ready = json.loads(r.read())
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert ready["checks"] == {"database": "ok"}  # no workers in this process
+
+        def call(method: str, path: str, body: object) -> dict[str, object]:
+            req = urllib.request.Request(
+                base + path, data=json.dumps(body).encode() if body is not None else None, method=method,
+                headers={"Authorization": "Bearer shared-key-1234567890", "Content-Type": "application/json"},
+            )  # fmt: skip
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return dict(json.loads(r.read()))
+
+        token = fcm_token()
+        dev = call("POST", "/v1/devices", {"provider": "fcm", "token": token, "platform": "android"})[
+            "device"
+        ]
+        pub = call("POST", "/v1/publish", {"recipients": [{"type": "device", "device_id": dev["id"]}],  # type: ignore[index]
+                                           "notification": {"title": "via worker"}})  # fmt: skip
+        time.sleep(0.5)
+        assert (
+            call("GET", f"/v1/publishes/{pub['publish_id']}", None)["status"] == "accepted"
+        )  # nobody works here
+        worker = subprocess.Popen(
+            [PUSHGATE, "worker", "--config", str(lab.toml)], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        deadline = time.time() + 30
+        status: dict[str, object] = {}
+        while time.time() < deadline:
+            status = call("GET", f"/v1/publishes/{pub['publish_id']}", None)
+            if status["status"] == "completed":
+                break
+            time.sleep(0.1)
+        assert status["status"] == "completed", status
+        assert lab.ledger("fcm", token)["total"] == 1
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=30)
+        assert worker.returncode == 0, out
+        assert "stopping" in out
+    finally:
+        for p in (api, worker):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
