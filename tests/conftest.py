@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
-import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -20,23 +17,17 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from support.lab import free_port, lab_process
 from support.postgres import PostgresServer, start_postgres
 
 from pushgate.config import load_settings
 from pushgate.server import create_app
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class Lab:
     url: str
     creds_dir: pathlib.Path
-    process: subprocess.Popen[str]
 
     @property
     def toml(self) -> pathlib.Path:
@@ -71,31 +62,8 @@ class Lab:
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     creds = tmp_path_factory.mktemp("lab")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pushgate.lab",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--write-credentials",
-            str(creds),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening" not in line:
-        proc.kill()
-        raise RuntimeError(f"lab did not start: {line}{proc.stdout.read()}")
-    yield Lab(url=f"http://127.0.0.1:{port}", creds_dir=creds, process=proc)
-    proc.terminate()
-    proc.wait(10)
+    with lab_process(creds) as url:
+        yield Lab(url=url, creds_dir=creds)
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +25,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from py_vapid import Vapid
+from support.lab import lab_process
 
 from pushgate.lab.credentials import b64url_decode, b64url_encode, write_credentials
 
@@ -77,41 +74,10 @@ class Lab:
         return json.loads((self.creds_dir / "fcm-service-account.json").read_text())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def running_lab(creds_dir: Path, *extra_args: str) -> Iterator[Lab]:
-    """Start `python -m pushgate.lab` and wait for its readiness line."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pushgate.lab",
-            "--port",
-            str(port),
-            "--write-credentials",
-            str(creds_dir),
-            *extra_args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line == f"pushgate lab listening on http://127.0.0.1:{port}", line
-        yield Lab(f"http://127.0.0.1:{port}", creds_dir)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with lab_process(creds_dir, *extra_args) as url:
+        yield Lab(url, creds_dir)
 
 
 @pytest.fixture(scope="module")

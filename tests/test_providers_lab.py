@@ -9,21 +9,16 @@ requests go through :class:`PyreqwestTransport`.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 import tomllib
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from support.lab import free_port, lab_process
 
 from pushgate.domain.notification import FcmOverride, Notification
 from pushgate.domain.outcomes import Outcome
@@ -33,15 +28,6 @@ from pushgate.providers.fcm import FcmProvider
 from pushgate.providers.http import PyreqwestTransport, create_transport
 from pushgate.providers.transport import HttpRequest
 from pushgate.providers.webpush import WebPushProvider
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Lab:
@@ -53,47 +39,8 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     creds = tmp_path_factory.mktemp("lab-creds")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pushgate.lab",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--write-credentials",
-            str(creds),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    line = ""
-    try:
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line or "pushgate lab listening on " in line:
-                break
-        if "pushgate lab listening on " not in line:
-            proc.kill()
-            rest = proc.stdout.read() if proc.stdout else ""
-            pytest.fail(f"lab did not start: {line}{rest}")
-        base_url = line.strip().rsplit(" ", 1)[-1]
-        config = tomllib.loads((creds / "pushgate-lab.toml").read_text())
-        yield Lab(base_url, config)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with lab_process(creds) as base_url:
+        yield Lab(base_url, tomllib.loads((creds / "pushgate-lab.toml").read_text()))
 
 
 @pytest.fixture
@@ -251,7 +198,7 @@ async def test_network_error_is_retryable(transport: PyreqwestTransport) -> None
     )
     browser = ec.generate_private_key(ec.SECP256R1())
     sub = {
-        "endpoint": f"http://127.0.0.1:{_free_port()}/push/x",
+        "endpoint": f"http://127.0.0.1:{free_port()}/push/x",
         "keys": {
             "p256dh": b64url_encode(
                 browser.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
