@@ -78,16 +78,17 @@ async def _check_credentials(settings: Settings) -> None:
     transport = create_transport(timeout=settings.engine.http_timeout)
     classes = provider_classes()
     try:
-        sections: list[tuple[str, str, dict[str, Any]]] = []
-        for name in classes:
-            sec = getattr(settings, name)
-            if sec:
-                sections.append(("", name, sec))
-        for app_name, app_sec in settings.apps.items():
-            for name in classes:
-                sec = getattr(app_sec, name)
-                if sec:
-                    sections.append((f"apps.{app_name}.", name, sec))
+        sections: list[tuple[str, str, dict[str, Any]]] = [
+            ("", name, sec)
+            for name, sec in settings.provider_settings("", "default").items()
+            if name in classes
+        ]
+        for app_name in settings.apps:
+            sections += [
+                (f"apps.{app_name}.", name, sec)
+                for name, sec in settings.provider_settings("", app_name).items()
+                if name in classes
+            ]
         for prefix, name, sec in sections:
             try:
                 inst = await classes[name].create(sec, transport)

@@ -71,9 +71,36 @@ class DeviceSettings(msgspec.Struct, forbid_unknown_fields=True):
     allow_loopback_endpoints: bool = False
 
 
+class FcmSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """FCM HTTP v1 credentials (``pushgate/providers/fcm.py`` checks them at startup)."""
+
+    #: Path of the service-account JSON (give this or ``service_account_json``).
+    service_account_file: str | None = None
+    #: The service-account JSON itself, e.g. ``"${FCM_SERVICE_ACCOUNT}"``.
+    service_account_json: str | None = None
+    #: Default: the JSON's ``base_url`` key (the lab writes one), else https://fcm.googleapis.com.
+    base_url: str | None = None
+    #: Default: the JSON's ``project_id``.
+    project_id: str | None = None
+    #: Requests in flight per app.
+    concurrency: int = 200
+    #: Per-request timeout in seconds (default: ``engine.http_timeout``).
+    timeout: float | None = None
+
+
+class WebPushSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """VAPID credentials for Web Push (``pushgate keys vapid`` generates a pair)."""
+
+    vapid_subject: str | None = None
+    vapid_private_key: str | None = None
+    vapid_public_key: str | None = None
+    concurrency: int = 200
+    timeout: float | None = None
+
+
 class AppSection(msgspec.Struct, forbid_unknown_fields=True):
-    fcm: dict[str, Any] | None = None
-    webpush: dict[str, Any] | None = None
+    fcm: FcmSettings | None = None
+    webpush: WebPushSettings | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -85,27 +112,21 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     devices: DeviceSettings = msgspec.field(default_factory=DeviceSettings)
     #: Credentials of the ``default`` app.
-    fcm: dict[str, Any] | None = None
-    webpush: dict[str, Any] | None = None
+    fcm: FcmSettings | None = None
+    webpush: WebPushSettings | None = None
     #: Per-app credentials: ``[apps.<app name or id>.fcm]``.
     apps: dict[str, AppSection] = msgspec.field(default_factory=dict)
 
     def provider_settings(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
         """Credentials sections for one app; the top-level ones belong to the ``default`` app."""
         out: dict[str, dict[str, Any]] = {}
-        if app_name == "default":
+        holders: list[Any] = [self] if app_name == "default" else []
+        holders += [self.apps[key] for key in (app_name, app_id) if key in self.apps]
+        for holder in holders:
             for name in PROVIDER_SECTIONS:
-                section = getattr(self, name)
-                if section:
-                    out[name] = section
-        for key in (app_name, app_id):
-            app = self.apps.get(key)
-            if app is None:
-                continue
-            for name in PROVIDER_SECTIONS:
-                section = getattr(app, name)
-                if section:
-                    out[name] = section
+                section = getattr(holder, name)
+                if section is not None:
+                    out[name] = msgspec.to_builtins(section)
         return out
 
 
@@ -154,7 +175,8 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 target = data.setdefault(section, {})
                 if not isinstance(target, dict):
                     raise ConfigError(f"{section}: must be a table")
-                # Provider keys are free-form strings; other sections have typed keys.
+                # Provider values stay strings (a key or project id must not turn into a number);
+                # msgspec's lax conversion still turns "50" into 50 where the field is an int.
                 target[key] = raw if section in PROVIDER_SECTIONS else _env_value(raw)
                 break
         else:
@@ -189,6 +211,14 @@ def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None 
             raise ConfigError(f"{p}: not valid TOML: {exc}") from None
         data = _interpolate(data, "", env)
     _apply_env(data, env)
+    apps = data.get("apps")
+    if isinstance(apps, dict):
+        # Checked one by one so an error names the app (msgspec would say "apps[...]").
+        for name, section in apps.items():
+            try:
+                msgspec.convert(section, AppSection, strict=False)
+            except msgspec.ValidationError as exc:
+                raise ConfigError(f"invalid config: apps.{name}.{_describe(exc)}") from None
     try:
         settings = msgspec.convert(data, Settings, strict=False)
     except msgspec.ValidationError as exc:

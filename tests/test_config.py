@@ -39,11 +39,8 @@ def test_file_interpolation_and_env_overrides(tmp_path: Path) -> None:
     assert s.server.port == 9001 and s.server.host == "0.0.0.0"
     assert s.engine.max_attempts == 7
     assert s.devices.allow_loopback_endpoints is True
-    assert s.webpush == {
-        "vapid_private_key": "secret-private-key-value",
-        "vapid_subject": "mailto:a@example.com",
-    }
-    assert s.provider_settings("app_1", "default") == {"webpush": s.webpush}
+    webpush = {"vapid_private_key": "secret-private-key-value", "vapid_subject": "mailto:a@example.com"}
+    assert s.provider_settings("app_1", "default") == {"webpush": webpush}
     assert s.provider_settings("app_2", "shop") == {"fcm": {"service_account_file": "/etc/shop.json"}}
     assert s.provider_settings("app_3", "other") == {}
     shown = masked(s)
@@ -87,3 +84,25 @@ def test_invalid_config_names_the_key(tmp_path: Path, text: str, env: dict[str, 
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings("/nonexistent/pushgate.toml", env={})
+
+
+def test_provider_sections_are_typed(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[fcm]\nservice_account_file = "/x.json"\nconcurrency = "${CONC}"\n')
+    s = load_settings(
+        cfg, env={"CONC": "50", "PUSHGATE_WEBPUSH_CONCURRENCY": "7", "PUSHGATE_WEBPUSH_TIMEOUT": "2.5"}
+    )
+    assert s.fcm is not None and s.fcm.concurrency == 50
+    assert s.webpush is not None and (s.webpush.concurrency, s.webpush.timeout) == (7, 2.5)
+    assert s.provider_settings("a", "default")["fcm"] == {
+        "service_account_file": "/x.json",
+        "concurrency": 50,
+    }
+    cfg.write_text('[fcm]\nservice_account_file = "/x.json"\nconcurency = 5\n')
+    with pytest.raises(ConfigError, match=r"fcm\.concurency: unknown key"):
+        load_settings(cfg, env={})
+    with pytest.raises(ConfigError, match=r"apps\.shop\.webpush\.vapid_key: unknown key"):
+        cfg.write_text('[apps.shop.webpush]\nvapid_key = "x"\n')
+        load_settings(cfg, env={})
+    with pytest.raises(ConfigError, match=r"fcm\.colour: unknown key"):
+        load_settings(None, env={"PUSHGATE_FCM_COLOUR": "red"})

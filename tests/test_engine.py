@@ -182,3 +182,25 @@ async def test_credential_error_fails_deliveries_and_keeps_devices(gateway: Gate
     [d] = await gateway.deliveries(pub_id)
     assert d["status"] == "failed" and d["error_code"] == "THIRD_PARTY_AUTH_ERROR" and d["attempts"] == 1
     assert (await gateway.client.get(f"/v1/devices/{dev['id']}")).json()["device"]["status"] == "active"
+
+
+async def test_job_that_keeps_crashing_is_failed_not_retried_forever(gateway: Gateway, lab: Lab) -> None:
+    from pushgate.engine.worker import MAX_CLAIMS
+
+    dev = await register(gateway, provider="fcm", token=fcm_token(), platform="android")
+    lab.fault(provider="fcm", tokens=[dev["token"]], error="503", retry_after=30)
+    pub_id = await publish(gateway.client, recipients=[{"type": "device", "device_id": dev["id"]}])
+    db: Database = gateway.app.state.services.db
+    for _ in range(100):
+        status = (await gateway.client.get(f"/v1/publishes/{pub_id}")).json()
+        if status["counts"]["retrying"] == 1:
+            break
+        await asyncio.sleep(0.05)
+    # Pretend the retry job crashed its worker MAX_CLAIMS times already.
+    async with db.write() as conn:
+        await conn.execute(sa.update(jobs).values(claims=MAX_CLAIMS, run_at=time.time(), lease_until=None))
+    gateway.app.state.services.engine.notify()
+    status = await gateway.wait_done(pub_id)
+    assert status["counts"]["failed"] == 1 and status["counts"]["retrying"] == 0
+    [d] = await gateway.deliveries(pub_id)
+    assert d["status"] == "failed" and d["error_code"] == "internal_error"

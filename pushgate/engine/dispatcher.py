@@ -78,6 +78,21 @@ class Dispatcher:
         await self._record(job, pub, provider_name, attempt, targets, results, deadline)
         await self.publishes.finish_if_done(pub.id)
 
+    async def give_up(self, job: Job, pub: Publish) -> None:
+        """Fail a batch that cannot be run (its job keeps crashing), so the publish can finish."""
+        provider_name: str = job.payload["provider"]
+        targets = [Target(rid, tok) for rid, tok in job.payload["targets"]]
+        done = await self.publishes.final_recipients(pub.id, [t.recipient_id for t in targets])
+        targets = [t for t in targets if t.recipient_id not in done]
+        results = [
+            SendResult(
+                Outcome.PAYLOAD, error_code="internal_error", error_message="dispatch failed repeatedly"
+            )
+            for _ in targets
+        ]
+        await self._record(job, pub, provider_name, job.payload["attempt"], targets, results, None)
+        await self.publishes.finish_if_done(pub.id)
+
     async def _record(
         self,
         job: Job,

@@ -26,6 +26,10 @@ from pushgate.store.queue import Job, JobQueue
 
 log = logging.getLogger("pushgate.engine")
 
+#: A job claimed this many times keeps killing its worker (or the worker keeps dying with it):
+#: record it as failed rather than retry it forever.
+MAX_CLAIMS = 8
+
 
 class Engine:
     def __init__(self, settings: Settings, db: Database, transport: Transport) -> None:
@@ -123,6 +127,23 @@ class Engine:
     async def run_job(self, job: Job) -> None:
         pub = await self.publishes.get(None, job.publish_id, with_counts=False)
         app_name = await self._app_name(job.app_id)
+        if job.claims > MAX_CLAIMS and pub is not None:
+            log.error(
+                "job %s (%s) of publish %s was claimed %d times; failing it",
+                job.id,
+                job.kind,
+                pub.id,
+                job.claims,
+            )
+            if job.kind == "dispatch":
+                await self.dispatcher.give_up(job, pub)
+            else:
+                await self.publishes.fail(
+                    pub.id, "internal_error", "planning failed repeatedly; see the server log"
+                )
+                async with self.db.write() as conn:
+                    await JobQueue.delete(conn, job.id)
+            return
         if job.kind == "plan":
             if pub is None or pub.status not in ("accepted", "dispatching"):
                 async with self.db.write() as conn:
