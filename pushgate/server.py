@@ -18,6 +18,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from pushgate import __version__
 from pushgate.api.auth import authenticate
 from pushgate.api.channels import ChannelController
+from pushgate.api.common import reject_unstorable
 from pushgate.api.devices import DeviceController
 from pushgate.api.errors import exception_handlers
 from pushgate.api.health import healthz, readyz
@@ -76,9 +77,31 @@ def _request_log(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def _plain_optional_query(doc: dict[str, Any]) -> dict[str, Any]:
+    """Document an optional query parameter as its type, not Litestar's ``oneOf: [T, null]``.
+
+    An absent parameter is ``None``; ``null`` is not something a query string can carry.
+    """
+    for item in doc.get("paths", {}).values():
+        for operation in item.values():
+            for param in operation.get("parameters", []) if isinstance(operation, dict) else ():
+                schema = param.get("schema", {})
+                branches = schema.get("oneOf") or []
+                types = [b for b in branches if b.get("type") != "null"]
+                optional = param.get("in") == "query" and not param.get("required")
+                if optional and len(types) == 1 < len(branches):
+                    param["schema"] = {**{k: v for k, v in schema.items() if k != "oneOf"}, **types[0]}
+    return doc
+
+
+async def _before_v1(request: Request[Any, Any, Any]) -> None:
+    await authenticate(request)  # first: a wrong key is a 401 whatever the request holds
+    await reject_unstorable(request)
+
+
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)
 def openapi_json(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return request.app.openapi_schema.to_schema()
+    return _plain_optional_query(request.app.openapi_schema.to_schema())
 
 
 async def ensure_default_app(apps: AppStore, key: str | None, echo: Callable[[str], None]) -> None:
@@ -162,7 +185,7 @@ def create_app(
     v1 = Router(
         "/v1",
         route_handlers=[DeviceController, ChannelController, PublishController],
-        before_request=authenticate,
+        before_request=_before_v1,
         dependencies={"app": Provide(provide_app, sync_to_thread=False)},
         security=[{"bearer": []}],
     )

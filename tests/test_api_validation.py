@@ -212,6 +212,31 @@ async def test_bad_publishes(gateway: Gateway, lab: Lab) -> None:
     assert (await gateway.client.get("/v1/publishes")).json()["items"] == []
 
 
+async def test_unstorable_input_is_400(gateway: Gateway) -> None:
+    """NUL characters (PostgreSQL text refuses them), bodies that aren't UTF-8 or nest too deeply."""
+    fcm = {"provider": "fcm", "token": "t" * 20, "platform": "android"}
+    publish = {"recipients": [{"type": "user", "user": "u"}], "notification": {"title": "t"}}
+    cases: list[tuple[str, str, bytes | None]] = [
+        ("GET", "/v1/devices/dev%00x", None),
+        ("GET", "/v1/devices?users=a%00", None),
+        ("GET", "/v1/publishes?cursor=a%00", None),
+        ("POST", "/v1/devices", json.dumps({**fcm, "user": "a\x00"}).encode()),
+        ("POST", "/v1/devices", json.dumps({**fcm, "tags": {"k" * 201: "v"}}).encode()),
+        ("POST", "/v1/devices", b'{"provider": "fcm", "token": "\xff\xfe", "platform": "android"}'),
+        ("POST", "/v1/devices", b"[" * 100_000 + b"]" * 100_000),
+        ("POST", "/v1/publish", json.dumps({**publish, "idempotency_key": "k\x00"}).encode()),
+    ]
+    for method, path, body in cases:
+        r = await gateway.client.request(
+            method, path, content=body, headers={"Content-Type": "application/json"}
+        )
+        assert_error(r, 400, "invalid_request")
+    await nothing_stored(gateway)
+    # An escaped backslash before u0000 is literal text, not a NUL.
+    r = await gateway.client.post("/v1/devices", json={**fcm, "meta": {"k": "\\u0000"}})
+    assert r.status_code == 200 and r.json()["device"]["meta"] == {"k": "\\u0000"}, r.text
+
+
 async def test_oversized_body_is_413(gateway: Gateway) -> None:
     big = json.dumps(
         {"provider": "fcm", "token": "t" * 20, "platform": "android", "meta": {"k": "v" * 2_000_000}}
@@ -276,3 +301,11 @@ async def test_openapi_document(gateway: Gateway) -> None:
     ):
         assert path in paths, path
     assert "bearer" in doc["components"]["securitySchemes"]
+
+
+async def test_tag_values_fit_their_column(gateway: Gateway) -> None:
+    body = {"provider": "fcm", "token": "q" * 24, "platform": "android"}
+    r = await gateway.client.post("/v1/devices", json={**body, "tags": {"k": "v" * 501}})
+    assert_error(r, 400, "invalid_request")
+    r = await gateway.client.post("/v1/devices", json={**body, "tags": {"k": "v" * 500}})
+    assert r.status_code == 200 and r.json()["device"]["tags"] == {"k": "v" * 500}

@@ -11,7 +11,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from pushgate.api.common import check_channels, page_limit, split_list
 from pushgate.api.devices import device_out
-from pushgate.api.errors import bad_request
+from pushgate.api.errors import bad_request, error_responses
 from pushgate.api.schemas import (
     ChannelOut,
     ChannelPage,
@@ -29,7 +29,7 @@ class ChannelController(Controller):
     path = "/"
     tags = ["channels"]
 
-    @get("/channels", summary="Channels with subscriber counts")
+    @get("/channels", summary="Channels with subscriber counts", responses=error_responses(400, 401))
     async def list_channels(
         self,
         app: AppDep,
@@ -43,7 +43,11 @@ class ChannelController(Controller):
         )
         return ChannelPage([ChannelOut(c, n) for c, n in items], nxt)
 
-    @get("/channels/{channel:str}/devices", summary="Devices subscribed to a channel")
+    @get(
+        "/channels/{channel:str}/devices",
+        summary="Devices subscribed to a channel",
+        responses=error_responses(400, 401),
+    )
     async def channel_devices(
         self,
         channel: FromPath[str],
@@ -59,7 +63,12 @@ class ChannelController(Controller):
         )
         return DevicePage([device_out(d) for d in devs], nxt)
 
-    @post("/users/{user:str}/channels", status_code=HTTP_200_OK, summary="Bind channels to a user")
+    @post(
+        "/users/{user:str}/channels",
+        status_code=HTTP_200_OK,
+        summary="Bind channels to a user",
+        responses=error_responses(400, 401, 413),
+    )
     async def user_channels(
         self, user: FromPath[str], data: JSONBody[UserChannelsIn], app: AppDep, services: ServicesDep
     ) -> Matched:
@@ -71,7 +80,7 @@ class ChannelController(Controller):
         await services.devices.update_user_channels(app.id, user, data.op, data.channels)
         return Matched(len(data.channels))
 
-    @get("/user-channels", summary="List user to channel bindings")
+    @get("/user-channels", summary="List user to channel bindings", responses=error_responses(400, 401))
     async def list_user_channels(
         self,
         app: AppDep,

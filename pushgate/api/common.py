@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+from litestar import Request
 
 from pushgate.api.errors import bad_request
 from pushgate.config import Settings
@@ -61,3 +64,28 @@ def split_list(values: list[str] | None) -> list[str] | None:
 
 def decode_cursor(cursor: str | None) -> Any:
     return json.loads(cursor) if cursor else None
+
+
+#: ``\u0000`` in a JSON string, unless its backslash is itself escaped (``\\u0000`` is literal text).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_NUL = "NUL characters (\\u0000) are not allowed"
+
+
+async def reject_unstorable(request: Request[Any, Any, Any]) -> None:
+    """A 400 for text no database can store, before it reaches one (PostgreSQL refuses NUL in text).
+
+    Checks the path, the query string and the body: NUL characters anywhere, a body that isn't UTF-8.
+    """
+    if "\x00" in request.scope["path"]:
+        raise bad_request(f"path: {_NUL}")
+    for key, value in request.query_params.multi_items():
+        if "\x00" in key or "\x00" in value:
+            raise bad_request(f"{key.replace(chr(0), '')}: {_NUL}")
+    body = await request.body()
+    if body:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise bad_request(f"malformed JSON body: not UTF-8 (byte {exc.start})") from None
+        if _JSON_NUL.search(body):
+            raise bad_request(f"body: {_NUL}")

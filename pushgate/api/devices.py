@@ -9,7 +9,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from pushgate.api.common import check_channels, normalize_token, page_limit, split_list
-from pushgate.api.errors import ApiError, bad_request, not_found
+from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
 from pushgate.api.schemas import (
     DeviceBulkUpdate,
     DeviceEnvelope,
@@ -72,7 +72,12 @@ class DeviceController(Controller):
     path = "/devices"
     tags = ["devices"]
 
-    @post("/", status_code=HTTP_200_OK, summary="Register or update a device")
+    @post(
+        "/",
+        status_code=HTTP_200_OK,
+        summary="Register or update a device",
+        responses=error_responses(400, 401, 404, 409, 413),
+    )
     async def register(self, data: JSONBody[DeviceIn], app: AppDep, services: ServicesDep) -> DeviceEnvelope:
         err = platform_error(data.provider, data.platform)
         if err:
@@ -102,7 +107,7 @@ class DeviceController(Controller):
             ) from None
         return DeviceEnvelope(device_out(device))
 
-    @get("/", summary="List devices")
+    @get("/", summary="List devices", responses=error_responses(400, 401))
     async def list_devices(
         self,
         request: Request[Any, Any, Any],
@@ -140,7 +145,7 @@ class DeviceController(Controller):
         )
         return DevicePage([device_out(d) for d in devs], nxt)
 
-    @get("/{device_id:str}", summary="Get a device")
+    @get("/{device_id:str}", summary="Get a device", responses=error_responses(400, 401, 404))
     async def get_device(
         self, device_id: FromPath[str], app: AppDep, services: ServicesDep
     ) -> DeviceEnvelope:
@@ -149,7 +154,7 @@ class DeviceController(Controller):
             raise not_found("device", device_id)
         return DeviceEnvelope(device_out(device))
 
-    @patch("/{device_id:str}", summary="Update a device")
+    @patch("/{device_id:str}", summary="Update a device", responses=error_responses(400, 401, 404, 409, 413))
     async def patch_device(
         self, device_id: FromPath[str], data: JSONBody[DevicePatch], app: AppDep, services: ServicesDep
     ) -> DeviceEnvelope:
@@ -188,13 +193,23 @@ class DeviceController(Controller):
             ) from None
         return DeviceEnvelope(device_out(updated))
 
-    @delete("/{device_id:str}", status_code=HTTP_204_NO_CONTENT, summary="Remove a device")
+    @delete(
+        "/{device_id:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Remove a device",
+        responses=error_responses(400, 401, 404),
+    )
     async def delete_device(self, device_id: FromPath[str], app: AppDep, services: ServicesDep) -> None:
         n = await services.devices.remove(app.id, DeviceFilter(ids=[device_id]))
         if n == 0:
             raise not_found("device", device_id)
 
-    @post("/update", status_code=HTTP_200_OK, summary="Bulk update devices by filter")
+    @post(
+        "/update",
+        status_code=HTTP_200_OK,
+        summary="Bulk update devices by filter",
+        responses=error_responses(400, 401, 413),
+    )
     async def bulk_update(
         self, data: JSONBody[DeviceBulkUpdate], app: AppDep, services: ServicesDep
     ) -> Matched:
@@ -216,7 +231,12 @@ class DeviceController(Controller):
         )
         return Matched(n)
 
-    @post("/remove", status_code=HTTP_200_OK, summary="Bulk remove devices by filter")
+    @post(
+        "/remove",
+        status_code=HTTP_200_OK,
+        summary="Bulk remove devices by filter",
+        responses=error_responses(400, 401, 413),
+    )
     async def bulk_remove(
         self, data: JSONBody[DeviceFilterIn], app: AppDep, services: ServicesDep
     ) -> Matched:
@@ -226,6 +246,7 @@ class DeviceController(Controller):
         "/{device_id:str}/channels/{channel:str}",
         status_code=HTTP_204_NO_CONTENT,
         summary="Subscribe a device",
+        responses=error_responses(400, 401, 404),
     )
     async def subscribe(
         self, device_id: FromPath[str], channel: FromPath[str], app: AppDep, services: ServicesDep
@@ -235,7 +256,12 @@ class DeviceController(Controller):
         if not await services.devices.set_channel(app.id, device_id, channel, True):
             raise not_found("device", device_id)
 
-    @delete("/{device_id:str}/channels/{channel:str}", status_code=HTTP_204_NO_CONTENT, summary="Unsubscribe")
+    @delete(
+        "/{device_id:str}/channels/{channel:str}",
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Unsubscribe",
+        responses=error_responses(400, 401, 404),
+    )
     async def unsubscribe(
         self, device_id: FromPath[str], channel: FromPath[str], app: AppDep, services: ServicesDep
     ) -> None:

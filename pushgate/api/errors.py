@@ -11,6 +11,9 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
+
+from pushgate.api.schemas import ErrorBody
 
 log = logging.getLogger("pushgate.api")
 
@@ -26,6 +29,25 @@ _CODES = {
     429: "rate_limited",
     503: "not_ready",
 }
+
+
+_DESCRIPTIONS = {
+    400: "Invalid request (body, query or path); `details` may locate the problem",
+    401: "Missing or invalid API key",
+    404: "No such resource (or route)",
+    405: "Method not allowed on this path",
+    409: "Conflicts with an existing resource",
+    413: "Request body too large",
+    503: "Not ready",
+}
+
+
+def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI ``responses`` documenting the error shape for the given statuses."""
+    return {
+        status: ResponseSpec(ErrorBody, generate_examples=False, description=_DESCRIPTIONS[status])
+        for status in statuses
+    }
 
 
 class ApiError(Exception):
@@ -70,12 +92,21 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
     details = exc.extra if exc.extra else None
     message = exc.detail or "invalid request"
     if isinstance(details, list) and details and isinstance(details[0], dict):
+        for item in details:
+            # Litestar names the whole body after the handler argument ("data"); say "body".
+            if isinstance(item, dict) and item.get("key") == "data" and item.get("source") == "body":
+                item["key"] = "body"
         first = details[0]
-        msg = first.get("message")
-        key = first.get("key")
-        if msg:
-            message = f"{key}: {msg}" if key else str(msg)
+        if first.get("message"):
+            key = first.get("key")
+            message = f"{key}: {first['message']}" if key else str(first["message"])
+    elif _looks_like_json_error(message):
+        message = f"malformed JSON body: {message}"
     return error_response(400, "invalid_request", message, details)
+
+
+def _looks_like_json_error(message: str) -> bool:
+    return "JSON" in message or "truncated" in message or "decode" in message.lower()
 
 
 def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -85,7 +116,7 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
         return error_response(500, "internal", "internal error")
     code = _CODES.get(status, "error")
     message = exc.detail or code
-    if status == 400 and ("JSON" in message or "decode" in message.lower()):
+    if status == 400 and _looks_like_json_error(message) and not message.startswith("malformed"):
         message = f"malformed JSON body: {message}"
     return error_response(status, code, message, exc.extra or None, exc.headers)
 
@@ -95,9 +126,17 @@ def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return error_response(500, "internal", "internal error")
 
 
+def _recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # msgspec gives up on a body nested deeper than the interpreter's recursion limit.
+    if "deserializing" in str(exc):
+        return error_response(400, "invalid_request", "malformed JSON body: nested too deeply")
+    return _unhandled(request, exc)
+
+
 exception_handlers: dict[type[Exception] | int, Any] = {
     ApiError: _api_error,
     ValidationException: _validation,
     HTTPException: _http,
+    RecursionError: _recursion,
     Exception: _unhandled,
 }

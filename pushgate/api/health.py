@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Response, get
 
+from pushgate.api.errors import error_responses
 from pushgate.api.services import ServicesDep
 
 
@@ -14,7 +15,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", summary="Database reachable and workers running", tags=["health"])
+@get(
+    "/readyz",
+    summary="Database reachable and workers running",
+    tags=["health"],
+    responses=error_responses(503),
+)
 async def readyz(services: ServicesDep) -> Response[dict[str, Any]]:
     db_ok = await services.db.ping()
     workers = services.engine.running if services.engine is not None else None

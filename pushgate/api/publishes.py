@@ -16,7 +16,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from pushgate.api.common import check_channels, normalize_token, page_limit
-from pushgate.api.errors import bad_request, not_found
+from pushgate.api.errors import bad_request, error_responses, not_found
 from pushgate.api.schemas import (
     ChannelRecipient,
     Counts,
@@ -90,7 +90,12 @@ class PublishController(Controller):
     path = "/"
     tags = ["publishes"]
 
-    @post("/publish", status_code=HTTP_202_ACCEPTED, summary="Publish a notification")
+    @post(
+        "/publish",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Publish a notification",
+        responses=error_responses(400, 401, 413),
+    )
     async def publish(
         self, data: JSONBody[PublishIn], app: AppDep, services: ServicesDep
     ) -> Response[PublishAccepted]:
@@ -150,7 +155,7 @@ class PublishController(Controller):
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(PublishAccepted(pub.id, pub.status), status_code=HTTP_202_ACCEPTED, headers=headers)
 
-    @get("/publishes", summary="Publishes, newest first")
+    @get("/publishes", summary="Publishes, newest first", responses=error_responses(400, 401))
     async def list_publishes(
         self,
         app: AppDep,
@@ -163,14 +168,22 @@ class PublishController(Controller):
         )
         return PublishPage([publish_out(p) for p in pubs], nxt)
 
-    @get("/publishes/{publish_id:str}", summary="A publish's status and counts")
+    @get(
+        "/publishes/{publish_id:str}",
+        summary="A publish's status and counts",
+        responses=error_responses(400, 401, 404),
+    )
     async def get_publish(self, publish_id: FromPath[str], app: AppDep, services: ServicesDep) -> PublishOut:
         pub = await services.publishes.get(app.id, publish_id)
         if pub is None:
             raise not_found("publish", publish_id)
         return publish_out(pub)
 
-    @get("/publishes/{publish_id:str}/deliveries", summary="One record per recipient")
+    @get(
+        "/publishes/{publish_id:str}/deliveries",
+        summary="One record per recipient",
+        responses=error_responses(400, 401, 404),
+    )
     async def deliveries(
         self,
         publish_id: FromPath[str],

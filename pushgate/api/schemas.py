@@ -13,6 +13,14 @@ Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 ProviderName = Literal["fcm", "webpush", "apns", "hms", "wns", "mipush"]
 Platform = Literal["ios", "android", "web", "windows", "macos", "other"]
 ShortMap = Annotated[dict[str, Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=64)]
+#: Like ShortMap, but tags are indexed: names fit a 200- and values a 500-character column.
+TagMap = Annotated[
+    dict[
+        Annotated[str, msgspec.Meta(min_length=1, max_length=200)],
+        Annotated[str, msgspec.Meta(max_length=500)],
+    ],
+    msgspec.Meta(max_length=64),
+]
 ChannelList = Annotated[list[Channel], msgspec.Meta(max_length=1000)]
 
 
@@ -28,7 +36,7 @@ class DeviceIn(Strict):
     id: str | None = None
     user: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     meta: ShortMap | None = None
-    tags: ShortMap | None = None
+    tags: TagMap | None = None
     channels: ChannelList | None = None
     locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
@@ -39,7 +47,7 @@ class DevicePatch(Strict):
     platform: Platform | None = None
     user: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     meta: ShortMap | None = None
-    tags: ShortMap | None = None
+    tags: TagMap | None = None
     channels: ChannelList | None = None
     locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
@@ -60,7 +68,7 @@ class MetaUpdate(Strict):
 
 
 class TagsUpdate(Strict):
-    tags: ShortMap
+    tags: TagMap
 
 
 class ChannelsUpdate(Strict):
@@ -217,3 +225,15 @@ class UserChannelPage(msgspec.Struct):
 
 class Matched(msgspec.Struct):
     matched: int
+
+
+class ErrorInfo(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(msgspec.Struct):
+    """The one error shape of DESIGN.md, for every 4xx and 5xx."""
+
+    error: ErrorInfo
