@@ -32,9 +32,9 @@ from pushgate.api.schemas import (
 )
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain import render
-from pushgate.domain.notification import PROVIDERS, ProviderOverrides
+from pushgate.domain.notification import PROVIDERS, Notification, ProviderOverrides
+from pushgate.domain.rendering import oversize, render_for
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
-from pushgate.engine.rendering import render_for
 from pushgate.store.publishes import COUNTERS, Publish
 
 _DELIVERY_STATUSES = ("pending", "sent", "failed", "invalid_token", "retrying", "expired")
@@ -86,6 +86,43 @@ def _recipients(data: JSONBody[PublishIn], services: ServicesDep) -> tuple[list[
     return out, token_providers
 
 
+def _targeted(app: AppDep, services: ServicesDep, token_providers: set[str]) -> list[str]:
+    """Providers this publish may reach: those the app has credentials for, plus raw-token ones."""
+    configured = set(services.pool.configured(app.id, app.name))
+    return sorted((configured | token_providers) & set(PROVIDERS))
+
+
+def _render_checked(
+    n: Notification, overrides: ProviderOverrides, targeted: list[str], now: float
+) -> dict[str, Any]:
+    """Render for every targeted provider, answering 400 for what cannot be sent."""
+    if not n.has_content() and not msgspec.to_builtins(overrides):
+        raise bad_request(
+            "notification: give a title, body, data or content_available (or a provider-native override)"
+        )
+    out: dict[str, Any] = {}
+    for provider in targeted:
+        if provider == "fcm":
+            try:
+                render.validate_fcm_data(n.data)
+            except ValueError as exc:
+                raise bad_request(f"notification.data: {exc}") from None
+        try:
+            rendered = render_for(provider, n, overrides, now)
+        except (ValueError, TypeError) as exc:
+            raise bad_request(f"providers.{provider}: {exc}") from None
+        too_big = oversize(provider, rendered)
+        if too_big:
+            size, limit = too_big
+            raise bad_request(
+                f"payload for {provider} is {size} bytes, over its {limit}-byte limit",
+                {"provider": provider, "size": size, "limit": limit},
+                code="payload_too_large",
+            )
+        out[provider] = rendered
+    return out
+
+
 class PublishController(Controller):
     path = "/"
     tags = ["publishes"]
@@ -116,28 +153,9 @@ class PublishController(Controller):
         recipients, token_providers = _recipients(data, services)
         n = data.notification
         overrides = data.providers or ProviderOverrides()
-        if not (n.title or n.body or n.data or overrides.fcm or overrides.webpush):
-            raise bad_request("notification: give a title, body or data (or a provider-native override)")
-        configured = set(services.pool.configured(app.id, app.name))
-        targeted = sorted((configured | token_providers) & set(PROVIDERS))
-        try:
-            render.validate_fcm_data(n.data)
-        except ValueError as exc:
-            if "fcm" in targeted:
-                raise bad_request(f"notification.data: {exc}") from None
-        for provider in targeted:
-            try:
-                rendered = render_for(provider, n, overrides)
-            except (ValueError, TypeError) as exc:
-                raise bad_request(f"providers.{provider}: {exc}") from None
-            too_big = render.check_size(provider, rendered)
-            if too_big:
-                size, limit = too_big
-                raise bad_request(
-                    f"payload for {provider} is {size} bytes, over its {limit}-byte limit",
-                    {"provider": provider, "size": size, "limit": limit},
-                    code="payload_too_large",
-                )
+        targeted = _targeted(app, services, token_providers)
+        now = time.time()
+        _render_checked(n, overrides, targeted, now)
         request = {
             "recipients": recipients,
             "notification": msgspec.to_builtins(n),

@@ -73,7 +73,7 @@ class Dispatcher:
                     for _ in targets
                 ]
             else:
-                rendered = self.renders.get(pub.id, provider_name, pub.request)
+                rendered = self.renders.get(pub.id, provider_name, pub.request, pub.created_at)
                 results = await provider.send_batch(rendered, targets)
         await self._record(job, pub, provider_name, attempt, targets, results, deadline)
         await self.publishes.finish_if_done(pub.id)

@@ -1,4 +1,4 @@
-"""Render a publish's notification for each provider (shared by admission and dispatch)."""
+"""Rendering at dispatch: one rendering per (publish, provider), shared by all its batches."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from pushgate.domain import render
 from pushgate.domain.notification import Notification, ProviderOverrides
+from pushgate.domain.rendering import render_for
 
 
 def parse_request(request: dict[str, Any]) -> tuple[Notification, ProviderOverrides]:
@@ -16,28 +16,19 @@ def parse_request(request: dict[str, Any]) -> tuple[Notification, ProviderOverri
     return notification, overrides
 
 
-def render_for(provider: str, notification: Notification, overrides: ProviderOverrides) -> Any:
-    """The provider's rendered payload, the input of ``Provider.send_batch``."""
-    if provider == "fcm":
-        return render.render_fcm(notification, overrides.fcm)
-    if provider == "webpush":
-        return render.render_webpush(notification, overrides.webpush)
-    raise ValueError(f"no renderer for provider {provider!r}")
-
-
 class RenderCache:
-    """Dispatch batches of one publish share one rendering; keep the recent ones."""
+    """Keep the renderings of recently dispatched publishes."""
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._items: dict[tuple[str, str], Any] = {}
 
-    def get(self, publish_id: str, provider: str, request: dict[str, Any]) -> Any:
+    def get(self, publish_id: str, provider: str, request: dict[str, Any], created_at: float) -> Any:
         key = (publish_id, provider)
         hit = self._items.get(key)
         if hit is None:
             notification, overrides = parse_request(request)
-            hit = render_for(provider, notification, overrides)
+            hit = render_for(provider, notification, overrides, created_at)
             if len(self._items) >= self._size:
                 self._items.pop(next(iter(self._items)))
             self._items[key] = hit
