@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/pushgate.db"
-PROVIDER_SECTIONS = ("fcm", "webpush")
+PROVIDER_SECTIONS = ("fcm", "webpush", "apns", "hms", "wns", "mipush")
 
 
 class ConfigError(Exception):
@@ -98,9 +98,76 @@ class WebPushSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     timeout: float | None = None
 
 
+class ApnsSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """APNs: token auth (.p8 + key id + team id) or certificate auth (.p12 / PEM)."""
+
+    #: Path of the .p8 signing key, or the PEM text itself in ``key``.
+    key_file: str | None = None
+    key: str | None = None
+    key_id: str | None = None
+    team_id: str | None = None
+    #: The app's bundle id: the ``apns-topic`` (suffixes for voip etc. are added per push type).
+    bundle_id: str | None = None
+    #: Certificate auth: a .p12 (with ``certificate_password``) or a PEM certificate + key.
+    certificate_file: str | None = None
+    certificate_password: str | None = None
+    certificate_key_file: str | None = None
+    #: ``production`` or ``sandbox``: which APNs host devices without an ``environment`` use.
+    environment: str = "production"
+    #: Override the hosts (the provider lab): ``https://…`` or ``http://…`` for h2c.
+    base_url: str | None = None
+    sandbox_base_url: str | None = None
+    #: CA bundle to trust for ``base_url`` (the lab's self-signed certificate).
+    ca_file: str | None = None
+    concurrency: int = 500
+    timeout: float | None = None
+
+
+class HmsSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Huawei Push Kit: OAuth client credentials."""
+
+    app_id: str | None = None
+    client_secret: str | None = None
+    base_url: str | None = None
+    token_url: str | None = None
+    concurrency: int = 50
+    timeout: float | None = None
+
+
+class WnsSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Windows Push Notification Services: package SID + secret (classic or Entra token endpoint)."""
+
+    package_sid: str | None = None
+    client_secret: str | None = None
+    #: ``classic`` (login.live.com) or ``entra`` (login.microsoftonline.com).
+    auth: str = "classic"
+    tenant_id: str | None = None
+    token_url: str | None = None
+    #: Accept channel URIs outside ``*.notify.windows.com`` (the provider lab).
+    allow_any_channel_host: bool = False
+    concurrency: int = 200
+    timeout: float | None = None
+
+
+class MiPushSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Xiaomi MiPush: app secret + package name, region host."""
+
+    app_secret: str | None = None
+    package_name: str | None = None
+    #: ``china``, ``global``, ``europe``, ``russia`` or ``india``.
+    region: str = "china"
+    base_url: str | None = None
+    concurrency: int = 50
+    timeout: float | None = None
+
+
 class AppSection(msgspec.Struct, forbid_unknown_fields=True):
     fcm: FcmSettings | None = None
     webpush: WebPushSettings | None = None
+    apns: ApnsSettings | None = None
+    hms: HmsSettings | None = None
+    wns: WnsSettings | None = None
+    mipush: MiPushSettings | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -114,6 +181,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     #: Credentials of the ``default`` app.
     fcm: FcmSettings | None = None
     webpush: WebPushSettings | None = None
+    apns: ApnsSettings | None = None
+    hms: HmsSettings | None = None
+    wns: WnsSettings | None = None
+    mipush: MiPushSettings | None = None
     #: Per-app credentials: ``[apps.<app name or id>.fcm]``.
     apps: dict[str, AppSection] = msgspec.field(default_factory=dict)
 

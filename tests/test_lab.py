@@ -433,7 +433,7 @@ def test_fault_fraction_is_deterministic(lab: Lab, access_token: str) -> None:
 
 
 def test_fault_rejects_bad_spec_and_lists(lab: Lab) -> None:
-    assert lab.request("POST", "/faults", {"provider": "apns", "error": "500"}).status == 400
+    assert lab.request("POST", "/faults", {"provider": "carrier-pigeon", "error": "500"}).status == 400
     assert lab.request("POST", "/faults", {"provider": "fcm", "fraction": 2.0, "error": "500"}).status == 400
     fault_id = lab.request("POST", "/faults", {"provider": "fcm", "latency_ms": 1}).json()["id"]
     assert [f["id"] for f in lab.request("GET", "/faults").json()["items"]] == [fault_id]

@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from typing import Any
 
 from pushgate.config import Settings
+from pushgate.domain.notification import PROVIDERS
 from pushgate.providers.base import Provider, ProviderConfigError
 from pushgate.providers.transport import Transport
 
 log = logging.getLogger("pushgate.providers")
 
 
-def provider_classes() -> dict[str, type[Provider]]:
-    from pushgate.providers.fcm import FcmProvider
-    from pushgate.providers.webpush import WebPushProvider
+#: Where each provider's implementation lives; only those in ``PROVIDERS`` are loaded.
+PROVIDER_CLASSES: dict[str, str] = {
+    "fcm": "pushgate.providers.fcm:FcmProvider",
+    "webpush": "pushgate.providers.webpush:WebPushProvider",
+    "apns": "pushgate.providers.apns:ApnsProvider",
+    "hms": "pushgate.providers.hms:HmsProvider",
+    "wns": "pushgate.providers.wns:WnsProvider",
+    "mipush": "pushgate.providers.mipush:MiPushProvider",
+}
 
-    return {"fcm": FcmProvider, "webpush": WebPushProvider}
+
+def provider_classes() -> dict[str, type[Provider]]:
+    """The deliverable providers' classes (``domain.notification.PROVIDERS``)."""
+    out: dict[str, type[Provider]] = {}
+    for name in PROVIDERS:
+        module, _, attr = PROVIDER_CLASSES[name].partition(":")
+        out[name] = getattr(importlib.import_module(module), attr)
+    return out
 
 
 class ProviderPool:

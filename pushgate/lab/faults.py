@@ -16,13 +16,26 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-ErrorKind = Literal["unregistered", "invalid", "sender_mismatch", "quota", "429", "500", "503", "auth"]
+ErrorKind = Literal[
+    "unregistered",
+    "invalid",
+    "sender_mismatch",
+    "topic_mismatch",
+    "quota",
+    "429",
+    "500",
+    "503",
+    "auth",
+    "too_large",
+    "expired_token",
+]
+LabProvider = Literal["fcm", "webpush", "apns", "hms", "wns", "mipush"]
 
 
 class FaultSpec(msgspec.Struct, forbid_unknown_fields=True):
     """The `POST /faults` body."""
 
-    provider: Literal["fcm", "webpush"]
+    provider: LabProvider
     tokens: list[str] | None = None
     fraction: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] | None = None
     error: ErrorKind | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -36,6 +37,8 @@ class LabState:
     faults: FaultBook = field(default_factory=FaultBook)
     access_tokens: dict[str, float] = field(default_factory=dict)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    #: Per-simulator state of the other providers, keyed by provider name (each module owns its entry).
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def issue_token(self, token: str, lifetime: float) -> None:
         """Remember an access token until it expires; prune old ones so memory stays bounded."""
