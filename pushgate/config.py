@@ -143,8 +143,6 @@ class WnsSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     auth: str = "classic"
     tenant_id: str | None = None
     token_url: str | None = None
-    #: Accept channel URIs outside ``*.notify.windows.com`` (the provider lab).
-    allow_any_channel_host: bool = False
     concurrency: int = 200
     timeout: float | None = None
 

@@ -27,6 +27,8 @@ class Target:
 
     recipient_id: str
     token: str
+    #: APNs only: ``production`` or ``sandbox`` from the device record (None: the credential's default).
+    environment: str | None = None
 
 
 class ProviderConfigError(Exception):
