@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request
@@ -37,7 +40,30 @@ def normalize_token(provider: str, token: str | dict[str, Any], settings: Settin
         raise bad_request("token: must be 1-4096 characters")
     if any(c.isspace() for c in token):
         raise bad_request("token: must not contain whitespace")
+    rule = _token_rule(provider)
+    if rule is not None:
+        try:
+            token = rule(token, settings.devices.allow_loopback_endpoints)
+        except ValueError as exc:
+            raise bad_request(f"token: {exc}") from None
     return token, token
+
+
+def _token_rule(provider: str) -> Callable[[str, bool], str] | None:
+    """A provider's own token check (``normalize_token`` in ``domain/render_<provider>.py``)."""
+    try:
+        module = importlib.import_module(f"pushgate.domain.render_{provider}")
+    except ImportError:
+        return None
+    fn = getattr(module, "normalize_token", None)
+    if fn is None:
+        return None
+    takes_lab = "allow_lab" in inspect.signature(fn).parameters
+
+    def rule(token: str, allow_lab: bool) -> str:
+        return str(fn(token, allow_lab=allow_lab) if takes_lab else fn(token))
+
+    return rule
 
 
 def check_channels(channels: list[str] | None, field: str = "channels") -> None:

@@ -41,6 +41,7 @@ def device_out(d: Device) -> DeviceOut:
         user=d.user,
         locale=d.locale,
         timezone=d.timezone,
+        environment=d.environment,
         invalid_reason=d.invalid_reason,
         invalidated_at=rfc3339(d.invalidated_at),
         meta=d.meta,
@@ -53,6 +54,11 @@ def _check_common(timezone: str | None, channels: list[str] | None) -> None:
     if timezone is not None and not valid_timezone(timezone):
         raise bad_request(f"timezone: {timezone!r} is not an IANA time zone (e.g. Europe/Berlin)")
     check_channels(channels)
+
+
+def _check_environment(provider: str, environment: str | None) -> None:
+    if environment is not None and provider != "apns":
+        raise bad_request("environment: only APNs devices have an environment (production or sandbox)")
 
 
 def _filter(services: ServicesDep, body: DeviceFilterIn) -> DeviceFilter:
@@ -83,6 +89,7 @@ class DeviceController(Controller):
         if err:
             raise bad_request(f"platform: {err}")
         _check_common(data.timezone, data.channels)
+        _check_environment(data.provider, data.environment)
         token, key = normalize_token(data.provider, data.token, services.settings)
         try:
             device, _created = await services.devices.register(
@@ -98,6 +105,7 @@ class DeviceController(Controller):
                 channels=data.channels if data.channels is not None else UNSET,
                 locale=data.locale if data.locale is not None else UNSET,
                 timezone=data.timezone if data.timezone is not None else UNSET,
+                environment=data.environment if data.environment is not None else UNSET,
             )
         except DeviceNotFound:
             raise not_found("device", data.id or "") from None
@@ -166,6 +174,7 @@ class DeviceController(Controller):
         err = platform_error(device.provider, platform)
         if err:
             raise bad_request(f"platform: {err}")
+        _check_environment(device.provider, data.environment)
         if data.token is not None:
             token, key = normalize_token(device.provider, data.token, services.settings)
         else:
@@ -184,6 +193,7 @@ class DeviceController(Controller):
                 channels=data.channels if data.channels is not None else UNSET,
                 locale=data.locale if data.locale is not None else UNSET,
                 timezone=data.timezone if data.timezone is not None else UNSET,
+                environment=data.environment if data.environment is not None else UNSET,
             )
         except DeviceNotFound:
             raise not_found("device", device_id) from None

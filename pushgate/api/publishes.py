@@ -16,13 +16,17 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from pushgate.api.common import check_channels, normalize_token, page_limit
-from pushgate.api.errors import bad_request, error_responses, not_found
+from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
 from pushgate.api.schemas import (
     ChannelRecipient,
     Counts,
     DeliveryOut,
     DeliveryPage,
     DeviceRecipient,
+    FcmConditionRecipient,
+    FcmTopicRecipient,
+    HmsConditionRecipient,
+    HmsTopicRecipient,
     PublishAccepted,
     PublishIn,
     PublishOut,
@@ -59,9 +63,18 @@ def publish_out(p: Publish) -> PublishOut:
     )
 
 
-def _recipients(data: JSONBody[PublishIn], services: ServicesDep) -> tuple[list[dict[str, Any]], set[str]]:
+_NATIVE: dict[type, tuple[str, str]] = {
+    FcmTopicRecipient: ("fcm", "topic"),
+    FcmConditionRecipient: ("fcm", "condition"),
+    HmsTopicRecipient: ("hms", "topic"),
+    HmsConditionRecipient: ("hms", "condition"),
+}
+
+
+def _recipients(data: PublishIn, services: ServicesDep) -> tuple[list[dict[str, Any]], set[str]]:
+    """Normalise the recipients for storage; returns them and the providers they name directly."""
     out: list[dict[str, Any]] = []
-    token_providers: set[str] = set()
+    direct: set[str] = set()
     for i, r in enumerate(data.recipients):
         where = f"recipients[{i}]"
         if isinstance(r, DeviceRecipient):
@@ -72,18 +85,27 @@ def _recipients(data: JSONBody[PublishIn], services: ServicesDep) -> tuple[list[
         elif isinstance(r, UserRecipient):
             out.append({"type": "user", "user": r.user})
         elif isinstance(r, TokenRecipient):
-            if r.provider not in PROVIDERS:
-                raise bad_request(
-                    f"{where}.provider: {r.provider!r} is not deliverable by this build "
-                    f"(use {', '.join(PROVIDERS)})"
-                )
+            _deliverable(r.provider, f"{where}.provider")
             try:
                 token, key = normalize_token(r.provider, r.token, services.settings)
-            except Exception as exc:
-                raise bad_request(f"{where}.{getattr(exc, 'message', exc)}") from None
-            token_providers.add(r.provider)
+            except ApiError as exc:
+                raise bad_request(f"{where}.{exc.message}") from None
+            direct.add(r.provider)
             out.append({"type": "token", "provider": r.provider, "token": token, "token_key": key})
-    return out, token_providers
+        else:
+            provider, kind = _NATIVE[type(r)]
+            _deliverable(provider, f"{where}.type")
+            value = r.topic if kind == "topic" else r.condition  # type: ignore[union-attr]
+            direct.add(provider)
+            out.append({"type": "native", "provider": provider, "token": f"{kind}:{value}"})
+    return out, direct
+
+
+def _deliverable(provider: str, where: str) -> None:
+    if provider not in PROVIDERS:
+        raise bad_request(
+            f"{where}: {provider!r} is not deliverable by this build (use {', '.join(PROVIDERS)})"
+        )
 
 
 def _targeted(app: AppDep, services: ServicesDep, token_providers: set[str]) -> list[str]:

@@ -28,6 +28,9 @@ class Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     pass
 
 
+Environment = Literal["production", "sandbox"]
+
+
 class DeviceIn(Strict):
     provider: ProviderName
     #: A string; for Web Push the subscription object or its JSON string.
@@ -40,6 +43,8 @@ class DeviceIn(Strict):
     channels: ChannelList | None = None
     locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    #: APNs only: which APNs environment issued the token (default: the credential's).
+    environment: Environment | None = None
 
 
 class DevicePatch(Strict):
@@ -51,6 +56,7 @@ class DevicePatch(Strict):
     channels: ChannelList | None = None
     locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    environment: Environment | None = None
 
 
 class ProviderToken(Strict):
@@ -111,7 +117,37 @@ class TokenRecipient(Strict, tag_field="type", tag="token"):
     token: str | dict[str, Any]
 
 
-Recipient = DeviceRecipient | ChannelRecipient | UserRecipient | TokenRecipient
+TopicName = Annotated[str, msgspec.Meta(min_length=1, max_length=900, pattern=r"^[a-zA-Z0-9\-_.~%]+$")]
+Condition = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class FcmTopicRecipient(Strict, tag_field="type", tag="fcm_topic"):
+    topic: TopicName
+
+
+class FcmConditionRecipient(Strict, tag_field="type", tag="fcm_condition"):
+    #: e.g. ``'news' in topics && ('sports' in topics || 'weather' in topics)``
+    condition: Condition
+
+
+class HmsTopicRecipient(Strict, tag_field="type", tag="hms_topic"):
+    topic: TopicName
+
+
+class HmsConditionRecipient(Strict, tag_field="type", tag="hms_condition"):
+    condition: Condition
+
+
+Recipient = (
+    DeviceRecipient
+    | ChannelRecipient
+    | UserRecipient
+    | TokenRecipient
+    | FcmTopicRecipient
+    | FcmConditionRecipient
+    | HmsTopicRecipient
+    | HmsConditionRecipient
+)
 
 
 class PublishIn(Strict):
@@ -138,6 +174,7 @@ class DeviceOut(msgspec.Struct, omit_defaults=True):
     user: str | None = None
     locale: str | None = None
     timezone: str | None = None
+    environment: str | None = None
     invalid_reason: str | None = None
     invalidated_at: str | None = None
     meta: dict[str, str] | None = None

@@ -51,7 +51,7 @@ class Dispatcher:
             return
         provider_name: str = job.payload["provider"]
         attempt: int = job.payload["attempt"]
-        targets = [Target(rid, tok) for rid, tok in job.payload["targets"]]
+        targets = [Target(*t) for t in job.payload["targets"]]
         if job.claims > 1:
             done = await self.publishes.final_recipients(pub.id, [t.recipient_id for t in targets])
             targets = [t for t in targets if t.recipient_id not in done]
@@ -81,7 +81,7 @@ class Dispatcher:
     async def give_up(self, job: Job, pub: Publish) -> None:
         """Fail a batch that cannot be run (its job keeps crashing), so the publish can finish."""
         provider_name: str = job.payload["provider"]
-        targets = [Target(rid, tok) for rid, tok in job.payload["targets"]]
+        targets = [Target(*t) for t in job.payload["targets"]]
         done = await self.publishes.final_recipients(pub.id, [t.recipient_id for t in targets])
         targets = [t for t in targets if t.recipient_id not in done]
         results = [
@@ -129,7 +129,7 @@ class Dispatcher:
                     status = "expired"
                 else:
                     status = "retrying"
-                    retries.setdefault(round(now + delay, 3), []).append([target.recipient_id, target.token])
+                    retries.setdefault(round(now + delay, 3), []).append(_target_row(target))
             else:
                 status = "failed"
             if status == "retrying":
@@ -182,3 +182,8 @@ def _deadline(pub: Publish) -> float | None:
     if ttl:
         limits.append(pub.created_at + ttl)
     return min(limits) if limits else None
+
+
+def _target_row(t: Target) -> list[str]:
+    """A target as stored in a dispatch job (``[recipient_id, token]`` plus the APNs environment)."""
+    return [t.recipient_id, t.token, t.environment] if t.environment else [t.recipient_id, t.token]

@@ -30,6 +30,16 @@ class PlanContext:
     lease_seconds: float
 
 
+def _row(r: Any) -> dict[str, Any]:
+    return {
+        "recipient_id": r.id,
+        "device_id": r.id,
+        "provider": r.provider,
+        "token": r.token,
+        "environment": r.environment,
+    }
+
+
 def raw_recipient_id(provider: str, token_key: str) -> str:
     return "tok_" + token_hash(provider, token_key)[:32]
 
@@ -46,7 +56,7 @@ class Planner:
     ) -> AsyncIterator[tuple[list[dict[str, Any]], str | None]]:
         """Yield ``(rows, cursor_after)`` for one recipient entry; ``cursor_after`` None = entry done."""
         kind = entry["type"]
-        cols = (devices.c.id, devices.c.provider, devices.c.token)
+        cols = (devices.c.id, devices.c.provider, devices.c.token, devices.c.environment)
         if kind in ("channel", "user"):
             while True:
                 if kind == "channel":
@@ -116,11 +126,7 @@ class Planner:
                 ).first()
             if row is not None:
                 # A registered token is that device: dedupes with the other recipients.
-                rows_out = (
-                    [{"recipient_id": row.id, "device_id": row.id, "provider": provider, "token": row.token}]
-                    if row.status == "active"
-                    else []
-                )
+                rows_out = [_row(row)] if row.status == "active" else []
             else:
                 rows_out = [
                     {
@@ -131,6 +137,19 @@ class Planner:
                     }
                 ]
             yield rows_out, None
+        elif kind == "native":
+            # A provider-side audience (FCM/HMS topic or condition): one request, no device record.
+            yield (
+                [
+                    {
+                        "recipient_id": "nat_" + token_hash(entry["provider"], entry["token"])[:32],
+                        "device_id": None,
+                        "provider": entry["provider"],
+                        "token": entry["token"],
+                    }
+                ],
+                None,
+            )
         else:  # pragma: no cover - admission validated the types
             raise ValueError(f"unknown recipient type {kind!r}")
 
@@ -199,7 +218,10 @@ class Planner:
                     c["failed"] += 1
                     stats["no_credentials"] += 1
                 else:
-                    batches.setdefault(r["provider"], []).append([r["recipient_id"], r["token"]])
+                    target = [r["recipient_id"], r["token"]]
+                    if r.get("environment"):
+                        target.append(r["environment"])
+                    batches.setdefault(r["provider"], []).append(target)
                 stats["planned"] += 1
             for provider, counts in per_provider.items():
                 await self.publishes.bump(conn, pub.id, provider, **counts)

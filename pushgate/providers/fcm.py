@@ -146,6 +146,10 @@ def classify_fcm_response(resp: HttpResponse) -> SendResult:
     return SendResult(Outcome.RETRYABLE, error_code=code, error_message=message, retry_after=retry_after)
 
 
+#: Targets that are not device tokens: FCM topics and conditions (recipients ``fcm_topic``/``fcm_condition``).
+NATIVE_PREFIXES: tuple[tuple[str, bytes], ...] = (("topic:", b'"topic":'), ("condition:", b'"condition":'))
+
+
 class FcmProvider(Provider):
     """Sends to FCM v1 for one Firebase project (one service account)."""
 
@@ -347,12 +351,17 @@ class FcmProvider(Provider):
         encoded = _json_encode(rendered)
         if not encoded.startswith(b"{") or not encoded.endswith(b"}"):
             raise TypeError("rendered FCM message must be a JSON object")
-        prefix = b'{"message":' + encoded[:-1] + (b',"token":' if len(encoded) > 2 else b'"token":')
+        head = b'{"message":' + encoded[:-1] + (b"," if len(encoded) > 2 else b"")
+        return list(await asyncio.gather(*(self._send_one(head, t.token, access_token) for t in targets)))
 
-        return list(await asyncio.gather(*(self._send_one(prefix, t.token, access_token) for t in targets)))
-
-    async def _send_one(self, prefix: bytes, token: str, access_token: str) -> SendResult:
-        body = prefix + _json_encode(token) + b"}}"
+    async def _send_one(self, head: bytes, token: str, access_token: str) -> SendResult:
+        # Native audiences arrive as "topic:<name>" / "condition:<expr>" (see NATIVE_PREFIXES).
+        field, value = b'"token":', token
+        for prefix, key in NATIVE_PREFIXES:
+            if token.startswith(prefix):
+                field, value = key, token[len(prefix) :]
+                break
+        body = head + field + _json_encode(value) + b"}}"
         async with self._semaphore:
             try:
                 resp = await self._post(body, access_token)

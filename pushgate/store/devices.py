@@ -44,6 +44,7 @@ class Device:
     user: str | None
     locale: str | None
     timezone: str | None
+    environment: str | None
     status: str
     invalid_reason: str | None
     invalidated_at: float | None
@@ -93,6 +94,7 @@ def _device(row: Any) -> Device:
         user=row.user,
         locale=row.locale,
         timezone=row.timezone,
+        environment=row.environment,
         status=row.status,
         invalid_reason=row.invalid_reason,
         invalidated_at=row.invalidated_at,
@@ -123,6 +125,7 @@ class DeviceStore:
         channels: list[str] | None = UNSET,
         locale: str | None = UNSET,
         timezone: str | None = UNSET,
+        environment: str | None = UNSET,
     ) -> tuple[Device, bool]:
         """Insert or update by (app, provider, token); returns the device and whether it is new.
 
@@ -160,7 +163,12 @@ class DeviceStore:
                 "updated_at": now,
                 "last_seen_at": now,
             }
-            for key, val in (("user", user), ("locale", locale), ("timezone", timezone)):
+            for key, val in (
+                ("user", user),
+                ("locale", locale),
+                ("timezone", timezone),
+                ("environment", environment),
+            ):
                 if val is not UNSET:
                     values[key] = val
             if meta is not UNSET:

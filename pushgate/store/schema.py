@@ -44,6 +44,8 @@ devices = sa.Table(
     sa.Column("meta", sa.Text, nullable=True),
     sa.Column("locale", sa.String(35), nullable=True),
     sa.Column("timezone", sa.String(64), nullable=True),
+    #: APNs: ``production`` or ``sandbox`` (None: the credential's default environment).
+    sa.Column("environment", sa.String(16), nullable=True),
     sa.Column("status", sa.String(16), nullable=False, server_default="active"),
     sa.Column("invalid_reason", sa.String(300), nullable=True),
     sa.Column("invalidated_at", sa.Float, nullable=True),
@@ -153,4 +155,21 @@ jobs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_jobs_run_at", "run_at"),
     sa.Index("ix_jobs_publish", "publish_id"),
+)
+
+# Provider credentials uploaded through the API, encrypted with the master key (AES-GCM).
+# Only metadata is ever read back out through the API.
+credentials = sa.Table(
+    "credentials",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("provider", sa.String(16), primary_key=True),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("fingerprint", sa.String(100), nullable=False),
+    sa.Column("environment", sa.String(16), nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    #: Bumped on every rotation so every process rebuilds its provider (and drops cached tokens).
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
