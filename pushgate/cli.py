@@ -30,9 +30,17 @@ app = typer.Typer(
 apps_cli = typer.Typer(help="Create and list apps (tenants) and their API keys.", no_args_is_help=True)
 keys_cli = typer.Typer(help="Generate provider keys.", no_args_is_help=True)
 config_cli = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+creds_cli = typer.Typer(
+    help="Manage provider credentials of an app through a running gateway (needs PUSHGATE_SECRET_KEY there).",
+    no_args_is_help=True,
+)
 app.add_typer(apps_cli, name="apps")
 app.add_typer(keys_cli, name="keys")
 app.add_typer(config_cli, name="config")
+app.add_typer(creds_cli, name="creds")
+
+UrlOpt = Annotated[str, typer.Option(envvar="PUSHGATE_URL", help="Gateway URL ($PUSHGATE_URL).")]
+KeyOpt = Annotated[str, typer.Option(envvar="PUSHGATE_KEY", help="App API key ($PUSHGATE_KEY).")]
 
 console = Console()
 err = Console(stderr=True)
@@ -363,6 +371,71 @@ def lab(
     from pushgate.lab.main import run
 
     run(host=host, port=port, write_credentials=write_credentials, lean=lean)
+
+
+def _need_key(key: str) -> None:
+    if not key:
+        err.print("[red]error:[/red] give the app key with --key or PUSHGATE_KEY")
+        raise typer.Exit(2)
+
+
+@creds_cli.command("list")
+def creds_list(url: UrlOpt = "http://127.0.0.1:8686", key: KeyOpt = "") -> None:
+    """Show which providers have credentials (metadata only; secrets are never returned)."""
+    _need_key(key)
+    items = _api(url, key, "GET", "/v1/credentials")["items"]
+    table = Table("provider", "source", "fingerprint", "environment", "updated", "expires")
+    for c in items:
+        table.add_row(
+            c["provider"],
+            c["source"],
+            c["fingerprint"],
+            c.get("environment") or "",
+            c.get("updated_at") or "",
+            c.get("expires_at") or "",
+        )
+    console.print(table)
+
+
+@creds_cli.command("set")
+def creds_set(
+    provider: Annotated[str, typer.Argument(help="fcm, webpush, apns, hms, wns or mipush.")],
+    file: Annotated[
+        Path,
+        typer.Option(
+            "--file",
+            "-f",
+            help="JSON with the provider's fields (an FCM service-account file is accepted as it is).",
+        ),
+    ],
+    url: UrlOpt = "http://127.0.0.1:8686",
+    key: KeyOpt = "",
+) -> None:
+    """Upload or rotate a provider credential from a JSON file."""
+    _need_key(key)
+    try:
+        body = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]error:[/red] cannot read {file}: {exc}")
+        raise typer.Exit(2) from None
+    if provider == "fcm" and isinstance(body, dict) and body.get("type") == "service_account":
+        body = {"service_account": body}
+    cred = _api(url, key, "PUT", f"/v1/credentials/{provider}", body)["credential"]
+    console.print(f"{provider}: stored (version {cred['version']}, {cred['fingerprint']})")
+    if cred.get("vapid_public_key"):
+        console.print(f"applicationServerKey for browsers: {cred['vapid_public_key']}")
+
+
+@creds_cli.command("delete")
+def creds_delete(
+    provider: Annotated[str, typer.Argument(help="The provider whose uploaded credential to delete.")],
+    url: UrlOpt = "http://127.0.0.1:8686",
+    key: KeyOpt = "",
+) -> None:
+    """Delete an uploaded credential (config-file credentials, if any, apply again)."""
+    _need_key(key)
+    _api(url, key, "DELETE", f"/v1/credentials/{provider}")
+    console.print(f"{provider}: deleted")
 
 
 @keys_cli.command("vapid")

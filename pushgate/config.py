@@ -130,6 +130,8 @@ class HmsSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     client_secret: str | None = None
     base_url: str | None = None
     token_url: str | None = None
+    #: Launcher activity (``com.example.MainActivity``) that Push Kit badges need; no badge without it.
+    badge_class: str | None = None
     concurrency: int = 50
     timeout: float | None = None
 
@@ -172,6 +174,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     database_url: str = DEFAULT_DATABASE_URL
     #: Key of the ``default`` app created at first start; random (and printed once) when empty.
     default_app_key: str | None = None
+    #: Master key that encrypts credentials uploaded through the API (16+ characters). Without it,
+    #: ``PUT /v1/credentials/…`` answers 409; credentials in this file keep working.
+    secret_key: str | None = None
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
@@ -249,7 +254,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 target[key] = raw if section in PROVIDER_SECTIONS else _env_value(raw)
                 break
         else:
-            if rest in ("database_url", "default_app_key"):
+            if rest in ("database_url", "default_app_key", "secret_key"):
                 data[rest] = raw
 
 
@@ -308,6 +313,10 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"invalid config: engine.{key}: must be at least 1")
     if s.limits.max_recipients_per_publish < 1:
         raise ConfigError("invalid config: limits.max_recipients_per_publish: must be at least 1")
+    if s.secret_key is not None and len(s.secret_key) < 16:
+        raise ConfigError(
+            "invalid config: secret_key: must be at least 16 characters (openssl rand -base64 32)"
+        )
     if s.server.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("invalid config: server.log_level: one of debug, info, warning, error")
 

@@ -19,6 +19,7 @@ from pushgate import __version__
 from pushgate.api.auth import authenticate
 from pushgate.api.channels import ChannelController
 from pushgate.api.common import reject_unstorable
+from pushgate.api.credentials import CredentialController
 from pushgate.api.devices import DeviceController
 from pushgate.api.errors import exception_handlers
 from pushgate.api.health import healthz, readyz
@@ -29,6 +30,7 @@ from pushgate.engine.providers import ProviderPool
 from pushgate.engine.worker import Engine
 from pushgate.providers.http import create_transport
 from pushgate.store.apps import AppStore
+from pushgate.store.credentials import credential_store
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.publishes import PublishStore
@@ -162,7 +164,8 @@ def create_app(
             apps = AppStore(db)
             await ensure_default_app(apps, settings.default_app_key, say)
             engine = Engine(settings, db, transport) if run_workers else None
-            pool = engine.pool if engine else ProviderPool(settings, transport)
+            creds = engine.pool.creds if engine else credential_store(settings, db)
+            pool = engine.pool if engine else ProviderPool(settings, transport, creds)
             await _provider_report(pool, apps, settings, say)
             app.state.services = Services(
                 settings=settings,
@@ -171,6 +174,7 @@ def create_app(
                 devices=DeviceStore(db),
                 publishes=PublishStore(db),
                 pool=pool,
+                creds=creds,
                 engine=engine,
             )
             if engine is not None:
@@ -184,7 +188,7 @@ def create_app(
 
     v1 = Router(
         "/v1",
-        route_handlers=[DeviceController, ChannelController, PublishController],
+        route_handlers=[DeviceController, ChannelController, PublishController, CredentialController],
         before_request=_before_v1,
         dependencies={"app": Provide(provide_app, sync_to_thread=False)},
         security=[{"bearer": []}],

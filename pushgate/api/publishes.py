@@ -108,9 +108,9 @@ def _deliverable(provider: str, where: str) -> None:
         )
 
 
-def _targeted(app: AppDep, services: ServicesDep, token_providers: set[str]) -> list[str]:
+async def _targeted(app: AppDep, services: ServicesDep, token_providers: set[str]) -> list[str]:
     """Providers this publish may reach: those the app has credentials for, plus raw-token ones."""
-    configured = set(services.pool.configured(app.id, app.name))
+    configured = await services.pool.available(app.id, app.name)
     return sorted((configured | token_providers) & set(PROVIDERS))
 
 
@@ -175,7 +175,7 @@ class PublishController(Controller):
         recipients, token_providers = _recipients(data, services)
         n = data.notification
         overrides = data.providers or ProviderOverrides()
-        targeted = _targeted(app, services, token_providers)
+        targeted = await _targeted(app, services, token_providers)
         now = time.time()
         _render_checked(n, overrides, targeted, now)
         request = {

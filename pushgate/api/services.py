@@ -14,6 +14,7 @@ from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.worker import Engine
 from pushgate.store.apps import App, AppStore
+from pushgate.store.credentials import CredentialStore
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.publishes import PublishStore
@@ -28,6 +29,7 @@ class Services:
     publishes: PublishStore
     #: Which providers each app has credentials for (admission size-checks only those).
     pool: ProviderPool
+    creds: CredentialStore
     engine: Engine | None = None
     key_cache: KeyCache = field(default_factory=KeyCache)
 

@@ -15,11 +15,12 @@ from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.retry import retry_delay
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.rendering import RenderCache
-from pushgate.providers.base import Target
+from pushgate.providers.base import ProviderConfigError, Target
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.publishes import DeliveryUpdate, Publish, PublishStore
 from pushgate.store.queue import Job, JobQueue
+from pushgate.store.secretbox import SecretKeyError
 
 log = logging.getLogger("pushgate.engine")
 
@@ -62,8 +63,19 @@ class Dispatcher:
         elif deadline is not None and now >= deadline:
             results = [SendResult(Outcome.PAYLOAD, error_code="expired") for _ in targets]
         else:
-            provider = await self.pool.get(pub.app_id, app_name, provider_name)
-            if provider is None:
+            try:
+                provider = await self.pool.get(pub.app_id, app_name, provider_name)
+            except (ProviderConfigError, SecretKeyError) as exc:
+                provider = None
+                unusable = str(exc)
+            else:
+                unusable = ""
+            if unusable:
+                results = [
+                    SendResult(Outcome.CREDENTIAL, error_code="credential_invalid", error_message=unusable)
+                    for _ in targets
+                ]
+            elif provider is None:
                 results = [
                     SendResult(
                         Outcome.CREDENTIAL,

@@ -1,4 +1,10 @@
-"""Provider instances per (app, provider), built lazily from each app's credentials."""
+"""Provider instances per (app, provider), built lazily from each app's credentials.
+
+Credentials uploaded through the API take precedence over the config file. Every ``get``
+checks the stored credential's version (one indexed read per batch), so a rotation reaches
+the next batch in every process without a restart, and the old instance with its cached
+auth tokens is dropped.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,12 @@ from typing import Any
 
 from pushgate.config import Settings
 from pushgate.domain.notification import PROVIDERS
+from pushgate.metrics import CREDENTIAL_EXPIRY
 from pushgate.providers.base import Provider, ProviderConfigError
 from pushgate.providers.transport import Transport
+from pushgate.store.credentials import CredentialStore
 
 log = logging.getLogger("pushgate.providers")
-
 
 #: Where each provider's implementation lives; only those in ``PROVIDERS`` are loaded.
 PROVIDER_CLASSES: dict[str, str] = {
@@ -35,39 +42,70 @@ def provider_classes() -> dict[str, type[Provider]]:
     return out
 
 
+#: Version used for credentials that come from the config file (API versions start at 1).
+_CONFIG = 0
+
+
 class ProviderPool:
-    def __init__(self, settings: Settings, transport: Transport) -> None:
+    def __init__(self, settings: Settings, transport: Transport, creds: CredentialStore) -> None:
         self.settings = settings
         self.transport = transport
+        self.creds = creds
         self.classes = provider_classes()
-        self._instances: dict[tuple[str, str], Provider] = {}
+        self._instances: dict[tuple[str, str], tuple[int, Provider]] = {}
         self._lock = asyncio.Lock()
 
     def configured(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
+        """Credentials from the config file only."""
         return {
             k: v for k, v in self.settings.provider_settings(app_id, app_name).items() if k in self.classes
         }
 
+    async def available(self, app_id: str, app_name: str) -> set[str]:
+        """Providers this app can deliver to now (config file or API)."""
+        return set(self.configured(app_id, app_name)) | (
+            await self.creds.providers(app_id) & set(self.classes)
+        )
+
     async def get(self, app_id: str, app_name: str, provider: str) -> Provider | None:
         """The provider for this app, or ``None`` when the app has no credentials for it."""
-        key = (app_id, provider)
-        inst = self._instances.get(key)
-        if inst is not None:
-            return inst
-        section = self.configured(app_id, app_name).get(provider)
-        if section is None:
+        if provider not in self.classes:
             return None
+        version = await self.creds.version(app_id, provider)
+        key = (app_id, provider)
+        cached = self._instances.get(key)
+        wanted = _CONFIG if version is None else version
+        if cached is not None and cached[0] == wanted:
+            return cached[1]
         async with self._lock:
-            inst = self._instances.get(key)
+            cached = self._instances.get(key)
+            if cached is not None and cached[0] == wanted:
+                return cached[1]
+            settings: dict[str, Any] | None
+            if version is None:
+                settings = self.configured(app_id, app_name).get(provider)
+            else:
+                loaded = await self.creds.load(app_id, provider)
+                if loaded is None:  # no master key in this process: fall back to the file
+                    settings, wanted = self.configured(app_id, app_name).get(provider), _CONFIG
+                else:
+                    wanted, settings, expires_at = loaded
+                    if expires_at is not None:
+                        CREDENTIAL_EXPIRY.labels(app_id, provider).set(expires_at)
+            inst = await self.classes[provider].create(settings, self.transport) if settings else None
+            if cached is not None:
+                await cached[1].aclose()  # drops the old credential's cached auth tokens
+                log.info("%s credentials of app %s changed: provider rebuilt", provider, app_id)
             if inst is None:
-                inst = await self.classes[provider].create(section, self.transport)
-                self._instances[key] = inst
+                self._instances.pop(key, None)
+            else:
+                self._instances[key] = (wanted, inst)
         return inst
 
     async def validate(self, app_id: str, app_name: str) -> list[str]:
         """Build every configured provider now so bad credentials fail at startup, naming the key."""
         ok: list[str] = []
-        for name in self.configured(app_id, app_name):
+        for name in sorted(await self.available(app_id, app_name)):
             try:
                 await self.get(app_id, app_name, name)
             except ProviderConfigError as exc:
@@ -77,6 +115,6 @@ class ProviderPool:
         return ok
 
     async def aclose(self) -> None:
-        for inst in self._instances.values():
+        for _, inst in self._instances.values():
             await inst.aclose()
         self._instances.clear()

@@ -20,6 +20,7 @@ from pushgate.engine.planner import PlanContext, Planner
 from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
 from pushgate.store.apps import AppStore
+from pushgate.store.credentials import credential_store
 from pushgate.store.db import Database
 from pushgate.store.publishes import PublishStore
 from pushgate.store.queue import Job, JobQueue
@@ -38,7 +39,7 @@ class Engine:
         self.queue = JobQueue(db)
         self.apps = AppStore(db)
         self.publishes = PublishStore(db)
-        self.pool = ProviderPool(settings, transport)
+        self.pool = ProviderPool(settings, transport, credential_store(settings, db))
         e = settings.engine
         self.planner = Planner(db, self.publishes, self.notify)
         self.dispatcher = Dispatcher(
@@ -153,7 +154,7 @@ class Engine:
             e = self.settings.engine
             ctx = PlanContext(
                 app_name=app_name,
-                configured=set(self.pool.configured(job.app_id, app_name)),
+                configured=await self.pool.available(job.app_id, app_name),
                 batch_size=e.batch_size,
                 page_size=e.plan_page_size,
                 lease_seconds=e.lease_seconds,

@@ -1,0 +1,141 @@
+"""API-managed provider credentials: encrypted rows plus the metadata the API may show."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from pushgate.config import Settings
+from pushgate.store.db import Database
+from pushgate.store.schema import credentials
+from pushgate.store.secretbox import SecretBox
+
+
+@dataclass(slots=True)
+class CredentialMeta:
+    provider: str
+    fingerprint: str
+    environment: str | None
+    expires_at: float | None
+    version: int
+    updated_at: float
+
+
+def credential_store(settings: Settings, db: Database) -> CredentialStore:
+    """The store, able to decrypt when a master key is configured."""
+    return CredentialStore(db, SecretBox(settings.secret_key) if settings.secret_key else None)
+
+
+class CredentialStore:
+    def __init__(self, db: Database, box: SecretBox | None) -> None:
+        self.db = db
+        self.box = box
+
+    @staticmethod
+    def _context(app_id: str, provider: str) -> str:
+        return f"{app_id}/{provider}"
+
+    async def put(
+        self,
+        app_id: str,
+        provider: str,
+        settings: dict[str, Any],
+        *,
+        fingerprint: str,
+        environment: str | None,
+        expires_at: float | None,
+    ) -> CredentialMeta:
+        """Insert or rotate; the version moves so every process rebuilds the provider."""
+        assert self.box is not None
+        blob = self.box.seal(settings, self._context(app_id, provider))
+        now = time.time()
+        values = {
+            "ciphertext": blob,
+            "fingerprint": fingerprint,
+            "environment": environment,
+            "expires_at": expires_at,
+            "updated_at": now,
+        }
+        async with self.db.write() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(credentials.c.version).where(
+                        credentials.c.app_id == app_id, credentials.c.provider == provider
+                    )
+                )
+            ).first()
+            if row is None:
+                await conn.execute(
+                    sa.insert(credentials).values(
+                        app_id=app_id, provider=provider, version=1, created_at=now, **values
+                    )
+                )
+                version = 1
+            else:
+                version = row.version + 1
+                await conn.execute(
+                    sa.update(credentials)
+                    .where(credentials.c.app_id == app_id, credentials.c.provider == provider)
+                    .values(version=version, **values)
+                )
+        return CredentialMeta(provider, fingerprint, environment, expires_at, version, now)
+
+    async def list_meta(self, app_id: str) -> list[CredentialMeta]:
+        q = (
+            sa.select(
+                credentials.c.provider,
+                credentials.c.fingerprint,
+                credentials.c.environment,
+                credentials.c.expires_at,
+                credentials.c.version,
+                credentials.c.updated_at,
+            )
+            .where(credentials.c.app_id == app_id)
+            .order_by(credentials.c.provider)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+        return [CredentialMeta(*r) for r in rows]
+
+    async def version(self, app_id: str, provider: str) -> int | None:
+        async with self.db.read() as conn:
+            return (
+                await conn.execute(
+                    sa.select(credentials.c.version).where(
+                        credentials.c.app_id == app_id, credentials.c.provider == provider
+                    )
+                )
+            ).scalar()
+
+    async def load(self, app_id: str, provider: str) -> tuple[int, dict[str, Any], float | None] | None:
+        """The decrypted settings, their version and expiry, or None when the API stored none."""
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(
+                        credentials.c.version, credentials.c.ciphertext, credentials.c.expires_at
+                    ).where(credentials.c.app_id == app_id, credentials.c.provider == provider)
+                )
+            ).first()
+        if row is None or self.box is None:
+            return None
+        return row.version, self.box.open(row.ciphertext, self._context(app_id, provider)), row.expires_at
+
+    async def delete(self, app_id: str, provider: str) -> bool:
+        async with self.db.write() as conn:
+            res = await conn.execute(
+                sa.delete(credentials).where(
+                    credentials.c.app_id == app_id, credentials.c.provider == provider
+                )
+            )
+        return bool(res.rowcount)
+
+    async def providers(self, app_id: str) -> set[str]:
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(sa.select(credentials.c.provider).where(credentials.c.app_id == app_id))
+            ).all()
+        return {r.provider for r in rows}
