@@ -14,6 +14,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushgate import __version__
 from pushgate.api.auth import authenticate
@@ -99,6 +100,12 @@ def _plain_optional_query(doc: dict[str, Any]) -> dict[str, Any]:
 async def _before_v1(request: Request[Any, Any, Any]) -> None:
     await authenticate(request)  # first: a wrong key is a 401 whatever the request holds
     await reject_unstorable(request)
+
+
+@get("/metrics", include_in_schema=False, sync_to_thread=False, media_type=CONTENT_TYPE_LATEST)
+def metrics() -> bytes:
+    """Prometheus exposition of every metric pushgate declares (pushgate/metrics.py)."""
+    return generate_latest()
 
 
 @get("/openapi.json", include_in_schema=False, sync_to_thread=False)
@@ -194,7 +201,7 @@ def create_app(
         security=[{"bearer": []}],
     )
     return Litestar(
-        route_handlers=[healthz, readyz, openapi_json, v1],
+        route_handlers=[healthz, readyz, metrics, openapi_json, v1],
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         lifespan=[lifespan],

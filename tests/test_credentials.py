@@ -148,3 +148,12 @@ async def test_rotation_during_fanout_loses_nothing(database_url: str, lab: Lab)
             assert status["status"] == "completed"
             assert status["counts"]["sent"] == 5000 and status["counts"]["failed"] == 0
             assert lab.ledger("fcm")["total"] == 5000
+
+
+async def test_metrics_endpoint_exposes_credential_expiry(gateway: Gateway) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=gateway.url) as anon:
+        r = await anon.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert "# TYPE pushgate_credential_expiry_timestamp_seconds gauge" in r.text

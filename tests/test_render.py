@@ -85,7 +85,9 @@ def test_render_fcm_full_mapping() -> None:
         },
         "apns": {
             "headers": {"apns-priority": "10", "apns-collapse-id": "c1", "apns-expiration": "1700003600"},
-            "payload": {"aps": {"sound": "default", "badge": 3}},
+            # An image needs a notification service extension on iOS: mutable-content + fcm_options.
+            "payload": {"aps": {"sound": "default", "badge": 3, "mutable-content": 1}},
+            "fcm_options": {"image": "https://img.example/x.png"},
         },
         "webpush": {"headers": {"TTL": "3600", "Urgency": "high", "Topic": "c1"}},
     }

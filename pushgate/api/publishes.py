@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from pushgate.api.common import check_channels, normalize_token, page_limit
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
@@ -27,17 +27,19 @@ from pushgate.api.schemas import (
     FcmTopicRecipient,
     HmsConditionRecipient,
     HmsTopicRecipient,
+    ProviderPreview,
     PublishAccepted,
     PublishIn,
     PublishOut,
     PublishPage,
+    PublishPreview,
     TokenRecipient,
     UserRecipient,
 )
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain import render
 from pushgate.domain.notification import PROVIDERS, Notification, ProviderOverrides
-from pushgate.domain.rendering import oversize, render_for
+from pushgate.domain.rendering import get_renderer, oversize, render_for
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
 from pushgate.store.publishes import COUNTERS, Publish
 
@@ -148,6 +150,36 @@ def _render_checked(
 class PublishController(Controller):
     path = "/"
     tags = ["publishes"]
+
+    @post(
+        "/publish/preview",
+        status_code=HTTP_200_OK,
+        summary="Render a publish for every targeted provider without sending or storing anything",
+        responses=error_responses(400, 401, 413),
+    )
+    async def preview(self, data: JSONBody[PublishIn], app: AppDep, services: ServicesDep) -> PublishPreview:
+        _, direct = _recipients(data, services)
+        n = data.notification
+        overrides = data.providers or ProviderOverrides()
+        targeted = await _targeted(app, services, direct)
+        # Providers given native overrides are shown too, even without credentials yet.
+        targeted = sorted(set(targeted) | {p for p in PROVIDERS if overrides.for_provider(p) is not None})
+        now = time.time()
+        out: dict[str, ProviderPreview] = {}
+        for provider in targeted:
+            try:
+                if provider == "fcm":
+                    render.validate_fcm_data(n.data)
+                rendered = render_for(provider, n, overrides, now)
+            except (ValueError, TypeError) as exc:
+                out[provider] = ProviderPreview(error=str(exc))
+                continue
+            r = get_renderer(provider)
+            size, limit = r.size(rendered), r.limit(rendered)
+            out[provider] = ProviderPreview(
+                request=r.preview(rendered), size=size, limit=limit, fits=size <= limit
+            )
+        return PublishPreview(out)
 
     @post(
         "/publish",

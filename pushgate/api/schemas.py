@@ -200,6 +200,20 @@ class Counts(msgspec.Struct):
     expired: int
 
 
+class ProviderPreview(msgspec.Struct, omit_defaults=True):
+    #: The request as the provider would receive it (``<device token>`` placeholders).
+    request: dict[str, Any] | None = None
+    size: int | None = None
+    limit: int | None = None
+    fits: bool | None = None
+    #: Why nothing can be sent to this provider (e.g. nothing to render, reserved data key).
+    error: str | None = None
+
+
+class PublishPreview(msgspec.Struct):
+    providers: dict[str, ProviderPreview]
+
+
 class PublishAccepted(msgspec.Struct):
     publish_id: str
     status: str

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pushgate.domain.notification import FcmOverride, Notification, WebPushOverride
+from pushgate.domain.notification import Action, FcmOverride, Notification, WebPushOverride
 
 __all__ = [
     "LIMITS",
@@ -115,6 +115,15 @@ def _apns_collapse_id(collapse_key: str) -> str:
 # --------------------------------------------------------------------------- FCM
 
 
+_ANDROID_PRIORITY = {
+    "min": "PRIORITY_MIN",
+    "low": "PRIORITY_LOW",
+    "default": "PRIORITY_DEFAULT",
+    "high": "PRIORITY_HIGH",
+    "max": "PRIORITY_MAX",
+}
+
+
 def render_fcm(
     n: Notification, override: FcmOverride | None = None, *, now: float | None = None
 ) -> dict[str, Any]:
@@ -128,17 +137,24 @@ def render_fcm(
     msg: dict[str, Any] = {}
 
     notification: dict[str, Any] = {}
-    if n.title is not None:
-        notification["title"] = n.title
-    if n.body is not None:
-        notification["body"] = n.body
-    if n.image is not None:
-        notification["image"] = n.image
+    if not n.silent:
+        if n.title is not None:
+            notification["title"] = n.title
+        if n.body is not None:
+            notification["body"] = n.body
+        if n.image is not None:
+            notification["image"] = n.image
     if notification:
         msg["notification"] = notification
 
-    if n.data:
-        msg["data"] = dict(n.data)
+    data = dict(n.data) if n.data else {}
+    # FCM data values must be strings: structured extras travel JSON-encoded.
+    if n.actions:
+        data["actions"] = _json_encode([_webpush_action(a) for a in n.actions]).decode()
+    if n.url:
+        data.setdefault("url", n.url)
+    if data:
+        msg["data"] = data
 
     android: dict[str, Any] = {}
     if n.ttl_seconds is not None:
@@ -147,8 +163,19 @@ def render_fcm(
         android["priority"] = "HIGH" if n.priority == "high" else "NORMAL"
     if n.collapse_key is not None:
         android["collapse_key"] = n.collapse_key
+    android_note: dict[str, Any] = {}
     if n.sound is not None:
-        android["notification"] = {"sound": n.sound}
+        android_note["sound"] = n.sound
+    if n.channel_id is not None:
+        android_note["channel_id"] = n.channel_id
+    if n.click_action is not None:
+        android_note["click_action"] = n.click_action
+    if n.channel_importance is not None:
+        android_note["notification_priority"] = _ANDROID_PRIORITY[n.channel_importance]
+    if n.thread_id is not None:
+        android_note["tag"] = n.thread_id
+    if android_note and not n.silent:
+        android["notification"] = android_note
     if android:
         msg["android"] = android
 
@@ -162,15 +189,29 @@ def render_fcm(
         issued = int(time.time() if now is None else now)
         apns_headers["apns-expiration"] = "0" if n.ttl_seconds == 0 else str(issued + n.ttl_seconds)
     aps: dict[str, Any] = {}
-    if n.sound is not None:
+    if n.sound is not None and not n.silent:
         aps["sound"] = n.sound
     if n.badge is not None:
         aps["badge"] = n.badge
+    if n.category is not None:
+        aps["category"] = n.category
+    if n.thread_id is not None:
+        aps["thread-id"] = n.thread_id
+    if n.interruption_level is not None:
+        aps["interruption-level"] = n.interruption_level
+    if n.mutable_content or (n.image is not None and not n.silent):
+        aps["mutable-content"] = 1
+    if n.silent:
+        aps["content-available"] = 1
+        apns_headers["apns-push-type"] = "background"
+        apns_headers["apns-priority"] = "5"  # Apple rejects priority 10 for background pushes
     apns: dict[str, Any] = {}
     if apns_headers:
         apns["headers"] = apns_headers
     if aps:
         apns["payload"] = {"aps": aps}
+    if n.image is not None and not n.silent:
+        apns["fcm_options"] = {"image": n.image}
     if apns:
         msg["apns"] = apns
 
@@ -181,8 +222,16 @@ def render_fcm(
         wp_headers["Urgency"] = n.priority
     if n.collapse_key is not None:
         wp_headers["Topic"] = webpush_topic(n.collapse_key)
+    webpush: dict[str, Any] = {}
     if wp_headers:
-        msg["webpush"] = {"headers": wp_headers}
+        webpush["headers"] = wp_headers
+    link = n.url or n.click_action
+    if link is not None and link.startswith("https://"):
+        webpush["fcm_options"] = {"link": link}  # FCM accepts only https links here
+    if n.actions and not n.silent:
+        webpush["notification"] = {"actions": [{"action": a.id, "title": a.title} for a in n.actions]}
+    if webpush:
+        msg["webpush"] = webpush
 
     if override is not None and override.message:
         msg = deep_merge(msg, override.message)
@@ -227,6 +276,15 @@ class WebPushRendered(msgspec.Struct, frozen=True):
     headers: dict[str, str]
 
 
+def _webpush_action(a: Action) -> dict[str, Any]:
+    """Shaped like the Notifications API's ``NotificationAction`` the service worker passes on."""
+    out: dict[str, Any] = {"action": a.id, "title": a.title}
+    if a.text_input is not None:
+        out["type"] = "text"
+        out["placeholder"] = a.text_input
+    return out
+
+
 def render_webpush(
     n: Notification, override: WebPushOverride | None = None, *, default_ttl: int = 86400
 ) -> WebPushRendered:
@@ -251,6 +309,19 @@ def render_webpush(
         payload["sound"] = n.sound
     if n.collapse_key is not None:
         payload["tag"] = n.collapse_key
+    elif n.thread_id is not None:
+        payload["tag"] = n.thread_id
+    if n.url or n.click_action:
+        payload["url"] = n.url or n.click_action
+    if n.actions:
+        payload["actions"] = [_webpush_action(a) for a in n.actions]
+    if n.category is not None:
+        payload["category"] = n.category
+    if n.interruption_level in ("time-sensitive", "critical"):
+        # The closest browser notion: the notification stays until the user acts on it.
+        payload["requireInteraction"] = True
+    if n.silent:
+        payload["silent"] = True
     if override is not None and override.payload:
         payload = deep_merge(payload, override.payload)
 
