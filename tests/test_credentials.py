@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import Gateway, Lab, gateway_settings, running_gateway
-from pushgate.store.schema import credentials
 from test_acceptance import fcm_token, gather_limited, publish
+
+from pushgate.store.schema import credentials
 
 MASTER = "test-master-key-0123456789abcdef"
 
@@ -40,9 +40,7 @@ async def test_without_master_key_uploads_are_409(gateway: Gateway, lab: Lab) ->
     assert "BEGIN PRIVATE KEY" not in json.dumps(items)
 
 
-async def test_upload_list_use_delete(
-    database_url: str, lab: Lab, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_upload_list_use_delete(database_url: str, lab: Lab, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     lab.reset()
     settings = gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY=MASTER)
@@ -54,7 +52,10 @@ async def test_upload_list_use_delete(
         async with gw.as_app(key) as c:
             assert (await c.get("/v1/credentials")).json()["items"] == []
             # A broken upload is a 400 that does not echo the secret.
-            broken = {**sa_json, "private_key": "-----BEGIN PRIVATE KEY-----\nnot-a-key-at-all-xyz\n-----END PRIVATE KEY-----\n"}
+            broken = {
+                **sa_json,
+                "private_key": "-----BEGIN PRIVATE KEY-----\nnot-a-key-at-all-xyz\n-----END PRIVATE KEY-----\n",
+            }
             r = await c.put("/v1/credentials/fcm", json={"service_account": broken})
             assert r.status_code == 400 and "not-a-key-at-all-xyz" not in r.text
             r = await c.put("/v1/credentials/fcm", json={"service_account_file": "/etc/passwd"})
@@ -80,7 +81,9 @@ async def test_upload_list_use_delete(
             assert secret_line.encode() not in blob and b"private_key" not in blob
 
             dev = (
-                await c.post("/v1/devices", json={"provider": "fcm", "token": fcm_token(), "platform": "android"})
+                await c.post(
+                    "/v1/devices", json={"provider": "fcm", "token": fcm_token(), "platform": "android"}
+                )
             ).json()["device"]
             pub = await publish(c, recipients=[{"type": "device", "device_id": dev["id"]}])
             status = await wait_closed(c, pub)
@@ -103,13 +106,17 @@ async def test_webpush_generated_keys(database_url: str, lab: Lab) -> None:
     async with running_gateway(settings) as gw:
         _, key = await gw.app.state.services.apps.create("web-tenant")
         async with gw.as_app(key) as c:
-            r = await c.put("/v1/credentials/webpush", json={"generate": True, "vapid_subject": "mailto:a@example.com"})
+            r = await c.put(
+                "/v1/credentials/webpush", json={"generate": True, "vapid_subject": "mailto:a@example.com"}
+            )
             assert r.status_code == 200, r.text
             public = r.json()["credential"]["vapid_public_key"]
             assert "vapid_private_key" not in r.text
             with lab.client() as lc:
                 sub = lc.post("/webpush/subscriptions", json={"application_server_key": public}).json()
-            dev = (await c.post("/v1/devices", json={"provider": "webpush", "token": sub, "platform": "web"})).json()
+            dev = (
+                await c.post("/v1/devices", json={"provider": "webpush", "token": sub, "platform": "web"})
+            ).json()
             pub = await publish(c, recipients=[{"type": "device", "device_id": dev["device"]["id"]}])
             status = await wait_closed(c, pub)
             assert status["counts"]["sent"] == 1, status
@@ -121,7 +128,9 @@ async def test_webpush_generated_keys(database_url: str, lab: Lab) -> None:
 async def test_rotation_during_fanout_loses_nothing(database_url: str, lab: Lab) -> None:
     """Rotate the FCM credential while a 5,000-device fan-out runs: no delivery fails."""
     lab.reset()
-    settings = gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY=MASTER, PUSHGATE_ENGINE_BATCH_SIZE="100")
+    settings = gateway_settings(
+        database_url, lab, PUSHGATE_SECRET_KEY=MASTER, PUSHGATE_ENGINE_BATCH_SIZE="100"
+    )
     async with running_gateway(settings) as gw:
         _, key = await gw.app.state.services.apps.create("rotating")
         sa_json = service_account(lab)
