@@ -54,7 +54,7 @@ async def test_upload_list_use_delete(database_url: str, lab: Lab, caplog: pytes
             # A broken upload is a 400 that does not echo the secret.
             broken = {
                 **sa_json,
-                "private_key": "-----BEGIN PRIVATE KEY-----\nnot-a-key-at-all-xyz\n-----END PRIVATE KEY-----\n",
+                "private_key": "-----BEGIN PRIVATE KEY-----\nnot-a-key-at-all-xyz\n-----END PRIVATE KEY-----",
             }
             r = await c.put("/v1/credentials/fcm", json={"service_account": broken})
             assert r.status_code == 400 and "not-a-key-at-all-xyz" not in r.text
