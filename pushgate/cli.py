@@ -366,11 +366,15 @@ def lab(
         typer.Option(help="Write FCM/VAPID credentials and DIR/pushgate-lab.toml for pushgate into DIR."),
     ] = None,
     lean: Annotated[bool, typer.Option(help="Keep only counters, not ledger items (benchmarks).")] = False,
+    apns_port: Annotated[
+        int | None,
+        typer.Option(help="APNs simulator port, HTTP/2 over TLS (default: PORT+1); h2c on the next port."),
+    ] = None,
 ) -> None:
     """Run the provider lab: local FCM and Web Push simulators that check credentials and keep a ledger."""
     from pushgate.lab.main import run
 
-    run(host=host, port=port, write_credentials=write_credentials, lean=lean)
+    run(host=host, port=port, write_credentials=write_credentials, lean=lean, apns_port=apns_port)
 
 
 def _need_key(key: str) -> None:

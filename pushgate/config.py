@@ -112,6 +112,10 @@ class ApnsSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     certificate_file: str | None = None
     certificate_password: str | None = None
     certificate_key_file: str | None = None
+    #: Certificate auth inline (credentials uploaded through the API): a base64 .p12, or PEM
+    #: text holding the certificate and its unencrypted private key.
+    certificate_p12_base64: str | None = None
+    certificate_pem: str | None = None
     #: ``production`` or ``sandbox``: which APNs host devices without an ``environment`` use.
     environment: str = "production"
     #: Override the hosts (the provider lab): ``https://…`` or ``http://…`` for h2c.
@@ -144,6 +148,8 @@ class WnsSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     #: ``classic`` (login.live.com) or ``entra`` (login.microsoftonline.com).
     auth: str = "classic"
     tenant_id: str | None = None
+    #: ``entra`` only: the Entra application (client) id; defaults to ``package_sid``.
+    client_id: str | None = None
     token_url: str | None = None
     concurrency: int = 200
     timeout: float | None = None
@@ -206,7 +212,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECTIONS = ("server", "engine", "limits", "devices", *PROVIDER_SECTIONS)
-_SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential")
+_SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential", "pem", "p12")
 
 
 def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:

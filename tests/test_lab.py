@@ -32,6 +32,10 @@ from pushgate.lab.credentials import b64url_decode, b64url_encode, write_credent
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: The ledger counts every provider the lab simulates, from zero.
+ALL_ZERO = dict.fromkeys(("fcm", "webpush", "apns", "hms", "wns", "mipush"), 0)
+
+
 @dataclass
 class Reply:
     status: int
@@ -465,7 +469,7 @@ def test_lean_mode_keeps_counters_only(tmp_path: Path) -> None:
         sub = subscribe(lean)
         assert push(lean, sub, b"plain text").status == 201
         assert lean.request("GET", "/ledger").json()["items"] == []
-        assert lean.request("GET", "/ledger/stats").json() == {"fcm": 0, "webpush": 1}
+        assert lean.request("GET", "/ledger/stats").json() == {**ALL_ZERO, "webpush": 1}
 
 
 def test_ledger_stats_limit_and_clear(lab: Lab, access_token: str) -> None:
@@ -477,4 +481,4 @@ def test_ledger_stats_limit_and_clear(lab: Lab, access_token: str) -> None:
     assert lab.request("GET", "/ledger/stats").json()["fcm"] >= 3
     assert lab.request("DELETE", "/ledger").status == 204
     assert lab.request("GET", "/ledger").json() == {"total": 0, "items": []}
-    assert lab.request("GET", "/ledger/stats").json() == {"fcm": 0, "webpush": 0}
+    assert lab.request("GET", "/ledger/stats").json() == ALL_ZERO

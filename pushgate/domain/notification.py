@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-PROVIDERS: tuple[str, ...] = ("fcm", "webpush")
+PROVIDERS: tuple[str, ...] = ("fcm", "webpush", "hms", "wns", "apns", "mipush")
 """Providers this build can deliver to. Later providers (apns, hms, wns, mipush) add themselves here."""
 
 KNOWN_PROVIDERS: tuple[str, ...] = ("fcm", "webpush", "apns", "hms", "wns", "mipush")

@@ -86,10 +86,7 @@ class Planner:
                         q = q.where(devices.c.id > cursor)
                 async with self.db.read() as conn:
                     rows = (await conn.execute(q.limit(page_size))).all()
-                out = [
-                    {"recipient_id": r.id, "device_id": r.id, "provider": r.provider, "token": r.token}
-                    for r in rows
-                ]
+                out = [_row(r) for r in rows]
                 cursor = rows[-1].id if len(rows) == page_size else None
                 yield out, cursor
                 if cursor is None:
@@ -105,13 +102,7 @@ class Planner:
                         )
                     )
                 ).all()
-            yield (
-                [
-                    {"recipient_id": r.id, "device_id": r.id, "provider": r.provider, "token": r.token}
-                    for r in rows
-                ],
-                None,
-            )
+            yield [_row(r) for r in rows], None
         elif kind == "token":
             provider, token_key = entry["provider"], entry["token_key"]
             async with self.db.read() as conn:

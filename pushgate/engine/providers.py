@@ -93,6 +93,9 @@ class ProviderPool:
                     if expires_at is not None:
                         CREDENTIAL_EXPIRY.labels(app_id, provider).set(expires_at)
             inst = await self.classes[provider].create(settings, self.transport) if settings else None
+            cert_expiry = getattr(inst, "certificate_expires_at", None)
+            if isinstance(cert_expiry, int | float):
+                CREDENTIAL_EXPIRY.labels(app_id, provider).set(cert_expiry)
             if cached is not None:
                 await cached[1].aclose()  # drops the old credential's cached auth tokens
                 log.info("%s credentials of app %s changed: provider rebuilt", provider, app_id)

@@ -16,8 +16,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8687)
     parser.add_argument("--write-credentials", type=pathlib.Path, default=None, metavar="DIR")
     parser.add_argument("--lean", action="store_true", help="keep counters only, no ledger items")
+    parser.add_argument(
+        "--apns-port",
+        type=int,
+        default=None,
+        help="APNs simulator port, HTTP/2 over TLS (default: --port + 1); h2c listens on the next port",
+    )
     args = parser.parse_args(argv)
-    run(host=args.host, port=args.port, write_credentials=args.write_credentials, lean=args.lean)
+    run(
+        host=args.host,
+        port=args.port,
+        write_credentials=args.write_credentials,
+        lean=args.lean,
+        apns_port=args.apns_port,
+    )
 
 
 if __name__ == "__main__":

@@ -9,12 +9,16 @@ from __future__ import annotations
 from litestar import Litestar
 
 from pushgate.lab.admin import admin_handlers
+from pushgate.lab.apns import apns_handlers
 from pushgate.lab.credentials import LabCredentials, generate_credentials
 from pushgate.lab.fcm import fcm_handlers
+from pushgate.lab.hms import hms_handlers
 from pushgate.lab.ledger import Ledger
+from pushgate.lab.mipush import mipush_handlers
 from pushgate.lab.oauth import oauth_handlers
 from pushgate.lab.state import LabState
 from pushgate.lab.webpush import webpush_handlers
+from pushgate.lab.wns import wns_handlers
 
 
 def build_state(base_url: str, credentials: LabCredentials | None = None, lean: bool = False) -> LabState:
@@ -38,5 +42,9 @@ def create_app(state: LabState) -> Litestar:
         *oauth_handlers(state),
         *fcm_handlers(state),
         *webpush_handlers(state),
+        *apns_handlers(state),
+        *hms_handlers(state),
+        *wns_handlers(state),
+        *mipush_handlers(state),
     ]
     return Litestar(route_handlers=handlers, openapi_config=None, debug=False)

@@ -11,12 +11,21 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from pushgate.lab.apns_credentials import (
+    ApnsLabCredentials,
+    apns_config_snippet,
+    default_apns_urls,
+    generate_apns,
+    load_or_generate_apns,
+    write_apns,
+)
 
 PROJECT_ID = "pushgate-lab"
 CLIENT_EMAIL = "pushgate-lab@pushgate-lab.iam.gserviceaccount.com"
@@ -25,6 +34,7 @@ VAPID_SUBJECT = "mailto:lab@example.com"
 SERVICE_ACCOUNT_FILE = "fcm-service-account.json"
 VAPID_PRIVATE_FILE = "vapid-private.txt"
 VAPID_PUBLIC_FILE = "vapid-public.txt"
+CLIENT_SECRETS_FILE = "client-secrets.json"
 CONFIG_SNIPPET_FILE = "pushgate-lab.toml"
 
 
@@ -39,6 +49,23 @@ def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _wns_package_sid() -> str:
+    """A Package SID shaped like Partner Center's (``ms-app://s-1-15-2-…``)."""
+    parts = "-".join(str(secrets.randbelow(2**32)) for _ in range(7))
+    return f"ms-app://s-1-15-2-{parts}"
+
+
+#: Fields of LabCredentials kept in CLIENT_SECRETS_FILE so a restarted lab keeps them.
+CLIENT_SECRET_FIELDS = (
+    "hms_app_id",
+    "hms_client_secret",
+    "wns_package_sid",
+    "wns_client_secret",
+    "mipush_app_secret",
+    "mipush_package_name",
+)
+
+
 @dataclass(slots=True)
 class LabCredentials:
     """Everything the lab needs to verify callers, plus what pushgate needs to call it."""
@@ -47,6 +74,15 @@ class LabCredentials:
     fcm_public_key: rsa.RSAPublicKey
     vapid_private_key: ec.EllipticCurvePrivateKey
     directory: Path | None = None
+    #: HMS, WNS and MiPush: shared secrets the lab checks and pushgate presents (CLIENT_SECRETS_FILE).
+    hms_app_id: str = field(default_factory=lambda: str(100_000_000 + secrets.randbelow(900_000_000)))
+    hms_client_secret: str = field(default_factory=lambda: secrets.token_hex(32))
+    wns_package_sid: str = field(default_factory=_wns_package_sid)
+    wns_client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    mipush_app_secret: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    mipush_package_name: str = "com.example.pushgate.lab"
+    #: APNs: the team's .p8 key, key/team/bundle ids, and the lab CA behind the TLS listener.
+    apns: ApnsLabCredentials = field(default_factory=generate_apns)
 
     @property
     def vapid_public_raw(self) -> bytes:
@@ -70,6 +106,8 @@ class LabCredentials:
             "vapid_public_key": self.vapid_public_b64,
             "vapid_private_key": self.vapid_private_b64,
             "vapid_subject": VAPID_SUBJECT,
+            **{name: getattr(self, name) for name in CLIENT_SECRET_FIELDS},
+            "apns": self.apns.public_document(),
         }
 
 
@@ -139,14 +177,36 @@ def config_snippet(creds: LabCredentials, service_account_path: Path) -> str:
         f'vapid_subject = "{VAPID_SUBJECT}"\n'
         f'vapid_private_key = "{creds.vapid_private_b64}"\n'
         f'vapid_public_key = "{creds.vapid_public_b64}"\n'
+        + client_secret_sections(creds, str(creds.service_account["base_url"]))
+        + apns_config_snippet(creds.apns)
     )
 
 
-def write_credentials(dir: Path, base_url: str) -> LabCredentials:
+def client_secret_sections(creds: LabCredentials, base_url: str) -> str:
+    """``[hms]``, ``[wns]`` and ``[mipush]`` pointing at the lab's simulators of those services."""
+    return (
+        "\n[hms]\n"
+        f'app_id = "{creds.hms_app_id}"\n'
+        f'client_secret = "{creds.hms_client_secret}"\n'
+        f'base_url = "{base_url}/hms"\n'
+        f'token_url = "{base_url}/hms/oauth2/v3/token"\n'
+        "\n[wns]\n"
+        f'package_sid = "{creds.wns_package_sid}"\n'
+        f'client_secret = "{creds.wns_client_secret}"\n'
+        f'token_url = "{base_url}/wns/accesstoken.srf"\n'
+        "\n[mipush]\n"
+        f'app_secret = "{creds.mipush_app_secret}"\n'
+        f'package_name = "{creds.mipush_package_name}"\n'
+        f'base_url = "{base_url}/mipush"\n'
+    )
+
+
+def write_credentials(dir: Path, base_url: str, apns_urls: tuple[str, str] | None = None) -> LabCredentials:
     """Create (or reuse) the lab's credentials in `dir` and write pushgate's config snippet.
 
     Pure file work, no server: callers can prepare a config before the lab starts.
-    `base_url` is the lab's origin, e.g. ``http://127.0.0.1:8687``.
+    `base_url` is the lab's origin, e.g. ``http://127.0.0.1:8687``; `apns_urls` are the APNs
+    simulator's ``(https, h2c)`` origins (default: the next two ports).
     """
     directory = dir.expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -157,8 +217,25 @@ def write_credentials(dir: Path, base_url: str) -> LabCredentials:
     _write_private(sa_path, json.dumps(creds.service_account, indent=2) + "\n")
     _write_private(directory / VAPID_PRIVATE_FILE, creds.vapid_private_b64 + "\n")
     (directory / VAPID_PUBLIC_FILE).write_text(creds.vapid_public_b64 + "\n")
+    _load_client_secrets(creds, directory / CLIENT_SECRETS_FILE)
+    _write_private(
+        directory / CLIENT_SECRETS_FILE,
+        json.dumps({name: getattr(creds, name) for name in CLIENT_SECRET_FIELDS}, indent=2) + "\n",
+    )
+    creds.apns = load_or_generate_apns(directory)
+    write_apns(directory, creds.apns, *(apns_urls or default_apns_urls(base_url)))
     (directory / CONFIG_SNIPPET_FILE).write_text(config_snippet(creds, sa_path))
     return creds
+
+
+def _load_client_secrets(creds: LabCredentials, path: Path) -> None:
+    """Reuse HMS/WNS/MiPush secrets written by an earlier run (a missing file keeps the new ones)."""
+    if not path.is_file():
+        return
+    stored = json.loads(path.read_text())
+    for name in CLIENT_SECRET_FIELDS:
+        if isinstance(stored.get(name), str) and stored[name]:
+            setattr(creds, name, stored[name])
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-PROVIDERS = ("fcm", "webpush")
+PROVIDERS = ("fcm", "webpush", "apns", "hms", "wns", "mipush")
 
 
 def rfc3339_now() -> str:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import pathlib
 import socket
 import sys
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import uvicorn
 
+from pushgate.lab import apns as lab_apns
 from pushgate.lab import credentials as lab_credentials
 from pushgate.lab.app import build_state, create_app
 
@@ -35,6 +38,9 @@ def public_base_url(host: str, port: int) -> str:
 class _AnnouncingServer(uvicorn.Server):
     """Prints the readiness line only after the listening sockets exist."""
 
+    #: Started in the same event loop before the readiness line (the APNs HTTP/2 listeners).
+    extra_startup: Callable[[], Awaitable[None]] | None = None
+
     def __init__(self, config: uvicorn.Config, announce: str) -> None:
         super().__init__(config)
         self._announce = announce
@@ -42,6 +48,8 @@ class _AnnouncingServer(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            if self.extra_startup is not None:
+                await self.extra_startup()
             print(self._announce, flush=True)
 
 
@@ -50,12 +58,20 @@ def run(
     port: int = 8687,
     write_credentials: pathlib.Path | None = None,
     lean: bool = False,
+    apns_port: int | None = None,
 ) -> None:
-    """Serve the lab until interrupted (blocking)."""
+    """Serve the lab until interrupted (blocking).
+
+    The APNs simulator is HTTP/2-only, so it listens on its own ports in the same process:
+    ``apns_port`` (default ``port + 1``) for HTTP/2 over TLS and the next one for cleartext h2c.
+    """
     base_url = public_base_url(host, port)
+    apns_tls = lab_apns.bind_listener(host, apns_port or port + 1, fallback=apns_port is None)
+    apns_h2c = lab_apns.bind_listener(host, apns_tls.getsockname()[1] + 1, fallback=True)
+    apns_urls = lab_apns.listener_urls(apns_tls, apns_h2c, urlsplit(base_url).hostname or "127.0.0.1")
     creds = None
     if write_credentials is not None:
-        creds = lab_credentials.write_credentials(write_credentials, base_url)
+        creds = lab_credentials.write_credentials(write_credentials, base_url, apns_urls)
     state = build_state(base_url, creds, lean=lean)
     config = uvicorn.Config(
         create_app(state),
@@ -68,6 +84,11 @@ def run(
         lifespan="on",
     )
     server = _AnnouncingServer(config, f"pushgate lab listening on {base_url}")
+
+    async def start_apns() -> None:
+        await lab_apns.start_listeners(state, apns_tls, apns_h2c)
+
+    server.extra_startup = start_apns
     server.run()
     if not server.started:
         sys.exit(1)

@@ -63,7 +63,14 @@ class PyreqwestTransport(Transport):
         pool_idle_timeout: float = 90.0,
         http2: bool = True,
         user_agent: str = _USER_AGENT,
+        http2_prior_knowledge: bool = False,
+        ca_pem: bytes | None = None,
+        identity_pem: bytes | None = None,
     ) -> None:
+        """``http2_prior_knowledge`` speaks only HTTP/2 (h2c on ``http://``, ALPN ``h2`` on
+        ``https://``): APNs needs it, since reqwest never upgrades a cleartext connection.
+        ``ca_pem`` adds trusted roots (a lab's self-signed CA); ``identity_pem`` is a client
+        certificate + private key in PEM (APNs certificate auth)."""
         builder = (
             ClientBuilder()
             .http2(http2)
@@ -85,7 +92,13 @@ class PyreqwestTransport(Transport):
             builder = builder.pool_max_idle_per_host(pool_max_idle_per_host)
         if connect_timeout is not None:
             builder = builder.connect_timeout(timedelta(seconds=connect_timeout))
-        if http2:
+        if http2_prior_knowledge:
+            builder = builder.http2_prior_knowledge()
+        if ca_pem is not None:
+            builder = builder.add_root_certificate_pem(ca_pem)
+        if identity_pem is not None:
+            builder = builder.identity_pem(identity_pem)
+        if http2 or http2_prior_knowledge:
             # Detect dead h2 connections that sit idle between bursts.
             builder = builder.http2_keep_alive_interval(timedelta(seconds=30)).http2_keep_alive_timeout(
                 timedelta(seconds=10)

@@ -1,0 +1,526 @@
+"""Apple Push Notification service, HTTP/2 provider API (shared/providers.md §1).
+
+One ``POST /3/device/<token>`` per device, multiplexed as HTTP/2 streams over one long-lived
+connection per APNs host. Token auth signs an ES256 JWT with the team's ``.p8`` key; certificate
+auth presents a TLS client certificate (``.p12`` or PEM) and sends no ``authorization``.
+
+Stream limits: the HTTP/2 client is hyper's (through pyreqwest), whose ``h2`` layer never opens
+more streams than the server's ``SETTINGS_MAX_CONCURRENT_STREAMS`` allows; requests beyond it
+wait in hyper's queue for a free stream instead of failing (checked against the lab, which
+counts open streams per connection). APNs advertises one stream until a request with a valid
+token succeeds, and a fresh connection starts with hyper's default of 100 until the server's
+SETTINGS frame arrives, so this provider sends requests one at a time on each host until one
+of them was authenticated; only then does it open up to ``concurrency`` streams. A network
+error (possibly a new connection) closes that gate again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import jwt
+import msgspec
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.render_apns import ApnsRendered, topic_for
+from pushgate.providers.base import Provider, ProviderConfigError, Target
+from pushgate.providers.http import PyreqwestTransport, parse_retry_after
+from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
+
+__all__ = ["ApnsProvider", "JwtSigner", "classify_apns_response"]
+
+log = logging.getLogger(__name__)
+
+PRODUCTION_URL = "https://api.push.apple.com"
+SANDBOX_URL = "https://api.sandbox.push.apple.com"
+#: Re-mint the provider JWT after this long: Apple forbids more often than every 20 min and
+#: rejects an ``iat`` older than 60 min; 45 min leaves margin on both sides for clock skew.
+JWT_REFRESH_AFTER = 45 * 60.0
+JWT_MIN_AGE = 20 * 60.0
+JWT_MAX_AGE = 60 * 60.0
+
+_DEVICE_TERMINAL_400 = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})
+_json_decode = msgspec.json.Decoder().decode
+_UID_OID = x509.ObjectIdentifier("0.9.2342.19200300.100.1.1")
+
+
+def _mask(token: str) -> str:
+    """Enough of a token to correlate log lines, never enough to use it."""
+    return token[:6] + "…" if len(token) > 10 else "…"
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def _reason(body: bytes) -> tuple[str | None, int | None]:
+    """``(reason, timestamp)`` from an APNs error body ``{"reason": ..., "timestamp": ms}``."""
+    if not body:
+        return None, None
+    try:
+        doc = _json_decode(body)
+    except msgspec.DecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    reason = doc.get("reason")
+    ts = doc.get("timestamp")
+    return (
+        reason if isinstance(reason, str) else None,
+        ts if isinstance(ts, int) and not isinstance(ts, bool) else None,
+    )
+
+
+def classify_apns_response(resp: HttpResponse, sent_id: str | None = None) -> SendResult:
+    """Map one APNs answer onto an :class:`Outcome`, row by row from providers.md §1.
+
+    ``ExpiredProviderToken`` comes back as CREDENTIAL: :class:`ApnsProvider` intercepts it first
+    to re-mint the JWT and retry once, so reaching this function with it means the fresh JWT
+    was refused too. ``TooManyProviderTokenUpdates`` is CREDENTIAL as well: it means JWT churn,
+    which retrying the same way would only prolong.
+    """
+    status = resp.status
+    if status == 200:
+        return SendResult(Outcome.SENT, provider_message_id=resp.headers.get("apns-id") or sent_id)
+    reason, timestamp = _reason(resp.body)
+    code = reason or f"http_{status}"
+    retry_after = parse_retry_after(resp.headers.get("retry-after"))
+    if status == 400:
+        if reason in _DEVICE_TERMINAL_400:
+            return SendResult(Outcome.DEVICE_TERMINAL, error_code=code)
+        if reason == "IdleTimeout":
+            return SendResult(Outcome.RETRYABLE, error_code=code, error_message="connection idle; reconnect")
+        return SendResult(Outcome.PAYLOAD, error_code=code)
+    if status == 403:
+        return SendResult(Outcome.CREDENTIAL, error_code=code, error_message=_CREDENTIAL_HINTS.get(code))
+    if status == 410:
+        message = f"token invalid since {_ms_to_iso(timestamp)}" if timestamp is not None else None
+        return SendResult(Outcome.DEVICE_TERMINAL, error_code=code, error_message=message)
+    if status == 413:
+        return SendResult(Outcome.PAYLOAD, error_code=code)
+    if status == 429:
+        if reason == "TooManyProviderTokenUpdates":
+            return SendResult(
+                Outcome.CREDENTIAL,
+                error_code=code,
+                error_message="the provider JWT changed too often on one connection (keep it 20-60 min)",
+            )
+        return SendResult(Outcome.RETRYABLE, error_code=code, retry_after=retry_after)
+    if status >= 500:
+        return SendResult(Outcome.RETRYABLE, error_code=code, retry_after=retry_after)
+    # 404 BadPath, 405 MethodNotAllowed and anything else: a bug in the request, never retried.
+    return SendResult(Outcome.PAYLOAD, error_code=code)
+
+
+_CREDENTIAL_HINTS = {
+    "InvalidProviderToken": "APNs rejected the provider JWT: check key_id, team_id and the .p8 key",
+    "ExpiredProviderToken": "the provider JWT was called expired even after re-minting (clock skew?)",
+    "MissingProviderToken": "no provider JWT and no client certificate",
+    "BadCertificate": "APNs rejected the client certificate",
+    "BadCertificateEnvironment": "the client certificate is for the other APNs environment",
+    "Forbidden": "APNs refused the request for these credentials",
+    "UnrelatedKeyIdInToken": "the JWT's key id differs from the one used earlier on this connection",
+    "BadEnvironmentKeyIdInToken": "the .p8 key is restricted to the other APNs environment",
+    "BadEnvironmentKeyInToken": "the .p8 key is restricted to the other APNs environment",
+}
+
+
+def _ms_to_iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------- token auth
+
+
+class JwtSigner:
+    """Mints and caches the provider JWT for one (key, team).
+
+    One JWT is reused by every request on every connection until it is ``refresh_after`` old
+    (never per request: APNs answers 429 TooManyProviderTokenUpdates to churn). ``clock`` is
+    injectable so tests can move time.
+    """
+
+    def __init__(
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        key_id: str,
+        team_id: str,
+        *,
+        refresh_after: float = JWT_REFRESH_AFTER,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not JWT_MIN_AGE <= refresh_after <= JWT_MAX_AGE:
+            raise ValueError("refresh_after must be between 20 and 60 minutes")
+        self._key = key
+        self.key_id = key_id
+        self.team_id = team_id
+        self.refresh_after = refresh_after
+        self.clock = clock
+        self._token: str | None = None
+        self._issued_at = 0.0
+        #: How many JWTs this signer minted (tests and metrics).
+        self.minted = 0
+
+    def token(self) -> str:
+        """The current JWT, minting one when there is none or it reached ``refresh_after``."""
+        now = self.clock()
+        if self._token is None or now - self._issued_at >= self.refresh_after or now < self._issued_at:
+            self._mint(now)
+        assert self._token is not None
+        return self._token
+
+    def expired(self, stale: str) -> str:
+        """APNs called ``stale`` expired: mint a new JWT unless another request already did.
+
+        Comparing with ``stale`` makes a burst of concurrent ExpiredProviderToken answers cost
+        one re-mint, not one per request (which would itself look like churn to APNs).
+        """
+        if self._token == stale:
+            self._mint(self.clock())
+        return self.token()
+
+    def _mint(self, now: float) -> None:
+        issued = int(now)
+        self._token = jwt.encode(
+            {"iss": self.team_id, "iat": issued},
+            self._key,
+            algorithm="ES256",
+            headers={"kid": self.key_id},
+        )
+        self._issued_at = float(issued)
+        self.minted += 1
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _read_bytes(path: str) -> bytes:
+    with open(os.path.expanduser(path), "rb") as fh:
+        return fh.read()
+
+
+async def _load_file(key: str, path: str) -> bytes:
+    try:
+        return await asyncio.to_thread(_read_bytes, path)
+    except FileNotFoundError:
+        raise ProviderConfigError(f"{key}: file not found: {path}") from None
+    except OSError as exc:
+        raise ProviderConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _str_setting(settings: Mapping[str, Any], name: str) -> str | None:
+    value = settings.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ProviderConfigError(f"apns.{name}: must be a string")
+    return value
+
+
+def load_signing_key(pem: bytes, key: str) -> ec.EllipticCurvePrivateKey:
+    """Parse a ``.p8`` (PKCS#8 PEM) APNs signing key; it must be a P-256 EC key."""
+    try:
+        loaded = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ProviderConfigError(f"{key}: not a PEM private key (a .p8 file from Apple): {exc}") from None
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or not isinstance(loaded.curve, ec.SECP256R1):
+        raise ProviderConfigError(f"{key}: must be a P-256 (ES256) EC key, as Apple's .p8 keys are")
+    return loaded
+
+
+class ClientIdentity(msgspec.Struct, frozen=True):
+    """A client certificate ready for the TLS stack, plus what pushgate reports about it."""
+
+    pem: bytes
+    not_after: float
+    #: The certificate's subject UID: the bundle id a single-topic APNs certificate is for.
+    uid: str | None
+
+
+def load_identity(
+    *, p12: bytes | None = None, password: str | None = None, pem: bytes | None = None, key: str
+) -> ClientIdentity:
+    """Turn a ``.p12`` (with password) or a PEM certificate + key into a PEM identity.
+
+    rustls takes PEM only, so a ``.p12`` is unpacked here with cryptography's PKCS#12 reader.
+    """
+    if p12 is not None:
+        try:
+            priv, cert, extra = pkcs12.load_key_and_certificates(
+                p12, password.encode() if password is not None else None
+            )
+        except ValueError as exc:
+            raise ProviderConfigError(
+                f"{key}: cannot open the .p12 (wrong certificate_password or not PKCS#12): {exc}"
+            ) from None
+        if priv is None or cert is None:
+            raise ProviderConfigError(f"{key}: the .p12 must hold a certificate and its private key")
+        chain = list(extra or ())
+    else:
+        assert pem is not None
+        try:
+            certs = x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            raise ProviderConfigError(f"{key}: no PEM certificate found") from None
+        try:
+            loaded = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError):
+            raise ProviderConfigError(
+                f"{key}: no unencrypted PEM private key found (give certificate_key_file)"
+            ) from None
+        cert, chain, priv = certs[0], certs[1:], loaded
+    if not isinstance(priv, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ProviderConfigError(f"{key}: the private key must be RSA or EC")
+    key_pem = priv.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    out = key_pem + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [cert, *chain])
+    uids = cert.subject.get_attributes_for_oid(_UID_OID)
+    uid = uids[0].value if uids else None
+    if isinstance(uid, bytes):
+        uid = uid.decode("utf-8", "replace")
+    return ClientIdentity(pem=out, not_after=cert.not_valid_after_utc.timestamp(), uid=uid)
+
+
+# --------------------------------------------------------------------------- provider
+
+
+class ApnsProvider(Provider):
+    """Sends to APNs for one app (one team key or one client certificate)."""
+
+    name: ClassVar[str] = "apns"
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        bundle_id: str,
+        signer: JwtSigner | None = None,
+        identity: ClientIdentity | None = None,
+        environment: str = "production",
+        base_url: str = PRODUCTION_URL,
+        sandbox_base_url: str = SANDBOX_URL,
+        concurrency: int = 500,
+        timeout: float | None = None,
+        owns_transport: bool = False,
+    ) -> None:
+        self._transport = transport
+        self._owns_transport = owns_transport
+        self.bundle_id = bundle_id
+        self.signer = signer
+        self.identity = identity
+        self.environment = environment
+        self._urls = {"production": base_url.rstrip("/"), "sandbox": sandbox_base_url.rstrip("/")}
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._timeout = timeout
+        #: Per APNs host: set once a request there was authenticated (see the module docstring).
+        self._open: dict[str, asyncio.Event] = {}
+        self._first: dict[str, asyncio.Lock] = {}
+
+    @property
+    def certificate_expires_at(self) -> float | None:
+        """UNIX time the client certificate expires (certificate auth), for the expiry gauge."""
+        return self.identity.not_after if self.identity is not None else None
+
+    # ------------------------------------------------------------------ setup
+
+    @classmethod
+    async def create(cls, settings: Mapping[str, Any], transport: Transport) -> ApnsProvider:
+        """Validate the section (naming the bad key) and build the provider; no network I/O.
+
+        The shared process transport cannot carry APNs' needs (HTTP/2 prior knowledge, a
+        per-credential client certificate, an extra CA for the lab, one team per connection),
+        so a production transport is replaced by a dedicated one this provider owns. Any other
+        transport (a test fake) is used as given.
+        """
+        key_file = _str_setting(settings, "key_file")
+        key_inline = _str_setting(settings, "key")
+        cert_file = _str_setting(settings, "certificate_file")
+        cert_p12_b64 = _str_setting(settings, "certificate_p12_base64")
+        cert_pem_inline = _str_setting(settings, "certificate_pem")
+        token_auth = bool(key_file or key_inline)
+        cert_auth = bool(cert_file or cert_p12_b64 or cert_pem_inline)
+        if token_auth and cert_auth:
+            raise ProviderConfigError(
+                "apns: give either key_file/key (token auth) or a certificate (certificate auth), not both"
+            )
+        if not token_auth and not cert_auth:
+            raise ProviderConfigError(
+                "apns.key_file: required (with key_id, team_id, bundle_id), "
+                "or apns.certificate_file for certificate auth"
+            )
+
+        signer: JwtSigner | None = None
+        identity: ClientIdentity | None = None
+        bundle_id = _str_setting(settings, "bundle_id")
+        if token_auth:
+            src = "apns.key_file" if key_file else "apns.key"
+            pem = await _load_file(src, key_file) if key_file else (key_inline or "").encode()
+            private_key = load_signing_key(pem, src)
+            key_id = _str_setting(settings, "key_id")
+            team_id = _str_setting(settings, "team_id")
+            if not key_id:
+                raise ProviderConfigError(f"apns.key_id: required with {src.removeprefix('apns.')}")
+            if not team_id:
+                raise ProviderConfigError(f"apns.team_id: required with {src.removeprefix('apns.')}")
+            if not bundle_id:
+                raise ProviderConfigError("apns.bundle_id: required with token auth (it is the apns-topic)")
+            signer = JwtSigner(private_key, key_id, team_id)
+        else:
+            password = _str_setting(settings, "certificate_password")
+            if cert_file:
+                raw = await _load_file("apns.certificate_file", cert_file)
+                key_path = _str_setting(settings, "certificate_key_file")
+                if key_path:
+                    raw += b"\n" + await _load_file("apns.certificate_key_file", key_path)
+                if b"-----BEGIN" in raw:
+                    identity = load_identity(pem=raw, key="apns.certificate_file")
+                else:
+                    identity = load_identity(p12=raw, password=password, key="apns.certificate_file")
+            elif cert_p12_b64:
+                try:
+                    p12 = base64.b64decode(cert_p12_b64, validate=True)
+                except (binascii.Error, ValueError):
+                    raise ProviderConfigError("apns.certificate_p12_base64: not valid base64") from None
+                identity = load_identity(p12=p12, password=password, key="apns.certificate_p12_base64")
+            else:
+                identity = load_identity(pem=(cert_pem_inline or "").encode(), key="apns.certificate_pem")
+            bundle_id = bundle_id or identity.uid
+            if not bundle_id:
+                raise ProviderConfigError(
+                    "apns.bundle_id: required (the certificate's subject has no UID to take it from)"
+                )
+            if identity.not_after < time.time():
+                log.warning("apns[%s]: the client certificate has expired", bundle_id)
+
+        environment = settings.get("environment", "production")
+        if environment not in ("production", "sandbox"):
+            raise ProviderConfigError(
+                f"apns.environment: must be 'production' or 'sandbox', got {environment!r}"
+            )
+        urls: dict[str, str] = {}
+        for name, default in (("base_url", PRODUCTION_URL), ("sandbox_base_url", SANDBOX_URL)):
+            value = _str_setting(settings, name) or default
+            if not value.startswith(("https://", "http://")):
+                raise ProviderConfigError(f"apns.{name}: must be an https:// (or http:// for h2c) URL")
+            urls[name] = value
+        ca_pem: bytes | None = None
+        ca_file = _str_setting(settings, "ca_file")
+        if ca_file:
+            ca_pem = await _load_file("apns.ca_file", ca_file)
+            try:
+                x509.load_pem_x509_certificates(ca_pem)
+            except ValueError:
+                raise ProviderConfigError(f"apns.ca_file: no PEM certificate in {ca_file}") from None
+        concurrency = settings.get("concurrency", 500)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+            raise ProviderConfigError(f"apns.concurrency: must be a positive integer, got {concurrency!r}")
+        timeout = settings.get("timeout")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise ProviderConfigError(f"apns.timeout: must be a positive number of seconds, got {timeout!r}")
+
+        owns = isinstance(transport, PyreqwestTransport)
+        if owns:
+            transport = PyreqwestTransport(
+                timeout=float(timeout) if timeout is not None else 10.0,
+                http2_prior_knowledge=True,
+                ca_pem=ca_pem,
+                identity_pem=identity.pem if identity is not None else None,
+            )
+        return cls(
+            transport=transport,
+            bundle_id=bundle_id,
+            signer=signer,
+            identity=identity,
+            environment=environment,
+            base_url=urls["base_url"],
+            sandbox_base_url=urls["sandbox_base_url"],
+            concurrency=concurrency,
+            timeout=float(timeout) if timeout is not None else None,
+            owns_transport=owns,
+        )
+
+    # ------------------------------------------------------------------ send
+
+    async def send_batch(self, rendered: Any, targets: Sequence[Target]) -> list[SendResult]:
+        """Send ``rendered`` (an :class:`ApnsRendered`) to every target concurrently."""
+        if not targets:
+            return []
+        if not isinstance(rendered, ApnsRendered):
+            raise TypeError("rendered APNs notification must be an ApnsRendered")
+        headers = dict(rendered.headers)
+        headers["apns-topic"] = topic_for(self.bundle_id, rendered)
+        return list(await asyncio.gather(*(self._send_one(headers, rendered.payload, t) for t in targets)))
+
+    async def _send_one(self, headers: dict[str, str], payload: bytes, target: Target) -> SendResult:
+        env = target.environment if target.environment in ("production", "sandbox") else self.environment
+        base = self._urls[env]
+        url = f"{base}/3/device/{target.token}"
+        if base not in self._open:
+            self._open[base] = asyncio.Event()
+            self._first[base] = asyncio.Lock()
+        async with self._semaphore:
+            if not self._open[base].is_set():
+                async with self._first[base]:
+                    if not self._open[base].is_set():
+                        # Ours is the only stream on this host until one was authenticated.
+                        return await self._attempt(url, headers, payload, target, base)
+            return await self._attempt(url, headers, payload, target, base)
+
+    async def _attempt(
+        self, url: str, headers: dict[str, str], payload: bytes, target: Target, base: str
+    ) -> SendResult:
+        apns_id = str(uuid.uuid4())
+        jwt_token = self.signer.token() if self.signer is not None else None
+        try:
+            resp = await self._post(url, headers, payload, apns_id, jwt_token)
+            if (
+                resp.status == 403
+                and self.signer is not None
+                and jwt_token is not None
+                and _reason(resp.body)[0] == "ExpiredProviderToken"
+            ):
+                jwt_token = self.signer.expired(jwt_token)
+                log.info("apns[%s]: provider JWT expired; re-minted once and retrying", self.bundle_id)
+                resp = await self._post(url, headers, payload, apns_id, jwt_token)
+        except TransportError as exc:
+            # Maybe a new connection next time: APNs will allow one stream on it again.
+            self._open[base] = asyncio.Event()
+            return SendResult(Outcome.RETRYABLE, error_code="network", error_message=str(exc))
+        if resp.status != 403 and resp.status != 429:
+            self._open[base].set()
+        result = classify_apns_response(resp, apns_id)
+        if result.outcome is Outcome.CREDENTIAL:
+            log.warning(
+                "apns[%s]: credential error %s for token %s",
+                self.bundle_id,
+                result.error_code,
+                _mask(target.token),
+            )
+        return result
+
+    async def _post(
+        self, url: str, headers: dict[str, str], payload: bytes, apns_id: str, jwt_token: str | None
+    ) -> HttpResponse:
+        h = dict(headers)
+        h["apns-id"] = apns_id
+        if jwt_token is not None:
+            h["authorization"] = f"bearer {jwt_token}"
+        return await self._transport.request(HttpRequest("POST", url, h, payload, self._timeout))
+
+    async def aclose(self) -> None:
+        """Close the dedicated connections (a credential rotation builds a new provider)."""
+        if self._owns_transport:
+            await self._transport.aclose()

@@ -1,0 +1,226 @@
+"""Xiaomi MiPush, server API v3 (shared/providers.md §6).
+
+One form-encoded ``/v3/message/regid`` request carries up to 1,000 comma-joined regIds (the
+cap is MiPush's documented-but-unconfirmed maximum), authenticated with
+``Authorization: key=<app secret>``; there is no token exchange. The answer is always HTTP 200
+with a numeric ``code``: 0 with ``data.bad_regids`` naming the devices to drop, or an error that
+applies to the whole request. ``20301`` ("send failed", seen when no target is valid) is
+ambiguous for several regIds, so such a request is re-sent one regId at a time and only a
+single-regId 20301 marks a device invalid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+from urllib.parse import urlencode
+
+import msgspec
+
+import pushgate.providers.settings as cfg
+from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.render_mipush import PACKAGE_PLACEHOLDER, MiPushRendered
+from pushgate.providers.base import Provider, ProviderConfigError, Target
+from pushgate.providers.http import parse_retry_after
+from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
+
+__all__ = ["MAX_REGIDS_PER_REQUEST", "REGION_HOSTS", "MiPushProvider", "classify_mipush_response"]
+
+log = logging.getLogger(__name__)
+
+REGION_HOSTS = {
+    "china": "https://api.xmpush.xiaomi.com",
+    "global": "https://sgp-api.xmpush.global.xiaomi.com",
+    "europe": "https://fr-api.xmpush.global.xiaomi.com",
+    "russia": "https://ru-api.xmpush.global.xiaomi.com",
+    "india": "https://idmb-api.xmpush.global.xiaomi.com",
+}
+MAX_REGIDS_PER_REQUEST = 1000
+SEND_PATH = "/v3/message/regid"
+
+#: Server busy/remote errors and "called too often": back off and retry.
+RETRY_CODES = frozenset({1, 10001, 10002, 10003, 10027})
+#: Bad AppSecret (21301/21302), or app / app id / key / package / blacklist problems: fix the config.
+CREDENTIAL_CODES = frozenset({21301, 21302, 22000, 22006, 22007, 22022, 10031})
+DAILY_QUOTA = 10034
+#: Wait after the daily quota is hit (MiPush resets it the next day; the engine's attempts run out
+#: before that, so the delivery fails with the code rather than spinning).
+QUOTA_WAIT = 3600.0
+NO_VALID_TARGET = 20301
+
+_json_decode = msgspec.json.Decoder().decode
+
+
+def _all(result: SendResult, n: int) -> list[SendResult]:
+    return [dataclasses.replace(result) for _ in range(n)]
+
+
+def _parse(body: bytes) -> dict[str, Any] | None:
+    try:
+        doc = _json_decode(body)
+    except msgspec.DecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _code(doc: dict[str, Any] | None) -> int | None:
+    raw = doc.get("code") if doc else None
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.lstrip("-").isdigit():
+        return int(raw)
+    return None
+
+
+def classify_mipush_response(resp: HttpResponse, regids: Sequence[str]) -> list[SendResult]:
+    """One result per regId of the request (providers.md §6 table)."""
+    n = len(regids)
+    doc = _parse(resp.body)
+    code = _code(doc)
+    if code is None:
+        text = resp.body[:200].decode("utf-8", "replace").strip() or None
+        err = f"http_{resp.status}"
+        if resp.status >= 500 or resp.status == 429 or 200 <= resp.status < 300:
+            retry_after = parse_retry_after(resp.headers.get("retry-after"))
+            return _all(
+                SendResult(Outcome.RETRYABLE, error_code=err, error_message=text, retry_after=retry_after), n
+            )
+        if resp.status in (401, 403):
+            return _all(SendResult(Outcome.CREDENTIAL, error_code=err, error_message=text), n)
+        return _all(SendResult(Outcome.PAYLOAD, error_code=err, error_message=text), n)
+    assert doc is not None
+    reason = doc.get("reason") or doc.get("description")
+    message = str(reason) if reason else None
+    if code == 0:
+        raw_data = doc.get("data")
+        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
+        message_id = data.get("id") if isinstance(data.get("id"), str) else None
+        raw_bad = data.get("bad_regids")
+        bad = set(raw_bad.split(",")) if isinstance(raw_bad, str) and raw_bad else set()
+        if isinstance(raw_bad, list):
+            bad = {b for b in raw_bad if isinstance(b, str)}
+        return [
+            SendResult(
+                Outcome.DEVICE_TERMINAL, error_code="bad_regid", error_message="listed in data.bad_regids"
+            )
+            if r in bad
+            else SendResult(Outcome.SENT, provider_message_id=message_id)
+            for r in regids
+        ]
+    err = str(code)
+    if code in RETRY_CODES:
+        return _all(SendResult(Outcome.RETRYABLE, error_code=err, error_message=message), n)
+    if code == DAILY_QUOTA:
+        return _all(
+            SendResult(Outcome.RETRYABLE, error_code=err, error_message=message, retry_after=QUOTA_WAIT), n
+        )
+    if code in CREDENTIAL_CODES:
+        return _all(SendResult(Outcome.CREDENTIAL, error_code=err, error_message=message), n)
+    if code == NO_VALID_TARGET and n == 1:
+        return [SendResult(Outcome.DEVICE_TERMINAL, error_code=err, error_message=message)]
+    # 65009 (content too long), 10008/10016/10017 (parameters), 20301 for several regIds, others.
+    return _all(SendResult(Outcome.PAYLOAD, error_code=err, error_message=message), n)
+
+
+class MiPushProvider(Provider):
+    """Sends to MiPush for one app (app secret + package name, one region)."""
+
+    name: ClassVar[str] = "mipush"
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        app_secret: str,
+        package_name: str,
+        base_url: str,
+        concurrency: int = 50,
+        timeout: float | None = None,
+    ) -> None:
+        self._transport = transport
+        self.package_name = package_name
+        self._auth = f"key={app_secret}"
+        self._send_url = base_url.rstrip("/") + SEND_PATH
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._timeout = timeout
+
+    @classmethod
+    async def create(cls, settings: Mapping[str, Any], transport: Transport) -> MiPushProvider:
+        """Validate ``[mipush]``: ``base_url`` overrides the region's host."""
+        region = settings.get("region") or "china"
+        if region not in REGION_HOSTS:
+            raise ProviderConfigError(
+                f"mipush.region: must be one of {', '.join(REGION_HOSTS)}, got {region!r}"
+            )
+        return cls(
+            transport=transport,
+            app_secret=cfg.required_str(settings, "mipush", "app_secret"),
+            package_name=cfg.required_str(settings, "mipush", "package_name"),
+            base_url=cfg.url(settings, "mipush", "base_url", REGION_HOSTS[region]),
+            concurrency=cfg.concurrency(settings, "mipush", 50),
+            timeout=cfg.timeout(settings, "mipush"),
+        )
+
+    def _fields(self, rendered: MiPushRendered) -> dict[str, str]:
+        fields = {"restricted_package_name": self.package_name, **rendered.fields}
+        sound = fields.get("extra.sound_uri")
+        if sound and PACKAGE_PLACEHOLDER in sound:
+            fields["extra.sound_uri"] = sound.replace(PACKAGE_PLACEHOLDER, self.package_name)
+        return fields
+
+    async def send_batch(self, rendered: Any, targets: Sequence[Target]) -> list[SendResult]:
+        """Send to every target, ≤1,000 regIds per request, concurrently; results in order."""
+        if not targets:
+            return []
+        if not isinstance(rendered, MiPushRendered):
+            raise TypeError("rendered MiPush message must be a MiPushRendered")
+        fields = self._fields(rendered)
+        regids = [t.token for t in targets]
+        chunks = [
+            regids[k : k + MAX_REGIDS_PER_REQUEST] for k in range(0, len(regids), MAX_REGIDS_PER_REQUEST)
+        ]
+        out = await asyncio.gather(*(self._send_chunk(fields, chunk) for chunk in chunks))
+        return [r for chunk in out for r in chunk]
+
+    async def _send_chunk(self, fields: dict[str, str], regids: list[str]) -> list[SendResult]:
+        async with self._semaphore:
+            try:
+                resp = await self._post(fields, regids)
+            except TransportError as exc:
+                return _all(
+                    SendResult(Outcome.RETRYABLE, error_code="network", error_message=str(exc)), len(regids)
+                )
+        if len(regids) > 1 and _code(_parse(resp.body)) == NO_VALID_TARGET:
+            # Ambiguous for a batch: find out which regIds MiPush refuses, one at a time.
+            singles = await asyncio.gather(*(self._send_chunk(fields, [r]) for r in regids))
+            return [s[0] for s in singles]
+        results = classify_mipush_response(resp, regids)
+        if results and results[0].outcome is Outcome.CREDENTIAL:
+            log.warning(
+                "mipush[%s]: credential error %s for %d regId(s): %s",
+                self.package_name,
+                results[0].error_code,
+                len(regids),
+                results[0].error_message,
+            )
+        return results
+
+    async def _post(self, fields: dict[str, str], regids: list[str]) -> HttpResponse:
+        body = urlencode({"registration_id": ",".join(regids), **fields}).encode("ascii")
+        return await self._transport.request(
+            HttpRequest(
+                "POST",
+                self._send_url,
+                {
+                    "Authorization": self._auth,
+                    "Content-Type": "application/x-www-form-urlencoded;charset=UTF-8",
+                },
+                body,
+                self._timeout,
+            )
+        )
