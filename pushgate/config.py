@@ -123,6 +123,8 @@ class ApnsSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     sandbox_base_url: str | None = None
     #: CA bundle to trust for ``base_url`` (the lab's self-signed certificate).
     ca_file: str | None = None
+    #: The same CA bundle as PEM text (for credentials uploaded through the API).
+    ca_pem: str | None = None
     concurrency: int = 500
     timeout: float | None = None
 

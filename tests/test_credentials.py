@@ -166,3 +166,45 @@ async def test_metrics_endpoint_exposes_credential_expiry(gateway: Gateway) -> N
         r = await anon.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert "# TYPE pushgate_credential_expiry_timestamp_seconds gauge" in r.text
+
+
+async def test_apns_certificate_upload_shows_expiry_and_delivers(database_url: str, lab: Lab) -> None:
+    import base64
+    import secrets
+    import tomllib
+
+    import httpx
+
+    lab.reset()
+    apns_cfg = tomllib.loads(lab.toml.read_text())["apns"]
+    settings = gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY=MASTER)
+    async with running_gateway(settings) as gw:
+        _, key = await gw.app.state.services.apps.create("ios-shop")
+        p12 = base64.b64encode((lab.creds_dir / "apns-client.p12").read_bytes()).decode()
+        body = {
+            "certificate_p12_base64": p12,
+            "certificate_password": "pushgate-lab",
+            "bundle_id": "com.pushgate.lab",
+            "environment": "production",
+            # The lab's TLS listener (client certificates need TLS), trusting the lab's CA.
+            "base_url": apns_cfg["base_url"],
+            "ca_pem": (lab.creds_dir / "apns-ca.pem").read_text(),
+        }
+        async with gw.as_app(key) as c:
+            r = await c.put("/v1/credentials/apns", json=body)
+            assert r.status_code == 200, r.text
+            cred = r.json()["credential"]
+            assert cred["fingerprint"].startswith("cert ") and cred["expires_at"]
+            assert p12[:40] not in r.text and 'pushgate-lab"' not in r.text
+            token = secrets.token_hex(32)
+            dev = (
+                await c.post("/v1/devices", json={"provider": "apns", "token": token, "platform": "ios"})
+            ).json()
+            pub = await publish(c, recipients=[{"type": "device", "device_id": dev["device"]["id"]}])
+            status = await wait_closed(c, pub)
+            assert status["counts"]["sent"] == 1, status
+            assert lab.ledger("apns", token)["total"] == 1
+        async with httpx.AsyncClient(base_url=gw.url) as anon:
+            metrics = (await anon.get("/metrics")).text
+        app_id = (await gw.app.state.services.apps.get_by_name("ios-shop")).id
+        assert f'pushgate_credential_expiry_timestamp_seconds{{app_id="{app_id}",provider="apns"}}' in metrics

@@ -418,12 +418,14 @@ class ApnsProvider(Provider):
             urls[name] = value
         ca_pem: bytes | None = None
         ca_file = _str_setting(settings, "ca_file")
-        if ca_file:
-            ca_pem = await _load_file("apns.ca_file", ca_file)
+        ca_inline = _str_setting(settings, "ca_pem")  # the same, uploaded through the credentials API
+        if ca_file or ca_inline:
+            key_name = "apns.ca_file" if ca_file else "apns.ca_pem"
+            ca_pem = await _load_file(key_name, ca_file) if ca_file else str(ca_inline).encode()
             try:
                 x509.load_pem_x509_certificates(ca_pem)
             except ValueError:
-                raise ProviderConfigError(f"apns.ca_file: no PEM certificate in {ca_file}") from None
+                raise ProviderConfigError(f"{key_name}: no PEM certificate found") from None
         concurrency = settings.get("concurrency", 500)
         if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
             raise ProviderConfigError(f"apns.concurrency: must be a positive integer, got {concurrency!r}")
