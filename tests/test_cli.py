@@ -213,3 +213,32 @@ def test_api_node_and_separate_worker_process_share_the_database(tmp_path: Path,
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+async def test_creds_commands(database_url: str, lab: Lab) -> None:
+    from conftest import gateway_settings, running_gateway
+
+    settings = gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY="cli-master-key-0123456789")
+    async with running_gateway(settings) as gw:
+        _, key = await gw.app.state.services.apps.create("cli-creds")
+
+        async def cli(*args: str) -> tuple[int, str, str]:
+            proc = await asyncio.create_subprocess_exec(
+                PUSHGATE, "creds", *args, "--url", gw.url, "--key", key,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "COLUMNS": "200"},
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            return proc.returncode or 0, out.decode(), err.decode()
+
+        sa_file = lab.creds_dir / "fcm-service-account.json"
+        code, out, err = await cli("set", "fcm", "--file", str(sa_file))
+        assert code == 0, err
+        assert "version 1" in out
+        code, out, _ = await cli("list")
+        assert code == 0 and "fcm" in out and "api" in out
+        assert "PRIVATE" not in out
+        code, out, _ = await cli("delete", "fcm")
+        assert code == 0 and "deleted" in out
+        code, _, err = await cli("delete", "fcm")
+        assert code == 1 and "404" in err
