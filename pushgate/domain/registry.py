@@ -49,7 +49,5 @@ def valid_timezone(name: str) -> bool:
 
 
 def mask_token(token: str) -> str:
-    """Logs never carry full device tokens."""
-    if len(token) <= 10:
-        return "***"
-    return f"{token[:6]}…{token[-4:]}"
+    """Enough of a token to correlate log lines, never enough to use it (logs never carry tokens)."""
+    return token[:6] + "…" if len(token) > 10 else "…"

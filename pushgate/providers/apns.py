@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.registry import mask_token
 from pushgate.domain.render_apns import ApnsRendered, topic_for
 from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.providers.http import PyreqwestTransport, parse_retry_after
@@ -55,11 +56,6 @@ JWT_MAX_AGE = 60 * 60.0
 _DEVICE_TERMINAL_400 = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})
 _json_decode = msgspec.json.Decoder().decode
 _UID_OID = x509.ObjectIdentifier("0.9.2342.19200300.100.1.1")
-
-
-def _mask(token: str) -> str:
-    """Enough of a token to correlate log lines, never enough to use it."""
-    return token[:6] + "…" if len(token) > 10 else "…"
 
 
 # --------------------------------------------------------------------------- classification
@@ -509,7 +505,7 @@ class ApnsProvider(Provider):
                 "apns[%s]: credential error %s for token %s",
                 self.bundle_id,
                 result.error_code,
-                _mask(target.token),
+                mask_token(target.token),
             )
         return result
 

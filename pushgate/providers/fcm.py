@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.registry import mask_token
 from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.providers.http import parse_retry_after
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
@@ -42,11 +43,6 @@ _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
-
-
-def _mask(token: str) -> str:
-    """Enough of a token to correlate log lines, never enough to use it."""
-    return token[:6] + "…" if len(token) > 10 else "…"
 
 
 def _read_text(path: str) -> str:
@@ -381,7 +377,7 @@ class FcmProvider(Provider):
                 "fcm[%s]: credential error %s for token %s: %s",
                 self.project_id,
                 result.error_code,
-                _mask(token),
+                mask_token(token),
                 result.error_message,
             )
         return result

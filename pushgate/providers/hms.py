@@ -23,6 +23,7 @@ import msgspec
 
 import pushgate.providers.settings as cfg
 from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.registry import mask_token
 from pushgate.providers.base import Provider, Target
 from pushgate.providers.http import parse_retry_after
 from pushgate.providers.oauth import ClientCredentials, OAuthError
@@ -51,10 +52,6 @@ NO_HIGH_PRIORITY = "80300011"
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
-
-
-def _mask(token: str) -> str:
-    return token[:6] + "…" if len(token) > 10 else "…"
 
 
 def _all(result: SendResult, n: int) -> list[SendResult]:
@@ -277,7 +274,7 @@ class HmsProvider(Provider):
                 self.app_id,
                 first.error_code,
                 len(tokens),
-                _mask(tokens[0]),
+                mask_token(tokens[0]),
                 first.error_message,
             )
         return results
