@@ -311,3 +311,20 @@ async def test_tag_values_fit_their_column(gateway: Gateway) -> None:
     assert_error(r, 400, "invalid_request")
     r = await gateway.client.post("/v1/devices", json={**body, "tags": {"k": "v" * 500}})
     assert r.status_code == 200 and r.json()["device"]["tags"] == {"k": "v" * 500}
+
+
+async def test_json_types_are_strict(gateway: Gateway) -> None:
+    """What the OpenAPI document calls invalid is refused: no 0-for-false, no "3"-for-3."""
+    base = {"recipients": [{"type": "fcm_topic", "topic": "x"}]}
+    for notification, field in [
+        ({"title": "t", "mutable_content": 0}, "notification.mutable_content"),
+        ({"title": "t", "badge": "3"}, "notification.badge"),
+        ({"title": 7}, "notification.title"),
+    ]:
+        r = await gateway.client.post("/v1/publish", json={**base, "notification": notification})
+        assert_error(r, 400, "invalid_request", field)
+    r = await gateway.client.post(
+        "/v1/devices", json={"provider": "fcm", "token": "t" * 20, "platform": "android", "meta": {"a": 1}}
+    )
+    assert_error(r, 400, "invalid_request", "meta")
+    assert (await gateway.client.get("/v1/publishes")).json()["items"] == []

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from litestar import Request
 
 from pushgate.api.errors import bad_request
@@ -115,3 +116,34 @@ async def reject_unstorable(request: Request[Any, Any, Any]) -> None:
             raise bad_request(f"malformed JSON body: not UTF-8 (byte {exc.start})") from None
         if _JSON_NUL.search(body):
             raise bad_request(f"body: {_NUL}")
+        _strict_json(request, body)
+
+
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _strict_json(request: Request[Any, Any, Any], body: bytes) -> None:
+    """Check a JSON body against the handler's schema with JSON's own types.
+
+    Litestar converts handler arguments leniently (``0`` becomes ``false``, ``"5"`` becomes
+    ``5``), which would accept bodies our OpenAPI document calls invalid; this decode is strict,
+    so the document and the server agree. Malformed JSON is left to Litestar's own message.
+    """
+    param = request.route_handler.parsed_fn_signature.parameters.get("data")
+    target = param.annotation if param is not None else None
+    if not isinstance(target, type) or not issubclass(target, msgspec.Struct):
+        return
+    decoder = _DECODERS.get(target)
+    if decoder is None:
+        decoder = _DECODERS[target] = msgspec.json.Decoder(target, strict=True)
+    try:
+        decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        where = ""
+        if " - at `$" in text:
+            text, _, path = text.rpartition(" - at `$")
+            where = path.rstrip("`").lstrip(".")
+        raise bad_request(f"{where or 'body'}: {text}") from None
+    except msgspec.DecodeError:
+        return

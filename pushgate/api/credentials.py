@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from typing import Annotated, Any
 
 import msgspec
@@ -122,8 +123,11 @@ def describe(provider: str, s: dict[str, Any]) -> tuple[str, str | None, float |
     if provider == "fcm":
         raw = s.get("service_account_json")
         try:
+            if not raw and s.get("service_account_file"):
+                with open(os.path.expanduser(str(s["service_account_file"])), encoding="utf-8") as fh:
+                    raw = fh.read()
             info = json.loads(raw) if raw else {}
-        except ValueError:
+        except (OSError, ValueError):
             info = {}
         fp = f"{info.get('client_email', '?')} key {str(info.get('private_key_id', ''))[:8]}"
     elif provider == "webpush":
