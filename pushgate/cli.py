@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pushgate.bench.cli import bench_cli
 from pushgate.config import ConfigError, Settings, load_settings, masked
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app.add_typer(apps_cli, name="apps")
 app.add_typer(keys_cli, name="keys")
 app.add_typer(config_cli, name="config")
 app.add_typer(creds_cli, name="creds")
+app.add_typer(bench_cli, name="bench")
 
 UrlOpt = Annotated[str, typer.Option(envvar="PUSHGATE_URL", help="Gateway URL ($PUSHGATE_URL).")]
 KeyOpt = Annotated[str, typer.Option(envvar="PUSHGATE_KEY", help="App API key ($PUSHGATE_KEY).")]
@@ -363,7 +365,9 @@ def lab(
     port: Annotated[int, typer.Option(help="Listen port.")] = 8687,
     write_credentials: Annotated[
         Path | None,
-        typer.Option(help="Write FCM/VAPID credentials and DIR/pushgate-lab.toml for pushgate into DIR."),
+        typer.Option(
+            help="Write every provider's lab credentials and DIR/pushgate-lab.toml for pushgate into DIR."
+        ),
     ] = None,
     lean: Annotated[bool, typer.Option(help="Keep only counters, not ledger items (benchmarks).")] = False,
     apns_port: Annotated[
@@ -371,7 +375,8 @@ def lab(
         typer.Option(help="APNs simulator port, HTTP/2 over TLS (default: PORT+1); h2c on the next port."),
     ] = None,
 ) -> None:
-    """Run the provider lab: local FCM and Web Push simulators that check credentials and keep a ledger."""
+    """Run the provider lab: local simulators of FCM, APNs, Web Push, HMS, WNS and MiPush that check
+    credentials the way each provider does and keep a ledger."""
     from pushgate.lab.main import run
 
     run(host=host, port=port, write_credentials=write_credentials, lean=lean, apns_port=apns_port)

@@ -1,0 +1,254 @@
+"""``pushgate bench``: the load generator's command line (seed, admission, e2e, latency)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from pushgate.bench.http import BenchHttpError
+from pushgate.bench.runner import Endpoints, run_admission, run_e2e, run_latency, run_seed
+
+bench_cli = typer.Typer(
+    help="Load generator: seed devices, measure admission, end-to-end fan-out and latency "
+    "against a running gateway and the provider lab (`pushgate lab --lean`).",
+    no_args_is_help=True,
+)
+
+console = Console()
+err = Console(stderr=True)
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="PUSHGATE_URL", help="Gateway URL ($PUSHGATE_URL).")]
+KeyOpt = Annotated[str, typer.Option("--key", envvar="PUSHGATE_KEY", help="App API key ($PUSHGATE_KEY).")]
+LabOpt = Annotated[str, typer.Option("--lab-url", help="Provider lab URL.")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Write the results as JSON to this file.")]
+
+DEFAULT_URL = "http://127.0.0.1:8686"
+DEFAULT_LAB = "http://127.0.0.1:8687"
+
+
+def _endpoints(url: str, key: str, lab_url: str) -> Endpoints:
+    if not key:
+        err.print("[red]error:[/red] give the app key with --key or PUSHGATE_KEY")
+        raise typer.Exit(2)
+    return Endpoints(url=url, key=key, lab_url=lab_url)
+
+
+def _run(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    import uvloop
+
+    try:
+        return uvloop.run(coro)
+    except (BenchHttpError, TimeoutError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _write_json(path: Path | None, result: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        err.print(f"results written to {path}")
+
+
+def _table(title: str, rows: list[tuple[str, Any]]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name, value in rows:
+        table.add_row(name, "—" if value is None else str(value))
+    console.print(table)
+
+
+@bench_cli.command()
+def seed(
+    devices: Annotated[int, typer.Option(min=1, help="How many devices to register.")] = 10_000,
+    channels: Annotated[int, typer.Option(min=0, help="Spread devices over CHANNEL_PREFIX-0…(C-1).")] = 10,
+    providers: Annotated[
+        str, typer.Option(help="Comma-separated providers, round-robin.")
+    ] = "fcm,apns,webpush",
+    channel_prefix: Annotated[str, typer.Option(help="Prefix of the spread channels.")] = "bench",
+    channel: Annotated[
+        str, typer.Option(help="Every device also joins this channel ('' for none).")
+    ] = "orders",
+    concurrency: Annotated[int, typer.Option(min=1, help="Registrations in flight.")] = 32,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    lab_url: LabOpt = DEFAULT_LAB,
+    json_out: JsonOpt = None,
+) -> None:
+    """Register devices with lab-minted tokens (one POST /v1/devices each; no bulk route exists)."""
+    ep = _endpoints(url, key, lab_url)
+    names = [p.strip() for p in providers.split(",") if p.strip()]
+    with Progress(
+        TextColumn("seeding"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task("seed", total=devices)
+        result = _run(
+            run_seed(
+                ep,
+                devices=devices,
+                channels=channels,
+                providers=names,
+                channel_prefix=channel_prefix,
+                channel=channel or None,
+                concurrency=concurrency,
+                progress=lambda n: bar.advance(task, n),
+            )
+        )
+    _table(
+        "pushgate bench seed",
+        [
+            ("devices registered", result["devices"]),
+            ("by provider", ", ".join(f"{k}={v}" for k, v in result["by_provider"].items())),
+            ("errors", result["errors"] or "none"),
+            ("seconds", result["seconds"]),
+            ("devices/s", result["devices_per_second"]),
+        ],
+    )
+    _write_json(json_out, result)
+    if result["errors"]:
+        raise typer.Exit(1)
+
+
+@bench_cli.command()
+def admission(
+    concurrency: Annotated[int, typer.Option(min=1, help="Publishes in flight.")] = 32,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds to run.")] = 10.0,
+    channel: Annotated[
+        str,
+        typer.Option(help="Channel to publish to (default: an empty one, so only admission is measured)."),
+    ] = "bench-admission",
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    lab_url: LabOpt = DEFAULT_LAB,
+    json_out: JsonOpt = None,
+) -> None:
+    """Publish as fast as allowed for DURATION seconds: accepted/s, errors, latency percentiles."""
+    ep = _endpoints(url, key, lab_url)
+    result = _run(run_admission(ep, concurrency=concurrency, duration=duration, channel=channel))
+    lat = result["latency"]
+    _table(
+        "pushgate bench admission",
+        [
+            ("concurrency", concurrency),
+            ("seconds", result["seconds"]),
+            ("accepted", result["accepted"]),
+            ("accepted/s", result["accepted_per_second"]),
+            ("errors by status", result["errors"] or "none"),
+            (
+                "latency p50 / p95 / p99 / max (ms)",
+                f"{lat['p50_ms']} / {lat['p95_ms']} / {lat['p99_ms']} / {lat['max_ms']}",
+            ),
+        ],
+    )
+    _write_json(json_out, result)
+
+
+@bench_cli.command()
+def e2e(
+    channel: Annotated[str, typer.Option(help="Channel to publish one notification to.")] = "orders",
+    server_pid: Annotated[
+        int | None, typer.Option(help="pushgate's pid (default: whoever listens on --url's port).")
+    ] = None,
+    lab_pid: Annotated[
+        int | None, typer.Option(help="The lab's pid (default: whoever listens on --lab-url's port).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    lab_url: LabOpt = DEFAULT_LAB,
+    json_out: JsonOpt = None,
+) -> None:
+    """One publish to a big channel, followed to the end: pushes/s, CPU seconds, peak RSS."""
+    ep = _endpoints(url, key, lab_url)
+    result = _run(run_e2e(ep, channel=channel, server_pid=server_pid, lab_pid=lab_pid, give_up_after=timeout))
+    timeline = result["timeline"]
+    if len(timeline) > 2:
+        tl = Table(
+            "t (s)", "planned", "sent", "outstanding", "lab received", "pushes/s", "RSS MB", title="timeline"
+        )
+        step = max(1, len(timeline) // 20)
+        for row in timeline[::step] + ([timeline[-1]] if (len(timeline) - 1) % step else []):
+            tl.add_row(
+                str(row["t"]),
+                str(row["planned"]),
+                str(row["sent"]),
+                str(row["outstanding"]),
+                str(row["lab_received"]),
+                str(row.get("pushes_per_second", "")),
+                str(row["rss_mb"] or ""),
+            )
+        console.print(tl)
+    _table(
+        "pushgate bench e2e",
+        [
+            ("status", result["status"]),
+            (
+                "planned / sent / failed / invalid",
+                f"{result['planned']} / {result['sent']} / {result['failed']} / {result['invalid_token']}",
+            ),
+            ("lab received", result["lab_received"]),
+            ("time to last delivery (s)", result["seconds"]),
+            ("pushes/s", result["pushes_per_second"]),
+            ("pushgate pid", result["server_pid"]),
+            ("pushgate CPU seconds", result["cpu_seconds"]),
+            ("pushgate CPU-s per 10,000 pushes", result["cpu_seconds_per_10k"]),
+            ("pushgate peak RSS (MB, VmHWM)", result["peak_rss_mb"]),
+            ("lab pid", result["lab_pid"]),
+            ("lab CPU seconds", result["lab_cpu_seconds"]),
+        ],
+    )
+    _write_json(json_out, result)
+    if result["status"] != "completed":
+        raise typer.Exit(1)
+
+
+@bench_cli.command()
+def latency(
+    device_id: Annotated[
+        str | None, typer.Option(help="Device to publish to (default: register one FCM device).")
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, help="Samples, one publish at a time.")] = 200,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    lab_url: LabOpt = DEFAULT_LAB,
+    json_out: JsonOpt = None,
+) -> None:
+    """Single-device latency: publish → the lab's ledger counter moves; p50/p99."""
+    ep = _endpoints(url, key, lab_url)
+    result = _run(run_latency(ep, device_id=device_id, count=count))
+    lat = result["latency"]
+    _table(
+        "pushgate bench latency",
+        [
+            ("device", result["device_id"]),
+            ("samples received", f"{result['received']} / {result['count']}"),
+            (
+                "p50 / p95 / p99 / max (ms)",
+                f"{lat['p50_ms']} / {lat['p95_ms']} / {lat['p99_ms']} / {lat['max_ms']}",
+            ),
+        ],
+    )
+    _write_json(json_out, result)
+    if result["timeouts"]:
+        raise typer.Exit(1)
