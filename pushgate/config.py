@@ -64,11 +64,20 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Default page size for list endpoints, and the maximum a client may ask for.
     default_page_size: int = 100
     max_page_size: int = 1000
+    #: Backpressure: ``POST /v1/publish`` answers 429 while the queue holds more jobs (0: off).
+    max_queue_depth: int = 100_000
+    #: … or while the oldest runnable job has waited longer than this many seconds (0: off).
+    max_queue_age_seconds: float = 300.0
 
 
 class DeviceSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Accept Web Push endpoints on loopback/private hosts or plain http (the provider lab).
     allow_loopback_endpoints: bool = False
+    #: Devices not seen (registered or updated) for more than this many days are skipped by
+    #: fan-out; 0 turns it off.
+    max_inactive_days: float = 0.0
+    #: With ``max_inactive_days``: delete such devices (hourly, and once at start).
+    prune_inactive: bool = False
 
 
 class FcmSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -319,6 +328,11 @@ def _check(s: Settings) -> None:
     for key in ("concurrency", "batch_size", "plan_page_size", "max_attempts"):
         if getattr(s.engine, key) < 1:
             raise ConfigError(f"invalid config: engine.{key}: must be at least 1")
+    for key in ("max_queue_depth", "max_queue_age_seconds"):
+        if getattr(s.limits, key) < 0:
+            raise ConfigError(f"invalid config: limits.{key}: must be 0 (off) or more")
+    if s.devices.max_inactive_days < 0:
+        raise ConfigError("invalid config: devices.max_inactive_days: must be 0 (off) or more")
     if s.limits.max_recipients_per_publish < 1:
         raise ConfigError("invalid config: limits.max_recipients_per_publish: must be at least 1")
     if s.secret_key is not None and len(s.secret_key) < 16:

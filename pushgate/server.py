@@ -21,12 +21,14 @@ from pushgate.api.auth import authenticate
 from pushgate.api.channels import ChannelController
 from pushgate.api.common import reject_unstorable
 from pushgate.api.credentials import CredentialController
+from pushgate.api.deadletters import DeadLetterController
 from pushgate.api.devices import DeviceController
 from pushgate.api.errors import exception_handlers
 from pushgate.api.health import healthz, readyz
 from pushgate.api.publishes import PublishController
 from pushgate.api.services import Services, provide_app, provide_services
 from pushgate.config import Settings
+from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.worker import Engine
 from pushgate.providers.http import create_transport
@@ -35,6 +37,8 @@ from pushgate.store.credentials import credential_store
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.publishes import PublishStore
+from pushgate.store.queue import JobQueue
+from pushgate.store.secretbox import SecretKeyError
 
 log = logging.getLogger("pushgate")
 access_log = logging.getLogger("pushgate.access")
@@ -142,7 +146,13 @@ async def _provider_report(
                 name,
             )
             continue
-        ok = await pool.validate(app.id, app.name)
+        try:
+            ok = await pool.validate(app.id, app.name)
+        except SecretKeyError as exc:
+            # Uploaded credentials this process cannot read: keep serving (their deliveries fail
+            # with credential_invalid) and say how to fix it, rather than refusing to start.
+            echo(f"App '{app.name}': {exc}")
+            continue
         if ok:
             any_configured = True
             echo(f"App '{app.name}': credentials for {', '.join(ok)}.")
@@ -183,6 +193,7 @@ def create_app(
                 pool=pool,
                 creds=creds,
                 engine=engine,
+                backpressure=Backpressure(JobQueue(db), settings.limits),
             )
             if engine is not None:
                 await engine.start()
@@ -195,7 +206,13 @@ def create_app(
 
     v1 = Router(
         "/v1",
-        route_handlers=[DeviceController, ChannelController, PublishController, CredentialController],
+        route_handlers=[
+            DeviceController,
+            ChannelController,
+            PublishController,
+            CredentialController,
+            DeadLetterController,
+        ],
         before_request=_before_v1,
         dependencies={"app": Provide(provide_app, sync_to_thread=False)},
         security=[{"bearer": []}],

@@ -147,6 +147,7 @@ async def test_expire_at_stops_retries(gateway: Gateway, lab: Lab) -> None:
         "invalid_token": 0,
         "retrying": 0,
         "expired": 1,
+        "cancelled": 0,
     }
     [d] = await gateway.deliveries(pub_id)
     assert d["status"] == "expired" and d["attempts"] == 1

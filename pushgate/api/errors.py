@@ -38,6 +38,7 @@ _DESCRIPTIONS = {
     405: "Method not allowed on this path",
     409: "Conflicts with an existing resource",
     413: "Request body too large",
+    429: "Too much work queued (backpressure); retry after `Retry-After` seconds",
     503: "Not ready",
 }
 

@@ -17,7 +17,7 @@ async def healthz() -> dict[str, str]:
 
 @get(
     "/readyz",
-    summary="Database reachable and workers running",
+    summary="Database reachable and workers running (200 `degraded` while admission is backpressured)",
     tags=["health"],
     responses=error_responses(503),
 )
@@ -29,6 +29,11 @@ async def readyz(services: ServicesDep) -> Response[dict[str, Any]]:
         checks["workers"] = "running" if workers else "stopped"
     ready = db_ok and workers is not False
     body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
+    pressure = await services.backpressure.check() if ready and services.backpressure else None
+    if pressure is not None:
+        # Still able to work (200), but admission is refusing publishes until the queue drains.
+        checks["queue"] = "backlogged"
+        body = {"status": "degraded", "reason": pressure.reason, "checks": checks}
     if not ready:
         problems = [f"{k} {v}" for k, v in checks.items() if v not in ("ok", "running")]
         body = {"error": {"code": "not_ready", "message": "; ".join(problems), "details": checks}}

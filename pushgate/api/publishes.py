@@ -43,7 +43,7 @@ from pushgate.domain.rendering import get_renderer, oversize, render_for
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
 from pushgate.store.publishes import COUNTERS, Publish
 
-_DELIVERY_STATUSES = ("pending", "sent", "failed", "invalid_token", "retrying", "expired")
+_DELIVERY_STATUSES = ("pending", "sent", "failed", "invalid_token", "retrying", "expired", "cancelled")
 
 
 def _counts(d: dict[str, int]) -> Counts:
@@ -185,11 +185,21 @@ class PublishController(Controller):
         "/publish",
         status_code=HTTP_202_ACCEPTED,
         summary="Publish a notification",
-        responses=error_responses(400, 401, 413),
+        responses=error_responses(400, 401, 413, 429),
     )
     async def publish(
         self, data: JSONBody[PublishIn], app: AppDep, services: ServicesDep
     ) -> Response[PublishAccepted]:
+        if services.backpressure is not None:
+            pressure = await services.backpressure.check()
+            if pressure is not None:
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    f"too much work queued, retry later: {pressure.reason}",
+                    {"retry_after": pressure.retry_after},
+                    headers={"Retry-After": str(pressure.retry_after)},
+                )
         limits = services.settings.limits
         if len(data.recipients) > limits.max_recipients_per_publish:
             raise bad_request(
@@ -249,6 +259,24 @@ class PublishController(Controller):
         pub = await services.publishes.get(app.id, publish_id)
         if pub is None:
             raise not_found("publish", publish_id)
+        return publish_out(pub)
+
+    @post(
+        "/publishes/{publish_id:str}/cancel",
+        status_code=HTTP_200_OK,
+        summary="Cancel a publish: nothing not yet sent is sent",
+        responses=error_responses(401, 404, 409),
+    )
+    async def cancel_publish(
+        self, publish_id: FromPath[str], app: AppDep, services: ServicesDep
+    ) -> PublishOut:
+        pub, changed = await services.publishes.cancel(app.id, publish_id)
+        if pub is None:
+            raise not_found("publish", publish_id)
+        if not changed and pub.status != "cancelled":
+            raise ApiError(
+                409, "conflict", f"publish {publish_id!r} is already {pub.status}", {"status": pub.status}
+            )
         return publish_out(pub)
 
     @get(

@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 
 from pushgate.api.auth import KeyCache
 from pushgate.config import Settings
+from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.worker import Engine
 from pushgate.store.apps import App, AppStore
@@ -31,6 +32,8 @@ class Services:
     pool: ProviderPool
     creds: CredentialStore
     engine: Engine | None = None
+    #: Admission's queue check (None: off).
+    backpressure: Backpressure | None = None
     key_cache: KeyCache = field(default_factory=KeyCache)
 
 

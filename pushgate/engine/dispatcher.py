@@ -18,13 +18,16 @@ from pushgate.engine.rendering import RenderCache
 from pushgate.providers.base import ProviderConfigError, Target
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
-from pushgate.store.publishes import DeliveryUpdate, Publish, PublishStore
+from pushgate.store.publishes import CLOSED, DeliveryUpdate, Publish, PublishStore
 from pushgate.store.queue import Job, JobQueue
 from pushgate.store.secretbox import SecretKeyError
 
 log = logging.getLogger("pushgate.engine")
 
-_CLOSED = ("completed", "failed", "expired", "cancelled")
+
+#: Targets per provider call inside one batch; the publish's cancel is checked between calls.
+SEND_CHUNK = 100
+CANCEL_CHECK_SECONDS = 0.2
 
 
 @dataclass(slots=True)
@@ -44,9 +47,10 @@ class Dispatcher:
         self.pool = pool
         self.policy = policy
         self.renders = RenderCache()
+        self._cancel_checks: dict[str, tuple[float, bool]] = {}
 
     async def run(self, job: Job, pub: Publish | None, app_name: str) -> None:
-        if pub is None or pub.status in _CLOSED:
+        if pub is None or pub.status in CLOSED:
             async with self.db.write() as conn:
                 await JobQueue.delete(conn, job.id)
             return
@@ -86,9 +90,27 @@ class Dispatcher:
                 ]
             else:
                 rendered = self.renders.get(pub.id, provider_name, pub.request, pub.created_at)
-                results = await provider.send_batch(rendered, targets)
+                # Sent in chunks with a cancel check between them, so a cancel stops a big
+                # batch within about one chunk's round trip; the rest is recorded cancelled.
+                results = []
+                for k in range(0, len(targets), SEND_CHUNK):
+                    if k and await self._cancelled(pub.id):
+                        break
+                    results += await provider.send_batch(rendered, targets[k : k + SEND_CHUNK])
         await self._record(job, pub, provider_name, attempt, targets, results, deadline)
         await self.publishes.finish_if_done(pub.id)
+
+    async def _cancelled(self, publish_id: str) -> bool:
+        """Whether the publish was cancelled, read at most every ``CANCEL_CHECK_SECONDS``."""
+        now = time.monotonic()
+        hit = self._cancel_checks.get(publish_id)
+        if hit is not None and now - hit[0] < CANCEL_CHECK_SECONDS:
+            return hit[1]
+        if len(self._cancel_checks) > 1000:
+            self._cancel_checks = {k: v for k, v in self._cancel_checks.items() if now - v[0] < 10}
+        cancelled = await self.publishes.status(publish_id) == "cancelled"
+        self._cancel_checks[publish_id] = (now, cancelled)
+        return cancelled
 
     async def give_up(self, job: Job, pub: Publish) -> None:
         """Fail a batch that cannot be run (its job keeps crashing), so the publish can finish."""
@@ -116,53 +138,15 @@ class Dispatcher:
         deadline: float | None,
     ) -> None:
         now = time.time()
-        updates: list[DeliveryUpdate] = []
-        invalid: dict[str, str] = {}
-        retries: dict[float, list[list[str]]] = {}
-        counts = {"sent": 0, "failed": 0, "invalid_token": 0, "expired": 0, "retrying": 0}
-        was_retrying = attempt > 1
-        for target, res in zip(targets, results, strict=True):
-            status: str
-            if res.outcome is Outcome.SENT:
-                status = "sent"
-            elif res.error_code == "expired":
-                status = "expired"
-            elif res.outcome is Outcome.DEVICE_TERMINAL:
-                status = "invalid_token"
-                if target.recipient_id.startswith("dev_"):
-                    invalid[target.recipient_id] = f"{provider_name}: {res.error_code or 'invalid token'}"
-            elif res.outcome is Outcome.RETRYABLE and attempt < self.policy.max_attempts:
-                delay = retry_delay(
-                    attempt, base=self.policy.base, cap=self.policy.cap, retry_after=res.retry_after
-                )
-                if provider_name == "fcm" and res.error_code in ("QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED"):
-                    delay = max(delay, self.policy.fcm_quota_min_delay)
-                if deadline is not None and now + delay >= deadline:
-                    status = "expired"
-                else:
-                    status = "retrying"
-                    retries.setdefault(round(now + delay, 3), []).append(_target_row(target))
-            else:
-                status = "failed"
-            if status == "retrying":
-                if not was_retrying:
-                    counts["retrying"] += 1
-            else:
-                counts[status] += 1
-                if was_retrying:
-                    counts["retrying"] -= 1
-            updates.append(
-                DeliveryUpdate(
-                    recipient_id=target.recipient_id,
-                    status=status,
-                    attempts=attempt,
-                    error_code=None if status == "sent" else res.error_code,
-                    error_message=None if status == "sent" else res.error_message,
-                    provider_message_id=res.provider_message_id,
-                    sent_at=now if status == "sent" else None,
-                )
-            )
+        # A replayed dead letter runs as attempt 1 but is already counted as retrying.
+        was_retrying = attempt > 1 or bool(job.payload.get("replay"))
         async with self.db.write() as conn:
+            # Read under a shared lock: a cancel that committed first has already turned these
+            # recipients into ``cancelled`` (and moved the counters), one that comes later waits.
+            cancelled = await self.publishes.status_locked(conn, pub.id) == "cancelled"
+            updates, counts, invalid, retries = self._outcomes(
+                provider_name, attempt, targets, results, deadline, now, was_retrying, cancelled
+            )
             await self.publishes.record(conn, pub.id, updates)
             await self.publishes.bump(conn, pub.id, provider_name, **counts)
             if invalid:
@@ -183,6 +167,82 @@ class Dispatcher:
             await JobQueue.delete(conn, job.id)
         if invalid:
             log.info("marked %d %s device(s) invalid for publish %s", len(invalid), provider_name, pub.id)
+
+    def _outcomes(
+        self,
+        provider_name: str,
+        attempt: int,
+        targets: list[Target],
+        results: list[SendResult],
+        deadline: float | None,
+        now: float,
+        was_retrying: bool,
+        cancelled: bool,
+    ) -> tuple[list[DeliveryUpdate], dict[str, int], dict[str, str], dict[float, list[list[str]]]]:
+        """Delivery updates, counter deltas, devices to invalidate and retry batches for one batch.
+
+        ``cancelled``: the publish was cancelled while this batch was in flight, so its
+        recipients count as ``cancelled``; what was really sent moves from there to its outcome,
+        and what would have been retried stays cancelled.
+        """
+        updates: list[DeliveryUpdate] = []
+        invalid: dict[str, str] = {}
+        retries: dict[float, list[list[str]]] = {}
+        counts = {"sent": 0, "failed": 0, "invalid_token": 0, "expired": 0, "retrying": 0, "cancelled": 0}
+        unsent = SendResult(Outcome.RETRYABLE, error_code="cancelled")
+        for n, target in enumerate(targets):
+            # Targets past the results were not sent: their publish was cancelled mid-batch.
+            res = results[n] if n < len(results) else unsent
+            status: str
+            dead = False
+            if res.outcome is Outcome.SENT:
+                status = "sent"
+            elif res.error_code == "expired":
+                status = "expired"
+            elif res.outcome is Outcome.DEVICE_TERMINAL:
+                status = "invalid_token"
+                if target.recipient_id.startswith("dev_"):
+                    invalid[target.recipient_id] = f"{provider_name}: {res.error_code or 'invalid token'}"
+            elif res.outcome is Outcome.RETRYABLE and cancelled:
+                status = "cancelled"
+            elif res.outcome is Outcome.RETRYABLE and attempt < self.policy.max_attempts:
+                delay = retry_delay(
+                    attempt, base=self.policy.base, cap=self.policy.cap, retry_after=res.retry_after
+                )
+                if provider_name == "fcm" and res.error_code in ("QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED"):
+                    delay = max(delay, self.policy.fcm_quota_min_delay)
+                if deadline is not None and now + delay >= deadline:
+                    status = "expired"
+                else:
+                    status = "retrying"
+                    retries.setdefault(round(now + delay, 3), []).append(_target_row(target))
+            else:
+                status = "failed"
+                dead = res.outcome is Outcome.RETRYABLE
+            if cancelled:
+                if status != "cancelled":
+                    counts["cancelled"] -= 1
+                    counts[status] += 1
+            elif status == "retrying":
+                if not was_retrying:
+                    counts["retrying"] += 1
+            else:
+                counts[status] += 1
+                if was_retrying:
+                    counts["retrying"] -= 1
+            updates.append(
+                DeliveryUpdate(
+                    recipient_id=target.recipient_id,
+                    status=status,
+                    attempts=attempt,
+                    error_code=None if status == "sent" else res.error_code,
+                    error_message=None if status == "sent" else res.error_message,
+                    provider_message_id=res.provider_message_id,
+                    sent_at=now if status == "sent" else None,
+                    dead=dead,
+                )
+            )
+        return updates, counts, invalid, retries
 
 
 def _deadline(pub: Publish) -> float | None:

@@ -28,6 +28,8 @@ class PlanContext:
     batch_size: int
     page_size: int
     lease_seconds: float
+    #: Devices last seen before this epoch time are skipped (``devices.max_inactive_days``).
+    seen_after: float | None = None
 
 
 def _row(r: Any) -> dict[str, Any]:
@@ -52,11 +54,18 @@ class Planner:
         self.on_batches = on_batches
 
     async def _pages(
-        self, app_id: str, entry: dict[str, Any], cursor: str | None, page_size: int
+        self,
+        app_id: str,
+        entry: dict[str, Any],
+        cursor: str | None,
+        page_size: int,
+        seen_after: float | None = None,
     ) -> AsyncIterator[tuple[list[dict[str, Any]], str | None]]:
         """Yield ``(rows, cursor_after)`` for one recipient entry; ``cursor_after`` None = entry done."""
         kind = entry["type"]
         cols = (devices.c.id, devices.c.provider, devices.c.token, devices.c.environment)
+        # Stale devices (not seen since ``seen_after``) are not reached through any recipient.
+        fresh = devices.c.last_seen_at >= seen_after if seen_after is not None else sa.true()
         if kind in ("channel", "user"):
             while True:
                 if kind == "channel":
@@ -67,6 +76,7 @@ class Planner:
                             device_channels.c.app_id == app_id,
                             device_channels.c.channel == entry["channel"],
                             devices.c.status == "active",
+                            fresh,
                         )
                         .order_by(device_channels.c.device_id)
                     )
@@ -79,6 +89,7 @@ class Planner:
                             devices.c.app_id == app_id,
                             devices.c.user == entry["user"],
                             devices.c.status == "active",
+                            fresh,
                         )
                         .order_by(devices.c.id)
                     )
@@ -99,6 +110,7 @@ class Planner:
                             devices.c.app_id == app_id,
                             devices.c.id == entry["device_id"],
                             devices.c.status == "active",
+                            fresh,
                         )
                     )
                 ).all()
@@ -108,7 +120,7 @@ class Planner:
             async with self.db.read() as conn:
                 row = (
                     await conn.execute(
-                        sa.select(*cols, devices.c.status).where(
+                        sa.select(*cols, devices.c.status, fresh.label("fresh")).where(
                             devices.c.app_id == app_id,
                             devices.c.provider == provider,
                             devices.c.token_hash == token_hash(provider, token_key),
@@ -117,7 +129,7 @@ class Planner:
                 ).first()
             if row is not None:
                 # A registered token is that device: dedupes with the other recipients.
-                rows_out = [_row(row)] if row.status == "active" else []
+                rows_out = [_row(row)] if row.status == "active" and row.fresh else []
             else:
                 rows_out = [
                     {
@@ -156,9 +168,12 @@ class Planner:
         }
         while i < len(recipients):
             entry = recipients[i]
-            async for rows, after in self._pages(pub.app_id, entry, cursor, ctx.page_size):
+            async for rows, after in self._pages(pub.app_id, entry, cursor, ctx.page_size, ctx.seen_after):
                 next_i, next_cursor = (i, after) if after is not None else (i + 1, None)
-                await self._commit_page(job, pub, ctx, rows, stats, {"i": next_i, "cursor": next_cursor})
+                if not await self._commit_page(
+                    job, pub, ctx, rows, stats, {"i": next_i, "cursor": next_cursor}
+                ):
+                    return True  # cancelled: the cancel deleted this job and closed the publish
                 self.on_batches()
             i, cursor = i + 1, None
         async with self.db.write() as conn:
@@ -183,7 +198,8 @@ class Planner:
         rows: list[dict[str, Any]],
         stats: dict[str, int],
         progress: dict[str, Any],
-    ) -> None:
+    ) -> bool:
+        """Commit one page; False (and nothing written) when the publish was cancelled."""
         now = time.time()
         expired = pub.expire_at is not None and now >= pub.expire_at
         for r in rows:
@@ -193,6 +209,10 @@ class Planner:
                 r["status"], r["error_code"] = "failed", "no_credentials"
                 r["error_message"] = f"app {ctx.app_name!r} has no {r['provider']} credentials"
         async with self.db.write() as conn:
+            # Checked under the publish's shared lock: a cancel is either seen here or waits
+            # for this page, whose pending records it then cancels.
+            if await self.publishes.status_locked(conn, pub.id) == "cancelled":
+                return False
             fresh = await self.publishes.insert_planned(conn, pub.id, rows)
             per_provider: dict[str, dict[str, int]] = {}
             batches: dict[str, list[list[str]]] = {}
@@ -234,3 +254,4 @@ class Planner:
                     )
             await JobQueue.enqueue_many(conn, jobs)
             await JobQueue.save_progress(conn, job.id, {**progress, "stats": stats}, now + ctx.lease_seconds)
+        return True

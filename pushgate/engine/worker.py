@@ -22,6 +22,7 @@ from pushgate.providers.transport import Transport
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import credential_store
 from pushgate.store.db import Database
+from pushgate.store.devices import DeviceStore
 from pushgate.store.publishes import PublishStore
 from pushgate.store.queue import Job, JobQueue
 
@@ -30,6 +31,8 @@ log = logging.getLogger("pushgate.engine")
 #: A job claimed this many times keeps killing its worker (or the worker keeps dying with it):
 #: record it as failed rather than retry it forever.
 MAX_CLAIMS = 8
+#: Seconds between two runs of the stale-device pruning (``devices.prune_inactive``).
+PRUNE_INTERVAL = 3600.0
 
 
 class Engine:
@@ -39,6 +42,7 @@ class Engine:
         self.queue = JobQueue(db)
         self.apps = AppStore(db)
         self.publishes = PublishStore(db)
+        self.devices = DeviceStore(db)
         self.pool = ProviderPool(settings, transport, credential_store(settings, db))
         e = settings.engine
         self.planner = Planner(db, self.publishes, self.notify)
@@ -50,6 +54,7 @@ class Engine:
         )
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
+        self._stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._app_names: dict[str, str] = {}
@@ -64,13 +69,46 @@ class Engine:
 
     async def start(self) -> None:
         self._stopping = False
+        self._stop_event.clear()
         for n in range(self.settings.engine.concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"pushgate-worker-{n}"))
+        if self._seen_after() is not None and self.settings.devices.prune_inactive:
+            self._tasks.append(asyncio.create_task(self._prune_loop(), name="pushgate-prune"))
+
+    def _seen_after(self) -> float | None:
+        """Devices last seen before this time are stale (``devices.max_inactive_days``)."""
+        days = self.settings.devices.max_inactive_days
+        return time.time() - days * 86400 if days > 0 else None
+
+    async def _prune_loop(self) -> None:
+        """Delete stale devices at start and then every ``PRUNE_INTERVAL`` seconds."""
+        while not self._stopping:
+            cutoff = self._seen_after()
+            try:
+                total = 0
+                while cutoff is not None and not self._stopping:
+                    n = await self.devices.prune_inactive(cutoff)
+                    total += n
+                    if n == 0:
+                        break
+                if total:
+                    log.info(
+                        "pruned %d device(s) not seen for %g days",
+                        total,
+                        self.settings.devices.max_inactive_days,
+                    )
+            except Exception:
+                log.exception("pruning inactive devices failed; retrying at the next run")
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), PRUNE_INTERVAL)
+            except TimeoutError:
+                pass
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let in-flight jobs finish for up to ``grace`` seconds, give back the rest."""
         self._stopping = True
         self._wake.set()
+        self._stop_event.set()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace)
             for t in pending:
@@ -158,6 +196,7 @@ class Engine:
                 batch_size=e.batch_size,
                 page_size=e.plan_page_size,
                 lease_seconds=e.lease_seconds,
+                seen_after=self._seen_after(),
             )
             await self.planner.run(job, pub, ctx)
             self.notify()

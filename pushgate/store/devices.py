@@ -369,6 +369,23 @@ class DeviceStore:
                 await conn.execute(sa.delete(devices).where(devices.c.id.in_(chunk)))
         return len(ids)
 
+    async def prune_inactive(self, seen_before: float, limit: int = 1000) -> int:
+        """Delete up to ``limit`` devices (any app) not seen since ``seen_before``; returns how many."""
+        async with self.db.write() as conn:
+            ids = [
+                r.id
+                for r in (
+                    await conn.execute(
+                        sa.select(devices.c.id).where(devices.c.last_seen_at < seen_before).limit(limit)
+                    )
+                ).all()
+            ]
+            for chunk in _chunks(ids, 500):
+                await conn.execute(sa.delete(device_channels).where(device_channels.c.device_id.in_(chunk)))
+                await conn.execute(sa.delete(device_tags).where(device_tags.c.device_id.in_(chunk)))
+                await conn.execute(sa.delete(devices).where(devices.c.id.in_(chunk)))
+        return len(ids)
+
     async def set_channel(self, app_id: str, device_id: str, channel: str, present: bool) -> bool:
         async with self.db.write() as conn:
             found = (

@@ -16,10 +16,12 @@ from pushgate.domain.ids import new_id
 from pushgate.store.db import Database
 from pushgate.store.dialect import insert_ignoring_conflicts
 from pushgate.store.queue import JobQueue
-from pushgate.store.schema import deliveries, publish_stats, publishes
+from pushgate.store.schema import deliveries, devices, publish_stats, publishes
 
-COUNTERS = ("planned", "sent", "failed", "invalid_token", "retrying", "expired")
-FINAL = ("sent", "failed", "invalid_token", "expired")
+COUNTERS = ("planned", "sent", "failed", "invalid_token", "retrying", "expired", "cancelled")
+FINAL = ("sent", "failed", "invalid_token", "expired", "cancelled")
+#: Publish statuses after which nothing more is sent.
+CLOSED = ("completed", "failed", "expired", "cancelled")
 
 
 @dataclass(slots=True)
@@ -49,6 +51,20 @@ class DeliveryUpdate:
     error_message: str | None = None
     provider_message_id: str | None = None
     sent_at: float | None = None
+    #: Failed after exhausting its attempts on retryable errors (a dead letter).
+    dead: bool = False
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    publish_id: str
+    recipient_id: str
+    device_id: str | None
+    provider: str
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    updated_at: float
 
 
 def _publish(row: Any) -> Publish:
@@ -144,6 +160,12 @@ class PublishStore:
             if with_counts:
                 await self._attach_counts(conn, [pub])
         return pub
+
+    async def status(self, publish_id: str) -> str | None:
+        async with self.db.read() as conn:
+            return (
+                await conn.execute(sa.select(publishes.c.status).where(publishes.c.id == publish_id))
+            ).scalar()
 
     async def list_publishes(
         self, app_id: str, *, cursor: str | None, limit: int
@@ -284,6 +306,7 @@ class PublishStore:
                 error_message=sa.bindparam("em"),
                 provider_message_id=sa.bindparam("pmid"),
                 sent_at=sa.bindparam("sat"),
+                dead=sa.bindparam("dead"),
                 updated_at=now,
             )
         )
@@ -298,6 +321,7 @@ class PublishStore:
                     "em": u.error_message[:1000] if u.error_message else None,
                     "pmid": u.provider_message_id,
                     "sat": u.sent_at,
+                    "dead": u.dead,
                 }
                 for u in updates
             ],
@@ -375,3 +399,212 @@ class PublishStore:
                 .values(status=status, completed_at=time.time())
             )
         return status if res.rowcount else None
+
+    # ---- cancel ---------------------------------------------------------------------------
+
+    async def status_locked(self, conn: AsyncConnection, publish_id: str) -> str | None:
+        """The publish's status inside a write transaction, with a shared row lock on PostgreSQL.
+
+        Outcome and planning transactions take it; :meth:`cancel` updates the row first, so a
+        cancel waits for the transactions in progress and every later one sees ``cancelled``.
+        (SQLite serialises writers anyway.)
+        """
+        q = sa.select(publishes.c.status).where(publishes.c.id == publish_id)
+        if self.db.dialect == "postgresql":
+            q = q.with_for_update(read=True)
+        return (await conn.execute(q)).scalar()
+
+    async def cancel(self, app_id: str, publish_id: str) -> tuple[Publish | None, bool]:
+        """Cancel an open publish: returns ``(publish, changed)``; ``(None, False)`` if unknown.
+
+        In one transaction: the status, every ``pending``/``retrying`` delivery becomes
+        ``cancelled`` (counters moved to match) and the publish's queued jobs are deleted.
+        Batches already being sent finish and record their real outcome.
+        """
+        now = time.time()
+        async with self.db.write() as conn:
+            res = await conn.execute(
+                sa.update(publishes)
+                .where(
+                    publishes.c.id == publish_id,
+                    publishes.c.app_id == app_id,
+                    publishes.c.status.in_(("accepted", "dispatching")),
+                )
+                .values(status="cancelled", completed_at=now)
+            )
+            changed = bool(res.rowcount)
+            if changed:
+                moved: dict[str, dict[str, int]] = {}
+                for before in ("pending", "retrying"):
+                    rows = (
+                        await conn.execute(
+                            sa.update(deliveries)
+                            .where(deliveries.c.publish_id == publish_id, deliveries.c.status == before)
+                            .values(status="cancelled", updated_at=now)
+                            .returning(deliveries.c.provider)
+                        )
+                    ).all()
+                    for r in rows:
+                        c = moved.setdefault(r.provider, {"cancelled": 0, "retrying": 0})
+                        c["cancelled"] += 1
+                        if before == "retrying":
+                            c["retrying"] -= 1
+                for provider, deltas in moved.items():
+                    await self.bump(conn, publish_id, provider, **deltas)
+                await JobQueue.delete_for_publish(conn, publish_id)
+        return await self.get(app_id, publish_id), changed
+
+    # ---- dead letters ----------------------------------------------------------------------
+
+    async def dead_letters(
+        self,
+        app_id: str,
+        *,
+        provider: str | None,
+        publish_id: str | None,
+        after: tuple[str, str] | None,
+        limit: int,
+    ) -> tuple[list[DeadLetter], tuple[str, str] | None]:
+        """Dead deliveries of the app's publishes, ordered by (publish, recipient)."""
+        cond = [deliveries.c.dead.is_(True), publishes.c.app_id == app_id]
+        if provider:
+            cond.append(deliveries.c.provider == provider)
+        if publish_id:
+            cond.append(deliveries.c.publish_id == publish_id)
+        if after:
+            cond.append(sa.tuple_(deliveries.c.publish_id, deliveries.c.recipient_id) > sa.tuple_(*after))
+        q = (
+            sa.select(deliveries)
+            .join(publishes, publishes.c.id == deliveries.c.publish_id)
+            .where(*cond)
+            .order_by(deliveries.c.publish_id, deliveries.c.recipient_id)
+            .limit(limit + 1)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+        items = [
+            DeadLetter(
+                r.publish_id,
+                r.recipient_id,
+                r.device_id,
+                r.provider,
+                r.attempts,
+                r.error_code,
+                r.error_message,
+                r.updated_at,
+            )
+            for r in rows[:limit]
+        ]
+        nxt = (items[-1].publish_id, items[-1].recipient_id) if len(rows) > limit else None
+        return items, nxt
+
+    async def dead_for_replay(
+        self,
+        app_id: str,
+        *,
+        keys: Sequence[tuple[str, str]] | None,
+        provider: str | None,
+        publish_id: str | None,
+        limit: int,
+    ) -> list[Any]:
+        """Dead deliveries to replay, with what is needed to rebuild their targets.
+
+        Rows carry ``publish_id, recipient_id, device_id, provider, request`` (the publish's
+        stored request, for raw tokens) and the device's ``token, environment, device_status``.
+        Only publishes still open or ``completed`` qualify (a cancelled one stays cancelled).
+        """
+        cond = [
+            deliveries.c.dead.is_(True),
+            deliveries.c.status == "failed",
+            publishes.c.app_id == app_id,
+            publishes.c.status.in_(("dispatching", "completed")),
+        ]
+        if keys is not None:
+            if not keys:
+                return []
+            cond.append(sa.tuple_(deliveries.c.publish_id, deliveries.c.recipient_id).in_(list(keys)))
+        if provider:
+            cond.append(deliveries.c.provider == provider)
+        if publish_id:
+            cond.append(deliveries.c.publish_id == publish_id)
+        q = (
+            sa.select(
+                deliveries.c.publish_id,
+                deliveries.c.recipient_id,
+                deliveries.c.device_id,
+                deliveries.c.provider,
+                publishes.c.request,
+                devices.c.token,
+                devices.c.environment,
+                devices.c.status.label("device_status"),
+            )
+            .join(publishes, publishes.c.id == deliveries.c.publish_id)
+            .outerjoin(devices, devices.c.id == deliveries.c.device_id)
+            .where(*cond)
+            .order_by(deliveries.c.publish_id, deliveries.c.recipient_id)
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return list((await conn.execute(q)).all())
+
+    async def requeue_dead(
+        self,
+        app_id: str,
+        publish_id: str,
+        provider: str,
+        targets: Sequence[list[str]],
+        batch_size: int,
+    ) -> int:
+        """Put dead deliveries back in the queue (attempt 1): ``failed`` → ``retrying``.
+
+        Only rows still dead move (a concurrent replay cannot double them); a ``completed``
+        publish is reopened so the dispatcher runs the jobs and closes it again.
+        """
+        by_id = {t[0]: t for t in targets}
+        now = time.time()
+        async with self.db.write() as conn:
+            status = await self.status_locked(conn, publish_id)
+            if status not in ("dispatching", "completed"):
+                return 0
+            rows = (
+                await conn.execute(
+                    sa.update(deliveries)
+                    .where(
+                        deliveries.c.publish_id == publish_id,
+                        deliveries.c.recipient_id.in_(list(by_id)),
+                        deliveries.c.dead.is_(True),
+                        deliveries.c.status == "failed",
+                    )
+                    .values(status="retrying", dead=False, updated_at=now)
+                    .returning(deliveries.c.recipient_id)
+                )
+            ).all()
+            moved = [by_id[r.recipient_id] for r in rows]
+            if not moved:
+                return 0
+            if status == "completed":
+                await conn.execute(
+                    sa.update(publishes)
+                    .where(publishes.c.id == publish_id)
+                    .values(status="dispatching", completed_at=None)
+                )
+            await self.bump(conn, publish_id, provider, failed=-len(moved), retrying=len(moved))
+            await JobQueue.enqueue_many(
+                conn,
+                [
+                    {
+                        "kind": "dispatch",
+                        "app_id": app_id,
+                        "publish_id": publish_id,
+                        # ``replay``: these recipients are counted as retrying already.
+                        "payload": {
+                            "provider": provider,
+                            "attempt": 1,
+                            "replay": True,
+                            "targets": moved[k : k + batch_size],
+                        },
+                    }
+                    for k in range(0, len(moved), batch_size)
+                ],
+            )
+        return len(moved)

@@ -103,6 +103,11 @@ class JobQueue:
         await conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
 
     @staticmethod
+    async def delete_for_publish(conn: AsyncConnection, publish_id: str) -> None:
+        """Drop a publish's jobs (cancel); a batch in flight finds its job gone, which is harmless."""
+        await conn.execute(sa.delete(jobs).where(jobs.c.publish_id == publish_id))
+
+    @staticmethod
     async def save_progress(
         conn: AsyncConnection, job_id: int, payload: dict[str, Any], lease_until: float
     ) -> None:
@@ -130,3 +135,18 @@ class JobQueue:
     async def depth(self) -> int:
         async with self.db.read() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar() or 0)
+
+    async def pressure(self) -> tuple[int, float | None]:
+        """``(jobs in the queue, run_at of the oldest runnable unleased job)`` for backpressure."""
+        now = time.time()
+        async with self.db.read() as conn:
+            depth = (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar()
+            oldest = (
+                await conn.execute(
+                    sa.select(sa.func.min(jobs.c.run_at)).where(
+                        jobs.c.run_at <= now,
+                        sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+                    )
+                )
+            ).scalar()
+        return int(depth or 0), (float(oldest) if oldest is not None else None)

@@ -118,6 +118,7 @@ publish_stats = sa.Table(
     sa.Column("invalid_token", sa.Integer, nullable=False, server_default="0"),
     sa.Column("retrying", sa.Integer, nullable=False, server_default="0"),
     sa.Column("expired", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cancelled", sa.Integer, nullable=False, server_default="0"),
 )
 
 # One record per (publish, recipient). The recipient is a device id, or ``tok_<hash>`` for a raw
@@ -136,7 +137,16 @@ deliveries = sa.Table(
     sa.Column("sent_at", sa.Float, nullable=True),
     sa.Column("provider_message_id", sa.String(300), nullable=True),
     sa.Column("updated_at", sa.Float, nullable=False),
+    #: ``failed`` after exhausting its attempts on retryable errors: a dead letter (replayable).
+    sa.Column("dead", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_deliveries_publish_status", "publish_id", "status"),
+    sa.Index(
+        "ix_deliveries_dead",
+        "publish_id",
+        "recipient_id",
+        postgresql_where=sa.text("dead"),
+        sqlite_where=sa.text("dead"),
+    ),
 )
 
 # The durable job queue (DESIGN.md): plan jobs resolve recipients, dispatch jobs send a batch.
