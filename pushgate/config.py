@@ -56,6 +56,8 @@ class EngineSettings(msgspec.Struct, forbid_unknown_fields=True):
     fcm_quota_min_delay: float = 60.0
     #: Provider HTTP timeout, seconds.
     http_timeout: float = 10.0
+    #: How often a worker process looks for publishes whose completion check was lost in a crash.
+    sweep_interval: float = 15.0
 
 
 class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):

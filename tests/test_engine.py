@@ -205,3 +205,47 @@ async def test_job_that_keeps_crashing_is_failed_not_retried_forever(gateway: Ga
     assert status["counts"]["failed"] == 1 and status["counts"]["retrying"] == 0
     [d] = await gateway.deliveries(pub_id)
     assert d["status"] == "failed" and d["error_code"] == "internal_error"
+
+
+async def test_sweep_closes_a_publish_whose_completion_check_was_lost(database_url: str, lab: Lab) -> None:
+    from pushgate.store.schema import publishes
+
+    lab.reset()
+    settings = gateway_settings(database_url, lab, PUSHGATE_ENGINE_SWEEP_INTERVAL="0.2")
+    async with running_gateway(settings) as gw:
+        dev = await register(gw, provider="fcm", token=fcm_token(), platform="android")
+        pub_id = await publish(gw.client, recipients=[{"type": "device", "device_id": dev["id"]}])
+        await gw.wait_done(pub_id)
+        # The process "died" between the last outcome commit and the completion check.
+        db: Database = gw.app.state.services.db
+        async with db.write() as conn:
+            await conn.execute(
+                sa.update(publishes)
+                .where(publishes.c.id == pub_id)
+                .values(status="dispatching", completed_at=None)
+            )
+        status = await gw.wait_done(pub_id, within=10)
+        assert status["status"] == "completed" and status["completed_at"]
+
+
+async def test_rejected_old_token_does_not_invalidate_a_reregistered_device(
+    gateway: Gateway, lab: Lab
+) -> None:
+    """Token rotation: the device got a fresh token after planning; the old token's rejection
+    must not switch it off."""
+    from pushgate.store.devices import DeviceStore
+
+    old = fcm_token()
+    dev = await register(gateway, provider="fcm", token=old, platform="android")
+    new = fcm_token()
+    r = await gateway.client.post(
+        "/v1/devices", json={"id": dev["id"], "provider": "fcm", "token": new, "platform": "android"}
+    )
+    assert r.json()["device"]["token"] == new
+    db: Database = gateway.app.state.services.db
+    async with db.write() as conn:
+        await DeviceStore.invalidate(conn, {dev["id"]: ("fcm: UNREGISTERED", old)}, time.time())
+    assert (await gateway.client.get(f"/v1/devices/{dev['id']}")).json()["device"]["status"] == "active"
+    async with db.write() as conn:
+        await DeviceStore.invalidate(conn, {dev["id"]: ("fcm: UNREGISTERED", new)}, time.time())
+    assert (await gateway.client.get(f"/v1/devices/{dev['id']}")).json()["device"]["status"] == "invalid"

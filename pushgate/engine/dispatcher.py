@@ -36,6 +36,13 @@ class RetryPolicy:
     base: float
     cap: float
     fcm_quota_min_delay: float
+    #: The job lease, renewed between chunks of a batch so a slow provider never lets the job
+    #: be claimed (and sent) a second time while it is still running.
+    lease_seconds: float = 60.0
+
+
+class LostLease(Exception):
+    """Another claim took this job over; this run's results must not be recorded."""
 
 
 class Dispatcher:
@@ -93,11 +100,21 @@ class Dispatcher:
                 # Sent in chunks with a cancel check between them, so a cancel stops a big
                 # batch within about one chunk's round trip; the rest is recorded cancelled.
                 results = []
+                queue = JobQueue(self.db)
                 for k in range(0, len(targets), SEND_CHUNK):
                     if k and await self._cancelled(pub.id):
                         break
+                    if k and not await queue.renew(job.id, job.claims, self.policy.lease_seconds):
+                        log.warning(
+                            "job %s was re-claimed while sending; leaving it to the new claim", job.id
+                        )
+                        return
                     results += await provider.send_batch(rendered, targets[k : k + SEND_CHUNK])
-        await self._record(job, pub, provider_name, attempt, targets, results, deadline)
+        try:
+            await self._record(job, pub, provider_name, attempt, targets, results, deadline)
+        except LostLease:
+            log.warning("job %s was re-claimed while sending; its results were not recorded", job.id)
+            return
         await self.publishes.finish_if_done(pub.id)
 
     async def _cancelled(self, publish_id: str) -> bool:
@@ -164,7 +181,10 @@ class Dispatcher:
                     for run_at, batch in retries.items()
                 ],
             )
-            await JobQueue.delete(conn, job.id)
+            if not await JobQueue.delete_claimed(conn, job.id, job.claims) and not cancelled:
+                # A cancel deletes the publish's jobs and still wants what was sent recorded;
+                # otherwise a missing job means another claim owns this batch now.
+                raise LostLease(job.id)
         if invalid:
             log.info("marked %d %s device(s) invalid for publish %s", len(invalid), provider_name, pub.id)
 
@@ -178,7 +198,9 @@ class Dispatcher:
         now: float,
         was_retrying: bool,
         cancelled: bool,
-    ) -> tuple[list[DeliveryUpdate], dict[str, int], dict[str, str], dict[float, list[list[str]]]]:
+    ) -> tuple[
+        list[DeliveryUpdate], dict[str, int], dict[str, tuple[str, str]], dict[float, list[list[str]]]
+    ]:
         """Delivery updates, counter deltas, devices to invalidate and retry batches for one batch.
 
         ``cancelled``: the publish was cancelled while this batch was in flight, so its
@@ -186,7 +208,7 @@ class Dispatcher:
         and what would have been retried stays cancelled.
         """
         updates: list[DeliveryUpdate] = []
-        invalid: dict[str, str] = {}
+        invalid: dict[str, tuple[str, str]] = {}
         retries: dict[float, list[list[str]]] = {}
         counts = {"sent": 0, "failed": 0, "invalid_token": 0, "expired": 0, "retrying": 0, "cancelled": 0}
         unsent = SendResult(Outcome.RETRYABLE, error_code="cancelled")
@@ -202,7 +224,8 @@ class Dispatcher:
             elif res.outcome is Outcome.DEVICE_TERMINAL:
                 status = "invalid_token"
                 if target.recipient_id.startswith("dev_"):
-                    invalid[target.recipient_id] = f"{provider_name}: {res.error_code or 'invalid token'}"
+                    reason = f"{provider_name}: {res.error_code or 'invalid token'}"
+                    invalid[target.recipient_id] = (reason, target.token)
             elif res.outcome is Outcome.RETRYABLE and cancelled:
                 status = "cancelled"
             elif res.outcome is Outcome.RETRYABLE and attempt < self.policy.max_attempts:

@@ -87,7 +87,8 @@ class ProviderPool:
             else:
                 loaded = await self.creds.load(app_id, provider)
                 if loaded is None:  # no master key in this process: fall back to the file
-                    settings, wanted = self.configured(app_id, app_name).get(provider), _CONFIG
+                    # (cached under the row's version, so the next batch does not rebuild it)
+                    settings = self.configured(app_id, app_name).get(provider)
                 else:
                     wanted, settings, expires_at = loaded
                     if expires_at is not None:

@@ -50,9 +50,13 @@ class Engine:
             db,
             self.publishes,
             self.pool,
-            RetryPolicy(e.max_attempts, e.backoff_base, e.backoff_max, e.fcm_quota_min_delay),
+            RetryPolicy(
+                e.max_attempts, e.backoff_base, e.backoff_max, e.fcm_quota_min_delay, e.lease_seconds
+            ),
         )
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # jobs.lease_owner is VARCHAR(64): a long host name (cloud FQDNs reach 63) must not
+        # overflow it, or every claim fails on PostgreSQL. 40 + pid (<= 7) + nonce (8) + 2 <= 64.
+        self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -74,6 +78,22 @@ class Engine:
             self._tasks.append(asyncio.create_task(self._loop(), name=f"pushgate-worker-{n}"))
         if self._seen_after() is not None and self.settings.devices.prune_inactive:
             self._tasks.append(asyncio.create_task(self._prune_loop(), name="pushgate-prune"))
+        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="pushgate-sweep"))
+
+    async def _sweep_loop(self) -> None:
+        """Close publishes whose last batch committed but whose completion check never ran."""
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._stop_event.wait(), self.settings.engine.sweep_interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                for publish_id in await self.publishes.stuck():
+                    if await self.publishes.finish_if_done(publish_id):
+                        log.info("sweep closed publish %s", publish_id)
+            except Exception:
+                log.exception("sweeping stuck publishes failed; retrying at the next run")
 
     def _seen_after(self) -> float | None:
         """Devices last seen before this time are stale (``devices.max_inactive_days``)."""

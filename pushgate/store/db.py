@@ -36,7 +36,9 @@ class Database:
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
-        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        # hide_parameters: statement parameters (device tokens in job payloads) never reach logs
+        # through a database error's message.
+        self.engine: AsyncEngine = create_async_engine(self.url, hide_parameters=True, **kwargs)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -402,21 +402,27 @@ class DeviceStore:
         return True
 
     @staticmethod
-    async def invalidate(conn: AsyncConnection, reasons: dict[str, str], now: float) -> None:
+    async def invalidate(conn: AsyncConnection, rejected: dict[str, tuple[str, str]], now: float) -> None:
         """A provider said these tokens are gone for good; later fan-outs skip the devices.
 
-        Runs inside the dispatcher's outcome transaction (``reasons``: device id -> reason).
+        Runs inside the dispatcher's outcome transaction (``rejected``: device id -> (reason,
+        the token that was rejected)). Only a device still holding that token is invalidated:
+        one re-registered with a fresh token meanwhile (token rotation) stays active.
         """
-        by_reason: dict[str, list[str]] = {}
-        for dev_id, reason in reasons.items():
-            by_reason.setdefault(reason, []).append(dev_id)
-        for reason, ids in by_reason.items():
-            for chunk in _chunks(ids, 500):
-                await conn.execute(
-                    sa.update(devices)
-                    .where(devices.c.id.in_(chunk), devices.c.status == "active")
-                    .values(status="invalid", invalid_reason=reason[:300], invalidated_at=now, updated_at=now)
-                )
+        if not rejected:
+            return
+        stmt = (
+            sa.update(devices)
+            .where(
+                devices.c.id == sa.bindparam("did"),
+                devices.c.token == sa.bindparam("tok"),
+                devices.c.status == "active",
+            )
+            .values(status="invalid", invalid_reason=sa.bindparam("why"), invalidated_at=now, updated_at=now)
+        )
+        await conn.execute(
+            stmt, [{"did": d, "tok": token, "why": reason[:300]} for d, (reason, token) in rejected.items()]
+        )
 
     # ---- channels and user bindings -----------------------------------------------------
 

@@ -16,7 +16,7 @@ from pushgate.domain.ids import new_id
 from pushgate.store.db import Database
 from pushgate.store.dialect import insert_ignoring_conflicts
 from pushgate.store.queue import JobQueue
-from pushgate.store.schema import deliveries, devices, publish_stats, publishes
+from pushgate.store.schema import deliveries, devices, jobs, publish_stats, publishes
 
 COUNTERS = ("planned", "sent", "failed", "invalid_token", "retrying", "expired", "cancelled")
 FINAL = ("sent", "failed", "invalid_token", "expired", "cancelled")
@@ -205,7 +205,9 @@ class PublishStore:
         cursor: str | None,
         limit: int,
     ) -> tuple[list[Any], str | None]:
-        cond = [deliveries.c.publish_id == publish_id]
+        # Scoped by app here too, not only by the caller's check of the publish.
+        owned = sa.exists().where(publishes.c.id == publish_id, publishes.c.app_id == app_id)
+        cond = [deliveries.c.publish_id == publish_id, owned]
         if status:
             cond.append(deliveries.c.status == status)
         if provider:
@@ -353,6 +355,24 @@ class PublishStore:
                 .where(publishes.c.id == publish_id, publishes.c.status.in_(("accepted", "dispatching")))
                 .values(status="failed", error_code=code, error_message=message, completed_at=time.time())
             )
+
+    async def stuck(self, limit: int = 100) -> list[str]:
+        """Publishes that are dispatching with planning done but no job left.
+
+        Normally the last batch closes its publish right after its commit; if the process died
+        in between (or that check failed), nothing else would, so a periodic sweep retries it.
+        """
+        q = (
+            sa.select(publishes.c.id)
+            .where(
+                publishes.c.status == "dispatching",
+                publishes.c.planning_done.is_(True),
+                ~sa.exists().where(jobs.c.publish_id == publishes.c.id),
+            )
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return [r.id for r in (await conn.execute(q)).all()]
 
     async def finish_if_done(self, publish_id: str) -> str | None:
         """Close the publish once every planned recipient has a final outcome.

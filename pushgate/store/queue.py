@@ -103,6 +103,23 @@ class JobQueue:
         await conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
 
     @staticmethod
+    async def delete_claimed(conn: AsyncConnection, job_id: int, claims: int) -> bool:
+        """Delete the job only if this claim still owns it (no other worker re-claimed it after
+        our lease ran out); False means another claim took over and our results must not count."""
+        res = await conn.execute(sa.delete(jobs).where(jobs.c.id == job_id, jobs.c.claims == claims))
+        return bool(res.rowcount)
+
+    async def renew(self, job_id: int, claims: int, lease_seconds: float) -> bool:
+        """Extend a long job's lease; False when another claim has taken the job over."""
+        async with self.db.write() as conn:
+            res = await conn.execute(
+                sa.update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.claims == claims)
+                .values(lease_until=time.time() + lease_seconds)
+            )
+        return bool(res.rowcount)
+
+    @staticmethod
     async def delete_for_publish(conn: AsyncConnection, publish_id: str) -> None:
         """Drop a publish's jobs (cancel); a batch in flight finds its job gone, which is harmless."""
         await conn.execute(sa.delete(jobs).where(jobs.c.publish_id == publish_id))

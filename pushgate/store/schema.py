@@ -55,6 +55,7 @@ devices = sa.Table(
     sa.UniqueConstraint("app_id", "provider", "token_hash", name="uq_devices_app_provider_token"),
     sa.Index("ix_devices_app_id_id", "app_id", "id"),
     sa.Index("ix_devices_app_user", "app_id", "user", "id"),
+    sa.Index("ix_devices_last_seen", "last_seen_at"),
 )
 
 device_tags = sa.Table(
@@ -104,6 +105,7 @@ publishes = sa.Table(
     sa.Column("completed_at", sa.Float, nullable=True),
     sa.UniqueConstraint("app_id", "idempotency_key", name="uq_publishes_idempotency"),
     sa.Index("ix_publishes_app_id_id", "app_id", "id"),
+    sa.Index("ix_publishes_status", "status"),
 )
 
 # Counters per (publish, provider), moved with atomic ``x = x + n`` updates: no read-modify-write.
