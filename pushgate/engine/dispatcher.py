@@ -63,59 +63,57 @@ class Dispatcher:
             return
         provider_name: str = job.payload["provider"]
         attempt: int = job.payload["attempt"]
-        targets = [Target(*t) for t in job.payload["targets"]]
+        # Targets before ``progress`` were recorded by an earlier claim of this job.
+        targets = [Target(*t) for t in job.payload["targets"][job.progress :]]
         if job.claims > 1:
             done = await self.publishes.final_recipients(pub.id, [t.recipient_id for t in targets])
             targets = [t for t in targets if t.recipient_id not in done]
         deadline = _deadline(pub)
-        now = time.time()
-        if not targets:
-            results: list[SendResult] = []
-        elif deadline is not None and now >= deadline:
-            results = [SendResult(Outcome.PAYLOAD, error_code="expired") for _ in targets]
-        else:
-            try:
-                provider = await self.pool.get(pub.app_id, app_name, provider_name)
-            except (ProviderConfigError, SecretKeyError) as exc:
-                provider = None
-                unusable = str(exc)
-            else:
-                unusable = ""
-            if unusable:
-                results = [
-                    SendResult(Outcome.CREDENTIAL, error_code="credential_invalid", error_message=unusable)
-                    for _ in targets
-                ]
-            elif provider is None:
-                results = [
-                    SendResult(
-                        Outcome.CREDENTIAL,
-                        error_code="no_credentials",
-                        error_message=f"app {app_name!r} has no {provider_name} credentials",
-                    )
-                    for _ in targets
-                ]
-            else:
-                rendered = self.renders.get(pub.id, provider_name, pub.request, pub.created_at)
-                # Sent in chunks with a cancel check between them, so a cancel stops a big
-                # batch within about one chunk's round trip; the rest is recorded cancelled.
-                results = []
-                queue = JobQueue(self.db)
-                for k in range(0, len(targets), SEND_CHUNK):
-                    if k and await self._cancelled(pub.id):
-                        break
-                    if k and not await queue.renew(job.id, job.claims, self.policy.lease_seconds):
-                        log.warning(
-                            "job %s was re-claimed while sending; leaving it to the new claim", job.id
-                        )
-                        return
-                    results += await provider.send_batch(rendered, targets[k : k + SEND_CHUNK])
+        record = _Recorder(self, job, pub, provider_name, attempt, deadline)
         try:
-            await self._record(job, pub, provider_name, attempt, targets, results, deadline)
+            if not targets:
+                await record([], [], final=True)
+            elif deadline is not None and time.time() >= deadline:
+                await record(
+                    targets, [SendResult(Outcome.PAYLOAD, error_code="expired") for _ in targets], final=True
+                )
+            else:
+                await self._send(record, pub, app_name, provider_name, targets)
         except LostLease:
-            log.warning("job %s was re-claimed while sending; its results were not recorded", job.id)
+            log.warning(
+                "job %s was re-claimed while sending; its remaining results were not recorded", job.id
+            )
             return
         await self.publishes.finish_if_done(pub.id)
+
+    async def _send(
+        self, record: _Recorder, pub: Publish, app_name: str, provider_name: str, targets: list[Target]
+    ) -> None:
+        try:
+            provider = await self.pool.get(pub.app_id, app_name, provider_name)
+        except (ProviderConfigError, SecretKeyError) as exc:
+            failed = SendResult(Outcome.CREDENTIAL, error_code="credential_invalid", error_message=str(exc))
+            await record(targets, [failed for _ in targets], final=True)
+            return
+        if provider is None:
+            missing = SendResult(
+                Outcome.CREDENTIAL,
+                error_code="no_credentials",
+                error_message=f"app {app_name!r} has no {provider_name} credentials",
+            )
+            await record(targets, [missing for _ in targets], final=True)
+            return
+        rendered = self.renders.get(pub.id, provider_name, pub.request, pub.created_at)
+        # Sent and recorded chunk by chunk: a crash re-sends at most the chunks in flight, and a
+        # cancel stops a big batch within about one chunk's round trip (the rest is recorded
+        # cancelled).
+        for k in range(0, len(targets), SEND_CHUNK):
+            chunk = targets[k : k + SEND_CHUNK]
+            if k and await self._cancelled(pub.id):
+                await record(targets[k:], [], final=True)
+                return
+            results = await provider.send_batch(rendered, chunk)
+            await record(chunk, results, final=k + SEND_CHUNK >= len(targets))
 
     async def _cancelled(self, publish_id: str) -> bool:
         """Whether the publish was cancelled, read at most every ``CANCEL_CHECK_SECONDS``."""
@@ -132,16 +130,14 @@ class Dispatcher:
     async def give_up(self, job: Job, pub: Publish) -> None:
         """Fail a batch that cannot be run (its job keeps crashing), so the publish can finish."""
         provider_name: str = job.payload["provider"]
-        targets = [Target(*t) for t in job.payload["targets"]]
+        targets = [Target(*t) for t in job.payload["targets"][job.progress :]]
         done = await self.publishes.final_recipients(pub.id, [t.recipient_id for t in targets])
         targets = [t for t in targets if t.recipient_id not in done]
-        results = [
-            SendResult(
-                Outcome.PAYLOAD, error_code="internal_error", error_message="dispatch failed repeatedly"
-            )
-            for _ in targets
-        ]
-        await self._record(job, pub, provider_name, job.payload["attempt"], targets, results, None)
+        failed = SendResult(
+            Outcome.PAYLOAD, error_code="internal_error", error_message="dispatch failed repeatedly"
+        )
+        record = _Recorder(self, job, pub, provider_name, job.payload["attempt"], None)
+        await record(targets, [failed for _ in targets], final=True)
         await self.publishes.finish_if_done(pub.id)
 
     async def _record(
@@ -153,6 +149,9 @@ class Dispatcher:
         targets: list[Target],
         results: list[SendResult],
         deadline: float | None,
+        *,
+        final: bool,
+        progress: int,
     ) -> None:
         now = time.time()
         # A replayed dead letter runs as attempt 1 but is already counted as retrying.
@@ -181,7 +180,13 @@ class Dispatcher:
                     for run_at, batch in retries.items()
                 ],
             )
-            if not await JobQueue.delete_claimed(conn, job.id, job.claims) and not cancelled:
+            if final:
+                still_ours = await JobQueue.delete_claimed(conn, job.id, job.claims)
+            else:
+                still_ours = await JobQueue.advance(
+                    conn, job.id, job.claims, progress, self.policy.lease_seconds
+                )
+            if not still_ours and not cancelled:
                 # A cancel deletes the publish's jobs and still wants what was sent recorded;
                 # otherwise a missing job means another claim owns this batch now.
                 raise LostLease(job.id)
@@ -282,3 +287,39 @@ def _deadline(pub: Publish) -> float | None:
 def _target_row(t: Target) -> list[str]:
     """A target as stored in a dispatch job (``[recipient_id, token]`` plus the APNs environment)."""
     return [t.recipient_id, t.token, t.environment] if t.environment else [t.recipient_id, t.token]
+
+
+class _Recorder:
+    """Records one dispatch job's outcomes chunk by chunk, tracking the job's progress."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        job: Job,
+        pub: Publish,
+        provider_name: str,
+        attempt: int,
+        deadline: float | None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.job = job
+        self.pub = pub
+        self.provider_name = provider_name
+        self.attempt = attempt
+        self.deadline = deadline
+        #: Position in the job's full target list after what has been recorded.
+        self.progress = job.progress
+
+    async def __call__(self, targets: list[Target], results: list[SendResult], *, final: bool) -> None:
+        self.progress += len(targets)
+        await self.dispatcher._record(
+            self.job,
+            self.pub,
+            self.provider_name,
+            self.attempt,
+            targets,
+            results,
+            self.deadline,
+            final=final,
+            progress=self.progress,
+        )

@@ -29,6 +29,8 @@ class Job:
     payload: dict[str, Any]
     #: How many times the job was claimed, this claim included (>1 means a worker died or gave it back).
     claims: int
+    #: Dispatch jobs: how many leading targets already have a committed outcome.
+    progress: int = 0
 
 
 class JobQueue:
@@ -91,12 +93,21 @@ class JobQueue:
             .where(jobs.c.id.in_(candidates.scalar_subquery()))
             .values(lease_until=now + lease_seconds, lease_owner=owner, claims=jobs.c.claims + 1)
             .returning(
-                jobs.c.id, jobs.c.kind, jobs.c.app_id, jobs.c.publish_id, jobs.c.payload, jobs.c.claims
+                jobs.c.id,
+                jobs.c.kind,
+                jobs.c.app_id,
+                jobs.c.publish_id,
+                jobs.c.payload,
+                jobs.c.claims,
+                jobs.c.progress,
             )
         )
         async with self.db.write() as conn:
             rows = (await conn.execute(stmt)).all()
-        return [Job(r.id, r.kind, r.app_id, r.publish_id, json.loads(r.payload), r.claims) for r in rows]
+        return [
+            Job(r.id, r.kind, r.app_id, r.publish_id, json.loads(r.payload), r.claims, r.progress)
+            for r in rows
+        ]
 
     @staticmethod
     async def delete(conn: AsyncConnection, job_id: int) -> None:
@@ -109,14 +120,17 @@ class JobQueue:
         res = await conn.execute(sa.delete(jobs).where(jobs.c.id == job_id, jobs.c.claims == claims))
         return bool(res.rowcount)
 
-    async def renew(self, job_id: int, claims: int, lease_seconds: float) -> bool:
-        """Extend a long job's lease; False when another claim has taken the job over."""
-        async with self.db.write() as conn:
-            res = await conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.claims == claims)
-                .values(lease_until=time.time() + lease_seconds)
-            )
+    @staticmethod
+    async def advance(
+        conn: AsyncConnection, job_id: int, claims: int, progress: int, lease_seconds: float
+    ) -> bool:
+        """Commit a dispatch job's progress with the outcomes it covers (and extend the lease);
+        False when another claim has taken the job over."""
+        res = await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.claims == claims)
+            .values(progress=progress, lease_until=time.time() + lease_seconds)
+        )
         return bool(res.rowcount)
 
     @staticmethod

@@ -164,6 +164,8 @@ jobs = sa.Table(
     sa.Column("lease_until", sa.Float, nullable=True),
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
+    #: Dispatch jobs: targets (in order) whose outcome is already committed; a re-claim resumes here.
+    sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_jobs_run_at", "run_at"),
     sa.Index("ix_jobs_publish", "publish_id"),
