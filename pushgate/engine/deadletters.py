@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pushgate.engine.planner import raw_recipient_id
+from pushgate.store.audience import raw_recipient_id
 from pushgate.store.devices import token_hash
 from pushgate.store.publishes import PublishStore
 
