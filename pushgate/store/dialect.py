@@ -27,6 +27,13 @@ def lock_skip_locked(dialect: str, select: sa.Select) -> sa.Select:
     return select
 
 
+def lock_rows(dialect: str, select: sa.Select, *, shared: bool = False) -> sa.Select:
+    """``FOR UPDATE`` (or ``FOR SHARE``) on PostgreSQL; SQLite serialises writers anyway."""
+    if dialect == "postgresql":
+        return select.with_for_update(read=shared)
+    return select
+
+
 def normalize_url(url: str) -> str:
     """Accept plain ``sqlite:///`` and ``postgresql://`` URLs and pick the async drivers."""
     if url.startswith("sqlite:"):

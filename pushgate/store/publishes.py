@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.ids import new_id
 from pushgate.store.db import Database
-from pushgate.store.dialect import insert_ignoring_conflicts
+from pushgate.store.dialect import insert_ignoring_conflicts, lock_rows
 from pushgate.store.queue import JobQueue
 from pushgate.store.schema import deliveries, devices, jobs, publish_stats, publishes
 
@@ -378,19 +378,33 @@ class PublishStore:
         """Close the publish once every planned recipient has a final outcome.
 
         Runs after the outcome transaction committed, so the last committer always sees all
-        counts; the conditional UPDATE lets exactly one of several concurrent checkers win.
+        counts. A cheap read decides whether to try; the decision is then re-made inside the
+        closing transaction with the publish row locked, so a dead-letter replay that reopened
+        work in between is never closed over, and exactly one of several checkers wins.
         """
         async with self.db.read() as conn:
-            pub = (
-                await conn.execute(
-                    sa.select(publishes.c.status, publishes.c.planning_done).where(
-                        publishes.c.id == publish_id
-                    )
-                )
-            ).first()
-            if pub is None or pub.status != "dispatching" or not pub.planning_done:
+            if await self._closable(conn, publish_id) is None:
                 return None
-            sums = (
+        async with self.db.write() as conn:
+            status = await self._closable(conn, publish_id, lock=True)
+            if status is None:
+                return None
+            await conn.execute(
+                sa.update(publishes)
+                .where(publishes.c.id == publish_id, publishes.c.status == "dispatching")
+                .values(status=status, completed_at=time.time())
+            )
+        return status
+
+    async def _closable(self, conn: AsyncConnection, publish_id: str, *, lock: bool = False) -> str | None:
+        """The status the publish should close with now (``completed``/``expired``), or None."""
+        q = sa.select(publishes.c.status, publishes.c.planning_done).where(publishes.c.id == publish_id)
+        pub = (await conn.execute(lock_rows(self.db.dialect, q) if lock else q)).first()
+        if pub is None or pub.status != "dispatching" or not pub.planning_done:
+            return None
+        planned, final, expired = (
+            int(x)
+            for x in (
                 await conn.execute(
                     sa.select(
                         sa.func.coalesce(sa.func.sum(publish_stats.c.planned), 0),
@@ -404,21 +418,13 @@ class PublishStore:
                             0,
                         ),
                         sa.func.coalesce(sa.func.sum(publish_stats.c.expired), 0),
-                        sa.func.coalesce(sa.func.sum(publish_stats.c.failed), 0),
                     ).where(publish_stats.c.publish_id == publish_id)
                 )
             ).one()
-        planned, final, expired, _failed = (int(x) for x in sums)
+        )
         if final < planned:
             return None
-        status = "expired" if planned > 0 and expired == planned else "completed"
-        async with self.db.write() as conn:
-            res = await conn.execute(
-                sa.update(publishes)
-                .where(publishes.c.id == publish_id, publishes.c.status == "dispatching")
-                .values(status=status, completed_at=time.time())
-            )
-        return status if res.rowcount else None
+        return "expired" if planned > 0 and expired == planned else "completed"
 
     # ---- cancel ---------------------------------------------------------------------------
 
@@ -429,9 +435,9 @@ class PublishStore:
         cancel waits for the transactions in progress and every later one sees ``cancelled``.
         (SQLite serialises writers anyway.)
         """
-        q = sa.select(publishes.c.status).where(publishes.c.id == publish_id)
-        if self.db.dialect == "postgresql":
-            q = q.with_for_update(read=True)
+        q = lock_rows(
+            self.db.dialect, sa.select(publishes.c.status).where(publishes.c.id == publish_id), shared=True
+        )
         return (await conn.execute(q)).scalar()
 
     async def cancel(self, app_id: str, publish_id: str) -> tuple[Publish | None, bool]:
