@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from pushgate.providers.base import Target
 from pushgate.store.audience import raw_recipient_id
 from pushgate.store.devices import token_hash
 from pushgate.store.publishes import PublishStore
@@ -51,7 +52,7 @@ async def replay(
             if r.device_status != "active" or r.token is None:
                 skipped += 1
                 continue
-            target = [r.recipient_id, r.token] + ([r.environment] if r.environment else [])
+            target = Target(r.recipient_id, r.token, r.environment).row()
         else:
             if r.publish_id not in raw:
                 raw[r.publish_id] = _request_targets(json.loads(r.request))

@@ -243,7 +243,7 @@ class Dispatcher:
                     status = "expired"
                 else:
                     status = "retrying"
-                    retries.setdefault(round(now + delay, 3), []).append(_target_row(target))
+                    retries.setdefault(round(now + delay, 3), []).append(target.row())
             else:
                 status = "failed"
                 dead = res.outcome is Outcome.RETRYABLE
@@ -282,11 +282,6 @@ def _deadline(pub: Publish) -> float | None:
     if ttl:
         limits.append(pub.created_at + ttl)
     return min(limits) if limits else None
-
-
-def _target_row(t: Target) -> list[str]:
-    """A target as stored in a dispatch job (``[recipient_id, token]`` plus the APNs environment)."""
-    return [t.recipient_id, t.token, t.environment] if t.environment else [t.recipient_id, t.token]
 
 
 class _Recorder:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pushgate.providers.base import Target
 from pushgate.store.audience import Audience
 from pushgate.store.db import Database
 from pushgate.store.publishes import Publish, PublishStore
@@ -112,9 +113,7 @@ class Planner:
                     c["failed"] += 1
                     stats["no_credentials"] += 1
                 else:
-                    target = [r["recipient_id"], r["token"]]
-                    if r.get("environment"):
-                        target.append(r["environment"])
+                    target = Target(r["recipient_id"], r["token"], r.get("environment")).row()
                     batches.setdefault(r["provider"], []).append(target)
                 stats["planned"] += 1
             for provider, counts in per_provider.items():

@@ -30,6 +30,12 @@ class Target:
     #: APNs only: ``production`` or ``sandbox`` from the device record (None: the credential's default).
     environment: str | None = None
 
+    def row(self) -> list[str]:
+        """The compact form stored in a dispatch job's ``targets`` (``Target(*row)`` reads it back)."""
+        if self.environment:
+            return [self.recipient_id, self.token, self.environment]
+        return [self.recipient_id, self.token]
+
 
 class ProviderConfigError(Exception):
     """Credentials in the config are missing or malformed; the message names the key."""
