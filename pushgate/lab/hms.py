@@ -28,7 +28,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from pushgate.lab.faults import ErrorKind
 from pushgate.lab.responses import json_response
-from pushgate.lab.state import LabState
+from pushgate.lab.state import IssuedTokens, LabState
 
 TOKEN_LIFETIME = 3600
 MAX_TOKENS = 1000
@@ -44,15 +44,10 @@ TOKEN_FAULTS = frozenset({"unregistered", "invalid", "sender_mismatch", "topic_m
 class HmsLab:
     """Access tokens issued (kept after expiry so "expired" can be told from "unknown")."""
 
-    tokens: dict[str, float] = field(default_factory=dict)
+    tokens: IssuedTokens = field(default_factory=IssuedTokens)
 
     def issue(self) -> str:
-        now = time.time()
-        if len(self.tokens) > 1024:
-            self.tokens = {t: exp for t, exp in self.tokens.items() if exp > now - 3600}
-        token = "CV" + secrets.token_urlsafe(32)
-        self.tokens[token] = now + TOKEN_LIFETIME
-        return token
+        return self.tokens.issue("CV", TOKEN_LIFETIME, 32)
 
 
 def hms_state(lab: LabState) -> HmsLab:
@@ -208,7 +203,7 @@ def hms_handlers(lab: LabState) -> list[HTTPRouteHandler]:
     async def send(request: Request, app_id: str) -> Response[bytes]:
         """Authenticate, validate, apply faults per token, record what was accepted."""
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-        expiry = hms_state(lab).tokens.get(bearer.strip()) if scheme == "Bearer" else None
+        expiry = hms_state(lab).tokens.expires_at(bearer.strip()) if scheme == "Bearer" else None
         if expiry is None or app_id != creds.hms_app_id:
             return answer("80200001", "Oauth authentication error", 401)
         if expiry <= time.time():

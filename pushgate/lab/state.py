@@ -6,6 +6,7 @@ ledger and the faults. Everything runs on one event loop, so no locking is neede
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,23 +31,48 @@ class Subscription:
 
 
 @dataclass(slots=True)
+class IssuedTokens:
+    """Bearer tokens one simulated OAuth server issued.
+
+    Kept an hour past expiry, so a simulator can answer "expired" rather than "unknown" the
+    way the real service does; older ones are pruned so memory stays bounded.
+    """
+
+    expiry: dict[str, float] = field(default_factory=dict)
+
+    def add(self, token: str, lifetime: float) -> None:
+        now = time.time()
+        if len(self.expiry) > 1024:
+            self.expiry = {t: exp for t, exp in self.expiry.items() if exp > now - 3600}
+        self.expiry[token] = now + lifetime
+
+    def issue(self, prefix: str, lifetime: float, nbytes: int = 32) -> str:
+        token = prefix + secrets.token_urlsafe(nbytes)
+        self.add(token, lifetime)
+        return token
+
+    def expires_at(self, token: str) -> float | None:
+        return self.expiry.get(token)
+
+    def valid(self, token: str) -> bool:
+        expiry = self.expiry.get(token)
+        return expiry is not None and expiry > time.time()
+
+
+@dataclass(slots=True)
 class LabState:
     base_url: str
     credentials: LabCredentials
     ledger: Ledger
     faults: FaultBook = field(default_factory=FaultBook)
-    access_tokens: dict[str, float] = field(default_factory=dict)
+    #: FCM OAuth access tokens.
+    access_tokens: IssuedTokens = field(default_factory=IssuedTokens)
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     #: Per-simulator state of the other providers, keyed by provider name (each module owns its entry).
     extras: dict[str, Any] = field(default_factory=dict)
 
     def issue_token(self, token: str, lifetime: float) -> None:
-        """Remember an access token until it expires; prune old ones so memory stays bounded."""
-        now = time.time()
-        if len(self.access_tokens) > 1024:
-            self.access_tokens = {t: exp for t, exp in self.access_tokens.items() if exp > now}
-        self.access_tokens[token] = now + lifetime
+        self.access_tokens.add(token, lifetime)
 
     def token_valid(self, token: str) -> bool:
-        expiry = self.access_tokens.get(token)
-        return expiry is not None and expiry > time.time()
+        return self.access_tokens.valid(token)

@@ -24,7 +24,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from pushgate.lab.faults import ErrorKind
 from pushgate.lab.responses import empty_response, json_response
-from pushgate.lab.state import LabState
+from pushgate.lab.state import IssuedTokens, LabState
 
 TOKEN_LIFETIME = 86400
 MAX_BODY_BYTES = 5000
@@ -40,15 +40,10 @@ class WnsLab:
     """Channels minted (id → expired?) and access tokens issued (kept after expiry)."""
 
     channels: dict[str, bool] = field(default_factory=dict)
-    tokens: dict[str, float] = field(default_factory=dict)
+    tokens: IssuedTokens = field(default_factory=IssuedTokens)
 
     def issue(self) -> str:
-        now = time.time()
-        if len(self.tokens) > 1024:
-            self.tokens = {t: exp for t, exp in self.tokens.items() if exp > now - 3600}
-        token = "EgAa" + secrets.token_urlsafe(48)
-        self.tokens[token] = now + TOKEN_LIFETIME
-        return token
+        return self.tokens.issue("EgAa", TOKEN_LIFETIME, 48)
 
 
 def wns_state(lab: LabState) -> WnsLab:
@@ -162,7 +157,7 @@ def wns_handlers(lab: LabState) -> list[HTTPRouteHandler]:
         """Receive one notification for a channel."""
         state = wns_state(lab)
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-        expiry = state.tokens.get(bearer.strip()) if scheme.lower() == "bearer" else None
+        expiry = state.tokens.expires_at(bearer.strip()) if scheme.lower() == "bearer" else None
         if expiry is None:
             return wns_error(401, "Invalid token", {"WWW-Authenticate": 'Bearer error="invalid_request"'})
         if expiry <= time.time():
