@@ -20,6 +20,16 @@ def insert_ignoring_conflicts(dialect: str, table: sa.Table, index_elements: Seq
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
 
 
+def upsert_adding(dialect: str, table: sa.Table, key: dict[str, object], deltas: dict[str, int]) -> Insert:
+    """``INSERT … ON CONFLICT (key) DO UPDATE SET c = c + n``: counters in one statement."""
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    stmt = insert.values({**key, **deltas})
+    return stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={name: getattr(table.c, name) + getattr(stmt.excluded, name) for name in deltas},
+    )
+
+
 def lock_skip_locked(dialect: str, select: sa.Select) -> sa.Select:
     """On PostgreSQL, let concurrent claimers skip each other's rows; SQLite has one writer anyway."""
     if dialect == "postgresql":

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.ids import new_id
 from pushgate.store.db import Database
-from pushgate.store.dialect import insert_ignoring_conflicts, lock_rows
+from pushgate.store.dialect import insert_ignoring_conflicts, lock_rows, upsert_adding
 from pushgate.store.queue import JobQueue
 from pushgate.store.schema import deliveries, devices, jobs, publish_stats, publishes
 
@@ -284,14 +284,9 @@ class PublishStore:
         if not deltas:
             return
         await conn.execute(
-            insert_ignoring_conflicts(self.db.dialect, publish_stats, ("publish_id", "provider")).values(
-                publish_id=publish_id, provider=provider
+            upsert_adding(
+                self.db.dialect, publish_stats, {"publish_id": publish_id, "provider": provider}, deltas
             )
-        )
-        await conn.execute(
-            sa.update(publish_stats)
-            .where(publish_stats.c.publish_id == publish_id, publish_stats.c.provider == provider)
-            .values({getattr(publish_stats.c, k): getattr(publish_stats.c, k) + v for k, v in deltas.items()})
         )
 
     async def record(self, conn: AsyncConnection, publish_id: str, updates: Sequence[DeliveryUpdate]) -> None:
