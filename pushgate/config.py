@@ -47,17 +47,101 @@ class EngineSettings(msgspec.Struct, forbid_unknown_fields=True):
     lease_seconds: float = 60.0
     #: Idle workers poll the queue this often (they are also woken at once on local enqueue).
     poll_interval: float = 0.5
-    #: Attempts per delivery before it is ``failed`` (first attempt included).
-    max_attempts: int = 5
-    #: Exponential backoff: base * 2**(attempt-1) seconds, +-20% jitter, capped at backoff_max.
-    backoff_base: float = 2.0
-    backoff_max: float = 600.0
-    #: Minimum wait after an FCM quota error (providers.md: at least 60 s).
-    fcm_quota_min_delay: float = 60.0
     #: Provider HTTP timeout, seconds.
     http_timeout: float = 10.0
     #: How often a worker process looks for publishes whose completion check was lost in a crash.
     sweep_interval: float = 15.0
+
+
+class RetryPolicySettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A provider's override of ``[retry]``: any key left out keeps the ``[retry]`` value."""
+
+    ladder: list[float] | None = None
+    jitter: float | None = None
+    max_attempts: int | None = None
+    max_age_seconds: float | None = None
+    quota_min_delay: float | None = None
+
+
+class RetrySettings(msgspec.Struct, forbid_unknown_fields=True):
+    """When a retryable failure is tried again (``[retry]``, ``[retry.<provider>]`` overrides)."""
+
+    #: Seconds before attempt 2, 3, …; the last step repeats. ``Retry-After`` replaces the step.
+    ladder: list[float] = msgspec.field(default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 3600.0])
+    #: Each step is multiplied by a random factor in [1 - jitter, 1 + jitter].
+    jitter: float = 0.2
+    #: Attempts per delivery, the first included; then the delivery is ``failed`` (a dead letter).
+    max_attempts: int = 6
+    #: No retry is scheduled later than this many seconds after the publish (0: no limit).
+    max_age_seconds: float = 86400.0
+    #: Shortest wait after a ``quota`` answer (FCM asks for at least 60 s; set per provider).
+    quota_min_delay: float = 0.0
+    fcm: RetryPolicySettings = msgspec.field(
+        default_factory=lambda: RetryPolicySettings(quota_min_delay=60.0)
+    )
+    webpush: RetryPolicySettings | None = None
+    apns: RetryPolicySettings | None = None
+    hms: RetryPolicySettings | None = None
+    wns: RetryPolicySettings | None = None
+    mipush: RetryPolicySettings | None = None
+
+
+class QuarantineSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The circuit breaker per (app, provider)."""
+
+    #: Consecutive ``provider_transient`` failures that park the pair (0: never).
+    failure_threshold: int = 5
+    #: First cooldown, seconds; each failed half-open probe doubles it up to ``max_cooldown``.
+    cooldown: float = 30.0
+    max_cooldown: float = 600.0
+    #: Cooldown after a ``credential`` failure (any one parks the pair); replacing the
+    #: credential through the API ends it at once.
+    credential_cooldown: float = 60.0
+    #: A half-open probe that has not reported back after this long may be taken over.
+    probe_timeout: float = 30.0
+
+
+class RateLimitSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Three layers; each defers work, none drops it. Limits hold per worker process."""
+
+    #: Layer 3: provider requests in flight at once across every app and provider (0: no cap).
+    in_flight: int = 2000
+    #: Layer 2: pushes per second per app (0: no limit); ``[apps.<name>.rate_limits]`` overrides.
+    app_per_second: float = 0.0
+    #: Layer 1: pushes per second per (app, provider) token bucket (0: no limit).
+    fcm_per_second: float = 0.0
+    webpush_per_second: float = 0.0
+    apns_per_second: float = 0.0
+    hms_per_second: float = 0.0
+    wns_per_second: float = 0.0
+    mipush_per_second: float = 0.0
+    #: Bucket size in seconds of rate: how big a burst may go out before the rate applies.
+    burst_seconds: float = 1.0
+
+
+class AppRateLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[apps.<name>.rate_limits]``: one app's own layer-1 and layer-2 rates."""
+
+    app_per_second: float | None = None
+    fcm_per_second: float | None = None
+    webpush_per_second: float | None = None
+    apns_per_second: float | None = None
+    hms_per_second: float | None = None
+    wns_per_second: float | None = None
+    mipush_per_second: float | None = None
+
+
+class HealthSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Invalid-token health: the provider's view of our sender reputation."""
+
+    #: The rolling window, seconds (whole minutes are kept).
+    window_seconds: float = 300.0
+    #: A pair is unhealthy at or above this share of ``device_terminal`` answers …
+    invalid_rate_threshold: float = 0.10
+    #: … once the window holds at least this many of them.
+    invalid_min_events: int = 20
+    #: While unhealthy, the pair sends at most this many pushes per second (0: warn only).
+    throttle_per_second: float = 1000.0
 
 
 class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -187,6 +271,7 @@ class AppSection(msgspec.Struct, forbid_unknown_fields=True):
     hms: HmsSettings | None = None
     wns: WnsSettings | None = None
     mipush: MiPushSettings | None = None
+    rate_limits: AppRateLimits | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -200,6 +285,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     devices: DeviceSettings = msgspec.field(default_factory=DeviceSettings)
+    retry: RetrySettings = msgspec.field(default_factory=RetrySettings)
+    quarantine: QuarantineSettings = msgspec.field(default_factory=QuarantineSettings)
+    rate_limits: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
+    health: HealthSettings = msgspec.field(default_factory=HealthSettings)
     #: Credentials of the ``default`` app.
     fcm: FcmSettings | None = None
     webpush: WebPushSettings | None = None
@@ -224,7 +313,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECTIONS = ("server", "engine", "limits", "devices", *PROVIDER_SECTIONS)
+_SECTIONS = (
+    "server",
+    "engine",
+    "limits",
+    "devices",
+    "retry",
+    "quarantine",
+    "rate_limits",
+    "health",
+    *PROVIDER_SECTIONS,
+)
 _SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential", "pem", "p12")
 
 
@@ -268,6 +367,13 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 target = data.setdefault(section, {})
                 if not isinstance(target, dict):
                     raise ConfigError(f"{section}: must be a table")
+                if section == "retry":
+                    # PUSHGATE_RETRY_FCM_MAX_ATTEMPTS → [retry.fcm] max_attempts
+                    for provider in PROVIDER_SECTIONS:
+                        if key.startswith(provider + "_"):
+                            target = target.setdefault(provider, {})
+                            key = key[len(provider) + 1 :]
+                            break
                 # Provider values stay strings (a key or project id must not turn into a number);
                 # msgspec's lax conversion still turns "50" into 50 where the field is an int.
                 target[key] = raw if section in PROVIDER_SECTIONS else _env_value(raw)
@@ -327,9 +433,31 @@ def _check(s: Settings) -> None:
         raise ConfigError(
             "invalid config: database_url: use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
         )
-    for key in ("concurrency", "batch_size", "plan_page_size", "max_attempts"):
+    for key in ("concurrency", "batch_size", "plan_page_size"):
         if getattr(s.engine, key) < 1:
             raise ConfigError(f"invalid config: engine.{key}: must be at least 1")
+    for name in ("", *PROVIDER_SECTIONS):
+        policy = getattr(s.retry, name) if name else s.retry
+        where = f"retry.{name}" if name else "retry"
+        if policy is None:
+            continue
+        if policy.max_attempts is not None and policy.max_attempts < 1:
+            raise ConfigError(f"invalid config: {where}.max_attempts: must be at least 1")
+        if policy.ladder is not None and (not policy.ladder or any(x < 0 for x in policy.ladder)):
+            raise ConfigError(f"invalid config: {where}.ladder: a non-empty list of seconds >= 0")
+        if policy.jitter is not None and not 0 <= policy.jitter < 1:
+            raise ConfigError(f"invalid config: {where}.jitter: must be in [0, 1), e.g. 0.2")
+    q = s.quarantine
+    if q.failure_threshold < 0 or min(q.cooldown, q.max_cooldown, q.credential_cooldown) < 0:
+        raise ConfigError("invalid config: quarantine: thresholds and cooldowns must be 0 or more")
+    if q.max_cooldown < q.cooldown:
+        raise ConfigError("invalid config: quarantine.max_cooldown: must be at least quarantine.cooldown")
+    if s.rate_limits.in_flight < 0 or s.rate_limits.burst_seconds <= 0:
+        raise ConfigError(
+            "invalid config: rate_limits: in_flight must be 0 (off) or more, burst_seconds above 0"
+        )
+    if not 0 < s.health.invalid_rate_threshold <= 1:
+        raise ConfigError("invalid config: health.invalid_rate_threshold: a share in (0, 1], e.g. 0.1")
     for key in ("max_queue_depth", "max_queue_age_seconds"):
         if getattr(s.limits, key) < 0:
             raise ConfigError(f"invalid config: limits.{key}: must be 0 (off) or more")

@@ -136,7 +136,13 @@ def gateway_settings(database_url: str, lab: Lab, **env: str) -> Any:
         "PUSHGATE_DATABASE_URL": database_url,
         "PUSHGATE_DEFAULT_APP_KEY": APP_KEY,
         "PUSHGATE_ENGINE_POLL_INTERVAL": "0.1",
-        "PUSHGATE_ENGINE_BACKOFF_BASE": "0.2",
+        # Test-sized waits: a short retry ladder and quarantine cooldowns, so tests that inject
+        # provider errors finish in seconds; no invalid-token throttle unless a test asks for it.
+        "PUSHGATE_RETRY_LADDER": "[0.2, 0.4, 0.8, 1.6]",
+        "PUSHGATE_QUARANTINE_COOLDOWN": "0.5",
+        "PUSHGATE_QUARANTINE_MAX_COOLDOWN": "2",
+        "PUSHGATE_QUARANTINE_CREDENTIAL_COOLDOWN": "0.5",
+        "PUSHGATE_HEALTH_THROTTLE_PER_SECOND": "0",
         "PUSHGATE_SERVER_ACCESS_LOG": "false",
     }
     base.update(env)

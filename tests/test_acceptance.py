@@ -186,7 +186,7 @@ async def test_retryable_errors_end_failed_after_last_attempt(database_url: str,
 
     lab.reset()
     settings = gateway_settings(
-        database_url, lab, PUSHGATE_ENGINE_MAX_ATTEMPTS="3", PUSHGATE_ENGINE_BACKOFF_BASE="0.05"
+        database_url, lab, PUSHGATE_RETRY_MAX_ATTEMPTS="3", PUSHGATE_RETRY_LADDER="[0.05, 0.1, 0.2]"
     )
     async with running_gateway(settings) as gw:
         dev = await register(gw, provider="fcm", token=fcm_token(), platform="android")

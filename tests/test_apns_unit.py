@@ -325,7 +325,7 @@ CLASSIFY: list[tuple[int, str | None, Outcome]] = [
             "TopicDisallowed",
         )
     ],
-    (400, "IdleTimeout", Outcome.RETRYABLE),
+    (400, "IdleTimeout", Outcome.PROVIDER_TRANSIENT),
     *[
         (403, reason, Outcome.CREDENTIAL)
         for reason in (
@@ -344,11 +344,11 @@ CLASSIFY: list[tuple[int, str | None, Outcome]] = [
     (405, "MethodNotAllowed", Outcome.PAYLOAD),
     (413, "PayloadTooLarge", Outcome.PAYLOAD),
     (429, "TooManyProviderTokenUpdates", Outcome.CREDENTIAL),
-    (429, "TooManyRequests", Outcome.RETRYABLE),
-    (500, "InternalServerError", Outcome.RETRYABLE),
-    (503, "ServiceUnavailable", Outcome.RETRYABLE),
-    (503, "Shutdown", Outcome.RETRYABLE),
-    (502, None, Outcome.RETRYABLE),
+    (429, "TooManyRequests", Outcome.DEVICE_TRANSIENT),
+    (500, "InternalServerError", Outcome.PROVIDER_TRANSIENT),
+    (503, "ServiceUnavailable", Outcome.PROVIDER_TRANSIENT),
+    (503, "Shutdown", Outcome.PROVIDER_TRANSIENT),
+    (502, None, Outcome.PROVIDER_TRANSIENT),
 ]
 
 
@@ -539,7 +539,7 @@ async def test_network_error_is_retryable() -> None:
     [result] = await provider.send_batch(
         render(Notification(title="T"), ProviderOverrides(), NOW), [Target("a", TOKEN)]
     )
-    assert (result.outcome, result.error_code) == (Outcome.RETRYABLE, "network")
+    assert (result.outcome, result.error_code) == (Outcome.PROVIDER_TRANSIENT, "network")
 
 
 async def test_one_stream_until_authenticated_then_concurrency_bounded() -> None:

@@ -30,14 +30,14 @@ def test_file_interpolation_and_env_overrides(tmp_path: Path) -> None:
     env = {
         "DATA_DIR": "/srv",
         "WEB_PUSH_PRIVATE_KEY": "secret-private-key-value",
-        "PUSHGATE_ENGINE_MAX_ATTEMPTS": "7",
+        "PUSHGATE_RETRY_MAX_ATTEMPTS": "7",
         "PUSHGATE_DEVICES_ALLOW_LOOPBACK_ENDPOINTS": "true",
         "PUSHGATE_SERVER_HOST": "0.0.0.0",
     }
     s = load_settings(cfg, env=env)
     assert s.database_url == "sqlite:////srv/p.db"
     assert s.server.port == 9001 and s.server.host == "0.0.0.0"
-    assert s.engine.max_attempts == 7
+    assert s.retry.max_attempts == 7
     assert s.devices.allow_loopback_endpoints is True
     webpush = {"vapid_private_key": "secret-private-key-value", "vapid_subject": "mailto:a@example.com"}
     assert s.provider_settings("app_1", "default") == {"webpush": webpush}
@@ -69,7 +69,7 @@ def test_env_file_path_and_database_url(tmp_path: Path) -> None:
         ("[engine]\nconcurrency = 0\n", {}, "engine.concurrency"),
         ('database_url = "mysql://x"\n', {}, "database_url"),
         ('[webpush]\nvapid_private_key = "${MISSING_VAR}"\n', {}, "webpush.vapid_private_key"),
-        ("", {"PUSHGATE_ENGINE_MAX_ATTEMPTS": "lots"}, "engine.max_attempts"),
+        ("", {"PUSHGATE_RETRY_MAX_ATTEMPTS": "lots"}, "retry.max_attempts"),
         ("[server\n", {}, "TOML"),
     ],
 )

@@ -298,21 +298,21 @@ CLASSIFY: list[tuple[HttpResponse, Outcome, str | None]] = [
     (_code("80200001", status=401), Outcome.CREDENTIAL, "80200001"),
     (_code("80200003", status=401), Outcome.CREDENTIAL, "80200003"),
     (_code("80300002", status=403), Outcome.CREDENTIAL, "80300002"),
-    (_code("81000001", status=500), Outcome.RETRYABLE, "81000001"),
-    (_code("80600003", status=500), Outcome.RETRYABLE, "80600003"),
-    (_code("80100017", status=400), Outcome.RETRYABLE, "80100017"),
+    (_code("81000001", status=500), Outcome.PROVIDER_TRANSIENT, "81000001"),
+    (_code("80600003", status=500), Outcome.PROVIDER_TRANSIENT, "80600003"),
+    (_code("80100017", status=400), Outcome.QUOTA, "80100017"),
     (_code("80300008", status=413), Outcome.PAYLOAD, "80300008"),
     (_code("80100003", status=400), Outcome.PAYLOAD, "80100003"),
     (_code("80100013", status=400), Outcome.PAYLOAD, "80100013"),
     (_code("80300010", status=400), Outcome.PAYLOAD, "80300010"),
     (_code("89999999", status=200), Outcome.PAYLOAD, "89999999"),
-    (_code("89999999", status=502), Outcome.RETRYABLE, "89999999"),
-    (_resp(503, b"Service Unavailable", {"retry-after": "7"}), Outcome.RETRYABLE, "http_503"),
-    (_resp(502, b"<html>bad gateway</html>"), Outcome.RETRYABLE, "http_502"),
-    (_resp(429, b""), Outcome.RETRYABLE, "http_429"),
+    (_code("89999999", status=502), Outcome.PROVIDER_TRANSIENT, "89999999"),
+    (_resp(503, b"Service Unavailable", {"retry-after": "7"}), Outcome.PROVIDER_TRANSIENT, "http_503"),
+    (_resp(502, b"<html>bad gateway</html>"), Outcome.PROVIDER_TRANSIENT, "http_502"),
+    (_resp(429, b""), Outcome.QUOTA, "http_429"),
     (_resp(403, b"forbidden"), Outcome.CREDENTIAL, "http_403"),
     (_resp(404, b"no route"), Outcome.PAYLOAD, "http_404"),
-    (_resp(200, b"{}"), Outcome.RETRYABLE, "http_200"),
+    (_resp(200, b"{}"), Outcome.PROVIDER_TRANSIENT, "http_200"),
     (_resp(200, {"code": 80000000, "requestId": "r"}), Outcome.SENT, None),
 ]
 
@@ -393,13 +393,13 @@ async def test_oauth_rejected_is_credential_and_unreachable_is_retryable() -> No
     provider, script = await _provider()
     script.oauth_answer = TransportError("connection refused")
     results = await provider.send_batch(MESSAGE, _targets(2))
-    assert {r.outcome for r in results} == {Outcome.RETRYABLE}
+    assert {r.outcome for r in results} == {Outcome.PROVIDER_TRANSIENT}
 
 
 async def test_network_error_is_retryable() -> None:
     provider, _ = await _provider(lambda _r, _d: TransportError("reset"))
     results = await provider.send_batch(MESSAGE, _targets(2))
-    assert {(r.outcome, r.error_code) for r in results} == {(Outcome.RETRYABLE, "network")}
+    assert {(r.outcome, r.error_code) for r in results} == {(Outcome.PROVIDER_TRANSIENT, "network")}
 
 
 async def test_no_high_priority_permission_resends_as_normal() -> None:

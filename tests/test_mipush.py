@@ -223,12 +223,12 @@ async def test_20301_for_a_batch_is_resolved_one_regid_at_a_time() -> None:
 
 CLASSIFY: list[tuple[HttpResponse, Outcome, str | None]] = [
     (_resp(_ok_doc()), Outcome.SENT, None),
-    (_err(10002), Outcome.RETRYABLE, "10002"),
-    (_err(10003), Outcome.RETRYABLE, "10003"),
-    (_err(10027), Outcome.RETRYABLE, "10027"),
-    (_err(1), Outcome.RETRYABLE, "1"),
-    (_err(10001), Outcome.RETRYABLE, "10001"),
-    (_err(10034), Outcome.RETRYABLE, "10034"),
+    (_err(10002), Outcome.PROVIDER_TRANSIENT, "10002"),
+    (_err(10003), Outcome.PROVIDER_TRANSIENT, "10003"),
+    (_err(10027), Outcome.QUOTA, "10027"),
+    (_err(1), Outcome.PROVIDER_TRANSIENT, "1"),
+    (_err(10001), Outcome.PROVIDER_TRANSIENT, "10001"),
+    (_err(10034), Outcome.QUOTA, "10034"),
     (_err(21301), Outcome.CREDENTIAL, "21301"),
     (_err(21302), Outcome.CREDENTIAL, "21302"),
     (_err(22022), Outcome.CREDENTIAL, "22022"),
@@ -237,10 +237,10 @@ CLASSIFY: list[tuple[HttpResponse, Outcome, str | None]] = [
     (_err(10017), Outcome.PAYLOAD, "10017"),
     (_err(20301), Outcome.PAYLOAD, "20301"),  # for several regIds (the provider splits first)
     (_err(99999), Outcome.PAYLOAD, "99999"),
-    (_resp({"result": "error", "code": "10027"}), Outcome.RETRYABLE, "10027"),
-    (_resp(b"<html>busy</html>", 502), Outcome.RETRYABLE, "http_502"),
+    (_resp({"result": "error", "code": "10027"}), Outcome.QUOTA, "10027"),
+    (_resp(b"<html>busy</html>", 502), Outcome.PROVIDER_TRANSIENT, "http_502"),
     (_resp(b"nope", 401), Outcome.CREDENTIAL, "http_401"),
-    (_resp(b"not json", 200), Outcome.RETRYABLE, "http_200"),
+    (_resp(b"not json", 200), Outcome.PROVIDER_TRANSIENT, "http_200"),
     (_resp(b"gone", 404), Outcome.PAYLOAD, "http_404"),
 ]
 
@@ -262,7 +262,7 @@ def test_single_regid_20301_is_terminal_and_quota_waits() -> None:
 async def test_network_error_and_concurrency() -> None:
     provider, script = await _provider(lambda _r, _f: TransportError("reset"), concurrency=2)
     results = await provider.send_batch(render(Notification(title="T"), NO, NOW), _targets(5000))
-    assert {(r.outcome, r.error_code) for r in results} == {(Outcome.RETRYABLE, "network")}
+    assert {(r.outcome, r.error_code) for r in results} == {(Outcome.PROVIDER_TRANSIENT, "network")}
     assert script.max_inflight <= 2 and len(script.forms) == 5
     assert await provider.send_batch(render(Notification(title="T"), NO, NOW), []) == []
 

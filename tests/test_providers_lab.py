@@ -119,7 +119,7 @@ async def test_fcm_lab_classifications(lab: Lab, transport: PyreqwestTransport) 
         render_fcm(Notification(body="x")),
         [Target("q", quota), Target("m", mismatch), Target("b", "bad")],
     )
-    assert results[0].outcome is Outcome.RETRYABLE
+    assert results[0].outcome is Outcome.QUOTA
     assert results[0].error_code == "QUOTA_EXCEEDED" and results[0].retry_after == 60.0
     assert results[1].outcome is Outcome.DEVICE_TERMINAL and results[1].error_code == "SENDER_ID_MISMATCH"
     assert results[2].outcome is Outcome.DEVICE_TERMINAL and results[2].error_code == "INVALID_ARGUMENT"
@@ -157,7 +157,7 @@ async def test_webpush_through_lab(lab: Lab, transport: PyreqwestTransport) -> N
     results = await provider.send_batch(rendered, [Target(f"r{i}", tok) for i, tok in enumerate(tokens)])
 
     assert results[0].outcome is Outcome.SENT and results[0].provider_message_id
-    assert results[1].outcome is Outcome.RETRYABLE and results[1].retry_after == 42.0
+    assert results[1].outcome is Outcome.QUOTA and results[1].retry_after == 42.0
     assert results[2].outcome is Outcome.DEVICE_TERMINAL and results[2].error_code == "http_410"
 
     ledger = await _ledger(transport, lab, "webpush", subs[0]["endpoint"])
@@ -209,6 +209,6 @@ async def test_network_error_is_retryable(transport: PyreqwestTransport) -> None
     [res] = await provider.send_batch(
         render_webpush(Notification(body="x")), [Target("r", webpush_token_string(sub))]
     )
-    assert res.outcome is Outcome.RETRYABLE and res.error_code == "network"
+    assert res.outcome is Outcome.PROVIDER_TRANSIENT and res.error_code == "network"
     assert res.error_message and "connect" in res.error_message.lower()
     assert "/push/x" not in res.error_message  # the endpoint path is the device's secret

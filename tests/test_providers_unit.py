@@ -254,7 +254,7 @@ async def test_fcm_oauth_unreachable_is_retryable(service_account: dict[str, str
     provider, _, script = await _fcm(service_account, _ok)
     script.oauth_answer = answer
     [res] = await provider.send_batch({}, [Target("a", "A")])
-    assert res.outcome is Outcome.RETRYABLE and res.error_code == "oauth_failed"
+    assert res.outcome is Outcome.PROVIDER_TRANSIENT and res.error_code == "oauth_failed"
     # the next batch tries again and succeeds
     script.oauth_answer = None
     [res] = await provider.send_batch({}, [Target("a", "A")])
@@ -351,56 +351,62 @@ FCM_TABLE: list[tuple[str, HttpResponse | Exception, Outcome, str, float | None]
     (
         "429 without retry-after",
         _json(429, _fcm_error(429, "RESOURCE_EXHAUSTED", "quota", "QUOTA_EXCEEDED")),
-        Outcome.RETRYABLE,
+        Outcome.QUOTA,
         "QUOTA_EXCEEDED",
         60.0,
     ),
     (
         "429 short retry-after raised to 60",
         _json(429, _fcm_error(429, "RESOURCE_EXHAUSTED", "quota", "QUOTA_EXCEEDED"), {"retry-after": "5"}),
-        Outcome.RETRYABLE,
+        Outcome.QUOTA,
         "QUOTA_EXCEEDED",
         60.0,
     ),
     (
         "429 long retry-after kept",
         _json(429, _fcm_error(429, "RESOURCE_EXHAUSTED", "quota", "QUOTA_EXCEEDED"), {"retry-after": "300"}),
-        Outcome.RETRYABLE,
+        Outcome.QUOTA,
         "QUOTA_EXCEEDED",
         300.0,
     ),
     (
         "500 internal",
         _json(500, _fcm_error(500, "INTERNAL", "Internal error", "INTERNAL")),
-        Outcome.RETRYABLE,
+        Outcome.PROVIDER_TRANSIENT,
         "INTERNAL",
         None,
     ),
     (
         "503 with retry-after",
         _json(503, _fcm_error(503, "UNAVAILABLE", "busy", "UNAVAILABLE"), {"retry-after": "17"}),
-        Outcome.RETRYABLE,
+        Outcome.PROVIDER_TRANSIENT,
         "UNAVAILABLE",
         17.0,
     ),
     (
         "503 no body",
         HttpResponse(503, {"retry-after": RFC1123_FUTURE}, b""),
-        Outcome.RETRYABLE,
+        Outcome.PROVIDER_TRANSIENT,
         "http_503",
         3600.0,
     ),
-    ("502 html", HttpResponse(502, {}, b"<html>bad gateway</html>"), Outcome.RETRYABLE, "http_502", None),
+    (
+        "502 html",
+        HttpResponse(502, {}, b"<html>bad gateway</html>"),
+        Outcome.PROVIDER_TRANSIENT,
+        "http_502",
+        None,
+    ),
     (
         "unspecified 500",
         _json(500, _fcm_error(500, "UNKNOWN", "?", "UNSPECIFIED_ERROR")),
-        Outcome.RETRYABLE,
+        Outcome.PROVIDER_TRANSIENT,
         "UNSPECIFIED_ERROR",
         None,
     ),
     ("404 without FcmError", HttpResponse(404, {}, b"Not Found"), Outcome.PAYLOAD, "http_404", None),
     ("413", HttpResponse(413, {}, b""), Outcome.PAYLOAD, "http_413", None),
-    ("network", TransportError("connection reset"), Outcome.RETRYABLE, "network", None),
+    ("network", TransportError("connection reset"), Outcome.PROVIDER_TRANSIENT, "network", None),
 ]
 
 
@@ -685,19 +691,19 @@ WEBPUSH_TABLE: list[tuple[str, HttpResponse | Exception, Outcome, str | None, fl
     ),
     ("413", _json(413, {"code": 413, "errno": 104}), Outcome.PAYLOAD, "http_413", None),
     ("415 other 4xx", HttpResponse(415, {}, b""), Outcome.PAYLOAD, "http_415", None),
-    ("429 seconds", HttpResponse(429, {"retry-after": "120"}, b""), Outcome.RETRYABLE, "http_429", 120.0),
+    ("429 seconds", HttpResponse(429, {"retry-after": "120"}, b""), Outcome.QUOTA, "http_429", 120.0),
     (
         "429 http-date",
         HttpResponse(429, {"retry-after": RFC1123_FUTURE}, b""),
-        Outcome.RETRYABLE,
+        Outcome.QUOTA,
         "http_429",
         3600.0,
     ),
-    ("429 no header", HttpResponse(429, {}, b""), Outcome.RETRYABLE, "http_429", None),
-    ("500", HttpResponse(500, {}, b"oops"), Outcome.RETRYABLE, "http_500", None),
-    ("502", _json(502, {"code": 502, "errno": 202}), Outcome.RETRYABLE, "http_502", None),
-    ("503", HttpResponse(503, {"retry-after": "30"}, b""), Outcome.RETRYABLE, "http_503", 30.0),
-    ("network", TransportError("timed out"), Outcome.RETRYABLE, "network", None),
+    ("429 no header", HttpResponse(429, {}, b""), Outcome.QUOTA, "http_429", None),
+    ("500", HttpResponse(500, {}, b"oops"), Outcome.PROVIDER_TRANSIENT, "http_500", None),
+    ("502", _json(502, {"code": 502, "errno": 202}), Outcome.PROVIDER_TRANSIENT, "http_502", None),
+    ("503", HttpResponse(503, {"retry-after": "30"}, b""), Outcome.PROVIDER_TRANSIENT, "http_503", 30.0),
+    ("network", TransportError("timed out"), Outcome.PROVIDER_TRANSIENT, "network", None),
 ]
 
 

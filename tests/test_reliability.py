@@ -136,7 +136,7 @@ async def test_cancel_retrying_delivery_and_conflicts(gateway: Gateway, lab: Lab
 
 async def test_dead_letters_listed_and_replayed(database_url: str, lab: Lab) -> None:
     lab.reset()
-    settings = gateway_settings(database_url, lab, PUSHGATE_ENGINE_MAX_ATTEMPTS="2")
+    settings = gateway_settings(database_url, lab, PUSHGATE_RETRY_MAX_ATTEMPTS="2")
     async with running_gateway(settings) as gw:
         a = await register(gw, provider="fcm", token=fcm_token(), platform="android", channels=["d"])
         b = await register(gw, provider="fcm", token=fcm_token(), platform="android", channels=["d"])
@@ -200,7 +200,7 @@ async def test_dead_letters_listed_and_replayed(database_url: str, lab: Lab) -> 
 
 async def test_dead_letter_of_a_raw_token_is_replayed(database_url: str, lab: Lab) -> None:
     lab.reset()
-    settings = gateway_settings(database_url, lab, PUSHGATE_ENGINE_MAX_ATTEMPTS="1")
+    settings = gateway_settings(database_url, lab, PUSHGATE_RETRY_MAX_ATTEMPTS="1")
     async with running_gateway(settings) as gw:
         raw = fcm_token()  # not registered: the token lives only in the publish's request
         lab.fault(provider="fcm", tokens=[raw], error="500")

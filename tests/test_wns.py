@@ -314,14 +314,14 @@ CLASSIFY: list[tuple[HttpResponse, Outcome, str | None, float | None]] = [
     (_resp(410), Outcome.DEVICE_TERMINAL, "http_410", None),
     (_resp(401), Outcome.CREDENTIAL, "http_401", None),
     (_resp(403), Outcome.CREDENTIAL, "http_403", None),
-    (_resp(406, {"x-wns-continue-after": "30"}), Outcome.RETRYABLE, "http_406", 30.0),
-    (_resp(406), Outcome.RETRYABLE, "http_406", 60.0),
+    (_resp(406, {"x-wns-continue-after": "30"}), Outcome.QUOTA, "http_406", 30.0),
+    (_resp(406), Outcome.QUOTA, "http_406", 60.0),
     (_resp(413), Outcome.PAYLOAD, "http_413", None),
     (_resp(400, {"x-wns-error-description": "bad header"}), Outcome.PAYLOAD, "http_400", None),
     (_resp(405), Outcome.PAYLOAD, "http_405", None),
-    (_resp(429, {"retry-after": "5"}), Outcome.RETRYABLE, "http_429", 5.0),
-    (_resp(500), Outcome.RETRYABLE, "http_500", None),
-    (_resp(503, {"retry-after": "9"}), Outcome.RETRYABLE, "http_503", 9.0),
+    (_resp(429, {"retry-after": "5"}), Outcome.QUOTA, "http_429", 5.0),
+    (_resp(500), Outcome.PROVIDER_TRANSIENT, "http_500", None),
+    (_resp(503, {"retry-after": "9"}), Outcome.PROVIDER_TRANSIENT, "http_503", 9.0),
 ]
 
 
@@ -368,7 +368,7 @@ async def test_oauth_failures() -> None:
     provider, script = await _provider()
     script.oauth_answer = TransportError("refused")
     [r] = await provider.send_batch(TOAST, [Target("a", CHANNEL)])
-    assert r.outcome is Outcome.RETRYABLE
+    assert r.outcome is Outcome.PROVIDER_TRANSIENT
 
 
 async def test_foreign_channel_hosts_never_get_the_token() -> None:
@@ -392,7 +392,7 @@ async def test_foreign_channel_hosts_never_get_the_token() -> None:
 async def test_network_error_and_concurrency() -> None:
     provider, script = await _provider(lambda _r: TransportError("reset"), concurrency=3)
     results = await provider.send_batch(TOAST, [Target(str(i), CHANNEL) for i in range(12)])
-    assert {(r.outcome, r.error_code) for r in results} == {(Outcome.RETRYABLE, "network")}
+    assert {(r.outcome, r.error_code) for r in results} == {(Outcome.PROVIDER_TRANSIENT, "network")}
     assert script.max_inflight <= 3
     assert await provider.send_batch(TOAST, []) == []
 

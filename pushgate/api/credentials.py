@@ -24,11 +24,12 @@ from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from pushgate import config
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
-from pushgate.api.services import AppDep, ServicesDep
+from pushgate.api.services import AppDep, Services, ServicesDep
 from pushgate.domain.notification import KNOWN_PROVIDERS, PROVIDERS
 from pushgate.domain.render import b64url_encode
 from pushgate.domain.timefmt import rfc3339
 from pushgate.providers.base import ProviderConfigError
+from pushgate.store.health import ProviderHealthStore
 
 _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "fcm": config.FcmSettings,
@@ -255,6 +256,7 @@ class CredentialController(Controller):
         meta = await services.creds.put(
             app.id, provider, settings, fingerprint=fp, environment=env, expires_at=expires
         )
+        await _lift_quarantine(services, app.id, provider)
         return CredentialEnvelope(
             CredentialOut(
                 provider=provider,
@@ -279,3 +281,14 @@ class CredentialController(Controller):
             raise not_found("provider", provider)
         if not await services.creds.delete(app.id, provider):
             raise not_found("uploaded credential for", provider)
+        await _lift_quarantine(services, app.id, provider)
+
+
+async def _lift_quarantine(services: Services, app_id: str, provider: str) -> None:
+    """A new credential deserves a fresh start: close the pair's breaker and wake its deferred
+    work now instead of after the cooldown (a still-bad credential re-opens it at once)."""
+    async with services.db.write() as conn:
+        await ProviderHealthStore(services.db).reset(conn, app_id, provider)
+    if services.engine is not None:
+        services.engine.guards.quarantine.forget(app_id, provider)
+        services.engine.notify()

@@ -64,6 +64,7 @@ class DeadLetterController(Controller):
                     attempts=d.attempts,
                     error_code=d.error_code,
                     error_message=d.error_message,
+                    error_class=d.error_class,
                     failed_at=rfc3339(d.updated_at) or "",
                 )
                 for d in items

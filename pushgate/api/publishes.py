@@ -316,6 +316,7 @@ class PublishController(Controller):
                     status=r.status,
                     error_code=r.error_code,
                     error_message=r.error_message,
+                    error_class=r.error_class,
                     attempts=r.attempts,
                     sent_at=rfc3339(r.sent_at),
                     provider_message_id=r.provider_message_id,

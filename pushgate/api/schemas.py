@@ -245,6 +245,9 @@ class DeliveryOut(msgspec.Struct):
     status: str
     error_code: str | None
     error_message: str | None
+    #: The class of the last provider answer: sent, device_terminal, device_transient,
+    #: provider_transient, quota, credential or payload (null before any answer).
+    error_class: str | None
     attempts: int
     sent_at: str | None
     provider_message_id: str | None
@@ -299,6 +302,7 @@ class DeadLetterOut(msgspec.Struct):
     attempts: int
     error_code: str | None
     error_message: str | None
+    error_class: str | None
     failed_at: str
 
 

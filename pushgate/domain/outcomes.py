@@ -1,7 +1,8 @@
 """The classes every provider answer is sorted into.
 
 The engine reacts to a class, never to a provider's own code, so adding a provider never
-touches the retry or pruning logic: the provider module only has to classify.
+touches the retry, quarantine or pruning logic: the provider module only has to classify. The
+class is also the ``error_class`` label on delivery records and on metrics.
 """
 
 from __future__ import annotations
@@ -14,12 +15,29 @@ class Outcome(enum.StrEnum):
     SENT = "sent"
     #: The token is gone for good (unregistered, malformed, other sender): mark the device invalid.
     DEVICE_TERMINAL = "device_terminal"
-    #: Worth another attempt later (429, 5xx, timeouts, connection resets).
-    RETRYABLE = "retryable"
-    #: Our credentials are wrong or missing: fail the delivery, never touch the device.
+    #: This one device cannot take it right now (APNs TooManyRequests for a token): retry that
+    #: token later; says nothing about the provider's health.
+    DEVICE_TRANSIENT = "device_transient"
+    #: The provider is unwell (5xx, UNAVAILABLE, timeouts, connection resets): retry with backoff;
+    #: a streak of these quarantines the (app, provider) pair.
+    PROVIDER_TRANSIENT = "provider_transient"
+    #: We are over a rate or quota (429, QUOTA_EXCEEDED, WNS 406): retry after the wait asked for.
+    QUOTA = "quota"
+    #: Our credentials are wrong or missing: never touch the device; quarantines the pair.
     CREDENTIAL = "credential"
     #: The request itself is wrong (too large, bad field): fail, never retry.
     PAYLOAD = "payload"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt later can succeed (the retry ladder applies)."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset({Outcome.DEVICE_TRANSIENT, Outcome.PROVIDER_TRANSIENT, Outcome.QUOTA})
+
+#: Every class, in the order reports list them.
+ERROR_CLASSES: tuple[str, ...] = tuple(o.value for o in Outcome)
 
 
 @dataclass(slots=True)

@@ -1,23 +1,35 @@
 """Dispatch: send one batch through its provider and record every recipient's outcome.
 
-Outcomes, counters, device invalidation, the retry job and the removal of this job commit in
-one transaction: a crash before it re-runs the batch (skipping recipients already final), a
-crash after it loses nothing.
+Outcomes, counters, device invalidation, the retry job, the pair's health and the job's progress
+commit in one transaction: a crash before it re-runs the batch (skipping recipients already
+final), a crash after it loses nothing. Before and between chunks the batch passes the pair's
+quarantine and the rate limits; either may defer the rest of the job (no attempt is spent).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
+from pushgate.config import Settings
+from pushgate.domain.notification import PROVIDERS
 from pushgate.domain.outcomes import Outcome, SendResult
-from pushgate.domain.retry import retry_delay
+from pushgate.domain.quarantine import OPEN
+from pushgate.domain.retry import RetryDecision, RetryPolicy, decide_retry
+from pushgate.engine.health import HealthMonitor
+from pushgate.engine.limits import RateLimits
 from pushgate.engine.providers import ProviderPool
+from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.rendering import RenderCache
+from pushgate.metrics import DEFERRED, DELIVERIES
 from pushgate.providers.base import ProviderConfigError, Target
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
+from pushgate.store.health import ProviderHealthStore
 from pushgate.store.publishes import CLOSED, DeliveryUpdate, Publish, PublishStore
 from pushgate.store.queue import Job, JobQueue
 from pushgate.store.secretbox import SecretKeyError
@@ -28,17 +40,43 @@ log = logging.getLogger("pushgate.engine")
 #: Targets per provider call inside one batch; the publish's cancel is checked between calls.
 SEND_CHUNK = 100
 CANCEL_CHECK_SECONDS = 0.2
+#: A rate limit that asks for a longer wait than this defers the job instead of holding a worker.
+MAX_INLINE_WAIT = 1.0
+
+#: Stand-ins for targets that got no provider answer (no error class on their record).
+_EXPIRED = SendResult(Outcome.PAYLOAD, error_code="expired")
+_CANCELLED = SendResult(Outcome.PROVIDER_TRANSIENT, error_code="cancelled")
+
+
+def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
+    """``[retry]`` merged with each ``[retry.<provider>]`` override."""
+    r = settings.retry
+    out: dict[str, RetryPolicy] = {}
+    for name in PROVIDERS:
+        o = getattr(r, name, None)
+
+        def pick(key: str, o: Any = o) -> Any:
+            v = getattr(o, key) if o is not None else None
+            return v if v is not None else getattr(r, key)
+
+        out[name] = RetryPolicy(
+            ladder=tuple(pick("ladder")),
+            jitter=float(pick("jitter")),
+            max_attempts=int(pick("max_attempts")),
+            max_age=float(pick("max_age_seconds")),
+            quota_min_delay=float(pick("quota_min_delay")),
+        )
+    return out
 
 
 @dataclass(slots=True)
-class RetryPolicy:
-    max_attempts: int
-    base: float
-    cap: float
-    fcm_quota_min_delay: float
-    #: The job lease, renewed between chunks of a batch so a slow provider never lets the job
-    #: be claimed (and sent) a second time while it is still running.
-    lease_seconds: float = 60.0
+class Guards:
+    """What stands between a batch and its provider: quarantine, health throttle, rate limits."""
+
+    quarantine: Quarantine
+    health: HealthMonitor
+    limits: RateLimits
+    store: ProviderHealthStore
 
 
 class LostLease(Exception):
@@ -47,12 +85,21 @@ class LostLease(Exception):
 
 class Dispatcher:
     def __init__(
-        self, db: Database, publishes: PublishStore, pool: ProviderPool, policy: RetryPolicy
+        self,
+        db: Database,
+        publishes: PublishStore,
+        pool: ProviderPool,
+        settings: Settings,
+        guards: Guards,
     ) -> None:
         self.db = db
         self.publishes = publishes
         self.pool = pool
-        self.policy = policy
+        self.policies = retry_policies(settings)
+        #: The job lease, renewed between chunks of a batch so a slow provider never lets the
+        #: job be claimed (and sent) a second time while it is still running.
+        self.lease_seconds = settings.engine.lease_seconds
+        self.guards = guards
         self.renders = RenderCache()
         self._cancel_checks: dict[str, tuple[float, bool]] = {}
 
@@ -74,9 +121,7 @@ class Dispatcher:
             if not targets:
                 await record([], [], final=True)
             elif deadline is not None and time.time() >= deadline:
-                await record(
-                    targets, [SendResult(Outcome.PAYLOAD, error_code="expired") for _ in targets], final=True
-                )
+                await record(targets, [_EXPIRED for _ in targets], final=True)
             else:
                 await self._send(record, pub, app_name, provider_name, targets)
         except LostLease:
@@ -93,7 +138,7 @@ class Dispatcher:
             provider = await self.pool.get(pub.app_id, app_name, provider_name)
         except (ProviderConfigError, SecretKeyError) as exc:
             failed = SendResult(Outcome.CREDENTIAL, error_code="credential_invalid", error_message=str(exc))
-            await record(targets, [failed for _ in targets], final=True)
+            await record(targets, [failed for _ in targets], final=True, observed=False)
             return
         if provider is None:
             missing = SendResult(
@@ -101,19 +146,42 @@ class Dispatcher:
                 error_code="no_credentials",
                 error_message=f"app {app_name!r} has no {provider_name} credentials",
             )
-            await record(targets, [missing for _ in targets], final=True)
+            await record(targets, [missing for _ in targets], final=True, observed=False)
             return
+        g = self.guards
+        gate = await g.quarantine.gate(pub.app_id, provider_name)
+        if gate.defer_until is not None:
+            await record.defer(gate.defer_until, provider_name)
+            DEFERRED.labels(provider_name, "quarantine").inc()
+            return
+        probing = gate.probe
+        await g.health.refresh(pub.app_id)
         rendered = self.renders.get(pub.id, provider_name, pub.request, pub.created_at)
         # Sent and recorded chunk by chunk: a crash re-sends at most the chunks in flight, and a
         # cancel stops a big batch within about one chunk's round trip (the rest is recorded
-        # cancelled).
-        for k in range(0, len(targets), SEND_CHUNK):
-            chunk = targets[k : k + SEND_CHUNK]
+        # cancelled). A probe is a chunk of one.
+        k = 0
+        while k < len(targets):
+            chunk = targets[k : k + (1 if probing else SEND_CHUNK)]
             if k and await self._cancelled(pub.id):
                 await record(targets[k:], [], final=True)
                 return
-            results = await provider.send_batch(rendered, chunk)
-            await record(chunk, results, final=k + SEND_CHUNK >= len(targets))
+            wait, layer = g.limits.reserve(pub.app_id, app_name, provider_name, len(chunk))
+            if wait > MAX_INLINE_WAIT and not probing:
+                g.limits.refund(pub.app_id, provider_name, len(chunk))
+                await record.defer(time.time() + wait, None)
+                DEFERRED.labels(provider_name, f"rate_{layer}").inc()
+                return
+            if wait > 0:
+                await asyncio.sleep(wait)
+            async with g.limits.in_flight.hold(len(chunk)):
+                results = await provider.send_batch(rendered, chunk)
+            k += len(chunk)
+            parked = await record(chunk, results, final=k >= len(targets), probing=probing)
+            probing = False
+            if parked is not None:
+                DEFERRED.labels(provider_name, "quarantine").inc()
+                return
 
     async def _cancelled(self, publish_id: str) -> bool:
         """Whether the publish was cancelled, read at most every ``CANCEL_CHECK_SECONDS``."""
@@ -137,7 +205,7 @@ class Dispatcher:
             Outcome.PAYLOAD, error_code="internal_error", error_message="dispatch failed repeatedly"
         )
         record = _Recorder(self, job, pub, provider_name, job.payload["attempt"], None)
-        await record(targets, [failed for _ in targets], final=True)
+        await record(targets, [failed for _ in targets], final=True, observed=False)
         await self.publishes.finish_if_done(pub.id)
 
     async def _record(
@@ -152,16 +220,25 @@ class Dispatcher:
         *,
         final: bool,
         progress: int,
-    ) -> None:
+        probing: bool = False,
+        observed: bool = True,
+    ) -> float | None:
+        """Commit one chunk's outcomes; returns when the job was deferred to, if the chunk's
+        answers quarantined the pair (the rest of the job waits, no attempt spent)."""
         now = time.time()
         # A replayed dead letter runs as attempt 1 but is already counted as retrying.
         was_retrying = attempt > 1 or bool(job.payload.get("replay"))
+        # ``observed``: these are real provider answers (not a local failure to build the
+        # request), so they count toward the pair's health and quarantine.
+        answered = results[: len(targets)] if observed else []
+        classes = Counter(r.outcome.value for r in answered if r is not _EXPIRED)
+        parked: float | None = None
         async with self.db.write() as conn:
             # Read under a shared lock: a cancel that committed first has already turned these
             # recipients into ``cancelled`` (and moved the counters), one that comes later waits.
             cancelled = await self.publishes.status_locked(conn, pub.id) == "cancelled"
             updates, counts, invalid, retries = self._outcomes(
-                provider_name, attempt, targets, results, deadline, now, was_retrying, cancelled
+                pub, provider_name, attempt, targets, results, deadline, now, was_retrying, cancelled
             )
             await self.publishes.record(conn, pub.id, updates)
             await self.publishes.bump(conn, pub.id, provider_name, **counts)
@@ -180,21 +257,39 @@ class Dispatcher:
                     for run_at, batch in retries.items()
                 ],
             )
+            if classes:
+                await self.guards.store.add_events(conn, pub.app_id, provider_name, now, classes)
+                breaker = await self.guards.quarantine.observe(
+                    conn, pub.app_id, provider_name, answered, probing=probing
+                )
+                if breaker.state == OPEN and not final and breaker.open_until is not None:
+                    parked = breaker.open_until
             if final:
                 still_ours = await JobQueue.delete_claimed(conn, job.id, job.claims)
-            else:
-                still_ours = await JobQueue.advance(
-                    conn, job.id, job.claims, progress, self.policy.lease_seconds
+            elif parked is not None:
+                still_ours = await JobQueue.defer(
+                    conn, job.id, job.claims, progress, parked, deferred_by=provider_name
                 )
+            else:
+                still_ours = await JobQueue.advance(conn, job.id, job.claims, progress, self.lease_seconds)
             if not still_ours and not cancelled:
                 # A cancel deletes the publish's jobs and still wants what was sent recorded;
                 # otherwise a missing job means another claim owns this batch now.
                 raise LostLease(job.id)
+        for cls, n in classes.items():
+            DELIVERIES.labels(provider_name, cls).inc(n)
         if invalid:
             log.info("marked %d %s device(s) invalid for publish %s", len(invalid), provider_name, pub.id)
+        return parked
+
+    async def _defer(self, job: Job, progress: int, run_at: float, deferred_by: str | None) -> None:
+        async with self.db.write() as conn:
+            if not await JobQueue.defer(conn, job.id, job.claims, progress, run_at, deferred_by):
+                raise LostLease(job.id)
 
     def _outcomes(
         self,
+        pub: Publish,
         provider_name: str,
         attempt: int,
         targets: list[Target],
@@ -212,41 +307,54 @@ class Dispatcher:
         recipients count as ``cancelled``; what was really sent moves from there to its outcome,
         and what would have been retried stays cancelled.
         """
+        policy = self.policies[provider_name]
         updates: list[DeliveryUpdate] = []
         invalid: dict[str, tuple[str, str]] = {}
         retries: dict[float, list[list[str]]] = {}
         counts = {"sent": 0, "failed": 0, "invalid_token": 0, "expired": 0, "retrying": 0, "cancelled": 0}
-        unsent = SendResult(Outcome.RETRYABLE, error_code="cancelled")
         for n, target in enumerate(targets):
             # Targets past the results were not sent: their publish was cancelled mid-batch.
-            res = results[n] if n < len(results) else unsent
+            res = results[n] if n < len(results) else _CANCELLED
+            answered = res is not _EXPIRED and res is not _CANCELLED
             status: str
             dead = False
             if res.outcome is Outcome.SENT:
                 status = "sent"
-            elif res.error_code == "expired":
+            elif res is _EXPIRED:
                 status = "expired"
             elif res.outcome is Outcome.DEVICE_TERMINAL:
                 status = "invalid_token"
                 if target.recipient_id.startswith("dev_"):
                     reason = f"{provider_name}: {res.error_code or 'invalid token'}"
                     invalid[target.recipient_id] = (reason, target.token)
-            elif res.outcome is Outcome.RETRYABLE and cancelled:
+            elif res.outcome.retryable and cancelled:
                 status = "cancelled"
-            elif res.outcome is Outcome.RETRYABLE and attempt < self.policy.max_attempts:
-                delay = retry_delay(
-                    attempt, base=self.policy.base, cap=self.policy.cap, retry_after=res.retry_after
+            elif res.outcome.retryable:
+                decision, run_at = decide_retry(
+                    policy,
+                    attempt,
+                    res.outcome,
+                    res.retry_after,
+                    now=now,
+                    created_at=pub.created_at,
+                    deadline=deadline,
                 )
-                if provider_name == "fcm" and res.error_code in ("QUOTA_EXCEEDED", "RESOURCE_EXHAUSTED"):
-                    delay = max(delay, self.policy.fcm_quota_min_delay)
-                if deadline is not None and now + delay >= deadline:
+                if decision == RetryDecision.RETRY:
+                    status = "retrying"
+                    retries.setdefault(round(run_at, 3), []).append(target.row())
+                elif decision == RetryDecision.EXPIRED:
                     status = "expired"
                 else:
-                    status = "retrying"
-                    retries.setdefault(round(now + delay, 3), []).append(target.row())
+                    status, dead = "failed", True
             else:
                 status = "failed"
-                dead = res.outcome is Outcome.RETRYABLE
+                # A provider that refused our credential will take the same push once the
+                # credential is fixed: keep it replayable (a dead letter). Missing or unusable
+                # configuration (no request was made) is not.
+                dead = res.outcome is Outcome.CREDENTIAL and res.error_code not in (
+                    "no_credentials",
+                    "credential_invalid",
+                )
             if cancelled:
                 if status != "cancelled":
                     counts["cancelled"] -= 1
@@ -265,6 +373,7 @@ class Dispatcher:
                     attempts=attempt,
                     error_code=None if status == "sent" else res.error_code,
                     error_message=None if status == "sent" else res.error_message,
+                    error_class=res.outcome.value if answered else None,
                     provider_message_id=res.provider_message_id,
                     sent_at=now if status == "sent" else None,
                     dead=dead,
@@ -305,9 +414,17 @@ class _Recorder:
         #: Position in the job's full target list after what has been recorded.
         self.progress = job.progress
 
-    async def __call__(self, targets: list[Target], results: list[SendResult], *, final: bool) -> None:
+    async def __call__(
+        self,
+        targets: list[Target],
+        results: list[SendResult],
+        *,
+        final: bool,
+        probing: bool = False,
+        observed: bool = True,
+    ) -> float | None:
         self.progress += len(targets)
-        await self.dispatcher._record(
+        return await self.dispatcher._record(
             self.job,
             self.pub,
             self.provider_name,
@@ -317,4 +434,10 @@ class _Recorder:
             self.deadline,
             final=final,
             progress=self.progress,
+            probing=probing,
+            observed=observed,
         )
+
+    async def defer(self, run_at: float, deferred_by: str | None) -> None:
+        """Hand the rest of the job back to run at ``run_at`` (nothing of it was attempted)."""
+        await self.dispatcher._defer(self.job, self.progress, run_at, deferred_by)

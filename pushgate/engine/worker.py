@@ -15,14 +15,19 @@ import time
 import uuid
 
 from pushgate.config import Settings
-from pushgate.engine.dispatcher import Dispatcher, RetryPolicy
+from pushgate.domain.quarantine import BreakerRules
+from pushgate.engine.dispatcher import Dispatcher, Guards
+from pushgate.engine.health import HealthMonitor
+from pushgate.engine.limits import RateLimits
 from pushgate.engine.planner import PlanContext, Planner
 from pushgate.engine.providers import ProviderPool
+from pushgate.engine.quarantine import Quarantine
 from pushgate.providers.transport import Transport
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import credential_store
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
+from pushgate.store.health import ProviderHealthStore
 from pushgate.store.publishes import PublishStore
 from pushgate.store.queue import Job, JobQueue
 
@@ -44,16 +49,22 @@ class Engine:
         self.publishes = PublishStore(db)
         self.devices = DeviceStore(db)
         self.pool = ProviderPool(settings, transport, credential_store(settings, db))
-        e = settings.engine
         self.planner = Planner(db, self.publishes, self.notify)
-        self.dispatcher = Dispatcher(
-            db,
-            self.publishes,
-            self.pool,
-            RetryPolicy(
-                e.max_attempts, e.backoff_base, e.backoff_max, e.fcm_quota_min_delay, e.lease_seconds
+        self.health_store = ProviderHealthStore(db)
+        q = settings.quarantine
+        self.health = HealthMonitor(self.health_store, settings.health)
+        self.guards = Guards(
+            quarantine=Quarantine(
+                self.health_store,
+                BreakerRules(
+                    q.failure_threshold, q.cooldown, q.max_cooldown, q.credential_cooldown, q.probe_timeout
+                ),
             ),
+            health=self.health,
+            limits=RateLimits(settings, self.health.throttled),
+            store=self.health_store,
         )
+        self.dispatcher = Dispatcher(db, self.publishes, self.pool, settings, self.guards)
         # jobs.lease_owner is VARCHAR(64): a long host name (cloud FQDNs reach 63) must not
         # overflow it, or every claim fails on PostgreSQL. 40 + pid (<= 7) + nonce (8) + 2 <= 64.
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -92,6 +103,8 @@ class Engine:
                 for publish_id in await self.publishes.stuck():
                     if await self.publishes.finish_if_done(publish_id):
                         log.info("sweep closed publish %s", publish_id)
+                # Health minutes that left the rolling window (kept one minute longer).
+                await self.health_store.prune_events(time.time() - self.settings.health.window_seconds - 60)
             except Exception:
                 log.exception("sweeping stuck publishes failed; retrying at the next run")
 

@@ -97,7 +97,9 @@ def classify_apns_response(resp: HttpResponse, sent_id: str | None = None) -> Se
         if reason in _DEVICE_TERMINAL_400:
             return SendResult(Outcome.DEVICE_TERMINAL, error_code=code)
         if reason == "IdleTimeout":
-            return SendResult(Outcome.RETRYABLE, error_code=code, error_message="connection idle; reconnect")
+            return SendResult(
+                Outcome.PROVIDER_TRANSIENT, error_code=code, error_message="connection idle; reconnect"
+            )
         return SendResult(Outcome.PAYLOAD, error_code=code)
     if status == 403:
         return SendResult(Outcome.CREDENTIAL, error_code=code, error_message=_CREDENTIAL_HINTS.get(code))
@@ -113,9 +115,10 @@ def classify_apns_response(resp: HttpResponse, sent_id: str | None = None) -> Se
                 error_code=code,
                 error_message="the provider JWT changed too often on one connection (keep it 20-60 min)",
             )
-        return SendResult(Outcome.RETRYABLE, error_code=code, retry_after=retry_after)
+        # Too many pushes to this one device: only that token waits.
+        return SendResult(Outcome.DEVICE_TRANSIENT, error_code=code, retry_after=retry_after)
     if status >= 500:
-        return SendResult(Outcome.RETRYABLE, error_code=code, retry_after=retry_after)
+        return SendResult(Outcome.PROVIDER_TRANSIENT, error_code=code, retry_after=retry_after)
     # 404 BadPath, 405 MethodNotAllowed and anything else: a bug in the request, never retried.
     return SendResult(Outcome.PAYLOAD, error_code=code)
 
@@ -496,7 +499,7 @@ class ApnsProvider(Provider):
         except TransportError as exc:
             # Maybe a new connection next time: APNs will allow one stream on it again.
             self._open[base] = asyncio.Event()
-            return SendResult(Outcome.RETRYABLE, error_code="network", error_message=str(exc))
+            return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
         if resp.status != 403 and resp.status != 429:
             self._open[base].set()
         result = classify_apns_response(resp, apns_id)

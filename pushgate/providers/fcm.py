@@ -131,15 +131,19 @@ def classify_fcm_response(resp: HttpResponse) -> SendResult:
         return SendResult(Outcome.DEVICE_TERMINAL, error_code=code, error_message=message)
     if status == 429:
         wait = max(retry_after or 0.0, MIN_QUOTA_BACKOFF)
-        return SendResult(Outcome.RETRYABLE, error_code=code, error_message=message, retry_after=wait)
+        return SendResult(Outcome.QUOTA, error_code=code, error_message=message, retry_after=wait)
     if status >= 500:
         if parsed.code == "UNSPECIFIED_ERROR":
             log.warning("fcm: UNSPECIFIED_ERROR (%s): %s", status, message)
-        return SendResult(Outcome.RETRYABLE, error_code=code, error_message=message, retry_after=retry_after)
+        return SendResult(
+            Outcome.PROVIDER_TRANSIENT, error_code=code, error_message=message, retry_after=retry_after
+        )
     if status >= 400:
         return SendResult(Outcome.PAYLOAD, error_code=code, error_message=message)
     # 1xx/2xx other than 200/3xx: not something FCM sends; retry rather than guess.
-    return SendResult(Outcome.RETRYABLE, error_code=code, error_message=message, retry_after=retry_after)
+    return SendResult(
+        Outcome.PROVIDER_TRANSIENT, error_code=code, error_message=message, retry_after=retry_after
+    )
 
 
 #: Targets that are not device tokens: FCM topics and conditions (recipients ``fcm_topic``/``fcm_condition``).
@@ -339,7 +343,7 @@ class FcmProvider(Provider):
         try:
             access_token = await self._get_token()
         except _OAuthError as exc:
-            outcome = Outcome.RETRYABLE if exc.retryable else Outcome.CREDENTIAL
+            outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
             log.warning("fcm[%s]: OAuth token exchange failed: %s", self.project_id, exc)
             return [SendResult(outcome, error_code="oauth_failed", error_message=str(exc)) for _ in targets]
 
@@ -366,11 +370,11 @@ class FcmProvider(Provider):
                     try:
                         access_token = await self._get_token(stale=access_token)
                     except _OAuthError as exc:
-                        outcome = Outcome.RETRYABLE if exc.retryable else Outcome.CREDENTIAL
+                        outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
                         return SendResult(outcome, error_code="oauth_failed", error_message=str(exc))
                     resp = await self._post(body, access_token)
             except TransportError as exc:
-                return SendResult(Outcome.RETRYABLE, error_code="network", error_message=str(exc))
+                return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
         result = classify_fcm_response(resp)
         if result.outcome is Outcome.CREDENTIAL:
             log.warning(

@@ -47,6 +47,8 @@ AUTH_ERRORS = frozenset({"80200001", "80200003"})
 CONFIG_ERRORS = frozenset({"80300002"})
 #: Internal error, OAuth service hiccup, too many concurrent topic messages: back off.
 RETRY_CODES = frozenset({"81000001", "80600003", "80100017"})
+#: Of those, the rate limits (class ``quota``); the rest are provider trouble.
+QUOTA_CODES = frozenset({"80100017"})
 TOO_LARGE = "80300008"
 NO_HIGH_PRIORITY = "80300011"
 
@@ -107,7 +109,8 @@ def classify_hms_response(resp: HttpResponse, tokens: Sequence[str]) -> list[Sen
     if code is None:
         err = f"http_{resp.status}"
         if resp.status >= 500 or resp.status == 429:
-            retry = SendResult(Outcome.RETRYABLE, error_code=err, error_message=text, retry_after=retry_after)
+            kind = Outcome.QUOTA if resp.status == 429 else Outcome.PROVIDER_TRANSIENT
+            retry = SendResult(kind, error_code=err, error_message=text, retry_after=retry_after)
             return _all(retry, n)
         if resp.status in (401, 403):
             return _all(SendResult(Outcome.CREDENTIAL, error_code=err, error_message=text), n)
@@ -115,7 +118,8 @@ def classify_hms_response(resp: HttpResponse, tokens: Sequence[str]) -> list[Sen
             return _all(SendResult(Outcome.PAYLOAD, error_code=err, error_message=text), n)
         if 200 <= resp.status < 300:
             # A 2xx without a code is not an answer Push Kit gives; do not assume delivery.
-            return _all(SendResult(Outcome.RETRYABLE, error_code=err, error_message="no code in answer"), n)
+            no_code = SendResult(Outcome.PROVIDER_TRANSIENT, error_code=err, error_message="no code")
+            return _all(no_code, n)
         return _all(SendResult(Outcome.PAYLOAD, error_code=err, error_message=text), n)
 
     if code == SUCCESS:
@@ -136,7 +140,9 @@ def classify_hms_response(resp: HttpResponse, tokens: Sequence[str]) -> list[Sen
     if code in AUTH_ERRORS or code in CONFIG_ERRORS:
         return _all(SendResult(Outcome.CREDENTIAL, error_code=code, error_message=text), n)
     if code in RETRY_CODES or resp.status >= 500:
-        retry = SendResult(Outcome.RETRYABLE, error_code=code, error_message=text, retry_after=retry_after)
+        # 80100017: too many concurrent topic messages, a rate limit rather than an outage.
+        kind = Outcome.QUOTA if code in QUOTA_CODES or resp.status == 429 else Outcome.PROVIDER_TRANSIENT
+        retry = SendResult(kind, error_code=code, error_message=text, retry_after=retry_after)
         return _all(retry, n)
     # 80300008 (too large), 80100001/3 (bad message), 80100004 (TTL), 80100013 (collapse_key), …
     return _all(SendResult(Outcome.PAYLOAD, error_code=code, error_message=text), n)
@@ -213,7 +219,7 @@ class HmsProvider(Provider):
         try:
             access_token = await self.oauth.get()
         except OAuthError as exc:
-            outcome = Outcome.RETRYABLE if exc.retryable else Outcome.CREDENTIAL
+            outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
             log.warning("hms[%s]: OAuth token exchange failed: %s", self.app_id, exc)
             return [SendResult(outcome, error_code="oauth_failed", error_message=str(exc)) for _ in targets]
 
@@ -254,7 +260,7 @@ class HmsProvider(Provider):
                     try:
                         access_token = await self.oauth.get(stale=access_token)
                     except OAuthError as exc:
-                        outcome = Outcome.RETRYABLE if exc.retryable else Outcome.CREDENTIAL
+                        outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
                         failed = SendResult(outcome, error_code="oauth_failed", error_message=str(exc))
                         return _all(failed, len(tokens))
                     resp = await self._post(message, access_token)
@@ -264,7 +270,7 @@ class HmsProvider(Provider):
                     message = {**message, "android": {**message["android"], "urgency": "NORMAL"}}
                     resp = await self._post(message, access_token)
             except TransportError as exc:
-                network = SendResult(Outcome.RETRYABLE, error_code="network", error_message=str(exc))
+                network = SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
                 return _all(network, len(tokens))
         results = classify_hms_response(resp, tokens)
         first = results[0] if results else None

@@ -46,6 +46,8 @@ RETRY_CODES = frozenset({1, 10001, 10002, 10003, 10027})
 #: Bad AppSecret (21301/21302), or app / app id / key / package / blacklist problems: fix the config.
 CREDENTIAL_CODES = frozenset({21301, 21302, 22000, 22006, 22007, 22022, 10031})
 DAILY_QUOTA = 10034
+#: ``API called too often``: a rate limit.
+API_TOO_OFTEN = 10027
 #: Wait after the daily quota is hit (MiPush resets it the next day; the engine's attempts run out
 #: before that, so the delivery fails with the code rather than spinning).
 QUOTA_WAIT = 3600.0
@@ -87,9 +89,8 @@ def classify_mipush_response(resp: HttpResponse, regids: Sequence[str]) -> list[
         err = f"http_{resp.status}"
         if resp.status >= 500 or resp.status == 429 or 200 <= resp.status < 300:
             retry_after = parse_retry_after(resp.headers.get("retry-after"))
-            return _all(
-                SendResult(Outcome.RETRYABLE, error_code=err, error_message=text, retry_after=retry_after), n
-            )
+            kind = Outcome.QUOTA if resp.status == 429 else Outcome.PROVIDER_TRANSIENT
+            return _all(SendResult(kind, error_code=err, error_message=text, retry_after=retry_after), n)
         if resp.status in (401, 403):
             return _all(SendResult(Outcome.CREDENTIAL, error_code=err, error_message=text), n)
         return _all(SendResult(Outcome.PAYLOAD, error_code=err, error_message=text), n)
@@ -114,10 +115,12 @@ def classify_mipush_response(resp: HttpResponse, regids: Sequence[str]) -> list[
         ]
     err = str(code)
     if code in RETRY_CODES:
-        return _all(SendResult(Outcome.RETRYABLE, error_code=err, error_message=message), n)
+        # 10027: the API was called too often (a rate limit); the others are server trouble.
+        kind = Outcome.QUOTA if code == API_TOO_OFTEN else Outcome.PROVIDER_TRANSIENT
+        return _all(SendResult(kind, error_code=err, error_message=message), n)
     if code == DAILY_QUOTA:
         return _all(
-            SendResult(Outcome.RETRYABLE, error_code=err, error_message=message, retry_after=QUOTA_WAIT), n
+            SendResult(Outcome.QUOTA, error_code=err, error_message=message, retry_after=QUOTA_WAIT), n
         )
     if code in CREDENTIAL_CODES:
         return _all(SendResult(Outcome.CREDENTIAL, error_code=err, error_message=message), n)
@@ -192,9 +195,8 @@ class MiPushProvider(Provider):
             try:
                 resp = await self._post(fields, regids)
             except TransportError as exc:
-                return _all(
-                    SendResult(Outcome.RETRYABLE, error_code="network", error_message=str(exc)), len(regids)
-                )
+                network = SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
+                return _all(network, len(regids))
         if len(regids) > 1 and _code(_parse(resp.body)) == NO_VALID_TARGET:
             # Ambiguous for a batch: find out which regIds MiPush refuses, one at a time.
             singles = await asyncio.gather(*(self._send_chunk(fields, [r]) for r in regids))

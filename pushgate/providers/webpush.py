@@ -192,14 +192,14 @@ def classify_webpush_response(resp: HttpResponse) -> SendResult:
         return SendResult(Outcome.CREDENTIAL, error_code=code, error_message=message)
     if status == 429 or status >= 500:
         return SendResult(
-            Outcome.RETRYABLE,
+            Outcome.QUOTA if status == 429 else Outcome.PROVIDER_TRANSIENT,
             error_code=code,
             error_message=message,
             retry_after=parse_retry_after(resp.headers.get("retry-after")),
         )
     if status >= 400:  # 400 (bad TTL/Urgency/Topic/encryption), 413 (too large), other 4xx
         return SendResult(Outcome.PAYLOAD, error_code=code, error_message=message)
-    return SendResult(Outcome.RETRYABLE, error_code=code, error_message=message)
+    return SendResult(Outcome.PROVIDER_TRANSIENT, error_code=code, error_message=message)
 
 
 class WebPushProvider(Provider):
@@ -311,7 +311,7 @@ class WebPushProvider(Provider):
                     HttpRequest("POST", sub.endpoint, headers, body, self._timeout)
                 )
             except TransportError as exc:
-                return SendResult(Outcome.RETRYABLE, error_code="network", error_message=str(exc))
+                return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
         result = classify_webpush_response(resp)
         if result.outcome is Outcome.CREDENTIAL:
             log.warning(

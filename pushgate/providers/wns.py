@@ -72,14 +72,14 @@ def classify_wns_response(resp: HttpResponse) -> SendResult:
     if status == 406:
         wait = parse_retry_after(resp.headers.get("x-wns-continue-after"))
         return SendResult(
-            Outcome.RETRYABLE,
+            Outcome.QUOTA,
             error_code=code,
             error_message=description or "channel throttled",
             retry_after=wait if wait is not None else DEFAULT_THROTTLE_WAIT,
         )
     if status == 429 or status >= 500:
         return SendResult(
-            Outcome.RETRYABLE,
+            Outcome.QUOTA if status == 429 else Outcome.PROVIDER_TRANSIENT,
             error_code=code,
             error_message=description,
             retry_after=parse_retry_after(resp.headers.get("retry-after")),
@@ -173,7 +173,7 @@ class WnsProvider(Provider):
         try:
             access_token = await self.oauth.get()
         except OAuthError as exc:
-            outcome = Outcome.RETRYABLE if exc.retryable else Outcome.CREDENTIAL
+            outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
             log.warning("wns: OAuth token exchange failed: %s", exc)
             return [SendResult(outcome, error_code="oauth_failed", error_message=str(exc)) for _ in targets]
         return list(await asyncio.gather(*(self._send_one(rendered, t.token, access_token) for t in targets)))
@@ -192,11 +192,11 @@ class WnsProvider(Provider):
                     try:
                         access_token = await self.oauth.get(stale=access_token)
                     except OAuthError as exc:
-                        outcome = Outcome.RETRYABLE if exc.retryable else Outcome.CREDENTIAL
+                        outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
                         return SendResult(outcome, error_code="oauth_failed", error_message=str(exc))
                     resp = await self._post(rendered, uri, access_token)
             except TransportError as exc:
-                return SendResult(Outcome.RETRYABLE, error_code="network", error_message=str(exc))
+                return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
         result = classify_wns_response(resp)
         if result.outcome is Outcome.CREDENTIAL:
             log.warning("wns: credential error %s: %s", result.error_code, result.error_message)

@@ -30,6 +30,29 @@ def upsert_adding(dialect: str, table: sa.Table, key: dict[str, object], deltas:
     )
 
 
+def upsert_adding_many(
+    dialect: str, table: sa.Table, rows: list[dict[str, object]], key: Sequence[str], add: Sequence[str]
+) -> Insert:
+    """One multi-row ``INSERT … ON CONFLICT (key) DO UPDATE SET c = c + excluded.c``."""
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    stmt = insert.values(rows)
+    return stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={name: getattr(table.c, name) + getattr(stmt.excluded, name) for name in add},
+    )
+
+
+def upsert_replacing(
+    dialect: str, table: sa.Table, key: dict[str, object], values: dict[str, object]
+) -> Insert:
+    """``INSERT … ON CONFLICT (key) DO UPDATE SET c = excluded.c``: write one whole row."""
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    stmt = insert.values({**key, **values})
+    return stmt.on_conflict_do_update(
+        index_elements=list(key), set_={name: getattr(stmt.excluded, name) for name in values}
+    )
+
+
 def lock_skip_locked(dialect: str, select: sa.Select) -> sa.Select:
     """On PostgreSQL, let concurrent claimers skip each other's rows; SQLite has one writer anyway."""
     if dialect == "postgresql":

@@ -49,6 +49,8 @@ class DeliveryUpdate:
     attempts: int
     error_code: str | None = None
     error_message: str | None = None
+    #: The class of the provider's answer (domain/outcomes.py); None when none was received.
+    error_class: str | None = None
     provider_message_id: str | None = None
     sent_at: float | None = None
     #: Failed after exhausting its attempts on retryable errors (a dead letter).
@@ -65,6 +67,7 @@ class DeadLetter:
     error_code: str | None
     error_message: str | None
     updated_at: float
+    error_class: str | None = None
 
 
 def _publish(row: Any) -> Publish:
@@ -301,6 +304,7 @@ class PublishStore:
                 attempts=sa.bindparam("att"),
                 error_code=sa.bindparam("ec"),
                 error_message=sa.bindparam("em"),
+                error_class=sa.bindparam("ecl"),
                 provider_message_id=sa.bindparam("pmid"),
                 sent_at=sa.bindparam("sat"),
                 dead=sa.bindparam("dead"),
@@ -316,6 +320,7 @@ class PublishStore:
                     "att": u.attempts,
                     "ec": u.error_code,
                     "em": u.error_message[:1000] if u.error_message else None,
+                    "ecl": u.error_class,
                     "pmid": u.provider_message_id,
                     "sat": u.sent_at,
                     "dead": u.dead,
@@ -513,6 +518,7 @@ class PublishStore:
                 r.error_code,
                 r.error_message,
                 r.updated_at,
+                r.error_class,
             )
             for r in rows[:limit]
         ]

@@ -134,6 +134,34 @@ class JobQueue:
         return bool(res.rowcount)
 
     @staticmethod
+    async def defer(
+        conn: AsyncConnection,
+        job_id: int,
+        claims: int,
+        progress: int,
+        run_at: float,
+        deferred_by: str | None = None,
+    ) -> bool:
+        """Give the job back to run at ``run_at`` (quarantine, rate limit), keeping its progress.
+
+        A deferral is not a failed run: the claim it used is handed back, so a long quarantine
+        never makes the job look poisonous (``MAX_CLAIMS``). False when another claim owns it.
+        """
+        res = await conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.claims == claims)
+            .values(
+                progress=progress,
+                run_at=run_at,
+                lease_until=None,
+                lease_owner=None,
+                claims=jobs.c.claims - 1,
+                deferred_by=deferred_by,
+            )
+        )
+        return bool(res.rowcount)
+
+    @staticmethod
     async def delete_for_publish(conn: AsyncConnection, publish_id: str) -> None:
         """Drop a publish's jobs (cancel); a batch in flight finds its job gone, which is harmless."""
         await conn.execute(sa.delete(jobs).where(jobs.c.publish_id == publish_id))

@@ -135,6 +135,8 @@ deliveries = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("error_code", sa.String(80), nullable=True),
     sa.Column("error_message", sa.Text, nullable=True),
+    #: The class of the last provider answer (domain/outcomes.py), e.g. ``provider_transient``.
+    sa.Column("error_class", sa.String(24), nullable=True),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("sent_at", sa.Float, nullable=True),
     sa.Column("provider_message_id", sa.String(300), nullable=True),
@@ -166,6 +168,9 @@ jobs = sa.Table(
     sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
     #: Dispatch jobs: targets (in order) whose outcome is already committed; a re-claim resumes here.
     sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
+    #: Set while a dispatch job waits out its provider's quarantine (the provider's name), so
+    #: closing the breaker can wake it at once.
+    sa.Column("deferred_by", sa.String(16), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_jobs_run_at", "run_at"),
     sa.Index("ix_jobs_publish", "publish_id"),
@@ -186,4 +191,38 @@ credentials = sa.Table(
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Quarantine (circuit breaker) state per (app, provider), shared by every worker process so one
+# process's discovery parks the pair for all of them and the API can report it.
+provider_health = sa.Table(
+    "provider_health",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("provider", sa.String(16), primary_key=True),
+    #: ``closed`` (sending), ``open`` (parked until ``open_until``), ``half_open`` (one probe out).
+    sa.Column("state", sa.String(12), nullable=False, server_default="closed"),
+    #: Consecutive provider-transient failures since the last success.
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    #: Length of the current (or last) cooldown; doubles when a probe fails.
+    sa.Column("cooldown", sa.Float, nullable=False, server_default="0"),
+    sa.Column("open_until", sa.Float, nullable=True),
+    sa.Column("probe_until", sa.Float, nullable=True),
+    sa.Column("opened_at", sa.Float, nullable=True),
+    sa.Column("reason_class", sa.String(24), nullable=True),
+    sa.Column("reason_code", sa.String(80), nullable=True),
+    sa.Column("reason_message", sa.Text, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# Provider answers per (app, provider, minute, class): the rolling window behind invalid-token
+# health and "recent error classes". Minutes older than the window are deleted as they age out.
+provider_events = sa.Table(
+    "provider_events",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("provider", sa.String(16), primary_key=True),
+    sa.Column("minute", sa.Integer, primary_key=True),
+    sa.Column("error_class", sa.String(24), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False, server_default="0"),
 )

@@ -1,0 +1,123 @@
+"""The circuit breaker of one (app, provider) pair: pure rules, no I/O.
+
+``closed`` sends. A streak of ``provider_transient`` answers, or any ``credential`` answer,
+turns it ``open`` for a cooldown: work for the pair is deferred (not attempted, so no attempt is
+burned). When the cooldown ends, one sender becomes the ``half_open`` probe and sends a single
+notification; a healthy answer closes the breaker, another failure re-opens it for twice as
+long (up to ``max_cooldown``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from pushgate.domain.outcomes import Outcome, SendResult
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+
+#: Answers that show the provider itself is working: they end a failure streak.
+_HEALTHY = frozenset(
+    {Outcome.SENT, Outcome.DEVICE_TERMINAL, Outcome.DEVICE_TRANSIENT, Outcome.QUOTA, Outcome.PAYLOAD}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerRules:
+    failure_threshold: int = 5
+    cooldown: float = 30.0
+    max_cooldown: float = 600.0
+    credential_cooldown: float = 60.0
+    probe_timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Breaker:
+    state: str = CLOSED
+    failures: int = 0
+    cooldown: float = 0.0
+    open_until: float | None = None
+    probe_until: float | None = None
+    opened_at: float | None = None
+    reason_class: str | None = None
+    reason_code: str | None = None
+    reason_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """What a sender may do now: send normally, send one probe, or wait until ``defer_until``."""
+
+    send: bool
+    probe: bool = False
+    defer_until: float | None = None
+
+
+def gate(b: Breaker, now: float) -> Gate:
+    """Closed sends; open waits for its cooldown; a due breaker asks for a probe (which the
+    caller must win atomically, see ``ProviderHealthStore.take_probe``)."""
+    if b.state == CLOSED:
+        return Gate(send=True)
+    if b.state == OPEN:
+        if b.open_until is not None and now < b.open_until:
+            return Gate(send=False, defer_until=b.open_until)
+        return Gate(send=False, probe=True)
+    # half_open: someone is probing; look again shortly, or take over a probe that went silent.
+    if b.probe_until is not None and now < b.probe_until:
+        return Gate(send=False, defer_until=min(b.probe_until, now + 1.0))
+    return Gate(send=False, probe=True)
+
+
+def observe(
+    b: Breaker, results: Iterable[SendResult], rules: BreakerRules, now: float, *, probing: bool
+) -> Breaker:
+    """The breaker after a batch of answers (in the order they were given)."""
+    failures = b.failures
+    credential: SendResult | None = None
+    last_failure: SendResult | None = None
+    healthy = False
+    for r in results:
+        if r.outcome is Outcome.PROVIDER_TRANSIENT:
+            failures += 1
+            last_failure = r
+        elif r.outcome is Outcome.CREDENTIAL:
+            credential = credential or r
+        elif r.outcome in _HEALTHY:
+            failures = 0
+            healthy = True
+    if credential is not None:
+        cooldown = rules.credential_cooldown
+        if probing or b.state != CLOSED:
+            cooldown = min(max(b.cooldown, cooldown) * 2, max(rules.max_cooldown, cooldown))
+        return _open(b, now, cooldown, credential, failures)
+    if probing:
+        if healthy and last_failure is None:
+            return Breaker()
+        if last_failure is not None:
+            cooldown = min(max(b.cooldown, rules.cooldown) * 2, rules.max_cooldown)
+            return _open(b, now, cooldown, last_failure, failures)
+        return replace(b, failures=failures)
+    if (
+        b.state == CLOSED
+        and rules.failure_threshold > 0
+        and failures >= rules.failure_threshold
+        and last_failure is not None
+    ):
+        return _open(b, now, rules.cooldown, last_failure, failures)
+    return replace(b, failures=failures)
+
+
+def _open(b: Breaker, now: float, cooldown: float, why: SendResult, failures: int) -> Breaker:
+    return Breaker(
+        state=OPEN,
+        failures=failures,
+        cooldown=cooldown,
+        open_until=now + cooldown,
+        probe_until=None,
+        opened_at=b.opened_at if b.state != CLOSED and b.opened_at else now,
+        reason_class=why.outcome.value,
+        reason_code=why.error_code,
+        reason_message=(why.error_message or "")[:500] or None,
+    )

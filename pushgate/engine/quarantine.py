@@ -1,0 +1,102 @@
+"""Quarantine per (app, provider): the breaker rules of domain/quarantine.py over shared rows.
+
+Every worker process reads the pair's row at most once per ``CACHE_SECONDS`` (a closed breaker
+costs no query per batch) and writes it only when it changes, inside the transaction that
+records the answers that changed it. One process's discovery therefore parks the pair for all
+of them within a second, and ``GET /v1/health/providers`` reports it from any process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.domain.outcomes import SendResult
+from pushgate.domain.quarantine import CLOSED, OPEN, Breaker, BreakerRules, Gate, gate, observe
+from pushgate.metrics import QUARANTINED
+from pushgate.store.health import ProviderHealthStore, wake_deferred
+
+log = logging.getLogger("pushgate.engine")
+
+CACHE_SECONDS = 1.0
+
+
+class Quarantine:
+    def __init__(self, store: ProviderHealthStore, rules: BreakerRules) -> None:
+        self.store = store
+        self.rules = rules
+        self._cache: dict[tuple[str, str], tuple[float, Breaker]] = {}
+
+    async def current(self, app_id: str, provider: str) -> Breaker:
+        key = (app_id, provider)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        b = await self.store.breaker(app_id, provider)
+        self._cache[key] = (now, b)
+        return b
+
+    async def gate(self, app_id: str, provider: str) -> Gate:
+        """Send, probe (this caller won the half-open probe), or defer until a time."""
+        now = time.time()
+        g = gate(await self.current(app_id, provider), now)
+        if not g.probe:
+            return g
+        if await self.store.take_probe(app_id, provider, now, self.rules.probe_timeout):
+            log.info("quarantine of %s/%s: cooldown over, sending one probe", app_id, provider)
+            return g
+        # Another sender is probing: look again shortly.
+        self._cache.pop((app_id, provider), None)
+        return Gate(send=False, defer_until=now + min(1.0, self.rules.probe_timeout))
+
+    async def observe(
+        self,
+        conn: AsyncConnection,
+        app_id: str,
+        provider: str,
+        results: Sequence[SendResult],
+        *,
+        probing: bool,
+    ) -> Breaker:
+        """Fold a batch's answers into the breaker; write the row (in ``conn``) when it changed."""
+        before = await self.current(app_id, provider)
+        if probing:
+            before = Breaker(
+                state="half_open",
+                failures=before.failures,
+                cooldown=before.cooldown,
+                opened_at=before.opened_at,
+                reason_class=before.reason_class,
+                reason_code=before.reason_code,
+                reason_message=before.reason_message,
+            )
+        now = time.time()
+        after = observe(before, results, self.rules, now, probing=probing)
+        if after != before and not (after.state == CLOSED and before == Breaker() and after.failures == 0):
+            await self.store.save(conn, app_id, provider, after)
+            if after.state == CLOSED and before.state != CLOSED:
+                await wake_deferred(conn, app_id, provider, now)
+        self._cache[(app_id, provider)] = (time.monotonic(), after)
+        if after.state == OPEN and (before.state != OPEN or after.open_until != before.open_until):
+            QUARANTINED.labels(app_id, provider).set(1)
+            log.warning(
+                "quarantined %s/%s for %.0f s after %s (%s); its sends are deferred, not failed",
+                app_id,
+                provider,
+                after.cooldown,
+                after.reason_class,
+                after.reason_code,
+            )
+        elif after.state == CLOSED and before.state != CLOSED:
+            QUARANTINED.labels(app_id, provider).set(0)
+            log.info("quarantine of %s/%s lifted: the probe succeeded", app_id, provider)
+        return after
+
+    def forget(self, app_id: str, provider: str) -> None:
+        """Drop the cached row (the credential was replaced and the row reset)."""
+        self._cache.pop((app_id, provider), None)
+        QUARANTINED.labels(app_id, provider).set(0)
