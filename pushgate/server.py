@@ -25,6 +25,7 @@ from pushgate.api.deadletters import DeadLetterController
 from pushgate.api.devices import DeviceController
 from pushgate.api.errors import exception_handlers
 from pushgate.api.health import healthz, readyz
+from pushgate.api.provider_health import providers_health
 from pushgate.api.publishes import PublishController
 from pushgate.api.services import Services, provide_app, provide_services
 from pushgate.config import Settings
@@ -212,6 +213,7 @@ def create_app(
             PublishController,
             CredentialController,
             DeadLetterController,
+            providers_health,
         ],
         before_request=_before_v1,
         dependencies={"app": Provide(provide_app, sync_to_thread=False)},

@@ -87,11 +87,15 @@ def observe(
         elif r.outcome in _HEALTHY:
             failures = 0
             healthy = True
-    if credential is not None:
+    if credential is not None and (probing or b.state == CLOSED):
         cooldown = rules.credential_cooldown
-        if probing or b.state != CLOSED:
+        if probing:
             cooldown = min(max(b.cooldown, cooldown) * 2, max(rules.max_cooldown, cooldown))
         return _open(b, now, cooldown, credential, failures)
+    if b.state != CLOSED and not probing:
+        # Answers to requests that were already in flight when the breaker opened: they do not
+        # move the cooldown (only the probe does).
+        return replace(b, failures=failures)
     if probing:
         if healthy and last_failure is None:
             return Breaker()

@@ -6,6 +6,7 @@ most every ``REFRESH_SECONDS`` per app, so the check costs nothing on the hot pa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -26,13 +27,20 @@ class HealthMonitor:
         self.rules = HealthRules(settings.invalid_rate_threshold, settings.invalid_min_events)
         self._read_at: dict[str, float] = {}
         self._state: dict[tuple[str, str], InvalidHealth] = {}
+        # Concurrent batches wait for one read instead of sending on a stale answer.
+        self._lock = asyncio.Lock()
 
     async def refresh(self, app_id: str) -> None:
-        now = time.monotonic()
-        if now - self._read_at.get(app_id, -1e9) < REFRESH_SECONDS:
+        if time.monotonic() - self._read_at.get(app_id, -1e9) < REFRESH_SECONDS:
             return
-        self._read_at[app_id] = now
-        window = await self.store.window(app_id, time.time() - self.settings.window_seconds)
+        async with self._lock:
+            if time.monotonic() - self._read_at.get(app_id, -1e9) < REFRESH_SECONDS:
+                return
+            window = await self.store.window(app_id, time.time() - self.settings.window_seconds)
+            self._read_at[app_id] = time.monotonic()
+            self._apply(app_id, window)
+
+    def _apply(self, app_id: str, window: dict[str, dict[str, int]]) -> None:
         for provider, counts in window.items():
             health = invalid_health(counts, self.rules)
             before = self._state.get((app_id, provider))

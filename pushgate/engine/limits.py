@@ -23,10 +23,11 @@ class TokenBucket:
     rate: float
     capacity: float
     tokens: float = 0.0
-    stamp: float = 0.0
+    #: When ``tokens`` was last brought up to date (None: never used, the bucket starts full).
+    stamp: float | None = None
 
     def reserve(self, n: int, now: float) -> float:
-        if self.stamp:
+        if self.stamp is not None:
             self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
         else:
             self.tokens = self.capacity

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -42,6 +43,8 @@ class FaultSpec(msgspec.Struct, forbid_unknown_fields=True):
     retry_after: Annotated[int, msgspec.Meta(ge=0)] | None = None
     times: Annotated[int, msgspec.Meta(ge=1)] | None = None
     latency_ms: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    #: The fault lapses this many seconds after it was installed (an outage of known length).
+    for_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None
 
 
 def in_fraction(token: str, fraction: float) -> bool:
@@ -57,6 +60,12 @@ class Fault:
     id: str
     spec: FaultSpec
     remaining: dict[str, int] = field(default_factory=dict)
+    installed_at: float = field(default_factory=time.time)
+    #: When (UNIX time) each token was failed by this fault: lets tests check retry timing.
+    hits: dict[str, list[float]] = field(default_factory=dict)
+
+    def active(self, now: float) -> bool:
+        return self.spec.for_seconds is None or now < self.installed_at + self.spec.for_seconds
 
     def selects(self, aliases: tuple[str, ...]) -> bool:
         """`aliases[0]` is the canonical token (what the ledger calls it); any alias may be listed."""
@@ -77,6 +86,8 @@ class Fault:
     def describe(self) -> dict[str, Any]:
         body: dict[str, Any] = {"id": self.id, **msgspec.structs.asdict(self.spec)}
         body["remaining"] = dict(self.remaining)
+        body["hits"] = {k: list(v) for k, v in self.hits.items()}
+        body["active"] = self.active(time.time())
         return body
 
 
@@ -114,8 +125,9 @@ class FaultBook:
         Push subscription by URL or by id counts the same.
         """
         verdict = Verdict()
+        now = time.time()
         for fault in self.faults:
-            if fault.spec.provider != provider or not fault.selects(aliases):
+            if fault.spec.provider != provider or not fault.active(now) or not fault.selects(aliases):
                 continue
             if fault.spec.error is not None and verdict.error is not None:
                 continue  # an earlier fault already fails it; don't spend this one's uses
@@ -125,4 +137,5 @@ class FaultBook:
             if fault.spec.error is not None:
                 verdict.error = fault.spec.error
                 verdict.retry_after = fault.spec.retry_after
+                fault.hits.setdefault(aliases[0], []).append(now)
         return verdict
