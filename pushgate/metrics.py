@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 CREDENTIAL_EXPIRY = Gauge(
     "pushgate_credential_expiry_timestamp_seconds",
@@ -32,4 +32,17 @@ INVALID_RATE = Gauge(
     "pushgate_provider_invalid_token_rate",
     "Share of device_terminal answers in the rolling health window, per (app, provider).",
     ["app_id", "provider"],
+)
+
+SEND_SECONDS = Histogram(
+    "pushgate_provider_send_seconds",
+    "Time for one chunk (up to 100 targets, sent concurrently) to be answered by the provider.",
+    ["provider"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+
+RECORD_SECONDS = Histogram(
+    "pushgate_status_write_seconds",
+    "Time to commit one chunk's outcomes (delivery records, counters, retries, job progress).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )

@@ -207,6 +207,36 @@ async def test_job_that_keeps_crashing_is_failed_not_retried_forever(gateway: Ga
     assert d["status"] == "failed" and d["error_code"] == "internal_error"
 
 
+async def test_failing_a_publish_fails_its_open_deliveries_and_drops_its_jobs(
+    gateway: Gateway, lab: Lab
+) -> None:
+    """A plan job given up (MAX_CLAIMS) fails the publish: the batches it had already queued
+    must not leave their deliveries pending forever."""
+    devs = [await register(gateway, provider="fcm", token=fcm_token(), platform="android") for _ in range(3)]
+    lab.fault(provider="fcm", tokens=[devs[0]["token"]], error="503", retry_after=30)
+    pub_id = await publish(
+        gateway.client, recipients=[{"type": "device", "device_id": d["id"]} for d in devs]
+    )
+    for _ in range(200):
+        status = (await gateway.client.get(f"/v1/publishes/{pub_id}")).json()
+        if status["counts"]["retrying"] == 1 and status["counts"]["sent"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    services = gateway.app.state.services
+    await services.publishes.fail(pub_id, "internal_error", "planning failed repeatedly")
+    status = (await gateway.client.get(f"/v1/publishes/{pub_id}")).json()
+    assert status["status"] == "failed"
+    assert status["counts"]["failed"] == 1 and status["counts"]["retrying"] == 0
+    assert status["counts"]["sent"] == 2
+    failed = [d for d in await gateway.deliveries(pub_id) if d["status"] == "failed"]
+    assert [d["device_id"] for d in failed] == [devs[0]["id"]]
+    assert failed[0]["error_code"] == "internal_error"
+    db: Database = services.db
+    async with db.read() as conn:
+        left = (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar()
+    assert left == 0
+
+
 async def test_sweep_closes_a_publish_whose_completion_check_was_lost(database_url: str, lab: Lab) -> None:
     from pushgate.store.schema import publishes
 

@@ -25,7 +25,7 @@ from pushgate.engine.limits import RateLimits
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.rendering import RenderCache
-from pushgate.metrics import DEFERRED, DELIVERIES
+from pushgate.metrics import DEFERRED, DELIVERIES, RECORD_SECONDS, SEND_SECONDS
 from pushgate.providers.base import ProviderConfigError, Target
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
@@ -175,7 +175,9 @@ class Dispatcher:
             if wait > 0:
                 await asyncio.sleep(wait)
             async with g.limits.in_flight.hold(len(chunk)):
+                started = time.perf_counter()
                 results = await provider.send_batch(rendered, chunk)
+                SEND_SECONDS.labels(provider_name).observe(time.perf_counter() - started)
             k += len(chunk)
             parked = await record(chunk, results, final=k >= len(targets), probing=probing)
             probing = False
@@ -233,6 +235,7 @@ class Dispatcher:
         answered = results[: len(targets)] if observed else []
         classes = Counter(r.outcome.value for r in answered if r is not _EXPIRED)
         parked: float | None = None
+        started = time.perf_counter()
         async with self.db.write() as conn:
             # Read under a shared lock: a cancel that committed first has already turned these
             # recipients into ``cancelled`` (and moved the counters), one that comes later waits.
@@ -276,6 +279,7 @@ class Dispatcher:
                 # A cancel deletes the publish's jobs and still wants what was sent recorded;
                 # otherwise a missing job means another claim owns this batch now.
                 raise LostLease(job.id)
+        RECORD_SECONDS.observe(time.perf_counter() - started)
         for cls, n in classes.items():
             DELIVERIES.labels(provider_name, cls).inc(n)
         if invalid:

@@ -349,12 +349,66 @@ class PublishStore:
         )
 
     async def fail(self, publish_id: str, code: str, message: str) -> None:
+        """Fail an open publish: everything not yet final fails with it, its jobs are dropped.
+
+        Used when planning cannot proceed (or keeps crashing): dispatch jobs it already queued
+        would otherwise be dropped unrecorded and leave their deliveries ``pending`` forever.
+        """
+        now = time.time()
         async with self.db.write() as conn:
-            await conn.execute(
+            res = await conn.execute(
                 sa.update(publishes)
                 .where(publishes.c.id == publish_id, publishes.c.status.in_(("accepted", "dispatching")))
-                .values(status="failed", error_code=code, error_message=message, completed_at=time.time())
+                .values(status="failed", error_code=code, error_message=message, completed_at=now)
             )
+            if res.rowcount:
+                await self._close_open_deliveries(
+                    conn, publish_id, "failed", now, error_code=code, error_message=message
+                )
+                await JobQueue.delete_for_publish(conn, publish_id)
+
+    async def _close_open_deliveries(
+        self,
+        conn: AsyncConnection,
+        publish_id: str,
+        to: str,
+        now: float,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> None:
+        """Turn every ``pending``/``retrying`` delivery into ``to`` and move the counters.
+
+        Counted with one grouped query and changed with one UPDATE, so a publish of millions of
+        recipients never travels to Python. Callers hold the publish row (they just updated its
+        status), so outcome and planning transactions, which take it shared, wait meanwhile.
+        """
+        open_states = ("pending", "retrying")
+        rows = (
+            await conn.execute(
+                sa.select(deliveries.c.provider, deliveries.c.status, sa.func.count())
+                .where(deliveries.c.publish_id == publish_id, deliveries.c.status.in_(open_states))
+                .group_by(deliveries.c.provider, deliveries.c.status)
+            )
+        ).all()
+        if not rows:
+            return
+        values: dict[str, object] = {"status": to, "updated_at": now}
+        if error_code is not None:
+            values.update(error_code=error_code, error_message=error_message)
+        await conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.publish_id == publish_id, deliveries.c.status.in_(open_states))
+            .values(**values)
+        )
+        moved: dict[str, dict[str, int]] = {}
+        for provider, status, n in rows:
+            c = moved.setdefault(provider, {to: 0, "retrying": 0})
+            c[to] += int(n)
+            if status == "retrying":
+                c["retrying"] -= int(n)
+        for provider, deltas in moved.items():
+            await self.bump(conn, publish_id, provider, **deltas)
 
     async def stuck(self, limit: int = 100) -> list[str]:
         """Publishes that are dispatching with planning done but no job left.
@@ -460,23 +514,7 @@ class PublishStore:
             )
             changed = bool(res.rowcount)
             if changed:
-                moved: dict[str, dict[str, int]] = {}
-                for before in ("pending", "retrying"):
-                    rows = (
-                        await conn.execute(
-                            sa.update(deliveries)
-                            .where(deliveries.c.publish_id == publish_id, deliveries.c.status == before)
-                            .values(status="cancelled", updated_at=now)
-                            .returning(deliveries.c.provider)
-                        )
-                    ).all()
-                    for r in rows:
-                        c = moved.setdefault(r.provider, {"cancelled": 0, "retrying": 0})
-                        c["cancelled"] += 1
-                        if before == "retrying":
-                            c["retrying"] -= 1
-                for provider, deltas in moved.items():
-                    await self.bump(conn, publish_id, provider, **deltas)
+                await self._close_open_deliveries(conn, publish_id, "cancelled", now)
                 await JobQueue.delete_for_publish(conn, publish_id)
         return await self.get(app_id, publish_id), changed
 
@@ -590,7 +628,15 @@ class PublishStore:
         by_id = {t[0]: t for t in targets}
         now = time.time()
         async with self.db.write() as conn:
-            status = await self.status_locked(conn, publish_id)
+            # An exclusive row lock from the start: two replays of one publish taking it shared
+            # and then both updating it would deadlock on PostgreSQL.
+            status = (
+                await conn.execute(
+                    lock_rows(
+                        self.db.dialect, sa.select(publishes.c.status).where(publishes.c.id == publish_id)
+                    )
+                )
+            ).scalar()
             if status not in ("dispatching", "completed"):
                 return 0
             rows = (
