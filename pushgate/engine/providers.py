@@ -54,6 +54,8 @@ class ProviderPool:
         self.classes = provider_classes()
         self._instances: dict[tuple[str, str], tuple[int, Provider]] = {}
         self._lock = asyncio.Lock()
+        #: Instances replaced by a credential rotation, closed once their in-flight sends are done.
+        self._retired: dict[asyncio.Task[None], Provider] = {}
 
     def configured(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
         """Credentials from the config file only."""
@@ -93,12 +95,16 @@ class ProviderPool:
                     wanted, settings, expires_at = loaded
                     if expires_at is not None:
                         CREDENTIAL_EXPIRY.labels(app_id, provider).set(expires_at)
+            if settings and settings.get("timeout") is None:
+                # engine.http_timeout is every provider's default, including APNs, which builds
+                # its own HTTP/2 transport and would otherwise fall back to its own 10 s.
+                settings = {**settings, "timeout": self.settings.engine.http_timeout}
             inst = await self.classes[provider].create(settings, self.transport) if settings else None
             cert_expiry = getattr(inst, "certificate_expires_at", None)
             if isinstance(cert_expiry, int | float):
                 CREDENTIAL_EXPIRY.labels(app_id, provider).set(cert_expiry)
             if cached is not None:
-                await cached[1].aclose()  # drops the old credential's cached auth tokens
+                self._retire(cached[1])
                 log.info("%s credentials of app %s changed: provider rebuilt", provider, app_id)
             if inst is None:
                 self._instances.pop(key, None)
@@ -118,7 +124,31 @@ class ProviderPool:
             ok.append(name)
         return ok
 
+    def _retire(self, inst: Provider) -> None:
+        """Close a replaced instance after its in-flight requests had time to finish.
+
+        Batches that fetched it before the rotation may still be sending with it (APNs
+        certificate auth owns its connection); closing it at once failed those sends.
+        """
+
+        async def later() -> None:
+            await asyncio.sleep(self.retire_after)
+            await inst.aclose()  # drops the old credential's cached auth tokens
+
+        task = asyncio.create_task(later(), name="pushgate-retire-provider")
+        self._retired[task] = inst
+        task.add_done_callback(lambda t: self._retired.pop(t, None))
+
+    @property
+    def retire_after(self) -> float:
+        """Longer than any request can take (the slowest provider timeout, plus margin)."""
+        return self.settings.engine.http_timeout + 5.0
+
     async def aclose(self) -> None:
+        for task, inst in list(self._retired.items()):
+            task.cancel()
+            await inst.aclose()
+        self._retired.clear()
         for _, inst in self._instances.values():
             await inst.aclose()
         self._instances.clear()
