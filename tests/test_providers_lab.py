@@ -130,10 +130,10 @@ async def test_fcm_lab_refreshes_rejected_access_token(lab: Lab, transport: Pyre
     tok = _fcm_token()
     [first] = await provider.send_batch({}, [Target("a", tok)])
     assert first.outcome is Outcome.SENT
-    provider._access_token = "ya29.revoked"  # what the lab sees after an early expiry
+    provider.oauth._token = "ya29.revoked"  # what the lab sees after an early expiry
     [second] = await provider.send_batch({"data": {"n": "2"}}, [Target("a", tok)])
     assert second.outcome is Outcome.SENT
-    assert provider._access_token != "ya29.revoked"
+    assert provider.oauth._token != "ya29.revoked"
     assert (await _ledger(transport, lab, "fcm", tok))["total"] == 2
 
 

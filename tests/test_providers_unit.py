@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import (
 from pushgate.domain.notification import Notification
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render import b64url_decode, b64url_encode, render_fcm, render_webpush
+from pushgate.providers import oauth
 from pushgate.providers.base import ProviderConfigError, Target
 from pushgate.providers.fcm import FcmProvider
 from pushgate.providers.http import parse_retry_after
@@ -186,15 +187,31 @@ async def test_fcm_oauth_assertion_verifies(
     assert abs(claims["iat"] - time.time()) < 5
 
 
-async def test_fcm_access_token_cached_and_refreshed_near_expiry(service_account: dict[str, str]) -> None:
+async def test_fcm_access_token_cached_and_refreshed_near_expiry(
+    service_account: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     provider, _, script = await _fcm(service_account, _ok)
     for _ in range(3):
         await provider.send_batch({}, [Target("r", "t")])
     assert script.oauth_calls == 1
-    # A token with < 4 minutes of life left is refreshed before use.
+    # The token is replaced 4 minutes before it expires ...
+    clock = [1000.0]
+    monkeypatch.setattr(oauth, "_clock", lambda: clock[0])
+    provider1, _, script1 = await _fcm(service_account, _ok)
+    await provider1.send_batch({}, [Target("r", "t")])
+    clock[0] += 3599 - 241
+    await provider1.send_batch({}, [Target("r", "t")])
+    assert script1.oauth_calls == 1
+    clock[0] += 2
+    await provider1.send_batch({}, [Target("r", "t")])
+    assert script1.oauth_calls == 2
+    # ... and a short-lived one halfway through its life, not fetched again for every request.
     provider2, _, script2 = await _fcm(service_account, _ok)
     script2.expires_in = 200
     await provider2.send_batch({}, [Target("r", "t")])
+    await provider2.send_batch({}, [Target("r", "t")])
+    assert script2.oauth_calls == 1
+    clock[0] += 101
     await provider2.send_batch({}, [Target("r", "t")])
     assert script2.oauth_calls == 2
 

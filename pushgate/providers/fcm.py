@@ -2,7 +2,7 @@
 
 One ``messages:send`` request per token (the batch API is gone), sent concurrently over the
 shared transport, authenticated with an OAuth2 access token obtained by the JWT-bearer grant
-from the service account. The access token is cached and refreshed by one coroutine at a time.
+from the service account (``providers/oauth.py`` caches it; one exchange in flight).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
-from urllib.parse import urlencode
 
 import jwt
 import msgspec
@@ -25,6 +24,7 @@ from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
 from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.providers.http import parse_retry_after
+from pushgate.providers.oauth import ClientCredentials, OAuthError
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
 __all__ = ["FcmProvider", "classify_fcm_response"]
@@ -48,12 +48,6 @@ _json_decode = msgspec.json.Decoder().decode
 def _read_text(path: str) -> str:
     with open(os.path.expanduser(path), encoding="utf-8") as fh:
         return fh.read()
-
-
-class _OAuthError(Exception):
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        super().__init__(message)
-        self.retryable = retryable
 
 
 class _ParsedError(msgspec.Struct):
@@ -177,9 +171,14 @@ class FcmProvider(Provider):
         self._send_url = f"{base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
         self._semaphore = asyncio.Semaphore(concurrency)
         self._timeout = timeout
-        self._token_lock = asyncio.Lock()
-        self._access_token: str | None = None
-        self._expires_at = 0.0  # monotonic clock
+        self.oauth = ClientCredentials(
+            transport,
+            token_uri,
+            self._grant,
+            name="fcm",
+            refresh_margin=REFRESH_MARGIN,
+            timeout=timeout,
+        )
 
     # ------------------------------------------------------------------ setup
 
@@ -277,62 +276,9 @@ class FcmProvider(Provider):
         headers = {"kid": self._private_key_id} if self._private_key_id else None
         return jwt.encode(claims, self._private_key, algorithm="RS256", headers=headers)
 
-    async def _fetch_token(self) -> None:
-        body = urlencode({"grant_type": GRANT_TYPE, "assertion": self._assertion()}).encode("ascii")
-        req = HttpRequest(
-            "POST",
-            self._token_uri,
-            {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            body,
-            self._timeout,
-        )
-        try:
-            resp = await self._transport.request(req)
-        except TransportError as exc:
-            raise _OAuthError(f"token endpoint unreachable: {exc}", retryable=True) from None
-        try:
-            doc = _json_decode(resp.body)
-        except msgspec.DecodeError:
-            doc = None
-        if resp.status != 200:
-            text = resp.body[:300].decode("utf-8", "replace")
-            if isinstance(doc, dict) and "error" in doc:
-                text = str(doc.get("error"))
-                if doc.get("error_description"):
-                    text += f": {doc['error_description']}"
-            raise _OAuthError(
-                f"token endpoint answered {resp.status}: {text}",
-                retryable=resp.status >= 500 or resp.status == 429,
-            )
-        token = doc.get("access_token") if isinstance(doc, dict) else None
-        if not isinstance(token, str) or not token:
-            raise _OAuthError("token endpoint answer has no access_token", retryable=False)
-        expires_in = doc.get("expires_in", 3600) if isinstance(doc, dict) else 3600
-        try:
-            lifetime = float(expires_in)
-        except (TypeError, ValueError):
-            lifetime = 3600.0
-        self._access_token = token
-        self._expires_at = time.monotonic() + lifetime
-
-    async def _get_token(self, stale: str | None = None) -> str:
-        """A valid access token; fetches one when missing, near expiry, or equal to ``stale``.
-
-        ``stale`` is the token a 401 just rejected: if another coroutine already replaced it
-        while we waited for the lock, that fresh token is used instead of fetching again.
-        """
-        token = self._access_token
-        if token is not None and token != stale and time.monotonic() < self._expires_at - REFRESH_MARGIN:
-            return token
-        async with self._token_lock:
-            token = self._access_token
-            if token is not None and token != stale and time.monotonic() < self._expires_at - REFRESH_MARGIN:
-                return token
-            if stale is not None and self._access_token == stale:
-                self._access_token = None
-            await self._fetch_token()
-            assert self._access_token is not None
-            return self._access_token
+    def _grant(self) -> dict[str, str]:
+        """The JWT-bearer grant's form, with a freshly signed assertion."""
+        return {"grant_type": GRANT_TYPE, "assertion": self._assertion()}
 
     # ------------------------------------------------------------------ send
 
@@ -341,8 +287,8 @@ class FcmProvider(Provider):
         if not targets:
             return []
         try:
-            access_token = await self._get_token()
-        except _OAuthError as exc:
+            access_token = await self.oauth.get()
+        except OAuthError as exc:
             outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
             log.warning("fcm[%s]: OAuth token exchange failed: %s", self.project_id, exc)
             return [SendResult(outcome, error_code="oauth_failed", error_message=str(exc)) for _ in targets]
@@ -368,8 +314,8 @@ class FcmProvider(Provider):
                 if resp.status == 401 and _parse_error(resp.body).code is None:
                     # Our access token was rejected (expired early, revoked): refresh once, retry once.
                     try:
-                        access_token = await self._get_token(stale=access_token)
-                    except _OAuthError as exc:
+                        access_token = await self.oauth.get(stale=access_token)
+                    except OAuthError as exc:
                         outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
                         return SendResult(outcome, error_code="oauth_failed", error_message=str(exc))
                     resp = await self._post(body, access_token)

@@ -1,8 +1,10 @@
-"""OAuth 2.0 client-credentials tokens for the providers that use them (HMS, WNS).
+"""OAuth 2.0 access tokens for the providers that use them (FCM, HMS, WNS).
 
-Both services throttle clients that fetch tokens too often, and a fan-out of thousands of
-requests must not turn into thousands of token exchanges, so a token is cached until shortly
-before it expires and at most one exchange is in flight per credential. A token a provider
+HMS and WNS use the client-credentials grant, FCM the JWT-bearer grant (a freshly signed
+assertion per exchange). Every one of them throttles clients that fetch tokens too often, and a
+fan-out of thousands of requests must not turn into thousands of token exchanges, so a token is
+cached until shortly before it expires (halfway through, for short-lived tokens) and at most
+one exchange is in flight per credential. A token a provider
 rejects (``stale``) is replaced once; concurrent requests that saw the same rejection share the
 replacement instead of each fetching their own.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlencode
 
 import msgspec
@@ -37,18 +39,19 @@ class OAuthError(Exception):
 
 
 class ClientCredentials:
-    """A cached bearer token from an OAuth client-credentials grant.
+    """A cached bearer token from an OAuth token exchange.
 
     ``form`` holds the grant's fields (``grant_type``, ``client_id``, ``client_secret``,
-    ``scope``…); it is sent as ``application/x-www-form-urlencoded``, as both Huawei and
-    Microsoft require. Error messages never include the secret.
+    ``scope``…), or builds them per exchange (FCM signs a new assertion each time); it is sent as
+    ``application/x-www-form-urlencoded``, as Google, Huawei and Microsoft require. Error
+    messages never include the secret.
     """
 
     def __init__(
         self,
         transport: Transport,
         token_url: str,
-        form: Mapping[str, str],
+        form: Mapping[str, str] | Callable[[], Mapping[str, str]],
         *,
         name: str,
         refresh_margin: float = 300.0,
@@ -57,7 +60,7 @@ class ClientCredentials:
     ) -> None:
         self._transport = transport
         self.token_url = token_url
-        self._body = urlencode(dict(form)).encode("ascii")
+        self._form = form
         self._name = name
         self._margin = refresh_margin
         self._default_lifetime = default_lifetime
@@ -99,11 +102,12 @@ class ClientCredentials:
 
     async def _fetch(self) -> str:
         self.fetches += 1
+        form = self._form() if callable(self._form) else self._form
         req = HttpRequest(
             "POST",
             self.token_url,
             {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"},
-            self._body,
+            urlencode(dict(form)).encode("ascii"),
             self._timeout,
         )
         try:
