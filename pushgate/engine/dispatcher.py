@@ -121,7 +121,7 @@ class Dispatcher:
             if not targets:
                 await record([], [], final=True)
             elif deadline is not None and time.time() >= deadline:
-                await record(targets, [_EXPIRED for _ in targets], final=True)
+                await record(targets, [_EXPIRED for _ in targets], final=True, observed=False)
             else:
                 await self._send(record, pub, app_name, provider_name, targets)
         except LostLease:

@@ -30,13 +30,15 @@ class Quarantine:
         self.rules = rules
         self._cache: dict[tuple[str, str], tuple[float, Breaker]] = {}
 
-    async def current(self, app_id: str, provider: str) -> Breaker:
+    async def current(self, app_id: str, provider: str, conn: AsyncConnection | None = None) -> Breaker:
+        """The pair's breaker, re-read at most every ``CACHE_SECONDS`` (through ``conn`` if given,
+        so a caller inside a write transaction does not open a second connection)."""
         key = (app_id, provider)
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] < CACHE_SECONDS:
             return hit[1]
-        b = await self.store.breaker(app_id, provider)
+        b = await self.store.breaker(app_id, provider, conn)
         self._cache[key] = (now, b)
         return b
 
@@ -63,7 +65,7 @@ class Quarantine:
         probing: bool,
     ) -> Breaker:
         """Fold a batch's answers into the breaker; write the row (in ``conn``) when it changed."""
-        before = await self.current(app_id, provider)
+        before = await self.current(app_id, provider, conn)
         if probing:
             before = Breaker(
                 state="half_open",

@@ -34,15 +34,16 @@ class ProviderHealthStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def breaker(self, app_id: str, provider: str) -> Breaker:
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(provider_health).where(
-                        provider_health.c.app_id == app_id, provider_health.c.provider == provider
-                    )
-                )
-            ).first()
+    async def breaker(self, app_id: str, provider: str, conn: AsyncConnection | None = None) -> Breaker:
+        """The pair's breaker; ``conn``: read inside that (write) transaction."""
+        q = sa.select(provider_health).where(
+            provider_health.c.app_id == app_id, provider_health.c.provider == provider
+        )
+        if conn is not None:
+            row = (await conn.execute(q)).first()
+        else:
+            async with self.db.read() as read:
+                row = (await read.execute(q)).first()
         return _breaker(row) if row is not None else Breaker()
 
     async def breakers(self, app_id: str) -> dict[str, Breaker]:
