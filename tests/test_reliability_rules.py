@@ -166,3 +166,23 @@ def test_rate_limits_layers_and_app_override() -> None:
     # The throttled pair (too many invalid tokens) gets the throttle rate.
     wait, layer = limits.reserve("app2", "default", "apns", 20)
     assert layer == "provider" and wait == pytest.approx(1.0)
+
+
+# ---- the lab's timed faults -----------------------------------------------------------------------
+
+
+def test_lab_fault_lapses_after_for_seconds_and_records_hits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pushgate.lab import faults
+
+    now = [1000.0]
+    monkeypatch.setattr(faults.time, "time", lambda: now[0])
+    book = faults.FaultBook()
+    book.add(faults.FaultSpec(provider="fcm", error="503", for_seconds=30))
+    assert book.judge("fcm", ("a",)).error == "503"
+    now[0] += 29
+    assert book.judge("fcm", ("a",)).error == "503"
+    assert book.judge("apns", ("a",)).error is None
+    now[0] += 2
+    assert book.judge("fcm", ("a",)).error is None
+    [listed] = book.list()
+    assert listed["hits"] == {"a": [1000.0, 1029.0]} and listed["active"] is False
