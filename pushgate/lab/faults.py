@@ -60,7 +60,7 @@ class Fault:
     id: str
     spec: FaultSpec
     remaining: dict[str, int] = field(default_factory=dict)
-    installed_at: float = field(default_factory=time.time)
+    installed_at: float = field(default_factory=lambda: time.time())
     #: When (UNIX time) each token was failed by this fault: lets tests check retry timing.
     hits: dict[str, list[float]] = field(default_factory=dict)
 
