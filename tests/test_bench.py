@@ -44,13 +44,13 @@ async def test_bench_seed_and_e2e(gateway: Any, lab: Any, tmp_path: Path) -> Non
     seed_json, e2e_json = tmp_path / "seed.json", tmp_path / "e2e.json"
     code, out = await bench(
         gateway, lab, "seed", "--devices", "2000", "--channels", "4", "--providers", "fcm,webpush,apns",
-        "--channel", "orders", "--concurrency", "32", "--json", str(seed_json),
+        "--channel", "orders", "--concurrency", "2", "--batch-size", "300", "--json", str(seed_json),
     )  # fmt: skip
     assert code == 0, out
     seed = json.loads(seed_json.read_text())
     assert seed["devices"] == 2000 and seed["errors"] == {}
     assert seed["by_provider"] == {"fcm": 667, "webpush": 667, "apns": 666}
-    assert seed["devices_per_second"] > 0
+    assert seed["devices_per_second"] > 0 and seed["batch_size"] == 300
 
     code, out = await bench(
         gateway, lab, "e2e", "--channel", "orders", "--server-pid", str(os.getpid()), "--json", str(e2e_json)

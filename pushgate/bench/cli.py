@@ -84,13 +84,16 @@ def seed(
     channel: Annotated[
         str, typer.Option(help="Every device also joins this channel ('' for none).")
     ] = "orders",
-    concurrency: Annotated[int, typer.Option(min=1, help="Registrations in flight.")] = 32,
+    concurrency: Annotated[int, typer.Option(min=1, help="Batch requests in flight.")] = 4,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=1000, help="Devices per POST /v1/devices/batch.")
+    ] = 1000,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = "",
     lab_url: LabOpt = DEFAULT_LAB,
     json_out: JsonOpt = None,
 ) -> None:
-    """Register devices with lab-minted tokens (one POST /v1/devices each; no bulk route exists)."""
+    """Register devices with lab-minted tokens, in POST /v1/devices/batch requests."""
     ep = _endpoints(url, key, lab_url)
     names = [p.strip() for p in providers.split(",") if p.strip()]
     with Progress(
@@ -112,6 +115,7 @@ def seed(
                 channel_prefix=channel_prefix,
                 channel=channel or None,
                 concurrency=concurrency,
+                batch_size=batch_size,
                 progress=lambda n: bar.advance(task, n),
             )
         )
