@@ -66,6 +66,8 @@ async def test_batch_registers_and_updates_like_the_single_route(gateway: Gatewa
     # replace them; an invalid device becomes active again; a new token is created beside them.
     meta = {"ids": [ids[4]], "meta_update": {"meta": {"k": "v"}}}
     assert (await gateway.client.post("/v1/devices/update", json=meta)).status_code == 200
+    r = await gateway.client.post("/v1/users/dave/channels", json={"op": "add", "channels": ["dvip"]})
+    assert r.status_code == 200, r.text
     new_token = fcm_token()
     second = await batch(
         gateway,
@@ -82,10 +84,15 @@ async def test_batch_registers_and_updates_like_the_single_route(gateway: Gatewa
     assert [d["created"] for d in second["devices"]] == [False, False, False, True, False]
     d0, d1, d2, _, d4 = [await device(gateway, d["id"]) for d in second["devices"]]
     assert d0["tags"] == {"t": "2"} and d0["channels"] == ["orders"]
-    # carol's binding left with carol; dave has none; the given channels replace the old.
-    assert d1["user"] == "dave" and d1["channels"] == ["x"] and d1["meta"] == {"v": "2"}
+    # carol's binding left with carol, dave's arrived; the given channels replace the old.
+    assert d1["user"] == "dave" and d1["channels"] == ["dvip", "x"] and d1["meta"] == {"v": "2"}
     assert d2["meta"] == {} and d2["channels"] == ["orders", "web"]
     assert d4["locale"] == "fr" and d4["timezone"] == "Europe/Berlin" and d4["meta"] == {"k": "v"}
+
+    # Channels without a user: the device keeps its user and that user's bound channels.
+    await batch(gateway, [{"provider": "fcm", "platform": "ios", "token": tokens[1], "channels": ["y"]}])
+    d1 = await device(gateway, ids[1])
+    assert d1["user"] == "dave" and d1["channels"] == ["dvip", "y"]
 
     # Token rotation by id works inside a batch too.
     rotated = fcm_token()

@@ -190,7 +190,7 @@ def _upsert_devices(dialect: str, rows: list[dict[str, Any]], given: tuple[str, 
     return stmt.on_conflict_do_update(
         index_elements=["app_id", "provider", "token_hash"],
         set_={name: getattr(stmt.excluded, name) for name in updated},
-    ).returning(devices.c.id, devices.c.token_hash)
+    ).returning(devices.c.id, devices.c.token_hash, devices.c.created_at, devices.c.user)
 
 
 def _got(item: tuple[str, bool] | None) -> tuple[str, bool]:
@@ -337,19 +337,27 @@ class DeviceStore:
                     except (DeviceNotFound, DeviceConflict) as exc:
                         raise DeviceBatchError(i, exc) from None
             plain = [i for i, reg in enumerate(regs) if reg.device_id is None]
-            old_users: dict[str, tuple[str, str | None]] = {}  # token hash -> (id, user) before
-            keys = [(regs[i].provider, hashes[i]) for i in plain]
-            for some in _chunks(keys, _BATCH_ROWS):
-                rows = await conn.execute(
-                    sa.select(devices.c.id, devices.c.user, devices.c.token_hash).where(
-                        devices.c.app_id == app_id,
-                        sa.tuple_(devices.c.provider, devices.c.token_hash).in_(some),
+            # Who the device belonged to before matters only when the registration sets a user
+            # (to move the user's channel bindings); otherwise RETURNING tells all we need.
+            old_users: dict[str, str | None] = {}  # token hash -> user before
+            by_provider: dict[str, list[str]] = {}
+            for i in plain:
+                if regs[i].user is not UNSET:
+                    by_provider.setdefault(regs[i].provider, []).append(hashes[i])
+            for provider, provider_hashes in by_provider.items():
+                for some in _chunks(provider_hashes, _BATCH_ROWS):
+                    rows = await conn.execute(
+                        sa.select(devices.c.user, devices.c.token_hash).where(
+                            devices.c.app_id == app_id,
+                            devices.c.provider == provider,
+                            devices.c.token_hash.in_(some),
+                        )
                     )
-                )
-                old_users.update({r.token_hash: (r.id, r.user) for r in rows})
+                    old_users.update({r.token_hash: r.user for r in rows})
             groups: dict[tuple[str, ...], list[int]] = {}
             for i in plain:
                 groups.setdefault(regs[i].given(), []).append(i)
+            rebind: dict[tuple[str | None, str | None], list[str]] = {}
             for given, members in groups.items():
                 for chunk in _chunks(members, _BATCH_ROWS):
                     rows_in = [
@@ -362,9 +370,21 @@ class DeviceStore:
                         for i in chunk
                     ]
                     stmt = _upsert_devices(self.db.dialect, rows_in, given)
-                    ids = {r.token_hash: r.id for r in await conn.execute(stmt)}
+                    # An updated row keeps its created_at, so `created_at == now` means inserted.
+                    got = {r.token_hash: r for r in await conn.execute(stmt)}
                     for i in chunk:
-                        result[i] = (ids[hashes[i]], hashes[i] not in old_users)
+                        row = got[hashes[i]]
+                        created = row.created_at == now
+                        result[i] = (row.id, created)
+                        # User bindings, as register() applies them, grouped by (old, new) user.
+                        if created:
+                            old_user = None
+                        elif regs[i].user is not UNSET:
+                            old_user = old_users.get(hashes[i])
+                        else:
+                            old_user = row.user
+                        if created or row.user != old_user or regs[i].channels is not UNSET:
+                            rebind.setdefault((old_user, row.user), []).append(row.id)
             # Tags and channels: replaced for the registrations that give them.
             await self._set_tags_each(
                 conn, app_id, {_id(result[i]): regs[i].tags or {} for i in plain if regs[i].tags is not UNSET}
@@ -374,14 +394,6 @@ class DeviceStore:
                 app_id,
                 {_id(result[i]): regs[i].channels or [] for i in plain if regs[i].channels is not UNSET},
             )
-            # User bindings, as register() applies them, grouped by (old user, new user).
-            rebind: dict[tuple[str | None, str | None], list[str]] = {}
-            for i in plain:
-                dev_id, created = _got(result[i])
-                old_user = None if created else old_users[hashes[i]][1]
-                new_user = old_user if regs[i].user is UNSET else regs[i].user
-                if created or new_user != old_user or regs[i].channels is not UNSET:
-                    rebind.setdefault((old_user, new_user), []).append(dev_id)
             for (old_user, new_user), dev_ids in rebind.items():
                 await self._rebind_user(conn, app_id, dev_ids, old_user, new_user)
         return [_got(r) for r in result]
