@@ -53,7 +53,7 @@ def _run(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
 
     try:
         return uvloop.run(coro)
-    except (BenchHttpError, TimeoutError, ValueError) as exc:
+    except (BenchHttpError, TimeoutError, ValueError, RuntimeError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
 
@@ -178,14 +178,62 @@ def e2e(
         int | None, typer.Option(help="The lab's pid (default: whoever listens on --lab-url's port).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline",
+            help="Then send the same notifications with firebase-admin, aioapns and pywebpush "
+            "(no pushgate) and report the ratio. Needs --lab-credentials and the bench extra.",
+        ),
+    ] = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Then blast the same requests, pre-rendered, with libcurl (pycurl) and report the "
+            "ratio. Needs --lab-credentials and the bench extra.",
+        ),
+    ] = False,
+    lab_credentials: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PUSHGATE_LAB_CREDENTIALS",
+            help="The directory given to `pushgate lab --write-credentials` (for --baseline/--raw).",
+        ),
+    ] = None,
+    raw_concurrency: Annotated[int, typer.Option(min=1, help="--raw: requests in flight.")] = 256,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw throughput and queue depth over time to this PNG.")
+    ] = None,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = "",
     lab_url: LabOpt = DEFAULT_LAB,
     json_out: JsonOpt = None,
 ) -> None:
-    """One publish to a big channel, followed to the end: pushes/s, CPU seconds, peak RSS."""
+    """One publish to a big channel, followed to the end: pushes/s, CPU seconds, peak RSS; with
+    --baseline/--raw, the same sends without pushgate in the same run, and the ratios."""
     ep = _endpoints(url, key, lab_url)
-    result = _run(run_e2e(ep, channel=channel, server_pid=server_pid, lab_pid=lab_pid, give_up_after=timeout))
+    if (baseline or raw) and lab_credentials is None:
+        err.print(
+            "[red]error:[/red] --baseline and --raw need --lab-credentials DIR "
+            "(the directory given to `pushgate lab --write-credentials DIR`)"
+        )
+        raise typer.Exit(2)
+
+    async def everything() -> dict[str, Any]:
+        result = await run_e2e(
+            ep, channel=channel, server_pid=server_pid, lab_pid=lab_pid, give_up_after=timeout
+        )
+        if (baseline or raw) and lab_credentials is not None:
+            from pushgate.bench.compare import run_comparisons
+
+            result = await run_comparisons(
+                ep, result, baseline=baseline, raw=raw, lab_credentials=lab_credentials,
+                raw_concurrency=raw_concurrency,
+            )  # fmt: skip
+        return result
+
+    result = _run(everything())
     timeline = result["timeline"]
     if len(timeline) > 2:
         tl = Table(
@@ -222,9 +270,58 @@ def e2e(
             ("lab CPU seconds", result["lab_cpu_seconds"]),
         ],
     )
+    failed = _comparisons(result)
     _write_json(json_out, result)
-    if result["status"] != "completed":
+    if plot is not None:
+        from pushgate.bench.plot import write_plot
+
+        try:
+            write_plot(result, plot)
+        except RuntimeError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+        err.print(f"plot written to {plot}")
+    if result["status"] != "completed" or failed:
         raise typer.Exit(1)
+
+
+def _comparisons(result: dict[str, Any]) -> bool:
+    """Print the --baseline/--raw sections; True if one of them did not deliver everything."""
+    failed = False
+    rows: list[tuple[str, Any]] = []
+    for name, label, rate_key, ratio_key in (
+        (
+            "baseline",
+            "baseline (firebase-admin, aioapns, pywebpush)",
+            "pushes_per_second",
+            "ratio_vs_baseline",
+        ),
+        ("raw", "raw libcurl blast", "requests_per_second", "ratio_vs_raw"),
+    ):
+        section = result.get(name)
+        if section is None:
+            continue
+        errors = ", ".join(f"{k}={v}" for k, v in section["errors"].items()) or "none"
+        rows += [
+            (f"{label}: sent / lab received", f"{section['sent']} / {section['lab_received']}"),
+            (f"{label}: errors", errors),
+            (f"{label}: seconds", section["seconds"]),
+            (f"{label}: per second", section[rate_key]),
+            (
+                f"{label}: CPU seconds (bench process / lab)",
+                f"{section['cpu_seconds']} / {section['lab_cpu_seconds']}",
+            ),
+            (f"pushgate / {name} ratio", result[ratio_key]),
+        ]
+        if section["errors"] or section["sent"] != result["sent"]:
+            failed = True
+    if rows:
+        _table(
+            "without pushgate, same devices, same lab (baseline: firebase-admin, aioapns, pywebpush;"
+            " raw: pre-rendered requests through libcurl)",
+            rows,
+        )
+    return failed
 
 
 @bench_cli.command()
