@@ -86,7 +86,7 @@ async def test_bench_seed_and_e2e(gateway: Any, lab: Any, tmp_path: Path) -> Non
         assert e2e[rate] > 0 and section["seconds"] > 0
     assert e2e["ratio_vs_baseline"] == round(e2e["pushes_per_second"] / e2e["baseline_pushes_per_second"], 3)
     assert e2e["ratio_vs_raw"] == round(e2e["pushes_per_second"] / e2e["raw_requests_per_second"], 3)
-    assert "pushgate / baseline ratio" in out and "pushgate / raw ratio" in out
+    assert "pushgate ÷ this" in out and "comparison" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 
 
