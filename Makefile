@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv postgres run test demo lint clean
 
 help:
-	@echo "make venv     - create $(VENV) and install pushgate with test extras"
+	@echo "make venv     - create $(VENV) and install pushgate with test and bench extras"
 	@echo "make run      - start the gateway (pushgate serve)"
 	@echo "make test     - run the test suite (installs PostgreSQL via apt if missing)"
 	@echo "make demo     - run scripts/demo.sh"
@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml
 		rm -rf $(VENV); \
 		$(PYTHON) -m venv $(VENV) || { echo "error: '$(PYTHON) -m venv' failed (on Debian: apt-get install python3-venv)" >&2; exit 1; }; \
 	fi
-	@echo ">> installing pushgate[test] into $(VENV)"
-	$(BIN)/pip install -q -e '.[test]'
+	@echo ">> installing pushgate[test,bench] into $(VENV)"
+	$(BIN)/pip install -q -e '.[test,bench]'
 	@touch $@
 
 postgres:

@@ -44,13 +44,13 @@ async def test_bench_seed_and_e2e(gateway: Any, lab: Any, tmp_path: Path) -> Non
     seed_json, e2e_json = tmp_path / "seed.json", tmp_path / "e2e.json"
     code, out = await bench(
         gateway, lab, "seed", "--devices", "2000", "--channels", "4", "--providers", "fcm,webpush,apns",
-        "--channel", "orders", "--concurrency", "32", "--json", str(seed_json),
+        "--channel", "orders", "--concurrency", "2", "--batch-size", "300", "--json", str(seed_json),
     )  # fmt: skip
     assert code == 0, out
     seed = json.loads(seed_json.read_text())
     assert seed["devices"] == 2000 and seed["errors"] == {}
     assert seed["by_provider"] == {"fcm": 667, "webpush": 667, "apns": 666}
-    assert seed["devices_per_second"] > 0
+    assert seed["devices_per_second"] > 0 and seed["batch_size"] == 300
 
     code, out = await bench(
         gateway, lab, "e2e", "--channel", "orders", "--server-pid", str(os.getpid()), "--json", str(e2e_json)
@@ -68,11 +68,26 @@ async def test_bench_seed_and_e2e(gateway: Any, lab: Any, tmp_path: Path) -> Non
     assert e2e["timeline"] and e2e["timeline"][-1]["sent"] == 2000
     assert "pushes/s" in out and "peak RSS" in out
 
-    # The spread channels hold a quarter each; publishing to one reaches only those devices.
-    code, out = await bench(gateway, lab, "e2e", "--channel", "bench-1", "--server-pid", str(os.getpid()),
-                            "--json", str(e2e_json))  # fmt: skip
+    # The spread channels hold a quarter each; publishing to one reaches only those devices. The
+    # same run then sends them without pushgate: the client libraries (--baseline) and a raw
+    # libcurl blast of pre-rendered requests (--raw), each counted by the lab; and draws the plot.
+    plot = tmp_path / "e2e.png"
+    code, out = await bench(
+        gateway, lab, "e2e", "--channel", "bench-1", "--server-pid", str(os.getpid()), "--baseline", "--raw",
+        "--lab-credentials", str(lab.creds_dir), "--raw-concurrency", "64", "--plot", str(plot),
+        "--json", str(e2e_json), limit=90,
+    )  # fmt: skip
     assert code == 0, out
-    assert json.loads(e2e_json.read_text())["sent"] == 500
+    e2e = json.loads(e2e_json.read_text())
+    assert e2e["sent"] == 500
+    for name, rate in (("baseline", "baseline_pushes_per_second"), ("raw", "raw_requests_per_second")):
+        section = e2e[name]
+        assert section["sent"] == section["lab_received"] == 500 and section["errors"] == {}, section
+        assert e2e[rate] > 0 and section["seconds"] > 0
+    assert e2e["ratio_vs_baseline"] == round(e2e["pushes_per_second"] / e2e["baseline_pushes_per_second"], 3)
+    assert e2e["ratio_vs_raw"] == round(e2e["pushes_per_second"] / e2e["raw_requests_per_second"], 3)
+    assert "pushgate ÷ this" in out and "comparison" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -90,6 +105,16 @@ async def test_bench_admission_and_latency(gateway: Any, lab: Any, tmp_path: Pat
     result = json.loads(out_json.read_text())
     assert result["received"] == 5 and result["timeouts"] == 0
     assert 0 < result["latency"]["p50_ms"] <= result["latency"]["p99_ms"]
+
+
+async def test_bench_baseline_needs_lab_credentials(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *PUSHGATE, "bench", "e2e", "--baseline",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**{k: v for k, v in os.environ.items() if k != "PUSHGATE_LAB_CREDENTIALS"}, "PUSHGATE_KEY": "k"},
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode == 2 and b"--lab-credentials" in out
 
 
 async def test_bench_needs_a_key(tmp_path: Path) -> None:

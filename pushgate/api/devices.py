@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
@@ -19,13 +20,46 @@ from pushgate.api.schemas import (
     DevicePage,
     DevicePatch,
     Matched,
+    Strict,
 )
 from pushgate.api.services import AppDep, ServicesDep
+from pushgate.config import Settings
 from pushgate.domain.registry import platform_error, valid_channel, valid_timezone
 from pushgate.domain.timefmt import rfc3339
-from pushgate.store.devices import UNSET, Device, DeviceConflict, DeviceFilter, DeviceNotFound, token_hash
+from pushgate.store.devices import (
+    UNSET,
+    Device,
+    DeviceBatchDuplicate,
+    DeviceBatchError,
+    DeviceConflict,
+    DeviceFilter,
+    DeviceNotFound,
+    Registration,
+    token_hash,
+)
 
 _INCLUDES = {"meta", "tags", "channels"}
+
+#: The most devices one ``POST /v1/devices/batch`` takes.
+MAX_BATCH = 1000
+
+
+class DeviceBatchIn(Strict):
+    #: 1-1000 registrations, each exactly the body of ``POST /v1/devices``.
+    devices: Annotated[list[DeviceIn], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class DeviceBatchItem(msgspec.Struct):
+    id: str
+    #: False when the token was already registered (the device was updated).
+    created: bool
+
+
+class DeviceBatchOut(msgspec.Struct):
+    #: One entry per registration, in request order.
+    devices: list[DeviceBatchItem]
+    created: int
+    updated: int
 
 
 def device_out(d: Device) -> DeviceOut:
@@ -61,6 +95,50 @@ def _check_environment(provider: str, environment: str | None) -> None:
         raise bad_request("environment: only APNs devices have an environment (production or sandbox)")
 
 
+def _registration(data: DeviceIn, settings: Settings) -> Registration:
+    """Validate one ``POST /v1/devices`` body (400 on the first problem) and normalise its token."""
+    err = platform_error(data.provider, data.platform)
+    if err:
+        raise bad_request(f"platform: {err}")
+    _check_common(data.timezone, data.channels)
+    _check_environment(data.provider, data.environment)
+    token, key = normalize_token(data.provider, data.token, settings)
+    return Registration(
+        provider=data.provider,
+        token=token,
+        token_key=key,
+        platform=data.platform,
+        device_id=data.id,
+        user=data.user if data.user is not None else UNSET,
+        meta=data.meta if data.meta is not None else UNSET,
+        tags=data.tags if data.tags is not None else UNSET,
+        channels=data.channels if data.channels is not None else UNSET,
+        locale=data.locale if data.locale is not None else UNSET,
+        timezone=data.timezone if data.timezone is not None else UNSET,
+        environment=data.environment if data.environment is not None else UNSET,
+    )
+
+
+def _batch_problem(index: int, message: str) -> dict[str, Any]:
+    """``{"index", "key", "message", "source"}`` for item ``index``; ``message`` is ``"field: why"``."""
+    field, sep, why = message.partition(": ")
+    key = f"devices[{index}].{field}" if sep and field.isidentifier() else f"devices[{index}]"
+    return {
+        "index": index,
+        "key": key,
+        "message": why if key != f"devices[{index}]" else message,
+        "source": "body",
+    }
+
+
+def _batch_error(status: int, code: str, problems: list[dict[str, Any]]) -> ApiError:
+    first = problems[0]
+    message = f"{first['key']}: {first['message']}"
+    if len(problems) > 1:
+        message += f" (and {len(problems) - 1} more; every problem is in details)"
+    return ApiError(status, code, message, problems)
+
+
 def _filter(services: ServicesDep, body: DeviceFilterIn) -> DeviceFilter:
     hashes = None
     if body.provider_tokens:
@@ -85,27 +163,22 @@ class DeviceController(Controller):
         responses=error_responses(400, 401, 404, 409, 413),
     )
     async def register(self, data: JSONBody[DeviceIn], app: AppDep, services: ServicesDep) -> DeviceEnvelope:
-        err = platform_error(data.provider, data.platform)
-        if err:
-            raise bad_request(f"platform: {err}")
-        _check_common(data.timezone, data.channels)
-        _check_environment(data.provider, data.environment)
-        token, key = normalize_token(data.provider, data.token, services.settings)
+        reg = _registration(data, services.settings)
         try:
             device, _created = await services.devices.register(
                 app.id,
-                provider=data.provider,
-                token=token,
-                token_key=key,
-                platform=data.platform,
-                device_id=data.id,
-                user=data.user if data.user is not None else UNSET,
-                meta=data.meta if data.meta is not None else UNSET,
-                tags=data.tags if data.tags is not None else UNSET,
-                channels=data.channels if data.channels is not None else UNSET,
-                locale=data.locale if data.locale is not None else UNSET,
-                timezone=data.timezone if data.timezone is not None else UNSET,
-                environment=data.environment if data.environment is not None else UNSET,
+                provider=reg.provider,
+                token=reg.token,
+                token_key=reg.token_key,
+                platform=reg.platform,
+                device_id=reg.device_id,
+                user=reg.user,
+                meta=reg.meta,
+                tags=reg.tags,
+                channels=reg.channels,
+                locale=reg.locale,
+                timezone=reg.timezone,
+                environment=reg.environment,
             )
         except DeviceNotFound:
             raise not_found("device", data.id or "") from None
@@ -114,6 +187,54 @@ class DeviceController(Controller):
                 409, "conflict", f"this token is already registered as device {exc.args[0]}"
             ) from None
         return DeviceEnvelope(device_out(device))
+
+    @post(
+        "/batch",
+        status_code=HTTP_200_OK,
+        summary="Register or update up to 1000 devices at once",
+        description="Each item is validated exactly like `POST /v1/devices`. The batch is all or "
+        "nothing: if any item is invalid, nothing is written and the 400 lists every invalid item "
+        "in `details` (`index`, `key`, `message`). A 404/409 of an item with `id` names its index too.",
+        responses=error_responses(400, 401, 404, 409, 413),
+    )
+    async def register_batch(
+        self, data: JSONBody[DeviceBatchIn], app: AppDep, services: ServicesDep
+    ) -> DeviceBatchOut:
+        regs: list[Registration] = []
+        problems: list[dict[str, Any]] = []
+        for i, item in enumerate(data.devices):
+            try:
+                regs.append(_registration(item, services.settings))
+            except ApiError as exc:
+                problems.append(_batch_problem(i, exc.message))
+        if problems:
+            raise _batch_error(400, "invalid_request", problems)
+        try:
+            done = await services.devices.register_many(app.id, regs)
+        except DeviceBatchDuplicate as exc:
+            raise _batch_error(
+                400,
+                "invalid_request",
+                [
+                    _batch_problem(i, f"token: the same device as devices[{first}]; give each device once")
+                    for i, first in exc.pairs
+                ],
+            ) from None
+        except DeviceBatchError as exc:
+            i = exc.index
+            if isinstance(exc.error, DeviceNotFound):
+                problem = _batch_problem(i, f"id: device {regs[i].device_id!r} not found")
+                raise _batch_error(404, "not_found", [problem]) from None
+            problem = _batch_problem(
+                i, f"token: this token is already registered as device {exc.error.args[0]}"
+            )
+            raise _batch_error(409, "conflict", [problem]) from None
+        created = sum(1 for _, new in done if new)
+        return DeviceBatchOut(
+            [DeviceBatchItem(dev_id, new) for dev_id, new in done],
+            created=created,
+            updated=len(done) - created,
+        )
 
     @get("/", summary="List devices", responses=error_responses(400, 401))
     async def list_devices(

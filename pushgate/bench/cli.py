@@ -53,7 +53,7 @@ def _run(coro: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
 
     try:
         return uvloop.run(coro)
-    except (BenchHttpError, TimeoutError, ValueError) as exc:
+    except (BenchHttpError, TimeoutError, ValueError, RuntimeError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
 
@@ -84,13 +84,16 @@ def seed(
     channel: Annotated[
         str, typer.Option(help="Every device also joins this channel ('' for none).")
     ] = "orders",
-    concurrency: Annotated[int, typer.Option(min=1, help="Registrations in flight.")] = 32,
+    concurrency: Annotated[int, typer.Option(min=1, help="Batch requests in flight.")] = 4,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=1000, help="Devices per POST /v1/devices/batch.")
+    ] = 1000,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = "",
     lab_url: LabOpt = DEFAULT_LAB,
     json_out: JsonOpt = None,
 ) -> None:
-    """Register devices with lab-minted tokens (one POST /v1/devices each; no bulk route exists)."""
+    """Register devices with lab-minted tokens, in POST /v1/devices/batch requests."""
     ep = _endpoints(url, key, lab_url)
     names = [p.strip() for p in providers.split(",") if p.strip()]
     with Progress(
@@ -112,6 +115,7 @@ def seed(
                 channel_prefix=channel_prefix,
                 channel=channel or None,
                 concurrency=concurrency,
+                batch_size=batch_size,
                 progress=lambda n: bar.advance(task, n),
             )
         )
@@ -174,14 +178,62 @@ def e2e(
         int | None, typer.Option(help="The lab's pid (default: whoever listens on --lab-url's port).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline",
+            help="Then send the same notifications with firebase-admin, aioapns and pywebpush "
+            "(no pushgate) and report the ratio. Needs --lab-credentials and the bench extra.",
+        ),
+    ] = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Then blast the same requests, pre-rendered, with libcurl (pycurl) and report the "
+            "ratio. Needs --lab-credentials and the bench extra.",
+        ),
+    ] = False,
+    lab_credentials: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PUSHGATE_LAB_CREDENTIALS",
+            help="The directory given to `pushgate lab --write-credentials` (for --baseline/--raw).",
+        ),
+    ] = None,
+    raw_concurrency: Annotated[int, typer.Option(min=1, help="--raw: requests in flight.")] = 256,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw throughput and queue depth over time to this PNG.")
+    ] = None,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = "",
     lab_url: LabOpt = DEFAULT_LAB,
     json_out: JsonOpt = None,
 ) -> None:
-    """One publish to a big channel, followed to the end: pushes/s, CPU seconds, peak RSS."""
+    """One publish to a big channel, followed to the end: pushes/s, CPU seconds, peak RSS; with
+    --baseline/--raw, the same sends without pushgate in the same run, and the ratios."""
     ep = _endpoints(url, key, lab_url)
-    result = _run(run_e2e(ep, channel=channel, server_pid=server_pid, lab_pid=lab_pid, give_up_after=timeout))
+    if (baseline or raw) and lab_credentials is None:
+        err.print(
+            "[red]error:[/red] --baseline and --raw need --lab-credentials DIR "
+            "(the directory given to `pushgate lab --write-credentials DIR`)"
+        )
+        raise typer.Exit(2)
+
+    async def everything() -> dict[str, Any]:
+        result = await run_e2e(
+            ep, channel=channel, server_pid=server_pid, lab_pid=lab_pid, give_up_after=timeout
+        )
+        if (baseline or raw) and lab_credentials is not None:
+            from pushgate.bench.compare import run_comparisons
+
+            result = await run_comparisons(
+                ep, result, baseline=baseline, raw=raw, lab_credentials=lab_credentials,
+                raw_concurrency=raw_concurrency,
+            )  # fmt: skip
+        return result
+
+    result = _run(everything())
     timeline = result["timeline"]
     if len(timeline) > 2:
         tl = Table(
@@ -218,9 +270,49 @@ def e2e(
             ("lab CPU seconds", result["lab_cpu_seconds"]),
         ],
     )
+    failed = _comparisons(result)
     _write_json(json_out, result)
-    if result["status"] != "completed":
+    if plot is not None:
+        from pushgate.bench.plot import write_plot
+
+        try:
+            write_plot(result, plot)
+        except RuntimeError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+        err.print(f"plot written to {plot}")
+    if result["status"] != "completed" or failed:
         raise typer.Exit(1)
+
+
+def _comparisons(result: dict[str, Any]) -> bool:
+    """Print pushgate beside --baseline/--raw; True if one of them did not deliver everything."""
+    columns = [(name, result[name]) for name in ("baseline", "raw") if name in result]
+    if not columns:
+        return False
+    table = Table("same devices, same lab", "pushgate", *(name for name, _ in columns), title="comparison")
+    rates = {"baseline": "pushes_per_second", "raw": "requests_per_second"}
+    ratios = {"baseline": "ratio_vs_baseline", "raw": "ratio_vs_raw"}
+    rows: list[tuple[str, Any, list[Any]]] = [
+        ("sent / lab received", f"{result['sent']} / {result['lab_received']}",
+         [f"{c['sent']} / {c['lab_received']}" for _, c in columns]),
+        ("errors", result["failed"] + result["invalid_token"] or "none",
+         [", ".join(f"{k}={v}" for k, v in c["errors"].items()) or "none" for _, c in columns]),
+        ("seconds", result["seconds"], [c["seconds"] for _, c in columns]),
+        ("pushes/s", result["pushes_per_second"], [c[rates[n]] for n, c in columns]),
+        ("sender CPU s", result["cpu_seconds"], [c["cpu_seconds"] for _, c in columns]),
+        ("lab CPU s", result["lab_cpu_seconds"], [c["lab_cpu_seconds"] for _, c in columns]),
+        ("pushgate ÷ this", 1, [result[ratios[n]] for n, _ in columns]),
+    ]  # fmt: skip
+    for name, ours, theirs in rows:
+        table.add_row(name, *("—" if v is None else str(v) for v in (ours, *theirs)))
+    console.print(table)
+    console.print(
+        "baseline: firebase-admin send_each_async, aioapns, pywebpush in one asyncio loop; "
+        "raw: the same requests pre-rendered, sent through libcurl's multi interface. "
+        "'sender CPU s' is pushgate's process for pushgate, the bench process for the others."
+    )
+    return any(c["errors"] or c["sent"] != result["sent"] for _, c in columns)
 
 
 @bench_cli.command()

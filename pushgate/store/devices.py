@@ -12,9 +12,10 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.ids import new_id
@@ -29,6 +30,7 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+_T = TypeVar("_T")
 
 
 def token_hash(provider: str, token_key: str) -> str:
@@ -84,6 +86,121 @@ class DeviceNotFound(Exception):
 
 ChannelOp = Literal["add", "remove", "set"]
 
+#: Rows per multi-row statement: 500 devices x 17 columns stays under SQLite's and asyncpg's
+#: limit of 32,766 bound parameters per statement.
+_BATCH_ROWS = 500
+
+_ALWAYS_SET = (
+    "provider",
+    "token",
+    "platform",
+    "status",
+    "invalid_reason",
+    "invalidated_at",
+    "updated_at",
+    "last_seen_at",
+)
+_OPTIONAL = ("user", "locale", "timezone", "environment", "meta")
+
+
+@dataclass(slots=True)
+class Registration:
+    """One device registration, as ``POST /v1/devices`` gives it; ``UNSET`` fields keep their value."""
+
+    provider: str
+    token: str
+    token_key: str
+    platform: str
+    device_id: str | None = None
+    user: str | None = UNSET
+    meta: dict[str, str] | None = UNSET
+    tags: dict[str, str] | None = UNSET
+    channels: list[str] | None = UNSET
+    locale: str | None = UNSET
+    timezone: str | None = UNSET
+    environment: str | None = UNSET
+
+    def given(self) -> tuple[str, ...]:
+        """The optional ``devices`` columns this registration sets."""
+        return tuple(name for name in _OPTIONAL if getattr(self, name) is not UNSET)
+
+    def values(self, th: str, now: float) -> dict[str, Any]:
+        """The ``devices`` columns this registration writes (``id``/``app_id``/``created_at`` aside)."""
+        values: dict[str, Any] = {
+            "provider": self.provider,
+            "token": self.token,
+            "token_hash": th,
+            "platform": self.platform,
+            "status": "active",
+            "invalid_reason": None,
+            "invalidated_at": None,
+            "updated_at": now,
+            "last_seen_at": now,
+        }
+        for key in ("user", "locale", "timezone", "environment"):
+            val = getattr(self, key)
+            if val is not UNSET:
+                values[key] = val
+        if self.meta is not UNSET:
+            values["meta"] = json.dumps(self.meta) if self.meta else None
+        return values
+
+
+class DeviceBatchError(Exception):
+    """Registration ``index`` of a batch failed with ``error`` (DeviceNotFound or DeviceConflict)."""
+
+    def __init__(self, index: int, error: DeviceNotFound | DeviceConflict) -> None:
+        super().__init__(index, error)
+        self.index = index
+        self.error = error
+
+
+class DeviceBatchDuplicate(Exception):
+    """Registrations of one batch name the same device: ``pairs`` of (index, index of the first)."""
+
+    def __init__(self, pairs: list[tuple[int, int]]) -> None:
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
+def _check_duplicates(regs: Sequence[Registration], hashes: list[str]) -> None:
+    seen: dict[str, int] = {}
+    pairs: list[tuple[int, int]] = []
+    for i, (reg, th) in enumerate(zip(regs, hashes, strict=True)):
+        first = seen.setdefault(th, i)
+        if first != i:
+            pairs.append((i, first))
+        if reg.device_id is not None:
+            first = seen.setdefault("id:" + reg.device_id, i)
+            if first != i:
+                pairs.append((i, first))
+    if pairs:
+        raise DeviceBatchDuplicate(pairs)
+
+
+def _upsert_devices(dialect: str, rows: list[dict[str, Any]], given: tuple[str, ...]) -> Any:
+    """Multi-row ``INSERT … ON CONFLICT (app_id, provider, token_hash) DO UPDATE … RETURNING``.
+
+    An existing device keeps its id and ``created_at`` and gets every column the registration
+    sets (the ``given`` optional ones included); ``RETURNING`` maps token hashes to device ids.
+    """
+    insert = postgresql.insert(devices) if dialect == "postgresql" else sqlite.insert(devices)
+    stmt = insert.values(rows)
+    updated = (*_ALWAYS_SET, *given)
+    return stmt.on_conflict_do_update(
+        index_elements=["app_id", "provider", "token_hash"],
+        set_={name: getattr(stmt.excluded, name) for name in updated},
+    ).returning(devices.c.id, devices.c.token_hash, devices.c.created_at, devices.c.user)
+
+
+def _got(item: tuple[str, bool] | None) -> tuple[str, bool]:
+    assert item is not None
+    return item
+
+
+def _id(item: tuple[str, bool] | None) -> str:
+    return _got(item)[0]
+
 
 def _device(row: Any) -> Device:
     return Device(
@@ -131,71 +248,155 @@ class DeviceStore:
 
         Registering a token again reactivates it: the app has evidence it works again.
         """
-        now = time.time()
-        th = token_hash(provider, token_key)
+        reg = Registration(
+            provider=provider,
+            token=token,
+            token_key=token_key,
+            platform=platform,
+            device_id=device_id,
+            user=user,
+            meta=meta,
+            tags=tags,
+            channels=channels,
+            locale=locale,
+            timezone=timezone,
+            environment=environment,
+        )
         async with self.db.write() as conn:
-            existing = (
-                await conn.execute(
-                    sa.select(devices).where(
-                        devices.c.app_id == app_id, devices.c.provider == provider, devices.c.token_hash == th
-                    )
-                )
-            ).first()
-            if device_id is not None:
-                target = (
-                    await conn.execute(
-                        sa.select(devices).where(devices.c.app_id == app_id, devices.c.id == device_id)
-                    )
-                ).first()
-                if target is None:
-                    raise DeviceNotFound(device_id)
-                if existing is not None and existing.id != device_id:
-                    raise DeviceConflict(existing.id)
-                existing = target
-            values: dict[str, Any] = {
-                "provider": provider,
-                "token": token,
-                "token_hash": th,
-                "platform": platform,
-                "status": "active",
-                "invalid_reason": None,
-                "invalidated_at": None,
-                "updated_at": now,
-                "last_seen_at": now,
-            }
-            for key, val in (
-                ("user", user),
-                ("locale", locale),
-                ("timezone", timezone),
-                ("environment", environment),
-            ):
-                if val is not UNSET:
-                    values[key] = val
-            if meta is not UNSET:
-                values["meta"] = json.dumps(meta) if meta else None
-            created = existing is None
-            if created:
-                dev_id = new_id("dev")
-                values.setdefault("user", None)
-                await conn.execute(
-                    sa.insert(devices).values(id=dev_id, app_id=app_id, created_at=now, **values)
-                )
-                old_user = None
-            else:
-                assert existing is not None
-                dev_id = existing.id
-                old_user = existing.user
-                await conn.execute(sa.update(devices).where(devices.c.id == dev_id).values(**values))
-            if tags is not UNSET:
-                await self._set_tags(conn, app_id, [dev_id], tags or {})
-            if channels is not UNSET:
-                await self._channels(conn, app_id, [dev_id], "set", channels or [])
-            new_user = values.get("user", old_user)
-            if created or new_user != old_user or channels is not UNSET:
-                await self._rebind_user(conn, app_id, [dev_id], old_user if not created else None, new_user)
+            dev_id, created = await self._register_one(conn, app_id, reg, time.time())
             device = await self._load(conn, app_id, dev_id, full=True)
         assert device is not None
         return device, created
+
+    async def _register_one(
+        self, conn: AsyncConnection, app_id: str, reg: Registration, now: float
+    ) -> tuple[str, bool]:
+        th = token_hash(reg.provider, reg.token_key)
+        existing = (
+            await conn.execute(
+                sa.select(devices).where(
+                    devices.c.app_id == app_id, devices.c.provider == reg.provider, devices.c.token_hash == th
+                )
+            )
+        ).first()
+        if reg.device_id is not None:
+            target = (
+                await conn.execute(
+                    sa.select(devices).where(devices.c.app_id == app_id, devices.c.id == reg.device_id)
+                )
+            ).first()
+            if target is None:
+                raise DeviceNotFound(reg.device_id)
+            if existing is not None and existing.id != reg.device_id:
+                raise DeviceConflict(existing.id)
+            existing = target
+        values = reg.values(th, now)
+        created = existing is None
+        if created:
+            dev_id = new_id("dev")
+            values.setdefault("user", None)
+            await conn.execute(sa.insert(devices).values(id=dev_id, app_id=app_id, created_at=now, **values))
+            old_user = None
+        else:
+            assert existing is not None
+            dev_id = existing.id
+            old_user = existing.user
+            await conn.execute(sa.update(devices).where(devices.c.id == dev_id).values(**values))
+        if reg.tags is not UNSET:
+            await self._set_tags(conn, app_id, [dev_id], reg.tags or {})
+        if reg.channels is not UNSET:
+            await self._channels(conn, app_id, [dev_id], "set", reg.channels or [])
+        new_user = values.get("user", old_user)
+        if created or new_user != old_user or reg.channels is not UNSET:
+            await self._rebind_user(conn, app_id, [dev_id], old_user if not created else None, new_user)
+        return dev_id, created
+
+    # ---- many devices at once -------------------------------------------------------------
+
+    async def register_many(self, app_id: str, regs: Sequence[Registration]) -> list[tuple[str, bool]]:
+        """Register or update every device of ``regs`` in one transaction, all or nothing.
+
+        Answers ``(device id, created)`` per registration, in order. Each registration means
+        exactly what :meth:`register` means for it. Those without ``device_id`` are written with
+        multi-row ``INSERT … ON CONFLICT (app, provider, token) DO UPDATE`` statements, one per
+        group of registrations that set the same optional fields (a field left out keeps its
+        stored value, so it must not appear in that row's ``SET``). Those with ``device_id``
+        (token rotation) go one by one. Two registrations of the same token, or of the same
+        ``device_id``, raise :class:`DeviceBatchDuplicate`; a missing or conflicting
+        ``device_id`` raises :class:`DeviceBatchError` naming its index; nothing is written then.
+        """
+        now = time.time()
+        hashes = [token_hash(r.provider, r.token_key) for r in regs]
+        _check_duplicates(regs, hashes)
+        result: list[tuple[str, bool] | None] = [None] * len(regs)
+        async with self.db.write() as conn:
+            for i, reg in enumerate(regs):
+                if reg.device_id is not None:
+                    try:
+                        result[i] = await self._register_one(conn, app_id, reg, now)
+                    except (DeviceNotFound, DeviceConflict) as exc:
+                        raise DeviceBatchError(i, exc) from None
+            plain = [i for i, reg in enumerate(regs) if reg.device_id is None]
+            # Who the device belonged to before matters only when the registration sets a user
+            # (to move the user's channel bindings); otherwise RETURNING tells all we need.
+            old_users: dict[str, str | None] = {}  # token hash -> user before
+            by_provider: dict[str, list[str]] = {}
+            for i in plain:
+                if regs[i].user is not UNSET:
+                    by_provider.setdefault(regs[i].provider, []).append(hashes[i])
+            for provider, provider_hashes in by_provider.items():
+                for some in _chunks(provider_hashes, _BATCH_ROWS):
+                    rows = await conn.execute(
+                        sa.select(devices.c.user, devices.c.token_hash).where(
+                            devices.c.app_id == app_id,
+                            devices.c.provider == provider,
+                            devices.c.token_hash.in_(some),
+                        )
+                    )
+                    old_users.update({r.token_hash: r.user for r in rows})
+            groups: dict[tuple[str, ...], list[int]] = {}
+            for i in plain:
+                groups.setdefault(regs[i].given(), []).append(i)
+            rebind: dict[tuple[str | None, str | None], list[str]] = {}
+            for given, members in groups.items():
+                for chunk in _chunks(members, _BATCH_ROWS):
+                    rows_in = [
+                        {
+                            "id": new_id("dev"),
+                            "app_id": app_id,
+                            "created_at": now,
+                            **regs[i].values(hashes[i], now),
+                        }
+                        for i in chunk
+                    ]
+                    stmt = _upsert_devices(self.db.dialect, rows_in, given)
+                    # An updated row keeps its created_at, so `created_at == now` means inserted.
+                    got = {r.token_hash: r for r in await conn.execute(stmt)}
+                    for i in chunk:
+                        row = got[hashes[i]]
+                        created = row.created_at == now
+                        result[i] = (row.id, created)
+                        # User bindings, as register() applies them, grouped by (old, new) user.
+                        if created:
+                            old_user = None
+                        elif regs[i].user is not UNSET:
+                            old_user = old_users.get(hashes[i])
+                        else:
+                            old_user = row.user
+                        if created or row.user != old_user or regs[i].channels is not UNSET:
+                            rebind.setdefault((old_user, row.user), []).append(row.id)
+            # Tags and channels: replaced for the registrations that give them.
+            await self._set_tags_each(
+                conn, app_id, {_id(result[i]): regs[i].tags or {} for i in plain if regs[i].tags is not UNSET}
+            )
+            await self._set_channels_each(
+                conn,
+                app_id,
+                {_id(result[i]): regs[i].channels or [] for i in plain if regs[i].channels is not UNSET},
+            )
+            for (old_user, new_user), dev_ids in rebind.items():
+                await self._rebind_user(conn, app_id, dev_ids, old_user, new_user)
+        return [_got(r) for r in result]
 
     async def get(self, app_id: str, device_id: str) -> Device | None:
         async with self.db.read() as conn:
@@ -587,6 +788,36 @@ class DeviceStore:
                 )
                 await conn.execute(stmt, rows)
 
+    async def _set_tags_each(
+        self, conn: AsyncConnection, app_id: str, tags: dict[str, dict[str, str]]
+    ) -> None:
+        """Replace each device's tags with its own map (``device id -> tags``)."""
+        ids = list(tags)
+        for chunk in _chunks(ids, 500):
+            await conn.execute(sa.delete(device_tags).where(device_tags.c.device_id.in_(chunk)))
+        rows = [
+            {"device_id": d, "app_id": app_id, "key": k, "value": v}
+            for d, t in tags.items()
+            for k, v in t.items()
+        ]
+        if rows:
+            await conn.execute(sa.insert(device_tags), rows)
+
+    async def _set_channels_each(
+        self, conn: AsyncConnection, app_id: str, channels: dict[str, list[str]]
+    ) -> None:
+        """Replace each device's channels with its own list (``device id -> channels``)."""
+        ids = list(channels)
+        for chunk in _chunks(ids, 500):
+            await conn.execute(sa.delete(device_channels).where(device_channels.c.device_id.in_(chunk)))
+        rows = [
+            {"app_id": app_id, "channel": c, "device_id": d}
+            for d, chans in channels.items()
+            for c in dict.fromkeys(chans)
+        ]
+        if rows:
+            await conn.execute(sa.insert(device_channels), rows)
+
     async def _set_tags(
         self, conn: AsyncConnection, app_id: str, dev_ids: list[str], tags: dict[str, str]
     ) -> None:
@@ -601,6 +832,6 @@ class DeviceStore:
                 await conn.execute(sa.insert(device_tags), rows)
 
 
-def _chunks(items: list[str], n: int) -> Iterable[list[str]]:
+def _chunks(items: list[_T], n: int) -> Iterable[list[_T]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
