@@ -67,6 +67,12 @@ async def test_bench_seed_and_e2e(gateway: Any, lab: Any, tmp_path: Path) -> Non
     assert e2e["lab_pid"] and e2e["lab_cpu_seconds"] is not None  # discovered from the lab's port
     assert e2e["timeline"] and e2e["timeline"][-1]["sent"] == 2000
     assert "pushes/s" in out and "peak RSS" in out
+    # From the gateway's /metrics over the run: every answer by class, and the latencies.
+    assert e2e["error_classes"] == {"sent": 2000}
+    assert set(e2e["provider_send"]) == {"fcm", "webpush", "apns"}
+    assert sum(h["count"] for h in e2e["provider_send"].values()) >= 2000 // 100
+    assert e2e["status_write"]["count"] >= 20 and e2e["status_write"]["mean_ms"] > 0
+    assert "error classes" in out and "sent=2000" in out and "status write latency" in out
 
     # The spread channels hold a quarter each; publishing to one reaches only those devices. The
     # same run then sends them without pushgate: the client libraries (--baseline) and a raw

@@ -268,6 +268,12 @@ def e2e(
             ("pushgate peak RSS (MB, VmHWM)", result["peak_rss_mb"]),
             ("lab pid", result["lab_pid"]),
             ("lab CPU seconds", result["lab_cpu_seconds"]),
+            ("error classes", _classes(result.get("error_classes") or {})),
+            *(
+                (f"{provider} request latency (chunk)", _hist(h))
+                for provider, h in sorted((result.get("provider_send") or {}).items())
+            ),
+            ("status write latency", _hist(result.get("status_write"))),
         ],
     )
     failed = _comparisons(result)
@@ -283,6 +289,19 @@ def e2e(
         err.print(f"plot written to {plot}")
     if result["status"] != "completed" or failed:
         raise typer.Exit(1)
+
+
+def _classes(classes: dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(classes.items(), key=lambda kv: -kv[1])) or "—"
+
+
+def _hist(h: dict[str, Any] | None) -> str:
+    """``mean 12.3 ms, p50 ≤ 10 ms, p99 ≤ 50 ms (n=200)`` from the /metrics histogram of the run."""
+    if not h:
+        return "—"
+    p50 = "—" if h["p50_le_ms"] is None else f"≤ {h['p50_le_ms']:g} ms"
+    p99 = "—" if h["p99_le_ms"] is None else f"≤ {h['p99_le_ms']:g} ms"
+    return f"mean {h['mean_ms']:g} ms, p50 {p50}, p99 {p99} (n={h['count']})"
 
 
 def _comparisons(result: dict[str, Any]) -> bool:

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from pushgate.bench import metrics as bench_metrics
 from pushgate.bench import procstat
 from pushgate.bench.http import BenchClient, BenchHttpError
 
@@ -253,6 +254,7 @@ async def run_e2e(
     lab_pid = resolve_pid(lab_pid, ep.lab_url)
     async with BenchClient(ep.url, ep.key) as api, BenchClient(ep.lab_url) as lab:
         await lab.json("DELETE", "/ledger")
+        metrics0 = await bench_metrics.scrape(api)
         cpu0 = procstat.cpu_seconds(server_pid) if server_pid else None
         lab_cpu0 = procstat.cpu_seconds(lab_pid) if lab_pid else None
         t0 = time.perf_counter()
@@ -295,6 +297,7 @@ async def run_e2e(
         cpu1 = procstat.cpu_seconds(server_pid) if server_pid else None
         lab_cpu1 = procstat.cpu_seconds(lab_pid) if lab_pid else None
         lab_stats = await lab.json("GET", "/ledger/stats")
+        breakdown = bench_metrics.summarize(metrics0, await bench_metrics.scrape(api))
     counts = pub.get("counts", {})
     created, completed = _ts(pub.get("created_at")), _ts(pub.get("completed_at"))
     seconds = completed - created if created is not None and completed is not None else wall
@@ -329,6 +332,9 @@ async def run_e2e(
         "peak_rss_sampled_mb": round(peak_rss_seen, 1) if peak_rss_seen else None,
         "lab_pid": lab_pid,
         "lab_cpu_seconds": lab_cpu,
+        # From the gateway's /metrics (the difference over the run): answers by error class,
+        # provider request latency per chunk, and the outcome commit ("status write") latency.
+        **breakdown,
         "timeline": timeline,
     }
 
