@@ -74,11 +74,10 @@ class RetrySettings(msgspec.Struct, forbid_unknown_fields=True):
     max_attempts: int = 6
     #: No retry is scheduled later than this many seconds after the publish (0: no limit).
     max_age_seconds: float = 86400.0
-    #: Shortest wait after a ``quota`` answer (FCM asks for at least 60 s; set per provider).
+    #: Shortest wait after a ``quota`` answer. FCM never waits less than 60 s (its own rule),
+    #: whatever this or ``[retry.fcm]`` says.
     quota_min_delay: float = 0.0
-    fcm: RetryPolicySettings = msgspec.field(
-        default_factory=lambda: RetryPolicySettings(quota_min_delay=60.0)
-    )
+    fcm: RetryPolicySettings | None = None
     webpush: RetryPolicySettings | None = None
     apns: RetryPolicySettings | None = None
     hms: RetryPolicySettings | None = None
@@ -447,17 +446,38 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"invalid config: {where}.ladder: a non-empty list of seconds >= 0")
         if policy.jitter is not None and not 0 <= policy.jitter < 1:
             raise ConfigError(f"invalid config: {where}.jitter: must be in [0, 1), e.g. 0.2")
+        for key in ("max_age_seconds", "quota_min_delay"):
+            value = getattr(policy, key)
+            if value is not None and value < 0:
+                raise ConfigError(f"invalid config: {where}.{key}: must be 0 or more")
     q = s.quarantine
     if q.failure_threshold < 0 or min(q.cooldown, q.max_cooldown, q.credential_cooldown) < 0:
         raise ConfigError("invalid config: quarantine: thresholds and cooldowns must be 0 or more")
     if q.max_cooldown < q.cooldown:
         raise ConfigError("invalid config: quarantine.max_cooldown: must be at least quarantine.cooldown")
+    if q.probe_timeout < 1:
+        raise ConfigError(
+            "invalid config: quarantine.probe_timeout: at least 1 second (longer than a provider request)"
+        )
     if s.rate_limits.in_flight < 0 or s.rate_limits.burst_seconds <= 0:
         raise ConfigError(
             "invalid config: rate_limits: in_flight must be 0 (off) or more, burst_seconds above 0"
         )
     if not 0 < s.health.invalid_rate_threshold <= 1:
         raise ConfigError("invalid config: health.invalid_rate_threshold: a share in (0, 1], e.g. 0.1")
+    if s.health.window_seconds < 60:
+        raise ConfigError("invalid config: health.window_seconds: at least 60 (whole minutes are kept)")
+    if s.health.invalid_min_events < 1 or s.health.throttle_per_second < 0:
+        raise ConfigError(
+            "invalid config: health: invalid_min_events must be at least 1, throttle_per_second 0 or more"
+        )
+    limit_holders: list[tuple[str, Any]] = [("rate_limits", s.rate_limits)]
+    limit_holders += [(f"apps.{n}.rate_limits", a.rate_limits) for n, a in s.apps.items() if a.rate_limits]
+    for where, holder in limit_holders:
+        for key in ("app_per_second", *(f"{p}_per_second" for p in PROVIDER_SECTIONS)):
+            value = getattr(holder, key)
+            if value is not None and value < 0:
+                raise ConfigError(f"invalid config: {where}.{key}: pushes per second, 0 (no limit) or more")
     for key in ("max_queue_depth", "max_queue_age_seconds"):
         if getattr(s.limits, key) < 0:
             raise ConfigError(f"invalid config: limits.{key}: must be 0 (off) or more")

@@ -298,3 +298,38 @@ async def test_credential_revocation_quarantines_then_resumes(database_url: str,
             assert {i["token"] for i in lab.ledger("fcm")["items"]} == {d["token"] for d in devices}
             health = {p["provider"]: p for p in (await c.get("/v1/health/providers")).json()["providers"]}
             assert health["fcm"]["quarantine"]["state"] == "closed"
+
+
+@pytest.mark.timeout(60)
+async def test_deferral_past_the_deadline_expires_instead_of_waiting(database_url: str, lab: Lab) -> None:
+    """A quarantine longer than the notification's TTL ends the deferred deliveries as expired
+    now, so the publish closes instead of staying open for the whole cooldown."""
+    lab.reset()
+    settings = gateway_settings(
+        database_url,
+        lab,
+        PUSHGATE_QUARANTINE_CREDENTIAL_COOLDOWN="60",
+        PUSHGATE_ENGINE_BATCH_SIZE="50",
+        PUSHGATE_ENGINE_CONCURRENCY="1",
+    )
+    async with running_gateway(settings) as gw:
+        await gather_limited(
+            [
+                register(gw, provider="fcm", token=fcm_token(), platform="android", channels=["ttl"])
+                for _ in range(150)
+            ]
+        )
+        lab.fault(provider="fcm", error="auth")
+        started = time.monotonic()
+        pub = await publish(
+            gw.client,
+            recipients=[{"type": "channel", "channel": "ttl"}],
+            notification={"title": "flash sale", "ttl_seconds": 20},
+        )
+        done = await wait_done(gw.client, pub, within=15)
+        assert time.monotonic() - started < 15
+        counts = done["counts"]
+        assert counts["failed"] >= 1 and counts["expired"] >= 50
+        assert counts["failed"] + counts["expired"] == 150 and counts["sent"] == 0
+        recs = await deliveries(gw.client, pub)
+        assert {d["error_class"] for d in recs.values() if d["status"] == "expired"} == {None}

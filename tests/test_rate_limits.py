@@ -85,3 +85,20 @@ async def test_invalid_token_rate_throttles_the_pair(
         assert any(
             "invalid tokens" in r.getMessage() and "throttling" in r.getMessage() for r in caplog.records
         )
+
+
+async def test_a_rate_below_the_chunk_size_still_sends_everything(database_url: str, lab: Lab) -> None:
+    """10 pushes/s: chunks shrink to what the bucket holds instead of being deferred for ever."""
+    lab.reset()
+    settings = gateway_settings(database_url, lab, PUSHGATE_RATE_LIMITS_FCM_PER_SECOND="10")
+    async with running_gateway(settings) as gw:
+        await gather_limited(
+            [
+                register(gw, provider="fcm", token=fcm_token(), platform="android", channels=["slow"])
+                for _ in range(30)
+            ]
+        )
+        pub = await publish(gw.client, recipients=[{"type": "channel", "channel": "slow"}])
+        status = await gw.wait_done(pub, within=30)
+        assert status["counts"]["sent"] == 30 and lab.ledger("fcm")["total"] == 30
+        assert _spread(lab, "fcm") >= 1.8  # 10 at once, then 10/s

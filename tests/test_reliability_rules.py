@@ -64,6 +64,11 @@ def test_retry_config_per_provider_overrides() -> None:
     assert p["apns"].max_attempts == 9 and p["apns"].ladder == (1, 2)
     assert p["webpush"].ladder == (3,) and p["webpush"].max_attempts == 4
     assert p["fcm"].quota_min_delay == 60 and p["hms"].quota_min_delay == 0
+    # Overriding another FCM key keeps FCM's own 60 s floor; a larger value wins.
+    fcm = retry_policies(load_settings(env={"PUSHGATE_RETRY_FCM_MAX_ATTEMPTS": "9"}))["fcm"]
+    assert fcm.max_attempts == 9 and fcm.quota_min_delay == 60
+    fcm = retry_policies(load_settings(env={"PUSHGATE_RETRY_FCM_QUOTA_MIN_DELAY": "90"}))["fcm"]
+    assert fcm.quota_min_delay == 90
     with pytest.raises(ConfigError, match=r"retry\.max_attempts"):
         load_settings(env={"PUSHGATE_RETRY_MAX_ATTEMPTS": "0"})
     with pytest.raises(ConfigError, match=r"retry\.fcm\.ladder"):
@@ -98,7 +103,7 @@ def test_gate_defers_then_probes_then_closes_or_doubles() -> None:
     assert gate(b, 10).defer_until == 30 and not gate(b, 10).send
     assert gate(b, 30).probe
     probing = Breaker(**{**_fields(b), "state": HALF_OPEN, "probe_until": 60})
-    assert gate(probing, 31).defer_until == 32  # someone else probes: look again soon
+    assert gate(probing, 31).defer_until == 60  # someone else probes: wait for its verdict
     assert gate(probing, 61).probe  # that probe went silent: take over
     again = observe(probing, [DOWN], RULES, 31, probing=True)
     assert again.state == OPEN and again.cooldown == 60 and again.open_until == 91
@@ -186,3 +191,26 @@ def test_lab_fault_lapses_after_for_seconds_and_records_hits(monkeypatch: pytest
     assert book.judge("fcm", ("a",)).error is None
     [listed] = book.list()
     assert listed["hits"] == {"a": [1000.0, 1029.0]} and listed["active"] is False
+
+
+def test_chunk_cap_follows_the_smallest_bucket() -> None:
+    s = load_settings(
+        env={"PUSHGATE_RATE_LIMITS_FCM_PER_SECOND": "20", "PUSHGATE_RATE_LIMITS_APP_PER_SECOND": "500"}
+    )
+    limits = RateLimits(s, lambda app, provider: False)
+    # A 20/s bucket holds 20: a chunk of 100 would wait 4 s every time and never go out.
+    assert limits.chunk_cap("a", "default", "fcm") == 20
+    assert limits.reserve("a", "default", "fcm", 20) == (0.0, None)
+    assert limits.chunk_cap("a", "default", "apns") == 500
+    assert RateLimits(load_settings(env={}), lambda a, p: False).chunk_cap("a", "default", "fcm") is None
+
+
+async def test_health_throttle_lifts_when_the_window_empties() -> None:
+    from pushgate.config import HealthSettings
+    from pushgate.engine.health import HealthMonitor
+
+    monitor = HealthMonitor(None, HealthSettings())  # type: ignore[arg-type]
+    monitor._apply("a", {"fcm": {"device_terminal": 50, "sent": 50}})
+    assert monitor.throttled("a", "fcm")
+    monitor._apply("a", {})  # every answer aged out of the window
+    assert not monitor.throttled("a", "fcm")

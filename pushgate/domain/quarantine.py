@@ -64,9 +64,10 @@ def gate(b: Breaker, now: float) -> Gate:
         if b.open_until is not None and now < b.open_until:
             return Gate(send=False, defer_until=b.open_until)
         return Gate(send=False, probe=True)
-    # half_open: someone is probing; look again shortly, or take over a probe that went silent.
+    # half_open: someone is probing. Wait for its verdict (closing the breaker wakes deferred
+    # work at once), or take over a probe that went silent.
     if b.probe_until is not None and now < b.probe_until:
-        return Gate(send=False, defer_until=min(b.probe_until, now + 1.0))
+        return Gate(send=False, defer_until=b.probe_until)
     return Gate(send=False, probe=True)
 
 

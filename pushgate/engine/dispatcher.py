@@ -46,10 +46,20 @@ MAX_INLINE_WAIT = 1.0
 #: Stand-ins for targets that got no provider answer (no error class on their record).
 _EXPIRED = SendResult(Outcome.PAYLOAD, error_code="expired")
 _CANCELLED = SendResult(Outcome.PROVIDER_TRANSIENT, error_code="cancelled")
+#: Deferred (quarantine, rate limit) past ``retry.max_age_seconds``: failed, a dead letter.
+_TOO_OLD = SendResult(
+    Outcome.PROVIDER_TRANSIENT,
+    error_code="deferred_too_long",
+    error_message="still deferred (provider quarantined or rate limited) after retry.max_age_seconds",
+)
+
+
+#: Providers' own floors for the wait after a quota answer (FCM: "at least one minute").
+QUOTA_FLOORS = {"fcm": 60.0}
 
 
 def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
-    """``[retry]`` merged with each ``[retry.<provider>]`` override."""
+    """``[retry]`` merged with each ``[retry.<provider>]`` override and the providers' floors."""
     r = settings.retry
     out: dict[str, RetryPolicy] = {}
     for name in PROVIDERS:
@@ -64,7 +74,7 @@ def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
             jitter=float(pick("jitter")),
             max_attempts=int(pick("max_attempts")),
             max_age=float(pick("max_age_seconds")),
-            quota_min_delay=float(pick("quota_min_delay")),
+            quota_min_delay=max(QUOTA_FLOORS.get(name, 0.0), float(pick("quota_min_delay"))),
         )
     return out
 
@@ -151,8 +161,9 @@ class Dispatcher:
         g = self.guards
         gate = await g.quarantine.gate(pub.app_id, provider_name)
         if gate.defer_until is not None:
-            await record.defer(gate.defer_until, provider_name)
-            DEFERRED.labels(provider_name, "quarantine").inc()
+            if not await self._give_up_instead(record, pub, provider_name, targets, gate.defer_until):
+                await record.defer(gate.defer_until, provider_name)
+                DEFERRED.labels(provider_name, "quarantine").inc()
             return
         probing = gate.probe
         await g.health.refresh(pub.app_id)
@@ -161,16 +172,19 @@ class Dispatcher:
         # cancel stops a big batch within about one chunk's round trip (the rest is recorded
         # cancelled). A probe is a chunk of one.
         k = 0
+        size = min(SEND_CHUNK, g.limits.chunk_cap(pub.app_id, app_name, provider_name) or SEND_CHUNK)
         while k < len(targets):
-            chunk = targets[k : k + (1 if probing else SEND_CHUNK)]
+            chunk = targets[k : k + (1 if probing else size)]
             if k and await self._cancelled(pub.id):
                 await record(targets[k:], [], final=True)
                 return
             wait, layer = g.limits.reserve(pub.app_id, app_name, provider_name, len(chunk))
             if wait > MAX_INLINE_WAIT and not probing:
                 g.limits.refund(pub.app_id, provider_name, len(chunk))
-                await record.defer(time.time() + wait, None)
-                DEFERRED.labels(provider_name, f"rate_{layer}").inc()
+                until = time.time() + wait
+                if not await self._give_up_instead(record, pub, provider_name, targets[k:], until):
+                    await record.defer(until, None)
+                    DEFERRED.labels(provider_name, f"rate_{layer}").inc()
                 return
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -182,8 +196,30 @@ class Dispatcher:
             parked = await record(chunk, results, final=k >= len(targets), probing=probing)
             probing = False
             if parked is not None:
-                DEFERRED.labels(provider_name, "quarantine").inc()
+                # The rest of the job was deferred with these answers; unless waiting would
+                # outlive the notification or the retry age, in which case it ends now.
+                if not await self._give_up_instead(record, pub, provider_name, targets[k:], parked):
+                    DEFERRED.labels(provider_name, "quarantine").inc()
                 return
+
+    async def _give_up_instead(
+        self, record: _Recorder, pub: Publish, provider_name: str, targets: list[Target], until: float
+    ) -> bool:
+        """Record ``targets`` final instead of deferring them to ``until`` if that is past the
+        notification's deadline (``expired``) or ``retry.max_age_seconds`` (``failed``, a dead
+        letter, replayable once the provider is back). Without this a provider that never
+        recovers would keep its publishes open for ever."""
+        stand_in: SendResult | None = None
+        if record.deadline is not None and until >= record.deadline:
+            stand_in = _EXPIRED
+        else:
+            max_age = self.policies[provider_name].max_age
+            if max_age > 0 and until > pub.created_at + max_age:
+                stand_in = _TOO_OLD
+        if stand_in is None or not targets:
+            return False
+        await record(targets, [stand_in for _ in targets], final=True, observed=False)
+        return True
 
     async def _cancelled(self, publish_id: str) -> bool:
         """Whether the publish was cancelled, read at most every ``CANCEL_CHECK_SECONDS``."""
@@ -235,6 +271,7 @@ class Dispatcher:
         answered = results[: len(targets)] if observed else []
         classes = Counter(r.outcome.value for r in answered if r is not _EXPIRED)
         parked: float | None = None
+        breaker = None
         started = time.perf_counter()
         async with self.db.write() as conn:
             # Read under a shared lock: a cancel that committed first has already turned these
@@ -280,6 +317,9 @@ class Dispatcher:
                 # otherwise a missing job means another claim owns this batch now.
                 raise LostLease(job.id)
         RECORD_SECONDS.observe(time.perf_counter() - started)
+        if breaker is not None:
+            # Only what committed is cached: a rolled-back change must not park the pair here.
+            self.guards.quarantine.remember(pub.app_id, provider_name, breaker)
         for cls, n in classes.items():
             DELIVERIES.labels(provider_name, cls).inc(n)
         if invalid:
@@ -319,13 +359,15 @@ class Dispatcher:
         for n, target in enumerate(targets):
             # Targets past the results were not sent: their publish was cancelled mid-batch.
             res = results[n] if n < len(results) else _CANCELLED
-            answered = res is not _EXPIRED and res is not _CANCELLED
+            answered = res is not _EXPIRED and res is not _CANCELLED and res is not _TOO_OLD
             status: str
             dead = False
             if res.outcome is Outcome.SENT:
                 status = "sent"
             elif res is _EXPIRED:
                 status = "expired"
+            elif res is _TOO_OLD:
+                status, dead = "failed", True
             elif res.outcome is Outcome.DEVICE_TERMINAL:
                 status = "invalid_token"
                 if target.recipient_id.startswith("dev_"):

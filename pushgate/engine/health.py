@@ -41,6 +41,10 @@ class HealthMonitor:
             self._apply(app_id, window)
 
     def _apply(self, app_id: str, window: dict[str, dict[str, int]]) -> None:
+        # A pair whose answers all left the window is healthy again (an empty window).
+        known = {p for a, p in self._state if a == app_id}
+        for provider in known - set(window):
+            window = {**window, provider: {}}
         for provider, counts in window.items():
             health = invalid_health(counts, self.rules)
             before = self._state.get((app_id, provider))

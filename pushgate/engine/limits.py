@@ -88,27 +88,40 @@ class RateLimits:
             self._buckets[key] = b
         return b
 
-    def reserve(self, app_id: str, app_name: str, provider: str, n: int) -> tuple[float, str | None]:
-        """Take ``n`` pushes from the pair's and the app's buckets: ``(seconds to wait, layer)``.
-
-        The caller must ``refund`` the same ``n`` if it decides not to send after all.
-        """
-        now = time.monotonic()
+    def _buckets_for(self, app_id: str, app_name: str, provider: str) -> list[tuple[TokenBucket, str]]:
         rate = self._rate(app_name, f"{provider}_per_second")
         if self._throttled(app_id, provider):
             cap = self.settings.health.throttle_per_second
             if cap > 0:
                 rate = min(rate, cap) if rate > 0 else cap
-        wait, layer = 0.0, None
+        out: list[tuple[TokenBucket, str]] = []
         for key, r, name in (
             ((app_id, provider), rate, "provider"),
             ((app_id,), self._rate(app_name, "app_per_second"), "app"),
         ):
             b = self._bucket(key, r)
             if b is not None:
-                w = b.reserve(n, now)
-                if w > wait:
-                    wait, layer = w, name
+                out.append((b, name))
+        return out
+
+    def chunk_cap(self, app_id: str, app_name: str, provider: str) -> int | None:
+        """The most targets one request round may take: no more than a full bucket holds, or a
+        slow rate (below the chunk size per burst) would make every chunk wait too long and be
+        deferred again and again."""
+        caps = [int(b.capacity) for b, _ in self._buckets_for(app_id, app_name, provider)]
+        return max(1, min(caps)) if caps else None
+
+    def reserve(self, app_id: str, app_name: str, provider: str, n: int) -> tuple[float, str | None]:
+        """Take ``n`` pushes from the pair's and the app's buckets: ``(seconds to wait, layer)``.
+
+        The caller must ``refund`` the same ``n`` if it decides not to send after all.
+        """
+        now = time.monotonic()
+        wait, layer = 0.0, None
+        for b, name in self._buckets_for(app_id, app_name, provider):
+            w = b.reserve(n, now)
+            if w > wait:
+                wait, layer = w, name
         return wait, layer
 
     def refund(self, app_id: str, provider: str, n: int) -> None:

@@ -141,8 +141,10 @@ class ProviderPool:
 
     @property
     def retire_after(self) -> float:
-        """Longer than any request can take (the slowest provider timeout, plus margin)."""
-        return self.settings.engine.http_timeout + 5.0
+        """Longer than a dispatch job holding the instance can run: its chunks, each within a
+        lease and a request timeout, with room for rate-limit waits."""
+        e = self.settings.engine
+        return max(300.0, 2 * e.lease_seconds + e.http_timeout)
 
     async def aclose(self) -> None:
         for task, inst in list(self._retired.items()):

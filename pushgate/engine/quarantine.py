@@ -2,8 +2,10 @@
 
 Every worker process reads the pair's row at most once per ``CACHE_SECONDS`` (a closed breaker
 costs no query per batch) and writes it only when it changes, inside the transaction that
-records the answers that changed it. One process's discovery therefore parks the pair for all
-of them within a second, and ``GET /v1/health/providers`` reports it from any process.
+records the answers that changed it (reading it afresh there, so a stale cache never overwrites
+a newer row). One process's discovery therefore parks the pair for all of them within a second,
+and ``GET /v1/health/providers`` reports it from any process. A deferral is only ever decided on
+a fresh read, so a breaker closed elsewhere (a probe, a credential upload) is not waited out.
 """
 
 from __future__ import annotations
@@ -46,14 +48,19 @@ class Quarantine:
         """Send, probe (this caller won the half-open probe), or defer until a time."""
         now = time.time()
         g = gate(await self.current(app_id, provider), now)
+        if g.send:
+            return g
+        # Not sending on a cached answer: read the row itself before deciding.
+        self._cache.pop((app_id, provider), None)
+        g = gate(await self.current(app_id, provider), now)
         if not g.probe:
             return g
         if await self.store.take_probe(app_id, provider, now, self.rules.probe_timeout):
             log.info("quarantine of %s/%s: cooldown over, sending one probe", app_id, provider)
             return g
-        # Another sender is probing: look again shortly.
+        # Another sender won the probe: wait for its verdict (a success wakes us at once).
         self._cache.pop((app_id, provider), None)
-        return Gate(send=False, defer_until=now + min(1.0, self.rules.probe_timeout))
+        return Gate(send=False, defer_until=now + self.rules.probe_timeout)
 
     async def observe(
         self,
@@ -64,8 +71,11 @@ class Quarantine:
         *,
         probing: bool,
     ) -> Breaker:
-        """Fold a batch's answers into the breaker; write the row (in ``conn``) when it changed."""
-        before = await self.current(app_id, provider, conn)
+        """Fold a batch's answers into the breaker; write the row (in ``conn``) when it changed.
+
+        The caller caches the result with :meth:`remember` once the transaction committed.
+        """
+        before = await self.store.breaker(app_id, provider, conn)
         if probing:
             before = Breaker(
                 state="half_open",
@@ -82,7 +92,6 @@ class Quarantine:
             await self.store.save(conn, app_id, provider, after)
             if after.state == CLOSED and before.state != CLOSED:
                 await wake_deferred(conn, app_id, provider, now)
-        self._cache[(app_id, provider)] = (time.monotonic(), after)
         if after.state == OPEN and (before.state != OPEN or after.open_until != before.open_until):
             QUARANTINED.labels(app_id, provider).set(1)
             log.warning(
@@ -97,6 +106,10 @@ class Quarantine:
             QUARANTINED.labels(app_id, provider).set(0)
             log.info("quarantine of %s/%s lifted: the probe succeeded", app_id, provider)
         return after
+
+    def remember(self, app_id: str, provider: str, b: Breaker) -> None:
+        """Cache a breaker state that is now committed."""
+        self._cache[(app_id, provider)] = (time.monotonic(), b)
 
     def forget(self, app_id: str, provider: str) -> None:
         """Drop the cached row (the credential was replaced and the row reset)."""

@@ -199,7 +199,11 @@ class Engine:
     async def run_job(self, job: Job) -> None:
         pub = await self.publishes.get(None, job.publish_id, with_counts=False)
         app_name = await self._app_name(job.app_id)
-        if job.claims > MAX_CLAIMS and pub is not None:
+        if (
+            job.claims > MAX_CLAIMS
+            and pub is not None
+            and job.claims - await self.queue.deferrals(job.id) > MAX_CLAIMS
+        ):
             log.error(
                 "job %s (%s) of publish %s was claimed %d times; failing it",
                 job.id,

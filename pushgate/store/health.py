@@ -96,9 +96,9 @@ class ProviderHealthStore:
         minute = int(now // 60)
         rows = [
             {"app_id": app_id, "provider": provider, "minute": minute, "error_class": cls, "count": n}
-            for cls, n in counts.items()
+            for cls, n in sorted(counts.items())
             if n
-        ]
+        ]  # sorted: concurrent upserts lock the rows in one order (no deadlock on PostgreSQL)
         if rows:
             await conn.execute(
                 upsert_adding_many(

@@ -144,8 +144,10 @@ class JobQueue:
     ) -> bool:
         """Give the job back to run at ``run_at`` (quarantine, rate limit), keeping its progress.
 
-        A deferral is not a failed run: the claim it used is handed back, so a long quarantine
-        never makes the job look poisonous (``MAX_CLAIMS``). False when another claim owns it.
+        A deferral is not a failed run: it is counted in ``deferrals`` and the poison check
+        (``MAX_CLAIMS``) subtracts it. ``claims`` itself only ever grows: it fences a stale
+        claim out, and handing one back would let a lapsed claim match again. False when
+        another claim owns the job.
         """
         res = await conn.execute(
             sa.update(jobs)
@@ -155,11 +157,17 @@ class JobQueue:
                 run_at=run_at,
                 lease_until=None,
                 lease_owner=None,
-                claims=jobs.c.claims - 1,
+                deferrals=jobs.c.deferrals + 1,
                 deferred_by=deferred_by,
             )
         )
         return bool(res.rowcount)
+
+    async def deferrals(self, job_id: int) -> int:
+        """How many of the job's claims ended in a deferral (read only for the poison check)."""
+        async with self.db.read() as conn:
+            n = (await conn.execute(sa.select(jobs.c.deferrals).where(jobs.c.id == job_id))).scalar()
+        return int(n or 0)
 
     @staticmethod
     async def delete_for_publish(conn: AsyncConnection, publish_id: str) -> None:

@@ -171,6 +171,8 @@ jobs = sa.Table(
     #: Set while a dispatch job waits out its provider's quarantine (the provider's name), so
     #: closing the breaker can wake it at once.
     sa.Column("deferred_by", sa.String(16), nullable=True),
+    #: Claims that ended in a deferral (not a failure): subtracted before the poison check.
+    sa.Column("deferrals", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_jobs_run_at", "run_at"),
     sa.Index("ix_jobs_publish", "publish_id"),

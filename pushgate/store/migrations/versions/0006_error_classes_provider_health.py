@@ -1,6 +1,6 @@
 """error classes and provider health
 
-deliveries.error_class, jobs.deferred_by; provider_health (quarantine state per app and
+deliveries.error_class, jobs.deferred_by and jobs.deferrals; provider_health (quarantine state per app and
 provider) and provider_events (the rolling window of answers per class).
 
 Revision ID: 0006
@@ -23,6 +23,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("error_class", sa.String(24), nullable=True))
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("deferred_by", sa.String(16), nullable=True))
+        batch.add_column(sa.Column("deferrals", sa.Integer(), nullable=False, server_default="0"))
     op.create_table(
         "provider_health",
         sa.Column("app_id", sa.String(40), primary_key=True),
@@ -52,6 +53,7 @@ def downgrade() -> None:
     op.drop_table("provider_events")
     op.drop_table("provider_health")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("deferrals")
         batch.drop_column("deferred_by")
     with op.batch_alter_table("deliveries") as batch:
         batch.drop_column("error_class")
