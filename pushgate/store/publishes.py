@@ -6,6 +6,8 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.ids import new_id
 from pushgate.store.db import Database
-from pushgate.store.dialect import insert_ignoring_conflicts, lock_rows, upsert_adding
+from pushgate.store.dialect import insert_ignoring_conflicts, lock_rows, placeholders
 from pushgate.store.queue import JobQueue
 from pushgate.store.schema import deliveries, devices, jobs, publish_stats, publishes
 
@@ -82,6 +84,57 @@ def _publish(row: Any) -> Publish:
         started_at=row.started_at,
         completed_at=row.completed_at,
     )
+
+
+#: What an outcome writes on its delivery row: (column = ``DeliveryUpdate`` attribute, PostgreSQL
+#: type, SQL applied to the value). A new recorded column is one more line here.
+RECORDED: tuple[tuple[str, str, str], ...] = (
+    ("status", "varchar", "{}"),
+    ("attempts", "integer", "{}"),
+    ("error_code", "varchar", "{}"),
+    ("error_message", "text", "substr({}, 1, 1000)"),
+    ("provider_message_id", "varchar", "{}"),
+    ("sent_at", "float8", "{}"),
+    ("dead", "boolean", "{}"),
+)
+_recorded_values = attrgetter(*(name for name, _, _ in RECORDED))
+
+
+@lru_cache(maxsize=4)
+def _record_sql(dialect: str) -> str:
+    if dialect == "postgresql":
+        # $1 updated_at, $2 publish_id, $3 recipient ids, then one array per recorded column.
+        arrays = ", ".join(
+            ["$3::varchar[]", *(f"${n}::{typ}[]" for n, (_, typ, _) in enumerate(RECORDED, 4))]
+        )
+        names = ", ".join(name for name, _, _ in RECORDED)
+        sets = ", ".join(f"{name} = {expr.format('v.' + name)}" for name, _, expr in RECORDED)
+        return (
+            f"UPDATE deliveries SET {sets}, updated_at = $1 "
+            f"FROM unnest({arrays}) AS v(recipient_id, {names}) "
+            "WHERE deliveries.publish_id = $2 AND deliveries.recipient_id = v.recipient_id"
+        )
+    sets = ", ".join(f"{name} = {expr.format('?')}" for name, _, expr in RECORDED)
+    return f"UPDATE deliveries SET {sets}, updated_at = ? WHERE publish_id = ? AND recipient_id = ?"
+
+
+@lru_cache(maxsize=256)
+def _bump_sql(dialect: str, names: tuple[str, ...]) -> str:
+    for name in names:
+        if name not in COUNTERS:
+            raise ValueError(f"not a publish counter: {name!r}")
+    marks = ", ".join(placeholders(dialect, 2 + len(names)))
+    adds = ", ".join(f"{n} = publish_stats.{n} + excluded.{n}" for n in names)
+    return (
+        f"INSERT INTO publish_stats (publish_id, provider, {', '.join(names)}) VALUES ({marks}) "
+        f"ON CONFLICT (publish_id, provider) DO UPDATE SET {adds}"
+    )
+
+
+@lru_cache(maxsize=4)
+def _status_locked(dialect: str) -> sa.Select:
+    q = sa.select(publishes.c.status).where(publishes.c.id == sa.bindparam("pid"))
+    return lock_rows(dialect, q, shared=True)
 
 
 class PublishStore:
@@ -279,50 +332,34 @@ class PublishStore:
         return set(unique)
 
     async def bump(self, conn: AsyncConnection, publish_id: str, provider: str, **deltas: int) -> None:
-        """Move counters with ``x = x + n`` (never read-modify-write)."""
-        deltas = {k: v for k, v in deltas.items() if v}
-        if not deltas:
+        """Move counters with ``x = x + n`` (never read-modify-write): one upsert."""
+        names = tuple(k for k, v in deltas.items() if v)
+        if not names:
             return
-        await conn.execute(
-            upsert_adding(
-                self.db.dialect, publish_stats, {"publish_id": publish_id, "provider": provider}, deltas
-            )
+        await conn.exec_driver_sql(
+            _bump_sql(self.db.dialect, names), (publish_id, provider, *(deltas[k] for k in names))
         )
 
     async def record(self, conn: AsyncConnection, publish_id: str, updates: Sequence[DeliveryUpdate]) -> None:
+        """Write outcomes onto their delivery rows: one statement for the whole chunk.
+
+        SQLite: one prepared UPDATE run over every row (``executemany`` inside sqlite3, no
+        per-row work in SQLAlchemy). PostgreSQL: one ``UPDATE … FROM unnest(arrays)``.
+        The columns written are :data:`RECORDED`.
+        """
         if not updates:
             return
         now = time.time()
-        stmt = (
-            sa.update(deliveries)
-            .where(deliveries.c.publish_id == publish_id, deliveries.c.recipient_id == sa.bindparam("rid"))
-            .values(
-                status=sa.bindparam("st"),
-                attempts=sa.bindparam("att"),
-                error_code=sa.bindparam("ec"),
-                error_message=sa.bindparam("em"),
-                provider_message_id=sa.bindparam("pmid"),
-                sent_at=sa.bindparam("sat"),
-                dead=sa.bindparam("dead"),
-                updated_at=now,
+        sql = _record_sql(self.db.dialect)
+        if self.db.dialect == "postgresql":
+            columns = list(zip(*map(_recorded_values, updates), strict=True))
+            rids = [u.recipient_id for u in updates]
+            await conn.exec_driver_sql(sql, (now, publish_id, rids, *columns))
+        else:
+            tail = (now, publish_id)
+            await conn.exec_driver_sql(
+                sql, [(*_recorded_values(u), *tail, u.recipient_id) for u in updates]
             )
-        )
-        await conn.execute(
-            stmt,
-            [
-                {
-                    "rid": u.recipient_id,
-                    "st": u.status,
-                    "att": u.attempts,
-                    "ec": u.error_code,
-                    "em": u.error_message[:1000] if u.error_message else None,
-                    "pmid": u.provider_message_id,
-                    "sat": u.sent_at,
-                    "dead": u.dead,
-                }
-                for u in updates
-            ],
-        )
 
     async def final_recipients(self, publish_id: str, recipient_ids: Sequence[str]) -> set[str]:
         """Recipients that already have a final outcome (a re-run batch skips them)."""
@@ -430,10 +467,7 @@ class PublishStore:
         cancel waits for the transactions in progress and every later one sees ``cancelled``.
         (SQLite serialises writers anyway.)
         """
-        q = lock_rows(
-            self.db.dialect, sa.select(publishes.c.status).where(publishes.c.id == publish_id), shared=True
-        )
-        return (await conn.execute(q)).scalar()
+        return (await conn.execute(_status_locked(self.db.dialect), {"pid": publish_id})).scalar()
 
     async def cancel(self, app_id: str, publish_id: str) -> tuple[Publish | None, bool]:
         """Cancel an open publish: returns ``(publish, changed)``; ``(None, False)`` if unknown.

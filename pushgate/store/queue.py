@@ -33,6 +33,16 @@ class Job:
     progress: int = 0
 
 
+# Prebuilt statements for the per-chunk hot path: built once, so SQLAlchemy finds them in its
+# compiled cache without regenerating a cache key from a fresh statement object every call.
+_DELETE_CLAIMED = sa.delete(jobs).where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
+_ADVANCE = (
+    sa.update(jobs)
+    .where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
+    .values(progress=sa.bindparam("pr"), lease_until=sa.bindparam("lu"))
+)
+
+
 class JobQueue:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -117,7 +127,7 @@ class JobQueue:
     async def delete_claimed(conn: AsyncConnection, job_id: int, claims: int) -> bool:
         """Delete the job only if this claim still owns it (no other worker re-claimed it after
         our lease ran out); False means another claim took over and our results must not count."""
-        res = await conn.execute(sa.delete(jobs).where(jobs.c.id == job_id, jobs.c.claims == claims))
+        res = await conn.execute(_DELETE_CLAIMED, {"jid": job_id, "cl": claims})
         return bool(res.rowcount)
 
     @staticmethod
@@ -127,9 +137,7 @@ class JobQueue:
         """Commit a dispatch job's progress with the outcomes it covers (and extend the lease);
         False when another claim has taken the job over."""
         res = await conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.claims == claims)
-            .values(progress=progress, lease_until=time.time() + lease_seconds)
+            _ADVANCE, {"jid": job_id, "cl": claims, "pr": progress, "lu": time.time() + lease_seconds}
         )
         return bool(res.rowcount)
 
