@@ -48,6 +48,12 @@ class Database:
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
+    # On SQLite the connection is closed (returned to the pool) inline. SQLAlchemy's ``async with``
+    # closes it in a task of its own so a cancellation cannot interrupt the close; that costs a
+    # task and a loop turn per block, and meanwhile concurrent blocks check out (and the pool
+    # opens and throws away) extra connections. The in-loop SQLite driver never suspends, so
+    # its close cannot be interrupted anyway. PostgreSQL keeps SQLAlchemy's behaviour.
+
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A transaction that commits on success and rolls back on error."""
@@ -55,13 +61,30 @@ class Database:
             async with self.engine.begin() as conn:
                 yield conn
             return
-        async with self._write_lock, self.engine.begin() as conn:
-            yield conn
+        async with self._write_lock:
+            conn = await self.engine.connect()
+            try:
+                await conn.begin()
+                try:
+                    yield conn
+                except BaseException:
+                    await conn.rollback()
+                    raise
+                await conn.commit()
+            finally:
+                await conn.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        if self._write_lock is None:
+            async with self.engine.connect() as conn:
+                yield conn
+            return
+        conn = await self.engine.connect()
+        try:
             yield conn
+        finally:
+            await conn.close()
 
     async def ping(self) -> bool:
         try:
