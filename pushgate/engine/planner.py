@@ -60,18 +60,23 @@ class Planner:
                     return True  # cancelled: the cancel deleted this job and closed the publish
                 self.on_batches()
             i, cursor = i + 1, None
+        # One transaction ends planning: the publish is marked started (a no-op after the first
+        # page), planning done, the job deleted, and a publish with nothing left to send closed.
         async with self.db.write() as conn:
+            await self.publishes.mark_started(pub.id, conn)
             await self.publishes.set_planning_done(conn, pub.id)
             await JobQueue.delete(conn, job.id)
-        if stats["planned"] > 0 and stats["dispatched"] == 0 and stats["no_credentials"] == stats["planned"]:
-            await self.publishes.fail(
-                pub.id,
-                "no_credentials",
-                "none of the targeted providers has credentials for this app; "
-                "add them to the config ([fcm] / [webpush] or [apps.<name>.<provider>])",
-            )
-        else:
-            await self.publishes.finish_if_done(pub.id)
+            no_credentials = stats["no_credentials"] == stats["planned"]
+            if stats["planned"] > 0 and stats["dispatched"] == 0 and no_credentials:
+                await self.publishes.fail(
+                    pub.id,
+                    "no_credentials",
+                    "none of the targeted providers has credentials for this app; "
+                    "add them to the config ([fcm] / [webpush] or [apps.<name>.<provider>])",
+                    conn,
+                )
+            else:
+                await self.publishes.close_if_done(conn, pub.id)
         return True
 
     async def _commit_page(
@@ -97,6 +102,7 @@ class Planner:
             # for this page, whose pending records it then cancels.
             if await self.publishes.status_locked(conn, pub.id) == "cancelled":
                 return False
+            await self.publishes.mark_started(pub.id, conn)
             fresh = await self.publishes.insert_planned(conn, pub.id, rows)
             per_provider: dict[str, dict[str, int]] = {}
             batches: dict[str, list[list[str]]] = {}

@@ -208,7 +208,6 @@ class Engine:
                 async with self.db.write() as conn:
                     await JobQueue.delete(conn, job.id)
                 return
-            await self.publishes.mark_started(pub.id)
             e = self.settings.engine
             ctx = PlanContext(
                 app_name=app_name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,12 +36,41 @@ class Job:
 
 # Prebuilt statements for the per-chunk hot path: built once, so SQLAlchemy finds them in its
 # compiled cache without regenerating a cache key from a fresh statement object every call.
+_INSERT_JOB = sa.insert(jobs)
 _DELETE_CLAIMED = sa.delete(jobs).where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
 _ADVANCE = (
     sa.update(jobs)
     .where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
     .values(progress=sa.bindparam("pr"), lease_until=sa.bindparam("lu"))
 )
+
+
+@lru_cache(maxsize=4)
+def _claim_statement(dialect: str) -> sa.Update:
+    now: sa.BindParameter[float] = sa.bindparam("now")
+    candidates = lock_skip_locked(
+        dialect,
+        sa.select(jobs.c.id)
+        .where(jobs.c.run_at <= now, sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now))
+        .order_by(jobs.c.run_at)
+        .limit(sa.bindparam("lim")),
+    )
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            lease_until=sa.bindparam("until"), lease_owner=sa.bindparam("owner"), claims=jobs.c.claims + 1
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.kind,
+            jobs.c.app_id,
+            jobs.c.publish_id,
+            jobs.c.payload,
+            jobs.c.claims,
+            jobs.c.progress,
+        )
+    )
 
 
 class JobQueue:
@@ -75,7 +105,7 @@ class JobQueue:
             return
         now = time.time()
         await conn.execute(
-            sa.insert(jobs),
+            _INSERT_JOB,
             [
                 {
                     "kind": r["kind"],
@@ -91,29 +121,10 @@ class JobQueue:
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Job]:
         now = time.time()
-        candidates = lock_skip_locked(
-            self.db.dialect,
-            sa.select(jobs.c.id)
-            .where(jobs.c.run_at <= now, sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now))
-            .order_by(jobs.c.run_at)
-            .limit(limit),
-        )
-        stmt = (
-            sa.update(jobs)
-            .where(jobs.c.id.in_(candidates.scalar_subquery()))
-            .values(lease_until=now + lease_seconds, lease_owner=owner, claims=jobs.c.claims + 1)
-            .returning(
-                jobs.c.id,
-                jobs.c.kind,
-                jobs.c.app_id,
-                jobs.c.publish_id,
-                jobs.c.payload,
-                jobs.c.claims,
-                jobs.c.progress,
-            )
-        )
+        stmt = _claim_statement(self.db.dialect)
+        params = {"now": now, "lim": limit, "until": now + lease_seconds, "owner": owner}
         async with self.db.write() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(stmt, params)).all()
         return [
             Job(r.id, r.kind, r.app_id, r.publish_id, json.loads(r.payload), r.claims, r.progress)
             for r in rows
