@@ -29,6 +29,13 @@ def credential_store(settings: Settings, db: Database) -> CredentialStore:
     return CredentialStore(db, SecretBox(settings.secret_key) if settings.secret_key else None)
 
 
+# Read on every admission and every batch: prebuilt, so SQLAlchemy's cache finds them at once.
+_PROVIDERS_OF = sa.select(credentials.c.provider).where(credentials.c.app_id == sa.bindparam("app"))
+_VERSION_OF = sa.select(credentials.c.version).where(
+    credentials.c.app_id == sa.bindparam("app"), credentials.c.provider == sa.bindparam("provider")
+)
+
+
 class CredentialStore:
     def __init__(self, db: Database, box: SecretBox | None) -> None:
         self.db = db
@@ -102,13 +109,7 @@ class CredentialStore:
 
     async def version(self, app_id: str, provider: str) -> int | None:
         async with self.db.read() as conn:
-            return (
-                await conn.execute(
-                    sa.select(credentials.c.version).where(
-                        credentials.c.app_id == app_id, credentials.c.provider == provider
-                    )
-                )
-            ).scalar()
+            return (await conn.execute(_VERSION_OF, {"app": app_id, "provider": provider})).scalar()
 
     async def load(self, app_id: str, provider: str) -> tuple[int, dict[str, Any], float | None] | None:
         """The decrypted settings, their version and expiry, or None when the API stored none."""
@@ -135,7 +136,5 @@ class CredentialStore:
 
     async def providers(self, app_id: str) -> set[str]:
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(sa.select(credentials.c.provider).where(credentials.c.app_id == app_id))
-            ).all()
+            rows = (await conn.execute(_PROVIDERS_OF, {"app": app_id})).all()
         return {r.provider for r in rows}
