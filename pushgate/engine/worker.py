@@ -216,9 +216,13 @@ class Engine:
                 page_size=e.plan_page_size,
                 lease_seconds=e.lease_seconds,
                 seen_after=self._seen_after(),
+                owner=self.owner,
             )
-            await self.planner.run(job, pub, ctx)
+            inline = await self.planner.run(job, pub, ctx)
             self.notify()
+            if inline is not None:
+                # The publish's last batch, claimed by this worker in planning's last commit.
+                await self.dispatcher.run(inline, pub, app_name)
         elif job.kind == "dispatch":
             await self.dispatcher.run(job, pub, app_name)
         else:

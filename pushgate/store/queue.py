@@ -99,6 +99,38 @@ class JobQueue:
         )
 
     @staticmethod
+    async def enqueue_claimed(
+        conn: AsyncConnection,
+        kind: str,
+        app_id: str,
+        publish_id: str,
+        payload: dict[str, Any],
+        owner: str,
+        lease_seconds: float,
+    ) -> Job:
+        """Enqueue a job already claimed by ``owner`` (claim number 1), for the caller to run right
+        after its transaction commits: no claim round trip, no wake-up. If the caller dies, the
+        lease runs out and any worker claims it as usual."""
+        now = time.time()
+        job_id = (
+            await conn.execute(
+                _INSERT_JOB.returning(jobs.c.id),
+                {
+                    "kind": kind,
+                    "app_id": app_id,
+                    "publish_id": publish_id,
+                    "payload": json.dumps(payload, separators=(",", ":")),
+                    "run_at": now,
+                    "created_at": now,
+                    "lease_until": now + lease_seconds,
+                    "lease_owner": owner,
+                    "claims": 1,
+                },
+            )
+        ).scalar_one()
+        return Job(int(job_id), kind, app_id, publish_id, payload, 1, 0)
+
+    @staticmethod
     async def enqueue_many(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         """Rows of ``kind, app_id, publish_id, payload (dict), run_at``."""
         if not rows:
