@@ -126,9 +126,13 @@ class Planner:
         async with self.db.write() as conn:
             # Checked under the publish's shared lock: a cancel is either seen here or waits
             # for this page, whose pending records it then cancels.
-            if await self.publishes.status_locked(conn, pub.id) == "cancelled":
-                return False
+            # The publish row is locked before the counters, as in every transaction that
+            # touches both (PostgreSQL would otherwise deadlock against a dispatcher): the first
+            # page's ``accepted`` → ``dispatching`` and the last page's closing update it, so
+            # those take it exclusively.
             await self.publishes.mark_started(pub.id, conn)
+            if await self.publishes.status_locked(conn, pub.id, exclusive=last) == "cancelled":
+                return False
             fresh = await self.publishes.insert_planned(conn, pub.id, rows)
             per_provider: dict[str, dict[str, int]] = {}
             batches: dict[str, list[list[str]]] = {}

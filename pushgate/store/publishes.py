@@ -181,9 +181,9 @@ def _closable_publish(dialect: str, lock: bool) -> sa.Select:
 
 
 @lru_cache(maxsize=4)
-def _status_locked(dialect: str) -> sa.Select:
+def _status_locked(dialect: str, exclusive: bool) -> sa.Select:
     q = sa.select(publishes.c.status).where(publishes.c.id == sa.bindparam("pid"))
-    return lock_rows(dialect, q, shared=True)
+    return lock_rows(dialect, q, shared=not exclusive)
 
 
 _INSERT_PUBLISH = sa.insert(publishes)
@@ -590,14 +590,19 @@ class PublishStore:
 
     # ---- cancel ---------------------------------------------------------------------------
 
-    async def status_locked(self, conn: AsyncConnection, publish_id: str) -> str | None:
+    async def status_locked(
+        self, conn: AsyncConnection, publish_id: str, *, exclusive: bool = False
+    ) -> str | None:
         """The publish's status inside a write transaction, with a shared row lock on PostgreSQL.
 
         Outcome and planning transactions take it; :meth:`cancel` updates the row first, so a
         cancel waits for the transactions in progress and every later one sees ``cancelled``.
-        (SQLite serialises writers anyway.)
+        (SQLite serialises writers anyway.) ``exclusive``: ``FOR UPDATE`` instead, for a transaction
+        that will update the publish row after touching its counters (lock the row first, as
+        every other transaction does, or two of them deadlock).
         """
-        return (await conn.execute(_status_locked(self.db.dialect), {"pid": publish_id})).scalar()
+        q = _status_locked(self.db.dialect, exclusive)
+        return (await conn.execute(q, {"pid": publish_id})).scalar()
 
     async def cancel(self, app_id: str, publish_id: str) -> tuple[Publish | None, bool]:
         """Cancel an open publish: returns ``(publish, changed)``; ``(None, False)`` if unknown.

@@ -37,6 +37,7 @@ class Job:
 # Prebuilt statements for the per-chunk hot path: built once, so SQLAlchemy finds them in its
 # compiled cache without regenerating a cache key from a fresh statement object every call.
 _INSERT_JOB = sa.insert(jobs)
+_DELETE = sa.delete(jobs).where(jobs.c.id == sa.bindparam("jid"))
 _DELETE_CLAIMED = sa.delete(jobs).where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
 _ADVANCE = (
     sa.update(jobs)
@@ -164,7 +165,7 @@ class JobQueue:
 
     @staticmethod
     async def delete(conn: AsyncConnection, job_id: int) -> None:
-        await conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+        await conn.execute(_DELETE, {"jid": job_id})
 
     @staticmethod
     async def delete_claimed(conn: AsyncConnection, job_id: int, claims: int) -> bool:
