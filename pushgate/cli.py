@@ -151,7 +151,22 @@ def serve(
         lifespan="on",
         timeout_graceful_shutdown=15,
     )
+    _tune_gc()
     _graceful_server_class()(config_).run()
+
+
+def _tune_gc() -> None:
+    """Fewer cyclic-GC passes for the long-running processes.
+
+    Dispatch allocates many short-lived objects (rows, requests, results); with the default
+    threshold (700) generation-0 collections ran thousands of times per second. Measured on the
+    e2e benchmark: about a tenth less CPU per push (docs/performance.md). Objects alive after
+    start-up (modules, settings, the app) are frozen out of every later collection.
+    """
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
 
 
 def _graceful_server_class() -> type:
@@ -198,6 +213,7 @@ def worker(config: ConfigOpt = None) -> None:
         await db.dispose()
 
     try:
+        _tune_gc()
         _run(main())
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")

@@ -258,6 +258,9 @@ AUDIT_SQL = [
     """CREATE TRIGGER test_audit_claim AFTER UPDATE OF lease_owner ON jobs FOR EACH ROW
        WHEN (NEW.lease_owner IS NOT NULL AND NEW.lease_owner IS DISTINCT FROM OLD.lease_owner)
        EXECUTE FUNCTION test_audit_claim()""",
+    # A planner enqueues a publish's last batch already claimed by its own worker.
+    """CREATE TRIGGER test_audit_claimed_insert AFTER INSERT ON jobs FOR EACH ROW
+       WHEN (NEW.lease_owner IS NOT NULL) EXECUTE FUNCTION test_audit_claim()""",
 ]
 
 

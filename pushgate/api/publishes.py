@@ -112,7 +112,8 @@ def _deliverable(provider: str, where: str) -> None:
 
 async def _targeted(app: AppDep, services: ServicesDep, token_providers: set[str]) -> list[str]:
     """Providers this publish may reach: those the app has credentials for, plus raw-token ones."""
-    configured = await services.pool.available(app.id, app.name)
+    # Up to a second old: only the size checks depend on it; the planner reads it afresh.
+    configured = await services.pool.available(app.id, app.name, max_age=1.0)
     return sorted((configured | token_providers) & set(PROVIDERS))
 
 

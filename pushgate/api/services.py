@@ -42,8 +42,14 @@ def provide_services(state: State) -> Services:
     return services
 
 
-def provide_app(request: Request[Any, Any, Any]) -> App:
-    """The app the request's key belongs to (set by ``api.auth.authenticate``)."""
+def provide_app(request: Request[Any, Any, Any], services: NamedDependency[Services]) -> App:
+    """The app the request's key belongs to (set by ``api.auth.authenticate``).
+
+    ``services`` is unused but makes this dependency come after ``services``: Litestar resolves
+    dependencies of one level concurrently in an anyio task group, which cost ~10% of an
+    admission's CPU; chained, each is awaited directly.
+    """
+    del services
     app: App = request.state.app
     return app
 

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from pushgate.providers.base import Target
 from pushgate.store.audience import Audience
 from pushgate.store.db import Database
@@ -28,6 +30,9 @@ class PlanContext:
     lease_seconds: float
     #: Devices last seen before this epoch time are skipped (``devices.max_inactive_days``).
     seen_after: float | None = None
+    #: The worker's lease owner: the publish's last batch is enqueued claimed by it, to be run by
+    #: the same worker right away (None: every batch goes through the queue).
+    owner: str | None = None
 
 
 class Planner:
@@ -38,8 +43,12 @@ class Planner:
         #: Called after each committed page so idle workers start sending while planning goes on.
         self.on_batches = on_batches
 
-    async def run(self, job: Job, pub: Publish, ctx: PlanContext) -> bool:
-        """Plan the publish; returns True when planning is complete (the job is gone)."""
+    async def run(self, job: Job, pub: Publish, ctx: PlanContext) -> Job | None:
+        """Plan the publish; the plan job is gone when this returns.
+
+        Returns the publish's last dispatch batch when it was enqueued already claimed by
+        ``ctx.owner`` (the caller runs it at once), else None.
+        """
         recipients: list[dict[str, Any]] = pub.request.get("recipients", [])
         i: int = job.payload.get("i", 0)
         cursor: str | None = job.payload.get("cursor")
@@ -54,25 +63,41 @@ class Planner:
                 pub.app_id, entry, cursor, ctx.page_size, ctx.seen_after
             ):
                 next_i, next_cursor = (i, after) if after is not None else (i + 1, None)
-                if not await self._commit_page(
-                    job, pub, ctx, rows, stats, {"i": next_i, "cursor": next_cursor}
-                ):
-                    return True  # cancelled: the cancel deleted this job and closed the publish
+                # The page that ends the publish's audience also ends its planning, in one commit.
+                last = next_i >= len(recipients)
+                if not rows and not last:
+                    continue  # nothing to write (a resumed run reads this empty page again)
+                done = await self._commit_page(
+                    job, pub, ctx, rows, stats, {"i": next_i, "cursor": next_cursor}, last=last
+                )
+                if done is False:
+                    return None  # cancelled: the cancel deleted this job and closed the publish
                 self.on_batches()
+                if last:
+                    return done if isinstance(done, Job) else None
             i, cursor = i + 1, None
-        async with self.db.write() as conn:
-            await self.publishes.set_planning_done(conn, pub.id)
-            await JobQueue.delete(conn, job.id)
-        if stats["planned"] > 0 and stats["dispatched"] == 0 and stats["no_credentials"] == stats["planned"]:
+        async with self.db.write() as conn:  # no recipients at all
+            await self._finish(conn, job, pub, stats)
+        return None
+
+    async def _finish(self, conn: AsyncConnection, job: Job, pub: Publish, stats: dict[str, int]) -> None:
+        """End planning inside ``conn``'s transaction: the publish is marked started (a no-op
+        after the first page), planning done, the plan job deleted, and a publish with nothing
+        left to send closed (or failed when no targeted provider has credentials)."""
+        await self.publishes.mark_started(pub.id, conn)
+        await self.publishes.set_planning_done(conn, pub.id)
+        await JobQueue.delete(conn, job.id)
+        no_credentials = stats["no_credentials"] == stats["planned"]
+        if stats["planned"] > 0 and stats["dispatched"] == 0 and no_credentials:
             await self.publishes.fail(
                 pub.id,
                 "no_credentials",
                 "none of the targeted providers has credentials for this app; "
                 "add them to the config ([fcm] / [webpush] or [apps.<name>.<provider>])",
+                conn,
             )
         else:
-            await self.publishes.finish_if_done(pub.id)
-        return True
+            await self.publishes.close_if_done(conn, pub.id)
 
     async def _commit_page(
         self,
@@ -82,8 +107,14 @@ class Planner:
         rows: list[dict[str, Any]],
         stats: dict[str, int],
         progress: dict[str, Any],
-    ) -> bool:
-        """Commit one page; False (and nothing written) when the publish was cancelled."""
+        *,
+        last: bool = False,
+    ) -> bool | Job:
+        """Commit one page; False (and nothing written) when the publish was cancelled.
+
+        ``last``: the page ends planning (:meth:`_finish` in the same transaction), and its last
+        dispatch batch is enqueued claimed by ``ctx.owner`` and returned, for the caller to run.
+        """
         now = time.time()
         expired = pub.expire_at is not None and now >= pub.expire_at
         for r in rows:
@@ -95,7 +126,12 @@ class Planner:
         async with self.db.write() as conn:
             # Checked under the publish's shared lock: a cancel is either seen here or waits
             # for this page, whose pending records it then cancels.
-            if await self.publishes.status_locked(conn, pub.id) == "cancelled":
+            # The publish row is locked before the counters, as in every transaction that
+            # touches both (PostgreSQL would otherwise deadlock against a dispatcher): the first
+            # page's ``accepted`` → ``dispatching`` and the last page's closing update it, so
+            # those take it exclusively.
+            await self.publishes.mark_started(pub.id, conn)
+            if await self.publishes.status_locked(conn, pub.id, exclusive=last) == "cancelled":
                 return False
             fresh = await self.publishes.insert_planned(conn, pub.id, rows)
             per_provider: dict[str, dict[str, int]] = {}
@@ -134,6 +170,17 @@ class Planner:
                             },
                         }
                     )
+            inline: Job | None = None
+            if last and jobs and ctx.owner is not None:
+                mine = jobs.pop()
+                inline = await JobQueue.enqueue_claimed(
+                    conn, "dispatch", pub.app_id, pub.id, mine["payload"], ctx.owner, ctx.lease_seconds
+                )
             await JobQueue.enqueue_many(conn, jobs)
-            await JobQueue.save_progress(conn, job.id, {**progress, "stats": stats}, now + ctx.lease_seconds)
-        return True
+            if last:
+                await self._finish(conn, job, pub, stats)
+            else:
+                await JobQueue.save_progress(
+                    conn, job.id, {**progress, "stats": stats}, now + ctx.lease_seconds
+                )
+        return inline if inline is not None else True

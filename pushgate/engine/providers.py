@@ -56,17 +56,23 @@ class ProviderPool:
         self._lock = asyncio.Lock()
         #: Instances replaced by a credential rotation, closed once their in-flight sends are done.
         self._retired: dict[asyncio.Task[None], Provider] = {}
+        self._configured: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
 
     def configured(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
-        """Credentials from the config file only."""
-        return {
-            k: v for k, v in self.settings.provider_settings(app_id, app_name).items() if k in self.classes
-        }
+        """Credentials from the config file only (the file does not change while running: built once
+        per app, treat as read-only)."""
+        key = (app_id, app_name)
+        found = self._configured.get(key)
+        if found is None:
+            sections = self.settings.provider_settings(app_id, app_name)
+            found = self._configured[key] = {k: v for k, v in sections.items() if k in self.classes}
+        return found
 
-    async def available(self, app_id: str, app_name: str) -> set[str]:
-        """Providers this app can deliver to now (config file or API)."""
+    async def available(self, app_id: str, app_name: str, *, max_age: float = 0.0) -> set[str]:
+        """Providers this app can deliver to now (config file or API); ``max_age``: see
+        :meth:`CredentialStore.providers`."""
         return set(self.configured(app_id, app_name)) | (
-            await self.creds.providers(app_id) & set(self.classes)
+            await self.creds.providers(app_id, max_age=max_age) & set(self.classes)
         )
 
     async def get(self, app_id: str, app_name: str, provider: str) -> Provider | None:

@@ -225,7 +225,6 @@ class Engine:
                 async with self.db.write() as conn:
                     await JobQueue.delete(conn, job.id)
                 return
-            await self.publishes.mark_started(pub.id)
             e = self.settings.engine
             ctx = PlanContext(
                 app_name=app_name,
@@ -234,9 +233,13 @@ class Engine:
                 page_size=e.plan_page_size,
                 lease_seconds=e.lease_seconds,
                 seen_after=self._seen_after(),
+                owner=self.owner,
             )
-            await self.planner.run(job, pub, ctx)
+            inline = await self.planner.run(job, pub, ctx)
             self.notify()
+            if inline is not None:
+                # The publish's last batch, claimed by this worker in planning's last commit.
+                await self.dispatcher.run(inline, pub, app_name)
         elif job.kind == "dispatch":
             await self.dispatcher.run(job, pub, app_name)
         else:

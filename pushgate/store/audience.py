@@ -7,6 +7,7 @@ device id keeps each page an index range scan.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,6 +31,40 @@ def raw_recipient_id(provider: str, token_key: str) -> str:
     return "tok_" + token_hash(provider, token_key)[:32]
 
 
+_COLUMNS = (devices.c.id, devices.c.provider, devices.c.token, devices.c.environment)
+
+
+@lru_cache(maxsize=16)
+def _page_query(kind: str, after: bool, fresh: bool) -> sa.Select[Any]:
+    """The page query for a channel, user or device recipient, built once per shape."""
+    cond: list[sa.ColumnElement[bool]] = [
+        devices.c.status == "active",
+        # Stale devices (not seen since ``seen_after``) are not reached through any recipient.
+        *([devices.c.last_seen_at >= sa.bindparam("seen")] if fresh else []),
+    ]
+    if kind == "channel":
+        cond += [
+            device_channels.c.app_id == sa.bindparam("app"),
+            device_channels.c.channel == sa.bindparam("channel"),
+        ]
+        if after:
+            cond.append(device_channels.c.device_id > sa.bindparam("after"))
+        return (
+            sa.select(*_COLUMNS)
+            .join(device_channels, device_channels.c.device_id == devices.c.id)
+            .where(*cond)
+            .order_by(device_channels.c.device_id)
+            .limit(sa.bindparam("lim"))
+        )
+    if kind == "user":
+        cond += [devices.c.app_id == sa.bindparam("app"), devices.c.user == sa.bindparam("user")]
+        if after:
+            cond.append(devices.c.id > sa.bindparam("after"))
+        return sa.select(*_COLUMNS).where(*cond).order_by(devices.c.id).limit(sa.bindparam("lim"))
+    cond += [devices.c.app_id == sa.bindparam("app"), devices.c.id == sa.bindparam("dev")]
+    return sa.select(*_COLUMNS).where(*cond)
+
+
 class Audience:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -44,64 +79,38 @@ class Audience:
     ) -> AsyncIterator[tuple[list[dict[str, Any]], str | None]]:
         """Yield ``(rows, cursor_after)`` for one recipient entry; ``cursor_after`` None = entry done."""
         kind = entry["type"]
-        cols = (devices.c.id, devices.c.provider, devices.c.token, devices.c.environment)
-        # Stale devices (not seen since ``seen_after``) are not reached through any recipient.
-        fresh = devices.c.last_seen_at >= seen_after if seen_after is not None else sa.true()
+        fresh = seen_after is not None
         if kind in ("channel", "user"):
             while True:
+                params: dict[str, Any] = {"app": app_id, "lim": page_size, "seen": seen_after}
                 if kind == "channel":
-                    q = (
-                        sa.select(*cols)
-                        .join(device_channels, device_channels.c.device_id == devices.c.id)
-                        .where(
-                            device_channels.c.app_id == app_id,
-                            device_channels.c.channel == entry["channel"],
-                            devices.c.status == "active",
-                            fresh,
-                        )
-                        .order_by(device_channels.c.device_id)
-                    )
-                    if cursor:
-                        q = q.where(device_channels.c.device_id > cursor)
+                    params["channel"] = entry["channel"]
                 else:
-                    q = (
-                        sa.select(*cols)
-                        .where(
-                            devices.c.app_id == app_id,
-                            devices.c.user == entry["user"],
-                            devices.c.status == "active",
-                            fresh,
-                        )
-                        .order_by(devices.c.id)
-                    )
-                    if cursor:
-                        q = q.where(devices.c.id > cursor)
+                    params["user"] = entry["user"]
+                if cursor:
+                    params["after"] = cursor
+                q = _page_query(kind, bool(cursor), fresh)
                 async with self.db.read() as conn:
-                    rows = (await conn.execute(q.limit(page_size))).all()
+                    rows = (await conn.execute(q, params)).all()
                 out = [_row(r) for r in rows]
                 cursor = rows[-1].id if len(rows) == page_size else None
                 yield out, cursor
                 if cursor is None:
                     return
         elif kind == "device":
+            params = {"app": app_id, "dev": entry["device_id"], "seen": seen_after}
             async with self.db.read() as conn:
-                rows = (
-                    await conn.execute(
-                        sa.select(*cols).where(
-                            devices.c.app_id == app_id,
-                            devices.c.id == entry["device_id"],
-                            devices.c.status == "active",
-                            fresh,
-                        )
-                    )
-                ).all()
+                rows = (await conn.execute(_page_query("device", False, fresh), params)).all()
             yield [_row(r) for r in rows], None
         elif kind == "token":
+            cols = _COLUMNS
+            # Stale devices (not seen since ``seen_after``) are not reached through any recipient.
+            recent = devices.c.last_seen_at >= seen_after if seen_after is not None else sa.true()
             provider, token_key = entry["provider"], entry["token_key"]
             async with self.db.read() as conn:
                 row = (
                     await conn.execute(
-                        sa.select(*cols, devices.c.status, fresh.label("fresh")).where(
+                        sa.select(*cols, devices.c.status, recent.label("fresh")).where(
                             devices.c.app_id == app_id,
                             devices.c.provider == provider,
                             devices.c.token_hash == token_hash(provider, token_key),

@@ -29,10 +29,19 @@ def credential_store(settings: Settings, db: Database) -> CredentialStore:
     return CredentialStore(db, SecretBox(settings.secret_key) if settings.secret_key else None)
 
 
+# Read on every admission and every batch: prebuilt, so SQLAlchemy's cache finds them at once.
+_PROVIDERS_OF = sa.select(credentials.c.provider).where(credentials.c.app_id == sa.bindparam("app"))
+_VERSION_OF = sa.select(credentials.c.version).where(
+    credentials.c.app_id == sa.bindparam("app"), credentials.c.provider == sa.bindparam("provider")
+)
+
+
 class CredentialStore:
     def __init__(self, db: Database, box: SecretBox | None) -> None:
         self.db = db
         self.box = box
+        #: app id -> (monotonic time read, providers): :meth:`providers` with ``max_age``.
+        self._providers_seen: dict[str, tuple[float, frozenset[str]]] = {}
 
     @staticmethod
     def _context(app_id: str, provider: str) -> str:
@@ -50,6 +59,7 @@ class CredentialStore:
     ) -> CredentialMeta:
         """Insert or rotate; the version moves so every process rebuilds the provider."""
         assert self.box is not None
+        self._providers_seen.pop(app_id, None)
         blob = self.box.seal(settings, self._context(app_id, provider))
         now = time.time()
         values = {
@@ -102,13 +112,7 @@ class CredentialStore:
 
     async def version(self, app_id: str, provider: str) -> int | None:
         async with self.db.read() as conn:
-            return (
-                await conn.execute(
-                    sa.select(credentials.c.version).where(
-                        credentials.c.app_id == app_id, credentials.c.provider == provider
-                    )
-                )
-            ).scalar()
+            return (await conn.execute(_VERSION_OF, {"app": app_id, "provider": provider})).scalar()
 
     async def load(self, app_id: str, provider: str) -> tuple[int, dict[str, Any], float | None] | None:
         """The decrypted settings, their version and expiry, or None when the API stored none."""
@@ -125,6 +129,7 @@ class CredentialStore:
         return row.version, self.box.open(row.ciphertext, self._context(app_id, provider)), row.expires_at
 
     async def delete(self, app_id: str, provider: str) -> bool:
+        self._providers_seen.pop(app_id, None)
         async with self.db.write() as conn:
             res = await conn.execute(
                 sa.delete(credentials).where(
@@ -133,9 +138,17 @@ class CredentialStore:
             )
         return bool(res.rowcount)
 
-    async def providers(self, app_id: str) -> set[str]:
+    async def providers(self, app_id: str, *, max_age: float = 0.0) -> set[str]:
+        """Providers with credentials stored for the app. ``max_age`` > 0 accepts an answer read
+        that many seconds ago (admission: one read per second instead of one per publish); this
+        process's own uploads and deletions are seen at once, other processes' within max_age."""
+        now = time.monotonic()
+        if max_age > 0:
+            seen = self._providers_seen.get(app_id)
+            if seen is not None and now - seen[0] < max_age:
+                return set(seen[1])
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(sa.select(credentials.c.provider).where(credentials.c.app_id == app_id))
-            ).all()
-        return {r.provider for r in rows}
+            rows = (await conn.execute(_PROVIDERS_OF, {"app": app_id})).all()
+        found = frozenset(r.provider for r in rows)
+        self._providers_seen[app_id] = (now, found)
+        return set(found)

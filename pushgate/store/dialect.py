@@ -20,16 +20,6 @@ def insert_ignoring_conflicts(dialect: str, table: sa.Table, index_elements: Seq
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
 
 
-def upsert_adding(dialect: str, table: sa.Table, key: dict[str, object], deltas: dict[str, int]) -> Insert:
-    """``INSERT … ON CONFLICT (key) DO UPDATE SET c = c + n``: counters in one statement."""
-    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    stmt = insert.values({**key, **deltas})
-    return stmt.on_conflict_do_update(
-        index_elements=list(key),
-        set_={name: getattr(table.c, name) + getattr(stmt.excluded, name) for name in deltas},
-    )
-
-
 def upsert_adding_many(
     dialect: str, table: sa.Table, rows: list[dict[str, object]], key: Sequence[str], add: Sequence[str]
 ) -> Insert:
@@ -65,6 +55,14 @@ def lock_rows(dialect: str, select: sa.Select, *, shared: bool = False) -> sa.Se
     if dialect == "postgresql":
         return select.with_for_update(read=shared)
     return select
+
+
+def placeholders(dialect: str, count: int, start: int = 1) -> list[str]:
+    """Driver-level parameter markers for textual SQL run with ``exec_driver_sql``: ``?`` for
+    sqlite3, ``$n`` for asyncpg. The few hottest statements skip SQLAlchemy's compiler this way."""
+    if dialect == "postgresql":
+        return [f"${n}" for n in range(start, start + count)]
+    return ["?"] * count
 
 
 def normalize_url(url: str) -> str:

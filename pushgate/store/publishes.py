@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.ids import new_id
 from pushgate.store.db import Database
-from pushgate.store.dialect import insert_ignoring_conflicts, lock_rows, upsert_adding
+from pushgate.store.dialect import insert_ignoring_conflicts, lock_rows, placeholders
 from pushgate.store.queue import JobQueue
 from pushgate.store.schema import deliveries, devices, jobs, publish_stats, publishes
 
@@ -87,9 +90,212 @@ def _publish(row: Any) -> Publish:
     )
 
 
+#: What an outcome writes on its delivery row: (column = ``DeliveryUpdate`` attribute, PostgreSQL
+#: type, SQL applied to the value). A new recorded column is one more line here.
+RECORDED: tuple[tuple[str, str, str], ...] = (
+    ("status", "varchar", "{}"),
+    ("attempts", "integer", "{}"),
+    ("error_code", "varchar", "{}"),
+    ("error_message", "text", "substr({}, 1, 1000)"),
+    ("error_class", "varchar", "{}"),
+    ("provider_message_id", "varchar", "{}"),
+    ("sent_at", "float8", "{}"),
+    ("dead", "boolean", "{}"),
+)
+_recorded_values = attrgetter(*(name for name, _, _ in RECORDED))
+
+
+@lru_cache(maxsize=4)
+def _record_sql(dialect: str) -> str:
+    if dialect == "postgresql":
+        # $1 updated_at, $2 publish_id, $3 recipient ids, then one array per recorded column.
+        arrays = ", ".join(
+            ["$3::varchar[]", *(f"${n}::{typ}[]" for n, (_, typ, _) in enumerate(RECORDED, 4))]
+        )
+        names = ", ".join(name for name, _, _ in RECORDED)
+        sets = ", ".join(f"{name} = {expr.format('v.' + name)}" for name, _, expr in RECORDED)
+        return (
+            f"UPDATE deliveries SET {sets}, updated_at = $1 "
+            f"FROM unnest({arrays}) AS v(recipient_id, {names}) "
+            "WHERE deliveries.publish_id = $2 AND deliveries.recipient_id = v.recipient_id"
+        )
+    sets = ", ".join(f"{name} = {expr.format('?')}" for name, _, expr in RECORDED)
+    return f"UPDATE deliveries SET {sets}, updated_at = ? WHERE publish_id = ? AND recipient_id = ?"
+
+
+@lru_cache(maxsize=256)
+def _bump_sql(dialect: str, names: tuple[str, ...]) -> str:
+    for name in names:
+        if name not in COUNTERS:
+            raise ValueError(f"not a publish counter: {name!r}")
+    marks = ", ".join(placeholders(dialect, 2 + len(names)))
+    adds = ", ".join(f"{n} = publish_stats.{n} + excluded.{n}" for n in names)
+    return (
+        f"INSERT INTO publish_stats (publish_id, provider, {', '.join(names)}) VALUES ({marks}) "
+        f"ON CONFLICT (publish_id, provider) DO UPDATE SET {adds}"
+    )
+
+
+_BY_ID = sa.select(publishes).where(publishes.c.id == sa.bindparam("pid"))
+_BY_ID_IN_APP = _BY_ID.where(publishes.c.app_id == sa.bindparam("app"))
+_STATUS = sa.select(publishes.c.status).where(publishes.c.id == sa.bindparam("pid"))
+_STATS_OF = sa.select(publish_stats).where(publish_stats.c.publish_id == sa.bindparam("pid"))
+_START = (
+    sa.update(publishes)
+    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.status == "accepted")
+    .values(status="dispatching", started_at=sa.bindparam("now"))
+)
+_FAIL = (
+    sa.update(publishes)
+    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.status.in_(("accepted", "dispatching")))
+    .values(
+        status="failed",
+        error_code=sa.bindparam("code"),
+        error_message=sa.bindparam("msg"),
+        completed_at=sa.bindparam("now"),
+    )
+)
+_CLOSE = (
+    sa.update(publishes)
+    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.status == "dispatching")
+    .values(status=sa.bindparam("st"), completed_at=sa.bindparam("now"))
+)
+_SET_PLANNING_DONE = (
+    sa.update(publishes).where(publishes.c.id == sa.bindparam("pid")).values(planning_done=True)
+)
+_TOTALS = sa.select(
+    sa.func.coalesce(sa.func.sum(publish_stats.c.planned), 0),
+    sa.func.coalesce(
+        sa.func.sum(
+            publish_stats.c.sent
+            + publish_stats.c.failed
+            + publish_stats.c.invalid_token
+            + publish_stats.c.expired
+        ),
+        0,
+    ),
+    sa.func.coalesce(sa.func.sum(publish_stats.c.expired), 0),
+).where(publish_stats.c.publish_id == sa.bindparam("pid"))
+
+
+@lru_cache(maxsize=4)
+def _closable_publish(dialect: str, lock: bool) -> sa.Select:
+    q = sa.select(publishes.c.status, publishes.c.planning_done).where(publishes.c.id == sa.bindparam("pid"))
+    return lock_rows(dialect, q) if lock else q
+
+
+@lru_cache(maxsize=4)
+def _status_locked(dialect: str, exclusive: bool) -> sa.Select:
+    q = sa.select(publishes.c.status).where(publishes.c.id == sa.bindparam("pid"))
+    return lock_rows(dialect, q, shared=not exclusive)
+
+
+_INSERT_PUBLISH = sa.insert(publishes)
+_RELEASE_KEY = (
+    sa.update(publishes).where(publishes.c.id == sa.bindparam("old_id")).values(idempotency_key=None)
+)
+
+
+class _GroupCommit:
+    """Admission's group commit: publishes admitted concurrently are written in one transaction.
+
+    A request appends its publish and waits; one flusher task writes everything queued so far
+    (publish rows, their ``plan`` jobs, released idempotency keys) in a single transaction and
+    then answers every waiter. Whatever arrives while a flush runs goes into the next one. So
+    under load one commit serves many requests, and an idle server commits at once. A request is
+    answered only after its own rows committed: nothing acknowledged can be lost.
+
+    If a group fails on a constraint (two requests racing for one idempotency key), each member is
+    retried in a transaction of its own, so only the loser sees the ``IntegrityError``.
+    """
+
+    #: Publishes per transaction at most (bounds the statement size and the commit's latency).
+    MAX_GROUP = 256
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: list[tuple[Publish, str | None, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, pub: Publish, release_key_of: str | None) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((pub, release_key_of, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="pushgate-admission-commit")
+        await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[: self.MAX_GROUP], self._queue[self.MAX_GROUP :]
+            try:
+                await self._write(group)
+            except IntegrityError:
+                for item in group:
+                    try:
+                        await self._write([item])
+                    except Exception as exc:  # handed to the waiting request
+                        _fail(item[2], exc)
+                    else:
+                        _done(item[2])
+            except Exception as exc:  # handed to every waiting request
+                for item in group:
+                    _fail(item[2], exc)
+            except BaseException:  # cancelled (shutdown): nobody may wait forever
+                for item in group + self._queue:
+                    _fail(item[2], RuntimeError("admission stopped before its commit"))
+                self._queue = []
+                raise
+            else:
+                for item in group:
+                    _done(item[2])
+
+    async def _write(self, group: list[tuple[Publish, str | None, asyncio.Future[None]]]) -> None:
+        async with self.db.write() as conn:
+            released = [{"old_id": old} for _, old, _ in group if old is not None]
+            if released:
+                await conn.execute(_RELEASE_KEY, released)
+            await conn.execute(
+                _INSERT_PUBLISH,
+                [
+                    {
+                        "id": p.id,
+                        "app_id": p.app_id,
+                        "status": p.status,
+                        "idempotency_key": p.idempotency_key,
+                        "request": json.dumps(p.request, separators=(",", ":")),
+                        "expire_at": p.expire_at,
+                        "planning_done": False,
+                        "created_at": p.created_at,
+                    }
+                    for p, _, _ in group
+                ],
+            )
+            await JobQueue.enqueue_many(
+                conn,
+                [
+                    {"kind": "plan", "app_id": p.app_id, "publish_id": p.id, "payload": _PLAN_START}
+                    for p, _, _ in group
+                ],
+            )
+
+
+_PLAN_START: dict[str, Any] = {"i": 0, "cursor": None}
+
+
+def _done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _fail(fut: asyncio.Future[None], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
 class PublishStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._admissions = _GroupCommit(db)
 
     async def admit(
         self,
@@ -103,40 +309,33 @@ class PublishStore:
         """Write the publish and its plan job in one transaction.
 
         Returns ``(publish, created)``; with a known idempotency key inside the window the
-        first publish comes back and nothing new is written.
+        first publish comes back and nothing new is written. Concurrent admissions share one
+        transaction (:class:`_GroupCommit`); each returns only after that commit.
         """
         for _ in range(3):
             existing = await self._by_key(app_id, idempotency_key) if idempotency_key else None
             now = time.time()
             if existing is not None and existing.created_at >= now - window_seconds:
                 return existing, False
-            pub_id = new_id("pub")
+            pub = Publish(
+                id=new_id("pub"),
+                app_id=app_id,
+                status="accepted",
+                request=request,
+                idempotency_key=idempotency_key,
+                expire_at=expire_at,
+                planning_done=False,
+                error_code=None,
+                error_message=None,
+                created_at=now,
+                started_at=None,
+                completed_at=None,
+                counts=dict.fromkeys(COUNTERS, 0),
+            )
             try:
-                async with self.db.write() as conn:
-                    if existing is not None:
-                        # The old key is outside the window: free it for this publish.
-                        await conn.execute(
-                            sa.update(publishes)
-                            .where(publishes.c.id == existing.id)
-                            .values(idempotency_key=None)
-                        )
-                    await conn.execute(
-                        sa.insert(publishes).values(
-                            id=pub_id,
-                            app_id=app_id,
-                            status="accepted",
-                            idempotency_key=idempotency_key,
-                            request=json.dumps(request, separators=(",", ":")),
-                            expire_at=expire_at,
-                            planning_done=False,
-                            created_at=now,
-                        )
-                    )
-                    await JobQueue.enqueue(conn, "plan", app_id, pub_id, {"i": 0, "cursor": None})
+                await self._admissions.submit(pub, existing.id if existing is not None else None)
             except IntegrityError:
                 continue  # a concurrent request with the same key won: return its publish
-            pub = await self.get(app_id, pub_id)
-            assert pub is not None
             return pub, True
         raise RuntimeError("idempotency key contention")
 
@@ -152,11 +351,12 @@ class PublishStore:
         return _publish(row) if row else None
 
     async def get(self, app_id: str | None, publish_id: str, *, with_counts: bool = True) -> Publish | None:
-        cond = [publishes.c.id == publish_id]
-        if app_id is not None:
-            cond.append(publishes.c.app_id == app_id)
+        if app_id is None:
+            q, params = _BY_ID, {"pid": publish_id}
+        else:
+            q, params = _BY_ID_IN_APP, {"pid": publish_id, "app": app_id}
         async with self.db.read() as conn:
-            row = (await conn.execute(sa.select(publishes).where(*cond))).first()
+            row = (await conn.execute(q, params)).first()
             if row is None:
                 return None
             pub = _publish(row)
@@ -166,9 +366,7 @@ class PublishStore:
 
     async def status(self, publish_id: str) -> str | None:
         async with self.db.read() as conn:
-            return (
-                await conn.execute(sa.select(publishes.c.status).where(publishes.c.id == publish_id))
-            ).scalar()
+            return (await conn.execute(_STATUS, {"pid": publish_id})).scalar()
 
     async def list_publishes(
         self, app_id: str, *, cursor: str | None, limit: int
@@ -189,9 +387,14 @@ class PublishStore:
         by_id = {p.id: p for p in pubs}
         for p in pubs:
             p.counts = dict.fromkeys(COUNTERS, 0)
-        rows = (
-            await conn.execute(sa.select(publish_stats).where(publish_stats.c.publish_id.in_(list(by_id))))
-        ).all()
+        if len(pubs) == 1:
+            rows = (await conn.execute(_STATS_OF, {"pid": pubs[0].id})).all()
+        else:
+            rows = (
+                await conn.execute(
+                    sa.select(publish_stats).where(publish_stats.c.publish_id.in_(list(by_id)))
+                )
+            ).all()
         for r in rows:
             p = by_id[r.publish_id]
             p.by_provider[r.provider] = {c: getattr(r, c) for c in COUNTERS}
@@ -225,13 +428,13 @@ class PublishStore:
 
     # ---- engine side --------------------------------------------------------------------
 
-    async def mark_started(self, publish_id: str) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(
-                sa.update(publishes)
-                .where(publishes.c.id == publish_id, publishes.c.status == "accepted")
-                .values(status="dispatching", started_at=time.time())
-            )
+    async def mark_started(self, publish_id: str, conn: AsyncConnection | None = None) -> None:
+        """``accepted`` → ``dispatching`` (planning began); inside ``conn``'s transaction if given."""
+        if conn is not None:
+            await conn.execute(_START, {"pid": publish_id, "now": time.time()})
+            return
+        async with self.db.write() as own:
+            await own.execute(_START, {"pid": publish_id, "now": time.time()})
 
     async def insert_planned(
         self, conn: AsyncConnection, publish_id: str, rows: Sequence[dict[str, Any]]
@@ -282,52 +485,32 @@ class PublishStore:
         return set(unique)
 
     async def bump(self, conn: AsyncConnection, publish_id: str, provider: str, **deltas: int) -> None:
-        """Move counters with ``x = x + n`` (never read-modify-write)."""
-        deltas = {k: v for k, v in deltas.items() if v}
-        if not deltas:
+        """Move counters with ``x = x + n`` (never read-modify-write): one upsert."""
+        names = tuple(k for k, v in deltas.items() if v)
+        if not names:
             return
-        await conn.execute(
-            upsert_adding(
-                self.db.dialect, publish_stats, {"publish_id": publish_id, "provider": provider}, deltas
-            )
+        await conn.exec_driver_sql(
+            _bump_sql(self.db.dialect, names), (publish_id, provider, *(deltas[k] for k in names))
         )
 
     async def record(self, conn: AsyncConnection, publish_id: str, updates: Sequence[DeliveryUpdate]) -> None:
+        """Write outcomes onto their delivery rows: one statement for the whole chunk.
+
+        SQLite: one prepared UPDATE run over every row (``executemany`` inside sqlite3, no
+        per-row work in SQLAlchemy). PostgreSQL: one ``UPDATE … FROM unnest(arrays)``.
+        The columns written are :data:`RECORDED`.
+        """
         if not updates:
             return
         now = time.time()
-        stmt = (
-            sa.update(deliveries)
-            .where(deliveries.c.publish_id == publish_id, deliveries.c.recipient_id == sa.bindparam("rid"))
-            .values(
-                status=sa.bindparam("st"),
-                attempts=sa.bindparam("att"),
-                error_code=sa.bindparam("ec"),
-                error_message=sa.bindparam("em"),
-                error_class=sa.bindparam("ecl"),
-                provider_message_id=sa.bindparam("pmid"),
-                sent_at=sa.bindparam("sat"),
-                dead=sa.bindparam("dead"),
-                updated_at=now,
-            )
-        )
-        await conn.execute(
-            stmt,
-            [
-                {
-                    "rid": u.recipient_id,
-                    "st": u.status,
-                    "att": u.attempts,
-                    "ec": u.error_code,
-                    "em": u.error_message[:1000] if u.error_message else None,
-                    "ecl": u.error_class,
-                    "pmid": u.provider_message_id,
-                    "sat": u.sent_at,
-                    "dead": u.dead,
-                }
-                for u in updates
-            ],
-        )
+        sql = _record_sql(self.db.dialect)
+        if self.db.dialect == "postgresql":
+            columns = list(zip(*map(_recorded_values, updates), strict=True))
+            rids = [u.recipient_id for u in updates]
+            await conn.exec_driver_sql(sql, (now, publish_id, rids, *columns))
+        else:
+            tail = (now, publish_id)
+            await conn.exec_driver_sql(sql, [(*_recorded_values(u), *tail, u.recipient_id) for u in updates])
 
     async def final_recipients(self, publish_id: str, recipient_ids: Sequence[str]) -> set[str]:
         """Recipients that already have a final outcome (a re-run batch skips them)."""
@@ -344,28 +527,28 @@ class PublishStore:
         return {r.recipient_id for r in rows}
 
     async def set_planning_done(self, conn: AsyncConnection, publish_id: str) -> None:
-        await conn.execute(
-            sa.update(publishes).where(publishes.c.id == publish_id).values(planning_done=True)
-        )
+        await conn.execute(_SET_PLANNING_DONE, {"pid": publish_id})
 
-    async def fail(self, publish_id: str, code: str, message: str) -> None:
-        """Fail an open publish: everything not yet final fails with it, its jobs are dropped.
+    async def fail(
+        self, publish_id: str, code: str, message: str, conn: AsyncConnection | None = None
+    ) -> None:
+        """Fail an open publish (inside ``conn``'s transaction if given): everything not yet final
+        fails with it and its jobs are dropped.
 
         Used when planning cannot proceed (or keeps crashing): dispatch jobs it already queued
         would otherwise be dropped unrecorded and leave their deliveries ``pending`` forever.
         """
+        if conn is None:
+            async with self.db.write() as own:
+                await self.fail(publish_id, code, message, own)
+            return
         now = time.time()
-        async with self.db.write() as conn:
-            res = await conn.execute(
-                sa.update(publishes)
-                .where(publishes.c.id == publish_id, publishes.c.status.in_(("accepted", "dispatching")))
-                .values(status="failed", error_code=code, error_message=message, completed_at=now)
+        res = await conn.execute(_FAIL, {"pid": publish_id, "code": code, "msg": message, "now": now})
+        if res.rowcount:
+            await self._close_open_deliveries(
+                conn, publish_id, "failed", now, error_code=code, error_message=message
             )
-            if res.rowcount:
-                await self._close_open_deliveries(
-                    conn, publish_id, "failed", now, error_code=code, error_message=message
-                )
-                await JobQueue.delete_for_publish(conn, publish_id)
+            await JobQueue.delete_for_publish(conn, publish_id)
 
     async def _close_open_deliveries(
         self,
@@ -440,59 +623,43 @@ class PublishStore:
             if await self._closable(conn, publish_id) is None:
                 return None
         async with self.db.write() as conn:
-            status = await self._closable(conn, publish_id, lock=True)
-            if status is None:
-                return None
-            await conn.execute(
-                sa.update(publishes)
-                .where(publishes.c.id == publish_id, publishes.c.status == "dispatching")
-                .values(status=status, completed_at=time.time())
-            )
+            return await self.close_if_done(conn, publish_id)
+
+    async def close_if_done(self, conn: AsyncConnection, publish_id: str) -> str | None:
+        """:meth:`finish_if_done`'s decision and update, inside the caller's write transaction
+        (the planner closes an empty publish in the transaction that ends its planning)."""
+        status = await self._closable(conn, publish_id, lock=True)
+        if status is None:
+            return None
+        await conn.execute(_CLOSE, {"pid": publish_id, "st": status, "now": time.time()})
         return status
 
     async def _closable(self, conn: AsyncConnection, publish_id: str, *, lock: bool = False) -> str | None:
         """The status the publish should close with now (``completed``/``expired``), or None."""
-        q = sa.select(publishes.c.status, publishes.c.planning_done).where(publishes.c.id == publish_id)
-        pub = (await conn.execute(lock_rows(self.db.dialect, q) if lock else q)).first()
+        params = {"pid": publish_id}
+        pub = (await conn.execute(_closable_publish(self.db.dialect, lock), params)).first()
         if pub is None or pub.status != "dispatching" or not pub.planning_done:
             return None
-        planned, final, expired = (
-            int(x)
-            for x in (
-                await conn.execute(
-                    sa.select(
-                        sa.func.coalesce(sa.func.sum(publish_stats.c.planned), 0),
-                        sa.func.coalesce(
-                            sa.func.sum(
-                                publish_stats.c.sent
-                                + publish_stats.c.failed
-                                + publish_stats.c.invalid_token
-                                + publish_stats.c.expired
-                            ),
-                            0,
-                        ),
-                        sa.func.coalesce(sa.func.sum(publish_stats.c.expired), 0),
-                    ).where(publish_stats.c.publish_id == publish_id)
-                )
-            ).one()
-        )
+        planned, final, expired = (int(x) for x in (await conn.execute(_TOTALS, params)).one())
         if final < planned:
             return None
         return "expired" if planned > 0 and expired == planned else "completed"
 
     # ---- cancel ---------------------------------------------------------------------------
 
-    async def status_locked(self, conn: AsyncConnection, publish_id: str) -> str | None:
+    async def status_locked(
+        self, conn: AsyncConnection, publish_id: str, *, exclusive: bool = False
+    ) -> str | None:
         """The publish's status inside a write transaction, with a shared row lock on PostgreSQL.
 
         Outcome and planning transactions take it; :meth:`cancel` updates the row first, so a
         cancel waits for the transactions in progress and every later one sees ``cancelled``.
-        (SQLite serialises writers anyway.)
+        (SQLite serialises writers anyway.) ``exclusive``: ``FOR UPDATE`` instead, for a transaction
+        that will update the publish row after touching its counters (lock the row first, as
+        every other transaction does, or two of them deadlock).
         """
-        q = lock_rows(
-            self.db.dialect, sa.select(publishes.c.status).where(publishes.c.id == publish_id), shared=True
-        )
-        return (await conn.execute(q)).scalar()
+        q = _status_locked(self.db.dialect, exclusive)
+        return (await conn.execute(q, {"pid": publish_id})).scalar()
 
     async def cancel(self, app_id: str, publish_id: str) -> tuple[Publish | None, bool]:
         """Cancel an open publish: returns ``(publish, changed)``; ``(None, False)`` if unknown.

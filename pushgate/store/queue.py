@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,6 +32,46 @@ class Job:
     claims: int
     #: Dispatch jobs: how many leading targets already have a committed outcome.
     progress: int = 0
+
+
+# Prebuilt statements for the per-chunk hot path: built once, so SQLAlchemy finds them in its
+# compiled cache without regenerating a cache key from a fresh statement object every call.
+_INSERT_JOB = sa.insert(jobs)
+_DELETE = sa.delete(jobs).where(jobs.c.id == sa.bindparam("jid"))
+_DELETE_CLAIMED = sa.delete(jobs).where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
+_ADVANCE = (
+    sa.update(jobs)
+    .where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
+    .values(progress=sa.bindparam("pr"), lease_until=sa.bindparam("lu"))
+)
+
+
+@lru_cache(maxsize=4)
+def _claim_statement(dialect: str) -> sa.Update:
+    now: sa.BindParameter[float] = sa.bindparam("now")
+    candidates = lock_skip_locked(
+        dialect,
+        sa.select(jobs.c.id)
+        .where(jobs.c.run_at <= now, sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now))
+        .order_by(jobs.c.run_at)
+        .limit(sa.bindparam("lim")),
+    )
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(candidates.scalar_subquery()))
+        .values(
+            lease_until=sa.bindparam("until"), lease_owner=sa.bindparam("owner"), claims=jobs.c.claims + 1
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.kind,
+            jobs.c.app_id,
+            jobs.c.publish_id,
+            jobs.c.payload,
+            jobs.c.claims,
+            jobs.c.progress,
+        )
+    )
 
 
 class JobQueue:
@@ -59,13 +100,45 @@ class JobQueue:
         )
 
     @staticmethod
+    async def enqueue_claimed(
+        conn: AsyncConnection,
+        kind: str,
+        app_id: str,
+        publish_id: str,
+        payload: dict[str, Any],
+        owner: str,
+        lease_seconds: float,
+    ) -> Job:
+        """Enqueue a job already claimed by ``owner`` (claim number 1), for the caller to run right
+        after its transaction commits: no claim round trip, no wake-up. If the caller dies, the
+        lease runs out and any worker claims it as usual."""
+        now = time.time()
+        job_id = (
+            await conn.execute(
+                _INSERT_JOB.returning(jobs.c.id),
+                {
+                    "kind": kind,
+                    "app_id": app_id,
+                    "publish_id": publish_id,
+                    "payload": json.dumps(payload, separators=(",", ":")),
+                    "run_at": now,
+                    "created_at": now,
+                    "lease_until": now + lease_seconds,
+                    "lease_owner": owner,
+                    "claims": 1,
+                },
+            )
+        ).scalar_one()
+        return Job(int(job_id), kind, app_id, publish_id, payload, 1, 0)
+
+    @staticmethod
     async def enqueue_many(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         """Rows of ``kind, app_id, publish_id, payload (dict), run_at``."""
         if not rows:
             return
         now = time.time()
         await conn.execute(
-            sa.insert(jobs),
+            _INSERT_JOB,
             [
                 {
                     "kind": r["kind"],
@@ -81,29 +154,10 @@ class JobQueue:
 
     async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Job]:
         now = time.time()
-        candidates = lock_skip_locked(
-            self.db.dialect,
-            sa.select(jobs.c.id)
-            .where(jobs.c.run_at <= now, sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now))
-            .order_by(jobs.c.run_at)
-            .limit(limit),
-        )
-        stmt = (
-            sa.update(jobs)
-            .where(jobs.c.id.in_(candidates.scalar_subquery()))
-            .values(lease_until=now + lease_seconds, lease_owner=owner, claims=jobs.c.claims + 1)
-            .returning(
-                jobs.c.id,
-                jobs.c.kind,
-                jobs.c.app_id,
-                jobs.c.publish_id,
-                jobs.c.payload,
-                jobs.c.claims,
-                jobs.c.progress,
-            )
-        )
+        stmt = _claim_statement(self.db.dialect)
+        params = {"now": now, "lim": limit, "until": now + lease_seconds, "owner": owner}
         async with self.db.write() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await conn.execute(stmt, params)).all()
         return [
             Job(r.id, r.kind, r.app_id, r.publish_id, json.loads(r.payload), r.claims, r.progress)
             for r in rows
@@ -111,13 +165,13 @@ class JobQueue:
 
     @staticmethod
     async def delete(conn: AsyncConnection, job_id: int) -> None:
-        await conn.execute(sa.delete(jobs).where(jobs.c.id == job_id))
+        await conn.execute(_DELETE, {"jid": job_id})
 
     @staticmethod
     async def delete_claimed(conn: AsyncConnection, job_id: int, claims: int) -> bool:
         """Delete the job only if this claim still owns it (no other worker re-claimed it after
         our lease ran out); False means another claim took over and our results must not count."""
-        res = await conn.execute(sa.delete(jobs).where(jobs.c.id == job_id, jobs.c.claims == claims))
+        res = await conn.execute(_DELETE_CLAIMED, {"jid": job_id, "cl": claims})
         return bool(res.rowcount)
 
     @staticmethod
@@ -127,9 +181,7 @@ class JobQueue:
         """Commit a dispatch job's progress with the outcomes it covers (and extend the lease);
         False when another claim has taken the job over."""
         res = await conn.execute(
-            sa.update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.claims == claims)
-            .values(progress=progress, lease_until=time.time() + lease_seconds)
+            _ADVANCE, {"jid": job_id, "cl": claims, "pr": progress, "lu": time.time() + lease_seconds}
         )
         return bool(res.rowcount)
 
