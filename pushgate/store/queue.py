@@ -256,10 +256,18 @@ class JobQueue:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar() or 0)
 
     async def pressure(self) -> tuple[int, float | None]:
-        """``(jobs in the queue, run_at of the oldest runnable unleased job)`` for backpressure."""
+        """``(jobs in the queue, run_at of the oldest runnable unleased job)`` for backpressure.
+
+        Jobs waiting out a provider's quarantine (``deferred_by``) are not counted: one app's
+        broken credential must not push every app's admission into 429s.
+        """
         now = time.time()
         async with self.db.read() as conn:
-            depth = (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar()
+            depth = (
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(jobs).where(jobs.c.deferred_by.is_(None))
+                )
+            ).scalar()
             oldest = (
                 await conn.execute(
                     sa.select(sa.func.min(jobs.c.run_at)).where(
