@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pushgate.domain.outcomes import SendResult
+from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.quarantine import CLOSED, OPEN, Breaker, BreakerRules, Gate, gate, observe
 from pushgate.metrics import QUARANTINED
 from pushgate.store.health import ProviderHealthStore, wake_deferred
@@ -24,6 +24,9 @@ from pushgate.store.health import ProviderHealthStore, wake_deferred
 log = logging.getLogger("pushgate.engine")
 
 CACHE_SECONDS = 1.0
+
+_CLEAN = Breaker()
+_UNHEALTHY = frozenset({Outcome.PROVIDER_TRANSIENT, Outcome.CREDENTIAL})
 
 
 class Quarantine:
@@ -75,6 +78,17 @@ class Quarantine:
 
         The caller caches the result with :meth:`remember` once the transaction committed.
         """
+        key = (app_id, provider)
+        hit = self._cache.get(key)
+        if (
+            not probing
+            and hit is not None
+            and hit[1] == _CLEAN
+            and not any(r.outcome in _UNHEALTHY for r in results)
+        ):
+            # The common case: a closed breaker with no streak and nothing but healthy answers
+            # changes nothing, so it costs no read and no write.
+            return _CLEAN
         before = await self.store.breaker(app_id, provider, conn)
         if probing:
             before = Breaker(
