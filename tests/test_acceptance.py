@@ -40,6 +40,16 @@ async def gather_limited(coros: list[Any], limit: int = 20) -> list[Any]:
     return await asyncio.gather(*(run(c) for c in coros))
 
 
+async def register_fcm(gw: Gateway | httpx.AsyncClient, n: int, channel: str) -> list[dict[str, Any]]:
+    """``n`` FCM devices with fresh tokens in ``channel``, registered one request each."""
+    return await gather_limited(
+        [
+            register(gw, provider="fcm", token=fcm_token(), platform="android", channels=[channel])
+            for _ in range(n)
+        ]
+    )
+
+
 def endpoint(device: dict[str, Any]) -> str:
     import json
 

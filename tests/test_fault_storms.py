@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import Lab, gateway_settings, running_gateway
-from test_acceptance import fcm_token, gather_limited, publish, register
+from test_acceptance import fcm_token, gather_limited, publish, register, register_fcm
 from test_credentials import MASTER, service_account
 
 from pushgate.lab.faults import in_fraction
@@ -125,12 +125,7 @@ async def test_fault_storm(database_url: str, lab: Lab) -> None:
         async with gw.as_app(key_b) as b:
             r = await b.put("/v1/credentials/fcm", json={"service_account": service_account(lab)})
             assert r.status_code == 200, r.text
-            b_devices = await gather_limited(
-                [
-                    register(b, provider="fcm", token=fcm_token(), platform="android", channels=["calm"])
-                    for _ in range(PER_GROUP)
-                ]
-            )
+            b_devices = await register_fcm(b, PER_GROUP, "calm")
         fcm_a = [canonical(d) for d in a_devices if d["provider"] == "fcm"]
         # The outage first (it wins over later faults while it lasts), then terminal tokens, then
         # the 429s (tokens in [0.2, 0.3): the terminal fault already answers those under 0.2).
@@ -245,12 +240,7 @@ async def test_credential_revocation_quarantines_then_resumes(database_url: str,
         async with gw.as_app(key) as c:
             sa_json = service_account(lab)
             assert (await c.put("/v1/credentials/fcm", json={"service_account": sa_json})).status_code == 200
-            devices = await gather_limited(
-                [
-                    register(c, provider="fcm", token=fcm_token(), platform="android", channels=["all"])
-                    for _ in range(300)
-                ]
-            )
+            devices = await register_fcm(c, 300, "all")
             # The provider starts refusing our credential (a revoked service account).
             lab.fault(provider="fcm", error="auth")
             pub = await publish(c, recipients=[{"type": "channel", "channel": "all"}])
@@ -313,12 +303,7 @@ async def test_deferral_past_the_deadline_expires_instead_of_waiting(database_ur
         PUSHGATE_ENGINE_CONCURRENCY="1",
     )
     async with running_gateway(settings) as gw:
-        await gather_limited(
-            [
-                register(gw, provider="fcm", token=fcm_token(), platform="android", channels=["ttl"])
-                for _ in range(150)
-            ]
-        )
+        await register_fcm(gw, 150, "ttl")
         lab.fault(provider="fcm", error="auth")
         started = time.monotonic()
         pub = await publish(

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 from conftest import Lab, gateway_settings, running_gateway
-from test_acceptance import fcm_token, gather_limited, publish, register
+from test_acceptance import fcm_token, gather_limited, publish, register, register_fcm
 
 from pushgate.engine.health import REFRESH_SECONDS
 
@@ -29,12 +29,7 @@ async def test_app_rate_limit_defers_without_dropping(database_url: str, lab: La
         PUSHGATE_ENGINE_BATCH_SIZE="100",
     )
     async with running_gateway(settings) as gw:
-        await gather_limited(
-            [
-                register(gw, provider="fcm", token=fcm_token(), platform="android", channels=["c"])
-                for _ in range(600)
-            ]
-        )
+        await register_fcm(gw, 600, "c")
         pub = await publish(gw.client, recipients=[{"type": "channel", "channel": "c"}])
         status = await gw.wait_done(pub)
         assert status["counts"]["sent"] == 600
@@ -60,12 +55,7 @@ async def test_invalid_token_rate_throttles_the_pair(
         await gather_limited(
             [register(gw, provider="fcm", token=t, platform="android", channels=["dead"]) for t in dead]
         )
-        await gather_limited(
-            [
-                register(gw, provider="fcm", token=fcm_token(), platform="android", channels=["alive"])
-                for _ in range(300)
-            ]
-        )
+        await register_fcm(gw, 300, "alive")
         lab.fault(provider="fcm", tokens=dead, error="unregistered")
         await gw.wait_done(await publish(gw.client, recipients=[{"type": "channel", "channel": "dead"}]))
         health = {p["provider"]: p for p in (await gw.client.get("/v1/health/providers")).json()["providers"]}
@@ -92,12 +82,7 @@ async def test_a_rate_below_the_chunk_size_still_sends_everything(database_url: 
     lab.reset()
     settings = gateway_settings(database_url, lab, PUSHGATE_RATE_LIMITS_FCM_PER_SECOND="10")
     async with running_gateway(settings) as gw:
-        await gather_limited(
-            [
-                register(gw, provider="fcm", token=fcm_token(), platform="android", channels=["slow"])
-                for _ in range(30)
-            ]
-        )
+        await register_fcm(gw, 30, "slow")
         pub = await publish(gw.client, recipients=[{"type": "channel", "channel": "slow"}])
         status = await gw.wait_done(pub, within=30)
         assert status["counts"]["sent"] == 30 and lab.ledger("fcm")["total"] == 30
