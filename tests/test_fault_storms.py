@@ -318,3 +318,39 @@ async def test_deferral_past_the_deadline_expires_instead_of_waiting(database_ur
         assert counts["failed"] + counts["expired"] == 150 and counts["sent"] == 0
         recs = await deliveries(gw.client, pub)
         assert {d["error_class"] for d in recs.values() if d["status"] == "expired"} == {None}
+
+
+@pytest.mark.timeout(60)
+async def test_refusals_of_a_replaced_credential_do_not_park_the_pair(database_url: str, lab: Lab) -> None:
+    """A chunk in flight with the old credential when a new one is uploaded: its refusals are
+    recorded (dead letters) but do not quarantine the pair the upload just cleared."""
+    lab.reset()
+    settings = gateway_settings(
+        database_url,
+        lab,
+        PUSHGATE_SECRET_KEY=MASTER,
+        PUSHGATE_QUARANTINE_CREDENTIAL_COOLDOWN="60",
+        PUSHGATE_ENGINE_CONCURRENCY="1",
+    )
+    async with running_gateway(settings) as gw:
+        _, key = await gw.app.state.services.apps.create("rotating")
+        async with gw.as_app(key) as c:
+            sa_json = service_account(lab)
+            assert (await c.put("/v1/credentials/fcm", json={"service_account": sa_json})).status_code == 200
+            await register_fcm(c, 5, "slow")
+            lab.fault(provider="fcm", error="auth", latency_ms=1500)
+            pub = await publish(c, recipients=[{"type": "channel", "channel": "slow"}])
+            await asyncio.sleep(0.5)  # the chunk is waiting for the lab's (refusing) answers
+            assert (await c.put("/v1/credentials/fcm", json={"service_account": sa_json})).status_code == 200
+            done = await wait_done(c, pub, within=20)
+            assert done["counts"]["failed"] == 5
+            recs = await deliveries(c, pub)
+            assert {d["error_class"] for d in recs.values()} == {"credential"}
+            health = {p["provider"]: p for p in (await c.get("/v1/health/providers")).json()["providers"]}
+            assert health["fcm"]["quarantine"]["state"] == "closed"
+            assert health["fcm"]["recent"]["credential"] == 5
+            # So the next publish goes out at once instead of waiting out a 60 s quarantine.
+            with lab.client() as lc:
+                lc.delete("/faults").raise_for_status()
+            again = await publish(c, recipients=[{"type": "channel", "channel": "slow"}])
+            assert (await wait_done(c, again, within=10))["counts"]["sent"] == 5

@@ -26,7 +26,7 @@ from pushgate.engine.providers import ProviderPool
 from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.rendering import RenderCache
 from pushgate.metrics import DEFERRED, DELIVERIES, RECORD_SECONDS, SEND_SECONDS
-from pushgate.providers.base import ProviderConfigError, Target
+from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.health import ProviderHealthStore
@@ -193,7 +193,10 @@ class Dispatcher:
                 results = await provider.send_batch(rendered, chunk)
                 SEND_SECONDS.labels(provider_name).observe(time.perf_counter() - started)
             k += len(chunk)
-            parked = await record(chunk, results, final=k >= len(targets), probing=probing)
+            stale = await self._rotated_meanwhile(pub.app_id, app_name, provider_name, provider, results)
+            parked = await record(
+                chunk, results, final=k >= len(targets), probing=probing, stale_credential=stale
+            )
             probing = False
             if parked is not None:
                 # The rest of the job was deferred with these answers; unless waiting would
@@ -201,6 +204,20 @@ class Dispatcher:
                 if not await self._give_up_instead(record, pub, provider_name, targets[k:], parked):
                     DEFERRED.labels(provider_name, "quarantine").inc()
                 return
+
+    async def _rotated_meanwhile(
+        self, app_id: str, app_name: str, provider_name: str, used: Provider, results: list[SendResult]
+    ) -> bool:
+        """Whether credential refusals came from a credential that was replaced while the chunk
+        was in flight (a new upload): they say nothing about the new one and must not park the
+        pair again. Checked only when there is such a refusal."""
+        if not any(r.outcome is Outcome.CREDENTIAL for r in results):
+            return False
+        try:
+            current = await self.pool.get(app_id, app_name, provider_name)
+        except (ProviderConfigError, SecretKeyError):
+            return False
+        return current is not used
 
     async def _give_up_instead(
         self, record: _Recorder, pub: Publish, provider_name: str, targets: list[Target], until: float
@@ -260,9 +277,13 @@ class Dispatcher:
         progress: int,
         probing: bool = False,
         observed: bool = True,
+        stale_credential: bool = False,
     ) -> float | None:
         """Commit one chunk's outcomes; returns when the job was deferred to, if the chunk's
-        answers quarantined the pair (the rest of the job waits, no attempt spent)."""
+        answers quarantined the pair (the rest of the job waits, no attempt spent).
+
+        ``stale_credential``: the chunk went out with a credential replaced meanwhile; its
+        credential refusals are recorded but kept out of the breaker."""
         now = time.time()
         # A replayed dead letter runs as attempt 1 but is already counted as retrying.
         was_retrying = attempt > 1 or bool(job.payload.get("replay"))
@@ -299,8 +320,13 @@ class Dispatcher:
             )
             if classes:
                 await self.guards.store.add_events(conn, pub.app_id, provider_name, now, classes)
+                judged = (
+                    [r for r in answered if r.outcome is not Outcome.CREDENTIAL]
+                    if stale_credential
+                    else answered
+                )
                 breaker = await self.guards.quarantine.observe(
-                    conn, pub.app_id, provider_name, answered, probing=probing
+                    conn, pub.app_id, provider_name, judged, probing=probing
                 )
                 if breaker.state == OPEN and not final and breaker.open_until is not None:
                     parked = breaker.open_until
@@ -468,6 +494,7 @@ class _Recorder:
         final: bool,
         probing: bool = False,
         observed: bool = True,
+        stale_credential: bool = False,
     ) -> float | None:
         self.progress += len(targets)
         return await self.dispatcher._record(
@@ -482,6 +509,7 @@ class _Recorder:
             progress=self.progress,
             probing=probing,
             observed=observed,
+            stale_credential=stale_credential,
         )
 
     async def defer(self, run_at: float, deferred_by: str | None) -> None:
