@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter
 
+import pytest
 import sqlalchemy as sa
 from conftest import Gateway, Lab, gateway_settings, running_gateway
 from test_acceptance import fcm_token, publish, register
@@ -279,3 +280,63 @@ async def test_rejected_old_token_does_not_invalidate_a_reregistered_device(
     async with db.write() as conn:
         await DeviceStore.invalidate(conn, {dev["id"]: ("fcm: UNREGISTERED", new)}, time.time())
     assert (await gateway.client.get(f"/v1/devices/{dev['id']}")).json()["device"]["status"] == "invalid"
+
+
+async def test_a_plan_page_of_a_lapsed_claim_is_rolled_back(database_url: str) -> None:
+    """Two claims of one plan job (the first one's lease lapsed): the stale claim's page must
+    write nothing, so the recipients are planned (and counted) exactly once."""
+    from pushgate.domain.ids import new_id
+    from pushgate.engine.planner import PlanContext, PlanLeaseLost, Planner
+    from pushgate.store.apps import AppStore
+    from pushgate.store.devices import token_hash
+    from pushgate.store.publishes import PublishStore
+    from pushgate.store.queue import JobQueue
+    from pushgate.store.schema import deliveries, device_channels, devices
+
+    db = Database(database_url)
+    await db.migrate()
+    try:
+        app, _ = await AppStore(db).create("planner-race")
+        now = time.time()
+        rows = []
+        for _ in range(30):
+            token = fcm_token()
+            rows.append(
+                {
+                    "id": new_id("dev"), "app_id": app.id, "provider": "fcm", "token": token,
+                    "token_hash": token_hash("fcm", token), "platform": "android", "status": "active",
+                    "created_at": now, "updated_at": now, "last_seen_at": now,
+                }
+            )  # fmt: skip
+        async with db.write() as conn:
+            await conn.execute(sa.insert(devices), rows)
+            await conn.execute(
+                sa.insert(device_channels),
+                [{"app_id": app.id, "channel": "c", "device_id": r["id"]} for r in rows],
+            )
+        publishes = PublishStore(db)
+        request = {"recipients": [{"type": "channel", "channel": "c"}], "notification": {"title": "t"}}
+        pub, _ = await publishes.admit(
+            app.id, request, idempotency_key=None, expire_at=None, window_seconds=60
+        )
+        queue = JobQueue(db)
+        [stale] = await queue.claim("worker-a", 1, 60)
+        async with db.write() as conn:  # worker-a's lease lapses ...
+            await conn.execute(sa.update(jobs).values(lease_until=time.time() - 1))
+        [fresh] = await queue.claim("worker-b", 1, 60)  # ... and worker-b claims the job
+        assert fresh.id == stale.id and fresh.claims == stale.claims + 1
+        planner = Planner(db, publishes, lambda: None)
+        ctx = PlanContext(
+            app_name=app.name, configured={"fcm"}, batch_size=10, page_size=10, lease_seconds=60
+        )
+        with pytest.raises(PlanLeaseLost):
+            await planner.run(stale, pub, ctx)
+        async with db.read() as conn:
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(deliveries))).scalar() == 0
+        await planner.run(fresh, pub, ctx)
+        status = await publishes.get(app.id, pub.id)
+        assert status is not None and status.counts["planned"] == 30
+        async with db.read() as conn:
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(deliveries))).scalar() == 30
+    finally:
+        await db.dispose()

@@ -22,6 +22,10 @@ from pushgate.store.publishes import Publish, PublishStore
 from pushgate.store.queue import Job, JobQueue
 
 
+class PlanLeaseLost(Exception):
+    """Another claim took this plan job over (our lease lapsed): this run's page is rolled back."""
+
+
 @dataclass(slots=True)
 class PlanContext:
     app_name: str
@@ -91,7 +95,8 @@ class Planner:
         left to send closed (or failed when no targeted provider has credentials)."""
         await self.publishes.mark_started(pub.id, conn)
         await self.publishes.set_planning_done(conn, pub.id)
-        await JobQueue.delete(conn, job.id)
+        if not await JobQueue.delete_claimed(conn, job.id, job.claims):
+            raise PlanLeaseLost(job.id)
         no_credentials = stats["no_credentials"] == stats["planned"]
         if stats["planned"] > 0 and stats["dispatched"] == 0 and no_credentials:
             await self.publishes.fail(
@@ -184,8 +189,8 @@ class Planner:
             await JobQueue.enqueue_many(conn, jobs)
             if last:
                 await self._finish(conn, job, pub, stats)
-            else:
-                await JobQueue.save_progress(
-                    conn, job.id, {**progress, "stats": stats}, now + ctx.lease_seconds
-                )
+            elif not await JobQueue.save_progress(
+                conn, job.id, job.claims, {**progress, "stats": stats}, now + ctx.lease_seconds
+            ):
+                raise PlanLeaseLost(job.id)  # rolls this page back: the new claim plans it
         return inline if inline is not None else True

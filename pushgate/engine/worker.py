@@ -19,7 +19,7 @@ from pushgate.domain.quarantine import BreakerRules
 from pushgate.engine.dispatcher import Dispatcher, Guards
 from pushgate.engine.health import HealthMonitor
 from pushgate.engine.limits import RateLimits
-from pushgate.engine.planner import PlanContext, Planner
+from pushgate.engine.planner import PlanContext, PlanLeaseLost, Planner
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.quarantine import Quarantine
 from pushgate.providers.transport import Transport
@@ -235,7 +235,11 @@ class Engine:
                 seen_after=self._seen_after(),
                 owner=self.owner,
             )
-            inline = await self.planner.run(job, pub, ctx)
+            try:
+                inline = await self.planner.run(job, pub, ctx)
+            except PlanLeaseLost:
+                log.warning("plan job %s was re-claimed while planning; this page was rolled back", job.id)
+                return
             self.notify()
             if inline is not None:
                 # The publish's last batch, claimed by this worker in planning's last commit.

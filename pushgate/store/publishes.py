@@ -442,47 +442,37 @@ class PublishStore:
         """Insert pending delivery records; returns the recipient ids that were new.
 
         The (publish, recipient) key is the fan-out's dedupe: a device reached through a
-        channel and a user and its id gets one record, hence one notification.
+        channel and a user and its id gets one record, hence one notification. What counts as
+        new is what the ``INSERT … ON CONFLICT DO NOTHING`` itself returned, not an earlier
+        read: two claims planning the same page at once (a lapsed lease on PostgreSQL) cannot
+        both count a recipient.
         """
         if not rows:
             return set()
         now = time.time()
-        ids = [r["recipient_id"] for r in rows]
-        before = {
-            r.recipient_id
-            for r in (
-                await conn.execute(
-                    sa.select(deliveries.c.recipient_id).where(
-                        deliveries.c.publish_id == publish_id, deliveries.c.recipient_id.in_(ids)
-                    )
-                )
-            ).all()
-        }
-        fresh = [r for r in rows if r["recipient_id"] not in before]
-        # Two references to one device inside one page collapse here too.
+        # Two references to one device inside one page collapse here.
         unique: dict[str, dict[str, Any]] = {}
-        for r in fresh:
+        for r in rows:
             unique.setdefault(r["recipient_id"], r)
-        if unique:
-            stmt = insert_ignoring_conflicts(self.db.dialect, deliveries, ("publish_id", "recipient_id"))
-            await conn.execute(
-                stmt,
-                [
-                    {
-                        "publish_id": publish_id,
-                        "recipient_id": r["recipient_id"],
-                        "device_id": r.get("device_id"),
-                        "provider": r["provider"],
-                        "status": r.get("status", "pending"),
-                        "error_code": r.get("error_code"),
-                        "error_message": r.get("error_message"),
-                        "attempts": 0,
-                        "updated_at": now,
-                    }
-                    for r in unique.values()
-                ],
-            )
-        return set(unique)
+        stmt = insert_ignoring_conflicts(self.db.dialect, deliveries, ("publish_id", "recipient_id"))
+        result = await conn.execute(
+            stmt.returning(deliveries.c.recipient_id),
+            [
+                {
+                    "publish_id": publish_id,
+                    "recipient_id": r["recipient_id"],
+                    "device_id": r.get("device_id"),
+                    "provider": r["provider"],
+                    "status": r.get("status", "pending"),
+                    "error_code": r.get("error_code"),
+                    "error_message": r.get("error_message"),
+                    "attempts": 0,
+                    "updated_at": now,
+                }
+                for r in unique.values()
+            ],
+        )
+        return {row.recipient_id for row in result.all()}
 
     async def bump(self, conn: AsyncConnection, publish_id: str, provider: str, **deltas: int) -> None:
         """Move counters with ``x = x + n`` (never read-modify-write): one upsert."""

@@ -228,14 +228,19 @@ class JobQueue:
 
     @staticmethod
     async def save_progress(
-        conn: AsyncConnection, job_id: int, payload: dict[str, Any], lease_until: float
-    ) -> None:
-        """Persist a long job's cursor together with the work it produced (crash-safe resume)."""
-        await conn.execute(
+        conn: AsyncConnection, job_id: int, claims: int, payload: dict[str, Any], lease_until: float
+    ) -> bool:
+        """Persist a long job's cursor together with the work it produced (crash-safe resume).
+
+        Guarded by the claim like :meth:`advance`: False when another claim has taken the job
+        over, and the caller must roll the page back (it would be planned twice).
+        """
+        res = await conn.execute(
             sa.update(jobs)
-            .where(jobs.c.id == job_id)
+            .where(jobs.c.id == job_id, jobs.c.claims == claims)
             .values(payload=json.dumps(payload, separators=(",", ":")), lease_until=lease_until)
         )
+        return bool(res.rowcount)
 
     async def release(self, owner: str) -> None:
         """Give back this owner's leases (graceful shutdown) so another worker starts at once."""
