@@ -78,12 +78,14 @@ class Planner:
                 if done is False:
                     return None  # cancelled: the cancel deleted this job and closed the publish
                 self.on_batches()
+                if last:
+                    # Straight to the inline batch: yielding here would let a cancel commit
+                    # between the last page and its first send.
+                    return done if isinstance(done, Job) else None
                 # SQLite statements run on the event loop's thread and an uncontended lock does
                 # not yield: without this a 1M-recipient plan held the loop for 14 s (no
                 # dispatch, no API answers) until its last page.
                 await asyncio.sleep(0)
-                if last:
-                    return done if isinstance(done, Job) else None
             i, cursor = i + 1, None
         async with self.db.write() as conn:  # no recipients at all
             await self._finish(conn, job, pub, stats)

@@ -122,6 +122,7 @@ class Engine:
                 while cutoff is not None and not self._stopping:
                     n = await self.devices.prune_inactive(cutoff)
                     total += n
+                    await asyncio.sleep(0)  # let the API and the senders run between batches
                     if n == 0:
                         break
                 if total:
@@ -195,6 +196,9 @@ class Engine:
                 except Exception:
                     # The lease expires and the job is claimed again; nothing is lost.
                     log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)
+            # On SQLite a job that needs no network (deferred, expired, already final) never
+            # yields: without this, a worker draining thousands of them froze the process.
+            await asyncio.sleep(0)
 
     async def run_job(self, job: Job) -> None:
         pub = await self.publishes.get(None, job.publish_id, with_counts=False)

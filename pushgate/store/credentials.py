@@ -91,6 +91,8 @@ class CredentialStore:
                     .where(credentials.c.app_id == app_id, credentials.c.provider == provider)
                     .values(version=version, **values)
                 )
+        # Again after the commit: a read between the first pop and the commit cached the old list.
+        self._providers_seen.pop(app_id, None)
         return CredentialMeta(provider, fingerprint, environment, expires_at, version, now)
 
     async def list_meta(self, app_id: str) -> list[CredentialMeta]:
@@ -136,6 +138,7 @@ class CredentialStore:
                     credentials.c.app_id == app_id, credentials.c.provider == provider
                 )
             )
+        self._providers_seen.pop(app_id, None)  # again after the commit (see put)
         return bool(res.rowcount)
 
     async def providers(self, app_id: str, *, max_age: float = 0.0) -> set[str]:
