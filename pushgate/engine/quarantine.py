@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.outcomes import Outcome, SendResult
-from pushgate.domain.quarantine import CLOSED, OPEN, Breaker, BreakerRules, Gate, gate, observe
+from pushgate.domain.quarantine import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerRules, Gate, gate, observe
 from pushgate.metrics import QUARANTINED
 from pushgate.store.health import ProviderHealthStore, wake_deferred
 
@@ -35,15 +36,14 @@ class Quarantine:
         self.rules = rules
         self._cache: dict[tuple[str, str], tuple[float, Breaker]] = {}
 
-    async def current(self, app_id: str, provider: str, conn: AsyncConnection | None = None) -> Breaker:
-        """The pair's breaker, re-read at most every ``CACHE_SECONDS`` (through ``conn`` if given,
-        so a caller inside a write transaction does not open a second connection)."""
+    async def current(self, app_id: str, provider: str) -> Breaker:
+        """The pair's breaker, re-read at most every ``CACHE_SECONDS``."""
         key = (app_id, provider)
         now = time.monotonic()
         hit = self._cache.get(key)
         if hit is not None and now - hit[0] < CACHE_SECONDS:
             return hit[1]
-        b = await self.store.breaker(app_id, provider, conn)
+        b = await self.store.breaker(app_id, provider)
         self._cache[key] = (now, b)
         return b
 
@@ -91,18 +91,11 @@ class Quarantine:
             return _CLEAN
         before = await self.store.breaker(app_id, provider, conn)
         if probing:
-            before = Breaker(
-                state="half_open",
-                failures=before.failures,
-                cooldown=before.cooldown,
-                opened_at=before.opened_at,
-                reason_class=before.reason_class,
-                reason_code=before.reason_code,
-                reason_message=before.reason_message,
-            )
+            # Our probe's verdict, even if the row was reset (a credential upload) meanwhile.
+            before = replace(before, state=HALF_OPEN, open_until=None)
         now = time.time()
         after = observe(before, results, self.rules, now, probing=probing)
-        if after != before and not (after.state == CLOSED and before == Breaker() and after.failures == 0):
+        if after != before:
             await self.store.save(conn, app_id, provider, after)
             if after.state == CLOSED and before.state != CLOSED:
                 await wake_deferred(conn, app_id, provider, now)
