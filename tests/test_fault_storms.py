@@ -54,34 +54,29 @@ def canonical(device: dict[str, Any]) -> str:
     return str(device["token"]).lower() if device["provider"] == "apns" else str(device["token"])
 
 
-async def all_devices(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+async def paged(client: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
+    """Every item of a cursor-paginated list route."""
+    items: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
         params: dict[str, Any] = {"limit": 1000}
         if cursor:
             params["cursor"] = cursor
-        body = (await client.get("/v1/devices", params=params)).json()
-        out.update({d["id"]: d for d in body["items"]})
+        r = await client.get(path, params=params)
+        r.raise_for_status()
+        body = r.json()
+        items += body["items"]
         cursor = body["next_cursor"]
         if not cursor:
-            return out
+            return items
+
+
+async def all_devices(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
+    return {d["id"]: d for d in await paged(client, "/v1/devices")}
 
 
 async def deliveries(client: httpx.AsyncClient, publish_id: str) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 1000}
-        if cursor:
-            params["cursor"] = cursor
-        r = await client.get(f"/v1/publishes/{publish_id}/deliveries", params=params)
-        r.raise_for_status()
-        body = r.json()
-        out.update({d["device_id"]: d for d in body["items"]})
-        cursor = body["next_cursor"]
-        if not cursor:
-            return out
+    return {d["device_id"]: d for d in await paged(client, f"/v1/publishes/{publish_id}/deliveries")}
 
 
 async def wait_done(client: httpx.AsyncClient, publish_id: str, within: float) -> dict[str, Any]:
