@@ -13,7 +13,7 @@ help:
 	@echo "make run      - start the gateway (pushgate serve)"
 	@echo "make test     - run the test suite (installs PostgreSQL via apt if missing)"
 	@echo "make demo     - run scripts/demo.sh"
-	@echo "make lint     - ruff check + mypy"
+	@echo "make lint     - ruff check, ruff format --check, mypy (package and tests)"
 	@echo "make clean    - remove $(VENV) and caches"
 
 venv: $(STAMP)
@@ -42,9 +42,12 @@ test: venv postgres
 demo: venv
 	bash scripts/demo.sh
 
+# The gates CI runs after the suite (.ci/run): lint, format, types of the package and the tests.
 lint: venv
 	$(BIN)/ruff check pushgate tests
+	$(BIN)/ruff format --check pushgate tests
 	$(BIN)/mypy
+	$(BIN)/mypy tests
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -168,7 +168,7 @@ class running_gateway:
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False
         )
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self.task = asyncio.create_task(self.server.serve())
         while not self.server.started:
             if self.task.done():

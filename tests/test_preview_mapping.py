@@ -139,7 +139,7 @@ async def test_every_field_reaches_every_provider(previews: dict[str, Any]) -> N
     wns = previews["wns"]["request"]
     xml = str(wns["body"])
     assert wns["headers"]["X-WNS-Type"] == "wns/toast"
-    missing += [("wns", field, text) for field, text in WNS_XML if text not in xml]
+    missing += [("wns", field, (text,), None) for field, text in WNS_XML if text not in xml]
     assert missing == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -42,13 +43,17 @@ def test_retry_after_is_exact_and_quota_has_a_floor() -> None:
 
 def test_decide_retry_expiry_attempts_and_age() -> None:
     policy = RetryPolicy(ladder=(10,), jitter=0, max_attempts=3, max_age=100)
-    kw = {"now": 1000.0, "created_at": 950.0}
-    assert decide_retry(policy, 1, Outcome.QUOTA, None, deadline=None, **kw) == (RetryDecision.RETRY, 1010.0)
-    assert decide_retry(policy, 3, Outcome.QUOTA, None, deadline=None, **kw)[0] == RetryDecision.EXHAUSTED
+    now, created = 1000.0, 950.0
+    retry = decide_retry(policy, 1, Outcome.QUOTA, None, deadline=None, now=now, created_at=created)
+    assert retry == (RetryDecision.RETRY, 1010.0)
+    exhausted = decide_retry(policy, 3, Outcome.QUOTA, None, deadline=None, now=now, created_at=created)
+    assert exhausted[0] == RetryDecision.EXHAUSTED
     # The notification's deadline comes first: never retried past expire_at / ttl.
-    assert decide_retry(policy, 1, Outcome.QUOTA, None, deadline=1005.0, **kw)[0] == RetryDecision.EXPIRED
+    expired = decide_retry(policy, 1, Outcome.QUOTA, None, deadline=1005.0, now=now, created_at=created)
+    assert expired[0] == RetryDecision.EXPIRED
     # A retry that would land after created_at + max_age is not scheduled.
-    assert decide_retry(policy, 1, Outcome.QUOTA, 60.0, deadline=None, **kw)[0] == RetryDecision.EXHAUSTED
+    too_old = decide_retry(policy, 1, Outcome.QUOTA, 60.0, deadline=None, now=now, created_at=created)
+    assert too_old[0] == RetryDecision.EXHAUSTED
 
 
 def test_retry_config_per_provider_overrides() -> None:
@@ -102,7 +107,7 @@ def test_gate_defers_then_probes_then_closes_or_doubles() -> None:
     b = observe(Breaker(), [DOWN] * 5, RULES, 0, probing=False)
     assert gate(b, 10).defer_until == 30 and not gate(b, 10).send
     assert gate(b, 30).probe
-    probing = Breaker(**{**_fields(b), "state": HALF_OPEN, "probe_until": 60})
+    probing = dataclasses.replace(b, state=HALF_OPEN, probe_until=60)
     assert gate(probing, 31).defer_until == 60  # someone else probes: wait for its verdict
     assert gate(probing, 61).probe  # that probe went silent: take over
     again = observe(probing, [DOWN], RULES, 31, probing=True)
@@ -124,10 +129,6 @@ def test_late_answers_of_an_open_breaker_do_not_move_it() -> None:
 def test_threshold_zero_never_opens_on_transients() -> None:
     rules = BreakerRules(failure_threshold=0)
     assert observe(Breaker(), [DOWN] * 50, rules, 0, probing=False).state == CLOSED
-
-
-def _fields(b: Breaker) -> dict[str, object]:
-    return {f: getattr(b, f) for f in Breaker.__dataclass_fields__}
 
 
 # ---- invalid-token health -------------------------------------------------------------------------

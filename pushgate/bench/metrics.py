@@ -48,9 +48,7 @@ def _histogram(values: dict[str, float]) -> dict[str, Any] | None:
     count = values.get("_count", 0.0)
     if count <= 0:
         return None
-    bounds = sorted(
-        (float(k), v) for k, v in values.items() if not k.startswith("_") and k != "value"
-    )
+    bounds = sorted((float(k), v) for k, v in values.items() if not k.startswith("_") and k != "value")
 
     def bound(q: float) -> float | None:
         for le, cumulative in bounds:
