@@ -3,57 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections import Counter
 from datetime import datetime
-from typing import Any
 
-import httpx
-from conftest import Gateway, Lab
-
-
-def fcm_token() -> str:
-    return "fcm_" + secrets.token_urlsafe(40)
-
-
-async def register(gw: Gateway | httpx.AsyncClient, **device: Any) -> dict[str, Any]:
-    client = gw.client if isinstance(gw, Gateway) else gw
-    r = await client.post("/v1/devices", json=device)
-    assert r.status_code == 200, r.text
-    return dict(r.json()["device"])
-
-
-async def publish(client: httpx.AsyncClient, **body: Any) -> str:
-    body.setdefault("notification", {"title": "Hello", "body": "World"})
-    r = await client.post("/v1/publish", json=body)
-    assert r.status_code == 202, r.text
-    return str(r.json()["publish_id"])
-
-
-async def gather_limited(coros: list[Any], limit: int = 20) -> list[Any]:
-    sem = asyncio.Semaphore(limit)
-
-    async def run(c: Any) -> Any:
-        async with sem:
-            return await c
-
-    return await asyncio.gather(*(run(c) for c in coros))
-
-
-async def register_fcm(gw: Gateway | httpx.AsyncClient, n: int, channel: str) -> list[dict[str, Any]]:
-    """``n`` FCM devices with fresh tokens in ``channel``, registered one request each."""
-    return await gather_limited(
-        [
-            register(gw, provider="fcm", token=fcm_token(), platform="android", channels=[channel])
-            for _ in range(n)
-        ]
-    )
-
-
-def endpoint(device: dict[str, Any]) -> str:
-    import json
-
-    return str(json.loads(device["token"])["endpoint"])
+from support.api import endpoint, fcm_token, gather_limited, publish, register, wait_final
+from support.gateway import Gateway
+from support.lab import Lab
 
 
 async def test_fanout_1000_devices_to_a_channel(gateway: Gateway, lab: Lab) -> None:
@@ -192,7 +147,7 @@ async def test_retry_after_is_honoured(gateway: Gateway, lab: Lab) -> None:
 
 
 async def test_retryable_errors_end_failed_after_last_attempt(database_url: str, lab: Lab) -> None:
-    from conftest import gateway_settings, running_gateway
+    from support.gateway import gateway_settings, running_gateway
 
     lab.reset()
     settings = gateway_settings(
@@ -310,11 +265,7 @@ async def test_app_isolation(gateway: Gateway, lab: Lab) -> None:
         )
         r = await b.get(f"/v1/publishes/{pub_b}")
         assert r.status_code == 200
-        for _ in range(100):
-            body = (await b.get(f"/v1/publishes/{pub_b}")).json()
-            if body["status"] == "completed":
-                break
-            await asyncio.sleep(0.05)
+        body = await wait_final(b, pub_b, 5)
         assert body["status"] == "completed" and body["counts"]["planned"] == 0
     assert lab.ledger("fcm")["total"] == 0
     still = (await gateway.client.get(f"/v1/devices/{dev_a['id']}")).json()["device"]

@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Gateway, Lab
+from support.gateway import Gateway
+from support.lab import Lab
 
 
 def assert_error(
@@ -93,7 +94,7 @@ async def test_bad_device_registrations(gateway: Gateway) -> None:
 
 async def test_webpush_endpoint_must_be_public_https(gateway: Gateway, lab: Lab) -> None:
     """The lab snippet allows loopback endpoints; a gateway without it refuses them."""
-    from conftest import gateway_settings, running_gateway
+    from support.gateway import gateway_settings, running_gateway
 
     settings = gateway_settings(
         gateway.settings.database_url, lab, PUSHGATE_DEVICES_ALLOW_LOOPBACK_ENDPOINTS="false"

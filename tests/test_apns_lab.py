@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import Gateway, Lab
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.gateway import Gateway
+from support.lab import Lab
 
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from conftest import Gateway, Lab, free_port
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_acceptance import fcm_token, register
+from support.api import fcm_token, register
+from support.gateway import Gateway
+from support.lab import Lab, free_port
+from support.process import PUSHGATE
+from support.wait import wait_for_sync
 
 from pushgate.domain.render import b64url_decode
-
-PUSHGATE = shutil.which("pushgate", path=str(Path(sys.executable).parent)) or "pushgate"
 
 
 def run(
@@ -31,6 +31,12 @@ def run(
     return subprocess.run(
         [PUSHGATE, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=60
     )
+
+
+def ready(base: str) -> dict[str, object] | None:
+    """``/readyz``'s body when it answers 200 (urllib raises on anything else)."""
+    with urllib.request.urlopen(f"{base}/readyz", timeout=1) as r:
+        return dict(json.loads(r.read())) if r.status == 200 else None
 
 
 def test_help_lists_commands() -> None:
@@ -121,14 +127,9 @@ def test_serve_first_start_prints_key_once_and_stops_on_sigterm(tmp_path: Path) 
             stderr=subprocess.STDOUT,
             text=True,
         )
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_sync(
+            lambda: ready(f"http://127.0.0.1:{port}"), 30, "/readyz", interval=0.1, ignore=(OSError,)
+        )
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
         return proc, out
@@ -145,7 +146,6 @@ def test_serve_first_start_prints_key_once_and_stops_on_sigterm(tmp_path: Path) 
 
 def test_api_node_and_separate_worker_process_share_the_database(tmp_path: Path, lab: Lab) -> None:
     """The distributed shape: `serve --no-workers` admits, a `pushgate worker` process delivers."""
-    import json
 
     lab.reset()
     port = free_port()
@@ -163,15 +163,8 @@ def test_api_node_and_separate_worker_process_share_the_database(tmp_path: Path,
     worker = None
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=1) as r:
-                    ready = json.loads(r.read())
-                    break
-            except OSError:
-                time.sleep(0.1)
-        assert ready["checks"] == {"database": "ok"}  # no workers in this process
+        readiness = wait_for_sync(lambda: ready(base), 30, "/readyz", interval=0.1, ignore=(OSError,))
+        assert readiness["checks"] == {"database": "ok"}  # no workers in this process
 
         def call(method: str, path: str, body: object) -> dict[str, object]:
             req = urllib.request.Request(
@@ -195,13 +188,12 @@ def test_api_node_and_separate_worker_process_share_the_database(tmp_path: Path,
             [PUSHGATE, "worker", "--config", str(lab.toml)], env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
-        deadline = time.time() + 30
-        status: dict[str, object] = {}
-        while time.time() < deadline:
+
+        def completed() -> dict[str, object] | None:
             status = call("GET", f"/v1/publishes/{pub['publish_id']}", None)
-            if status["status"] == "completed":
-                break
-            time.sleep(0.1)
+            return status if status["status"] == "completed" else None
+
+        status = wait_for_sync(completed, 30, "the worker to complete the publish", interval=0.1)
         assert status["status"] == "completed", status
         assert lab.ledger("fcm", token)["total"] == 1
         worker.send_signal(signal.SIGTERM)
@@ -216,7 +208,7 @@ def test_api_node_and_separate_worker_process_share_the_database(tmp_path: Path,
 
 
 async def test_creds_commands(database_url: str, lab: Lab) -> None:
-    from conftest import gateway_settings, running_gateway
+    from support.gateway import gateway_settings, running_gateway
 
     settings = gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY="cli-master-key-0123456789")
     async with running_gateway(settings) as gw:

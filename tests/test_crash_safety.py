@@ -16,17 +16,19 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import Lab, free_port
 from sqlalchemy.ext.asyncio import create_async_engine
+from support.api import fcm_token, wait_final
+from support.lab import Lab, free_port
 from support.postgres import PostgresServer
-from test_acceptance import fcm_token
-from test_cli import PUSHGATE
+from support.process import PUSHGATE
+from support.wait import wait_for
 
 KEY = "crash-safety-key-0123456789"
 
@@ -60,18 +62,18 @@ def kill(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait(timeout=10)
 
 
+def alive(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Fail at once (not at a wait's deadline) when the pushgate process has died."""
+    if proc.poll() is not None:
+        raise AssertionError(f"pushgate exited with {proc.returncode}:\n{tail(log)}")
+
+
 async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"pushgate exited with {proc.returncode}:\n{tail(log)}")
-        try:
-            if (await client.get("/healthz", timeout=1)).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"pushgate not ready after 30 s:\n{tail(log)}")
+    async def healthy() -> bool:
+        alive(proc, log)
+        return (await client.get("/healthz", timeout=1)).status_code == 200
+
+    await wait_for(healthy, 30, lambda: f"pushgate to be ready:\n{tail(log)}", ignore=(httpx.TransportError,))
 
 
 async def register_devices(client: httpx.AsyncClient, n: int, channel: str) -> list[str]:
@@ -109,20 +111,27 @@ async def fcm_received(lab_client: httpx.AsyncClient) -> int:
     return int(r.json()["fcm"])
 
 
+def worker_running(proc: subprocess.Popen[bytes], log: Path) -> bool:
+    alive(proc, log)
+    return "pushgate worker running" in tail(log)
+
+
 async def wait_completed(client: httpx.AsyncClient, publish_id: str, within: float) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            r = await client.get(f"/v1/publishes/{publish_id}")
-            r.raise_for_status()
-            body = dict(r.json())
-        except httpx.TransportError:
-            body = {}
-        if body.get("status") in ("completed", "failed", "expired", "cancelled"):
-            return body
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"publish {publish_id} not done after {within}s: {body}")
+    """The publish's final status; a gateway restarting in between is "not yet"."""
+    return await wait_final(client, publish_id, within, interval=0.1, ignore=(httpx.TransportError,))
+
+
+async def lab_reaches(
+    lab_client: httpx.AsyncClient, target: int, proc: subprocess.Popen[bytes], log: Path
+) -> int:
+    """Wait until the lab's FCM counted ``target`` requests (the gateway must stay alive)."""
+
+    async def reached() -> int | None:
+        alive(proc, log)
+        seen = await fcm_received(lab_client)
+        return seen if seen >= target else None
+
+    return await wait_for(reached, 60, f"the fan-out to reach {target}/{KILL_DEVICES}", interval=0.005)
 
 
 def ledger_counts(lab: Lab) -> Counter[str]:
@@ -208,11 +217,7 @@ async def test_kill_9_three_times_during_fan_out_loses_nothing(tmp_path: Path, l
             exposed: list[int] = []
             for mark in marks:
                 target = int(mark * KILL_DEVICES)
-                deadline = time.monotonic() + 60
-                while (seen := await fcm_received(lab_client)) < target:
-                    assert time.monotonic() < deadline, f"fan-out stalled at {seen}/{KILL_DEVICES}"
-                    assert proc.poll() is None, tail(log)
-                    await asyncio.sleep(0.005)
+                seen = await lab_reaches(lab_client, target, proc, log)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
                 kills_at.append(seen)
@@ -295,11 +300,7 @@ async def test_two_workers_and_an_api_node_on_postgresql_share_without_duplicate
             registered = time.monotonic()
             workers = [spawn(["worker", "--config", str(lab.toml)], env, log) for log in w_logs]
             for w, log in zip(workers, w_logs, strict=True):
-                deadline = time.monotonic() + 30
-                while "pushgate worker running" not in tail(log):
-                    assert w.poll() is None, tail(log)
-                    assert time.monotonic() < deadline, tail(log)
-                    await asyncio.sleep(0.05)
+                await wait_for(partial(worker_running, w, log), 30, partial(tail, log))
             lab.fault(provider="fcm", latency_ms=20)
             publish_id = await publish_to(client, "shared")
             status = await wait_completed(client, publish_id, within=90)

@@ -5,29 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Gateway, Lab, gateway_settings, running_gateway
-from test_acceptance import fcm_token, gather_limited, publish
+from support.api import fcm_token, gather_limited, publish, wait_final
+from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
+from support.lab import Lab, service_account
 
 from pushgate.store.schema import credentials
-
-MASTER = "test-master-key-0123456789abcdef"
-
-
-def service_account(lab: Lab) -> dict[str, Any]:
-    return dict(json.loads((lab.creds_dir / "fcm-service-account.json").read_text()))
-
-
-async def wait_closed(client: Any, pub_id: str) -> dict[str, Any]:
-    for _ in range(400):
-        body = dict((await client.get(f"/v1/publishes/{pub_id}")).json())
-        if body["status"] not in ("accepted", "dispatching"):
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"publish {pub_id} did not finish")
 
 
 async def test_without_master_key_uploads_are_409(gateway: Gateway, lab: Lab) -> None:
@@ -86,7 +71,7 @@ async def test_upload_list_use_delete(database_url: str, lab: Lab, caplog: pytes
                 )
             ).json()["device"]
             pub = await publish(c, recipients=[{"type": "device", "device_id": dev["id"]}])
-            status = await wait_closed(c, pub)
+            status = await wait_final(c, pub, 20)
             assert status["status"] == "completed" and status["counts"]["sent"] == 1
             assert lab.ledger("fcm", dev["token"])["total"] == 1
 
@@ -94,7 +79,7 @@ async def test_upload_list_use_delete(database_url: str, lab: Lab, caplog: pytes
             assert (await c.delete("/v1/credentials/fcm")).status_code == 204
             assert (await c.delete("/v1/credentials/fcm")).status_code == 404
             pub = await publish(c, recipients=[{"type": "device", "device_id": dev["id"]}])
-            status = await wait_closed(c, pub)
+            status = await wait_final(c, pub, 20)
             assert status["status"] == "failed" and status["error"]["code"] == "no_credentials"
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert secret_line not in logged and MASTER not in logged
@@ -118,7 +103,7 @@ async def test_webpush_generated_keys(database_url: str, lab: Lab) -> None:
                 await c.post("/v1/devices", json={"provider": "webpush", "token": sub, "platform": "web"})
             ).json()
             pub = await publish(c, recipients=[{"type": "device", "device_id": dev["device"]["id"]}])
-            status = await wait_closed(c, pub)
+            status = await wait_final(c, pub, 20)
             assert status["counts"]["sent"] == 1, status
             [item] = lab.ledger("webpush", sub["endpoint"])["items"]
             assert item["payload"]["title"] == "Hello"
@@ -151,7 +136,7 @@ async def test_rotation_during_fanout_loses_nothing(database_url: str, lab: Lab)
                 r = await c.put("/v1/credentials/fcm", json={"service_account": sa_json})
                 versions.append(r.json()["credential"]["version"])
                 sent_at_rotation.append((await c.get(f"/v1/publishes/{pub}")).json()["counts"]["sent"])
-            status = await wait_closed(c, pub)
+            status = await wait_final(c, pub, 20)
             assert versions == [2, 3, 4]
             assert 0 < sent_at_rotation[0] < 5000, sent_at_rotation  # rotated mid-flight
             assert status["status"] == "completed"
@@ -201,7 +186,7 @@ async def test_apns_certificate_upload_shows_expiry_and_delivers(database_url: s
                 await c.post("/v1/devices", json={"provider": "apns", "token": token, "platform": "ios"})
             ).json()
             pub = await publish(c, recipients=[{"type": "device", "device_id": dev["device"]["id"]}])
-            status = await wait_closed(c, pub)
+            status = await wait_final(c, pub, 20)
             assert status["counts"]["sent"] == 1, status
             assert lab.ledger("apns", token)["total"] == 1
         async with httpx.AsyncClient(base_url=gw.url) as anon:
@@ -225,7 +210,7 @@ async def test_changed_master_key_does_not_stop_the_server(database_url: str, la
             await c.post("/v1/devices", json={"provider": "fcm", "token": fcm_token(), "platform": "android"})
         ).json()
         pub = await publish(c, recipients=[{"type": "device", "device_id": dev["device"]["id"]}])
-        status = await wait_closed(c, pub)
+        status = await wait_final(c, pub, 20)
         [d] = (await c.get(f"/v1/publishes/{pub}/deliveries")).json()["items"]
         assert d["status"] == "failed" and d["error_code"] == "credential_invalid"
         assert "secret_key" in d["error_message"]

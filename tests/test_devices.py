@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import Gateway, Lab
-from test_acceptance import fcm_token, publish, register
+from support.api import fcm_token, publish, register
+from support.gateway import Gateway
+from support.lab import Lab
 
 
 async def list_all(gw: Gateway, path: str, **params: Any) -> list[dict[str, Any]]:

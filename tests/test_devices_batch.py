@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Gateway, Lab
-from test_acceptance import fcm_token, publish, register
+from support.api import device as api_device
+from support.api import fcm_token, paged, publish, register
+from support.gateway import Gateway
+from support.lab import Lab
 
 
 async def batch(gw: Gateway, devices: list[dict[str, Any]], status: int = 200) -> dict[str, Any]:
@@ -16,21 +18,11 @@ async def batch(gw: Gateway, devices: list[dict[str, Any]], status: int = 200) -
 
 
 async def device(gw: Gateway, dev_id: str) -> dict[str, Any]:
-    r = await gw.client.get(f"/v1/devices/{dev_id}")
-    assert r.status_code == 200, r.text
-    return dict(r.json()["device"])
+    return await api_device(gw.client, dev_id)
 
 
 async def count_devices(gw: Gateway) -> int:
-    n, cursor = 0, None
-    while True:
-        params = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
-        r = await gw.client.get("/v1/devices", params=params)
-        body = r.json()
-        n += len(body["items"])
-        cursor = body["next_cursor"]
-        if cursor is None:
-            return n
+    return len(await paged(gw.client, "/v1/devices"))
 
 
 async def test_batch_registers_and_updates_like_the_single_route(gateway: Gateway, lab: Lab) -> None:

@@ -9,8 +9,10 @@ from collections import Counter
 
 import pytest
 import sqlalchemy as sa
-from conftest import Gateway, Lab, gateway_settings, running_gateway
-from test_acceptance import fcm_token, publish, register
+from support.api import fcm_token, publish, publish_status, register, wait_final
+from support.gateway import Gateway, gateway_settings, running_gateway
+from support.lab import Lab
+from support.wait import wait_for
 
 from pushgate.store.db import Database
 from pushgate.store.queue import JobQueue
@@ -161,11 +163,7 @@ async def test_publish_fails_without_credentials(gateway: Gateway, lab: Lab) -> 
         r = await c.post("/v1/devices", json={"provider": "fcm", "token": fcm_token(), "platform": "android"})
         dev = r.json()["device"]
         pub_id = await publish(c, recipients=[{"type": "device", "device_id": dev["id"]}])
-        for _ in range(100):
-            body = (await c.get(f"/v1/publishes/{pub_id}")).json()
-            if body["status"] not in ("accepted", "dispatching"):
-                break
-            await asyncio.sleep(0.05)
+        body = await wait_final(c, pub_id, 5)
         assert body["status"] == "failed"
         assert body["error"]["code"] == "no_credentials"
         [d] = (await c.get(f"/v1/publishes/{pub_id}/deliveries")).json()["items"]
@@ -193,11 +191,11 @@ async def test_job_that_keeps_crashing_is_failed_not_retried_forever(gateway: Ga
     lab.fault(provider="fcm", tokens=[dev["token"]], error="503", retry_after=30)
     pub_id = await publish(gateway.client, recipients=[{"type": "device", "device_id": dev["id"]}])
     db: Database = gateway.app.state.services.db
-    for _ in range(100):
-        status = (await gateway.client.get(f"/v1/publishes/{pub_id}")).json()
-        if status["counts"]["retrying"] == 1:
-            break
-        await asyncio.sleep(0.05)
+
+    async def retrying() -> bool:
+        return bool((await publish_status(gateway.client, pub_id))["counts"]["retrying"] == 1)
+
+    await wait_for(retrying, 5, "the delivery to be retrying")
     # Pretend the retry job crashed its worker MAX_CLAIMS times already.
     async with db.write() as conn:
         await conn.execute(sa.update(jobs).values(claims=MAX_CLAIMS, run_at=time.time(), lease_until=None))
@@ -218,11 +216,12 @@ async def test_failing_a_publish_fails_its_open_deliveries_and_drops_its_jobs(
     pub_id = await publish(
         gateway.client, recipients=[{"type": "device", "device_id": d["id"]} for d in devs]
     )
-    for _ in range(200):
-        status = (await gateway.client.get(f"/v1/publishes/{pub_id}")).json()
-        if status["counts"]["retrying"] == 1 and status["counts"]["sent"] == 2:
-            break
-        await asyncio.sleep(0.05)
+
+    async def two_sent_one_retrying() -> bool:
+        counts = (await publish_status(gateway.client, pub_id))["counts"]
+        return bool(counts["retrying"] == 1 and counts["sent"] == 2)
+
+    await wait_for(two_sent_one_retrying, 10, "two deliveries sent and one retrying")
     services = gateway.app.state.services
     await services.publishes.fail(pub_id, "internal_error", "planning failed repeatedly")
     status = (await gateway.client.get(f"/v1/publishes/{pub_id}")).json()

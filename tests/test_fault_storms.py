@@ -20,9 +20,19 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Lab, gateway_settings, running_gateway
-from test_acceptance import fcm_token, gather_limited, publish, register, register_fcm
-from test_credentials import MASTER, service_account
+from support.api import (
+    fcm_token,
+    gather_limited,
+    ledger_token,
+    paged,
+    publish,
+    register,
+    register_fcm,
+    wait_final,
+)
+from support.gateway import MASTER, gateway_settings, running_gateway
+from support.lab import Lab, service_account
+from support.wait import wait_for
 
 from pushgate.lab.faults import in_fraction
 
@@ -47,46 +57,12 @@ def hits_by_token(lab: Lab) -> dict[str, list[float]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def canonical(device: dict[str, Any]) -> str:
-    """The token as the lab's ledger and faults name it."""
-    if device["provider"] == "webpush":
-        return str(json.loads(device["token"])["endpoint"])
-    return str(device["token"]).lower() if device["provider"] == "apns" else str(device["token"])
-
-
-async def paged(client: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
-    """Every item of a cursor-paginated list route."""
-    items: list[dict[str, Any]] = []
-    cursor: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": 1000}
-        if cursor:
-            params["cursor"] = cursor
-        r = await client.get(path, params=params)
-        r.raise_for_status()
-        body = r.json()
-        items += body["items"]
-        cursor = body["next_cursor"]
-        if not cursor:
-            return items
-
-
 async def all_devices(client: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
     return {d["id"]: d for d in await paged(client, "/v1/devices")}
 
 
 async def deliveries(client: httpx.AsyncClient, publish_id: str) -> dict[str, dict[str, Any]]:
     return {d["device_id"]: d for d in await paged(client, f"/v1/publishes/{publish_id}/deliveries")}
-
-
-async def wait_done(client: httpx.AsyncClient, publish_id: str, within: float) -> dict[str, Any]:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        body = (await client.get(f"/v1/publishes/{publish_id}")).json()
-        if body["status"] in ("completed", "failed", "cancelled"):
-            return dict(body)
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"publish {publish_id} did not finish within {within} s: {body}")
 
 
 @pytest.mark.timeout(240)
@@ -121,7 +97,7 @@ async def test_fault_storm(database_url: str, lab: Lab) -> None:
             r = await b.put("/v1/credentials/fcm", json={"service_account": service_account(lab)})
             assert r.status_code == 200, r.text
             b_devices = await register_fcm(b, PER_GROUP, "calm")
-        fcm_a = [canonical(d) for d in a_devices if d["provider"] == "fcm"]
+        fcm_a = [ledger_token(d) for d in a_devices if d["provider"] == "fcm"]
         # The outage first (it wins over later faults while it lasts), then terminal tokens, then
         # the 429s (tokens in [0.2, 0.3): the terminal fault already answers those under 0.2).
         lab.fault(provider="fcm", tokens=fcm_a, error="503", for_seconds=STORM_SECONDS)
@@ -136,22 +112,27 @@ async def test_fault_storm(database_url: str, lab: Lab) -> None:
             pub_b = await publish(b, recipients=[{"type": "channel", "channel": "calm"}])
             # The neighbours keep going while the storm is on: app B on the same provider, and
             # app A's other providers.
-            status_b = await wait_done(b, pub_b, within=15)
+            status_b = await wait_final(b, pub_b, 15, interval=0.2)
             assert time.time() - storm_started < STORM_SECONDS - 5
             assert status_b["counts"]["sent"] + status_b["counts"]["invalid_token"] == PER_GROUP
             assert status_b["counts"]["failed"] == 0 and status_b["counts"]["retrying"] == 0
             health_b = {p["provider"]: p for p in (await b.get("/v1/health/providers")).json()["providers"]}
             assert health_b["fcm"]["quarantine"]["state"] == "closed"
 
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
+        async def neighbours_done() -> dict[str, dict[str, Any]] | None:
             current = await deliveries(gw.client, pub_a)
             others = [d for d in current.values() if d["provider"] != "fcm"]
-            if len(others) == 2 * PER_GROUP and all(d["status"] in ("sent", "invalid_token") for d in others):
-                break
-            await asyncio.sleep(0.3)
-        else:
-            raise AssertionError("app A's webpush/apns deliveries did not finish during the fcm storm")
+            done = len(others) == 2 * PER_GROUP and all(
+                d["status"] in ("sent", "invalid_token") for d in others
+            )
+            return current if done else None
+
+        current = await wait_for(
+            neighbours_done,
+            15,
+            "app A's webpush/apns deliveries to finish during the fcm storm",
+            interval=0.3,
+        )
         assert time.time() - storm_started < STORM_SECONDS - 3, "the neighbours were held up by the storm"
         fcm_now = [d for d in current.values() if d["provider"] == "fcm"]
         assert sum(d["status"] == "sent" for d in fcm_now) == 0, "fcm of app A is in an outage"
@@ -163,24 +144,24 @@ async def test_fault_storm(database_url: str, lab: Lab) -> None:
         assert health["apns"]["quarantine"]["state"] == "closed"
         assert health["webpush"]["recent"]["quota"] > 0 and health["apns"]["recent"]["device_transient"] > 0
 
-        status_a = await wait_done(gw.client, pub_a, within=STORM_SECONDS + 40)
+        status_a = await wait_final(gw.client, pub_a, STORM_SECONDS + 40, interval=0.2)
         assert time.time() - storm_started >= STORM_SECONDS
         final = await deliveries(gw.client, pub_a)
         hits = hits_by_token(lab)
         devices_now = await all_devices(gw.client)
 
-        terminal = {d["id"] for d in a_devices if in_fraction(canonical(d), 0.2)}
+        terminal = {d["id"] for d in a_devices if in_fraction(ledger_token(d), 0.2)}
         throttled = {
             d["id"]
             for d in a_devices
             if d["provider"] != "fcm"
-            and not in_fraction(canonical(d), 0.2)
-            and in_fraction(canonical(d), 0.3)
+            and not in_fraction(ledger_token(d), 0.2)
+            and in_fraction(ledger_token(d), 0.3)
         }
         assert terminal and throttled
         for d in a_devices:
             rec = final[d["id"]]
-            token_hits = hits.get(canonical(d), [])
+            token_hits = hits.get(ledger_token(d), [])
             if d["id"] in terminal:
                 assert rec["status"] == "invalid_token", rec
                 assert rec["error_class"] == "device_terminal"
@@ -211,7 +192,7 @@ async def test_fault_storm(database_url: str, lab: Lab) -> None:
         async with gw.as_app(key_b) as b:
             b_now = await all_devices(b)
         for d in b_devices:
-            expected = "invalid" if in_fraction(canonical(d), 0.2) else "active"
+            expected = "invalid" if in_fraction(ledger_token(d), 0.2) else "active"
             assert b_now[d["id"]]["status"] == expected
         # The error classes are counted on the metrics too.
         metrics = (await gw.client.get("/metrics")).text
@@ -239,14 +220,12 @@ async def test_credential_revocation_quarantines_then_resumes(database_url: str,
             # The provider starts refusing our credential (a revoked service account).
             lab.fault(provider="fcm", error="auth")
             pub = await publish(c, recipients=[{"type": "channel", "channel": "all"}])
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
+
+            async def quarantined() -> dict[str, Any] | None:
                 health = {p["provider"]: p for p in (await c.get("/v1/health/providers")).json()["providers"]}
-                if health["fcm"]["quarantine"]["state"] == "open":
-                    break
-                await asyncio.sleep(0.2)
-            else:
-                raise AssertionError("the pair was not quarantined")
+                return health if health["fcm"]["quarantine"]["state"] == "open" else None
+
+            health = await wait_for(quarantined, 15, "the pair to be quarantined", interval=0.2)
             q = health["fcm"]["quarantine"]
             assert q["reason"]["error_class"] == "credential" and q["until"]
             await asyncio.sleep(1.0)
@@ -269,7 +248,7 @@ async def test_credential_revocation_quarantines_then_resumes(database_url: str,
                 lc.delete("/faults").raise_for_status()
             restored_at = time.monotonic()
             assert (await c.put("/v1/credentials/fcm", json={"service_account": sa_json})).status_code == 200
-            done = await wait_done(c, pub, within=20)
+            done = await wait_final(c, pub, 20, interval=0.2)
             assert time.monotonic() - restored_at < 15
             assert done["counts"]["sent"] == 300 - len(refused)
             assert done["counts"]["failed"] == len(refused)
@@ -277,7 +256,7 @@ async def test_credential_revocation_quarantines_then_resumes(database_url: str,
             r = await c.post("/v1/dead-letters/replay", json={"filter": {"publish_id": pub}})
             assert r.status_code in (200, 202), r.text
             await asyncio.sleep(0.5)
-            done = await wait_done(c, pub, within=20)
+            done = await wait_final(c, pub, 20, interval=0.2)
             assert done["counts"]["sent"] == 300
             assert lab.ledger("fcm")["total"] == 300
             assert {i["token"] for i in lab.ledger("fcm")["items"]} == {d["token"] for d in devices}
@@ -306,7 +285,7 @@ async def test_deferral_past_the_deadline_expires_instead_of_waiting(database_ur
             recipients=[{"type": "channel", "channel": "ttl"}],
             notification={"title": "flash sale", "ttl_seconds": 20},
         )
-        done = await wait_done(gw.client, pub, within=15)
+        done = await wait_final(gw.client, pub, 15, interval=0.2)
         assert time.monotonic() - started < 15
         counts = done["counts"]
         assert counts["failed"] >= 1 and counts["expired"] >= 50
@@ -337,7 +316,7 @@ async def test_refusals_of_a_replaced_credential_do_not_park_the_pair(database_u
             pub = await publish(c, recipients=[{"type": "channel", "channel": "slow"}])
             await asyncio.sleep(0.5)  # the chunk is waiting for the lab's (refusing) answers
             assert (await c.put("/v1/credentials/fcm", json={"service_account": sa_json})).status_code == 200
-            done = await wait_done(c, pub, within=20)
+            done = await wait_final(c, pub, 20, interval=0.2)
             assert done["counts"]["failed"] == 5
             recs = await deliveries(c, pub)
             assert {d["error_class"] for d in recs.values()} == {"credential"}
@@ -348,4 +327,4 @@ async def test_refusals_of_a_replaced_credential_do_not_park_the_pair(database_u
             with lab.client() as lc:
                 lc.delete("/faults").raise_for_status()
             again = await publish(c, recipients=[{"type": "channel", "channel": "slow"}])
-            assert (await wait_done(c, again, within=10))["counts"]["sent"] == 5
+            assert (await wait_final(c, again, 10, interval=0.2))["counts"]["sent"] == 5

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +24,6 @@ import httpx
 import pytest
 import requests
 import schemathesis
-from conftest import APP_KEY, Lab, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import (
@@ -42,8 +39,10 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.core.transport import Response
 from schemathesis.generation import GenerationMode
 from schemathesis.generation.case import Case
+from support.gateway import APP_KEY
+from support.lab import Lab, free_port
+from support.process import PUSHGATE
 
-PUSHGATE = shutil.which("pushgate", path=str(pathlib.Path(sys.executable).parent)) or "pushgate"
 AUTH = {"Authorization": f"Bearer {APP_KEY}"}
 
 

@@ -17,7 +17,8 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from conftest import Gateway, Lab
+from support.gateway import Gateway
+from support.lab import Lab
 
 from pushgate.domain.notification import Action, HmsOverride, Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import Gateway, Lab
-from test_acceptance import publish
+from support.api import publish
+from support.gateway import Gateway
+from support.lab import Lab
 
 
 async def test_fcm_topic_and_condition_recipients(gateway: Gateway, lab: Lab) -> None:

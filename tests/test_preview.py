@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import Gateway, Lab
+from support.gateway import Gateway
+from support.lab import Lab
 
 
 async def test_preview_renders_without_sending(gateway: Gateway, lab: Lab) -> None:

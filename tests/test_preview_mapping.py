@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Gateway
+from support.gateway import Gateway
 
 FULL = {
     "title": "T",

@@ -7,8 +7,9 @@ import logging
 from datetime import datetime
 
 import pytest
-from conftest import Lab, gateway_settings, running_gateway
-from test_acceptance import fcm_token, gather_limited, publish, register, register_fcm
+from support.api import fcm_token, gather_limited, publish, register, register_fcm
+from support.gateway import gateway_settings, running_gateway
+from support.lab import Lab
 
 from pushgate.engine.health import REFRESH_SECONDS
 

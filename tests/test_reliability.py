@@ -7,9 +7,12 @@ import time
 from datetime import datetime
 from typing import Any
 
+import httpx
 import sqlalchemy as sa
-from conftest import Gateway, Lab, gateway_settings, running_gateway
-from test_acceptance import fcm_token, gather_limited, publish, register
+from support.api import fcm_token, gather_limited, publish, register
+from support.gateway import Gateway, gateway_settings, running_gateway
+from support.lab import Lab
+from support.wait import wait_for
 
 from pushgate.domain.ids import new_id
 from pushgate.store.db import Database
@@ -90,10 +93,9 @@ async def test_cancel_mid_fanout_stops_sending(gateway: Gateway, lab: Lab) -> No
     await seed_channel_batched(gateway, "big", n)
     pub_id = await publish(gateway.client, recipients=[{"type": "channel", "channel": "big"}])
     with lab.client() as c:
-        for _ in range(1200):
-            if c.get("/ledger/stats").json()["fcm"] >= 2000:
-                break
-            await asyncio.sleep(0.05)
+        await wait_for(
+            lambda: c.get("/ledger/stats").json()["fcm"] >= 2000, 60, "2,000 FCM pushes in the lab"
+        )
     r = await gateway.client.post(f"/v1/publishes/{pub_id}/cancel")
     answered = time.time()
     assert r.status_code == 200, r.text
@@ -135,10 +137,11 @@ async def test_cancel_retrying_delivery_and_conflicts(gateway: Gateway, lab: Lab
     dev = await register(gateway, provider="fcm", token=fcm_token(), platform="android")
     lab.fault(provider="fcm", tokens=[dev["token"]], error="503", retry_after=30)
     pub_id = await publish(gateway.client, recipients=[{"type": "device", "device_id": dev["id"]}])
-    for _ in range(100):
-        if (await counts(gateway, pub_id))["counts"]["retrying"] == 1:
-            break
-        await asyncio.sleep(0.05)
+
+    async def retrying() -> bool:
+        return bool((await counts(gateway, pub_id))["counts"]["retrying"] == 1)
+
+    await wait_for(retrying, 5, "the delivery to be retrying")
     r = await gateway.client.post(f"/v1/publishes/{pub_id}/cancel")
     assert r.status_code == 200
     assert r.json()["counts"] == {
@@ -305,11 +308,12 @@ async def test_admission_backpressure_429_then_recovers(database_url: str, lab: 
             assert r.status_code == 429
             await asyncio.sleep(0.2)
         assert r.status_code == 202, "admission did not recover after the queue drained"
-        for _ in range(100):
+
+        async def ready_again() -> httpx.Response | None:
             ready = await gw.client.get("/readyz")
-            if ready.json()["status"] == "ready":
-                break
-            await asyncio.sleep(0.2)
+            return ready if ready.json()["status"] == "ready" else None
+
+        ready = await wait_for(ready_again, 20, "/readyz to answer ready", interval=0.2)
         assert ready.json()["status"] == "ready"
 
 
@@ -347,10 +351,11 @@ async def test_stale_devices_skipped_then_pruned(database_url: str, lab: Lab) ->
         database_url, lab, PUSHGATE_DEVICES_MAX_INACTIVE_DAYS="2", PUSHGATE_DEVICES_PRUNE_INACTIVE="true"
     )
     async with running_gateway(settings) as gw:
-        for _ in range(100):  # the first prune runs at start
-            if (await gw.client.get(f"/v1/devices/{stale_dev['id']}")).status_code == 404:
-                break
-            await asyncio.sleep(0.05)
+
+        async def pruned() -> bool:  # the first prune runs at start
+            return (await gw.client.get(f"/v1/devices/{stale_dev['id']}")).status_code == 404
+
+        await wait_for(pruned, 5, "the stale device to be pruned")
         assert (await gw.client.get(f"/v1/devices/{stale_dev['id']}")).status_code == 404
         listed = (await gw.client.get("/v1/devices", params={"limit": 100})).json()["items"]
         assert sorted(d["token"] for d in listed) == sorted(fresh)
