@@ -3,18 +3,17 @@ provider's request building and retry rules against a fake transport."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from support.transport import MockTransport
 
 from pushgate.domain.notification import Action, ApnsOverride, Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome
@@ -35,7 +34,7 @@ from pushgate.providers.apns import (
     classify_apns_response,
 )
 from pushgate.providers.base import ProviderConfigError, Target
-from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
+from pushgate.providers.transport import HttpRequest, HttpResponse, TransportError
 
 NOW = 1_800_000_000.0
 TOKEN = "ab" * 32
@@ -418,32 +417,12 @@ def test_expired_remints_once_for_a_burst() -> None:
     assert signer.minted == 2
 
 
-# =================================================================== provider against a fake transport
+# =================================================================== provider against the mock transport
 
 
-class FakeApns(Transport):
-    """Answers like APNs; ``script(req) -> HttpResponse`` decides per request."""
-
-    def __init__(
-        self, script: Callable[[HttpRequest], HttpResponse] | None = None, delay: float = 0.0
-    ) -> None:
-        self.requests: list[HttpRequest] = []
-        self.script = script or (lambda req: HttpResponse(200, {"apns-id": req.headers["apns-id"]}, b""))
-        self.delay = delay
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.in_flight_log: list[int] = []
-
-    async def request(self, req: HttpRequest) -> HttpResponse:
-        self.requests.append(req)
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        self.in_flight_log.append(self.in_flight)
-        try:
-            await asyncio.sleep(self.delay)
-            return self.script(req)
-        finally:
-            self.in_flight -= 1
+def _accept(req: HttpRequest) -> HttpResponse:
+    """APNs' answer to a good request: 200 with the notification's ``apns-id``."""
+    return HttpResponse(200, {"apns-id": req.headers["apns-id"]}, b"")
 
 
 def _pem(key: ec.EllipticCurvePrivateKey) -> str:
@@ -462,7 +441,7 @@ def _settings(**extra: Any) -> dict[str, Any]:
 
 
 async def test_request_building_and_environment_routing() -> None:
-    fake = FakeApns()
+    fake = MockTransport(_accept)
     provider = await ApnsProvider.create(_settings(sandbox_base_url="http://127.0.0.1:1"), fake)
     r = render(
         Notification(title="T", collapse_key="c"),
@@ -486,7 +465,7 @@ async def test_request_building_and_environment_routing() -> None:
 
 
 async def test_topic_override_wins() -> None:
-    fake = FakeApns()
+    fake = MockTransport(_accept)
     provider = await ApnsProvider.create(_settings(), fake)
     r = render(
         Notification(title="T"),
@@ -506,7 +485,7 @@ async def test_expired_provider_token_is_reminted_once_and_retried() -> None:
             return _resp(403, "ExpiredProviderToken")
         return HttpResponse(200, {"apns-id": req.headers["apns-id"]}, b"")
 
-    fake = FakeApns(script)
+    fake = MockTransport(script)
     provider = await ApnsProvider.create(_settings(), fake)
     assert provider.signer is not None
     clock = [time.time()]
@@ -522,7 +501,7 @@ async def test_expired_provider_token_is_reminted_once_and_retried() -> None:
 
 
 async def test_expired_twice_is_a_credential_failure_without_a_third_try() -> None:
-    fake = FakeApns(lambda req: _resp(403, "ExpiredProviderToken"))
+    fake = MockTransport(lambda req: _resp(403, "ExpiredProviderToken"))
     provider = await ApnsProvider.create(_settings(), fake)
     [result] = await provider.send_batch(
         render(Notification(title="T"), ProviderOverrides(), NOW), [Target("a", TOKEN)]
@@ -535,7 +514,7 @@ async def test_network_error_is_retryable() -> None:
     def boom(req: HttpRequest) -> HttpResponse:
         raise TransportError("connection reset")
 
-    provider = await ApnsProvider.create(_settings(), FakeApns(boom))
+    provider = await ApnsProvider.create(_settings(), MockTransport(boom))
     [result] = await provider.send_batch(
         render(Notification(title="T"), ProviderOverrides(), NOW), [Target("a", TOKEN)]
     )
@@ -543,7 +522,7 @@ async def test_network_error_is_retryable() -> None:
 
 
 async def test_one_stream_until_authenticated_then_concurrency_bounded() -> None:
-    fake = FakeApns(delay=0.005)
+    fake = MockTransport(_accept, delay=0.005)
     provider = await ApnsProvider.create(_settings(concurrency=8), fake)
     targets = [Target(str(i), f"{i:064x}") for i in range(60)]
     results = await provider.send_batch(render(Notification(title="T"), ProviderOverrides(), NOW), targets)
@@ -553,7 +532,7 @@ async def test_one_stream_until_authenticated_then_concurrency_bounded() -> None
 
 
 async def test_credential_failures_keep_one_stream() -> None:
-    fake = FakeApns(lambda req: _resp(403, "InvalidProviderToken"), delay=0.002)
+    fake = MockTransport(lambda req: _resp(403, "InvalidProviderToken"), delay=0.002)
     provider = await ApnsProvider.create(_settings(), fake)
     targets = [Target(str(i), f"{i:064x}") for i in range(10)]
     results = await provider.send_batch(render(Notification(title="T"), ProviderOverrides(), NOW), targets)
@@ -582,7 +561,9 @@ async def test_credential_failures_keep_one_stream() -> None:
 )
 async def test_config_errors_name_the_key(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ProviderConfigError, match=message.replace(".", r"\.")):
-        await ApnsProvider.create({k: v for k, v in settings.items() if v is not None}, FakeApns())
+        await ApnsProvider.create(
+            {k: v for k, v in settings.items() if v is not None}, MockTransport(_accept)
+        )
 
 
 async def test_rsa_key_is_refused() -> None:
@@ -592,7 +573,7 @@ async def test_rsa_key_is_refused() -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     with pytest.raises(ProviderConfigError, match="P-256"):
-        await ApnsProvider.create(_settings(key=pem.decode()), FakeApns())
+        await ApnsProvider.create(_settings(key=pem.decode()), MockTransport(_accept))
 
 
 # =================================================================== certificate auth
@@ -602,7 +583,7 @@ async def test_certificate_auth_from_p12_sends_no_authorization(tmp_path: Any) -
     lab = generate_apns("com.example.certapp")
     p12 = tmp_path / "apns.p12"
     p12.write_bytes(lab.client_p12())
-    fake = FakeApns()
+    fake = MockTransport(_accept)
     provider = await ApnsProvider.create(
         {"certificate_file": str(p12), "certificate_password": CERT_PASSWORD}, fake
     )
@@ -619,7 +600,7 @@ async def test_certificate_auth_from_p12_sends_no_authorization(tmp_path: Any) -
             "certificate_password": CERT_PASSWORD,
             "bundle_id": "com.example.explicit",
         },
-        FakeApns(),
+        MockTransport(_accept),
     )
     assert inline.bundle_id == "com.example.explicit"
 
@@ -631,15 +612,17 @@ async def test_certificate_auth_from_pem_pair(tmp_path: Any) -> None:
     cert.write_bytes(lab.client_cert.public_bytes(serialization.Encoding.PEM))
     key.write_text(_pem(lab.client_key))
     provider = await ApnsProvider.create(
-        {"certificate_file": str(cert), "certificate_key_file": str(key)}, FakeApns()
+        {"certificate_file": str(cert), "certificate_key_file": str(key)}, MockTransport(_accept)
     )
     assert provider.bundle_id == lab.bundle_id
     with pytest.raises(ProviderConfigError, match=r"apns\.certificate_file: no unencrypted PEM private key"):
-        await ApnsProvider.create({"certificate_file": str(cert)}, FakeApns())
+        await ApnsProvider.create({"certificate_file": str(cert)}, MockTransport(_accept))
 
 
 async def test_wrong_p12_password_names_the_key(tmp_path: Any) -> None:
     p12 = tmp_path / "apns.p12"
     p12.write_bytes(generate_apns().client_p12())
     with pytest.raises(ProviderConfigError, match=r"apns\.certificate_file: cannot open the \.p12"):
-        await ApnsProvider.create({"certificate_file": str(p12), "certificate_password": "wrong"}, FakeApns())
+        await ApnsProvider.create(
+            {"certificate_file": str(p12), "certificate_password": "wrong"}, MockTransport(_accept)
+        )

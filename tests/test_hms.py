@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 import pytest
 from support.gateway import Gateway
 from support.lab import Lab
+from support.transport import MockTransport
 
 from pushgate.domain.notification import Action, HmsOverride, Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome
@@ -27,7 +28,7 @@ from pushgate.domain.rendering import oversize
 from pushgate.providers.base import ProviderConfigError, Target
 from pushgate.providers.hms import HmsProvider, classify_hms_response
 from pushgate.providers.http import create_transport
-from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
+from pushgate.providers.transport import HttpRequest, HttpResponse, TransportError
 
 NO = ProviderOverrides()
 CLICK = "android.notification.click_action"
@@ -170,8 +171,12 @@ def _code(code: str, msg: str = "x", status: int = 200, **extra: Any) -> HttpRes
     return _resp(status, {"code": code, "msg": msg, "requestId": "req-1", **extra})
 
 
-class Script(Transport):
-    """Token endpoint plus a scripted send answer; records requests and concurrency."""
+class Script:
+    """HMS's token endpoint plus a scripted send answer: a ``MockTransport`` handler.
+
+    ``self.transport`` is the transport to give the provider; it records every request and the
+    concurrency, while this handler checks the protocol and keeps what HMS was sent.
+    """
 
     def __init__(self, send: Callable[[HttpRequest, dict[str, Any]], HttpResponse | Exception]) -> None:
         self.send = send
@@ -180,9 +185,9 @@ class Script(Transport):
         self.oauth_calls = 0
         self.oauth_answer: HttpResponse | Exception | None = None
         self.expires_in = 3600
-        self.inflight = self.max_inflight = 0
+        self.transport = MockTransport(self)
 
-    async def request(self, req: HttpRequest) -> HttpResponse:
+    def __call__(self, req: HttpRequest) -> HttpResponse | Exception:
         if req.url == TOKEN_URL:
             self.oauth_calls += 1
             form = parse_qs(req.body.decode())
@@ -191,27 +196,15 @@ class Script(Transport):
                 "client_id": [APP_ID],
                 "client_secret": ["s3cret"],
             }
-            answer = self.oauth_answer or _resp(
+            return self.oauth_answer or _resp(
                 200, {"access_token": f"tok{self.oauth_calls}", "expires_in": self.expires_in}
             )
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
         assert req.url == SEND_URL
         assert req.headers["Content-Type"] == "application/json"
         self.auth_headers.append(req.headers["Authorization"])
-        self.inflight += 1
-        self.max_inflight = max(self.max_inflight, self.inflight)
-        try:
-            await asyncio.sleep(0)
-            doc = json.loads(req.body)
-            self.sends.append(doc)
-            result = self.send(req, doc)
-        finally:
-            self.inflight -= 1
-        if isinstance(result, Exception):
-            raise result
-        return result
+        doc = json.loads(req.body)
+        self.sends.append(doc)
+        return self.send(req, doc)
 
 
 def _ok(_req: HttpRequest, _doc: dict[str, Any]) -> HttpResponse:
@@ -228,7 +221,7 @@ async def _provider(send: Any = _ok, **settings: Any) -> tuple[HmsProvider, Scri
             "token_url": TOKEN_URL,
             **settings,
         },
-        script,
+        script.transport,
     )
     return provider, script
 
@@ -434,7 +427,7 @@ async def test_concurrency_bounded() -> None:
     provider, script = await _provider(concurrency=2)
     targets = [Target(f"t{i}", f"topic:t{i}") for i in range(10)]
     await provider.send_batch(MESSAGE, targets)
-    assert script.max_inflight <= 2
+    assert script.transport.max_in_flight <= 2
     assert await provider.send_batch(MESSAGE, []) == []
 
 
@@ -451,7 +444,7 @@ async def test_concurrency_bounded() -> None:
 )
 async def test_config_errors_name_the_key(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ProviderConfigError, match=message):
-        await HmsProvider.create(settings, Script(_ok))
+        await HmsProvider.create(settings, Script(_ok).transport)
 
 
 # =================================================================== the lab, directly

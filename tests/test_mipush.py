@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 import pytest
 from support.gateway import Gateway
 from support.lab import Lab
+from support.transport import MockTransport
 
 from pushgate.domain.notification import MiPushOverride, Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome
@@ -27,7 +28,7 @@ from pushgate.domain.rendering import oversize
 from pushgate.providers.base import ProviderConfigError, Target
 from pushgate.providers.http import create_transport
 from pushgate.providers.mipush import REGION_HOSTS, MiPushProvider, classify_mipush_response
-from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
+from pushgate.providers.transport import HttpRequest, HttpResponse, TransportError
 
 NO = ProviderOverrides()
 NOW = 1_700_000_000.5
@@ -136,27 +137,22 @@ def _err(code: int) -> HttpResponse:
     return _resp({"result": "error", "code": code, "reason": f"reason {code}"})
 
 
-class Script(Transport):
+class Script:
+    """MiPush's send endpoint with a scripted answer per request: a ``MockTransport`` handler.
+
+    ``self.transport`` is the transport to give the provider (it records requests and
+    concurrency); this handler keeps the decoded forms.
+    """
+
     def __init__(self, send: Callable[[list[str], dict[str, str]], HttpResponse | Exception]) -> None:
         self.send = send
-        self.requests: list[HttpRequest] = []
         self.forms: list[dict[str, str]] = []
-        self.inflight = self.max_inflight = 0
+        self.transport = MockTransport(self)
 
-    async def request(self, req: HttpRequest) -> HttpResponse:
-        self.requests.append(req)
+    def __call__(self, req: HttpRequest) -> HttpResponse | Exception:
         form = {k: v[0] for k, v in parse_qs(req.body.decode()).items()}
         self.forms.append(form)
-        self.inflight += 1
-        self.max_inflight = max(self.max_inflight, self.inflight)
-        try:
-            await asyncio.sleep(0)
-            result = self.send(form["registration_id"].split(","), form)
-        finally:
-            self.inflight -= 1
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return self.send(form["registration_id"].split(","), form)
 
 
 async def _provider(
@@ -164,7 +160,8 @@ async def _provider(
 ) -> tuple[MiPushProvider, Script]:
     script = Script(send)
     provider = await MiPushProvider.create(
-        {"app_secret": "s3cret", "package_name": "com.example.app", "base_url": BASE, **settings}, script
+        {"app_secret": "s3cret", "package_name": "com.example.app", "base_url": BASE, **settings},
+        script.transport,
     )
     return provider, script
 
@@ -179,7 +176,7 @@ async def test_request_shape_and_1000_regid_batches() -> None:
     results = await provider.send_batch(rendered, _targets(2100))
     assert [(r.outcome, r.provider_message_id) for r in results] == [(Outcome.SENT, "slm123")] * 2100
     assert [len(f["registration_id"].split(",")) for f in script.forms] == [1000, 1000, 100]
-    req = script.requests[0]
+    req = script.transport.requests[0]
     assert req.url == f"{BASE}/v3/message/regid"
     assert req.headers == {
         "Authorization": "key=s3cret",
@@ -264,16 +261,18 @@ async def test_network_error_and_concurrency() -> None:
     provider, script = await _provider(lambda _r, _f: TransportError("reset"), concurrency=2)
     results = await provider.send_batch(render(Notification(title="T"), NO, NOW), _targets(5000))
     assert {(r.outcome, r.error_code) for r in results} == {(Outcome.PROVIDER_TRANSIENT, "network")}
-    assert script.max_inflight <= 2 and len(script.forms) == 5
+    assert script.transport.max_in_flight <= 2 and len(script.forms) == 5
     assert await provider.send_batch(render(Notification(title="T"), NO, NOW), []) == []
 
 
 @pytest.mark.parametrize(("region", "host"), sorted(REGION_HOSTS.items()))
 async def test_region_hosts(region: str, host: str) -> None:
     script = Script(lambda _r, _f: _resp(_ok_doc()))
-    provider = await MiPushProvider.create({"app_secret": "s", "package_name": "p", "region": region}, script)
+    provider = await MiPushProvider.create(
+        {"app_secret": "s", "package_name": "p", "region": region}, script.transport
+    )
     await provider.send_batch(MiPushRendered(fields={"pass_through": "1", "payload": "{}"}), _targets(1))
-    assert script.requests[0].url == f"{host}/v3/message/regid"
+    assert script.transport.requests[0].url == f"{host}/v3/message/regid"
 
 
 def test_region_hosts_match_providers_md() -> None:
@@ -294,7 +293,7 @@ def test_region_hosts_match_providers_md() -> None:
 )
 async def test_config_errors_name_the_key(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ProviderConfigError, match=message):
-        await MiPushProvider.create(settings, Script(lambda _r, _f: _resp(_ok_doc())))
+        await MiPushProvider.create(settings, Script(lambda _r, _f: _resp(_ok_doc())).transport)
 
 
 # =================================================================== the lab

@@ -1,6 +1,6 @@
 """FCM and Web Push providers: request building, auth and classification.
 
-A scripted :class:`Transport` stands in for the network: this is the unit test of what goes on
+``support.transport.MockTransport`` stands in for the network: this is the unit test of what goes on
 the wire and how every answer is classified. The real HTTP path is covered by
 ``test_providers_lab.py`` against the provider lab.
 """
@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
     PublicFormat,
 )
+from support.transport import Handler, MockTransport, json_response
 
 from pushgate.domain.notification import Notification
 from pushgate.domain.outcomes import Outcome, SendResult
@@ -34,40 +35,8 @@ from pushgate.providers import oauth
 from pushgate.providers.base import ProviderConfigError, Target
 from pushgate.providers.fcm import FcmProvider
 from pushgate.providers.http import parse_retry_after
-from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
+from pushgate.providers.transport import HttpRequest, HttpResponse, TransportError
 from pushgate.providers.webpush import WebPushProvider
-
-Handler = Callable[[HttpRequest], "HttpResponse | Exception"]
-
-
-class ScriptedTransport(Transport):
-    """Answers each request with ``handler(req)``; records every request."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.requests: list[HttpRequest] = []
-        self.inflight = 0
-        self.max_inflight = 0
-
-    async def request(self, req: HttpRequest) -> HttpResponse:
-        self.requests.append(req)
-        self.inflight += 1
-        self.max_inflight = max(self.max_inflight, self.inflight)
-        try:
-            await asyncio.sleep(0)
-            result = self.handler(req)
-        finally:
-            self.inflight -= 1
-        if isinstance(result, Exception):
-            raise result
-        return result
-
-
-def _json(status: int, doc: Any, headers: dict[str, str] | None = None) -> HttpResponse:
-    return HttpResponse(
-        status, {"content-type": "application/json", **(headers or {})}, json.dumps(doc).encode()
-    )
-
 
 # =================================================================== FCM
 
@@ -121,15 +90,17 @@ class FcmScript:
             self.oauth_calls += 1
             if self.oauth_answer is not None:
                 return self.oauth_answer(req)
-            return _json(200, {"access_token": f"ya29.tok{self.oauth_calls}", "expires_in": self.expires_in})
+            return json_response(
+                200, {"access_token": f"ya29.tok{self.oauth_calls}", "expires_in": self.expires_in}
+            )
         return self.send(req)
 
 
 async def _fcm(
     service_account: dict[str, str], send: Callable[[HttpRequest], HttpResponse | Exception], **settings: Any
-) -> tuple[FcmProvider, ScriptedTransport, FcmScript]:
+) -> tuple[FcmProvider, MockTransport, FcmScript]:
     script = FcmScript(send)
-    transport = ScriptedTransport(script)
+    transport = MockTransport(script)
     provider = await FcmProvider.create(
         {"service_account_json": json.dumps(service_account), **settings}, transport
     )
@@ -138,7 +109,7 @@ async def _fcm(
 
 def _ok(req: HttpRequest) -> HttpResponse:
     tok = json.loads(req.body)["message"]["token"]
-    return _json(200, {"name": f"projects/demo-project/messages/m-{tok}"})
+    return json_response(200, {"name": f"projects/demo-project/messages/m-{tok}"})
 
 
 async def test_fcm_sends_one_request_per_token_with_bearer(service_account: dict[str, str]) -> None:
@@ -225,7 +196,7 @@ async def test_fcm_one_refresh_in_flight(service_account: dict[str, str]) -> Non
 async def test_fcm_bare_401_refreshes_and_retries_once(service_account: dict[str, str]) -> None:
     def send(req: HttpRequest) -> HttpResponse:
         if req.headers["Authorization"] == "Bearer ya29.tok1":
-            return _json(
+            return json_response(
                 401, _fcm_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
             )
         return _ok(req)
@@ -240,7 +211,7 @@ async def test_fcm_bare_401_refreshes_and_retries_once(service_account: dict[str
 
 async def test_fcm_bare_401_twice_is_credential(service_account: dict[str, str]) -> None:
     def send(req: HttpRequest) -> HttpResponse:
-        return _json(401, _fcm_error(401, "UNAUTHENTICATED", "bad creds"))
+        return json_response(401, _fcm_error(401, "UNAUTHENTICATED", "bad creds"))
 
     provider, transport, script = await _fcm(service_account, send)
     [res] = await provider.send_batch({}, [Target("a", "A")])
@@ -253,7 +224,7 @@ async def test_fcm_bare_401_twice_is_credential(service_account: dict[str, str])
 
 async def test_fcm_oauth_rejected_is_credential_for_every_target(service_account: dict[str, str]) -> None:
     provider, transport, script = await _fcm(service_account, _ok)
-    script.oauth_answer = lambda req: _json(
+    script.oauth_answer = lambda req: json_response(
         400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
     )
     results = await provider.send_batch({}, [Target("a", "A"), Target("b", "B")])
@@ -265,7 +236,7 @@ async def test_fcm_oauth_rejected_is_credential_for_every_target(service_account
 
 @pytest.mark.parametrize(
     "answer",
-    [lambda req: TransportError("connection refused"), lambda req: _json(503, {"error": "backend"})],
+    [lambda req: TransportError("connection refused"), lambda req: json_response(503, {"error": "backend"})],
 )
 async def test_fcm_oauth_unreachable_is_retryable(service_account: dict[str, str], answer: Any) -> None:
     provider, _, script = await _fcm(service_account, _ok)
@@ -285,14 +256,14 @@ RFC1123_FUTURE = email.utils.formatdate(time.time() + 3600, usegmt=True)
 FCM_TABLE: list[tuple[str, HttpResponse | Exception, Outcome, str, float | None]] = [
     (
         "400 invalid token",
-        _json(400, _fcm_error(400, "INVALID_ARGUMENT", TOKEN_MSG, "INVALID_ARGUMENT")),
+        json_response(400, _fcm_error(400, "INVALID_ARGUMENT", TOKEN_MSG, "INVALID_ARGUMENT")),
         Outcome.DEVICE_TERMINAL,
         "INVALID_ARGUMENT",
         None,
     ),
     (
         "400 token fieldViolation",
-        _json(
+        json_response(
             400,
             _fcm_error(
                 400,
@@ -315,7 +286,7 @@ FCM_TABLE: list[tuple[str, HttpResponse | Exception, Outcome, str, float | None]
     ),
     (
         "400 payload",
-        _json(
+        json_response(
             400,
             _fcm_error(
                 400,
@@ -330,28 +301,28 @@ FCM_TABLE: list[tuple[str, HttpResponse | Exception, Outcome, str, float | None]
     ),
     (
         "400 no detail",
-        _json(400, _fcm_error(400, "INVALID_ARGUMENT", "Message is too big")),
+        json_response(400, _fcm_error(400, "INVALID_ARGUMENT", "Message is too big")),
         Outcome.PAYLOAD,
         "INVALID_ARGUMENT",
         None,
     ),
     (
         "401 third party",
-        _json(401, _fcm_error(401, "UNAUTHENTICATED", "APNs auth error", "THIRD_PARTY_AUTH_ERROR")),
+        json_response(401, _fcm_error(401, "UNAUTHENTICATED", "APNs auth error", "THIRD_PARTY_AUTH_ERROR")),
         Outcome.CREDENTIAL,
         "THIRD_PARTY_AUTH_ERROR",
         None,
     ),
     (
         "403 sender mismatch",
-        _json(403, _fcm_error(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH")),
+        json_response(403, _fcm_error(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH")),
         Outcome.DEVICE_TERMINAL,
         "SENDER_ID_MISMATCH",
         None,
     ),
     (
         "403 no detail",
-        _json(
+        json_response(
             403, _fcm_error(403, "PERMISSION_DENIED", "Permission 'cloudmessaging.messages.create' denied")
         ),
         Outcome.CREDENTIAL,
@@ -360,42 +331,46 @@ FCM_TABLE: list[tuple[str, HttpResponse | Exception, Outcome, str, float | None]
     ),
     (
         "404 unregistered",
-        _json(404, _fcm_error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")),
+        json_response(404, _fcm_error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")),
         Outcome.DEVICE_TERMINAL,
         "UNREGISTERED",
         None,
     ),
     (
         "429 without retry-after",
-        _json(429, _fcm_error(429, "RESOURCE_EXHAUSTED", "quota", "QUOTA_EXCEEDED")),
+        json_response(429, _fcm_error(429, "RESOURCE_EXHAUSTED", "quota", "QUOTA_EXCEEDED")),
         Outcome.QUOTA,
         "QUOTA_EXCEEDED",
         60.0,
     ),
     (
         "429 short retry-after raised to 60",
-        _json(429, _fcm_error(429, "RESOURCE_EXHAUSTED", "quota", "QUOTA_EXCEEDED"), {"retry-after": "5"}),
+        json_response(
+            429, _fcm_error(429, "RESOURCE_EXHAUSTED", "quota", "QUOTA_EXCEEDED"), {"retry-after": "5"}
+        ),
         Outcome.QUOTA,
         "QUOTA_EXCEEDED",
         60.0,
     ),
     (
         "429 long retry-after kept",
-        _json(429, _fcm_error(429, "RESOURCE_EXHAUSTED", "quota", "QUOTA_EXCEEDED"), {"retry-after": "300"}),
+        json_response(
+            429, _fcm_error(429, "RESOURCE_EXHAUSTED", "quota", "QUOTA_EXCEEDED"), {"retry-after": "300"}
+        ),
         Outcome.QUOTA,
         "QUOTA_EXCEEDED",
         300.0,
     ),
     (
         "500 internal",
-        _json(500, _fcm_error(500, "INTERNAL", "Internal error", "INTERNAL")),
+        json_response(500, _fcm_error(500, "INTERNAL", "Internal error", "INTERNAL")),
         Outcome.PROVIDER_TRANSIENT,
         "INTERNAL",
         None,
     ),
     (
         "503 with retry-after",
-        _json(503, _fcm_error(503, "UNAVAILABLE", "busy", "UNAVAILABLE"), {"retry-after": "17"}),
+        json_response(503, _fcm_error(503, "UNAVAILABLE", "busy", "UNAVAILABLE"), {"retry-after": "17"}),
         Outcome.PROVIDER_TRANSIENT,
         "UNAVAILABLE",
         17.0,
@@ -416,7 +391,7 @@ FCM_TABLE: list[tuple[str, HttpResponse | Exception, Outcome, str, float | None]
     ),
     (
         "unspecified 500",
-        _json(500, _fcm_error(500, "UNKNOWN", "?", "UNSPECIFIED_ERROR")),
+        json_response(500, _fcm_error(500, "UNKNOWN", "?", "UNSPECIFIED_ERROR")),
         Outcome.PROVIDER_TRANSIENT,
         "UNSPECIFIED_ERROR",
         None,
@@ -454,7 +429,7 @@ async def test_fcm_results_in_order_and_concurrency_bounded(service_account: dic
     def send(req: HttpRequest) -> HttpResponse:
         tok = json.loads(req.body)["message"]["token"]
         if tok.endswith("7"):
-            return _json(404, _fcm_error(404, "NOT_FOUND", "gone", "UNREGISTERED"))
+            return json_response(404, _fcm_error(404, "NOT_FOUND", "gone", "UNREGISTERED"))
         return _ok(req)
 
     provider, transport, _ = await _fcm(service_account, send, concurrency=3)
@@ -466,11 +441,11 @@ async def test_fcm_results_in_order_and_concurrency_bounded(service_account: dic
             assert res.outcome is Outcome.DEVICE_TERMINAL
         else:
             assert res.provider_message_id == f"projects/demo-project/messages/m-tok{i}"
-    assert transport.max_inflight <= 3
+    assert transport.max_in_flight <= 3
 
 
 async def test_fcm_settings(service_account: dict[str, str], tmp_path: Path) -> None:
-    t = ScriptedTransport(_ok)
+    t = MockTransport(_ok)
     path = tmp_path / "sa.json"
     path.write_text(json.dumps(service_account))
     p = await FcmProvider.create({"service_account_file": str(path)}, t)
@@ -516,7 +491,7 @@ async def test_fcm_config_errors_name_the_key(
             sa[spec["set"][0]] = spec["set"][1]
         settings["service_account_json"] = json.dumps(sa)
     with pytest.raises(ProviderConfigError) as info:
-        await FcmProvider.create(settings, ScriptedTransport(_ok))
+        await FcmProvider.create(settings, MockTransport(_ok))
     assert message in str(info.value)
 
 
@@ -529,7 +504,7 @@ async def test_fcm_rejects_non_rsa_key(service_account: dict[str, str]) -> None:
     with pytest.raises(ProviderConfigError, match="must be an RSA key"):
         await FcmProvider.create(
             {"service_account_json": json.dumps({**service_account, "private_key": ec_pem})},
-            ScriptedTransport(_ok),
+            MockTransport(_ok),
         )
 
 
@@ -573,8 +548,8 @@ class Browser:
 
 async def _webpush(
     vapid_key: ec.EllipticCurvePrivateKey, handler: Handler, **settings: Any
-) -> tuple[WebPushProvider, ScriptedTransport]:
-    transport = ScriptedTransport(handler)
+) -> tuple[WebPushProvider, MockTransport]:
+    transport = MockTransport(handler)
     provider = await WebPushProvider.create(
         {"vapid_subject": "mailto:ops@example.com", "vapid_private_key": _raw(vapid_key), **settings},
         transport,
@@ -648,7 +623,7 @@ async def test_webpush_each_message_fresh_ciphertext(vapid_key: ec.EllipticCurve
 
 
 async def test_webpush_message_id_from_body(vapid_key: ec.EllipticCurvePrivateKey) -> None:
-    provider, _ = await _webpush(vapid_key, lambda req: _json(202, {"message-id": "abc"}))
+    provider, _ = await _webpush(vapid_key, lambda req: json_response(202, {"message-id": "abc"}))
     [res] = await provider.send_batch(render_webpush(Notification(body="x")), [Target("r", Browser().token)])
     assert res.outcome is Outcome.SENT and res.provider_message_id == "abc"
 
@@ -678,35 +653,45 @@ WEBPUSH_TABLE: list[tuple[str, HttpResponse | Exception, Outcome, str | None, fl
     ("202", HttpResponse(202, {}, b""), Outcome.SENT, None, None),
     (
         "400 autopush",
-        _json(400, {"code": 400, "errno": 111, "error": "Bad Request", "message": "Missing TTL header"}),
+        json_response(
+            400, {"code": 400, "errno": 111, "error": "Bad Request", "message": "Missing TTL header"}
+        ),
         Outcome.PAYLOAD,
         "http_400",
         None,
     ),
-    ("400 apple topic", _json(400, {"reason": "BadWebPushTopic"}), Outcome.PAYLOAD, "BadWebPushTopic", None),
+    (
+        "400 apple topic",
+        json_response(400, {"reason": "BadWebPushTopic"}),
+        Outcome.PAYLOAD,
+        "BadWebPushTopic",
+        None,
+    ),
     (
         "401",
-        _json(401, {"code": 401, "errno": 109, "error": "Unauthorized", "message": "Missing VAPID"}),
+        json_response(401, {"code": 401, "errno": 109, "error": "Unauthorized", "message": "Missing VAPID"}),
         Outcome.CREDENTIAL,
         "http_401",
         None,
     ),
-    ("403 apple", _json(403, {"reason": "BadJwtToken"}), Outcome.CREDENTIAL, "BadJwtToken", None),
+    ("403 apple", json_response(403, {"reason": "BadJwtToken"}), Outcome.CREDENTIAL, "BadJwtToken", None),
     (
         "404",
-        _json(404, {"code": 404, "errno": 102, "error": "Not Found", "message": "Request did not validate"}),
+        json_response(
+            404, {"code": 404, "errno": 102, "error": "Not Found", "message": "Request did not validate"}
+        ),
         Outcome.DEVICE_TERMINAL,
         "http_404",
         None,
     ),
     (
         "410",
-        _json(410, {"code": 410, "errno": 106, "error": "Gone"}),
+        json_response(410, {"code": 410, "errno": 106, "error": "Gone"}),
         Outcome.DEVICE_TERMINAL,
         "http_410",
         None,
     ),
-    ("413", _json(413, {"code": 413, "errno": 104}), Outcome.PAYLOAD, "http_413", None),
+    ("413", json_response(413, {"code": 413, "errno": 104}), Outcome.PAYLOAD, "http_413", None),
     ("415 other 4xx", HttpResponse(415, {}, b""), Outcome.PAYLOAD, "http_415", None),
     ("429 seconds", HttpResponse(429, {"retry-after": "120"}, b""), Outcome.QUOTA, "http_429", 120.0),
     (
@@ -718,7 +703,7 @@ WEBPUSH_TABLE: list[tuple[str, HttpResponse | Exception, Outcome, str | None, fl
     ),
     ("429 no header", HttpResponse(429, {}, b""), Outcome.QUOTA, "http_429", None),
     ("500", HttpResponse(500, {}, b"oops"), Outcome.PROVIDER_TRANSIENT, "http_500", None),
-    ("502", _json(502, {"code": 502, "errno": 202}), Outcome.PROVIDER_TRANSIENT, "http_502", None),
+    ("502", json_response(502, {"code": 502, "errno": 202}), Outcome.PROVIDER_TRANSIENT, "http_502", None),
     ("503", HttpResponse(503, {"retry-after": "30"}, b""), Outcome.PROVIDER_TRANSIENT, "http_503", 30.0),
     ("network", TransportError("timed out"), Outcome.PROVIDER_TRANSIENT, "network", None),
 ]
@@ -759,7 +744,7 @@ async def test_webpush_concurrency_bounded_and_ordered(vapid_key: ec.EllipticCur
     assert [r.outcome for r in results] == [
         Outcome.DEVICE_TERMINAL if i == 5 else Outcome.SENT for i in range(10)
     ]
-    assert transport.max_inflight <= 2
+    assert transport.max_in_flight <= 2
 
 
 async def test_webpush_pem_key_and_matching_public_key(vapid_key: ec.EllipticCurvePrivateKey) -> None:
@@ -798,7 +783,7 @@ async def test_webpush_config_errors_name_the_key(
     settings.update(override)
     settings = {k: v for k, v in settings.items() if v is not None}
     with pytest.raises(ProviderConfigError) as info:
-        await WebPushProvider.create(settings, ScriptedTransport(_created))
+        await WebPushProvider.create(settings, MockTransport(_created))
     assert message in str(info.value)
 
 

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 import pytest
 from support.gateway import Gateway
 from support.lab import Lab
+from support.transport import MockTransport
 
 from pushgate.domain.notification import Action, Notification, ProviderOverrides, WnsOverride
 from pushgate.domain.outcomes import Outcome
@@ -26,7 +27,7 @@ from pushgate.domain.render_wns import RENDERER, WnsRendered, normalize_token, r
 from pushgate.domain.rendering import RenderError, oversize
 from pushgate.providers.base import ProviderConfigError, Target
 from pushgate.providers.http import create_transport
-from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
+from pushgate.providers.transport import HttpRequest, HttpResponse, TransportError
 from pushgate.providers.wns import WnsProvider, classify_wns_response
 
 NO = ProviderOverrides()
@@ -232,18 +233,24 @@ def _resp(status: int, headers: dict[str, str] | None = None, body: bytes = b"")
     return HttpResponse(status, headers or {}, body)
 
 
-class Script(Transport):
+class Script:
+    """WNS's OAuth endpoint plus a scripted send answer: a ``MockTransport`` handler.
+
+    ``self.transport`` is the transport to give the provider (it records requests and
+    concurrency); this handler keeps the OAuth forms and the sends.
+    """
+
     def __init__(self, send: Callable[[HttpRequest], HttpResponse | Exception]) -> None:
         self.send = send
         self.sends: list[HttpRequest] = []
         self.oauth_forms: list[dict[str, list[str]]] = []
         self.oauth_answer: HttpResponse | Exception | None = None
-        self.inflight = self.max_inflight = 0
+        self.transport = MockTransport(self)
 
-    async def request(self, req: HttpRequest) -> HttpResponse:
+    def __call__(self, req: HttpRequest) -> HttpResponse | Exception:
         if "token" in req.url and "notify.windows.com" not in req.url:
             self.oauth_forms.append(parse_qs(req.body.decode()))
-            answer = self.oauth_answer or HttpResponse(
+            return self.oauth_answer or HttpResponse(
                 200,
                 {},
                 json.dumps(
@@ -254,20 +261,8 @@ class Script(Transport):
                     }
                 ).encode(),
             )
-            if isinstance(answer, Exception):
-                raise answer
-            return answer
         self.sends.append(req)
-        self.inflight += 1
-        self.max_inflight = max(self.max_inflight, self.inflight)
-        try:
-            await asyncio.sleep(0)
-            result = self.send(req)
-        finally:
-            self.inflight -= 1
-        if isinstance(result, Exception):
-            raise result
-        return result
+        return self.send(req)
 
 
 def _ok(_req: HttpRequest) -> HttpResponse:
@@ -276,7 +271,9 @@ def _ok(_req: HttpRequest) -> HttpResponse:
 
 async def _provider(send: Any = _ok, **settings: Any) -> tuple[WnsProvider, Script]:
     script = Script(send)
-    provider = await WnsProvider.create({"package_sid": SID, "client_secret": "s3cret", **settings}, script)
+    provider = await WnsProvider.create(
+        {"package_sid": SID, "client_secret": "s3cret", **settings}, script.transport
+    )
     return provider, script
 
 
@@ -394,7 +391,7 @@ async def test_network_error_and_concurrency() -> None:
     provider, script = await _provider(lambda _r: TransportError("reset"), concurrency=3)
     results = await provider.send_batch(TOAST, [Target(str(i), CHANNEL) for i in range(12)])
     assert {(r.outcome, r.error_code) for r in results} == {(Outcome.PROVIDER_TRANSIENT, "network")}
-    assert script.max_inflight <= 3
+    assert script.transport.max_in_flight <= 3
     assert await provider.send_batch(TOAST, []) == []
 
 
@@ -411,7 +408,7 @@ async def test_network_error_and_concurrency() -> None:
 )
 async def test_config_errors_name_the_key(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ProviderConfigError, match=message):
-        await WnsProvider.create(settings, Script(_ok))
+        await WnsProvider.create(settings, Script(_ok).transport)
 
 
 # =================================================================== the lab
