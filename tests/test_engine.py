@@ -173,17 +173,6 @@ async def test_publish_fails_without_credentials(gateway: Gateway, lab: Lab) -> 
     assert lab.ledger("fcm")["total"] == 0
 
 
-async def test_credential_error_fails_deliveries_and_keeps_devices(gateway: Gateway, lab: Lab) -> None:
-    dev = await register(gateway, provider="fcm", token=fcm_token(), platform="android")
-    lab.fault(provider="fcm", tokens=[dev["token"]], error="auth")
-    pub_id = await publish(gateway.client, recipients=[{"type": "device", "device_id": dev["id"]}])
-    status = await gateway.wait_done(pub_id)
-    assert status["counts"]["failed"] == 1
-    [d] = await gateway.deliveries(pub_id)
-    assert d["status"] == "failed" and d["error_code"] == "THIRD_PARTY_AUTH_ERROR" and d["attempts"] == 1
-    assert (await gateway.client.get(f"/v1/devices/{dev['id']}")).json()["device"]["status"] == "active"
-
-
 async def test_job_that_keeps_crashing_is_failed_not_retried_forever(gateway: Gateway, lab: Lab) -> None:
     from pushgate.engine.worker import MAX_CLAIMS
 
