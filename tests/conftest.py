@@ -3,6 +3,11 @@
 The machinery lives in the ``support`` package (``support.lab``, ``support.postgres``,
 ``support.gateway``); this file only declares the fixtures, so a test module never imports from
 here: shared code comes from ``support``.
+
+The tests come in three tiers: ``unit/`` (no server, no database, no subprocess; ``make
+test-fast``), ``integration/`` (the lab, a database, a gateway) and ``acceptance/`` (long
+end-to-end runs). A unit test that asks for a server or database fixture fails at collection,
+so the fast tier stays fast.
 """
 
 from __future__ import annotations
@@ -15,6 +20,19 @@ import pytest
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab, lab_process
 from support.postgres import PostgresServer, start_postgres
+
+UNIT = pathlib.Path(__file__).parent / "unit"
+#: Fixtures that start a server, a database or a subprocess: not for the unit tier.
+HEAVY_FIXTURES = frozenset({"lab", "postgres", "database_url", "gateway"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a unit test that needs the lab, a database or a gateway (it belongs in integration/)."""
+    for item in items:
+        if item.path.is_relative_to(UNIT):
+            heavy = HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+            if heavy:
+                raise pytest.UsageError(f"{item.nodeid} is in tests/unit but uses {sorted(heavy)}")
 
 
 @pytest.fixture(scope="session")

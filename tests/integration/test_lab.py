@@ -29,7 +29,7 @@ from support.lab import lab_process
 
 from pushgate.lab.credentials import b64url_decode, b64url_encode, write_credentials
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 #: The ledger counts every provider the lab simulates, from zero.

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEMO = ROOT / "scripts" / "demo.sh"
 README = ROOT / "README.md"
 
