@@ -13,10 +13,10 @@ so the fast tier stays fast.
 from __future__ import annotations
 
 import pathlib
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from support.database import KINDS, fresh_database
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab, lab_process
 from support.postgres import PostgresServer, start_postgres
@@ -49,20 +49,11 @@ def postgres() -> Iterator[PostgresServer]:
     server.stop()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=KINDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[str]:
     """Every store-touching test runs once per database."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'pushgate.db'}"
-        return
-    server: PostgresServer = request.getfixturevalue("postgres")
-    name = "t_" + uuid.uuid4().hex[:12]
-    url = server.create_database(name)
-    yield url
-    try:
-        server.drop_database(name)
-    except Exception:
-        pass
+    with fresh_database(request.param, tmp_path, lambda: request.getfixturevalue("postgres")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,6 +7,11 @@ once, parametrized by a ``Case`` that holds only what really differs between pro
 device token is made, the error codes the provider answers with, whether one request carries
 many tokens, and the payload limit. A new provider adds one ``Case``; its module's tests keep
 only what is specific to it (wire format, batching, auth details).
+
+The sending scenarios share one gateway per database (``shared``): each test registers its own
+devices in its own channels, so they cannot see each other, and a gateway start is most of a
+short test's time. The credential scenario gets a fresh gateway, because it quarantines the
+provider for the app.
 """
 
 from __future__ import annotations
@@ -14,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from support.api import deliveries, device, gather_limited, ledger_token, publish, register
-from support.gateway import Gateway
+from support.database import KINDS, fresh_database
+from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
 
 
@@ -120,6 +126,28 @@ CASES = [
 cases = pytest.mark.parametrize("case", CASES, ids=str)
 
 
+@pytest.fixture(scope="module", params=KINDS)
+def shared_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    directory = tmp_path_factory.mktemp("contract")
+    with fresh_database(request.param, directory, lambda: request.getfixturevalue("postgres")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+async def shared_gateway(shared_database_url: str, lab: Lab) -> AsyncIterator[Gateway]:
+    async with running_gateway(gateway_settings(shared_database_url, lab)) as gw:
+        yield gw
+
+
+@pytest.fixture
+def shared(shared_gateway: Gateway, lab: Lab) -> Gateway:
+    """The module's gateway, with the lab's ledger and faults cleared for this test."""
+    lab.reset()
+    return shared_gateway
+
+
 async def devices(gw: Gateway, lab: Lab, case: Case, n: int, channel: str) -> list[dict[str, Any]]:
     """``n`` fresh devices of the case's provider in ``channel``, registered over the API."""
     tokens = await asyncio.to_thread(lambda: [case.token(lab) for _ in range(n)])
@@ -141,39 +169,40 @@ def received(lab: Lab, case: Case) -> Counter[str]:
 
 
 @cases
-async def test_fan_out_reaches_every_device_exactly_once(gateway: Gateway, lab: Lab, case: Case) -> None:
+async def test_fan_out_reaches_every_device_exactly_once(shared: Gateway, lab: Lab, case: Case) -> None:
     n = 40
-    devs = await devices(gateway, lab, case, n, "all")
-    status = await send_to(gateway, "all")
+    channel = f"{case}-fan-out"
+    devs = await devices(shared, lab, case, n, channel)
+    status = await send_to(shared, channel)
     assert status["status"] == "completed", status
     assert (status["counts"]["planned"], status["counts"]["sent"]) == (n, n)
     assert status["by_provider"][case.provider]["sent"] == n
     assert received(lab, case) == Counter(ledger_token(d) for d in devs)
-    records = await deliveries(gateway.client, status["id"])
+    records = await deliveries(shared.client, status["id"])
     assert len(records) == n and {r["device_id"] for r in records} == {d["id"] for d in devs}
     assert all(r["status"] == "sent" and r["attempts"] == 1 and r["sent_at"] for r in records)
 
 
 @cases
 async def test_terminal_token_invalidates_exactly_those_devices(
-    gateway: Gateway, lab: Lab, case: Case
+    shared: Gateway, lab: Lab, case: Case
 ) -> None:
-    devs = await devices(gateway, lab, case, 8, "news")
+    channel = f"{case}-terminal"
+    devs = await devices(shared, lab, case, 8, channel)
     dead, alive = devs[:3], devs[3:]
     lab.fault(provider=case.provider, tokens=[ledger_token(d) for d in dead], error="unregistered")
-    status = await send_to(gateway, "news")
+    status = await send_to(shared, channel)
     assert (status["counts"]["invalid_token"], status["counts"]["sent"]) == (3, 5), status
-    invalid = await deliveries(gateway.client, status["id"], status="invalid_token")
+    invalid = await deliveries(shared.client, status["id"], status="invalid_token")
     assert {x["device_id"] for x in invalid} == {d["id"] for d in dead}
     assert {x["error_code"] for x in invalid} == {case.terminal_code}
-    assert [(await device(gateway.client, d["id"]))["status"] for d in devs] == ["invalid"] * 3 + [
-        "active"
-    ] * 5
+    statuses = [(await device(shared.client, d["id"]))["status"] for d in devs]
+    assert statuses == ["invalid"] * 3 + ["active"] * 5
     assert received(lab, case) == Counter(ledger_token(d) for d in alive)
 
     # The invalid devices are out of the fan-out: the next publish plans only the live ones.
     lab.reset()
-    again = await send_to(gateway, "news")
+    again = await send_to(shared, channel)
     assert (again["counts"]["planned"], again["counts"]["sent"]) == (5, 5), again
     assert received(lab, case) == Counter(ledger_token(d) for d in alive)
 
@@ -181,14 +210,15 @@ async def test_terminal_token_invalidates_exactly_those_devices(
 @cases
 @pytest.mark.parametrize("error", ["500", "503"])
 async def test_retryable_error_is_retried_then_delivered(
-    gateway: Gateway, lab: Lab, case: Case, error: str
+    shared: Gateway, lab: Lab, case: Case, error: str
 ) -> None:
-    devs = await devices(gateway, lab, case, 4, "retry")
+    channel = f"{case}-retry-{error}"
+    devs = await devices(shared, lab, case, 4, channel)
     lab.fault(provider=case.provider, tokens=[ledger_token(devs[0])], error=error, times=1)
-    status = await send_to(gateway, "retry")
+    status = await send_to(shared, channel)
     assert status["status"] == "completed", status
     assert (status["counts"]["sent"], status["counts"]["retrying"]) == (4, 0), status
-    attempts = {r["device_id"]: r["attempts"] for r in await deliveries(gateway.client, status["id"])}
+    attempts = {r["device_id"]: r["attempts"] for r in await deliveries(shared.client, status["id"])}
     # A batched provider's request failed as a whole, so every token in it went twice.
     others = 2 if case.batched else 1
     assert attempts == {d["id"]: 2 if i == 0 else others for i, d in enumerate(devs)}
@@ -217,12 +247,14 @@ async def test_credential_error_keeps_devices_and_quarantines(gateway: Gateway, 
 
 
 @cases
-async def test_oversize_payload_is_refused_at_admission(gateway: Gateway, lab: Lab, case: Case) -> None:
-    await devices(gateway, lab, case, 1, "big")
-    r = await gateway.client.post(
+async def test_oversize_payload_is_refused_at_admission(shared: Gateway, lab: Lab, case: Case) -> None:
+    channel = f"{case}-oversize"
+    await devices(shared, lab, case, 1, channel)
+    before = (await shared.client.get("/v1/publishes")).json()["items"]
+    r = await shared.client.post(
         "/v1/publish",
         json={
-            "recipients": [{"type": "channel", "channel": "big"}],
+            "recipients": [{"type": "channel", "channel": channel}],
             "notification": {"title": "T"},
             "providers": case.oversize,
         },
@@ -232,5 +264,5 @@ async def test_oversize_payload_is_refused_at_admission(gateway: Gateway, lab: L
     assert error["code"] == "payload_too_large"
     assert error["details"]["provider"] == case.provider
     assert error["details"]["limit"] == case.limit and error["details"]["size"] > case.limit
-    assert (await gateway.client.get("/v1/publishes")).json()["items"] == []
+    assert (await shared.client.get("/v1/publishes")).json()["items"] == before  # nothing admitted
     assert lab.ledger(case.provider)["total"] == 0
