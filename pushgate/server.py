@@ -34,6 +34,8 @@ from pushgate.engine.providers import ProviderPool
 from pushgate.engine.worker import Engine
 from pushgate.providers.http import create_transport
 from pushgate.store.apps import AppStore
+from pushgate.store.bindings import BindingStore
+from pushgate.store.channels import ChannelStore
 from pushgate.store.credentials import credential_store
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
@@ -190,6 +192,8 @@ def create_app(
                 db=db,
                 apps=apps,
                 devices=DeviceStore(db),
+                channels=ChannelStore(db),
+                bindings=BindingStore(db),
                 publishes=PublishStore(db),
                 pool=pool,
                 creds=creds,
