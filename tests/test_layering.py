@@ -13,7 +13,7 @@ above, never a sibling on its own row)::
     config | metrics         settings; the metrics every layer above may count on
     domain                   pure rules: imports nothing else of pushgate
 
-``lab``, ``bench`` and ``client`` are programs of their own that reach a gateway over the
+``lab`` and ``bench`` are programs of their own that reach a gateway over the
 network, so they import nothing of pushgate outside their own package. ``pushgate/__init__.py``
 (the version) may be imported from anywhere and imports nothing.
 """
@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("domain",),
 ]
 #: Separate programs: they import only themselves, and only ``SEPARATE_IMPORTERS`` import them.
-SEPARATE = ("lab", "bench", "client")
+SEPARATE = ("lab", "bench")
 SEPARATE_IMPORTERS = ("cli",)
 ROOT = "__init__"
 
