@@ -21,6 +21,7 @@ from support.lab import free_port, lab_process
 from support.postgres import PostgresServer, start_postgres
 
 from pushgate.config import load_settings
+from pushgate.runtime import http_config
 from pushgate.server import create_app
 
 
@@ -164,10 +165,7 @@ class running_gateway:
 
     async def __aenter__(self) -> Gateway:
         app = create_app(self.settings, echo=lambda _line: None)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False
-        )
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(http_config(app, host="127.0.0.1", port=self.port))
         self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self.task = asyncio.create_task(self.server.serve())
         while not self.server.started:

@@ -26,13 +26,12 @@ from pushgate.api.services import AppDep, ServicesDep
 from pushgate.config import Settings
 from pushgate.domain.registry import platform_error, valid_channel, valid_timezone
 from pushgate.domain.timefmt import rfc3339
-from pushgate.store.devices import (
+from pushgate.store.devices import Device, DeviceFilter
+from pushgate.store.registrations import (
     UNSET,
-    Device,
     DeviceBatchDuplicate,
     DeviceBatchError,
     DeviceConflict,
-    DeviceFilter,
     DeviceNotFound,
     Registration,
     token_hash,
@@ -165,21 +164,7 @@ class DeviceController(Controller):
     async def register(self, data: JSONBody[DeviceIn], app: AppDep, services: ServicesDep) -> DeviceEnvelope:
         reg = _registration(data, services.settings)
         try:
-            device, _created = await services.devices.register(
-                app.id,
-                provider=reg.provider,
-                token=reg.token,
-                token_key=reg.token_key,
-                platform=reg.platform,
-                device_id=reg.device_id,
-                user=reg.user,
-                meta=reg.meta,
-                tags=reg.tags,
-                channels=reg.channels,
-                locale=reg.locale,
-                timezone=reg.timezone,
-                environment=reg.environment,
-            )
+            device, _created = await services.devices.register(app.id, reg)
         except DeviceNotFound:
             raise not_found("device", data.id or "") from None
         except DeviceConflict as exc:
@@ -303,18 +288,20 @@ class DeviceController(Controller):
         try:
             updated, _ = await services.devices.register(
                 app.id,
-                provider=device.provider,
-                token=token,
-                token_key=key,
-                platform=platform,
-                device_id=device_id,
-                user=(data.user or None) if data.user is not None else UNSET,
-                meta=data.meta if data.meta is not None else UNSET,
-                tags=data.tags if data.tags is not None else UNSET,
-                channels=data.channels if data.channels is not None else UNSET,
-                locale=data.locale if data.locale is not None else UNSET,
-                timezone=data.timezone if data.timezone is not None else UNSET,
-                environment=data.environment if data.environment is not None else UNSET,
+                Registration(
+                    provider=device.provider,
+                    token=token,
+                    token_key=key,
+                    platform=platform,
+                    device_id=device_id,
+                    user=(data.user or None) if data.user is not None else UNSET,
+                    meta=data.meta if data.meta is not None else UNSET,
+                    tags=data.tags if data.tags is not None else UNSET,
+                    channels=data.channels if data.channels is not None else UNSET,
+                    locale=data.locale if data.locale is not None else UNSET,
+                    timezone=data.timezone if data.timezone is not None else UNSET,
+                    environment=data.environment if data.environment is not None else UNSET,
+                ),
             )
         except DeviceNotFound:
             raise not_found("device", device_id) from None
@@ -384,7 +371,7 @@ class DeviceController(Controller):
     ) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
-        if not await services.devices.set_channel(app.id, device_id, channel, True):
+        if not await services.channels.set_channel(app.id, device_id, channel, True):
             raise not_found("device", device_id)
 
     @delete(
@@ -398,7 +385,7 @@ class DeviceController(Controller):
     ) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
-        if not await services.devices.set_channel(app.id, device_id, channel, False):
+        if not await services.channels.set_channel(app.id, device_id, channel, False):
             raise not_found("device", device_id)
 
 
