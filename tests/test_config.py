@@ -15,7 +15,7 @@ def test_defaults_without_file() -> None:
     assert (s.server.host, s.server.port) == ("127.0.0.1", 8686)
     assert s.limits.max_recipients_per_publish == 1000
     assert s.devices.allow_loopback_endpoints is False
-    assert s.fcm is None and s.webpush is None
+    assert "fcm" not in s.providers and "webpush" not in s.providers
 
 
 def test_file_interpolation_and_env_overrides(tmp_path: Path) -> None:
@@ -92,8 +92,8 @@ def test_provider_sections_are_typed(tmp_path: Path) -> None:
     s = load_settings(
         cfg, env={"CONC": "50", "PUSHGATE_WEBPUSH_CONCURRENCY": "7", "PUSHGATE_WEBPUSH_TIMEOUT": "2.5"}
     )
-    assert s.fcm is not None and s.fcm.concurrency == 50
-    assert s.webpush is not None and (s.webpush.concurrency, s.webpush.timeout) == (7, 2.5)
+    assert s.providers["fcm"].concurrency == 50
+    assert (s.providers["webpush"].concurrency, s.providers["webpush"].timeout) == (7, 2.5)
     assert s.provider_settings("a", "default")["fcm"] == {
         "service_account_file": "/x.json",
         "concurrency": 50,

@@ -7,10 +7,21 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from pushgate.domain.notification import Notification, ProviderOverrides
+from pushgate.providers import registry
 
 Str200 = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-ProviderName = Literal["fcm", "webpush", "apns", "hms", "wns", "mipush"]
+#: A provider of the registry (``pushgate/providers/registry.py``); checked by the routes
+#: against the registry, not by a fixed list here, so a registered provider needs no API change.
+ProviderName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        description=f"A delivery provider: {', '.join(registry.names())}",
+        examples=list(registry.names()),
+    ),
+]
 Platform = Literal["ios", "android", "web", "windows", "macos", "other"]
 ShortMap = Annotated[dict[str, Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=64)]
 #: Like ShortMap, but tags are indexed: names fit a 200- and values a 500-character column.
