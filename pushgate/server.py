@@ -33,6 +33,7 @@ from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.worker import Engine
 from pushgate.providers.http import create_transport
+from pushgate.providers.transport import Transport
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import credential_store
 from pushgate.store.db import Database
@@ -167,14 +168,21 @@ async def _provider_report(
 
 
 def create_app(
-    settings: Settings, *, run_workers: bool = True, echo: Callable[[str], None] | None = None
+    settings: Settings,
+    *,
+    run_workers: bool = True,
+    echo: Callable[[str], None] | None = None,
+    transport: Transport | None = None,
 ) -> Litestar:
+    """``transport``: what every provider sends through (default: the production HTTP client,
+    built and closed here); a caller that passes one (a test's mock) owns and closes it."""
     say = echo or (lambda line: print(line, flush=True))
+    given = transport
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db = Database(settings.database_url)
-        transport = create_transport(timeout=settings.engine.http_timeout)
+        transport = given or create_transport(timeout=settings.engine.http_timeout)
         engine: Engine | None = None
         try:
             if settings.server.auto_migrate:
@@ -202,7 +210,8 @@ def create_app(
         finally:
             if engine is not None:
                 await engine.stop()
-            await transport.aclose()
+            if given is None:
+                await transport.aclose()
             await db.dispose()
 
     v1 = Router(
