@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 import msgspec
 
@@ -132,33 +132,46 @@ TopicName = Annotated[str, msgspec.Meta(min_length=1, max_length=900, pattern=r"
 Condition = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 
 
-class FcmTopicRecipient(Strict, tag_field="type", tag="fcm_topic"):
-    topic: TopicName
+class NativeRecipient(Strict):
+    """A provider's own audience (a topic, a condition), delivered as one target ``<kind>:<value>``.
+
+    One Struct per entry of a provider spec's ``native`` (``fcm_topic`` → ``FcmTopicRecipient``
+    with a ``topic`` field), built from the registry when this module is imported.
+    """
 
 
-class FcmConditionRecipient(Strict, tag_field="type", tag="fcm_condition"):
+#: The field each native target kind carries, and its rules.
+_NATIVE_FIELDS: dict[str, Any] = {
+    #: e.g. ``news``
+    "topic": TopicName,
     #: e.g. ``'news' in topics && ('sports' in topics || 'weather' in topics)``
-    condition: Condition
+    "condition": Condition,
+}
 
 
-class HmsTopicRecipient(Strict, tag_field="type", tag="hms_topic"):
-    topic: TopicName
+def _native_recipient(tag: str, kind: str) -> type[NativeRecipient]:
+    name = "".join(part.capitalize() for part in tag.split("_")) + "Recipient"
+    made = msgspec.defstruct(
+        name,
+        [(kind, _NATIVE_FIELDS[kind])],
+        bases=(NativeRecipient,),
+        module=__name__,
+        tag_field="type",
+        tag=tag,
+        forbid_unknown_fields=True,
+        omit_defaults=True,
+    )
+    return cast("type[NativeRecipient]", made)
 
 
-class HmsConditionRecipient(Strict, tag_field="type", tag="hms_condition"):
-    condition: Condition
-
-
-Recipient = (
-    DeviceRecipient
-    | ChannelRecipient
-    | UserRecipient
-    | TokenRecipient
-    | FcmTopicRecipient
-    | FcmConditionRecipient
-    | HmsTopicRecipient
-    | HmsConditionRecipient
+NATIVE_RECIPIENTS: tuple[type[NativeRecipient], ...] = tuple(
+    _native_recipient(tag, kind) for spec in registry.specs() for tag, kind in spec.native.items()
 )
+
+if TYPE_CHECKING:
+    Recipient = DeviceRecipient | ChannelRecipient | UserRecipient | TokenRecipient | NativeRecipient
+else:
+    Recipient = Union[(DeviceRecipient, ChannelRecipient, UserRecipient, TokenRecipient, *NATIVE_RECIPIENTS)]
 
 
 class PublishIn(Strict):
