@@ -223,3 +223,24 @@ async def test_a_seventh_provider_delivers_end_to_end(tmp_path: pathlib.Path) ->
             assert "dummy" in json.dumps(health)
     assert registry.find("dummy") is None
     assert not transport.closed  # the caller's transport: the gateway does not close it
+
+
+def test_builtin_specs_carry_what_the_api_reads() -> None:
+    assert registry.names() == ("fcm", "webpush", "hms", "wns", "apns", "mipush")
+    for spec in registry.specs():
+        assert spec.renderer.name == spec.name and spec.provider.name == spec.name
+        assert issubclass(spec.settings, ProviderSettings)
+    found = registry.native("hms_condition")
+    assert found is not None and (found[0].name, found[1]) == ("hms", "condition")
+    assert registry.native("fcm_topic") is not None and registry.native("apns_topic") is None
+    apns = registry.get("apns")
+    assert apns.environments and apns.normalize_token(" <" + "AB" * 32 + "> ", False) == ("ab" * 32,) * 2
+    assert apns.platform_error("android") is not None and apns.platform_error("ios") is None
+    with pytest.raises(ValueError, match="must be a string"):
+        registry.get("fcm").normalize_token({"x": 1}, False)
+    with pytest.raises(ValueError, match="whitespace"):
+        registry.get("fcm").normalize_token("a b", False)
+    sub = {"endpoint": "https://push.example.com/x", "keys": {"p256dh": "BAAA", "auth": "AAAA"}}
+    with pytest.raises(ValueError, match="invalid Web Push subscription"):
+        registry.get("webpush").normalize_token(sub, False)
+    assert registry.get("fcm").quota_floor == 60.0 and registry.get("hms").quota_floor == 0.0
