@@ -158,3 +158,10 @@ def test_per_provider_errors_name_the_key(
 
 def test_log_level_any_case() -> None:
     assert load_settings(None, env={"PUSHGATE_SERVER_LOG_LEVEL": "WARNING"}).server.log_level == "WARNING"
+
+
+def test_fcm_service_account_json_may_be_a_table(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[fcm.service_account_json]\nclient_email = "a@example.com"\nproject_id = "p"\n')
+    s = load_settings(cfg, env={})
+    assert s.providers["fcm"].service_account_json == {"client_email": "a@example.com", "project_id": "p"}

@@ -1,9 +1,11 @@
-"""The one interface every push provider implements.
+"""The one interface every push provider implements, and the spec that registers it.
 
 A provider turns an already-rendered payload plus a batch of tokens into one
 :class:`~pushgate.domain.outcomes.SendResult` per token. Rendering (pure) lives in
-``pushgate.domain.render`` so admission can size-check without any I/O; authentication and
-wire details live in the provider module.
+``pushgate/domain/render_<name>.py`` so admission can size-check without any I/O;
+authentication and wire details live in the provider module. Its :class:`ProviderSpec`
+bundles everything the rest of pushgate needs to know about it, so that knowledge is written
+once, beside the provider (``registry.py`` lists the specs).
 """
 
 from __future__ import annotations

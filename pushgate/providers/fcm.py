@@ -161,8 +161,8 @@ class FcmSettings(ProviderSettings, forbid_unknown_fields=True, omit_defaults=Tr
 
     #: Path of the service-account JSON (give this or ``service_account_json``).
     service_account_file: str | None = None
-    #: The service-account JSON itself, e.g. ``"${FCM_SERVICE_ACCOUNT}"``.
-    service_account_json: str | None = None
+    #: The service-account JSON itself, e.g. ``"${FCM_SERVICE_ACCOUNT}"``, or as a TOML table.
+    service_account_json: str | dict[str, Any] | None = None
     #: Default: the JSON's ``base_url`` key (the lab writes one), else https://fcm.googleapis.com.
     base_url: HttpUrl | None = None
     #: Default: the JSON's ``project_id``.
@@ -180,8 +180,9 @@ async def _account_source(s: FcmSettings) -> tuple[str, str]:
             raise ProviderConfigError(f"{key}: file not found: {path}") from None
         except OSError as exc:
             raise ProviderConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
-    if s.service_account_json:
-        return "fcm.service_account_json", s.service_account_json
+    inline = s.service_account_json
+    if inline:
+        return "fcm.service_account_json", inline if isinstance(inline, str) else json.dumps(inline)
     raise ProviderConfigError(
         "fcm.service_account_file: required (or fcm.service_account_json with the key inline)"
     )
@@ -231,7 +232,8 @@ class _ServiceAccount:
 
 def describe(s: FcmSettings) -> CredentialInfo:
     """The service account's e-mail and key id (read from the file for config credentials)."""
-    raw = s.service_account_json
+    inline = s.service_account_json
+    raw = json.dumps(inline) if isinstance(inline, dict) else inline
     try:
         if not raw and s.service_account_file:
             raw = _read_text(s.service_account_file)
