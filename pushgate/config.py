@@ -279,6 +279,19 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 data[rest] = raw
 
 
+#: What to write instead, for keys whose declared bound alone does not say why (by last key).
+_HINTS = {
+    "port": "between 1 and 65535",
+    "log_level": "one of debug, info, warning, error",
+    "secret_key": "at least 16 characters (openssl rand -base64 32)",
+    "ladder": "a non-empty list of seconds >= 0",
+    "jitter": "in [0, 1), e.g. 0.2",
+    "probe_timeout": "at least 1 second (longer than a provider request)",
+    "window_seconds": "at least 60 (whole minutes are kept)",
+    "invalid_rate_threshold": "a share in (0, 1], e.g. 0.1",
+}
+
+
 def _convert(value: Any, kind: Any, where: str) -> Any:
     """``value`` as ``kind``; an error names the key under ``where`` (msgspec itself would
     print a mapping's keys as ``[...]``, hiding the app or provider name)."""
@@ -287,8 +300,11 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
     except msgspec.ValidationError as exc:
         inner, text = convert_error(exc)
         key = ".".join(p for p in (where, inner) if p) or "<top level>"
-        hint = " (see docs/configuration.md for the valid keys)" if text == "unknown key" else ""
-        raise ConfigError(f"invalid config: {key}: {text}{hint}") from None
+        if text == "unknown key":
+            text += " (see docs/configuration.md for the valid keys)"
+        elif (hint := _HINTS.get(re.sub(r"\[\d+\]$", "", key.rsplit(".", 1)[-1]))) is not None:
+            text += f"; {hint}"
+        raise ConfigError(f"invalid config: {key}: {text}") from None
 
 
 def _internal(table: dict[str, Any], key: str, where: str) -> None:

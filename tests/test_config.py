@@ -165,3 +165,10 @@ def test_fcm_service_account_json_may_be_a_table(tmp_path: Path) -> None:
     cfg.write_text('[fcm.service_account_json]\nclient_email = "a@example.com"\nproject_id = "p"\n')
     s = load_settings(cfg, env={})
     assert s.providers["fcm"].service_account_json == {"client_email": "a@example.com", "project_id": "p"}
+
+
+def test_bound_errors_say_what_to_write() -> None:
+    with pytest.raises(ConfigError, match=r"secret_key: .*openssl rand -base64 32"):
+        load_settings(None, env={"PUSHGATE_SECRET_KEY": "short"})
+    with pytest.raises(ConfigError, match=r"retry\.apns\.jitter: .*in \[0, 1\)"):
+        load_settings(None, env={"PUSHGATE_RETRY_APNS_JITTER": "1"})
