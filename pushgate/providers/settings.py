@@ -2,9 +2,9 @@
 
 A misspelt or missing credential must stop startup with ``hms.app_id: required`` rather than
 surface as a 401 on the first publish, so every conversion error names ``<provider>.<key>``.
-The config file's sections are converted by ``pushgate.config``; this helper is for the
-other sources (credentials read back from the database, bodies uploaded through the API,
-tests that hold a plain mapping).
+The config file's sections are converted by ``pushgate.config`` and uploaded bodies by
+``api/credentials.py``; this helper is for the other sources: credentials read back from the
+database, and callers that hold a plain mapping (``Provider.create`` accepts one).
 """
 
 from __future__ import annotations
