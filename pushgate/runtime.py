@@ -54,17 +54,24 @@ class Runtime:
 
 
 @asynccontextmanager
-async def open_runtime(settings: Settings, *, workers: bool) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: Settings, *, workers: bool, transport: Transport | None = None
+) -> AsyncIterator[Runtime]:
     """Open the database (migrated when ``server.auto_migrate``), the provider transport, the
-    stores and, with ``workers``, the engine (not started); close all of it on exit."""
+    stores and, with ``workers``, the engine (not started); close all of it on exit.
+
+    ``transport``: what every provider sends through. By default the production HTTP client,
+    built and closed here; a caller that passes one (a test's mock transport) owns and closes it.
+    """
     db = Database(settings.database_url)
-    transport = create_transport(timeout=settings.engine.http_timeout)
+    given = transport
+    transport = given or create_transport(timeout=settings.engine.http_timeout)
     engine: Engine | None = None
     try:
         if settings.server.auto_migrate:
             await db.migrate()
         engine = Engine(settings, db, transport) if workers else None
-        creds = engine.pool.creds if engine else credential_store(settings, db)
+        creds = engine.pool.creds if engine else credential_store(settings.secret_key, db)
         yield Runtime(
             settings=settings,
             db=db,
@@ -82,7 +89,8 @@ async def open_runtime(settings: Settings, *, workers: bool) -> AsyncIterator[Ru
     finally:
         if engine is not None:
             await engine.stop()
-        await transport.aclose()
+        if given is None:
+            await transport.aclose()
         await db.dispose()
 
 

@@ -30,6 +30,7 @@ from pushgate.api.publishes import PublishController
 from pushgate.api.services import Services, provide_app, provide_services
 from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
+from pushgate.providers.transport import Transport
 from pushgate.runtime import open_runtime
 from pushgate.store.apps import AppStore
 from pushgate.store.secretbox import SecretKeyError
@@ -160,13 +161,19 @@ async def _provider_report(
 
 
 def create_app(
-    settings: Settings, *, run_workers: bool = True, echo: Callable[[str], None] | None = None
+    settings: Settings,
+    *,
+    run_workers: bool = True,
+    echo: Callable[[str], None] | None = None,
+    transport: Transport | None = None,
 ) -> Litestar:
+    """``transport``: what every provider sends through (default: the production HTTP client,
+    built and closed here); a caller that passes one (a test's mock) owns and closes it."""
     say = echo or (lambda line: print(line, flush=True))
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_runtime(settings, workers=run_workers) as rt:
+        async with open_runtime(settings, workers=run_workers, transport=transport) as rt:
             await ensure_default_app(rt.apps, settings.default_app_key, say)
             await _provider_report(rt.pool, rt.apps, settings, say)
             app.state.services = Services(

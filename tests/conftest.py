@@ -159,12 +159,13 @@ async def gateway(database_url: str, lab: Lab) -> AsyncIterator[Gateway]:
 
 
 class running_gateway:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, transport: Any = None) -> None:
         self.settings = settings
+        self.transport = transport
         self.port = free_port()
 
     async def __aenter__(self) -> Gateway:
-        app = create_app(self.settings, echo=lambda _line: None)
+        app = create_app(self.settings, echo=lambda _line: None, transport=self.transport)
         self.server = uvicorn.Server(http_config(app, host="127.0.0.1", port=self.port))
         self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self.task = asyncio.create_task(self.server.serve())

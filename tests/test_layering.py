@@ -9,8 +9,9 @@ above, never a sibling on its own row)::
     runtime                  the composition root: builds database, stores, pool, engine
     api                      HTTP only
     engine                   planning, dispatch, retries, limits
+    config                   settings: each provider's section is the Struct its module owns
     providers | store        talk to provider services | to the database
-    config | metrics         settings; the metrics every layer above may count on
+    metrics                  the metrics every layer above may count on
     domain                   pure rules: imports nothing else of pushgate
 
 ``lab`` and ``bench`` are programs of their own that reach a gateway over the
@@ -33,8 +34,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("runtime",),
     ("api",),
     ("engine",),
+    ("config",),
     ("providers", "store"),
-    ("config", "metrics"),
+    ("metrics",),
     ("domain",),
 ]
 #: Separate programs: they import only themselves, and only ``SEPARATE_IMPORTERS`` import them.
@@ -48,11 +50,8 @@ LONG_MARKER = "Long because:"
 #: Modules still being split by work in progress elsewhere (issue 8, item 4); each entry must
 #: still be over the limit, so this list only shrinks. Empty it as those splits land.
 PENDING_SPLITS = {
-    "config.py",
-    "providers/apns.py",
     "store/publishes.py",
     "engine/dispatcher.py",
-    "domain/render.py",
     "lab/apns.py",
 }
 
@@ -148,7 +147,8 @@ def test_the_rules_catch_upward_imports() -> None:
     assert _problem("pushgate.lab.fcm", "pushgate.domain.render")
     assert _problem("pushgate.server", "pushgate.lab.main")
     assert _problem("pushgate.api.devices", "pushgate.engine.worker") is None
-    assert _problem("pushgate.store.credentials", "pushgate.config") is None
+    assert _problem("pushgate.store.credentials", "pushgate.config")  # settings sit above the store
+    assert _problem("pushgate.config", "pushgate.providers.registry") is None
     assert _problem("pushgate.cli.tools", "pushgate.lab.main") is None
     assert _problem("pushgate.server", "pushgate") is None
 

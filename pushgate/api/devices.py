@@ -24,8 +24,9 @@ from pushgate.api.schemas import (
 )
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.config import Settings
-from pushgate.domain.registry import platform_error, valid_channel, valid_timezone
+from pushgate.domain.registry import valid_channel, valid_timezone
 from pushgate.domain.timefmt import rfc3339
+from pushgate.providers import registry
 from pushgate.store.devices import Device, DeviceFilter
 from pushgate.store.registrations import (
     UNSET,
@@ -89,14 +90,20 @@ def _check_common(timezone: str | None, channels: list[str] | None) -> None:
     check_channels(channels)
 
 
+def _platform_error(provider: str, platform: str) -> str | None:
+    spec = registry.find(provider)
+    return f"unknown provider {provider!r}" if spec is None else spec.platform_error(platform)
+
+
 def _check_environment(provider: str, environment: str | None) -> None:
-    if environment is not None and provider != "apns":
+    spec = registry.find(provider)
+    if environment is not None and not (spec is not None and spec.environments):
         raise bad_request("environment: only APNs devices have an environment (production or sandbox)")
 
 
 def _registration(data: DeviceIn, settings: Settings) -> Registration:
     """Validate one ``POST /v1/devices`` body (400 on the first problem) and normalise its token."""
-    err = platform_error(data.provider, data.platform)
+    err = _platform_error(data.provider, data.platform)
     if err:
         raise bad_request(f"platform: {err}")
     _check_common(data.timezone, data.channels)
@@ -277,7 +284,7 @@ class DeviceController(Controller):
             raise not_found("device", device_id)
         _check_common(data.timezone, data.channels)
         platform = data.platform or device.platform
-        err = platform_error(device.provider, platform)
+        err = _platform_error(device.provider, platform)
         if err:
             raise bad_request(f"platform: {err}")
         _check_environment(device.provider, data.environment)
@@ -390,8 +397,8 @@ class DeviceController(Controller):
 
 
 def _identity(device: Device) -> str:
-    if device.provider == "webpush":
-        import json
-
-        return str(json.loads(device.token)["endpoint"])
-    return device.token
+    """The token's identity key (a Web Push subscription's endpoint), as registration made it."""
+    spec = registry.find(device.provider)
+    if spec is None or spec.token_parser is None:
+        return device.token
+    return spec.token_parser(device.token, True)[1]
