@@ -482,3 +482,85 @@ def test_ledger_stats_limit_and_clear(lab: Lab, access_token: str) -> None:
     assert lab.request("DELETE", "/ledger").status == 204
     assert lab.request("GET", "/ledger").json() == {"total": 0, "items": []}
     assert lab.request("GET", "/ledger/stats").json() == ALL_ZERO
+
+
+# ---------------------------------------------------------------- checks a mutation pass found unchecked
+
+
+def test_oauth_rejects_assertion_with_another_key_id(lab: Lab) -> None:
+    """Google looks the signing key up by ``kid``: a key id that is not the account's fails."""
+    sa = lab.service_account
+    now = int(time.time())
+    claims = {
+        "iss": sa["client_email"],
+        "scope": "https://www.googleapis.com/auth/firebase.messaging",
+        "aud": sa["token_uri"],
+        "iat": now,
+        "exp": now + 3600,
+    }
+    wrong_kid = jwt.encode(claims, sa["private_key"], algorithm="RS256", headers={"kid": "0" * 40})
+    reply = token_request(lab, wrong_kid)
+    assert reply.status == 400
+    assert reply.json() == {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+    assert token_request(lab, assertion(lab)).status == 200
+
+
+def test_webpush_rejects_vapid_signature_by_another_key(lab: Lab) -> None:
+    """A well-formed header naming the subscription's key, over a JWT another key signed."""
+    sub = subscribe(lab)
+    public = (lab.creds_dir / "vapid-public.txt").read_text().strip()
+    right = ec.derive_private_key(
+        int.from_bytes(b64url_decode(vapid_private_raw(lab)), "big"), ec.SECP256R1()
+    )
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(sub["endpoint"]))
+    claims = {"aud": origin, "sub": "mailto:ops@example.com", "exp": int(time.time()) + 600}
+
+    def headers(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
+        return {
+            "TTL": "0",
+            "Authorization": f"vapid t={jwt.encode(claims, key, algorithm='ES256')}, k={public}",
+        }
+
+    forged = lab.request("POST", sub["endpoint"], b"", headers(ec.generate_private_key(ec.SECP256R1())))
+    assert forged.status == 403 and forged.json()["errno"] == 109
+    assert lab.request("POST", sub["endpoint"], b"", headers(right)).status == 201
+
+
+def _form(lab: Lab, path: str, fields: dict[str, str]) -> Reply:
+    body = urlencode(fields).encode()
+    return lab.request("POST", path, body, {"Content-Type": "application/x-www-form-urlencoded"})
+
+
+def _secrets(lab: Lab) -> dict[str, str]:
+    return dict(json.loads((lab.creds_dir / "client-secrets.json").read_text()))
+
+
+def test_hms_send_refuses_a_token_used_for_another_app_id(lab: Lab) -> None:
+    """Push Kit binds an access token to its app: the app id in the send path must be that app."""
+    creds = _secrets(lab)
+    grant = {"grant_type": "client_credentials", "client_id": creds["hms_app_id"]}
+    reply = _form(lab, "/hms/oauth2/v3/token", {**grant, "client_secret": creds["hms_client_secret"]})
+    assert reply.status == 200, reply.body
+    auth = {"Authorization": f"Bearer {reply.json()['access_token']}"}
+    body = {"message": {"token": ["hms-token-0001"], "data": "{}"}}
+    other = lab.request("POST", "/hms/v1/100000001/messages:send", body, auth)
+    assert other.status == 401 and other.json()["code"] == "80200001"
+    own = lab.request("POST", f"/hms/v1/{creds['hms_app_id']}/messages:send", body, auth)
+    assert own.status == 200 and own.json()["code"] == "80000000"
+
+
+def test_wns_token_endpoints_check_their_scope(lab: Lab) -> None:
+    """login.live.com grants only ``notify.windows.com``; Entra only ``https://wns.windows.com/.default``."""
+    creds = _secrets(lab)
+    grant = {
+        "grant_type": "client_credentials",
+        "client_id": creds["wns_package_sid"],
+        "client_secret": creds["wns_client_secret"],
+    }
+    classic, entra = "/wns/accesstoken.srf", "/wns/common/oauth2/v2.0/token"
+    for path, scope in ((classic, "https://wns.windows.com/.default"), (entra, "notify.windows.com")):
+        reply = _form(lab, path, {**grant, "scope": scope})
+        assert reply.status == 400 and reply.json()["error"] == "invalid_scope", (path, reply.body)
+    for path, scope in ((classic, "notify.windows.com"), (entra, "https://wns.windows.com/.default")):
+        reply = _form(lab, path, {**grant, "scope": scope})
+        assert reply.status == 200 and reply.json()["token_type"] == "bearer", (path, reply.body)
