@@ -85,7 +85,7 @@ async def _check_credentials(settings: Settings) -> None:
     from pushgate.engine.providers import provider_classes
     from pushgate.providers.http import create_transport
 
-    transport = create_transport(timeout=settings.engine.http_timeout)
+    transport = create_transport(timeout=settings.engine.http_timeout, ca_file=settings.engine.ca_file)
     classes = provider_classes()
     try:
         sections: list[tuple[str, str, dict[str, Any]]] = [
@@ -200,7 +200,7 @@ def worker(config: ConfigOpt = None) -> None:
         db = Database(settings.database_url)
         if settings.server.auto_migrate:
             await db.migrate()
-        transport = create_transport(timeout=settings.engine.http_timeout)
+        transport = create_transport(timeout=settings.engine.http_timeout, ca_file=settings.engine.ca_file)
         engine = Engine(settings, db, transport)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -392,12 +392,31 @@ def lab(
         int | None,
         typer.Option(help="APNs simulator port, HTTP/2 over TLS (default: PORT+1); h2c on the next port."),
     ] = None,
+    tls_port: Annotated[
+        int | None,
+        typer.Option(
+            help="FCM, OAuth and Web Push over TLS, HTTP/2 or 1.1 (default: PORT+3); "
+            "HMS, WNS and MiPush over TLS, HTTP/1.1, on the next port."
+        ),
+    ] = None,
+    plain: Annotated[
+        bool,
+        typer.Option(help="Serve every simulator but APNs on PORT in cleartext HTTP/1.1 (benchmarks)."),
+    ] = False,
 ) -> None:
     """Run the provider lab: local simulators of FCM, APNs, Web Push, HMS, WNS and MiPush that check
     credentials the way each provider does and keep a ledger."""
     from pushgate.lab.main import run
 
-    run(host=host, port=port, write_credentials=write_credentials, lean=lean, apns_port=apns_port)
+    run(
+        host=host,
+        port=port,
+        write_credentials=write_credentials,
+        lean=lean,
+        apns_port=apns_port,
+        tls_port=tls_port,
+        plain=plain,
+    )
 
 
 def _need_key(key: str) -> None:

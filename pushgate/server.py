@@ -174,7 +174,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db = Database(settings.database_url)
-        transport = create_transport(timeout=settings.engine.http_timeout)
+        transport = create_transport(timeout=settings.engine.http_timeout, ca_file=settings.engine.ca_file)
         engine: Engine | None = None
         try:
             if settings.server.auto_migrate:

@@ -425,12 +425,15 @@ def bind_listener(host: str, port: int, *, fallback: bool) -> socket.socket:
     return sock
 
 
-def listener_urls(tls_sock: socket.socket, h2c_sock: socket.socket, public_host: str) -> tuple[str, str]:
-    """``(https://…, http://…)`` origins of the two APNs listeners."""
+def listener_urls(
+    first: socket.socket, second: socket.socket, public_host: str, *, tls: bool = False
+) -> tuple[str, str]:
+    """The origins of two listeners: ``(https://…, http://…)`` for APNs' TLS and h2c pair, or
+    two ``https://`` ones with ``tls``."""
     host = f"[{public_host}]" if ":" in public_host and not public_host.startswith("[") else public_host
     return (
-        f"https://{host}:{tls_sock.getsockname()[1]}",
-        f"http://{host}:{h2c_sock.getsockname()[1]}",
+        f"https://{host}:{first.getsockname()[1]}",
+        f"{'https' if tls else 'http'}://{host}:{second.getsockname()[1]}",
     )
 
 
