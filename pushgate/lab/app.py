@@ -15,7 +15,7 @@ from litestar import Litestar
 from litestar.handlers import HTTPRouteHandler
 
 from pushgate.lab.admin import admin_handlers
-from pushgate.lab.apns import apns_handlers
+from pushgate.lab.apns_admin import apns_handlers
 from pushgate.lab.credentials import LabCredentials, ServiceUrls, generate_credentials
 from pushgate.lab.fcm import fcm_handlers
 from pushgate.lab.hms import hms_handlers

@@ -32,6 +32,7 @@ from pushgate.lab import credentials as lab_credentials
 from pushgate.lab.apns_credentials import SERVER_CERT_FILE, SERVER_KEY_FILE
 from pushgate.lab.app import build_state, create_app
 from pushgate.lab.credentials import ServiceUrls
+from pushgate.lab.listeners import bind_listener, listener_urls
 from pushgate.lab.state import LabState
 from pushgate.lab.tls import serve_tls
 
@@ -91,16 +92,16 @@ def run(
     """
     base_url = public_base_url(host, port)
     public_host = urlsplit(base_url).hostname or "127.0.0.1"
-    apns_tls = lab_apns.bind_listener(host, apns_port or port + 1, fallback=apns_port is None)
-    apns_h2c = lab_apns.bind_listener(host, apns_tls.getsockname()[1] + 1, fallback=True)
-    apns_urls = lab_apns.listener_urls(apns_tls, apns_h2c, public_host)
+    apns_tls = bind_listener(host, apns_port or port + 1, fallback=apns_port is None)
+    apns_h2c = bind_listener(host, apns_tls.getsockname()[1] + 1, fallback=True)
+    apns_urls = listener_urls(apns_tls, apns_h2c, public_host)
     service_socks: tuple[socket.socket, socket.socket] | None = None
     services = ServiceUrls.plain(base_url)
     if not plain:
-        h2_sock = lab_apns.bind_listener(host, tls_port or port + 3, fallback=tls_port is None)
-        http1_sock = lab_apns.bind_listener(host, h2_sock.getsockname()[1] + 1, fallback=True)
+        h2_sock = bind_listener(host, tls_port or port + 3, fallback=tls_port is None)
+        http1_sock = bind_listener(host, h2_sock.getsockname()[1] + 1, fallback=True)
         service_socks = (h2_sock, http1_sock)
-        services = ServiceUrls(*lab_apns.listener_urls(h2_sock, http1_sock, public_host, tls=True))
+        services = ServiceUrls(*listener_urls(h2_sock, http1_sock, public_host, tls=True))
     creds = None
     if write_credentials is not None:
         creds = lab_credentials.write_credentials(write_credentials, base_url, apns_urls, services)
