@@ -53,12 +53,13 @@ class _AnnouncingServer(uvicorn.Server):
 
     #: Started in the same event loop before the readiness line (the APNs and TLS listeners).
     extra_startup: Callable[[], Awaitable[None]] | None = None
-    #: Set when uvicorn shuts down, so the listeners started beside it stop too.
-    stopping: asyncio.Event | None = None
+    #: Listeners started beside uvicorn, closed when it shuts down.
+    extra_servers: list[asyncio.Server]
 
     def __init__(self, config: uvicorn.Config, announce: str) -> None:
         super().__init__(config)
         self._announce = announce
+        self.extra_servers = []
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -68,8 +69,8 @@ class _AnnouncingServer(uvicorn.Server):
             print(self._announce, flush=True)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.stopping is not None:
-            self.stopping.set()
+        for extra in self.extra_servers:
+            extra.close()
         await super().shutdown(sockets)
 
 
@@ -118,31 +119,27 @@ def run(
     )
     server = _AnnouncingServer(config, f"pushgate lab listening on {base_url}")
 
-    stop = asyncio.Event()
-
     async def start_listeners() -> None:
         await lab_apns.start_listeners(state, apns_tls, apns_h2c)
         if service_socks is not None:
-            await _start_services(state, *service_socks, stop)
+            server.extra_servers += await _start_services(state, *service_socks)
 
     server.extra_startup = start_listeners
-    server.stopping = stop
     server.run()
     if not server.started:
         sys.exit(1)
 
 
 async def _start_services(
-    state: LabState, h2_sock: socket.socket, http1_sock: socket.socket, stop: asyncio.Event
-) -> None:
+    state: LabState, h2_sock: socket.socket, http1_sock: socket.socket
+) -> list[asyncio.Server]:
     """The TLS listeners, with the certificate the APNs listener already wrote (lab CA)."""
     apns = state.credentials.apns
-    await serve_tls(
+    return await serve_tls(
         [
             (create_app(state, "h2"), h2_sock, ["h2", "http/1.1"]),
             (create_app(state, "http1"), http1_sock, ["http/1.1"]),
         ],
         apns.path(SERVER_CERT_FILE),
         apns.path(SERVER_KEY_FILE),
-        stop,
     )
