@@ -58,6 +58,9 @@ class EngineSettings(msgspec.Struct, forbid_unknown_fields=True):
     poll_interval: float = 0.5
     #: Provider HTTP timeout, seconds.
     http_timeout: float = 10.0
+    #: A PEM file of extra root certificates that provider connections trust besides the system's
+    #: (a private CA in front of a provider, or the provider lab's CA).
+    ca_file: str | None = None
     #: How often a worker process looks for publishes whose completion check was lost in a crash.
     sweep_interval: float = 15.0
 

@@ -53,6 +53,12 @@ class Runtime:
     engine: Engine | None
 
 
+def provider_transport(settings: Settings) -> Transport:
+    """The production HTTP client, trusting ``engine.ca_file`` besides the system's roots (the lab's
+    CA, or a corporate proxy's)."""
+    return create_transport(timeout=settings.engine.http_timeout, ca_file=settings.engine.ca_file)
+
+
 @asynccontextmanager
 async def open_runtime(
     settings: Settings, *, workers: bool, transport: Transport | None = None
@@ -65,7 +71,7 @@ async def open_runtime(
     """
     db = Database(settings.database_url)
     given = transport
-    transport = given or create_transport(timeout=settings.engine.http_timeout)
+    transport = given or provider_transport(settings)
     engine: Engine | None = None
     try:
         if settings.server.auto_migrate:
@@ -108,7 +114,7 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
 async def check_credentials(settings: Settings) -> None:
     """Build every configured provider once, so bad credentials stop start-up naming the key
     (``ConfigError``) instead of failing the first deliveries."""
-    transport = create_transport(timeout=settings.engine.http_timeout)
+    transport = provider_transport(settings)
     classes = provider_classes()
     try:
         sections: list[tuple[str, str, dict[str, Any]]] = [

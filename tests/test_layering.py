@@ -52,7 +52,6 @@ LONG_MARKER = "Long because:"
 PENDING_SPLITS = {
     "store/publishes.py",
     "engine/dispatcher.py",
-    "lab/apns.py",
 }
 
 

@@ -30,12 +30,31 @@ def lab(
         int | None,
         typer.Option(help="APNs simulator port, HTTP/2 over TLS (default: PORT+1); h2c on the next port."),
     ] = None,
+    tls_port: Annotated[
+        int | None,
+        typer.Option(
+            help="FCM, OAuth and Web Push over TLS, HTTP/2 or 1.1 (default: PORT+3); "
+            "HMS, WNS and MiPush over TLS, HTTP/1.1, on the next port."
+        ),
+    ] = None,
+    plain: Annotated[
+        bool,
+        typer.Option(help="Serve every simulator but APNs on PORT in cleartext HTTP/1.1 (benchmarks)."),
+    ] = False,
 ) -> None:
     """Run the provider lab: local simulators of FCM, APNs, Web Push, HMS, WNS and MiPush that check
     credentials the way each provider does and keep a ledger."""
     from pushgate.lab.main import run
 
-    run(host=host, port=port, write_credentials=write_credentials, lean=lean, apns_port=apns_port)
+    run(
+        host=host,
+        port=port,
+        write_credentials=write_credentials,
+        lean=lean,
+        apns_port=apns_port,
+        tls_port=tls_port,
+        plain=plain,
+    )
 
 
 @keys_cli.command("vapid")
