@@ -29,16 +29,10 @@ from pushgate.api.provider_health import providers_health
 from pushgate.api.publishes import PublishController
 from pushgate.api.services import Services, provide_app, provide_services
 from pushgate.config import Settings
-from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool
-from pushgate.engine.worker import Engine
-from pushgate.providers.http import create_transport
+from pushgate.providers.transport import Transport
+from pushgate.runtime import open_runtime
 from pushgate.store.apps import AppStore
-from pushgate.store.credentials import credential_store
-from pushgate.store.db import Database
-from pushgate.store.devices import DeviceStore
-from pushgate.store.publishes import PublishStore
-from pushgate.store.queue import JobQueue
 from pushgate.store.secretbox import SecretKeyError
 
 log = logging.getLogger("pushgate")
@@ -167,43 +161,37 @@ async def _provider_report(
 
 
 def create_app(
-    settings: Settings, *, run_workers: bool = True, echo: Callable[[str], None] | None = None
+    settings: Settings,
+    *,
+    run_workers: bool = True,
+    echo: Callable[[str], None] | None = None,
+    transport: Transport | None = None,
 ) -> Litestar:
+    """``transport``: what every provider sends through (default: the production HTTP client,
+    built and closed here); a caller that passes one (a test's mock) owns and closes it."""
     say = echo or (lambda line: print(line, flush=True))
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = Database(settings.database_url)
-        transport = create_transport(timeout=settings.engine.http_timeout)
-        engine: Engine | None = None
-        try:
-            if settings.server.auto_migrate:
-                await db.migrate()
-            apps = AppStore(db)
-            await ensure_default_app(apps, settings.default_app_key, say)
-            engine = Engine(settings, db, transport) if run_workers else None
-            creds = engine.pool.creds if engine else credential_store(settings, db)
-            pool = engine.pool if engine else ProviderPool(settings, transport, creds)
-            await _provider_report(pool, apps, settings, say)
+        async with open_runtime(settings, workers=run_workers, transport=transport) as rt:
+            await ensure_default_app(rt.apps, settings.default_app_key, say)
+            await _provider_report(rt.pool, rt.apps, settings, say)
             app.state.services = Services(
                 settings=settings,
-                db=db,
-                apps=apps,
-                devices=DeviceStore(db),
-                publishes=PublishStore(db),
-                pool=pool,
-                creds=creds,
-                engine=engine,
-                backpressure=Backpressure(JobQueue(db), settings.limits),
+                db=rt.db,
+                apps=rt.apps,
+                devices=rt.devices,
+                channels=rt.channels,
+                bindings=rt.bindings,
+                publishes=rt.publishes,
+                pool=rt.pool,
+                creds=rt.creds,
+                engine=rt.engine,
+                backpressure=rt.backpressure,
             )
-            if engine is not None:
-                await engine.start()
+            if rt.engine is not None:
+                await rt.engine.start()
             yield
-        finally:
-            if engine is not None:
-                await engine.stop()
-            await transport.aclose()
-            await db.dispose()
 
     v1 = Router(
         "/v1",

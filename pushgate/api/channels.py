@@ -38,7 +38,7 @@ class ChannelController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> ChannelPage:
-        items, nxt = await services.devices.list_channels(
+        items, nxt = await services.channels.list_channels(
             app.id, cursor=cursor, limit=page_limit(limit, services.settings), prefix=prefix
         )
         return ChannelPage([ChannelOut(c, n) for c, n in items], nxt)
@@ -58,7 +58,7 @@ class ChannelController(Controller):
     ) -> DevicePage:
         if not valid_channel(channel):
             check_channels([channel], "channel")
-        devs, nxt = await services.devices.channel_devices(
+        devs, nxt = await services.channels.channel_devices(
             app.id, channel, cursor=cursor, limit=page_limit(limit, services.settings)
         )
         return DevicePage([device_out(d) for d in devs], nxt)
@@ -77,7 +77,7 @@ class ChannelController(Controller):
         check_channels(data.channels)
         if data.op != "set" and not data.channels:
             raise bad_request("channels: give at least one channel for add/remove")
-        await services.devices.update_user_channels(app.id, user, data.op, data.channels)
+        await services.bindings.update_user_channels(app.id, user, data.op, data.channels)
         return Matched(len(data.channels))
 
     @get("/user-channels", summary="List user to channel bindings", responses=error_responses(400, 401))
@@ -98,7 +98,7 @@ class ChannelController(Controller):
                 cur = (str(u), str(c))
             except (ValueError, TypeError):
                 raise bad_request("cursor: not a cursor this endpoint returned") from None
-        items, nxt = await services.devices.list_user_channels(
+        items, nxt = await services.bindings.list_user_channels(
             app.id,
             users=split_list(users),
             channels=split_list(channels),

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import re
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -14,57 +11,20 @@ from litestar import Request
 
 from pushgate.api.errors import bad_request
 from pushgate.config import Settings
-from pushgate.domain import render
 from pushgate.domain.registry import CHANNEL_RULE, valid_channel
+from pushgate.providers import registry
 
 
 def normalize_token(provider: str, token: str | dict[str, Any], settings: Settings) -> tuple[str, str]:
-    """Return ``(stored token, identity key)``; the key decides "same device" (the endpoint for Web Push)."""
-    if provider == "webpush":
-        try:
-            sub = render.parse_webpush_subscription(token)
-        except ValueError as exc:
-            raise bad_request(f"token: invalid Web Push subscription: {exc}") from None
-        endpoint = sub["endpoint"]
-        if not settings.devices.allow_loopback_endpoints and render.endpoint_is_loopback_or_insecure(
-            endpoint
-        ):
-            raise bad_request(
-                "token: Web Push endpoint must be https on a public host (set "
-                "devices.allow_loopback_endpoints = true to allow local endpoints such as the provider lab)"
-            )
-        return render.webpush_token_string(sub), endpoint
-    if not isinstance(token, str):
-        raise bad_request(f"token: must be a string for provider {provider!r}")
-    token = token.strip()
-    if not token or len(token) > 4096:
-        raise bad_request("token: must be 1-4096 characters")
-    if any(c.isspace() for c in token):
-        raise bad_request("token: must not contain whitespace")
-    rule = _token_rule(provider)
-    if rule is not None:
-        try:
-            token = rule(token, settings.devices.allow_loopback_endpoints)
-        except ValueError as exc:
-            raise bad_request(f"token: {exc}") from None
-    return token, token
-
-
-def _token_rule(provider: str) -> Callable[[str, bool], str] | None:
-    """A provider's own token check (``normalize_token`` in ``domain/render_<provider>.py``)."""
+    """Return ``(stored token, identity key)``; the key decides "same device" (the endpoint for
+    Web Push). The rules are the provider's (``ProviderSpec.normalize_token``)."""
+    spec = registry.find(provider)
+    if spec is None:
+        raise bad_request(f"provider: unknown provider {provider!r}")
     try:
-        module = importlib.import_module(f"pushgate.domain.render_{provider}")
-    except ImportError:
-        return None
-    fn = getattr(module, "normalize_token", None)
-    if fn is None:
-        return None
-    takes_lab = "allow_lab" in inspect.signature(fn).parameters
-
-    def rule(token: str, allow_lab: bool) -> str:
-        return str(fn(token, allow_lab=allow_lab) if takes_lab else fn(token))
-
-    return rule
+        return spec.normalize_token(token, settings.devices.allow_loopback_endpoints)
+    except ValueError as exc:
+        raise bad_request(f"token: {exc}") from None
 
 
 def check_channels(channels: list[str] | None, field: str = "channels") -> None:

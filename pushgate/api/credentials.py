@@ -7,38 +7,19 @@ environment, expiry).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import os
 from typing import Annotated, Any
 
 import msgspec
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs12
 from litestar import Controller, delete, get, put
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
-from pushgate import config
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
 from pushgate.api.services import AppDep, Services, ServicesDep
-from pushgate.domain.notification import KNOWN_PROVIDERS, PROVIDERS
-from pushgate.domain.render import b64url_encode
 from pushgate.domain.timefmt import rfc3339
-from pushgate.providers.base import ProviderConfigError
+from pushgate.providers import registry
+from pushgate.providers.base import CredentialInfo, ProviderConfigError, ProviderSettings, ProviderSpec
 from pushgate.store.health import ProviderHealthStore
-
-_SECTIONS: dict[str, type[msgspec.Struct]] = {
-    "fcm": config.FcmSettings,
-    "webpush": config.WebPushSettings,
-    "apns": config.ApnsSettings,
-    "hms": config.HmsSettings,
-    "wns": config.WnsSettings,
-    "mipush": config.MiPushSettings,
-}
 
 
 class CredentialOut(msgspec.Struct, omit_defaults=True):
@@ -77,109 +58,34 @@ def _scrub(message: str, secrets: list[str]) -> str:
     return message
 
 
-def _normalize(provider: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The uploaded body as a config section for the provider (same keys as the config file)."""
-    body = dict(body)
-    if provider == "fcm" and "service_account" in body:
-        account = body.pop("service_account")
-        if not isinstance(account, dict):
-            raise bad_request("service_account: must be the service-account JSON object")
-        body["service_account_json"] = json.dumps(account)
-    if provider == "webpush" and body.pop("generate", False):
-        if body.get("vapid_private_key"):
-            raise bad_request("generate: give either generate: true or vapid_private_key, not both")
-        key = ec.generate_private_key(ec.SECP256R1())
-        body["vapid_private_key"] = b64url_encode(key.private_numbers().private_value.to_bytes(32, "big"))
-        body["vapid_public_key"] = _vapid_public(key)
+def _normalize(spec: ProviderSpec, body: dict[str, Any]) -> ProviderSettings:
+    """The uploaded body as the provider's settings (same keys as the config file, after the
+    provider's own reshaping, e.g. FCM's ``service_account`` object)."""
+    try:
+        body = spec.upload(dict(body))
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
     files = [k for k in body if k.endswith("_file")]
     if files:
         raise bad_request(
             f"{files[0]}: upload the content, not a server path (file keys are for the config file)"
         )
     try:
-        section = msgspec.convert(body, _SECTIONS[provider], strict=False)
+        return msgspec.convert(body, spec.settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise bad_request(f"{provider}: {exc}") from None
-    settings: dict[str, Any] = msgspec.to_builtins(section)
-    return settings
+        raise bad_request(f"{spec.name}: {exc}") from None
 
 
-def _vapid_public(key: ec.EllipticCurvePrivateKey) -> str:
-    return b64url_encode(
-        key.public_key().public_bytes(
-            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
-        )
-    )
+def describe(provider: str, settings: ProviderSettings) -> CredentialInfo:
+    """What may be shown of a credential: the provider's own description (never a secret)."""
+    return registry.get(provider).describe(settings)
 
 
-def _digest(value: str) -> str:
-    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
-
-
-def describe(provider: str, s: dict[str, Any]) -> tuple[str, str | None, float | None, str | None]:
-    """``(fingerprint, environment, expires_at, vapid_public_key)``: what may be shown of a secret."""
-    environment: str | None = None
-    expires: float | None = None
-    public: str | None = None
-    if provider == "fcm":
-        raw = s.get("service_account_json")
-        try:
-            if not raw and s.get("service_account_file"):
-                with open(os.path.expanduser(str(s["service_account_file"])), encoding="utf-8") as fh:
-                    raw = fh.read()
-            info = json.loads(raw) if raw else {}
-        except (OSError, ValueError):
-            info = {}
-        fp = f"{info.get('client_email', '?')} key {str(info.get('private_key_id', ''))[:8]}"
-    elif provider == "webpush":
-        public = s.get("vapid_public_key")
-        fp = f"vapid {str(public or '')[:16]}" if public else _digest(str(s.get("vapid_private_key", "")))
-    elif provider == "apns":
-        environment = s.get("environment", "production")
-        cert = _apns_certificate(s)
-        if cert is not None:
-            fp = "cert " + cert.fingerprint(cert.signature_hash_algorithm or _sha256())[:8].hex()
-            expires = cert.not_valid_after_utc.timestamp()
-        else:
-            fp = f"key {s.get('key_id', '?')} team {s.get('team_id', '?')}"
-    elif provider == "hms":
-        fp = f"app {s.get('app_id', '?')}"
-    elif provider == "wns":
-        fp = f"package {s.get('package_sid', '?')}"
-    elif provider == "mipush":
-        fp = f"package {s.get('package_name', '?')} {_digest(str(s.get('app_secret', '')))}"
-    else:
-        fp = _digest(json.dumps(s, sort_keys=True))
-    return fp, environment, expires, public
-
-
-def _sha256() -> Any:
-    from cryptography.hazmat.primitives import hashes
-
-    return hashes.SHA256()
-
-
-def _apns_certificate(s: dict[str, Any]) -> x509.Certificate | None:
-    """The client certificate of certificate-based APNs credentials, for its expiry."""
-    try:
-        if s.get("certificate_p12_base64"):
-            password = s.get("certificate_password")
-            _, cert, _ = pkcs12.load_key_and_certificates(
-                base64.b64decode(s["certificate_p12_base64"]), password.encode() if password else None
-            )
-            return cert
-        if s.get("certificate_pem"):
-            return x509.load_pem_x509_certificate(str(s["certificate_pem"]).encode())
-    except (ValueError, TypeError):
-        return None
-    return None
-
-
-def _check_provider(provider: str) -> None:
-    if provider not in KNOWN_PROVIDERS:
+def _spec(provider: str) -> ProviderSpec:
+    spec = registry.find(provider)
+    if spec is None:
         raise not_found("provider", provider)
-    if provider not in PROVIDERS:
-        raise bad_request(f"{provider}: not deliverable by this build yet (use {', '.join(PROVIDERS)})")
+    return spec
 
 
 class CredentialController(Controller):
@@ -209,15 +115,15 @@ class CredentialController(Controller):
         for provider, section in services.pool.configured(app.id, app.name).items():
             if provider in stored:
                 continue
-            fp, env, expires, public = describe(provider, section)
+            info = describe(provider, section)
             items.append(
                 CredentialOut(
                     provider=provider,
                     source="config",
-                    fingerprint=fp,
-                    environment=env,
-                    expires_at=rfc3339(expires),
-                    vapid_public_key=public,
+                    fingerprint=info.fingerprint,
+                    environment=info.environment,
+                    expires_at=rfc3339(info.expires_at),
+                    vapid_public_key=info.public_key,
                 )
             )
         return CredentialList(sorted(items, key=lambda c: c.provider))
@@ -235,7 +141,7 @@ class CredentialController(Controller):
         app: AppDep,
         services: ServicesDep,
     ) -> CredentialEnvelope:
-        _check_provider(provider)
+        spec = _spec(provider)
         if services.creds.box is None:
             raise ApiError(
                 409,
@@ -245,16 +151,22 @@ class CredentialController(Controller):
                 "stored encrypted",
             )
         secrets = _secret_values(data)
-        settings = _normalize(provider, data)
-        secrets += _secret_values(settings)
+        settings = _normalize(spec, data)
+        stored: dict[str, Any] = msgspec.to_builtins(settings)
+        secrets += _secret_values(stored)
         try:
-            instance = await services.pool.classes[provider].create(settings, services.pool.transport)
+            instance = await spec.provider.create(settings, services.pool.transport)
             await instance.aclose()
         except ProviderConfigError as exc:
             raise bad_request(f"{_scrub(str(exc), secrets)}") from None
-        fp, env, expires, public = describe(provider, settings)
+        info = spec.describe(settings)
         meta = await services.creds.put(
-            app.id, provider, settings, fingerprint=fp, environment=env, expires_at=expires
+            app.id,
+            provider,
+            stored,
+            fingerprint=info.fingerprint,
+            environment=info.environment,
+            expires_at=info.expires_at,
         )
         await _lift_quarantine(services, app.id, provider)
         return CredentialEnvelope(
@@ -266,7 +178,7 @@ class CredentialController(Controller):
                 updated_at=rfc3339(meta.updated_at),
                 expires_at=rfc3339(meta.expires_at),
                 version=meta.version,
-                vapid_public_key=public,
+                vapid_public_key=info.public_key,
             )
         )
 
@@ -277,8 +189,7 @@ class CredentialController(Controller):
         responses=error_responses(400, 401, 404),
     )
     async def delete_credential(self, provider: FromPath[str], app: AppDep, services: ServicesDep) -> None:
-        if provider not in KNOWN_PROVIDERS:
-            raise not_found("provider", provider)
+        _spec(provider)
         if not await services.creds.delete(app.id, provider):
             raise not_found("uploaded credential for", provider)
         await _lift_quarantine(services, app.id, provider)

@@ -24,15 +24,15 @@ from pushgate.api.schemas import (
 )
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.config import Settings
-from pushgate.domain.registry import platform_error, valid_channel, valid_timezone
+from pushgate.domain.registry import valid_channel, valid_timezone
 from pushgate.domain.timefmt import rfc3339
-from pushgate.store.devices import (
+from pushgate.providers import registry
+from pushgate.store.devices import Device, DeviceFilter
+from pushgate.store.registrations import (
     UNSET,
-    Device,
     DeviceBatchDuplicate,
     DeviceBatchError,
     DeviceConflict,
-    DeviceFilter,
     DeviceNotFound,
     Registration,
     token_hash,
@@ -90,14 +90,20 @@ def _check_common(timezone: str | None, channels: list[str] | None) -> None:
     check_channels(channels)
 
 
+def _platform_error(provider: str, platform: str) -> str | None:
+    spec = registry.find(provider)
+    return f"unknown provider {provider!r}" if spec is None else spec.platform_error(platform)
+
+
 def _check_environment(provider: str, environment: str | None) -> None:
-    if environment is not None and provider != "apns":
+    spec = registry.find(provider)
+    if environment is not None and not (spec is not None and spec.environments):
         raise bad_request("environment: only APNs devices have an environment (production or sandbox)")
 
 
 def _registration(data: DeviceIn, settings: Settings) -> Registration:
     """Validate one ``POST /v1/devices`` body (400 on the first problem) and normalise its token."""
-    err = platform_error(data.provider, data.platform)
+    err = _platform_error(data.provider, data.platform)
     if err:
         raise bad_request(f"platform: {err}")
     _check_common(data.timezone, data.channels)
@@ -165,21 +171,7 @@ class DeviceController(Controller):
     async def register(self, data: JSONBody[DeviceIn], app: AppDep, services: ServicesDep) -> DeviceEnvelope:
         reg = _registration(data, services.settings)
         try:
-            device, _created = await services.devices.register(
-                app.id,
-                provider=reg.provider,
-                token=reg.token,
-                token_key=reg.token_key,
-                platform=reg.platform,
-                device_id=reg.device_id,
-                user=reg.user,
-                meta=reg.meta,
-                tags=reg.tags,
-                channels=reg.channels,
-                locale=reg.locale,
-                timezone=reg.timezone,
-                environment=reg.environment,
-            )
+            device, _created = await services.devices.register(app.id, reg)
         except DeviceNotFound:
             raise not_found("device", data.id or "") from None
         except DeviceConflict as exc:
@@ -292,7 +284,7 @@ class DeviceController(Controller):
             raise not_found("device", device_id)
         _check_common(data.timezone, data.channels)
         platform = data.platform or device.platform
-        err = platform_error(device.provider, platform)
+        err = _platform_error(device.provider, platform)
         if err:
             raise bad_request(f"platform: {err}")
         _check_environment(device.provider, data.environment)
@@ -303,18 +295,20 @@ class DeviceController(Controller):
         try:
             updated, _ = await services.devices.register(
                 app.id,
-                provider=device.provider,
-                token=token,
-                token_key=key,
-                platform=platform,
-                device_id=device_id,
-                user=(data.user or None) if data.user is not None else UNSET,
-                meta=data.meta if data.meta is not None else UNSET,
-                tags=data.tags if data.tags is not None else UNSET,
-                channels=data.channels if data.channels is not None else UNSET,
-                locale=data.locale if data.locale is not None else UNSET,
-                timezone=data.timezone if data.timezone is not None else UNSET,
-                environment=data.environment if data.environment is not None else UNSET,
+                Registration(
+                    provider=device.provider,
+                    token=token,
+                    token_key=key,
+                    platform=platform,
+                    device_id=device_id,
+                    user=(data.user or None) if data.user is not None else UNSET,
+                    meta=data.meta if data.meta is not None else UNSET,
+                    tags=data.tags if data.tags is not None else UNSET,
+                    channels=data.channels if data.channels is not None else UNSET,
+                    locale=data.locale if data.locale is not None else UNSET,
+                    timezone=data.timezone if data.timezone is not None else UNSET,
+                    environment=data.environment if data.environment is not None else UNSET,
+                ),
             )
         except DeviceNotFound:
             raise not_found("device", device_id) from None
@@ -384,7 +378,7 @@ class DeviceController(Controller):
     ) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
-        if not await services.devices.set_channel(app.id, device_id, channel, True):
+        if not await services.channels.set_channel(app.id, device_id, channel, True):
             raise not_found("device", device_id)
 
     @delete(
@@ -398,13 +392,13 @@ class DeviceController(Controller):
     ) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
-        if not await services.devices.set_channel(app.id, device_id, channel, False):
+        if not await services.channels.set_channel(app.id, device_id, channel, False):
             raise not_found("device", device_id)
 
 
 def _identity(device: Device) -> str:
-    if device.provider == "webpush":
-        import json
-
-        return str(json.loads(device.token)["endpoint"])
-    return device.token
+    """The token's identity key (a Web Push subscription's endpoint), as registration made it."""
+    spec = registry.find(device.provider)
+    if spec is None or spec.token_parser is None:
+        return device.token
+    return spec.token_parser(device.token, True)[1]

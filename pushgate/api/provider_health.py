@@ -14,10 +14,10 @@ from litestar import get
 from pushgate.api.errors import error_responses
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain.health import HealthRules, invalid_health
-from pushgate.domain.notification import PROVIDERS
 from pushgate.domain.outcomes import ERROR_CLASSES
 from pushgate.domain.quarantine import CLOSED, OPEN, gate
 from pushgate.domain.timefmt import rfc3339
+from pushgate.providers import registry
 from pushgate.store.health import ProviderHealthStore
 
 
@@ -81,7 +81,7 @@ async def providers_health(app: AppDep, services: ServicesDep) -> ProvidersHealt
     configured = await services.pool.available(app.id, app.name)
     rules = HealthRules(h.invalid_rate_threshold, h.invalid_min_events)
     out: list[ProviderHealthOut] = []
-    for name in PROVIDERS:
+    for name in registry.names():
         b = breakers.get(name)
         counts = window.get(name, {})
         health = invalid_health(counts, rules)

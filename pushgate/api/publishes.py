@@ -23,10 +23,6 @@ from pushgate.api.schemas import (
     DeliveryOut,
     DeliveryPage,
     DeviceRecipient,
-    FcmConditionRecipient,
-    FcmTopicRecipient,
-    HmsConditionRecipient,
-    HmsTopicRecipient,
     ProviderPreview,
     PublishAccepted,
     PublishIn,
@@ -37,10 +33,10 @@ from pushgate.api.schemas import (
     UserRecipient,
 )
 from pushgate.api.services import AppDep, ServicesDep
-from pushgate.domain import render
-from pushgate.domain.notification import PROVIDERS, Notification, ProviderOverrides
-from pushgate.domain.rendering import get_renderer, oversize, render_for
+from pushgate.domain.notification import Notification, ProviderOverrides
+from pushgate.domain.rendering import NotificationError, oversize, render_for
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
+from pushgate.providers import registry
 from pushgate.store.publishes import COUNTERS, Publish
 
 _DELIVERY_STATUSES = ("pending", "sent", "failed", "invalid_token", "retrying", "expired", "cancelled")
@@ -65,14 +61,6 @@ def publish_out(p: Publish) -> PublishOut:
     )
 
 
-_NATIVE: dict[type, tuple[str, str]] = {
-    FcmTopicRecipient: ("fcm", "topic"),
-    FcmConditionRecipient: ("fcm", "condition"),
-    HmsTopicRecipient: ("hms", "topic"),
-    HmsConditionRecipient: ("hms", "condition"),
-}
-
-
 def _recipients(data: PublishIn, services: ServicesDep) -> tuple[list[dict[str, Any]], set[str]]:
     """Normalise the recipients for storage; returns them and the providers they name directly."""
     out: list[dict[str, Any]] = []
@@ -95,26 +83,34 @@ def _recipients(data: PublishIn, services: ServicesDep) -> tuple[list[dict[str, 
             direct.add(r.provider)
             out.append({"type": "token", "provider": r.provider, "token": token, "token_key": key})
         else:
-            provider, kind = _NATIVE[type(r)]
-            _deliverable(provider, f"{where}.type")
-            value = r.topic if kind == "topic" else r.condition  # type: ignore[union-attr]
+            provider, kind, value = _native(r, where)
             direct.add(provider)
             out.append({"type": "native", "provider": provider, "token": f"{kind}:{value}"})
     return out, direct
 
 
+def _native(r: msgspec.Struct, where: str) -> tuple[str, str, str]:
+    """``(provider, target kind, value)`` of a native recipient; the registry says which
+    provider a recipient type belongs to (``ProviderSpec.native``)."""
+    recipient_type = str(type(r).__struct_config__.tag)
+    found = registry.native(recipient_type)
+    if found is None:
+        raise bad_request(f"{where}.type: {recipient_type!r} is not deliverable by this build")
+    spec, kind = found
+    return spec.name, kind, str(getattr(r, kind))
+
+
 def _deliverable(provider: str, where: str) -> None:
-    if provider not in PROVIDERS:
-        raise bad_request(
-            f"{where}: {provider!r} is not deliverable by this build (use {', '.join(PROVIDERS)})"
-        )
+    if registry.find(provider) is None:
+        names = registry.names()
+        raise bad_request(f"{where}: {provider!r} is not deliverable by this build (use {', '.join(names)})")
 
 
 async def _targeted(app: AppDep, services: ServicesDep, token_providers: set[str]) -> list[str]:
     """Providers this publish may reach: those the app has credentials for, plus raw-token ones."""
     # Up to a second old: only the size checks depend on it; the planner reads it afresh.
     configured = await services.pool.available(app.id, app.name, max_age=1.0)
-    return sorted((configured | token_providers) & set(PROVIDERS))
+    return sorted((configured | token_providers) & set(registry.names()))
 
 
 def _render_checked(
@@ -127,16 +123,17 @@ def _render_checked(
         )
     out: dict[str, Any] = {}
     for provider in targeted:
-        if provider == "fcm":
+        renderer = registry.get(provider).renderer
+        if renderer.check is not None:
             try:
-                render.validate_fcm_data(n.data)
-            except ValueError as exc:
-                raise bad_request(f"notification.data: {exc}") from None
+                renderer.check(n)
+            except NotificationError as exc:
+                raise bad_request(f"notification.{exc.field}: {exc}") from None
         try:
-            rendered = render_for(provider, n, overrides, now)
+            rendered = render_for(renderer, n, overrides, now)
         except (ValueError, TypeError) as exc:
             raise bad_request(f"providers.{provider}: {exc}") from None
-        too_big = oversize(provider, rendered)
+        too_big = oversize(renderer, rendered)
         if too_big:
             size, limit = too_big
             raise bad_request(
@@ -164,18 +161,20 @@ class PublishController(Controller):
         overrides = data.providers or ProviderOverrides()
         targeted = await _targeted(app, services, direct)
         # Providers given native overrides are shown too, even without credentials yet.
-        targeted = sorted(set(targeted) | {p for p in PROVIDERS if overrides.for_provider(p) is not None})
+        targeted = sorted(
+            set(targeted) | {p for p in registry.names() if overrides.for_provider(p) is not None}
+        )
         now = time.time()
         out: dict[str, ProviderPreview] = {}
         for provider in targeted:
+            r = registry.get(provider).renderer
             try:
-                if provider == "fcm":
-                    render.validate_fcm_data(n.data)
-                rendered = render_for(provider, n, overrides, now)
+                if r.check is not None:
+                    r.check(n)
+                rendered = render_for(r, n, overrides, now)
             except (ValueError, TypeError) as exc:
                 out[provider] = ProviderPreview(error=str(exc))
                 continue
-            r = get_renderer(provider)
             size, limit = r.size(rendered), r.limit(rendered)
             out[provider] = ProviderPreview(
                 request=r.preview(rendered), size=size, limit=limit, fits=size <= limit

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 import msgspec
 
 from pushgate.domain.notification import Notification, ProviderOverrides
+from pushgate.providers import registry
 
 Str200 = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Channel = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-ProviderName = Literal["fcm", "webpush", "apns", "hms", "wns", "mipush"]
+#: A provider of the registry (``pushgate/providers/registry.py``); checked by the routes
+#: against the registry, not by a fixed list here, so a registered provider needs no API change.
+ProviderName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        description=f"A delivery provider: {', '.join(registry.names())}",
+        examples=list(registry.names()),
+    ),
+]
 Platform = Literal["ios", "android", "web", "windows", "macos", "other"]
 ShortMap = Annotated[dict[str, Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=64)]
 #: Like ShortMap, but tags are indexed: names fit a 200- and values a 500-character column.
@@ -121,33 +132,46 @@ TopicName = Annotated[str, msgspec.Meta(min_length=1, max_length=900, pattern=r"
 Condition = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 
 
-class FcmTopicRecipient(Strict, tag_field="type", tag="fcm_topic"):
-    topic: TopicName
+class NativeRecipient(Strict):
+    """A provider's own audience (a topic, a condition), delivered as one target ``<kind>:<value>``.
+
+    One Struct per entry of a provider spec's ``native`` (``fcm_topic`` → ``FcmTopicRecipient``
+    with a ``topic`` field), built from the registry when this module is imported.
+    """
 
 
-class FcmConditionRecipient(Strict, tag_field="type", tag="fcm_condition"):
+#: The field each native target kind carries, and its rules.
+_NATIVE_FIELDS: dict[str, Any] = {
+    #: e.g. ``news``
+    "topic": TopicName,
     #: e.g. ``'news' in topics && ('sports' in topics || 'weather' in topics)``
-    condition: Condition
+    "condition": Condition,
+}
 
 
-class HmsTopicRecipient(Strict, tag_field="type", tag="hms_topic"):
-    topic: TopicName
+def _native_recipient(tag: str, kind: str) -> type[NativeRecipient]:
+    name = "".join(part.capitalize() for part in tag.split("_")) + "Recipient"
+    made = msgspec.defstruct(
+        name,
+        [(kind, _NATIVE_FIELDS[kind])],
+        bases=(NativeRecipient,),
+        module=__name__,
+        tag_field="type",
+        tag=tag,
+        forbid_unknown_fields=True,
+        omit_defaults=True,
+    )
+    return cast("type[NativeRecipient]", made)
 
 
-class HmsConditionRecipient(Strict, tag_field="type", tag="hms_condition"):
-    condition: Condition
-
-
-Recipient = (
-    DeviceRecipient
-    | ChannelRecipient
-    | UserRecipient
-    | TokenRecipient
-    | FcmTopicRecipient
-    | FcmConditionRecipient
-    | HmsTopicRecipient
-    | HmsConditionRecipient
+NATIVE_RECIPIENTS: tuple[type[NativeRecipient], ...] = tuple(
+    _native_recipient(tag, kind) for spec in registry.specs() for tag, kind in spec.native.items()
 )
+
+if TYPE_CHECKING:
+    Recipient = DeviceRecipient | ChannelRecipient | UserRecipient | TokenRecipient | NativeRecipient
+else:
+    Recipient = Union[(DeviceRecipient, ChannelRecipient, UserRecipient, TokenRecipient, *NATIVE_RECIPIENTS)]
 
 
 class PublishIn(Strict):

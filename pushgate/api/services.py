@@ -15,6 +15,8 @@ from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.worker import Engine
 from pushgate.store.apps import App, AppStore
+from pushgate.store.bindings import BindingStore
+from pushgate.store.channels import ChannelStore
 from pushgate.store.credentials import CredentialStore
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
@@ -27,6 +29,8 @@ class Services:
     db: Database
     apps: AppStore
     devices: DeviceStore
+    channels: ChannelStore
+    bindings: BindingStore
     publishes: PublishStore
     #: Which providers each app has credentials for (admission size-checks only those).
     pool: ProviderPool

@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import ssl
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -180,6 +183,20 @@ async def _webpush_sender(creds: LabCredentials) -> tuple[Sender, Callable[[], A
 _SENDERS = {"fcm": _fcm_sender, "apns": _apns_sender, "webpush": _webpush_sender}
 
 
+def _trust_lab_ca(ca_file: Path) -> None:
+    """Make the client libraries trust the lab's CA (its simulators speak TLS, as the real ones).
+
+    Not all of them take a CA argument (google-auth's token refresh through requests,
+    firebase-admin's httpx client), but all honour the documented environment variables, so
+    these point at certifi's roots plus the lab's CA. This is the bench's own process.
+    """
+    import certifi
+
+    bundle = Path(tempfile.mkdtemp(prefix="pushgate-bench-ca-")) / "ca-bundle.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + ca_file.read_bytes())
+    os.environ["REQUESTS_CA_BUNDLE"] = os.environ["SSL_CERT_FILE"] = str(bundle)
+
+
 async def run_baseline_sends(creds: LabCredentials, targets: Sequence[Target]) -> dict[str, Any]:
     """Send one notification to each target with the providers' own client libraries.
 
@@ -191,6 +208,8 @@ async def run_baseline_sends(creds: LabCredentials, targets: Sequence[Target]) -
     for t in targets:
         by_provider.setdefault(t.provider, []).append(t)
     skipped = {p: len(ts) for p, ts in by_provider.items() if p not in _SENDERS}
+    if creds.fcm_base_url.startswith("https://"):
+        _trust_lab_ca(creds.apns_ca_file)
     senders = {p: await _SENDERS[p](creds) for p in by_provider if p in _SENDERS}
     totals: Counter[str] = Counter()
     provider_seconds: dict[str, float] = {}

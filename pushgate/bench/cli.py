@@ -25,7 +25,7 @@ from pushgate.bench.runner import Endpoints, run_admission, run_e2e, run_latency
 
 bench_cli = typer.Typer(
     help="Load generator: seed devices, measure admission, end-to-end fan-out and latency "
-    "against a running gateway and the provider lab (`pushgate lab --lean`).",
+    "against a running gateway and the provider lab (`pushgate lab --lean --plain`).",
     no_args_is_help=True,
 )
 

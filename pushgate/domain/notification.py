@@ -6,13 +6,6 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-PROVIDERS: tuple[str, ...] = ("fcm", "webpush", "hms", "wns", "apns", "mipush")
-"""Providers this build can deliver to. Later providers (apns, hms, wns, mipush) add themselves here."""
-
-KNOWN_PROVIDERS: tuple[str, ...] = ("fcm", "webpush", "apns", "hms", "wns", "mipush")
-"""Provider names the API recognises (devices may be registered for providers not yet deliverable)."""
-
-
 Short = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 

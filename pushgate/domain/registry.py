@@ -1,4 +1,7 @@
-"""Rules of the device registry: channel names, platform/provider pairs, time zones."""
+"""Rules of the device registry: channel names, platforms, time zones.
+
+Which platforms each provider serves is the provider's own fact (``ProviderSpec.platforms``).
+"""
 
 from __future__ import annotations
 
@@ -11,30 +14,9 @@ CHANNEL_RULE = "1-200 characters of A-Z a-z 0-9 and _ - = @ , . ; : /"
 
 PLATFORMS: tuple[str, ...] = ("ios", "android", "web", "windows", "macos", "other")
 
-#: Which platforms a provider's tokens can belong to.
-PROVIDER_PLATFORMS: dict[str, frozenset[str]] = {
-    "fcm": frozenset({"android", "ios", "web", "other"}),
-    "webpush": frozenset({"web", "android", "ios", "windows", "macos", "other"}),
-    "apns": frozenset({"ios", "macos"}),
-    "hms": frozenset({"android", "other"}),
-    "wns": frozenset({"windows"}),
-    "mipush": frozenset({"android", "ios"}),
-}
-
 
 def valid_channel(name: str) -> bool:
     return bool(CHANNEL_RE.match(name))
-
-
-def platform_error(provider: str, platform: str) -> str | None:
-    allowed = PROVIDER_PLATFORMS.get(provider)
-    if allowed is None:
-        return f"unknown provider {provider!r}"
-    if platform not in allowed:
-        return (
-            f"platform {platform!r} cannot use provider {provider!r} (allowed: {', '.join(sorted(allowed))})"
-        )
-    return None
 
 
 @lru_cache(maxsize=1024)

@@ -28,11 +28,9 @@ __all__ = [
     "WebPushRendered",
     "b64url_decode",
     "b64url_encode",
-    "check_size",
     "deep_merge",
     "endpoint_is_loopback_or_insecure",
     "parse_webpush_subscription",
-    "payload_size",
     "render_fcm",
     "render_webpush",
     "validate_fcm_data",
@@ -124,6 +122,93 @@ _ANDROID_PRIORITY = {
 }
 
 
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that are set: providers apply their own defaults to the rest."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _nest(**parts: dict[str, Any] | None) -> dict[str, Any]:
+    """The non-empty parts: an empty object would override a provider default with nothing."""
+    return {k: v for k, v in parts.items() if v}
+
+
+def _fcm_data(n: Notification) -> dict[str, str]:
+    data = dict(n.data) if n.data else {}
+    # FCM data values must be strings: structured extras travel JSON-encoded.
+    if n.actions:
+        data["actions"] = _json_encode([_webpush_action(a) for a in n.actions]).decode()
+    if n.url:
+        data.setdefault("url", n.url)
+    return data
+
+
+def _fcm_android(n: Notification) -> dict[str, Any]:
+    note = _present(
+        sound=n.sound,
+        channel_id=n.channel_id,
+        click_action=n.click_action,
+        notification_priority=_ANDROID_PRIORITY[n.channel_importance] if n.channel_importance else None,
+        tag=n.thread_id,
+    )
+    android = _present(
+        ttl=f"{n.ttl_seconds}s" if n.ttl_seconds is not None else None,
+        priority={"high": "HIGH", "normal": "NORMAL"}.get(n.priority or ""),
+        collapse_key=n.collapse_key,
+    )
+    return {**android, **_nest(notification=None if n.silent else note)}
+
+
+def _fcm_apns(n: Notification, now: float | None) -> dict[str, Any]:
+    expiration = None
+    if n.ttl_seconds is not None:
+        # APNs: 0 means "deliver now or never"; otherwise a UNIX time.
+        issued = int(time.time() if now is None else now)
+        expiration = "0" if n.ttl_seconds == 0 else str(issued + n.ttl_seconds)
+    headers = _present(
+        **{
+            "apns-priority": {"high": "10", "normal": "5"}.get(n.priority or ""),
+            "apns-collapse-id": _apns_collapse_id(n.collapse_key) if n.collapse_key is not None else None,
+            "apns-expiration": expiration,
+        }
+    )
+    shown = not n.silent
+    aps = _present(
+        **{
+            "sound": n.sound if shown else None,
+            "badge": n.badge,
+            "category": n.category,
+            "thread-id": n.thread_id,
+            "interruption-level": n.interruption_level,
+            "mutable-content": 1 if n.mutable_content or (n.image is not None and shown) else None,
+        }
+    )
+    if n.silent:
+        aps["content-available"] = 1
+        headers["apns-push-type"] = "background"
+        headers["apns-priority"] = "5"  # Apple rejects priority 10 for background pushes
+    return _nest(
+        headers=headers,
+        payload={"aps": aps} if aps else None,
+        fcm_options={"image": n.image} if n.image is not None and shown else None,
+    )
+
+
+def _fcm_webpush(n: Notification) -> dict[str, Any]:
+    headers = _present(
+        TTL=str(n.ttl_seconds) if n.ttl_seconds is not None else None,
+        Urgency=n.priority,
+        Topic=webpush_topic(n.collapse_key) if n.collapse_key is not None else None,
+    )
+    link = n.url or n.click_action
+    actions = [{"action": a.id, "title": a.title} for a in n.actions or ()]
+    return _nest(
+        headers=headers,
+        # FCM accepts only https links here.
+        fcm_options={"link": link} if link is not None and link.startswith("https://") else None,
+        notification={"actions": actions} if actions and not n.silent else None,
+    )
+
+
 def render_fcm(
     n: Notification, override: FcmOverride | None = None, *, now: float | None = None
 ) -> dict[str, Any]:
@@ -134,105 +219,14 @@ def render_fcm(
     ``apns-expiration`` is absolute, computed from ``now`` (default: the clock at admission),
     so a message queued for a while still expires ``ttl_seconds`` after it was published.
     """
-    msg: dict[str, Any] = {}
-
-    notification: dict[str, Any] = {}
-    if not n.silent:
-        if n.title is not None:
-            notification["title"] = n.title
-        if n.body is not None:
-            notification["body"] = n.body
-        if n.image is not None:
-            notification["image"] = n.image
-    if notification:
-        msg["notification"] = notification
-
-    data = dict(n.data) if n.data else {}
-    # FCM data values must be strings: structured extras travel JSON-encoded.
-    if n.actions:
-        data["actions"] = _json_encode([_webpush_action(a) for a in n.actions]).decode()
-    if n.url:
-        data.setdefault("url", n.url)
-    if data:
-        msg["data"] = data
-
-    android: dict[str, Any] = {}
-    if n.ttl_seconds is not None:
-        android["ttl"] = f"{n.ttl_seconds}s"
-    if n.priority is not None:
-        android["priority"] = "HIGH" if n.priority == "high" else "NORMAL"
-    if n.collapse_key is not None:
-        android["collapse_key"] = n.collapse_key
-    android_note: dict[str, Any] = {}
-    if n.sound is not None:
-        android_note["sound"] = n.sound
-    if n.channel_id is not None:
-        android_note["channel_id"] = n.channel_id
-    if n.click_action is not None:
-        android_note["click_action"] = n.click_action
-    if n.channel_importance is not None:
-        android_note["notification_priority"] = _ANDROID_PRIORITY[n.channel_importance]
-    if n.thread_id is not None:
-        android_note["tag"] = n.thread_id
-    if android_note and not n.silent:
-        android["notification"] = android_note
-    if android:
-        msg["android"] = android
-
-    apns_headers: dict[str, str] = {}
-    if n.priority is not None:
-        apns_headers["apns-priority"] = "10" if n.priority == "high" else "5"
-    if n.collapse_key is not None:
-        apns_headers["apns-collapse-id"] = _apns_collapse_id(n.collapse_key)
-    if n.ttl_seconds is not None:
-        # APNs: 0 means "deliver now or never"; otherwise a UNIX time.
-        issued = int(time.time() if now is None else now)
-        apns_headers["apns-expiration"] = "0" if n.ttl_seconds == 0 else str(issued + n.ttl_seconds)
-    aps: dict[str, Any] = {}
-    if n.sound is not None and not n.silent:
-        aps["sound"] = n.sound
-    if n.badge is not None:
-        aps["badge"] = n.badge
-    if n.category is not None:
-        aps["category"] = n.category
-    if n.thread_id is not None:
-        aps["thread-id"] = n.thread_id
-    if n.interruption_level is not None:
-        aps["interruption-level"] = n.interruption_level
-    if n.mutable_content or (n.image is not None and not n.silent):
-        aps["mutable-content"] = 1
-    if n.silent:
-        aps["content-available"] = 1
-        apns_headers["apns-push-type"] = "background"
-        apns_headers["apns-priority"] = "5"  # Apple rejects priority 10 for background pushes
-    apns: dict[str, Any] = {}
-    if apns_headers:
-        apns["headers"] = apns_headers
-    if aps:
-        apns["payload"] = {"aps": aps}
-    if n.image is not None and not n.silent:
-        apns["fcm_options"] = {"image": n.image}
-    if apns:
-        msg["apns"] = apns
-
-    wp_headers: dict[str, str] = {}
-    if n.ttl_seconds is not None:
-        wp_headers["TTL"] = str(n.ttl_seconds)
-    if n.priority is not None:
-        wp_headers["Urgency"] = n.priority
-    if n.collapse_key is not None:
-        wp_headers["Topic"] = webpush_topic(n.collapse_key)
-    webpush: dict[str, Any] = {}
-    if wp_headers:
-        webpush["headers"] = wp_headers
-    link = n.url or n.click_action
-    if link is not None and link.startswith("https://"):
-        webpush["fcm_options"] = {"link": link}  # FCM accepts only https links here
-    if n.actions and not n.silent:
-        webpush["notification"] = {"actions": [{"action": a.id, "title": a.title} for a in n.actions]}
-    if webpush:
-        msg["webpush"] = webpush
-
+    shown = None if n.silent else _present(title=n.title, body=n.body, image=n.image)
+    msg = _nest(
+        notification=shown,
+        data=_fcm_data(n),
+        android=_fcm_android(n),
+        apns=_fcm_apns(n, now),
+        webpush=_fcm_webpush(n),
+    )
     if override is not None and override.message:
         msg = deep_merge(msg, override.message)
     return msg
@@ -285,6 +279,37 @@ def _webpush_action(a: Action) -> dict[str, Any]:
     return out
 
 
+def _webpush_payload(n: Notification) -> dict[str, Any]:
+    """The JSON the service worker receives (its shape is ours: docs/mapping.md)."""
+    tag = n.collapse_key if n.collapse_key is not None else n.thread_id
+    payload = _present(
+        title=n.title,
+        body=n.body,
+        data=dict(n.data) if n.data else None,
+        image=n.image,
+        badge=n.badge,
+        sound=n.sound,
+        tag=tag,
+        url=n.url or n.click_action or None,
+        actions=[_webpush_action(a) for a in n.actions] if n.actions else None,
+        category=n.category,
+        # The closest browser notion: the notification stays until the user acts on it.
+        requireInteraction=True if n.interruption_level in ("time-sensitive", "critical") else None,
+        silent=True if n.silent else None,
+    )
+    return payload
+
+
+def _replace_headers(headers: dict[str, str], overrides: Mapping[str, str]) -> None:
+    """Override headers replace ours case-insensitively; an empty value removes the header."""
+    for name, value in overrides.items():
+        lowered = name.lower()
+        for existing in [h for h in headers if h.lower() == lowered]:
+            del headers[existing]
+        if value != "":
+            headers[name] = value
+
+
 def render_webpush(
     n: Notification, override: WebPushOverride | None = None, *, default_ttl: int = 86400
 ) -> WebPushRendered:
@@ -294,37 +319,9 @@ def render_webpush(
     always applied. Override headers replace ours case-insensitively; an empty value removes the
     header.
     """
-    payload: dict[str, Any] = {}
-    if n.title is not None:
-        payload["title"] = n.title
-    if n.body is not None:
-        payload["body"] = n.body
-    if n.data:
-        payload["data"] = dict(n.data)
-    if n.image is not None:
-        payload["image"] = n.image
-    if n.badge is not None:
-        payload["badge"] = n.badge
-    if n.sound is not None:
-        payload["sound"] = n.sound
-    if n.collapse_key is not None:
-        payload["tag"] = n.collapse_key
-    elif n.thread_id is not None:
-        payload["tag"] = n.thread_id
-    if n.url or n.click_action:
-        payload["url"] = n.url or n.click_action
-    if n.actions:
-        payload["actions"] = [_webpush_action(a) for a in n.actions]
-    if n.category is not None:
-        payload["category"] = n.category
-    if n.interruption_level in ("time-sensitive", "critical"):
-        # The closest browser notion: the notification stays until the user acts on it.
-        payload["requireInteraction"] = True
-    if n.silent:
-        payload["silent"] = True
+    payload = _webpush_payload(n)
     if override is not None and override.payload:
         payload = deep_merge(payload, override.payload)
-
     headers: dict[str, str] = {
         "TTL": str(n.ttl_seconds if n.ttl_seconds is not None else default_ttl),
         "Urgency": "high" if n.priority == "high" else "normal",
@@ -332,39 +329,8 @@ def render_webpush(
     if n.collapse_key is not None:
         headers["Topic"] = webpush_topic(n.collapse_key)
     if override is not None and override.headers:
-        for name, value in override.headers.items():
-            lowered = name.lower()
-            for existing in [h for h in headers if h.lower() == lowered]:
-                del headers[existing]
-            if value != "":
-                headers[name] = value
+        _replace_headers(headers, override.headers)
     return WebPushRendered(payload=_json_encode(payload), headers=headers)
-
-
-# --------------------------------------------------------------------------- sizing
-
-
-def payload_size(provider: str, rendered: Any) -> int:
-    """Bytes that count against the provider's limit.
-
-    FCM: the compact JSON of the ``message`` object (the target token is not counted, which is
-    how FCM measures it). Web Push: the plaintext, since the limit is on the encrypted body
-    and encryption adds a fixed 103 bytes.
-    """
-    if provider == "fcm":
-        return len(_json_encode(rendered))
-    if provider == "webpush":
-        if isinstance(rendered, WebPushRendered):
-            return len(rendered.payload)
-        return len(rendered)
-    raise ValueError(f"unknown provider {provider!r}")
-
-
-def check_size(provider: str, rendered: Any) -> tuple[int, int] | None:
-    """``None`` when the rendered payload fits, else ``(size, limit)`` for the 413 message."""
-    size = payload_size(provider, rendered)
-    limit = LIMITS[provider]
-    return None if size <= limit else (size, limit)
 
 
 # --------------------------------------------------------------------------- subscriptions

@@ -138,80 +138,68 @@ def _is_background(n: Notification) -> bool:
     return not visible
 
 
-def render(n: Notification, overrides: ProviderOverrides | ApnsOverride | None, now: float) -> ApnsRendered:
-    """Render ``n`` for APNs; ``now`` (the publish time) anchors ``apns-expiration``.
-
-    Raises :class:`RenderError` for what APNs would reject with a 400 no retry can fix (an
-    unknown push type or priority, a ``data`` key named ``aps``), so admission answers 400
-    instead of every delivery failing later.
-    """
-    override = overrides.apns if isinstance(overrides, ProviderOverrides) else overrides
-    background = _is_background(n)
-
+def _alert_aps(n: Notification, custom: dict[str, Any]) -> dict[str, Any]:
+    """The ``aps`` of a visible notification; actions and the image also add to ``custom``."""
     aps: dict[str, Any] = {}
+    alert = {k: v for k, v in (("title", n.title), ("body", n.body)) if v is not None}
+    if alert:
+        aps["alert"] = alert
+    if n.badge is not None:
+        aps["badge"] = n.badge
+    if n.interruption_level == "critical":
+        # A critical alert only overrides mute/Do Not Disturb with the sound dictionary form.
+        aps["sound"] = {"critical": 1, "name": n.sound or "default", "volume": 1.0}
+    elif n.sound is not None:
+        aps["sound"] = n.sound
+    if n.thread_id is not None:
+        aps["thread-id"] = n.thread_id
+    if n.interruption_level is not None:
+        aps["interruption-level"] = n.interruption_level
+    if n.actions:
+        actions = [msgspec.to_builtins(a) for a in n.actions]
+        custom["pushgate_actions"] = actions
+        aps["category"] = n.category or actions_category(actions)
+    elif n.category is not None:
+        aps["category"] = n.category
+    if n.mutable_content or n.image:
+        aps["mutable-content"] = 1
+    if n.image is not None:
+        custom["image_url"] = n.image
+    return aps
+
+
+def _payload(n: Notification, background: bool) -> dict[str, Any]:
     custom: dict[str, Any] = {}
     if n.data:
         if "aps" in n.data:
             raise RenderError("notification.data: key 'aps' is reserved by APNs")
         custom.update(n.data)
-    if background:
-        aps["content-available"] = 1
-    else:
-        alert: dict[str, Any] = {}
-        if n.title is not None:
-            alert["title"] = n.title
-        if n.body is not None:
-            alert["body"] = n.body
-        if alert:
-            aps["alert"] = alert
-        if n.badge is not None:
-            aps["badge"] = n.badge
-        if n.interruption_level == "critical":
-            # A critical alert only overrides mute/Do Not Disturb with the sound dictionary form.
-            aps["sound"] = {"critical": 1, "name": n.sound or "default", "volume": 1.0}
-        elif n.sound is not None:
-            aps["sound"] = n.sound
-        if n.thread_id is not None:
-            aps["thread-id"] = n.thread_id
-        if n.interruption_level is not None:
-            aps["interruption-level"] = n.interruption_level
-        if n.actions:
-            actions = [msgspec.to_builtins(a) for a in n.actions]
-            custom["pushgate_actions"] = actions
-            aps["category"] = n.category or actions_category(actions)
-        elif n.category is not None:
-            aps["category"] = n.category
-        if n.mutable_content or n.image:
-            aps["mutable-content"] = 1
-        if n.image is not None:
-            custom["image_url"] = n.image
+    aps = {"content-available": 1} if background else _alert_aps(n, custom)
     if n.url is not None:
         custom["url"] = n.url
     if n.click_action is not None:
         custom["click_action"] = n.click_action
+    return {"aps": aps, **custom}
 
-    payload: dict[str, Any] = {"aps": aps, **custom}
-    if override is not None and override.payload:
-        payload = deep_merge(payload, override.payload)
 
+def _headers(n: Notification, background: bool, now: float, override: ApnsOverride | None) -> dict[str, str]:
     headers: dict[str, str] = {"apns-push-type": "background" if background else "alert"}
-    if background or n.priority == "normal":
-        headers["apns-priority"] = "5"
-    else:
-        headers["apns-priority"] = "10"
+    headers["apns-priority"] = "5" if background or n.priority == "normal" else "10"
     if n.ttl_seconds is not None:
         # APNs: 0 = deliver now or never; otherwise an absolute UNIX time, fixed at publish time.
         headers["apns-expiration"] = "0" if n.ttl_seconds == 0 else str(int(now) + n.ttl_seconds)
     if n.collapse_key is not None:
         headers["apns-collapse-id"] = collapse_id(n.collapse_key)
-    if override is not None and override.headers:
-        for name, value in override.headers.items():
-            lowered = name.lower()
-            if value == "":
-                headers.pop(lowered, None)
-            else:
-                headers[lowered] = value
+    for name, value in (override.headers or {}).items() if override is not None else ():
+        if value == "":
+            headers.pop(name.lower(), None)
+        else:
+            headers[name.lower()] = value
+    return headers
 
+
+def _push_type(headers: dict[str, str]) -> str:
+    """The push type, once the headers (overrides included) are known to be ones APNs takes."""
     push_type = headers.get("apns-push-type", "alert")
     if push_type not in PUSH_TYPES:
         raise RenderError(
@@ -222,6 +210,23 @@ def render(n: Notification, overrides: ProviderOverrides | ApnsOverride | None, 
         raise RenderError("providers.apns.headers: apns-priority must be 10, 5 or 1")
     if len(headers.get("apns-collapse-id", "").encode("utf-8")) > 64:
         raise RenderError("providers.apns.headers: apns-collapse-id is longer than 64 bytes")
+    return push_type
+
+
+def render(n: Notification, overrides: ProviderOverrides | ApnsOverride | None, now: float) -> ApnsRendered:
+    """Render ``n`` for APNs; ``now`` (the publish time) anchors ``apns-expiration``.
+
+    Raises :class:`RenderError` for what APNs would reject with a 400 no retry can fix (an
+    unknown push type or priority, a ``data`` key named ``aps``), so admission answers 400
+    instead of every delivery failing later.
+    """
+    override = overrides.apns if isinstance(overrides, ProviderOverrides) else overrides
+    background = _is_background(n)
+    payload = _payload(n, background)
+    if override is not None and override.payload:
+        payload = deep_merge(payload, override.payload)
+    headers = _headers(n, background, now, override)
+    push_type = _push_type(headers)
     return ApnsRendered(
         headers=headers,
         payload=_json_encode(payload),
@@ -250,4 +255,6 @@ def _preview(r: ApnsRendered) -> dict[str, Any]:
     return {"method": "POST", "url": "{base_url}/3/device/<device token>", "headers": headers, "body": body}
 
 
-RENDERER = Renderer(render=_render, size=lambda r: len(r.payload), limit=_limit, preview=_preview)
+RENDERER = Renderer(
+    name="apns", render=_render, size=lambda r: len(r.payload), limit=_limit, preview=_preview
+)

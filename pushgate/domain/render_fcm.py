@@ -7,7 +7,7 @@ from typing import Any
 
 from pushgate.domain import render
 from pushgate.domain.notification import Notification, ProviderOverrides
-from pushgate.domain.rendering import Renderer
+from pushgate.domain.rendering import NotificationError, Renderer
 
 
 def _render(n: Notification, o: ProviderOverrides, now: float) -> dict[str, Any]:
@@ -23,9 +23,18 @@ def _preview(rendered: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _check(n: Notification) -> None:
+    try:
+        render.validate_fcm_data(n.data)
+    except ValueError as exc:
+        raise NotificationError("data", str(exc)) from None
+
+
 RENDERER = Renderer(
+    name="fcm",
     render=_render,
     size=lambda r: len(json.dumps(r, separators=(",", ":"), ensure_ascii=False).encode()),
     limit=lambda _r: render.LIMITS["fcm"],
     preview=_preview,
+    check=_check,
 )

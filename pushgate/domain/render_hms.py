@@ -62,6 +62,57 @@ def _click_action(n: Notification) -> dict[str, Any]:
     return {"type": 3}
 
 
+def _sound(sound: str | None) -> dict[str, Any]:
+    if sound is None:
+        return {}
+    if sound == "default":
+        return {"default_sound": True}
+    return {"sound": sound, "default_sound": False}
+
+
+def _note(n: Notification) -> dict[str, Any]:
+    """``android.notification``: what the device shows."""
+    note: dict[str, Any] = {"title": n.title or "", "body": n.body or "", "click_action": _click_action(n)}
+    if n.image:
+        note["image"] = n.image
+    note.update(_sound(n.sound))
+    if n.badge is not None:
+        # ``class`` (the launcher activity) is app-specific: the provider adds hms.badge_class.
+        note["badge"] = {"set_num": min(n.badge, 99)}
+    if n.channel_id:
+        note["channel_id"] = n.channel_id
+    if n.channel_importance:
+        note["importance"] = _IMPORTANCE[n.channel_importance]
+    if n.collapse_key is not None:
+        # The displayed notification is replaced by the next one with the same tag.
+        note["tag"] = n.collapse_key
+    if n.thread_id:
+        note["group"] = n.thread_id
+    if n.actions:
+        note["buttons"] = [
+            {
+                "name": a.title[:40],
+                "action_type": 0,
+                "data": json.dumps({"action_id": a.id}, separators=(",", ":")),
+            }
+            for a in n.actions[:MAX_BUTTONS]
+        ]
+    return note
+
+
+def _android(n: Notification) -> dict[str, Any]:
+    android: dict[str, Any] = {}
+    if n.collapse_key is not None:
+        android["collapse_key"] = hms_collapse_key(n.collapse_key)
+    if n.priority is not None:
+        android["urgency"] = "HIGH" if n.priority == "high" else "NORMAL"
+    if n.ttl_seconds is not None:
+        android["ttl"] = f"{min(n.ttl_seconds, MAX_TTL_SECONDS)}s"
+    if not n.silent and (n.title or n.body):
+        android["notification"] = _note(n)
+    return android
+
+
 def render(n: Notification, overrides: ProviderOverrides, now: float = 0.0) -> dict[str, Any]:
     """The Push Kit ``message`` (no target). ``now`` is unused: Push Kit's TTL is relative."""
     msg: dict[str, Any] = {}
@@ -70,54 +121,9 @@ def render(n: Notification, overrides: ProviderOverrides, now: float = 0.0) -> d
         msg["data"] = json.dumps(n.data, separators=(",", ":"), ensure_ascii=False)
     elif n.silent:
         msg["data"] = "{}"
-
-    android: dict[str, Any] = {}
-    if n.collapse_key is not None:
-        android["collapse_key"] = hms_collapse_key(n.collapse_key)
-    if n.priority is not None:
-        android["urgency"] = "HIGH" if n.priority == "high" else "NORMAL"
-    if n.ttl_seconds is not None:
-        android["ttl"] = f"{min(n.ttl_seconds, MAX_TTL_SECONDS)}s"
-
-    if not n.silent and (n.title or n.body):
-        note: dict[str, Any] = {
-            "title": n.title or "",
-            "body": n.body or "",
-            "click_action": _click_action(n),
-        }
-        if n.image:
-            note["image"] = n.image
-        if n.sound is not None:
-            if n.sound == "default":
-                note["default_sound"] = True
-            else:
-                note["sound"] = n.sound
-                note["default_sound"] = False
-        if n.badge is not None:
-            # ``class`` (the launcher activity) is app-specific: the provider adds hms.badge_class.
-            note["badge"] = {"set_num": min(n.badge, 99)}
-        if n.channel_id:
-            note["channel_id"] = n.channel_id
-        if n.channel_importance:
-            note["importance"] = _IMPORTANCE[n.channel_importance]
-        if n.collapse_key is not None:
-            # The displayed notification is replaced by the next one with the same tag.
-            note["tag"] = n.collapse_key
-        if n.thread_id:
-            note["group"] = n.thread_id
-        if n.actions:
-            note["buttons"] = [
-                {
-                    "name": a.title[:40],
-                    "action_type": 0,
-                    "data": json.dumps({"action_id": a.id}, separators=(",", ":")),
-                }
-                for a in n.actions[:MAX_BUTTONS]
-            ]
-        android["notification"] = note
+    android = _android(n)
     if android:
         msg["android"] = android
-
     override = overrides.hms
     if override is not None and override.message:
         msg = deep_merge(msg, override.message)
@@ -153,4 +159,4 @@ def _preview(message: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-RENDERER = Renderer(render=render, size=size, limit=lambda _r: LIMIT, preview=_preview)
+RENDERER = Renderer(name="hms", render=render, size=size, limit=lambda _r: LIMIT, preview=_preview)

@@ -135,6 +135,7 @@ def _preview(r: MiPushRendered) -> dict[str, Any]:
 
 
 RENDERER = Renderer(
+    name="mipush",
     render=render,
     size=lambda r: len(r.fields.get("payload", "").encode("utf-8")),
     limit=lambda _r: LIMIT,

@@ -33,6 +33,7 @@ def _preview(r: render.WebPushRendered) -> dict[str, Any]:
 
 
 RENDERER = Renderer(
+    name="webpush",
     render=_render,
     size=lambda r: len(r.payload),
     limit=lambda _r: render.LIMITS["webpush"],

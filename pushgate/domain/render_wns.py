@@ -190,4 +190,6 @@ def _preview(r: WnsRendered) -> dict[str, Any]:
     }
 
 
-RENDERER = Renderer(render=render, size=lambda r: len(r.body), limit=lambda _r: LIMIT, preview=_preview)
+RENDERER = Renderer(
+    name="wns", render=render, size=lambda r: len(r.body), limit=lambda _r: LIMIT, preview=_preview
+)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushgate.config import Settings
-from pushgate.domain.notification import PROVIDERS
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.quarantine import OPEN
 from pushgate.domain.retry import RetryDecision, RetryPolicy, decide_retry
@@ -26,6 +25,7 @@ from pushgate.engine.providers import ProviderPool
 from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.rendering import RenderCache
 from pushgate.metrics import DEFERRED, DELIVERIES, RECORD_SECONDS, SEND_SECONDS
+from pushgate.providers import registry
 from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
@@ -54,16 +54,13 @@ _TOO_OLD = SendResult(
 )
 
 
-#: Providers' own floors for the wait after a quota answer (FCM: "at least one minute").
-QUOTA_FLOORS = {"fcm": 60.0}
-
-
 def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
     """``[retry]`` merged with each ``[retry.<provider>]`` override and the providers' floors."""
     r = settings.retry
     out: dict[str, RetryPolicy] = {}
-    for name in PROVIDERS:
-        o = getattr(r, name, None)
+    for spec in registry.specs():
+        name = spec.name
+        o = r.by_provider.get(name)
 
         def pick(key: str, o: Any = o) -> Any:
             v = getattr(o, key) if o is not None else None
@@ -74,7 +71,7 @@ def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
             jitter=float(pick("jitter")),
             max_attempts=int(pick("max_attempts")),
             max_age=float(pick("max_age_seconds")),
-            quota_min_delay=max(QUOTA_FLOORS.get(name, 0.0), float(pick("quota_min_delay"))),
+            quota_min_delay=max(spec.quota_floor, float(pick("quota_min_delay"))),
         )
     return out
 

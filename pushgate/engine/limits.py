@@ -73,10 +73,16 @@ class RateLimits:
         self._throttled = throttled
         self._buckets: dict[tuple[str, ...], TokenBucket] = {}
 
-    def _rate(self, app_name: str, key: str) -> float:
+    def _rate(self, app_name: str, provider: str | None) -> float:
+        """Layer 1 (``provider``) or layer 2 (``None``): the app's override, else the default."""
         app = self.settings.apps.get(app_name)
-        override = getattr(app.rate_limits, key) if app is not None and app.rate_limits else None
-        return float(override if override is not None else getattr(self.settings.rate_limits, key))
+        own = app.rate_limits if app is not None else None
+        limits = self.settings.rate_limits
+        if provider is None:
+            override = own.app_per_second if own is not None else None
+            return float(override if override is not None else limits.app_per_second)
+        override = own.by_provider.get(provider) if own is not None else None
+        return float(override if override is not None else limits.provider_rate(provider))
 
     def _bucket(self, key: tuple[str, ...], rate: float) -> TokenBucket | None:
         if rate <= 0:
@@ -89,7 +95,7 @@ class RateLimits:
         return b
 
     def _buckets_for(self, app_id: str, app_name: str, provider: str) -> list[tuple[TokenBucket, str]]:
-        rate = self._rate(app_name, f"{provider}_per_second")
+        rate = self._rate(app_name, provider)
         if self._throttled(app_id, provider):
             cap = self.settings.health.throttle_per_second
             if cap > 0:
@@ -97,7 +103,7 @@ class RateLimits:
         out: list[tuple[TokenBucket, str]] = []
         for key, r, name in (
             ((app_id, provider), rate, "provider"),
-            ((app_id,), self._rate(app_name, "app_per_second"), "app"),
+            ((app_id,), self._rate(app_name, None), "app"),
         ):
             b = self._bucket(key, r)
             if b is not None:

@@ -9,37 +9,24 @@ auth tokens is dropped.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-from typing import Any
+
+import msgspec
 
 from pushgate.config import Settings
-from pushgate.domain.notification import PROVIDERS
 from pushgate.metrics import CREDENTIAL_EXPIRY
-from pushgate.providers.base import Provider, ProviderConfigError
+from pushgate.providers import registry
+from pushgate.providers.base import Provider, ProviderConfigError, ProviderSettings
+from pushgate.providers.settings import section
 from pushgate.providers.transport import Transport
 from pushgate.store.credentials import CredentialStore
 
 log = logging.getLogger("pushgate.providers")
 
-#: Where each provider's implementation lives; only those in ``PROVIDERS`` are loaded.
-PROVIDER_CLASSES: dict[str, str] = {
-    "fcm": "pushgate.providers.fcm:FcmProvider",
-    "webpush": "pushgate.providers.webpush:WebPushProvider",
-    "apns": "pushgate.providers.apns:ApnsProvider",
-    "hms": "pushgate.providers.hms:HmsProvider",
-    "wns": "pushgate.providers.wns:WnsProvider",
-    "mipush": "pushgate.providers.mipush:MiPushProvider",
-}
-
 
 def provider_classes() -> dict[str, type[Provider]]:
-    """The deliverable providers' classes (``domain.notification.PROVIDERS``)."""
-    out: dict[str, type[Provider]] = {}
-    for name in PROVIDERS:
-        module, _, attr = PROVIDER_CLASSES[name].partition(":")
-        out[name] = getattr(importlib.import_module(module), attr)
-    return out
+    """The deliverable providers' classes, by name (from the registry)."""
+    return {spec.name: spec.provider for spec in registry.specs()}
 
 
 #: Version used for credentials that come from the config file (API versions start at 1).
@@ -52,19 +39,20 @@ class ProviderPool:
         self.transport = transport
         self.creds = creds
         self.classes = provider_classes()
+        self.specs = {spec.name: spec for spec in registry.specs()}
         self._instances: dict[tuple[str, str], tuple[int, Provider]] = {}
         self._lock = asyncio.Lock()
         #: Instances replaced by a credential rotation, closed once their in-flight sends are done.
         self._retired: dict[asyncio.Task[None], Provider] = {}
-        self._configured: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._configured: dict[tuple[str, str], dict[str, ProviderSettings]] = {}
 
-    def configured(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
+    def configured(self, app_id: str, app_name: str) -> dict[str, ProviderSettings]:
         """Credentials from the config file only (the file does not change while running: built once
         per app, treat as read-only)."""
         key = (app_id, app_name)
         found = self._configured.get(key)
         if found is None:
-            sections = self.settings.provider_settings(app_id, app_name)
+            sections = self.settings.provider_sections(app_id, app_name)
             found = self._configured[key] = {k: v for k, v in sections.items() if k in self.classes}
         return found
 
@@ -89,7 +77,7 @@ class ProviderPool:
             cached = self._instances.get(key)
             if cached is not None and cached[0] == wanted:
                 return cached[1]
-            settings: dict[str, Any] | None
+            settings: ProviderSettings | None
             if version is None:
                 settings = self.configured(app_id, app_name).get(provider)
             else:
@@ -98,13 +86,14 @@ class ProviderPool:
                     # (cached under the row's version, so the next batch does not rebuild it)
                     settings = self.configured(app_id, app_name).get(provider)
                 else:
-                    wanted, settings, expires_at = loaded
+                    wanted, stored, expires_at = loaded
+                    settings = section(self.specs[provider].settings, provider, stored)
                     if expires_at is not None:
                         CREDENTIAL_EXPIRY.labels(app_id, provider).set(expires_at)
-            if settings and settings.get("timeout") is None:
+            if settings is not None and settings.timeout is None:
                 # engine.http_timeout is every provider's default, including APNs, which builds
                 # its own HTTP/2 transport and would otherwise fall back to its own 10 s.
-                settings = {**settings, "timeout": self.settings.engine.http_timeout}
+                settings = msgspec.structs.replace(settings, timeout=self.settings.engine.http_timeout)
             inst = await self.classes[provider].create(settings, self.transport) if settings else None
             cert_expiry = getattr(inst, "certificate_expires_at", None)
             if isinstance(cert_expiry, int | float):

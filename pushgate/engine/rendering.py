@@ -8,6 +8,7 @@ import msgspec
 
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.rendering import render_for
+from pushgate.providers import registry
 
 
 def parse_request(request: dict[str, Any]) -> tuple[Notification, ProviderOverrides]:
@@ -28,7 +29,7 @@ class RenderCache:
         hit = self._items.get(key)
         if hit is None:
             notification, overrides = parse_request(request)
-            hit = render_for(provider, notification, overrides, created_at)
+            hit = render_for(registry.get(provider).renderer, notification, overrides, created_at)
             if len(self._items) >= self._size:
                 self._items.pop(next(iter(self._items)))
             self._items[key] = hit

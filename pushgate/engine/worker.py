@@ -48,7 +48,7 @@ class Engine:
         self.apps = AppStore(db)
         self.publishes = PublishStore(db)
         self.devices = DeviceStore(db)
-        self.pool = ProviderPool(settings, transport, credential_store(settings, db))
+        self.pool = ProviderPool(settings, transport, credential_store(settings.secret_key, db))
         self.planner = Planner(db, self.publishes, self.notify)
         self.health_store = ProviderHealthStore(db)
         q = settings.quarantine

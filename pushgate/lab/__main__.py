@@ -22,6 +22,18 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="APNs simulator port, HTTP/2 over TLS (default: --port + 1); h2c listens on the next port",
     )
+    parser.add_argument(
+        "--tls-port",
+        type=int,
+        default=None,
+        help="FCM, OAuth and Web Push over TLS, HTTP/2 or 1.1 (default: --port + 3); "
+        "HMS, WNS and MiPush over TLS, HTTP/1.1, on the next port",
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="serve FCM, OAuth, Web Push, HMS, WNS and MiPush on --port in cleartext HTTP/1.1 (benchmarks)",
+    )
     args = parser.parse_args(argv)
     run(
         host=args.host,
@@ -29,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         write_credentials=args.write_credentials,
         lean=args.lean,
         apns_port=args.apns_port,
+        tls_port=args.tls_port,
+        plain=args.plain,
     )
 
 

@@ -31,19 +31,15 @@ from urllib.parse import urlsplit
 import jwt
 import msgspec
 from cryptography import x509
-from litestar import Request, Response, delete, get, put
-from litestar.handlers import HTTPRouteHandler
 
 from pushgate.lab.faults import ErrorKind
 from pushgate.lab.h2server import ConnectionInfo, H2Request, H2Response, H2Server, H2Stats, tls_context
-from pushgate.lab.responses import json_response
+from pushgate.lab.listeners import listener_urls
 from pushgate.lab.state import LabState
 
 __all__ = [
     "ApnsSimulator",
-    "apns_handlers",
-    "bind_listener",
-    "listener_urls",
+    "DeviceState",
     "simulator",
     "start_listeners",
 ]
@@ -160,88 +156,20 @@ class ApnsSimulator:
     # ------------------------------------------------------------------ request
 
     async def handle(self, req: H2Request, conn: ConnectionInfo) -> H2Response:
-        """Answer one APNs request the way Apple's servers do."""
+        """Answer one APNs request the way Apple's servers do, checking in Apple's order."""
         apns_id = req.headers.get("apns-id") or str(uuid.uuid4())
-        if req.method != "POST":
-            return _error(405, "MethodNotAllowed", apns_id)
-        match = _PATH_RE.fullmatch(req.path)
-        if match is None:
-            return _error(404, "BadPath", apns_id)
-        token = match.group(1)
-        if not token:
-            return _error(400, "MissingDeviceToken", apns_id)
-        if req.duplicates:
-            return _error(400, "DuplicateHeaders", apns_id)
-
-        creds = self.lab.credentials.apns
-        auth = req.headers.get("authorization")
-        if auth is not None:
-            problem = self._check_jwt(auth, conn)
-            if problem is not None:
-                status, reason = problem
-                return _error(status, reason, apns_id)
-            allowed_base = creds.bundle_id
-        elif conn.peer_cert is not None:
-            uid = _cert_uid(conn.peer_cert)
-            if uid is None:
-                return _error(403, "BadCertificate", apns_id)
-            allowed_base = uid
-        else:
-            return _error(403, "MissingProviderToken", apns_id)
-
-        push_type = req.headers.get("apns-push-type", "alert")
-        if push_type not in PUSH_TYPES:
-            return _error(400, "InvalidPushType", apns_id)
-        topic = req.headers.get("apns-topic")
-        if topic is None:
-            if auth is not None:
-                return _error(400, "MissingTopic", apns_id)
-            topic = allowed_base + SUFFIXES.get(push_type, "")
-        if not topic.startswith(allowed_base):
-            return _error(400, "TopicDisallowed" if auth is None else "BadTopic", apns_id)
-        if topic != allowed_base + SUFFIXES.get(push_type, "") and push_type != "mdm":
-            return _error(400, "BadTopic", apns_id)
-        priority = req.headers.get("apns-priority", "10")
-        if priority not in ("10", "5", "1") or (push_type == "background" and priority == "10"):
-            return _error(400, "BadPriority", apns_id)
-        if "apns-id" in req.headers and not _UUID_RE.fullmatch(req.headers["apns-id"]):
-            return _error(400, "BadMessageId", apns_id)
-        expiration = req.headers.get("apns-expiration")
-        if expiration is not None and not expiration.isdigit():
-            return _error(400, "BadExpirationDate", apns_id)
-        if len(req.headers.get("apns-collapse-id", "").encode("utf-8")) > 64:
-            return _error(400, "BadCollapseId", apns_id)
-        if not req.body:
-            return _error(400, "PayloadEmpty", apns_id)
-        if len(req.body) > (VOIP_LIMIT if push_type == "voip" else LIMIT):
-            return _error(413, "PayloadTooLarge", apns_id)
         try:
-            payload = msgspec.json.decode(req.body)
-        except msgspec.DecodeError:
-            return _error(400, "BadPayload", apns_id)
-        if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
-            return _error(400, "BadPayload", apns_id)
-        if not _TOKEN_RE.fullmatch(token):
-            return _error(400, "BadDeviceToken", apns_id)
-
-        device = self.devices.get(token.lower())
-        if device is not None:
-            if device.state == "unregistered":
-                return _error(410, "Unregistered", apns_id, timestamp=device.timestamp)
-            if device.state == "other_topic" and device.topic != topic:
-                return _error(400, "DeviceTokenNotForTopic", apns_id)
-
-        verdict = self.lab.faults.judge("apns", (token.lower(),))
-        if verdict.latency_ms:
-            await asyncio.sleep(verdict.latency_ms / 1000)
-        if verdict.error is not None:
-            status, reason = _FAULT_ANSWERS.get(verdict.error, (500, "InternalServerError"))
-            if reason == "ExpiredProviderToken":
-                conn.state["jwt_expired"] = True
-            extra = {"retry-after": str(verdict.retry_after)} if verdict.retry_after is not None else None
-            ts = int(time.time() * 1000) if status == 410 else None
-            return _error(status, reason, apns_id, timestamp=ts, headers=extra)
-
+            token = _device_token(req)
+            token_auth, allowed_base = self._authenticate(req, conn)
+            push_type, topic = _topic(req, allowed_base, token_auth)
+            _check_headers(req, push_type)
+            payload = _payload(req, push_type)
+            if not _TOKEN_RE.fullmatch(token):
+                raise _Refusal(400, "BadDeviceToken")
+            self._check_device(token.lower(), topic)
+            await self._apply_faults(token.lower(), conn)
+        except _Refusal as refusal:
+            return _error(refusal.status, refusal.reason, apns_id, refusal.timestamp, refusal.headers)
         if not conn.state.get("authenticated"):
             # As APNs: the first successful request lifts the one-stream limit on this connection.
             conn.state["authenticated"] = True
@@ -252,10 +180,49 @@ class ApnsSimulator:
             headers={k: v for k, v in req.headers.items() if k.startswith("apns-")},
             payload=payload,
             apns_id=apns_id,
-            auth="token" if auth is not None else "certificate",
+            auth="token" if token_auth else "certificate",
             transport=("h2" if conn.tls else "h2c"),
         )
         return H2Response(200, [("apns-id", apns_id)])
+
+    def _authenticate(self, req: H2Request, conn: ConnectionInfo) -> tuple[bool, str]:
+        """``(token auth?, the bundle id the credential may push to)``: a provider JWT, or else
+        the client certificate's subject UID."""
+        auth = req.headers.get("authorization")
+        if auth is not None:
+            problem = self._check_jwt(auth, conn)
+            if problem is not None:
+                raise _Refusal(*problem)
+            return True, self.lab.credentials.apns.bundle_id
+        if conn.peer_cert is None:
+            raise _Refusal(403, "MissingProviderToken")
+        uid = _cert_uid(conn.peer_cert)
+        if uid is None:
+            raise _Refusal(403, "BadCertificate")
+        return False, uid
+
+    def _check_device(self, token: str, topic: str) -> None:
+        device = self.devices.get(token)
+        if device is None:
+            return
+        if device.state == "unregistered":
+            raise _Refusal(410, "Unregistered", timestamp=device.timestamp)
+        if device.state == "other_topic" and device.topic != topic:
+            raise _Refusal(400, "DeviceTokenNotForTopic")
+
+    async def _apply_faults(self, token: str, conn: ConnectionInfo) -> None:
+        verdict = self.lab.faults.judge("apns", (token,))
+        if verdict.latency_ms:
+            await asyncio.sleep(verdict.latency_ms / 1000)
+        if verdict.error is None:
+            return
+        status, reason = _FAULT_ANSWERS.get(verdict.error, (500, "InternalServerError"))
+        if reason == "ExpiredProviderToken":
+            conn.state["jwt_expired"] = True
+        extra = {"retry-after": str(verdict.retry_after)} if verdict.retry_after is not None else None
+        raise _Refusal(
+            status, reason, timestamp=int(time.time() * 1000) if status == 410 else None, headers=extra
+        )
 
     # ------------------------------------------------------------------ auth
 
@@ -317,6 +284,75 @@ class ApnsSimulator:
         return result
 
 
+class _Refusal(Exception):
+    """An APNs error answer, raised by whichever check fails first."""
+
+    def __init__(
+        self, status: int, reason: str, *, timestamp: int | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.timestamp, self.headers = status, reason, timestamp, headers
+
+
+def _device_token(req: H2Request) -> str:
+    """Method, path and a token in it, and no repeated header."""
+    if req.method != "POST":
+        raise _Refusal(405, "MethodNotAllowed")
+    match = _PATH_RE.fullmatch(req.path)
+    if match is None:
+        raise _Refusal(404, "BadPath")
+    if not match.group(1):
+        raise _Refusal(400, "MissingDeviceToken")
+    if req.duplicates:
+        raise _Refusal(400, "DuplicateHeaders")
+    return match.group(1)
+
+
+def _topic(req: H2Request, allowed_base: str, token_auth: bool) -> tuple[str, str]:
+    """``(push type, topic)``: the topic must be the credential's bundle id plus the suffix the
+    push type requires. Token auth must name it; a certificate implies its own."""
+    push_type = req.headers.get("apns-push-type", "alert")
+    if push_type not in PUSH_TYPES:
+        raise _Refusal(400, "InvalidPushType")
+    topic = req.headers.get("apns-topic")
+    if topic is None:
+        if token_auth:
+            raise _Refusal(400, "MissingTopic")
+        topic = allowed_base + SUFFIXES.get(push_type, "")
+    if not topic.startswith(allowed_base):
+        raise _Refusal(400, "BadTopic" if token_auth else "TopicDisallowed")
+    if topic != allowed_base + SUFFIXES.get(push_type, "") and push_type != "mdm":
+        raise _Refusal(400, "BadTopic")
+    return push_type, topic
+
+
+def _check_headers(req: H2Request, push_type: str) -> None:
+    priority = req.headers.get("apns-priority", "10")
+    if priority not in ("10", "5", "1") or (push_type == "background" and priority == "10"):
+        raise _Refusal(400, "BadPriority")
+    if "apns-id" in req.headers and not _UUID_RE.fullmatch(req.headers["apns-id"]):
+        raise _Refusal(400, "BadMessageId")
+    expiration = req.headers.get("apns-expiration")
+    if expiration is not None and not expiration.isdigit():
+        raise _Refusal(400, "BadExpirationDate")
+    if len(req.headers.get("apns-collapse-id", "").encode("utf-8")) > 64:
+        raise _Refusal(400, "BadCollapseId")
+
+
+def _payload(req: H2Request, push_type: str) -> dict[str, Any]:
+    if not req.body:
+        raise _Refusal(400, "PayloadEmpty")
+    if len(req.body) > (VOIP_LIMIT if push_type == "voip" else LIMIT):
+        raise _Refusal(413, "PayloadTooLarge")
+    try:
+        payload = msgspec.json.decode(req.body)
+    except msgspec.DecodeError:
+        raise _Refusal(400, "BadPayload") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("aps"), dict):
+        raise _Refusal(400, "BadPayload")
+    return payload
+
+
 def _cert_uid(der: bytes) -> str | None:
     try:
         cert = x509.load_der_x509_certificate(der)
@@ -333,7 +369,6 @@ def _error(
     status: int,
     reason: str,
     apns_id: str,
-    *,
     timestamp: int | None = None,
     headers: dict[str, str] | None = None,
 ) -> H2Response:
@@ -352,86 +387,6 @@ def simulator(lab: LabState) -> ApnsSimulator:
         sim = lab.extras["apns"] = ApnsSimulator(lab)
     assert isinstance(sim, ApnsSimulator)
     return sim
-
-
-def apns_handlers(lab: LabState) -> list[HTTPRouteHandler]:
-    """Control routes on the lab's HTTP port: stats and per-token state."""
-    sim = simulator(lab)
-
-    @get("/apns/stats")
-    async def stats() -> Response[bytes]:
-        return json_response(sim.stats_document())
-
-    @delete("/apns/stats", status_code=204)
-    async def reset_stats() -> None:
-        sim.reset_stats()
-
-    @put("/apns/settings")
-    async def settings(request: Request) -> Response[bytes]:
-        """``{"max_concurrent_streams": N}``: the limit new connections get once authenticated."""
-        try:
-            body = msgspec.json.decode(await request.body())
-            value = int(body["max_concurrent_streams"])
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
-            return json_response({"error": 'body must be {"max_concurrent_streams": <int>=1>}'}, 400)
-        if value < 1:
-            return json_response({"error": "max_concurrent_streams must be >= 1"}, 400)
-        sim.open_max_streams = value
-        return json_response({"max_concurrent_streams": value})
-
-    @put("/apns/devices/{token:str}")
-    async def set_device(token: str, request: Request) -> Response[bytes]:
-        try:
-            spec = msgspec.json.decode(await request.body(), type=DeviceState)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return json_response({"error": str(exc)}, 400)
-        if spec.state not in ("registered", "unregistered", "other_topic"):
-            return json_response({"error": "state must be registered, unregistered or other_topic"}, 400)
-        if spec.state == "unregistered" and spec.timestamp is None:
-            spec.timestamp = int(time.time() * 1000)
-        if spec.state == "other_topic" and not spec.topic:
-            spec.topic = "com.example.other"
-        sim.devices[token.lower()] = spec
-        return json_response(msgspec.to_builtins(spec))
-
-    @delete("/apns/devices", status_code=204)
-    async def clear_devices() -> None:
-        sim.devices.clear()
-
-    return [stats, reset_stats, settings, set_device, clear_devices]
-
-
-# --------------------------------------------------------------------------- listeners
-
-
-def bind_listener(host: str, port: int, *, fallback: bool) -> socket.socket:
-    """Bind a listening socket now, so its port is known before the config is written.
-
-    With ``fallback`` (a default port, not one the user asked for) a busy port is replaced by
-    any free one; the written ``pushgate-lab.toml`` always names the port actually bound.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        if not fallback:
-            sock.close()
-            raise
-        sock.bind((host, 0))
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
-
-
-def listener_urls(tls_sock: socket.socket, h2c_sock: socket.socket, public_host: str) -> tuple[str, str]:
-    """``(https://…, http://…)`` origins of the two APNs listeners."""
-    host = f"[{public_host}]" if ":" in public_host and not public_host.startswith("[") else public_host
-    return (
-        f"https://{host}:{tls_sock.getsockname()[1]}",
-        f"http://{host}:{h2c_sock.getsockname()[1]}",
-    )
 
 
 async def start_listeners(lab: LabState, tls_sock: socket.socket, h2c_sock: socket.socket) -> H2Server:

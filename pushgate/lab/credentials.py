@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pushgate.lab.apns_credentials import (
+    CA_FILE,
     ApnsLabCredentials,
     apns_config_snippet,
     default_apns_urls,
@@ -55,6 +56,29 @@ def _wns_package_sid() -> str:
     return f"ms-app://s-1-15-2-{parts}"
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceUrls:
+    """Where the simulated services listen, as the real ones split across hosts and protocols.
+
+    ``h2`` serves what the real services offer over HTTP/2 as well as 1.1 (FCM, its OAuth token
+    endpoint, Web Push push services); ``http1`` what they serve over HTTP/1.1 only (HMS, WNS,
+    MiPush). Both are TLS origins signed by the lab CA, except in ``--plain`` mode, where both
+    are the lab's cleartext control origin.
+    """
+
+    h2: str
+    http1: str
+
+    @classmethod
+    def plain(cls, base_url: str) -> ServiceUrls:
+        base_url = base_url.rstrip("/")
+        return cls(base_url, base_url)
+
+    @property
+    def tls(self) -> bool:
+        return self.h2.startswith("https://")
+
+
 #: Fields of LabCredentials kept in CLIENT_SECRETS_FILE so a restarted lab keeps them.
 CLIENT_SECRET_FIELDS = (
     "hms_app_id",
@@ -74,6 +98,8 @@ class LabCredentials:
     fcm_public_key: rsa.RSAPublicKey
     vapid_private_key: ec.EllipticCurvePrivateKey
     directory: Path | None = None
+    #: The origins of the simulated services (None: the cleartext control origin, as ``--plain``).
+    services: ServiceUrls | None = None
     #: HMS, WNS and MiPush: shared secrets the lab checks and pushgate presents (CLIENT_SECRETS_FILE).
     hms_app_id: str = field(default_factory=lambda: str(100_000_000 + secrets.randbelow(900_000_000)))
     hms_client_secret: str = field(default_factory=lambda: secrets.token_hex(32))
@@ -99,9 +125,14 @@ class LabCredentials:
     def vapid_private_b64(self) -> str:
         return b64url_encode(self.vapid_private_key.private_numbers().private_value.to_bytes(32, "big"))
 
+    @property
+    def urls(self) -> ServiceUrls:
+        return self.services or ServiceUrls.plain(str(self.service_account["base_url"]))
+
     def public_document(self) -> dict[str, Any]:
         """The `GET /credentials` body: lets a client use an in-memory lab without files."""
         return {
+            "services": {"h2": self.urls.h2, "http1": self.urls.http1},
             "fcm_service_account": self.service_account,
             "vapid_public_key": self.vapid_public_b64,
             "vapid_private_key": self.vapid_private_b64,
@@ -131,13 +162,15 @@ def _service_account(private_key: rsa.RSAPrivateKey, base_url: str) -> dict[str,
     }
 
 
-def generate_credentials(base_url: str) -> LabCredentials:
+def generate_credentials(base_url: str, services: ServiceUrls | None = None) -> LabCredentials:
     """Fresh in-memory credentials, for a lab started without a credentials directory."""
+    services = services or ServiceUrls.plain(base_url)
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     return LabCredentials(
-        service_account=_service_account(rsa_key, base_url),
+        service_account=_service_account(rsa_key, services.h2),
         fcm_public_key=rsa_key.public_key(),
         vapid_private_key=ec.generate_private_key(ec.SECP256R1()),
+        services=services,
     )
 
 
@@ -145,7 +178,7 @@ def _load_vapid_private(raw_b64: str) -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(int.from_bytes(b64url_decode(raw_b64), "big"), ec.SECP256R1())
 
 
-def _load_existing(directory: Path, base_url: str) -> LabCredentials | None:
+def _load_existing(directory: Path, services: ServiceUrls) -> LabCredentials | None:
     """Reuse keys already in `directory`; only the URLs follow the current address."""
     sa_path = directory / SERVICE_ACCOUNT_FILE
     vapid_path = directory / VAPID_PRIVATE_FILE
@@ -155,29 +188,41 @@ def _load_existing(directory: Path, base_url: str) -> LabCredentials | None:
     private_key = serialization.load_pem_private_key(service_account["private_key"].encode(), None)
     if not isinstance(private_key, rsa.RSAPrivateKey):
         raise ValueError(f"{sa_path}: private_key is not an RSA key")
-    service_account["token_uri"] = f"{base_url}/token"
-    service_account["base_url"] = base_url
+    service_account["token_uri"] = f"{services.h2}/token"
+    service_account["base_url"] = services.h2
     return LabCredentials(
         service_account=service_account,
         fcm_public_key=private_key.public_key(),
         vapid_private_key=_load_vapid_private(vapid_path.read_text()),
+        services=services,
     )
 
 
 def config_snippet(creds: LabCredentials, service_account_path: Path) -> str:
-    """The TOML sections that point pushgate's default app at the lab, and nothing else."""
+    """The TOML sections that point pushgate's default app at the lab, and nothing else.
+
+    When the services are served over TLS, ``[engine] ca_file`` makes pushgate's provider
+    transport trust the lab CA, so the production transport (TLS, HTTP/2 by ALPN) is what runs.
+    """
+    engine = ""
+    if creds.urls.tls and creds.apns.directory is not None:
+        engine = (
+            "[engine]\n"
+            "# Provider connections trust the lab's CA (its services speak TLS, as the real ones do).\n"
+            f"ca_file = {json.dumps(str(creds.apns.path(CA_FILE)))}\n"
+            "\n"
+        )
     return (
         "[devices]\n"
         "allow_loopback_endpoints = true\n"
-        "\n"
-        "[fcm]\n"
+        "\n" + engine + "[fcm]\n"
         f"service_account_file = {json.dumps(str(service_account_path))}\n"
         "\n"
         "[webpush]\n"
         f'vapid_subject = "{VAPID_SUBJECT}"\n'
         f'vapid_private_key = "{creds.vapid_private_b64}"\n'
         f'vapid_public_key = "{creds.vapid_public_b64}"\n'
-        + client_secret_sections(creds, str(creds.service_account["base_url"]))
+        + client_secret_sections(creds, creds.urls.http1)
         + apns_config_snippet(creds.apns)
     )
 
@@ -201,17 +246,24 @@ def client_secret_sections(creds: LabCredentials, base_url: str) -> str:
     )
 
 
-def write_credentials(dir: Path, base_url: str, apns_urls: tuple[str, str] | None = None) -> LabCredentials:
+def write_credentials(
+    dir: Path,
+    base_url: str,
+    apns_urls: tuple[str, str] | None = None,
+    services: ServiceUrls | None = None,
+) -> LabCredentials:
     """Create (or reuse) the lab's credentials in `dir` and write pushgate's config snippet.
 
     Pure file work, no server: callers can prepare a config before the lab starts.
-    `base_url` is the lab's origin, e.g. ``http://127.0.0.1:8687``; `apns_urls` are the APNs
-    simulator's ``(https, h2c)`` origins (default: the next two ports).
+    `base_url` is the lab's control origin, e.g. ``http://127.0.0.1:8687``; `apns_urls` are the
+    APNs simulator's ``(https, h2c)`` origins (default: the next two ports); `services` the
+    other simulators' origins (default: `base_url` itself, cleartext, as ``--plain``).
     """
     directory = dir.expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
     base_url = base_url.rstrip("/")
-    creds = _load_existing(directory, base_url) or generate_credentials(base_url)
+    services = services or ServiceUrls.plain(base_url)
+    creds = _load_existing(directory, services) or generate_credentials(base_url, services)
     creds.directory = directory
     sa_path = directory / SERVICE_ACCOUNT_FILE
     _write_private(sa_path, json.dumps(creds.service_account, indent=2) + "\n")

@@ -22,7 +22,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from pushgate.lab.credentials import PROJECT_ID
 from pushgate.lab.faults import ErrorKind
-from pushgate.lab.responses import json_response
+from pushgate.lab.responses import json_response, transport_of
 from pushgate.lab.state import LabState
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
@@ -251,7 +251,9 @@ def fcm_handlers(lab: LabState) -> list[HTTPRouteHandler]:
         if verdict.error is not None:
             return fault_response(verdict.error, verdict.retry_after)
         message_id = "fake_message_id" if validate_only else f"0:{secrets.token_hex(8)}"
-        lab.ledger.record("fcm", target, message=message, validate_only=validate_only)
+        lab.ledger.record(
+            "fcm", target, message=message, validate_only=validate_only, transport=transport_of(request)
+        )
         return json_response({"name": f"projects/{PROJECT_ID}/messages/{message_id}"})
 
     return [send]

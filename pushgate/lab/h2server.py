@@ -5,7 +5,9 @@ The APNs simulator needs control an ASGI server does not give: APNs advertises
 afterwards *on that connection*, and the lab must count open streams per connection to prove a
 client never exceeds what was advertised. hypercorn fixes its SETTINGS at the handshake and
 hides the ``h2`` connection from the app, so this module drives the ``h2`` state machine
-directly on asyncio (the same library hypercorn uses underneath).
+directly on asyncio (the same library hypercorn uses underneath). It also serves the other
+HTTP/2 simulators (FCM, OAuth, Web Push) through :mod:`pushgate.lab.tls`, because it costs a
+fraction of hypercorn's CPU per request.
 
 A peer opening more streams than the acknowledged limit is a connection error in ``h2``
 (``TooManyStreamsError`` → GOAWAY); the server counts it as a violation and closes.
@@ -311,6 +313,10 @@ class H2Server:
         self.initial_max_streams = initial_max_streams
         self.stats = stats or H2Stats()
         self._servers: list[asyncio.Server] = []
+
+    def protocol(self, tls: bool) -> asyncio.Protocol:
+        """A protocol for one connection, for a listener that chooses the server per connection."""
+        return _H2Protocol(self, tls)
 
     async def listen(self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None) -> None:
         """Start accepting on an already bound socket (bound early so its port can be published)."""

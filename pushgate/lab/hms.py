@@ -26,8 +26,8 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 
-from pushgate.lab.faults import ErrorKind
-from pushgate.lab.responses import json_response
+from pushgate.lab.faults import ErrorKind, Verdict
+from pushgate.lab.responses import json_response, transport_of
 from pushgate.lab.state import IssuedTokens, LabState
 
 TOKEN_LIFETIME = 3600
@@ -128,8 +128,11 @@ def _validate_android(android: Any) -> None:
     if "data" in android and not isinstance(android["data"], str):
         raise MessageError("80100003", "Illegal payload, android.data must be a string")
     note = android.get("notification")
-    if note is None:
-        return
+    if note is not None:
+        _validate_notification(note)
+
+
+def _validate_notification(note: Any) -> None:
     if not isinstance(note, dict):
         raise MessageError("80100003", "Illegal payload, android.notification must be an object")
     for key in ("title", "body"):
@@ -169,45 +172,66 @@ def request_fault(error: ErrorKind, retry_after: int | None) -> Response[bytes]:
     return answer("80200001", "Oauth authentication error", 401)  # auth
 
 
+def issue_token(lab: LabState, version: str, form: dict[str, list[str]]) -> Response[bytes]:
+    """Client-credentials grant; v2 and v3 behave the same (Huawei's demos use both)."""
+    creds = lab.credentials
+    grant = form.get("grant_type", [""])[0]
+    client_id = form.get("client_id", [""])[0]
+    secret = form.get("client_secret", [""])[0]
+    if version not in ("v2", "v3"):
+        return json_response({"error": "not found"}, 404)
+    if grant != "client_credentials":
+        return json_response(
+            {"error": 1102, "sub_error": 20152, "error_description": "unsupported grant type"}, 400
+        )
+    if client_id != creds.hms_app_id:
+        return json_response({"error": 1101, "sub_error": 20089, "error_description": "invalid client"}, 400)
+    if not secrets.compare_digest(secret, creds.hms_client_secret):
+        return json_response(
+            {"error": 1101, "sub_error": 20186, "error_description": "invalid client secret"}, 400
+        )
+    access_token = hms_state(lab).issue()
+    return json_response({"access_token": access_token, "expires_in": TOKEN_LIFETIME, "token_type": "Bearer"})
+
+
+def unauthorized(lab: LabState, request: Request, app_id: str) -> Response[bytes] | None:
+    """Push Kit's refusal of the bearer token, or None. A token is bound to the app it was
+    issued for, so the app id in the path must be that app."""
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    expiry = hms_state(lab).tokens.expires_at(bearer.strip()) if scheme == "Bearer" else None
+    if expiry is None or app_id != lab.credentials.hms_app_id:
+        return answer("80200001", "Oauth authentication error", 401)
+    if expiry <= time.time():
+        return answer("80200003", "OAuth token expired", 401)
+    return None
+
+
+async def judge(lab: LabState, targets: list[str]) -> tuple[list[Verdict], Response[bytes] | None]:
+    """Each target's fault verdict after the longest injected latency; a whole-request fault
+    (anything but a token error) answers for the whole request."""
+    verdicts = [lab.faults.judge("hms", (t,)) for t in targets]
+    latency = max((v.latency_ms for v in verdicts), default=0)
+    if latency:
+        await asyncio.sleep(latency / 1000)
+    for v in verdicts:
+        if v.error is not None and v.error not in TOKEN_FAULTS:
+            return verdicts, request_fault(v.error, v.retry_after)
+    return verdicts, None
+
+
 def hms_handlers(lab: LabState) -> list[HTTPRouteHandler]:
     """Route handlers bound to this lab's state."""
-    creds = lab.credentials
 
     @post("/hms/oauth2/{version:str}/token")
     async def token(request: Request, version: str) -> Response[bytes]:
-        """Client-credentials grant; v2 and v3 behave the same (Huawei's demos use both)."""
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        grant = form.get("grant_type", [""])[0]
-        client_id = form.get("client_id", [""])[0]
-        secret = form.get("client_secret", [""])[0]
-        if version not in ("v2", "v3"):
-            return json_response({"error": "not found"}, 404)
-        if grant != "client_credentials":
-            return json_response(
-                {"error": 1102, "sub_error": 20152, "error_description": "unsupported grant type"}, 400
-            )
-        if client_id != creds.hms_app_id:
-            return json_response(
-                {"error": 1101, "sub_error": 20089, "error_description": "invalid client"}, 400
-            )
-        if not secrets.compare_digest(secret, creds.hms_client_secret):
-            return json_response(
-                {"error": 1101, "sub_error": 20186, "error_description": "invalid client secret"}, 400
-            )
-        access_token = hms_state(lab).issue()
-        return json_response(
-            {"access_token": access_token, "expires_in": TOKEN_LIFETIME, "token_type": "Bearer"}
-        )
+        return issue_token(lab, version, parse_qs((await request.body()).decode("utf-8", "replace")))
 
     @post("/hms/v1/{app_id:str}/messages:send")
     async def send(request: Request, app_id: str) -> Response[bytes]:
         """Authenticate, validate, apply faults per token, record what was accepted."""
-        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-        expiry = hms_state(lab).tokens.expires_at(bearer.strip()) if scheme == "Bearer" else None
-        if expiry is None or app_id != creds.hms_app_id:
-            return answer("80200001", "Oauth authentication error", 401)
-        if expiry <= time.time():
-            return answer("80200003", "OAuth token expired", 401)
+        refused = unauthorized(lab, request, app_id)
+        if refused is not None:
+            return refused
         try:
             body = json.loads(await request.body())
         except ValueError:
@@ -217,13 +241,9 @@ def hms_handlers(lab: LabState) -> list[HTTPRouteHandler]:
         except MessageError as err:
             return err.response()
         targets: list[str] = target if kind == "token" else [f"{kind}:{target}"]
-        verdicts = [lab.faults.judge("hms", (t,)) for t in targets]
-        latency = max((v.latency_ms for v in verdicts), default=0)
-        if latency:
-            await asyncio.sleep(latency / 1000)
-        for v in verdicts:
-            if v.error is not None and v.error not in TOKEN_FAULTS:
-                return request_fault(v.error, v.retry_after)
+        verdicts, whole = await judge(lab, targets)
+        if whole is not None:
+            return whole
         illegal = [
             t
             for t, v in zip(targets, verdicts, strict=True)
@@ -233,13 +253,18 @@ def hms_handlers(lab: LabState) -> list[HTTPRouteHandler]:
             return answer("80300007", "All the tokens are invalid")
         if kind != "token" and illegal:
             return answer("80100001", f"Some request parameters are incorrect: {kind}")
-        rest = {k: v for k, v in message.items() if k != kind}
-        validate_only = bool(body.get("validate_only", False))
-        if not validate_only:
+        if not body.get("validate_only", False):
+            rest = {k: v for k, v in message.items() if k != kind}
             bad = set(illegal)
-            for t in targets:
-                if t not in bad:
-                    lab.ledger.record("hms", t, message=rest, batch_size=len(targets), target_kind=kind)
+            for t in (t for t in targets if t not in bad):
+                lab.ledger.record(
+                    "hms",
+                    t,
+                    message=rest,
+                    batch_size=len(targets),
+                    target_kind=kind,
+                    transport=transport_of(request),
+                )
         if illegal:
             detail = {
                 "success": len(targets) - len(illegal),

@@ -22,7 +22,7 @@ from litestar import Request, Response, post
 from litestar.handlers import HTTPRouteHandler
 
 from pushgate.lab.faults import ErrorKind
-from pushgate.lab.responses import json_response
+from pushgate.lab.responses import json_response, transport_of
 from pushgate.lab.state import LabState
 
 MAX_REGIDS = 1000
@@ -115,7 +115,9 @@ def mipush_handlers(lab: LabState) -> list[HTTPRouteHandler]:
         bad_set = set(bad)
         for r in regids:
             if r not in bad_set:
-                lab.ledger.record("mipush", r, fields=fields, batch_size=len(regids))
+                lab.ledger.record(
+                    "mipush", r, fields=fields, batch_size=len(regids), transport=transport_of(request)
+                )
         data: dict[str, Any] = {"id": f"slm{int(time.time() * 1000)}{secrets.token_hex(6)}"}
         if bad:
             data["bad_regids"] = ",".join(bad)

@@ -1,9 +1,11 @@
 """Web Push: a browser-side subscription minter plus an RFC 8030 push service.
 
-Subscriptions are minted here (fresh P-256 key pair and auth secret, kept by the lab) so the
-lab can decrypt what pushgate encrypts (RFC 8291) and record the plaintext. The push
-endpoint checks headers, VAPID, size and encryption the way autopush does, and answers
-with autopush's error bodies (`{"code", "errno", "error", "message"}`).
+Subscriptions are minted on the lab's control port, with a fresh P-256 key pair and auth
+secret the lab keeps, so it can decrypt what pushgate encrypts (RFC 8291) and record the
+plaintext. Their endpoints name the push service on the lab's TLS port (HTTP/2 or 1.1 by ALPN,
+as real push services serve). The push endpoint checks headers, VAPID, size and encryption
+the way autopush does, and answers with autopush's error bodies
+(`{"code", "errno", "error", "message"}`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import re
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 import http_ece
 import msgspec
@@ -25,7 +28,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from pushgate.lab.credentials import b64url_decode, b64url_encode
 from pushgate.lab.faults import ErrorKind
-from pushgate.lab.responses import empty_response, json_response
+from pushgate.lab.responses import empty_response, json_response, transport_of
 from pushgate.lab.state import LabState, Subscription
 from pushgate.lab.vapid import VapidError, verify_vapid
 
@@ -62,7 +65,7 @@ def mint_subscription(lab: LabState, application_server_key: bytes) -> Subscript
     sub_id = secrets.token_urlsafe(24)
     sub = Subscription(
         id=sub_id,
-        endpoint=f"{lab.base_url}/webpush/push/{sub_id}",
+        endpoint=f"{lab.credentials.urls.h2}/webpush/push/{sub_id}",
         private_key=ec.generate_private_key(ec.SECP256R1()),
         auth_secret=secrets.token_bytes(16),
         application_server_key=application_server_key,
@@ -137,8 +140,8 @@ def fault_response(error: ErrorKind, retry_after: int | None) -> Response[bytes]
     return autopush_error(403, 109, "Invalid VAPID credentials")  # auth, sender_mismatch
 
 
-def webpush_handlers(lab: LabState) -> list[HTTPRouteHandler]:
-    """Route handlers bound to this lab's state."""
+def subscription_handlers(lab: LabState) -> list[HTTPRouteHandler]:
+    """The browser's side (control routes): mint and drop subscriptions."""
 
     @post("/webpush/subscriptions")
     async def subscribe(request: Request) -> Response[bytes]:
@@ -163,6 +166,42 @@ def webpush_handlers(lab: LabState) -> list[HTTPRouteHandler]:
         if sub is not None:
             sub.gone = True
 
+    return [subscribe, unsubscribe]
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def read_body(lab: LabState, sub: Subscription, request: Request, body: bytes) -> Response[bytes] | Any:
+    """The decrypted payload (None for an empty body), or the push service's refusal."""
+    if len(body) > MAX_BODY_BYTES:
+        return autopush_error(413, 104, f"Body is larger than {MAX_BODY_BYTES} bytes")
+    if not body:
+        return None
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding != "aes128gcm":
+        return autopush_error(400, 110, "Content-Encoding must be aes128gcm for a non-empty body")
+    if lab.ledger.lean:
+        # Lean (benchmark) mode keeps no payloads, so it checks the aes128gcm framing
+        # instead of paying a second ECDH per push; the full mode decrypts.
+        return None if aes128gcm_framing_ok(body) else autopush_error(400, 110, _UNDECRYPTABLE)
+    try:
+        plaintext = http_ece.decrypt(
+            body, private_key=sub.private_key, auth_secret=sub.auth_secret, version="aes128gcm"
+        )
+    except Exception:  # http_ece raises assorted errors for bad ciphertext
+        return autopush_error(400, 110, _UNDECRYPTABLE)
+    return decode_payload(plaintext)
+
+
+_UNDECRYPTABLE = "Could not decrypt the aes128gcm body"
+
+
+def push_service_handlers(lab: LabState) -> list[HTTPRouteHandler]:
+    """The push service (RFC 8030), at the origin the subscriptions' endpoints name."""
+
     @post("/webpush/push/{sub_id:str}")
     async def push(request: Request, sub_id: str) -> Response[bytes]:
         """Receive one push message for a subscription."""
@@ -174,41 +213,31 @@ def webpush_handlers(lab: LabState) -> list[HTTPRouteHandler]:
         headers = check_headers(request)
         if isinstance(headers, Response):
             return headers
-        origin = lab.base_url
         try:
-            verify_vapid(request.headers.get("authorization"), origin, sub.application_server_key)
+            # The JWT's audience is the push service's own origin: the one the endpoint names.
+            verify_vapid(
+                request.headers.get("authorization"), _origin(sub.endpoint), sub.application_server_key
+            )
         except VapidError as err:
             return autopush_error(err.status, 109, err.message)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return autopush_error(413, 104, f"Body is larger than {MAX_BODY_BYTES} bytes")
-        payload: Any = None
-        if body:
-            encoding = request.headers.get("content-encoding", "").strip().lower()
-            if encoding != "aes128gcm":
-                return autopush_error(400, 110, "Content-Encoding must be aes128gcm for a non-empty body")
-            if lab.ledger.lean:
-                # Lean (benchmark) mode keeps no payloads, so it checks the aes128gcm framing
-                # instead of paying a second ECDH per push; the full mode decrypts.
-                if not aes128gcm_framing_ok(body):
-                    return autopush_error(400, 110, "Could not decrypt the aes128gcm body")
-            else:
-                try:
-                    plaintext = http_ece.decrypt(
-                        body, private_key=sub.private_key, auth_secret=sub.auth_secret, version="aes128gcm"
-                    )
-                except Exception:  # http_ece raises assorted errors for bad ciphertext
-                    return autopush_error(400, 110, "Could not decrypt the aes128gcm body")
-                payload = decode_payload(plaintext)
+        payload = read_body(lab, sub, request, await request.body())
+        if isinstance(payload, Response):
+            return payload
         verdict = lab.faults.judge("webpush", (sub.endpoint, sub.id))
         if verdict.latency_ms:
             await asyncio.sleep(verdict.latency_ms / 1000)
         if verdict.error is not None:
             return fault_response(verdict.error, verdict.retry_after)
         message_id = secrets.token_urlsafe(16)
-        lab.ledger.record("webpush", sub.endpoint, subscription_id=sub.id, headers=headers, payload=payload)
-        return empty_response(
-            201, {"Location": f"{lab.base_url}/webpush/messages/{message_id}", "TTL": str(headers["TTL"])}
+        lab.ledger.record(
+            "webpush",
+            sub.endpoint,
+            subscription_id=sub.id,
+            headers=headers,
+            payload=payload,
+            transport=transport_of(request),
         )
+        location = f"{_origin(sub.endpoint)}/webpush/messages/{message_id}"
+        return empty_response(201, {"Location": location, "TTL": str(headers["TTL"])})
 
-    return [subscribe, unsubscribe, push]
+    return [push]

@@ -23,7 +23,7 @@ from litestar import Request, Response, delete, post
 from litestar.handlers import HTTPRouteHandler
 
 from pushgate.lab.faults import ErrorKind
-from pushgate.lab.responses import empty_response, json_response
+from pushgate.lab.responses import empty_response, json_response, transport_of
 from pushgate.lab.state import IssuedTokens, LabState
 
 TOKEN_LIFETIME = 86400
@@ -103,48 +103,40 @@ def fault_response(error: ErrorKind, retry_after: int | None) -> Response[bytes]
     return wns_error(403, "The cloud service is not authorized to send to this channel")  # auth, mismatch
 
 
-def wns_handlers(lab: LabState) -> list[HTTPRouteHandler]:
-    """Route handlers bound to this lab's state."""
+def issue_token(lab: LabState, form: dict[str, list[str]], scope: str) -> Response[bytes]:
+    """The client-credentials grant: Package SID, secret, and the scope this endpoint grants."""
+
+    def one(name: str) -> str:
+        return form.get(name, [""])[0]
+
     creds = lab.credentials
+    if one("grant_type") != "client_credentials":
+        return json_response({"error": "unsupported_grant_type"}, 400)
+    if one("client_id") != creds.wns_package_sid:
+        return json_response({"error": "invalid_client", "error_description": "Invalid client id"}, 400)
+    if not secrets.compare_digest(one("client_secret"), creds.wns_client_secret):
+        return json_response({"error": "invalid_client", "error_description": "Invalid client secret"}, 400)
+    if one("scope") != scope:
+        return json_response({"error": "invalid_scope", "error_description": f"scope must be {scope}"}, 400)
+    return json_response(
+        {"access_token": wns_state(lab).issue(), "token_type": "bearer", "expires_in": TOKEN_LIFETIME}
+    )
 
-    def issue(form: dict[str, list[str]], scope: str) -> Response[bytes]:
-        def one(name: str) -> str:
-            return form.get(name, [""])[0]
 
-        if one("grant_type") != "client_credentials":
-            return json_response({"error": "unsupported_grant_type"}, 400)
-        if one("client_id") != creds.wns_package_sid:
-            return json_response({"error": "invalid_client", "error_description": "Invalid client id"}, 400)
-        if not secrets.compare_digest(one("client_secret"), creds.wns_client_secret):
-            return json_response(
-                {"error": "invalid_client", "error_description": "Invalid client secret"}, 400
-            )
-        if one("scope") != scope:
-            return json_response(
-                {"error": "invalid_scope", "error_description": f"scope must be {scope}"}, 400
-            )
-        return json_response(
-            {"access_token": wns_state(lab).issue(), "token_type": "bearer", "expires_in": TOKEN_LIFETIME}
-        )
+def channel_uri(lab: LabState, channel_id: str) -> str:
+    """The channel URI: the notify route on the lab's HTTP/1.1 TLS origin, as WNS's is HTTPS."""
+    return f"{lab.credentials.urls.http1}/wns/notify/{channel_id}"
 
-    @post("/wns/accesstoken.srf")
-    async def classic_token(request: Request) -> Response[bytes]:
-        """login.live.com: Package SID + secret, scope notify.windows.com."""
-        return issue(parse_qs((await request.body()).decode("utf-8", "replace")), CLASSIC_SCOPE)
 
-    @post("/wns/{tenant:str}/oauth2/v2.0/token")
-    async def entra_token(request: Request, tenant: str) -> Response[bytes]:
-        """login.microsoftonline.com: the same client, scope https://wns.windows.com/.default."""
-        return issue(parse_qs((await request.body()).decode("utf-8", "replace")), ENTRA_SCOPE)
+def channel_handlers(lab: LabState) -> list[HTTPRouteHandler]:
+    """The Windows app's side (control routes): mint and expire channels."""
 
     @post("/wns/channels")
     async def mint_channel() -> Response[bytes]:
         """What ``CreatePushNotificationChannelForApplicationAsync`` gives a Windows app."""
         channel_id = secrets.token_urlsafe(24)
         wns_state(lab).channels[channel_id] = False
-        return json_response(
-            {"channel_uri": f"{lab.base_url}/wns/notify/{channel_id}", "id": channel_id}, 201
-        )
+        return json_response({"channel_uri": channel_uri(lab, channel_id), "id": channel_id}, 201)
 
     @delete("/wns/channels/{channel_id:str}", status_code=204)
     async def expire_channel(channel_id: str) -> None:
@@ -152,45 +144,76 @@ def wns_handlers(lab: LabState) -> list[HTTPRouteHandler]:
         if channel_id in wns_state(lab).channels:
             wns_state(lab).channels[channel_id] = True
 
+    return [mint_channel, expire_channel]
+
+
+def refusal(lab: LabState, request: Request, channel_id: str) -> Response[bytes] | None:
+    """WNS's answer to a notification it will not take (token, channel, headers), else None."""
+    state = wns_state(lab)
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    expiry = state.tokens.expires_at(bearer.strip()) if scheme.lower() == "bearer" else None
+    if expiry is None:
+        return wns_error(401, "Invalid token", {"WWW-Authenticate": 'Bearer error="invalid_request"'})
+    if expiry <= time.time():
+        return wns_error(401, "Token expired", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    expired = state.channels.get(channel_id)
+    if expired is None:
+        return wns_error(404, "The channel URI is not valid")
+    if expired:
+        return wns_error(410, "The channel expired")
+    return None
+
+
+def wns_handlers(lab: LabState) -> list[HTTPRouteHandler]:
+    """The service's routes: the two token endpoints and the channel URIs."""
+
+    @post("/wns/accesstoken.srf")
+    async def classic_token(request: Request) -> Response[bytes]:
+        """login.live.com: Package SID + secret, scope notify.windows.com."""
+        return issue_token(lab, parse_qs((await request.body()).decode("utf-8", "replace")), CLASSIC_SCOPE)
+
+    @post("/wns/{tenant:str}/oauth2/v2.0/token")
+    async def entra_token(request: Request, tenant: str) -> Response[bytes]:
+        """login.microsoftonline.com: the same client, scope https://wns.windows.com/.default."""
+        return issue_token(lab, parse_qs((await request.body()).decode("utf-8", "replace")), ENTRA_SCOPE)
+
     @post("/wns/notify/{channel_id:str}")
     async def notify(request: Request, channel_id: str) -> Response[bytes]:
         """Receive one notification for a channel."""
-        state = wns_state(lab)
-        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-        expiry = state.tokens.expires_at(bearer.strip()) if scheme.lower() == "bearer" else None
-        if expiry is None:
-            return wns_error(401, "Invalid token", {"WWW-Authenticate": 'Bearer error="invalid_request"'})
-        if expiry <= time.time():
-            return wns_error(401, "Token expired", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-        expired = state.channels.get(channel_id)
-        if expired is None:
-            return wns_error(404, "The channel URI is not valid")
-        if expired:
-            return wns_error(410, "The channel expired")
+        refused = refusal(lab, request, channel_id)
+        if refused is not None:
+            return refused
         problem, headers, kind = _check_headers(request)
         if problem is not None:
             return wns_error(400, problem)
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             return wns_error(413, f"The notification payload exceeds the {MAX_BODY_BYTES} byte limit")
-        if kind != "raw":
-            problem = check_body(kind, body)
-            if problem is not None:
-                return wns_error(400, problem)
-        uri = f"{lab.base_url}/wns/notify/{channel_id}"
+        problem = check_body(kind, body) if kind != "raw" else None
+        if problem is not None:
+            return wns_error(400, problem)
+        uri = channel_uri(lab, channel_id)
         verdict = lab.faults.judge("wns", (uri, channel_id))
         if verdict.latency_ms:
             await asyncio.sleep(verdict.latency_ms / 1000)
         if verdict.error is not None:
             return fault_response(verdict.error, verdict.retry_after)
         text = body.decode("utf-8", "replace")
-        lab.ledger.record("wns", uri, channel_id=channel_id, type=kind, headers=headers, body=text)
+        lab.ledger.record(
+            "wns",
+            uri,
+            channel_id=channel_id,
+            type=kind,
+            headers=headers,
+            body=text,
+            transport=transport_of(request),
+        )
         out = {"X-WNS-Status": "received", "X-WNS-MSG-ID": secrets.token_hex(8).upper()}
         if headers.get("X-WNS-RequestForStatus") == "true":
             out["X-WNS-DeviceConnectionStatus"] = "connected"
         return empty_response(200, out)
 
-    return [classic_token, entra_token, mint_channel, expire_channel, notify]
+    return [classic_token, entra_token, notify]
 
 
 _KNOWN = (

@@ -17,10 +17,7 @@ error (possibly a new connection) closes that gate again.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -30,14 +27,21 @@ from typing import Any, ClassVar
 import jwt
 import msgspec
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.hazmat.primitives.asymmetric import ec
 
+import pushgate.providers.settings as cfg
+from pushgate.domain import render_apns
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
 from pushgate.domain.render_apns import ApnsRendered, topic_for
-from pushgate.providers.base import Provider, ProviderConfigError, Target
+from pushgate.providers.apns_credentials import (
+    ApnsSettings,
+    ClientIdentity,
+    describe,
+    load_auth,
+    load_ca,
+)
+from pushgate.providers.base import Provider, ProviderSpec, Target
 from pushgate.providers.http import PyreqwestTransport, parse_retry_after
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
@@ -202,97 +206,6 @@ class JwtSigner:
         self.minted += 1
 
 
-# --------------------------------------------------------------------------- config
-
-
-def _read_bytes(path: str) -> bytes:
-    with open(os.path.expanduser(path), "rb") as fh:
-        return fh.read()
-
-
-async def _load_file(key: str, path: str) -> bytes:
-    try:
-        return await asyncio.to_thread(_read_bytes, path)
-    except FileNotFoundError:
-        raise ProviderConfigError(f"{key}: file not found: {path}") from None
-    except OSError as exc:
-        raise ProviderConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _str_setting(settings: Mapping[str, Any], name: str) -> str | None:
-    value = settings.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ProviderConfigError(f"apns.{name}: must be a string")
-    return value
-
-
-def load_signing_key(pem: bytes, key: str) -> ec.EllipticCurvePrivateKey:
-    """Parse a ``.p8`` (PKCS#8 PEM) APNs signing key; it must be a P-256 EC key."""
-    try:
-        loaded = serialization.load_pem_private_key(pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ProviderConfigError(f"{key}: not a PEM private key (a .p8 file from Apple): {exc}") from None
-    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or not isinstance(loaded.curve, ec.SECP256R1):
-        raise ProviderConfigError(f"{key}: must be a P-256 (ES256) EC key, as Apple's .p8 keys are")
-    return loaded
-
-
-class ClientIdentity(msgspec.Struct, frozen=True):
-    """A client certificate ready for the TLS stack, plus what pushgate reports about it."""
-
-    pem: bytes
-    not_after: float
-    #: The certificate's subject UID: the bundle id a single-topic APNs certificate is for.
-    uid: str | None
-
-
-def load_identity(
-    *, p12: bytes | None = None, password: str | None = None, pem: bytes | None = None, key: str
-) -> ClientIdentity:
-    """Turn a ``.p12`` (with password) or a PEM certificate + key into a PEM identity.
-
-    rustls takes PEM only, so a ``.p12`` is unpacked here with cryptography's PKCS#12 reader.
-    """
-    if p12 is not None:
-        try:
-            priv, cert, extra = pkcs12.load_key_and_certificates(
-                p12, password.encode() if password is not None else None
-            )
-        except ValueError as exc:
-            raise ProviderConfigError(
-                f"{key}: cannot open the .p12 (wrong certificate_password or not PKCS#12): {exc}"
-            ) from None
-        if priv is None or cert is None:
-            raise ProviderConfigError(f"{key}: the .p12 must hold a certificate and its private key")
-        chain = list(extra or ())
-    else:
-        assert pem is not None
-        try:
-            certs = x509.load_pem_x509_certificates(pem)
-        except ValueError:
-            raise ProviderConfigError(f"{key}: no PEM certificate found") from None
-        try:
-            loaded = serialization.load_pem_private_key(pem, password=None)
-        except (ValueError, TypeError):
-            raise ProviderConfigError(
-                f"{key}: no unencrypted PEM private key found (give certificate_key_file)"
-            ) from None
-        cert, chain, priv = certs[0], certs[1:], loaded
-    if not isinstance(priv, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise ProviderConfigError(f"{key}: the private key must be RSA or EC")
-    key_pem = priv.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    out = key_pem + b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [cert, *chain])
-    uids = cert.subject.get_attributes_for_oid(_UID_OID)
-    uid = uids[0].value if uids else None
-    if isinstance(uid, bytes):
-        uid = uid.decode("utf-8", "replace")
-    return ClientIdentity(pem=out, not_after=cert.not_valid_after_utc.timestamp(), uid=uid)
-
-
 # --------------------------------------------------------------------------- provider
 
 
@@ -336,120 +249,36 @@ class ApnsProvider(Provider):
     # ------------------------------------------------------------------ setup
 
     @classmethod
-    async def create(cls, settings: Mapping[str, Any], transport: Transport) -> ApnsProvider:
-        """Validate the section (naming the bad key) and build the provider; no network I/O.
+    async def create(cls, settings: ApnsSettings | Mapping[str, Any], transport: Transport) -> ApnsProvider:
+        """Check the section (naming the bad key) and build the provider; no network I/O.
 
         The shared process transport cannot carry APNs' needs (HTTP/2 prior knowledge, a
         per-credential client certificate, an extra CA for the lab, one team per connection),
         so a production transport is replaced by a dedicated one this provider owns. Any other
         transport (a test fake) is used as given.
         """
-        key_file = _str_setting(settings, "key_file")
-        key_inline = _str_setting(settings, "key")
-        cert_file = _str_setting(settings, "certificate_file")
-        cert_p12_b64 = _str_setting(settings, "certificate_p12_base64")
-        cert_pem_inline = _str_setting(settings, "certificate_pem")
-        token_auth = bool(key_file or key_inline)
-        cert_auth = bool(cert_file or cert_p12_b64 or cert_pem_inline)
-        if token_auth and cert_auth:
-            raise ProviderConfigError(
-                "apns: give either key_file/key (token auth) or a certificate (certificate auth), not both"
-            )
-        if not token_auth and not cert_auth:
-            raise ProviderConfigError(
-                "apns.key_file: required (with key_id, team_id, bundle_id), "
-                "or apns.certificate_file for certificate auth"
-            )
-
-        signer: JwtSigner | None = None
-        identity: ClientIdentity | None = None
-        bundle_id = _str_setting(settings, "bundle_id")
-        if token_auth:
-            src = "apns.key_file" if key_file else "apns.key"
-            pem = await _load_file(src, key_file) if key_file else (key_inline or "").encode()
-            private_key = load_signing_key(pem, src)
-            key_id = _str_setting(settings, "key_id")
-            team_id = _str_setting(settings, "team_id")
-            if not key_id:
-                raise ProviderConfigError(f"apns.key_id: required with {src.removeprefix('apns.')}")
-            if not team_id:
-                raise ProviderConfigError(f"apns.team_id: required with {src.removeprefix('apns.')}")
-            if not bundle_id:
-                raise ProviderConfigError("apns.bundle_id: required with token auth (it is the apns-topic)")
-            signer = JwtSigner(private_key, key_id, team_id)
-        else:
-            password = _str_setting(settings, "certificate_password")
-            if cert_file:
-                raw = await _load_file("apns.certificate_file", cert_file)
-                key_path = _str_setting(settings, "certificate_key_file")
-                if key_path:
-                    raw += b"\n" + await _load_file("apns.certificate_key_file", key_path)
-                if b"-----BEGIN" in raw:
-                    identity = load_identity(pem=raw, key="apns.certificate_file")
-                else:
-                    identity = load_identity(p12=raw, password=password, key="apns.certificate_file")
-            elif cert_p12_b64:
-                try:
-                    p12 = base64.b64decode(cert_p12_b64, validate=True)
-                except (binascii.Error, ValueError):
-                    raise ProviderConfigError("apns.certificate_p12_base64: not valid base64") from None
-                identity = load_identity(p12=p12, password=password, key="apns.certificate_p12_base64")
-            else:
-                identity = load_identity(pem=(cert_pem_inline or "").encode(), key="apns.certificate_pem")
-            bundle_id = bundle_id or identity.uid
-            if not bundle_id:
-                raise ProviderConfigError(
-                    "apns.bundle_id: required (the certificate's subject has no UID to take it from)"
-                )
-            if identity.not_after < time.time():
-                log.warning("apns[%s]: the client certificate has expired", bundle_id)
-
-        environment = settings.get("environment", "production")
-        if environment not in ("production", "sandbox"):
-            raise ProviderConfigError(
-                f"apns.environment: must be 'production' or 'sandbox', got {environment!r}"
-            )
-        urls: dict[str, str] = {}
-        for name, default in (("base_url", PRODUCTION_URL), ("sandbox_base_url", SANDBOX_URL)):
-            value = _str_setting(settings, name) or default
-            if not value.startswith(("https://", "http://")):
-                raise ProviderConfigError(f"apns.{name}: must be an https:// (or http:// for h2c) URL")
-            urls[name] = value
-        ca_pem: bytes | None = None
-        ca_file = _str_setting(settings, "ca_file")
-        ca_inline = _str_setting(settings, "ca_pem")  # the same, uploaded through the credentials API
-        if ca_file or ca_inline:
-            key_name = "apns.ca_file" if ca_file else "apns.ca_pem"
-            ca_pem = await _load_file(key_name, ca_file) if ca_file else str(ca_inline).encode()
-            try:
-                x509.load_pem_x509_certificates(ca_pem)
-            except ValueError:
-                raise ProviderConfigError(f"{key_name}: no PEM certificate found") from None
-        concurrency = settings.get("concurrency", 500)
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ProviderConfigError(f"apns.concurrency: must be a positive integer, got {concurrency!r}")
-        timeout = settings.get("timeout")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-            raise ProviderConfigError(f"apns.timeout: must be a positive number of seconds, got {timeout!r}")
-
+        s = cfg.section(ApnsSettings, "apns", settings)
+        auth = await load_auth(s)
+        signer = JwtSigner(*auth.token_key) if auth.token_key is not None else None
+        ca_pem = await load_ca(s)
         owns = isinstance(transport, PyreqwestTransport)
         if owns:
             transport = PyreqwestTransport(
-                timeout=float(timeout) if timeout is not None else 10.0,
+                timeout=s.timeout if s.timeout is not None else 10.0,
                 http2_prior_knowledge=True,
                 ca_pem=ca_pem,
-                identity_pem=identity.pem if identity is not None else None,
+                identity_pem=auth.identity.pem if auth.identity is not None else None,
             )
         return cls(
             transport=transport,
-            bundle_id=bundle_id,
+            bundle_id=auth.bundle_id,
             signer=signer,
-            identity=identity,
-            environment=environment,
-            base_url=urls["base_url"],
-            sandbox_base_url=urls["sandbox_base_url"],
-            concurrency=concurrency,
-            timeout=float(timeout) if timeout is not None else None,
+            identity=auth.identity,
+            environment=s.environment,
+            base_url=s.base_url or PRODUCTION_URL,
+            sandbox_base_url=s.sandbox_base_url or SANDBOX_URL,
+            concurrency=s.concurrency,
+            timeout=s.timeout,
             owns_transport=owns,
         )
 
@@ -525,3 +354,15 @@ class ApnsProvider(Provider):
         """Close the dedicated connections (a credential rotation builds a new provider)."""
         if self._owns_transport:
             await self._transport.aclose()
+
+
+SPEC = ProviderSpec(
+    name="apns",
+    settings=ApnsSettings,
+    provider=ApnsProvider,
+    renderer=render_apns.RENDERER,
+    platforms=frozenset({"ios", "macos"}),
+    describe=describe,
+    token_rule=lambda token, _lab: render_apns.normalize_token(token),
+    environments=True,
+)

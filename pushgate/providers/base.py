@@ -1,19 +1,25 @@
-"""The one interface every push provider implements.
+"""The one interface every push provider implements, and the spec that registers it.
 
 A provider turns an already-rendered payload plus a batch of tokens into one
 :class:`~pushgate.domain.outcomes.SendResult` per token. Rendering (pure) lives in
-``pushgate.domain.render`` so admission can size-check without any I/O; authentication and
-wire details live in the provider module.
+``pushgate/domain/render_<name>.py`` so admission can size-check without any I/O;
+authentication and wire details live in the provider module. Its :class:`ProviderSpec`
+bundles everything the rest of pushgate needs to know about it, so that knowledge is written
+once, beside the provider (``registry.py`` lists the specs).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar
+
+import msgspec
 
 from pushgate.domain.outcomes import SendResult
+from pushgate.domain.rendering import Renderer
 from pushgate.providers.transport import Transport
 
 
@@ -41,13 +47,34 @@ class ProviderConfigError(Exception):
     """Credentials in the config are missing or malformed; the message names the key."""
 
 
+class ProviderSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """What every provider's settings Struct has; each provider module subclasses it.
+
+    One Struct per provider is the whole contract of its config section (``[fcm]``,
+    ``[apps.<name>.fcm]``, credentials uploaded through the API): types, defaults and simple
+    bounds are declared here once, so ``create`` receives checked values and only has to check
+    what a type cannot say (a key that is required unless another is given, a key that must
+    parse).
+    """
+
+    #: Per-request timeout in seconds (default: ``engine.http_timeout``, filled in by the pool).
+    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+Concurrency = Annotated[int, msgspec.Meta(ge=1)]
+"""Requests in flight per app (each provider declares its own default)."""
+
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://")]
+
+
 class Provider(abc.ABC):
     name: ClassVar[str]
 
     @classmethod
     @abc.abstractmethod
-    async def create(cls, settings: Mapping[str, Any], transport: Transport) -> Provider:
-        """Build a provider from its config section (already validated as a mapping).
+    async def create(cls, settings: Any, transport: Transport) -> Provider:
+        """Build a provider from its typed settings Struct (a plain mapping is converted once,
+        for callers that hold one, e.g. tests).
 
         Raises :class:`ProviderConfigError` for unusable credentials.
         """
@@ -62,3 +89,82 @@ class Provider(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release anything held (cached tokens need no cleanup)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialInfo:
+    """What may be shown of a credential: never the secret itself."""
+
+    fingerprint: str
+    #: APNs: the default environment of devices without one.
+    environment: str | None = None
+    #: When a certificate in the credential stops working (UNIX time).
+    expires_at: float | None = None
+    #: A public key clients need (Web Push: the VAPID key browsers subscribe with).
+    public_key: str | None = None
+
+
+#: ``(token as given, allow lab endpoints) -> (stored token, identity key)``; raises ValueError.
+TokenParser = Callable[[str | dict[str, Any], bool], tuple[str, str]]
+#: ``(token already stripped, allow lab endpoints) -> token``; raises ValueError.
+TokenRule = Callable[[str, bool], str]
+
+
+def _no_upload(body: dict[str, Any]) -> dict[str, Any]:
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSpec:
+    """Everything the rest of pushgate knows about one delivery path (see ``registry.py``)."""
+
+    name: str
+    #: The typed config section; ``create`` receives an instance of it.
+    settings: type[ProviderSettings]
+    provider: type[Provider]
+    renderer: Renderer
+    #: Device platforms whose tokens this provider can carry.
+    platforms: frozenset[str]
+    #: What may be shown of a credential (``GET /v1/credentials``).
+    describe: Callable[[Any], CredentialInfo]
+    #: Publish recipient types that address the provider natively, with the target kind each
+    #: becomes (``{"fcm_topic": "topic"}`` → a target ``topic:<name>``).
+    native: Mapping[str, str] = field(default_factory=dict)
+    #: A provider-specific token check run after the common one (trimmed, no whitespace).
+    token_rule: TokenRule | None = None
+    #: Replaces the common token check entirely (Web Push subscriptions are objects).
+    token_parser: TokenParser | None = None
+    #: Devices carry an ``environment`` (APNs production/sandbox).
+    environments: bool = False
+    #: The provider's own floor for the wait after a ``quota`` answer, seconds (FCM asks for at
+    #: least a minute), whatever ``retry.quota_min_delay`` says.
+    quota_floor: float = 0.0
+    #: Reshapes a body uploaded through ``PUT /v1/credentials/<name>`` into settings keys
+    #: (raises ValueError naming the key).
+    upload: Callable[[dict[str, Any]], dict[str, Any]] = _no_upload
+
+    def normalize_token(self, token: str | dict[str, Any], allow_lab: bool) -> tuple[str, str]:
+        """``(stored token, identity key)``: the key decides "same device"; raises ValueError."""
+        if self.token_parser is not None:
+            return self.token_parser(token, allow_lab)
+        if not isinstance(token, str):
+            raise ValueError(f"must be a string for provider {self.name!r}")
+        token = token.strip()
+        if not token or len(token) > 4096:
+            raise ValueError("must be 1-4096 characters")
+        if any(c.isspace() for c in token):
+            raise ValueError("must not contain whitespace")
+        if self.token_rule is not None:
+            token = self.token_rule(token, allow_lab)
+        return token, token
+
+    def platform_error(self, platform: str) -> str | None:
+        if platform not in self.platforms:
+            allowed = ", ".join(sorted(self.platforms))
+            return f"platform {platform!r} cannot use provider {self.name!r} (allowed: {allowed})"
+        return None
+
+
+def digest(value: str) -> str:
+    """A short, stable fingerprint of a secret (enough to tell two apart, useless to an attacker)."""
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import jwt
@@ -20,9 +21,20 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+import pushgate.providers.settings as cfg
+from pushgate.domain import render_fcm
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
-from pushgate.providers.base import Provider, ProviderConfigError, Target
+from pushgate.providers.base import (
+    Concurrency,
+    CredentialInfo,
+    HttpUrl,
+    Provider,
+    ProviderConfigError,
+    ProviderSettings,
+    ProviderSpec,
+    Target,
+)
 from pushgate.providers.http import parse_retry_after
 from pushgate.providers.oauth import ClientCredentials, OAuthError
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
@@ -144,6 +156,105 @@ def classify_fcm_response(resp: HttpResponse) -> SendResult:
 NATIVE_PREFIXES: tuple[tuple[str, bytes], ...] = (("topic:", b'"topic":'), ("condition:", b'"condition":'))
 
 
+class FcmSettings(ProviderSettings, forbid_unknown_fields=True, omit_defaults=True):
+    """FCM HTTP v1 credentials (checked at startup by :meth:`FcmProvider.create`)."""
+
+    #: Path of the service-account JSON (give this or ``service_account_json``).
+    service_account_file: str | None = None
+    #: The service-account JSON itself, e.g. ``"${FCM_SERVICE_ACCOUNT}"``, or as a TOML table.
+    service_account_json: str | dict[str, Any] | None = None
+    #: Default: the JSON's ``base_url`` key (the lab writes one), else https://fcm.googleapis.com.
+    base_url: HttpUrl | None = None
+    #: Default: the JSON's ``project_id``.
+    project_id: str | None = None
+    concurrency: Concurrency = 200
+
+
+async def _account_source(s: FcmSettings) -> tuple[str, str]:
+    """``(the key it came from, the service-account JSON text)``."""
+    if s.service_account_file:
+        key, path = "fcm.service_account_file", s.service_account_file
+        try:
+            return key, await asyncio.to_thread(_read_text, path)
+        except FileNotFoundError:
+            raise ProviderConfigError(f"{key}: file not found: {path}") from None
+        except OSError as exc:
+            raise ProviderConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    inline = s.service_account_json
+    if inline:
+        return "fcm.service_account_json", inline if isinstance(inline, str) else json.dumps(inline)
+    raise ProviderConfigError(
+        "fcm.service_account_file: required (or fcm.service_account_json with the key inline)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _ServiceAccount:
+    info: dict[str, Any]
+    client_email: str
+    token_uri: str
+    private_key: rsa.RSAPrivateKey
+    private_key_id: str | None
+
+    @classmethod
+    def parse(cls, key: str, raw: str) -> _ServiceAccount:
+        """The fields of a service-account key file; errors name ``key`` and the field."""
+        try:
+            info = json.loads(raw)
+        except ValueError as exc:
+            raise ProviderConfigError(f"{key}: not valid JSON ({exc})") from None
+        if not isinstance(info, dict):
+            raise ProviderConfigError(f"{key}: must be a JSON object (a service-account key file)")
+
+        def field(name: str) -> str:
+            value = info.get(name)
+            if not isinstance(value, str) or not value:
+                raise ProviderConfigError(f"{key}: missing or empty field {name!r}")
+            return value
+
+        client_email = field("client_email")
+        token_uri = field("token_uri")
+        try:
+            private_key = load_pem_private_key(field("private_key").encode(), password=None)
+        except (ValueError, TypeError) as exc:
+            raise ProviderConfigError(
+                f"{key}: field 'private_key' is not a PEM private key ({exc})"
+            ) from None
+        if not isinstance(private_key, rsa.RSAPrivateKey):
+            raise ProviderConfigError(f"{key}: field 'private_key' must be an RSA key")
+        if not token_uri.startswith(("https://", "http://")):
+            raise ProviderConfigError(f"{key}: field 'token_uri' must be an http(s) URL")
+        pkid = info.get("private_key_id")
+        return cls(
+            info, client_email, token_uri, private_key, pkid if isinstance(pkid, str) and pkid else None
+        )
+
+
+def describe(s: FcmSettings) -> CredentialInfo:
+    """The service account's e-mail and key id (read from the file for config credentials)."""
+    inline = s.service_account_json
+    raw = json.dumps(inline) if isinstance(inline, dict) else inline
+    try:
+        if not raw and s.service_account_file:
+            raw = _read_text(s.service_account_file)
+        info = json.loads(raw) if raw else {}
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict):
+        info = {}
+    return CredentialInfo(f"{info.get('client_email', '?')} key {str(info.get('private_key_id', ''))[:8]}")
+
+
+def upload(body: dict[str, Any]) -> dict[str, Any]:
+    """The API takes the service account as a JSON object (``service_account``)."""
+    if "service_account" in body:
+        account = body.pop("service_account")
+        if not isinstance(account, dict):
+            raise ValueError("service_account: must be the service-account JSON object")
+        body["service_account_json"] = json.dumps(account)
+    return body
+
+
 class FcmProvider(Provider):
     """Sends to FCM v1 for one Firebase project (one service account)."""
 
@@ -183,83 +294,27 @@ class FcmProvider(Provider):
     # ------------------------------------------------------------------ setup
 
     @classmethod
-    async def create(cls, settings: Mapping[str, Any], transport: Transport) -> FcmProvider:
-        """Validate the service account and build the provider; no network I/O happens here."""
-        file_value = settings.get("service_account_file")
-        inline = settings.get("service_account_json")
-        if file_value:
-            key = "fcm.service_account_file"
-            path = str(file_value)
-            try:
-                raw = await asyncio.to_thread(_read_text, path)
-            except FileNotFoundError:
-                raise ProviderConfigError(f"{key}: file not found: {path}") from None
-            except OSError as exc:
-                raise ProviderConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
-        elif inline:
-            key = "fcm.service_account_json"
-            if isinstance(inline, Mapping):
-                raw = json.dumps(dict(inline))
-            elif isinstance(inline, str):
-                raw = inline
-            else:
-                raise ProviderConfigError(f"{key}: must be a JSON string")
-        else:
-            raise ProviderConfigError(
-                "fcm.service_account_file: required (or fcm.service_account_json with the key inline)"
-            )
-        try:
-            info = json.loads(raw)
-        except ValueError as exc:
-            raise ProviderConfigError(f"{key}: not valid JSON ({exc})") from None
-        if not isinstance(info, dict):
-            raise ProviderConfigError(f"{key}: must be a JSON object (a service-account key file)")
-
-        def field(name: str) -> str:
-            value = info.get(name)
-            if not isinstance(value, str) or not value:
-                raise ProviderConfigError(f"{key}: missing or empty field {name!r}")
-            return value
-
-        client_email = field("client_email")
-        token_uri = field("token_uri")
-        try:
-            private_key = load_pem_private_key(field("private_key").encode(), password=None)
-        except (ValueError, TypeError) as exc:
-            raise ProviderConfigError(
-                f"{key}: field 'private_key' is not a PEM private key ({exc})"
-            ) from None
-        if not isinstance(private_key, rsa.RSAPrivateKey):
-            raise ProviderConfigError(f"{key}: field 'private_key' must be an RSA key")
-        pkid = info.get("private_key_id")
-
-        project_id = settings.get("project_id") or info.get("project_id")
+    async def create(cls, settings: FcmSettings | Mapping[str, Any], transport: Transport) -> FcmProvider:
+        """Check the service account and build the provider; no network I/O happens here."""
+        s = cfg.section(FcmSettings, "fcm", settings)
+        key, raw = await _account_source(s)
+        account = _ServiceAccount.parse(key, raw)
+        project_id = s.project_id or account.info.get("project_id")
         if not isinstance(project_id, str) or not project_id:
             raise ProviderConfigError(f"fcm.project_id: required (not in settings nor in {key})")
-
-        base_url = settings.get("base_url") or info.get("base_url") or DEFAULT_BASE_URL
+        base_url = s.base_url or account.info.get("base_url") or DEFAULT_BASE_URL
         if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
             raise ProviderConfigError(f"fcm.base_url: must be an http(s) URL, got {base_url!r}")
-        if not token_uri.startswith(("https://", "http://")):
-            raise ProviderConfigError(f"{key}: field 'token_uri' must be an http(s) URL")
-
-        concurrency = settings.get("concurrency", 200)
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ProviderConfigError(f"fcm.concurrency: must be a positive integer, got {concurrency!r}")
-        timeout = settings.get("timeout")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-            raise ProviderConfigError(f"fcm.timeout: must be a positive number of seconds, got {timeout!r}")
-
         return cls(
             transport=transport,
             project_id=project_id,
-            client_email=client_email,
-            private_key=private_key,
-            private_key_id=pkid if isinstance(pkid, str) and pkid else None,
-            token_uri=token_uri,
+            client_email=account.client_email,
+            private_key=account.private_key,
+            private_key_id=account.private_key_id,
+            token_uri=account.token_uri,
             base_url=base_url,
-            concurrency=concurrency,
-            timeout=float(timeout) if timeout is not None else None,
+            concurrency=s.concurrency,
+            timeout=s.timeout,
         )
 
     # ------------------------------------------------------------------ OAuth
@@ -342,3 +397,16 @@ class FcmProvider(Provider):
                 self._timeout,
             )
         )
+
+
+SPEC = ProviderSpec(
+    name="fcm",
+    settings=FcmSettings,
+    provider=FcmProvider,
+    renderer=render_fcm.RENDERER,
+    platforms=frozenset({"android", "ios", "web", "other"}),
+    describe=describe,
+    native={"fcm_topic": "topic", "fcm_condition": "condition"},
+    upload=upload,
+    quota_floor=60.0,
+)

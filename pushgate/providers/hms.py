@@ -22,9 +22,18 @@ from typing import Any, ClassVar
 import msgspec
 
 import pushgate.providers.settings as cfg
+from pushgate.domain import render_hms
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
-from pushgate.providers.base import Provider, Target
+from pushgate.providers.base import (
+    Concurrency,
+    CredentialInfo,
+    HttpUrl,
+    Provider,
+    ProviderSettings,
+    ProviderSpec,
+    Target,
+)
 from pushgate.providers.http import parse_retry_after
 from pushgate.providers.oauth import ClientCredentials, OAuthError
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
@@ -49,7 +58,6 @@ CONFIG_ERRORS = frozenset({"80300002"})
 RETRY_CODES = frozenset({"81000001", "80600003", "80100017"})
 #: Of those, the rate limits (class ``quota``); the rest are provider trouble.
 QUOTA_CODES = frozenset({"80100017"})
-TOO_LARGE = "80300008"
 NO_HIGH_PRIORITY = "80300011"
 
 _json_encode = msgspec.json.Encoder().encode
@@ -148,6 +156,22 @@ def classify_hms_response(resp: HttpResponse, tokens: Sequence[str]) -> list[Sen
     return _all(SendResult(Outcome.PAYLOAD, error_code=code, error_message=text), n)
 
 
+class HmsSettings(ProviderSettings, forbid_unknown_fields=True, omit_defaults=True):
+    """Huawei Push Kit: OAuth client credentials."""
+
+    app_id: str | None = None
+    client_secret: str | None = None
+    base_url: HttpUrl | None = None
+    token_url: HttpUrl | None = None
+    #: Launcher activity (``com.example.MainActivity``) that Push Kit badges need; no badge without it.
+    badge_class: str | None = None
+    concurrency: Concurrency = 50
+
+
+def describe(s: HmsSettings) -> CredentialInfo:
+    return CredentialInfo(f"app {s.app_id or '?'}")
+
+
 class HmsProvider(Provider):
     """Sends to Push Kit for one app (app id + secret)."""
 
@@ -181,17 +205,18 @@ class HmsProvider(Provider):
         )
 
     @classmethod
-    async def create(cls, settings: Mapping[str, Any], transport: Transport) -> HmsProvider:
-        """Validate ``[hms]``; no network I/O (the first send fetches the token)."""
+    async def create(cls, settings: HmsSettings | Mapping[str, Any], transport: Transport) -> HmsProvider:
+        """Check ``[hms]``; no network I/O (the first send fetches the token)."""
+        s = cfg.section(HmsSettings, "hms", settings)
         return cls(
             transport=transport,
-            app_id=cfg.required_str(settings, "hms", "app_id"),
-            client_secret=cfg.required_str(settings, "hms", "client_secret"),
-            base_url=cfg.url(settings, "hms", "base_url", DEFAULT_BASE_URL),
-            token_url=cfg.url(settings, "hms", "token_url", DEFAULT_TOKEN_URL),
-            badge_class=cfg.optional_str(settings, "hms", "badge_class"),
-            concurrency=cfg.concurrency(settings, "hms", 50),
-            timeout=cfg.timeout(settings, "hms"),
+            app_id=cfg.required(s.app_id, "hms", "app_id"),
+            client_secret=cfg.required(s.client_secret, "hms", "client_secret"),
+            base_url=s.base_url or DEFAULT_BASE_URL,
+            token_url=s.token_url or DEFAULT_TOKEN_URL,
+            badge_class=cfg.optional(s.badge_class),
+            concurrency=s.concurrency,
+            timeout=s.timeout,
         )
 
     def _prepare(self, rendered: Mapping[str, Any]) -> dict[str, Any]:
@@ -296,3 +321,15 @@ class HmsProvider(Provider):
                 self._timeout,
             )
         )
+
+
+SPEC = ProviderSpec(
+    name="hms",
+    settings=HmsSettings,
+    provider=HmsProvider,
+    renderer=render_hms.RENDERER,
+    platforms=frozenset({"android", "other"}),
+    describe=describe,
+    native={"hms_topic": "topic", "hms_condition": "condition"},
+    token_rule=lambda token, lab: render_hms.normalize_token(token, allow_lab=lab),
+)

@@ -2,8 +2,9 @@
 
 pyreqwest (Rust reqwest/hyper under a Python API) was chosen by measurement (DESIGN.md): it
 multiplexes HTTP/2 over TLS and costs a fraction of httpx's CPU per request. ``.http2(True)``
-lets ALPN pick h2 on https origins while plain ``http://`` origins (the provider lab, local
-mocks) keep speaking HTTP/1.1 — reqwest only upgrades via ALPN, never by prior knowledge.
+lets ALPN pick h2 on https origins while plain ``http://`` origins (local mocks, the provider
+lab's ``--plain`` mode) keep speaking HTTP/1.1 — reqwest only upgrades via ALPN, never by prior
+knowledge.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import re
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import PyreqwestError
@@ -138,14 +140,28 @@ def create_transport(
     max_connections: int | None = None,
     pool_max_idle_per_host: int | None = None,
     http2: bool = True,
+    ca_file: str | None = None,
 ) -> Transport:
-    """Build the process-wide provider transport (one per process; close it on shutdown)."""
+    """Build the process-wide provider transport (one per process; close it on shutdown).
+
+    ``ca_file`` (``engine.ca_file``) adds roots to the system's rather than replacing them, so one
+    transport reaches both the real providers and a service behind a private CA (the lab).
+    """
+    ca_pem = None
+    if ca_file is not None:
+        try:
+            ca_pem = Path(ca_file).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"engine.ca_file: cannot read {ca_file}: {exc.strerror or exc}") from exc
+        if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise ValueError(f"engine.ca_file: {ca_file} holds no PEM certificate")
     return PyreqwestTransport(
         timeout=timeout,
         connect_timeout=connect_timeout,
         max_connections=max_connections,
         pool_max_idle_per_host=pool_max_idle_per_host,
         http2=http2,
+        ca_pem=ca_pem,
     )
 
 

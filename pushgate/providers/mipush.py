@@ -15,15 +15,25 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode
 
 import msgspec
 
 import pushgate.providers.settings as cfg
+from pushgate.domain import render_mipush
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render_mipush import PACKAGE_PLACEHOLDER, MiPushRendered
-from pushgate.providers.base import Provider, ProviderConfigError, Target
+from pushgate.providers.base import (
+    Concurrency,
+    CredentialInfo,
+    HttpUrl,
+    Provider,
+    ProviderSettings,
+    ProviderSpec,
+    Target,
+    digest,
+)
 from pushgate.providers.http import parse_retry_after
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
@@ -130,6 +140,21 @@ def classify_mipush_response(resp: HttpResponse, regids: Sequence[str]) -> list[
     return _all(SendResult(Outcome.PAYLOAD, error_code=err, error_message=message), n)
 
 
+class MiPushSettings(ProviderSettings, forbid_unknown_fields=True, omit_defaults=True):
+    """Xiaomi MiPush: app secret + package name, region host."""
+
+    app_secret: str | None = None
+    package_name: str | None = None
+    #: Which MiPush host serves the app (``base_url`` overrides it).
+    region: Literal["china", "global", "europe", "russia", "india"] = "china"
+    base_url: HttpUrl | None = None
+    concurrency: Concurrency = 50
+
+
+def describe(s: MiPushSettings) -> CredentialInfo:
+    return CredentialInfo(f"package {s.package_name or '?'} {digest(s.app_secret or '')}")
+
+
 class MiPushProvider(Provider):
     """Sends to MiPush for one app (app secret + package name, one region)."""
 
@@ -153,20 +178,18 @@ class MiPushProvider(Provider):
         self._timeout = timeout
 
     @classmethod
-    async def create(cls, settings: Mapping[str, Any], transport: Transport) -> MiPushProvider:
-        """Validate ``[mipush]``: ``base_url`` overrides the region's host."""
-        region = settings.get("region") or "china"
-        if region not in REGION_HOSTS:
-            raise ProviderConfigError(
-                f"mipush.region: must be one of {', '.join(REGION_HOSTS)}, got {region!r}"
-            )
+    async def create(
+        cls, settings: MiPushSettings | Mapping[str, Any], transport: Transport
+    ) -> MiPushProvider:
+        """Check ``[mipush]``: ``base_url`` overrides the region's host."""
+        s = cfg.section(MiPushSettings, "mipush", settings)
         return cls(
             transport=transport,
-            app_secret=cfg.required_str(settings, "mipush", "app_secret"),
-            package_name=cfg.required_str(settings, "mipush", "package_name"),
-            base_url=cfg.url(settings, "mipush", "base_url", REGION_HOSTS[region]),
-            concurrency=cfg.concurrency(settings, "mipush", 50),
-            timeout=cfg.timeout(settings, "mipush"),
+            app_secret=cfg.required(s.app_secret, "mipush", "app_secret"),
+            package_name=cfg.required(s.package_name, "mipush", "package_name"),
+            base_url=s.base_url or REGION_HOSTS[s.region],
+            concurrency=s.concurrency,
+            timeout=s.timeout,
         )
 
     def _fields(self, rendered: MiPushRendered) -> dict[str, str]:
@@ -226,3 +249,14 @@ class MiPushProvider(Provider):
                 self._timeout,
             )
         )
+
+
+SPEC = ProviderSpec(
+    name="mipush",
+    settings=MiPushSettings,
+    provider=MiPushProvider,
+    renderer=render_mipush.RENDERER,
+    platforms=frozenset({"android", "ios"}),
+    describe=describe,
+    token_rule=lambda token, lab: render_mipush.normalize_token(token, allow_lab=lab),
+)

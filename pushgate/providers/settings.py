@@ -1,55 +1,59 @@
-"""Typed accessors for a provider's config section that fail naming the key.
+"""Turning a provider's config section into its typed settings Struct, once.
 
 A misspelt or missing credential must stop startup with ``hms.app_id: required`` rather than
-surface as a 401 on the first publish; these helpers keep that message uniform across providers.
+surface as a 401 on the first publish, so every conversion error names ``<provider>.<key>``.
+The config file's sections are converted by ``pushgate.config`` and uploaded bodies by
+``api/credentials.py``; this helper is for the other sources: credentials read back from the
+database, and callers that hold a plain mapping (``Provider.create`` accepts one).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-from pushgate.providers.base import ProviderConfigError
+import msgspec
 
-__all__ = ["concurrency", "optional_str", "required_str", "timeout", "url"]
+from pushgate.providers.base import ProviderConfigError, ProviderSettings
+
+__all__ = ["convert_error", "optional", "required", "section"]
+
+S = TypeVar("S", bound=ProviderSettings)
 
 
-def required_str(settings: Mapping[str, Any], section: str, key: str) -> str:
-    value = settings.get(key)
-    if value is None or value == "":
-        raise ProviderConfigError(f"{section}.{key}: required")
-    if not isinstance(value, str) or not value.strip():
-        raise ProviderConfigError(f"{section}.{key}: must be a non-empty string")
+def convert_error(err: msgspec.ValidationError) -> tuple[str, str]:
+    """``(dotted path, what is wrong)`` of a msgspec error, e.g. ``("concurrency", "Expected …")``."""
+    msg = str(err)
+    m = re.search(r" - at `\$\.?(.*)`$", msg)
+    where = m.group(1) if m else ""
+    text = msg[: m.start()] if m else msg
+    unknown = re.match(r"Object contains unknown field `(.+)`", text)
+    if unknown:
+        return (f"{where}.{unknown.group(1)}" if where else unknown.group(1)), "unknown key"
+    return where, text
+
+
+def section(kind: type[S], name: str, value: S | Mapping[str, Any]) -> S:
+    """``value`` as ``kind``: passed through when already typed, else converted (strings such
+    as ``"50"`` from the environment become numbers where the field is one)."""
+    if isinstance(value, ProviderSettings):
+        if not isinstance(value, kind):
+            raise ProviderConfigError(f"{name}: settings of another provider ({type(value).__name__})")
+        return value
+    try:
+        return msgspec.convert(dict(value), kind, strict=False)
+    except msgspec.ValidationError as exc:
+        where, text = convert_error(exc)
+        raise ProviderConfigError(f"{name}.{where}: {text}" if where else f"{name}: {text}") from None
+
+
+def required(value: str | None, name: str, key: str) -> str:
+    """A key the provider cannot work without (empty counts as missing: ``${VAR:-}``)."""
+    if value is None or not value.strip():
+        raise ProviderConfigError(f"{name}.{key}: required")
     return value.strip()
 
 
-def optional_str(settings: Mapping[str, Any], section: str, key: str) -> str | None:
-    value = settings.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ProviderConfigError(f"{section}.{key}: must be a string")
-    return value.strip() or None
-
-
-def url(settings: Mapping[str, Any], section: str, key: str, default: str) -> str:
-    value = settings.get(key) or default
-    if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-        raise ProviderConfigError(f"{section}.{key}: must be an http(s) URL, got {value!r}")
-    return value.rstrip("/")
-
-
-def concurrency(settings: Mapping[str, Any], section: str, default: int) -> int:
-    value = settings.get("concurrency", default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ProviderConfigError(f"{section}.concurrency: must be a positive integer, got {value!r}")
-    return value
-
-
-def timeout(settings: Mapping[str, Any], section: str) -> float | None:
-    value = settings.get("timeout")
-    if value is None:
-        return None
-    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-        raise ProviderConfigError(f"{section}.timeout: must be a positive number of seconds, got {value!r}")
-    return float(value)
+def optional(value: str | None) -> str | None:
+    return (value.strip() or None) if value is not None else None

@@ -28,9 +28,27 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+import pushgate.providers.settings as cfg
+from pushgate.domain import render_webpush
 from pushgate.domain.outcomes import Outcome, SendResult
-from pushgate.domain.render import WebPushRendered, b64url_decode, b64url_encode, parse_webpush_subscription
-from pushgate.providers.base import Provider, ProviderConfigError, Target
+from pushgate.domain.render import (
+    WebPushRendered,
+    b64url_decode,
+    b64url_encode,
+    endpoint_is_loopback_or_insecure,
+    parse_webpush_subscription,
+    webpush_token_string,
+)
+from pushgate.providers.base import (
+    Concurrency,
+    CredentialInfo,
+    Provider,
+    ProviderConfigError,
+    ProviderSettings,
+    ProviderSpec,
+    Target,
+    digest,
+)
 from pushgate.providers.http import parse_retry_after
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
@@ -205,6 +223,52 @@ def classify_webpush_response(resp: HttpResponse) -> SendResult:
     return SendResult(Outcome.PROVIDER_TRANSIENT, error_code=code, error_message=message)
 
 
+class WebPushSettings(ProviderSettings, forbid_unknown_fields=True, omit_defaults=True):
+    """VAPID credentials for Web Push (``pushgate keys vapid`` generates a pair)."""
+
+    vapid_subject: str | None = None
+    vapid_private_key: str | None = None
+    vapid_public_key: str | None = None
+    concurrency: Concurrency = 200
+
+
+def describe(s: WebPushSettings) -> CredentialInfo:
+    public = s.vapid_public_key
+    fp = f"vapid {public[:16]}" if public else digest(s.vapid_private_key or "")
+    return CredentialInfo(fp, public_key=public)
+
+
+def upload(body: dict[str, Any]) -> dict[str, Any]:
+    """``{"generate": true}`` mints a fresh VAPID pair server-side (the private key never
+    travels); the public key comes back in the credential's metadata."""
+    if not body.pop("generate", False):
+        return body
+    if body.get("vapid_private_key"):
+        raise ValueError("generate: give either generate: true or vapid_private_key, not both")
+    key = ec.generate_private_key(ec.SECP256R1())
+    body["vapid_private_key"] = b64url_encode(key.private_numbers().private_value.to_bytes(32, "big"))
+    body["vapid_public_key"] = b64url_encode(
+        key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    )
+    return body
+
+
+def parse_token(token: str | dict[str, Any], allow_lab: bool) -> tuple[str, str]:
+    """A subscription (object or JSON string) → ``(compact JSON, endpoint)``: the endpoint is
+    the device's identity, so a re-subscription with new keys updates the same device."""
+    try:
+        sub = parse_webpush_subscription(token)
+    except ValueError as exc:
+        raise ValueError(f"invalid Web Push subscription: {exc}") from None
+    endpoint: str = sub["endpoint"]
+    if not allow_lab and endpoint_is_loopback_or_insecure(endpoint):
+        raise ValueError(
+            "Web Push endpoint must be https on a public host (set "
+            "devices.allow_loopback_endpoints = true to allow local endpoints such as the provider lab)"
+        )
+    return webpush_token_string(sub), endpoint
+
+
 class WebPushProvider(Provider):
     """Sends to browser push services with one VAPID identity (one application server key)."""
 
@@ -231,17 +295,20 @@ class WebPushProvider(Provider):
         self._vapid_cache: dict[str, tuple[str, int]] = {}
 
     @classmethod
-    async def create(cls, settings: Mapping[str, Any], transport: Transport) -> WebPushProvider:
-        """Validate the VAPID identity; raises :class:`ProviderConfigError` naming the bad key."""
-        subject = settings.get("vapid_subject")
-        if not isinstance(subject, str) or not subject:
+    async def create(
+        cls, settings: WebPushSettings | Mapping[str, Any], transport: Transport
+    ) -> WebPushProvider:
+        """Check the VAPID identity; raises :class:`ProviderConfigError` naming the bad key."""
+        s = cfg.section(WebPushSettings, "webpush", settings)
+        subject = s.vapid_subject
+        if not subject:
             raise ProviderConfigError("webpush.vapid_subject: required (a mailto: or https: contact)")
         if not subject.startswith(("mailto:", "https:")):
             raise ProviderConfigError(
                 f"webpush.vapid_subject: must start with 'mailto:' or 'https:', got {subject!r}"
             )
-        priv = settings.get("vapid_private_key")
-        if not isinstance(priv, str) or not priv.strip():
+        priv = s.vapid_private_key
+        if not priv or not priv.strip():
             raise ProviderConfigError(
                 "webpush.vapid_private_key: required (base64url 32-byte P-256 scalar or PEM)"
             )
@@ -249,22 +316,14 @@ class WebPushProvider(Provider):
             private_key = load_vapid_private_key(priv)
         except (ValueError, TypeError) as exc:
             raise ProviderConfigError(f"webpush.vapid_private_key: unusable key ({exc})") from None
-        concurrency = settings.get("concurrency", 200)
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ProviderConfigError(f"webpush.concurrency: must be a positive integer, got {concurrency!r}")
-        timeout = settings.get("timeout")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-            raise ProviderConfigError(
-                f"webpush.timeout: must be a positive number of seconds, got {timeout!r}"
-            )
         provider = cls(
             transport=transport,
             subject=subject,
             private_key=private_key,
-            concurrency=concurrency,
-            timeout=float(timeout) if timeout is not None else None,
+            concurrency=s.concurrency,
+            timeout=s.timeout,
         )
-        pub = settings.get("vapid_public_key")
+        pub = s.vapid_public_key
         if pub:
             try:
                 pub_raw = b64url_decode(str(pub))
@@ -324,3 +383,15 @@ class WebPushProvider(Provider):
                 result.error_message,
             )
         return result
+
+
+SPEC = ProviderSpec(
+    name="webpush",
+    settings=WebPushSettings,
+    provider=WebPushProvider,
+    renderer=render_webpush.RENDERER,
+    platforms=frozenset({"web", "android", "ios", "windows", "macos", "other"}),
+    describe=describe,
+    token_parser=parse_token,
+    upload=upload,
+)

@@ -15,13 +15,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import pushgate.providers.settings as cfg
+from pushgate.domain import render_wns
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render_wns import NOTIFY_HOST_SUFFIX, WnsRendered
-from pushgate.providers.base import Provider, ProviderConfigError, Target
+from pushgate.providers.base import (
+    Concurrency,
+    CredentialInfo,
+    HttpUrl,
+    Provider,
+    ProviderConfigError,
+    ProviderSettings,
+    ProviderSpec,
+    Target,
+)
 from pushgate.providers.http import parse_retry_after
 from pushgate.providers.oauth import ClientCredentials, OAuthError
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
@@ -92,6 +102,24 @@ def classify_wns_response(resp: HttpResponse) -> SendResult:
     return SendResult(Outcome.PAYLOAD, error_code=code, error_message=description)
 
 
+class WnsSettings(ProviderSettings, forbid_unknown_fields=True, omit_defaults=True):
+    """Windows Push Notification Services: package SID + secret (classic or Entra token endpoint)."""
+
+    package_sid: str | None = None
+    client_secret: str | None = None
+    #: ``classic`` (login.live.com) or ``entra`` (login.microsoftonline.com).
+    auth: Literal["classic", "entra"] = "classic"
+    tenant_id: str | None = None
+    #: ``entra`` only: the Entra application (client) id; defaults to ``package_sid``.
+    client_id: str | None = None
+    token_url: HttpUrl | None = None
+    concurrency: Concurrency = 200
+
+
+def describe(s: WnsSettings) -> CredentialInfo:
+    return CredentialInfo(f"package {s.package_sid or '?'}")
+
+
 class WnsProvider(Provider):
     """Sends to WNS for one app (Package SID + secret)."""
 
@@ -129,30 +157,28 @@ class WnsProvider(Provider):
         )
 
     @classmethod
-    async def create(cls, settings: Mapping[str, Any], transport: Transport) -> WnsProvider:
-        """Validate ``[wns]``; no network I/O (the first send fetches the token)."""
-        package_sid = cfg.required_str(settings, "wns", "package_sid")
-        secret = cfg.required_str(settings, "wns", "client_secret")
-        auth = settings.get("auth") or "classic"
-        if auth == "classic":
+    async def create(cls, settings: WnsSettings | Mapping[str, Any], transport: Transport) -> WnsProvider:
+        """Check ``[wns]``; no network I/O (the first send fetches the token)."""
+        s = cfg.section(WnsSettings, "wns", settings)
+        package_sid = cfg.required(s.package_sid, "wns", "package_sid")
+        secret = cfg.required(s.client_secret, "wns", "client_secret")
+        if s.auth == "classic":
             default_url, scope, client_id = CLASSIC_TOKEN_URL, CLASSIC_SCOPE, package_sid
-        elif auth == "entra":
-            tenant = cfg.optional_str(settings, "wns", "tenant_id")
-            if tenant is None and not settings.get("token_url"):
+        else:
+            tenant = cfg.optional(s.tenant_id)
+            if tenant is None and not s.token_url:
                 raise ProviderConfigError("wns.tenant_id: required when wns.auth = 'entra'")
             default_url = ENTRA_TOKEN_URL.format(tenant_id=tenant or "common")
             scope = ENTRA_SCOPE
-            client_id = cfg.optional_str(settings, "wns", "client_id") or package_sid
-        else:
-            raise ProviderConfigError(f"wns.auth: must be 'classic' or 'entra', got {auth!r}")
+            client_id = cfg.optional(s.client_id) or package_sid
         return cls(
             transport=transport,
             client_id=client_id,
             client_secret=secret,
-            token_url=cfg.url(settings, "wns", "token_url", default_url),
+            token_url=s.token_url or default_url,
             scope=scope,
-            concurrency=cfg.concurrency(settings, "wns", 200),
-            timeout=cfg.timeout(settings, "wns"),
+            concurrency=s.concurrency,
+            timeout=s.timeout,
         )
 
     def _channel_allowed(self, uri: str) -> bool:
@@ -205,3 +231,14 @@ class WnsProvider(Provider):
     async def _post(self, rendered: WnsRendered, uri: str, access_token: str) -> HttpResponse:
         headers = {**rendered.headers, "Authorization": f"Bearer {access_token}"}
         return await self._transport.request(HttpRequest("POST", uri, headers, rendered.body, self._timeout))
+
+
+SPEC = ProviderSpec(
+    name="wns",
+    settings=WnsSettings,
+    provider=WnsProvider,
+    renderer=render_wns.RENDERER,
+    platforms=frozenset({"windows"}),
+    describe=describe,
+    token_rule=lambda token, lab: render_wns.normalize_token(token, allow_lab=lab),
+)

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pushgate.store.db import Database
-from pushgate.store.devices import token_hash
+from pushgate.store.registrations import token_hash
 from pushgate.store.schema import device_channels, devices
 
 

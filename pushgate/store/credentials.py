@@ -8,7 +8,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pushgate.config import Settings
 from pushgate.store.db import Database
 from pushgate.store.schema import credentials
 from pushgate.store.secretbox import SecretBox
@@ -24,9 +23,9 @@ class CredentialMeta:
     updated_at: float
 
 
-def credential_store(settings: Settings, db: Database) -> CredentialStore:
+def credential_store(secret_key: str | None, db: Database) -> CredentialStore:
     """The store, able to decrypt when a master key is configured."""
-    return CredentialStore(db, SecretBox(settings.secret_key) if settings.secret_key else None)
+    return CredentialStore(db, SecretBox(secret_key) if secret_key else None)
 
 
 # Read on every admission and every batch: prebuilt, so SQLAlchemy's cache finds them at once.

@@ -43,6 +43,18 @@ def upsert_replacing(
     )
 
 
+def upsert_many_replacing(
+    dialect: str, table: sa.Table, rows: list[dict[str, object]], key: Sequence[str], replace: Sequence[str]
+) -> Insert:
+    """One multi-row ``INSERT … ON CONFLICT (key) DO UPDATE SET c = excluded.c`` for the ``replace``
+    columns only: an existing row keeps every other column (its id, its creation time)."""
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    stmt = insert.values(rows)
+    return stmt.on_conflict_do_update(
+        index_elements=list(key), set_={name: getattr(stmt.excluded, name) for name in replace}
+    )
+
+
 def lock_skip_locked(dialect: str, select: sa.Select) -> sa.Select:
     """On PostgreSQL, let concurrent claimers skip each other's rows; SQLite has one writer anyway."""
     if dialect == "postgresql":

@@ -311,3 +311,14 @@ async def test_without_credentials_apns_answers_missing_provider_token(direct: A
     provider.signer = None
     results = await provider.send_batch(_rendered(), [Target("a", _token(), "sandbox")])
     assert (results[0].outcome, results[0].error_code) == (Outcome.CREDENTIAL, "MissingProviderToken")
+
+
+async def test_topic_of_another_app_is_refused(direct: Any, lab: Lab) -> None:
+    """The token-auth key covers the team's bundle id only: another app's topic is ``BadTopic``."""
+    other = await direct(bundle_id="com.other.app")
+    [refused] = await other.send_batch(_rendered(), [Target("a", _token())])
+    assert (refused.outcome, refused.error_code) == (Outcome.PAYLOAD, "BadTopic")
+    assert lab.ledger("apns")["total"] == 0
+    [sent] = await (await direct()).send_batch(_rendered(), [Target("b", _token())])
+    assert sent.outcome is Outcome.SENT
+    assert [i["headers"]["apns-topic"] for i in lab.ledger("apns")["items"]] == [BUNDLE_ID]

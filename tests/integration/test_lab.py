@@ -8,7 +8,10 @@ decryption, the ledger, and fault injection.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -46,10 +49,34 @@ class Reply:
         return json.loads(self.body)
 
 
+#: Paths served by the lab's TLS listeners (the simulated services), not its control port.
+H2_PATHS = ("/token", "/v1/", "/webpush/push/")
+HTTP1_PATHS = ("/hms/", "/mipush/", "/wns/accesstoken.srf", "/wns/notify/", "/wns/common/")
+
+
 @dataclass
 class Lab:
     base: str
     creds_dir: Path
+
+    @functools.cached_property
+    def services(self) -> dict[str, str]:
+        """The TLS origins of the simulated services, as ``GET /credentials`` names them."""
+        with urllib.request.urlopen(self.base + "/credentials", timeout=10) as resp:
+            return dict(json.loads(resp.read())["services"])
+
+    @functools.cached_property
+    def tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.creds_dir / "apns-ca.pem"))
+
+    def url(self, path: str) -> str:
+        if path.startswith("http"):
+            return path
+        if path.startswith(H2_PATHS):
+            return self.services["h2"] + path
+        if path.startswith(HTTP1_PATHS):
+            return self.services["http1"] + path
+        return self.base + path
 
     def request(
         self,
@@ -58,7 +85,7 @@ class Lab:
         body: bytes | dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        url = path if path.startswith("http") else self.base + path
+        url = self.url(path)
         hdrs = dict(headers or {})
         data: bytes | None
         if isinstance(body, dict):
@@ -68,7 +95,7 @@ class Lab:
             data = body
         req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.tls) as resp:
                 return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
         except urllib.error.HTTPError as err:
             return Reply(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
@@ -205,7 +232,9 @@ def test_health_and_credentials_files(lab: Lab) -> None:
     assert lab.request("GET", "/healthz").json() == {"status": "ok"}
     sa = lab.service_account
     assert sa["type"] == "service_account" and sa["project_id"] == "pushgate-lab"
-    assert sa["token_uri"] == f"{lab.base}/token" and sa["base_url"] == lab.base
+    h2 = lab.services["h2"]
+    assert h2.startswith("https://127.0.0.1:") and lab.services["http1"].startswith("https://127.0.0.1:")
+    assert sa["token_uri"] == f"{h2}/token" and sa["base_url"] == h2
     assert "BEGIN PRIVATE KEY" in sa["private_key"]
     toml = (lab.creds_dir / "pushgate-lab.toml").read_text()
     assert f'service_account_file = "{lab.creds_dir.resolve()}/fcm-service-account.json"' in toml
@@ -323,12 +352,12 @@ def test_fcm_rejects_malformed_token(lab: Lab, access_token: str) -> None:
 
 def test_webpush_push_is_decrypted_into_ledger(lab: Lab) -> None:
     sub = subscribe(lab)
-    assert sub["endpoint"].startswith(f"{lab.base}/webpush/push/")
+    assert sub["endpoint"].startswith(f"{lab.services['h2']}/webpush/push/")
     assert len(b64url_decode(sub["keys"]["p256dh"])) == 65 and len(b64url_decode(sub["keys"]["auth"])) == 16
     payload = {"title": "Hi", "body": "There", "n": 3}
     reply = push(lab, sub, json.dumps(payload).encode())
     assert reply.status == 201, reply.body
-    assert reply.headers["location"].startswith(lab.base)
+    assert reply.headers["location"].startswith(lab.services["h2"])
     ledger = lab.request("GET", "/ledger?" + urlencode({"token": sub["endpoint"]})).json()
     assert ledger["total"] == 1
     item = ledger["items"][0]
@@ -373,7 +402,7 @@ def test_webpush_missing_authorization_and_bad_ciphertext(lab: Lab) -> None:
 
 def test_webpush_unknown_subscription(lab: Lab) -> None:
     sub = subscribe(lab)
-    sub["endpoint"] = f"{lab.base}/webpush/push/does-not-exist"
+    sub["endpoint"] = f"{lab.services['h2']}/webpush/push/does-not-exist"
     reply = push(lab, sub, b"hello")
     assert reply.status == 404
     assert reply.json()["errno"] == 102 and reply.json()["code"] == 404
@@ -455,7 +484,11 @@ def test_webpush_vapid_exp_window_and_spaced_header(lab: Lab) -> None:
     public = (lab.creds_dir / "vapid-public.txt").read_text().strip()
 
     def signed(exp_in: int) -> dict[str, str]:
-        claims = {"aud": lab.base, "sub": "https://example.com/ops", "exp": int(time.time()) + exp_in}
+        claims = {
+            "aud": lab.services["h2"],
+            "sub": "https://example.com/ops",
+            "exp": int(time.time()) + exp_in,
+        }
         token = jwt.encode(claims, key, algorithm="ES256")
         return {"TTL": "0", "Authorization": f"vapid t={token}, k={public}"}
 
@@ -482,3 +515,122 @@ def test_ledger_stats_limit_and_clear(lab: Lab, access_token: str) -> None:
     assert lab.request("DELETE", "/ledger").status == 204
     assert lab.request("GET", "/ledger").json() == {"total": 0, "items": []}
     assert lab.request("GET", "/ledger/stats").json() == ALL_ZERO
+
+
+# ---------------------------------------------------------------- checks a mutation pass found unchecked
+
+
+def test_oauth_rejects_assertion_with_another_key_id(lab: Lab) -> None:
+    """Google looks the signing key up by ``kid``: a key id that is not the account's fails."""
+    sa = lab.service_account
+    now = int(time.time())
+    claims = {
+        "iss": sa["client_email"],
+        "scope": "https://www.googleapis.com/auth/firebase.messaging",
+        "aud": sa["token_uri"],
+        "iat": now,
+        "exp": now + 3600,
+    }
+    wrong_kid = jwt.encode(claims, sa["private_key"], algorithm="RS256", headers={"kid": "0" * 40})
+    reply = token_request(lab, wrong_kid)
+    assert reply.status == 400
+    assert reply.json() == {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+    assert token_request(lab, assertion(lab)).status == 200
+
+
+def test_webpush_rejects_vapid_signature_by_another_key(lab: Lab) -> None:
+    """A well-formed header naming the subscription's key, over a JWT another key signed."""
+    sub = subscribe(lab)
+    public = (lab.creds_dir / "vapid-public.txt").read_text().strip()
+    right = ec.derive_private_key(
+        int.from_bytes(b64url_decode(vapid_private_raw(lab)), "big"), ec.SECP256R1()
+    )
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(sub["endpoint"]))
+    claims = {"aud": origin, "sub": "mailto:ops@example.com", "exp": int(time.time()) + 600}
+
+    def headers(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
+        return {
+            "TTL": "0",
+            "Authorization": f"vapid t={jwt.encode(claims, key, algorithm='ES256')}, k={public}",
+        }
+
+    forged = lab.request("POST", sub["endpoint"], b"", headers(ec.generate_private_key(ec.SECP256R1())))
+    assert forged.status == 403 and forged.json()["errno"] == 109
+    assert lab.request("POST", sub["endpoint"], b"", headers(right)).status == 201
+
+
+def _form(lab: Lab, path: str, fields: dict[str, str]) -> Reply:
+    body = urlencode(fields).encode()
+    return lab.request("POST", path, body, {"Content-Type": "application/x-www-form-urlencoded"})
+
+
+def _secrets(lab: Lab) -> dict[str, str]:
+    return dict(json.loads((lab.creds_dir / "client-secrets.json").read_text()))
+
+
+def test_hms_send_refuses_a_token_used_for_another_app_id(lab: Lab) -> None:
+    """Push Kit binds an access token to its app: the app id in the send path must be that app."""
+    creds = _secrets(lab)
+    grant = {"grant_type": "client_credentials", "client_id": creds["hms_app_id"]}
+    reply = _form(lab, "/hms/oauth2/v3/token", {**grant, "client_secret": creds["hms_client_secret"]})
+    assert reply.status == 200, reply.body
+    auth = {"Authorization": f"Bearer {reply.json()['access_token']}"}
+    body = {"message": {"token": ["hms-token-0001"], "data": "{}"}}
+    other = lab.request("POST", "/hms/v1/100000001/messages:send", body, auth)
+    assert other.status == 401 and other.json()["code"] == "80200001"
+    own = lab.request("POST", f"/hms/v1/{creds['hms_app_id']}/messages:send", body, auth)
+    assert own.status == 200 and own.json()["code"] == "80000000"
+
+
+def test_wns_token_endpoints_check_their_scope(lab: Lab) -> None:
+    """login.live.com grants only ``notify.windows.com``; Entra only ``https://wns.windows.com/.default``."""
+    creds = _secrets(lab)
+    grant = {
+        "grant_type": "client_credentials",
+        "client_id": creds["wns_package_sid"],
+        "client_secret": creds["wns_client_secret"],
+    }
+    classic, entra = "/wns/accesstoken.srf", "/wns/common/oauth2/v2.0/token"
+    for path, scope in ((classic, "https://wns.windows.com/.default"), (entra, "notify.windows.com")):
+        reply = _form(lab, path, {**grant, "scope": scope})
+        assert reply.status == 400 and reply.json()["error"] == "invalid_scope", (path, reply.body)
+    for path, scope in ((classic, "notify.windows.com"), (entra, "https://wns.windows.com/.default")):
+        reply = _form(lab, path, {**grant, "scope": scope})
+        assert reply.status == 200 and reply.json()["token_type"] == "bearer", (path, reply.body)
+
+
+# ---------------------------------------------------------------- how the services are served
+
+
+def _alpn(lab: Lab, origin: str) -> str | None:
+    """The protocol a listener picks when a client offers both, as pushgate's transport does."""
+    parts = urlsplit(origin)
+    context = ssl.create_default_context(cafile=str(lab.creds_dir / "apns-ca.pem"))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with (
+        socket.create_connection((parts.hostname, parts.port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=parts.hostname) as tls,
+    ):
+        return tls.selected_alpn_protocol()
+
+
+def test_services_speak_tls_with_http2_where_the_provider_offers_it(lab: Lab) -> None:
+    assert _alpn(lab, lab.services["h2"]) == "h2"  # FCM, its OAuth endpoint, Web Push
+    assert _alpn(lab, lab.services["http1"]) == "http/1.1"  # HMS, WNS, MiPush
+    # The cleartext control port serves no simulated service.
+    assert lab.request("POST", lab.base + "/token").status == 404
+    assert lab.request("POST", lab.base + "/mipush/v3/message/regid").status == 404
+    # ...and each TLS listener only the services that speak its protocols.
+    assert lab.request("POST", lab.services["http1"] + "/token").status == 404
+    assert lab.request("POST", lab.services["h2"] + "/mipush/v3/message/regid").status == 404
+
+
+def test_plain_mode_serves_the_services_in_cleartext_on_the_control_port(tmp_path: Path) -> None:
+    with running_lab(tmp_path, "--plain", "--lean") as plain:
+        assert plain.services == {"h2": plain.base, "http1": plain.base}
+        assert plain.service_account["token_uri"] == f"{plain.base}/token"
+        assert "[engine]" not in (tmp_path / "pushgate-lab.toml").read_text()
+        assert token_request(plain, assertion(plain)).status == 200
+        sub = subscribe(plain)
+        assert sub["endpoint"].startswith(f"{plain.base}/webpush/push/")
+        assert push(plain, sub, b"hello").status == 201

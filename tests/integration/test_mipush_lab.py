@@ -42,7 +42,7 @@ def _mi_settings(lab: Lab) -> dict[str, Any]:
 
 async def test_lab_checks_secret_package_and_fields(lab: Lab) -> None:
     lab.reset()
-    transport = create_transport(timeout=10.0)
+    transport = create_transport(timeout=10.0, ca_file=lab.ca_file)
     try:
         provider = await MiPushProvider.create(_mi_settings(lab), transport)
         rendered = render(Notification(title="T" * 80, body="B" * 300, data={"k": "v"}), NO, NOW)

@@ -1,9 +1,12 @@
-"""FCM and Web Push providers over the real HTTP stack, against the provider lab.
+"""Providers over the real HTTP stack, against the provider lab.
 
 The lab runs as a subprocess (``python -m pushgate.lab``) speaking the providers' wire
 protocols: it verifies the OAuth assertion, bearer tokens, VAPID and decrypts every Web Push
 body, then records what arrived in its ledger. Nothing here is faked on pushgate's side:
-requests go through :class:`PyreqwestTransport`.
+requests go through :class:`PyreqwestTransport`, built as production builds it, trusting the
+lab's CA through ``engine.ca_file``. The lab serves its simulators over TLS, with HTTP/2 where
+the real service offers it, and the ledger records how each request arrived, so these tests
+prove the production transport ran.
 """
 
 from __future__ import annotations
@@ -12,28 +15,36 @@ import json
 import secrets
 import tomllib
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from support.lab import free_port, lab_process
 
-from pushgate.domain.notification import FcmOverride, Notification
+from pushgate.domain.notification import FcmOverride, Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome
 from pushgate.domain.render import b64url_encode, render_fcm, render_webpush, webpush_token_string
+from pushgate.domain.render_hms import render as render_hms
+from pushgate.domain.render_mipush import render as render_mipush
+from pushgate.domain.render_wns import render as render_wns
 from pushgate.providers.base import ProviderConfigError, Target
 from pushgate.providers.fcm import FcmProvider
+from pushgate.providers.hms import HmsProvider
 from pushgate.providers.http import PyreqwestTransport, create_transport
+from pushgate.providers.mipush import MiPushProvider
 from pushgate.providers.transport import HttpRequest
 from pushgate.providers.webpush import WebPushProvider
+from pushgate.providers.wns import WnsProvider
 
 
 class Lab:
     def __init__(self, base_url: str, config: dict[str, Any]) -> None:
         self.base_url = base_url
         self.config = config
+        self.ca_file = str(config["engine"]["ca_file"])
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +55,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @pytest.fixture
-async def transport() -> AsyncIterator[PyreqwestTransport]:
-    t = create_transport(timeout=10.0)
+async def transport(lab: Lab) -> AsyncIterator[PyreqwestTransport]:
+    t = create_transport(timeout=10.0, ca_file=lab.ca_file)
     assert isinstance(t, PyreqwestTransport)
     yield t
     await t.aclose()
@@ -98,6 +109,7 @@ async def test_fcm_through_lab(lab: Lab, transport: PyreqwestTransport) -> None:
     assert message["data"] == {"k": "v"}
     assert message["android"]["priority"] == "HIGH"
     assert message["android"]["collapse_key"] == "ck"
+    assert ledger["items"][0]["transport"] == "h2"  # HTTP/2 over TLS, as with fcm.googleapis.com
     assert (await _ledger(transport, lab, "fcm", gone))["total"] == 0
 
 
@@ -166,6 +178,7 @@ async def test_webpush_through_lab(lab: Lab, transport: PyreqwestTransport) -> N
     assert item["payload"] == json.loads(rendered.payload)
     assert item["payload"]["body"] == "there ☃"
     assert item["headers"] == {"TTL": "300", "Urgency": "high", "Topic": "c1"}
+    assert subs[0]["endpoint"].startswith("https://") and item["transport"] == "h2"
     assert (await _ledger(transport, lab, "webpush", subs[1]["endpoint"]))["total"] == 0
 
 
@@ -212,3 +225,52 @@ async def test_network_error_is_retryable(transport: PyreqwestTransport) -> None
     assert res.outcome is Outcome.PROVIDER_TRANSIENT and res.error_code == "network"
     assert res.error_message and "connect" in res.error_message.lower()
     assert "/push/x" not in res.error_message  # the endpoint path is the device's secret
+
+
+def _account_with_unknown_key(lab: Lab, directory: Path) -> str:
+    """The lab's service account file, but with a private key the lab never issued."""
+    account = json.loads(Path(lab.config["fcm"]["service_account_file"]).read_text())
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    account["private_key"] = other.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    wrong = directory / "wrong-key.json"
+    wrong.write_text(json.dumps(account))
+    return str(wrong)
+
+
+async def test_fcm_wrong_key_is_refused_by_the_lab_oauth_server(
+    lab: Lab, transport: PyreqwestTransport, tmp_path: Path
+) -> None:
+    """A service account whose key the lab does not know: ``invalid_grant`` → a credential error."""
+    wrong = _account_with_unknown_key(lab, tmp_path)
+    provider = await FcmProvider.create({**lab.config["fcm"], "service_account_file": wrong}, transport)
+    tok = _fcm_token()
+    [res] = await provider.send_batch(render_fcm(Notification(body="x")), [Target("r", tok)])
+    assert res.outcome is Outcome.CREDENTIAL
+    assert res.error_message and "invalid_grant: Invalid JWT Signature." in res.error_message
+    assert (await _ledger(transport, lab, "fcm", tok))["total"] == 0
+    right = await FcmProvider.create(lab.config["fcm"], transport)
+    [ok] = await right.send_batch(render_fcm(Notification(body="x")), [Target("r", tok)])
+    assert ok.outcome is Outcome.SENT
+
+
+async def test_http1_services_are_served_over_tls(lab: Lab, transport: PyreqwestTransport) -> None:
+    """HMS, WNS and MiPush offer no HTTP/2: pushgate reaches them over TLS with HTTP/1.1."""
+    n = Notification(title="T", body="B", data={"k": "v"})
+    hms = await HmsProvider.create(lab.config["hms"], transport)
+    hms_token = "IQAAAACy0" + secrets.token_urlsafe(40)
+    [sent] = await hms.send_batch(render_hms(n, ProviderOverrides(), 0.0), [Target("h", hms_token)])
+    assert sent.outcome is Outcome.SENT
+    wns = await WnsProvider.create(lab.config["wns"], transport)
+    channel = await _call(transport, "POST", f"{lab.base_url}/wns/channels", {})
+    assert channel["channel_uri"].startswith("https://")
+    [sent] = await wns.send_batch(
+        render_wns(n, ProviderOverrides(), 0.0), [Target("w", channel["channel_uri"])]
+    )
+    assert sent.outcome is Outcome.SENT
+    mipush = await MiPushProvider.create(lab.config["mipush"], transport)
+    regid = "mi-" + secrets.token_urlsafe(20)
+    [sent] = await mipush.send_batch(render_mipush(n, ProviderOverrides(), 0.0), [Target("m", regid)])
+    assert sent.outcome is Outcome.SENT
+    for provider, token in (("hms", hms_token), ("wns", channel["channel_uri"]), ("mipush", regid)):
+        [item] = (await _ledger(transport, lab, provider, token))["items"]
+        assert item["transport"] == "http/1.1+tls", provider

@@ -45,7 +45,7 @@ def _wns_settings(lab: Lab) -> dict[str, Any]:
 
 async def test_lab_checks_credentials_headers_and_xml(lab: Lab) -> None:
     lab.reset()
-    transport = create_transport(timeout=10.0)
+    transport = create_transport(timeout=10.0, ca_file=lab.ca_file)
     try:
         provider = await WnsProvider.create(_wns_settings(lab), transport)
         uri = await asyncio.to_thread(_channel, lab)

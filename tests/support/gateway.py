@@ -17,6 +17,7 @@ import httpx
 import uvicorn
 
 from pushgate.config import load_settings
+from pushgate.runtime import http_config
 from pushgate.server import create_app
 from support.api import authorised_client, deliveries, wait_final
 from support.lab import Lab, free_port
@@ -63,16 +64,14 @@ def gateway_settings(database_url: str, lab: Lab, **env: str) -> Any:
 
 
 class running_gateway:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, transport: Any = None) -> None:
         self.settings = settings
+        self.transport = transport
         self.port = free_port()
 
     async def __aenter__(self) -> Gateway:
-        app = create_app(self.settings, echo=lambda _line: None)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", access_log=False
-        )
-        self.server = uvicorn.Server(config)
+        app = create_app(self.settings, echo=lambda _line: None, transport=self.transport)
+        self.server = uvicorn.Server(http_config(app, host="127.0.0.1", port=self.port))
         self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self.task = asyncio.create_task(self.server.serve())
         while not self.server.started:

@@ -64,6 +64,11 @@ class Lab:
     def toml(self) -> Path:
         return self.creds_dir / "pushgate-lab.toml"
 
+    @property
+    def ca_file(self) -> str:
+        """The lab CA behind its TLS services: what ``engine.ca_file`` names in the snippet."""
+        return str(self.creds_dir / "apns-ca.pem")
+
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10)
 

@@ -254,14 +254,14 @@ def test_size_limits_4096_and_5120_for_voip() -> None:
         assert len(r.payload) == n
         return r
 
-    assert oversize("apns", sized(4096)) is None
-    assert oversize("apns", sized(4097)) == (4097, 4096)
-    assert oversize("apns", sized(5120, "voip")) is None
-    assert oversize("apns", sized(5121, "voip")) == (5121, 5120)
+    assert oversize(RENDERER, sized(4096)) is None
+    assert oversize(RENDERER, sized(4097)) == (4097, 4096)
+    assert oversize(RENDERER, sized(5120, "voip")) is None
+    assert oversize(RENDERER, sized(5121, "voip")) == (5121, 5120)
 
 
 def test_renderer_seam_and_preview() -> None:
-    r = render_for("apns", Notification(title="T", ttl_seconds=60), ProviderOverrides(), NOW)
+    r = render_for(RENDERER, Notification(title="T", ttl_seconds=60), ProviderOverrides(), NOW)
     assert isinstance(r, ApnsRendered)
     assert RENDERER.size(r) == len(r.payload) and RENDERER.limit(r) == 4096
     preview = RENDERER.preview(r)

@@ -15,7 +15,7 @@ def test_defaults_without_file() -> None:
     assert (s.server.host, s.server.port) == ("127.0.0.1", 8686)
     assert s.limits.max_recipients_per_publish == 1000
     assert s.devices.allow_loopback_endpoints is False
-    assert s.fcm is None and s.webpush is None
+    assert "fcm" not in s.providers and "webpush" not in s.providers
 
 
 def test_file_interpolation_and_env_overrides(tmp_path: Path) -> None:
@@ -92,8 +92,8 @@ def test_provider_sections_are_typed(tmp_path: Path) -> None:
     s = load_settings(
         cfg, env={"CONC": "50", "PUSHGATE_WEBPUSH_CONCURRENCY": "7", "PUSHGATE_WEBPUSH_TIMEOUT": "2.5"}
     )
-    assert s.fcm is not None and s.fcm.concurrency == 50
-    assert s.webpush is not None and (s.webpush.concurrency, s.webpush.timeout) == (7, 2.5)
+    assert s.providers["fcm"].concurrency == 50
+    assert (s.providers["webpush"].concurrency, s.providers["webpush"].timeout) == (7, 2.5)
     assert s.provider_settings("a", "default")["fcm"] == {
         "service_account_file": "/x.json",
         "concurrency": 50,
@@ -106,3 +106,69 @@ def test_provider_sections_are_typed(tmp_path: Path) -> None:
         load_settings(cfg, env={})
     with pytest.raises(ConfigError, match=r"fcm\.colour: unknown key"):
         load_settings(None, env={"PUSHGATE_FCM_COLOUR": "red"})
+
+
+def test_per_provider_keys_keep_their_file_shape(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text(
+        "[retry.apns]\nmax_attempts = 3\n[rate_limits]\nwns_per_second = 5\n"
+        "[apps.shop.rate_limits]\nfcm_per_second = 2\napp_per_second = 9\n"
+        '[apps.shop.hms]\napp_id = "1"\n'
+    )
+    s = load_settings(
+        cfg, env={"PUSHGATE_RETRY_FCM_JITTER": "0.5", "PUSHGATE_RATE_LIMITS_APNS_PER_SECOND": "7"}
+    )
+    assert s.retry.by_provider["apns"].max_attempts == 3 and s.retry.by_provider["fcm"].jitter == 0.5
+    assert s.rate_limits.provider_rate("wns") == 5.0 and s.rate_limits.provider_rate("apns") == 7.0
+    assert s.rate_limits.provider_rate("fcm") == 0.0
+    shop = s.apps["shop"]
+    assert shop.rate_limits is not None and shop.rate_limits.by_provider == {"fcm": 2.0}
+    assert s.provider_settings("app_9", "shop") == {"hms": {"app_id": "1"}}
+    shown = masked(s)
+    assert shown["retry"]["apns"] == {"max_attempts": 3} and "by_provider" not in shown["retry"]
+    assert shown["rate_limits"]["wns_per_second"] == 5.0 and "by_provider" not in shown["rate_limits"]
+    assert shown["apps"]["shop"]["rate_limits"] == {"app_per_second": 9.0, "fcm_per_second": 2.0}
+    assert shown["apps"]["shop"]["hms"] == {"app_id": "1"} and "providers" not in shown["apps"]["shop"]
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("[retry.apns]\nmax_attempts = 0\n", {}, r"retry\.apns\.max_attempts"),
+        ("[retry.nope]\nmax_attempts = 2\n", {}, r"retry\.nope: unknown key"),
+        ("[rate_limits]\nfcm_per_second = -1\n", {}, r"rate_limits\.fcm_per_second"),
+        ("[apps.shop.rate_limits]\nhms_per_second = -1\n", {}, r"apps\.shop\.rate_limits\.hms_per_second"),
+        ("[apps.shop.fcm]\nconcurrency = 0\n", {}, r"apps\.shop\.fcm\.concurrency"),
+        ("[apns]\nenvironment = 'staging'\n", {}, r"apns\.environment"),
+        ("[retry]\nby_provider = {}\n", {}, r"retry\.by_provider: unknown key"),
+        ("[providers.fcm]\nconcurrency = 1\n", {}, r"providers: unknown key"),
+        ("", {"PUSHGATE_SECRET_KEY": "short"}, "secret_key"),
+        ("[quarantine]\ncooldown = 10.0\nmax_cooldown = 5.0\n", {}, r"quarantine\.max_cooldown"),
+        ("[server]\nlog_level = 'loud'\n", {}, r"server\.log_level"),
+    ],
+)
+def test_per_provider_errors_name_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(cfg, env=env)
+
+
+def test_log_level_any_case() -> None:
+    assert load_settings(None, env={"PUSHGATE_SERVER_LOG_LEVEL": "WARNING"}).server.log_level == "WARNING"
+
+
+def test_fcm_service_account_json_may_be_a_table(tmp_path: Path) -> None:
+    cfg = tmp_path / "p.toml"
+    cfg.write_text('[fcm.service_account_json]\nclient_email = "a@example.com"\nproject_id = "p"\n')
+    s = load_settings(cfg, env={})
+    assert s.providers["fcm"].service_account_json == {"client_email": "a@example.com", "project_id": "p"}
+
+
+def test_bound_errors_say_what_to_write() -> None:
+    with pytest.raises(ConfigError, match=r"secret_key: .*openssl rand -base64 32"):
+        load_settings(None, env={"PUSHGATE_SECRET_KEY": "short"})
+    with pytest.raises(ConfigError, match=r"retry\.apns\.jitter: .*in \[0, 1\)"):
+        load_settings(None, env={"PUSHGATE_RETRY_APNS_JITTER": "1"})

@@ -125,10 +125,10 @@ def test_override_deep_merges_and_none_deletes() -> None:
 
 def test_size_limit_excludes_tokens() -> None:
     fits = render(Notification(title="T", body="x" * 3900), NO, 0.0)
-    assert oversize("hms", fits) is None
+    assert oversize(RENDERER, fits) is None
     assert RENDERER.size({**fits, "token": ["t" * 4000] * 10}) == RENDERER.size(fits)
     big = render(Notification(title="T", body="x" * 4096), NO, 0.0)
-    over = oversize("hms", big)
+    over = oversize(RENDERER, big)
     assert over is not None and over[1] == 4096 and over[0] > 4096
     preview = RENDERER.preview(fits)
     assert preview["body"]["message"]["token"] == ["<up to 1000 device tokens>"]

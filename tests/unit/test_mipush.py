@@ -93,8 +93,8 @@ def test_overrides_set_and_remove_fields() -> None:
 
 def test_size_counts_the_payload() -> None:
     fits = render(Notification(title="T", data={"k": "x" * 4000}), NO, NOW)
-    assert oversize("mipush", fits) is None
-    over = oversize("mipush", render(Notification(title="T", data={"k": "x" * 4100}), NO, NOW))
+    assert oversize(RENDERER, fits) is None
+    over = oversize(RENDERER, render(Notification(title="T", data={"k": "x" * 4100}), NO, NOW))
     assert over is not None and over[1] == 4096
     preview = RENDERER.preview(fits)
     assert preview["body"]["title"] == "T" and "registration_id" in preview["body"]

@@ -10,22 +10,23 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from pushgate.domain import render_fcm as fcm_rendering
+from pushgate.domain import render_webpush as webpush_rendering
 from pushgate.domain.notification import FcmOverride, Notification, WebPushOverride
 from pushgate.domain.render import (
     LIMITS,
     WebPushRendered,
     b64url_encode,
-    check_size,
     deep_merge,
     endpoint_is_loopback_or_insecure,
     parse_webpush_subscription,
-    payload_size,
     render_fcm,
     render_webpush,
     validate_fcm_data,
     webpush_token_string,
     webpush_topic,
 )
+from pushgate.domain.rendering import oversize
 
 FULL = Notification(
     title="Hi",
@@ -218,29 +219,26 @@ def test_webpush_topic(key: str, expected: str | None) -> None:
 
 def test_size_fcm_counts_compact_message_json() -> None:
     msg = render_fcm(Notification(title="t"))
-    assert payload_size("fcm", msg) == len(b'{"notification":{"title":"t"}}')
+    assert fcm_rendering.RENDERER.size(msg) == len(b'{"notification":{"title":"t"}}')
     base = len(json.dumps({"data": {"k": ""}}, separators=(",", ":")))
     exact = {"data": {"k": "x" * (LIMITS["fcm"] - base)}}
-    assert payload_size("fcm", exact) == 4096
-    assert check_size("fcm", exact) is None
+    assert fcm_rendering.RENDERER.size(exact) == 4096
+    assert oversize(fcm_rendering.RENDERER, exact) is None
     over = {"data": {"k": "x" * (LIMITS["fcm"] - base + 1)}}
-    assert check_size("fcm", over) == (4097, 4096)
+    assert oversize(fcm_rendering.RENDERER, over) == (4097, 4096)
 
 
 def test_size_webpush_counts_plaintext() -> None:
     base = len(render_webpush(Notification(body="")).payload)
     ok = render_webpush(Notification(body="x" * (3993 - base)))
-    assert payload_size("webpush", ok) == 3993
-    assert check_size("webpush", ok) is None
+    assert webpush_rendering.RENDERER.size(ok) == 3993
+    assert oversize(webpush_rendering.RENDERER, ok) is None
     over = render_webpush(Notification(body="x" * (3994 - base)))
-    assert check_size("webpush", over) == (3994, 3993)
+    assert oversize(webpush_rendering.RENDERER, over) == (3994, 3993)
     # multi-byte characters count as bytes
-    assert payload_size("webpush", render_webpush(Notification(body="é"))) == len('{"body":"é"}'.encode())
-
-
-def test_size_unknown_provider() -> None:
-    with pytest.raises(ValueError):
-        payload_size("apns", {})
+    assert webpush_rendering.RENDERER.size(render_webpush(Notification(body="é"))) == len(
+        '{"body":"é"}'.encode()
+    )
 
 
 # ------------------------------------------------------------------ subscriptions

@@ -187,8 +187,10 @@ def test_overrides() -> None:
 
 def test_size_limit() -> None:
     fits = render(Notification(title="T", body="x" * 4800), NO, 0.0)
-    assert oversize("wns", fits) is None
-    over = oversize("wns", render(Notification(title="T", body="x" * 4096, data={"k": "y" * 1000}), NO, 0.0))
+    assert oversize(RENDERER, fits) is None
+    over = oversize(
+        RENDERER, render(Notification(title="T", body="x" * 4096, data={"k": "y" * 1000}), NO, 0.0)
+    )
     assert over is not None and over[1] == 5000 and over[0] > 5000
     preview = RENDERER.preview(fits)
     assert preview["url"] == "<channel URI>" and preview["headers"]["X-WNS-Type"] == "wns/toast"

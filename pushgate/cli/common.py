@@ -1,0 +1,92 @@
+"""What every command shares: the consoles, the common options, loading settings, running a
+coroutine, and calling a running gateway's API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from pushgate.config import ConfigError, Settings, load_settings
+
+_T = TypeVar("_T")
+
+UrlOpt = Annotated[str, typer.Option(envvar="PUSHGATE_URL", help="Gateway URL ($PUSHGATE_URL).")]
+KeyOpt = Annotated[str, typer.Option(envvar="PUSHGATE_KEY", help="App API key ($PUSHGATE_KEY).")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="TOML config file (default: $PUSHGATE_CONFIG, else built-in defaults)."
+    ),
+]
+
+console = Console()
+err = Console(stderr=True)
+
+
+def settings_or_exit(config: Path | None) -> Settings:
+    """The settings, or exit 2 with the error (which names the bad key)."""
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` on uvloop: the Rust HTTP clients run at half speed on the default loop."""
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        return asyncio.run(coro)
+
+
+def need_key(key: str) -> None:
+    if not key:
+        err.print("[red]error:[/red] give the app key with --key or PUSHGATE_KEY")
+        raise typer.Exit(2)
+
+
+def call_api(url: str, key: str, method: str, path: str, body: Any = None) -> Any:
+    """One request to a running gateway; an error answer or no answer exits 1 with its message."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        url.rstrip("/") + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read())["error"]["message"]
+        except Exception:
+            detail = str(exc)
+        err.print(f"[red]error:[/red] {exc.code}: {detail}")
+        raise typer.Exit(1) from None
+    except urllib.error.URLError as exc:
+        err.print(
+            f"[red]error:[/red] cannot reach pushgate at {url}: {exc.reason} (is `pushgate serve` running?)"
+        )
+        raise typer.Exit(1) from None

@@ -1,0 +1,97 @@
+"""The commands that run the gateway's processes or prepare their database: ``serve``,
+``worker`` and ``migrate``. What they build comes from ``pushgate.runtime``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from pushgate.cli.common import ConfigOpt, console, err, run, settings_or_exit, setup_logging
+from pushgate.config import ConfigError, masked
+
+
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default 8686).")] = None,
+    workers: Annotated[
+        bool, typer.Option("--workers/--no-workers", help="Run dispatch workers in this process.")
+    ] = True,
+) -> None:
+    """Run the HTTP API and the dispatch workers in one process."""
+    from pushgate.runtime import GracefulServer, check_credentials, http_config, tune_gc
+    from pushgate.server import create_app
+
+    settings = settings_or_exit(config)
+    if host:
+        settings.server.host = host
+    if port:
+        settings.server.port = port
+    setup_logging(settings.server.log_level)
+    if not settings.server.access_log:
+        logging.getLogger("pushgate.access").setLevel(logging.WARNING)
+    try:
+        run(check_credentials(settings))
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(
+        f"pushgate {_version()} on http://{settings.server.host}:{settings.server.port} "
+        f"(database {masked(settings)['database_url']}, workers {'on' if workers else 'off'})"
+    )
+    app = create_app(settings, run_workers=workers)
+    server = GracefulServer(http_config(app, host=settings.server.host, port=settings.server.port))
+    tune_gc()
+    server.run()
+
+
+def worker(config: ConfigOpt = None) -> None:
+    """Run dispatch workers only (no HTTP API), sharing the configured database."""
+    from pushgate.runtime import check_credentials, open_runtime, tune_gc
+
+    settings = settings_or_exit(config)
+    setup_logging(settings.server.log_level)
+
+    async def main() -> None:
+        await check_credentials(settings)
+        async with open_runtime(settings, workers=True) as rt:
+            assert rt.engine is not None
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await rt.engine.start()
+            console.print(f"pushgate worker running ({settings.engine.concurrency} tasks); Ctrl-C to stop")
+            await stop.wait()
+            console.print("stopping: finishing in-flight jobs")
+
+    try:
+        tune_gc()
+        run(main())
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def migrate(config: ConfigOpt = None) -> None:
+    """Create or upgrade the database schema to the newest version."""
+    from pushgate.runtime import open_database
+
+    settings = settings_or_exit(config)
+
+    async def main() -> None:
+        async with open_database(settings):
+            pass
+
+    run(main())
+    console.print("database is at the newest schema")
+
+
+def _version() -> str:
+    from pushgate import __version__
+
+    return __version__
