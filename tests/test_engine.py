@@ -12,8 +12,9 @@ import sqlalchemy as sa
 from conftest import Gateway, Lab, gateway_settings, running_gateway
 from test_acceptance import fcm_token, publish, register
 
+from pushgate.domain.jobs import PlanPayload
 from pushgate.store.db import Database
-from pushgate.store.queue import JobQueue
+from pushgate.store.queue import JobQueue, NewJob
 from pushgate.store.schema import jobs
 
 
@@ -28,7 +29,7 @@ async def test_expired_lease_is_claimed_again(database_url: str) -> None:
     try:
         q = JobQueue(db)
         async with db.write() as conn:
-            await JobQueue.enqueue(conn, "plan", "app_x", "pub_x", {"i": 0})
+            await JobQueue.enqueue(conn, [NewJob("app_x", "pub_x", PlanPayload())])
         [first] = await q.claim("worker-a", 10, lease_seconds=0.3)
         assert first.claims == 1
         assert await q.claim("worker-b", 10, lease_seconds=30) == []  # leased
@@ -50,13 +51,8 @@ async def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
     try:
         q = JobQueue(db)
         async with db.write() as conn:
-            await JobQueue.enqueue_many(
-                conn,
-                [
-                    {"kind": "dispatch", "app_id": "a", "publish_id": "p", "payload": {"n": n}}
-                    for n in range(200)
-                ],
-            )
+            for n in range(200):
+                await JobQueue.enqueue_dispatch(conn, "a", "p", "fcm", [[f"dev_{n}", "t"]])
 
         async def claimer(name: str) -> list[int]:
             got: list[int] = []
@@ -286,11 +282,11 @@ async def test_a_plan_page_of_a_lapsed_claim_is_rolled_back(database_url: str) -
     """Two claims of one plan job (the first one's lease lapsed): the stale claim's page must
     write nothing, so the recipients are planned (and counted) exactly once."""
     from pushgate.domain.ids import new_id
-    from pushgate.engine.planner import PlanContext, PlanLeaseLost, Planner
+    from pushgate.engine.planner import PlanContext, Planner
     from pushgate.store.apps import AppStore
     from pushgate.store.devices import token_hash
     from pushgate.store.publishes import PublishStore
-    from pushgate.store.queue import JobQueue
+    from pushgate.store.queue import JobQueue, LeaseLost
     from pushgate.store.schema import deliveries, device_channels, devices
 
     db = Database(database_url)
@@ -329,11 +325,11 @@ async def test_a_plan_page_of_a_lapsed_claim_is_rolled_back(database_url: str) -
         ctx = PlanContext(
             app_name=app.name, configured={"fcm"}, batch_size=10, page_size=10, lease_seconds=60
         )
-        with pytest.raises(PlanLeaseLost):
-            await planner.run(stale, pub, ctx)
+        with pytest.raises(LeaseLost):
+            await planner.run(stale.typed(PlanPayload), pub, ctx)
         async with db.read() as conn:
             assert (await conn.execute(sa.select(sa.func.count()).select_from(deliveries))).scalar() == 0
-        await planner.run(fresh, pub, ctx)
+        await planner.run(fresh.typed(PlanPayload), pub, ctx)
         status = await publishes.get(app.id, pub.id)
         assert status is not None and status.counts["planned"] == 30
         async with db.read() as conn:
