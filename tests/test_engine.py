@@ -71,6 +71,13 @@ async def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
 
 
 async def test_rerun_batch_skips_recipients_with_final_outcome(gateway: Gateway, lab: Lab) -> None:
+    """A re-claimed batch whose recipients were already recorded final sends nothing again.
+
+    The publish is put back to ``dispatching`` (as it is while any of its jobs exists), so the
+    dispatcher gets past its closed-publish check and the re-run filter is what stops the resend.
+    """
+    from pushgate.store.schema import publishes
+
     devs = [
         await register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["c"])
         for _ in range(3)
@@ -78,9 +85,15 @@ async def test_rerun_batch_skips_recipients_with_final_outcome(gateway: Gateway,
     pub_id = await publish(gateway.client, recipients=[{"type": "channel", "channel": "c"}])
     await gateway.wait_done(pub_id)
     assert lab.ledger("fcm")["total"] == 3
-    # A worker died after sending but before deleting its job: the job comes back with claims=1.
+    # A worker died after recording its outcomes but before deleting its job: the job comes back
+    # with claims=1 and no progress, and its publish is still open.
     db: Database = gateway.app.state.services.db
     async with db.write() as conn:
+        await conn.execute(
+            sa.update(publishes)
+            .where(publishes.c.id == pub_id)
+            .values(status="dispatching", completed_at=None)
+        )
         await conn.execute(
             sa.insert(jobs).values(
                 kind="dispatch",
@@ -102,8 +115,9 @@ async def test_rerun_batch_skips_recipients_with_final_outcome(gateway: Gateway,
             break
         await asyncio.sleep(0.05)
     assert left == 0
+    status = await gateway.wait_done(pub_id)
     assert lab.ledger("fcm")["total"] == 3  # nothing sent twice
-    status = (await gateway.client.get(f"/v1/publishes/{pub_id}")).json()
+    assert status["status"] == "completed"
     assert status["counts"]["sent"] == 3 and status["counts"]["planned"] == 3
 
 
