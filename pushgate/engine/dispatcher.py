@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushgate.config import Settings
-from pushgate.domain.accounting import DEFERRED_TOO_LONG, EXPIRED, Batch, NotAttempted
+from pushgate.domain.accounting import CANCELLED, DEFERRED_TOO_LONG, EXPIRED, Batch, NotAttempted
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.notification import PROVIDERS
 from pushgate.domain.outcomes import Outcome, SendResult
@@ -178,7 +178,7 @@ class Dispatcher:
         while k < len(targets):
             chunk = targets[k : k + (1 if probing else size)]
             if k and await self._cancelled(pub.id):
-                await record(targets[k:], [], final=True)  # past the results: not attempted, cancelled
+                await record(targets[k:], [CANCELLED for _ in targets[k:]], final=True)
                 return
             wait, layer = g.limits.reserve(pub.app_id, app_name, provider_name, len(chunk))
             if wait > MAX_INLINE_WAIT and not probing:
