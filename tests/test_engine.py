@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from conftest import Gateway, Lab, gateway_settings, running_gateway
 from test_acceptance import fcm_token, publish, register
 
-from pushgate.domain.jobs import PlanPayload
+from pushgate.domain.jobs import DispatchPayload, PlanPayload
 from pushgate.store.db import Database
 from pushgate.store.queue import JobQueue, NewJob
 from pushgate.store.schema import jobs
@@ -66,6 +66,29 @@ async def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
         all_ids = [i for r in results for i in r]
         assert len(all_ids) == 200
         assert len(set(all_ids)) == 200
+    finally:
+        await db.dispose()
+
+
+async def test_enqueue_dispatch_cuts_batches_and_keeps_each_run_time(database_url: str) -> None:
+    db = await _db(database_url)
+    try:
+        now = time.time()
+        async with db.write() as conn:
+            await JobQueue.enqueue_dispatch(
+                conn, "a", "p", "fcm", [[f"dev_{n}", "t"] for n in range(5)], batch_size=2, replay=True
+            )
+            retries = {now - 2: [["dev_x", "t"]], now + 60: [["dev_y", "t", "sandbox"]]}
+            await JobQueue.enqueue_dispatch(conn, "a", "p", "apns", retries, attempt=3)
+        claimed = [j.typed(DispatchPayload) for j in await JobQueue(db).claim("w", 10, 60)]
+        fcm = sorted((j.payload for j in claimed if j.payload.provider == "fcm"), key=lambda p: p.targets)
+        assert [[t[0] for t in p.targets] for p in fcm] == [["dev_0", "dev_1"], ["dev_2", "dev_3"], ["dev_4"]]
+        assert all(p.attempt == 1 and p.replay and p.was_retrying for p in fcm)
+        [apns] = [j.payload for j in claimed if j.payload.provider == "apns"]  # the other is not due
+        assert (apns.targets, apns.attempt, apns.replay) == ([["dev_x", "t"]], 3, False)
+        async with db.read() as conn:
+            later = (await conn.execute(sa.select(jobs.c.run_at).where(jobs.c.lease_until.is_(None)))).all()
+        assert [r.run_at for r in later] == [pytest.approx(now + 60)]
     finally:
         await db.dispose()
 
@@ -350,3 +373,27 @@ async def test_a_plan_page_of_a_lapsed_claim_is_rolled_back(database_url: str) -
             assert (await conn.execute(sa.select(sa.func.count()).select_from(deliveries))).scalar() == 30
     finally:
         await db.dispose()
+
+
+async def test_jobs_that_cannot_run_are_dropped(gateway: Gateway, lab: Lab) -> None:
+    """An unknown kind or a payload that does not decode would fail on every claim: the worker
+    drops the row (with an error log) instead of claiming it forever."""
+    db: Database = gateway.app.state.services.db
+    now = time.time()
+    async with db.write() as conn:
+        row = {"app_id": "a", "publish_id": "p", "run_at": now, "created_at": now}
+        await conn.execute(
+            sa.insert(jobs),
+            [
+                {**row, "kind": "sweep", "payload": "{}"},
+                {**row, "kind": "dispatch", "payload": '{"attempt":1}'},
+            ],
+        )
+    gateway.app.state.services.engine.notify()
+    for _ in range(100):
+        async with db.read() as conn:
+            left = (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar()
+        if left == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert left == 0

@@ -92,15 +92,14 @@ class Recorder:
             await self.publishes.bump(conn, pub.id, batch.provider, **out.counts)
             if out.invalid:
                 await DeviceStore.invalidate(conn, out.invalid, now)
-            for run_at, retry in out.retries.items():
+            if out.retries:
                 await JobQueue.enqueue_dispatch(
                     conn,
                     pub.app_id,
                     pub.id,
                     batch.provider,
-                    [t.row() for t in retry],
+                    {run_at: [t.row() for t in retry] for run_at, retry in out.retries.items()},
                     attempt=batch.attempt + 1,
-                    run_at=run_at,
                 )
             if classes:
                 await self.health_store.add_events(conn, pub.app_id, batch.provider, now, classes)

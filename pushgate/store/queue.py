@@ -16,7 +16,7 @@ the caller's transaction; a method without one opens its own.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Generic, TypeVar
@@ -161,17 +161,27 @@ class JobQueue:
         app_id: str,
         publish_id: str,
         provider: str,
-        targets: Sequence[list[str]],
+        targets: Sequence[list[str]] | Mapping[float, Sequence[list[str]]],
         *,
         attempt: int = 1,
         batch_size: int | None = None,
         replay: bool = False,
-        run_at: float | None = None,
     ) -> None:
         """Queue ``targets`` (``Target.row()`` lists) for ``provider`` in jobs of at most
-        ``batch_size`` (None: one job): the planner's batches, a chunk's retries, a replay."""
-        payloads = dispatch_batches(provider, targets, attempt=attempt, size=batch_size, replay=replay)
-        await JobQueue.enqueue(conn, [NewJob(app_id, publish_id, p, run_at) for p in payloads])
+        ``batch_size`` (None: one job per run time): the planner's batches, a replay, or a
+        chunk's retries. A list runs now; a mapping gives each group its run time (retries are
+        jittered, so a chunk's come back as many groups, still written in one statement)."""
+        groups = targets.items() if isinstance(targets, Mapping) else [(None, targets)]
+        await JobQueue.enqueue(
+            conn,
+            [
+                NewJob(app_id, publish_id, payload, run_at)
+                for run_at, group in groups
+                for payload in dispatch_batches(
+                    provider, group, attempt=attempt, size=batch_size, replay=replay
+                )
+            ],
+        )
 
     @staticmethod
     async def enqueue_claimed(
