@@ -325,3 +325,60 @@ async def test_batches_waiting_out_a_quarantine_do_not_trigger_backpressure(
         assert r.status_code == 202, r.text
         assert (await _status(gw.client, pub))["counts"]["failed"] == 10  # still parked
         await gw.client.post(f"/v1/publishes/{pub}/cancel")
+
+
+async def test_dead_letter_of_a_provider_audience_is_replayed(database_url: str, lab: Lab) -> None:
+    """An FCM topic is no device: its dead letter's target comes back from the publish's own
+    request, so a replay once the provider recovers sends to the topic again."""
+    lab.reset()
+    settings = gateway_settings(database_url, lab, PUSHGATE_RETRY_MAX_ATTEMPTS="1")
+    async with running_gateway(settings) as gw:
+        lab.fault(provider="fcm", error="503")
+        r = await gw.client.post(
+            "/v1/publish",
+            json={
+                "recipients": [{"type": "fcm_topic", "topic": "news"}],
+                "notification": {"title": "Extra!"},
+            },
+        )
+        assert r.status_code == 202, r.text
+        pub_id = r.json()["publish_id"]
+        assert (await gw.wait_done(pub_id))["counts"]["failed"] == 1
+        lab.reset()
+        r = await gw.client.post("/v1/dead-letters/replay", json={"filter": {"publish_id": pub_id}})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"replayed": 1, "skipped": 0}
+        body = await gw.wait_done(pub_id)
+        assert (body["counts"]["sent"], body["counts"]["failed"]) == (1, 0)
+        [item] = lab.ledger("fcm")["items"]
+        assert item["message"]["topic"] == "news" and "token" not in item["message"]
+
+
+async def test_replay_keeps_an_apns_devices_environment(database_url: str, lab: Lab) -> None:
+    """A sandbox device's dead letter is replayed to the APNs sandbox, where its token is valid:
+    the production host would answer ``BadDeviceToken``. (The lab serves the sandbox over
+    cleartext h2c and production over TLS, so the ledger shows which host was used.)"""
+    lab.reset()
+    settings = gateway_settings(database_url, lab, PUSHGATE_RETRY_MAX_ATTEMPTS="1")
+    async with running_gateway(settings) as gw:
+        token = secrets.token_hex(32)
+        r = await gw.client.post(
+            "/v1/devices",
+            json={
+                "provider": "apns",
+                "token": token,
+                "platform": "ios",
+                "environment": "sandbox",
+                "channels": ["b"],
+            },
+        )
+        assert r.status_code == 200, r.text
+        lab.fault(provider="apns", error="503")
+        pub_id = await _publish(gw.client, "b")
+        assert (await gw.wait_done(pub_id))["counts"]["failed"] == 1
+        lab.reset()
+        r = await gw.client.post("/v1/dead-letters/replay", json={"filter": {"publish_id": pub_id}})
+        assert r.json() == {"replayed": 1, "skipped": 0}
+        assert (await gw.wait_done(pub_id))["counts"]["sent"] == 1
+        [item] = lab.ledger("apns")["items"]
+        assert item["token"] == token and item["transport"] == "h2c"

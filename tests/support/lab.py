@@ -67,8 +67,9 @@ def _lab_in_thread(creds_dir: Path, port: int, extra_args: tuple[str, ...]) -> s
         if not thread.is_alive():
             raise RuntimeError("lab did not start (in-process)")
         with socket.socket() as s:
+            # The APNs listeners are bound before this socket: an early connection to them
+            # waits in their backlog until they serve.
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                time.sleep(0.2)  # the APNs listeners start right after the main socket
                 return f"http://127.0.0.1:{port}"
         time.sleep(0.05)
     raise RuntimeError("lab did not start within 30 s (in-process)")
