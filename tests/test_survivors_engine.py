@@ -382,3 +382,31 @@ async def test_replay_keeps_an_apns_devices_environment(database_url: str, lab: 
         assert (await gw.wait_done(pub_id))["counts"]["sent"] == 1
         [item] = lab.ledger("apns")["items"]
         assert item["token"] == token and item["transport"] == "h2c"
+
+
+@pytest.mark.timeout(60)
+async def test_a_breaker_opening_mid_batch_gives_up_on_the_rest_past_max_age(
+    database_url: str, lab: Lab
+) -> None:
+    """A batch of 300 goes out in chunks of 100. When the first chunk's refusals open the
+    breaker for longer than ``retry.max_age_seconds`` allows, the batch's other 200 end now as
+    ``deferred_too_long`` dead letters instead of waiting out the cooldown."""
+    lab.reset()
+    settings = gateway_settings(
+        database_url,
+        lab,
+        PUSHGATE_QUARANTINE_CREDENTIAL_COOLDOWN="60",
+        PUSHGATE_RETRY_MAX_AGE_SECONDS="5",
+        PUSHGATE_ENGINE_CONCURRENCY="1",
+    )
+    async with running_gateway(settings) as gw:
+        await _devices(gw.client, "mid", 300)  # one batch (engine.batch_size 500), three chunks
+        lab.fault(provider="fcm", error="auth")
+        pub = await _publish(gw.client, "mid")
+        done = await gw.wait_done(pub, within=20)
+        assert done["counts"]["failed"] == 300
+        recs = await gw.deliveries(pub)
+        by_code = {d["error_code"] for d in recs if d["error_class"] is None}
+        refused = [d for d in recs if d["error_class"] == "credential"]
+        assert len(refused) == 100 and by_code == {"deferred_too_long"}
+        assert lab.ledger("fcm")["total"] == 0
