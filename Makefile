@@ -64,11 +64,13 @@ mutation: venv
 # The score per package from the last run's results (killed or timed out / mutants with tests).
 mutation-score:
 	@$(BIN)/mutmut results --all true | awk -F': ' ' \
-		{ split($$1, a, "."); gsub(/ /, "", a[1]); pkg = a[1] "." a[2]; st = $$2; \
-		  if (st == "no tests" || st == "not checked" || st == "skipped") { untested[pkg]++; next } \
+		{ split($$1, a, "."); gsub(/ /, "", a[1]); pkg = a[1] "." a[2]; st = $$2; seen[pkg]++; \
+		  if (st == "not checked") { unrun[pkg]++; next } \
+		  if (st == "no tests" || st == "skipped") { untested[pkg]++; next } \
 		  total[pkg]++; all++; if (st == "killed" || st == "timeout") { killed[pkg]++; k++ } } \
-		END { for (p in total) printf "%-18s %5d/%-5d killed  %5.1f%%  (%d without tests)\n", p, killed[p], total[p], 100 * killed[p] / total[p], untested[p]; \
-		      if (all) printf "%-18s %5d/%-5d killed  %5.1f%%\n", "overall", k, all, 100 * k / all }'
+		END { for (p in seen) printf "%-18s %5d/%-5d killed %5.1f%%  (%d without tests, %d not run yet)\n", \
+		        p, killed[p], total[p], total[p] ? 100 * killed[p] / total[p] : 0, untested[p], unrun[p]; \
+		      if (all) printf "%-18s %5d/%-5d killed %5.1f%%\n", "overall", k, all, 100 * k / all }'
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache mutants
