@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv postgres run test test-fast demo lint clean
+.PHONY: help venv postgres run test test-fast demo lint mutation mutation-score clean
 
 help:
 	@echo "make venv       - create $(VENV) and install pushgate with test and bench extras"
@@ -15,6 +15,7 @@ help:
 	@echo "make test-fast  - run the unit tier only (tests/unit: no servers, no database; < 30 s)"
 	@echo "make demo       - run scripts/demo.sh"
 	@echo "make lint       - ruff check, ruff format --check, mypy (package and tests)"
+	@echo "make mutation   - mutation testing of domain/, engine/ and the lab's checks (slow; docs/testing.md)"
 	@echo "make clean      - remove $(VENV) and caches"
 
 venv: $(STAMP)
@@ -55,6 +56,28 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/mypy tests
 
+# Mutation testing (docs/testing.md): mutmut mutates pushgate/domain, pushgate/engine and the lab's
+# credential checks ([tool.mutmut] in pyproject.toml) and runs, for each mutant, only the tests
+# that executed its function. Niced and bounded: it shares the machine. Survivors are listed
+# with `$(BIN)/mutmut results`, one shown with `$(BIN)/mutmut show NAME`.
+MUTATION_CHILDREN ?= 2
+MUTATION_TIMEOUT  ?= 3h
+mutation: venv
+	rm -rf mutants
+	PUSHGATE_TEST_LAB_IN_PROCESS=1 nice -n 19 timeout $(MUTATION_TIMEOUT) $(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) || true
+	@$(MAKE) --no-print-directory mutation-score
+
+# The score per package from the last run's results (killed or timed out / mutants with tests).
+mutation-score:
+	@$(BIN)/mutmut results --all true | awk -F': ' ' \
+		{ split($$1, a, "."); gsub(/ /, "", a[1]); pkg = a[1] "." a[2]; st = $$2; seen[pkg]++; \
+		  if (st == "not checked") { unrun[pkg]++; next } \
+		  if (st == "no tests" || st == "skipped") { untested[pkg]++; next } \
+		  total[pkg]++; all++; if (st == "killed" || st == "timeout") { killed[pkg]++; k++ } } \
+		END { for (p in seen) printf "%-18s %5d/%-5d killed %5.1f%%  (%d without tests, %d not run yet)\n", \
+		        p, killed[p], total[p], total[p] ? 100 * killed[p] / total[p] : 0, untested[p], unrun[p]; \
+		      if (all) printf "%-18s %5d/%-5d killed %5.1f%%\n", "overall", k, all, 100 * k / all }'
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache mutants
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

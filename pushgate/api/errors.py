@@ -1,4 +1,4 @@
-"""The one error shape of DESIGN.md: ``{"error": {"code", "message", "details"}}``.
+"""The one error shape of the API (docs/api.md, "Errors"): ``{"error": {"code", "message", "details"}}``.
 
 Litestar's own exceptions (validation, malformed JSON, 404 routes, 413 bodies) are translated
 here so a client never sees another shape, and bad input is a 400, never a 422 or a 500.

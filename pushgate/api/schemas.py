@@ -313,7 +313,7 @@ class ErrorInfo(msgspec.Struct, omit_defaults=True):
 
 
 class ErrorBody(msgspec.Struct):
-    """The one error shape of DESIGN.md, for every 4xx and 5xx."""
+    """The one error shape of the API (docs/api.md, "Errors"), for every 4xx and 5xx."""
 
     error: ErrorInfo
 

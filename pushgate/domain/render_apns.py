@@ -44,7 +44,7 @@ __all__ = [
 LIMIT = 4096
 VOIP_LIMIT = 5120
 
-#: Every ``apns-push-type`` APNs accepts (providers.md §1).
+#: Every ``apns-push-type`` APNs accepts (docs/providers.md#apns).
 PUSH_TYPES = frozenset(
     {
         "alert",

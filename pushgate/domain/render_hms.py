@@ -1,4 +1,4 @@
-"""Huawei Push Kit v1 rendering (providers.md §4; the field table is in docs/mapping.md).
+"""Huawei Push Kit v1 rendering (docs/providers.md#hms; the field table is in docs/mapping.md).
 
 The rendered value is the ``message`` object without its target: the provider adds ``token``
 (a list of up to 1,000), ``topic`` or ``condition`` per request, so one rendering serves the

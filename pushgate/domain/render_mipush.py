@@ -1,4 +1,4 @@
-"""Xiaomi MiPush v3 rendering (providers.md §6; table in docs/mapping.md).
+"""Xiaomi MiPush v3 rendering (docs/providers.md#mipush; table in docs/mapping.md).
 
 MiPush takes form fields, not JSON. The rendering holds every field except the targets
 (``registration_id``) and ``restricted_package_name``, which the provider adds from its

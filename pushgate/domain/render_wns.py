@@ -1,4 +1,4 @@
-"""Windows Push Notification Services rendering (providers.md §5; table in docs/mapping.md).
+"""Windows Push Notification Services rendering (docs/providers.md#wns; table in docs/mapping.md).
 
 WNS has no JSON: a notification is a toast, tile or badge XML document, or opaque raw bytes
 for the app, chosen by ``X-WNS-Type``. The rendering is that body plus the ``X-WNS-*`` headers;

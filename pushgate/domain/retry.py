@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import random
 from dataclasses import dataclass
 
@@ -45,7 +46,7 @@ def retry_delay(
     return max(0.01, delay)
 
 
-class RetryDecision:
+class RetryDecision(enum.StrEnum):
     """What happens to one retryable failure: ``retry`` at ``run_at``, or give up."""
 
     RETRY = "retry"
@@ -65,7 +66,7 @@ def decide_retry(
     created_at: float,
     deadline: float | None,
     rng: random.Random | None = None,
-) -> tuple[str, float]:
+) -> tuple[RetryDecision, float]:
     """``(decision, run_at)`` for a retryable failure of attempt ``attempt``."""
     if attempt >= policy.max_attempts:
         return RetryDecision.EXHAUSTED, now

@@ -15,15 +15,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain.jobs import DispatchPayload, PlanPayload, PlanStats, dispatch_batches
+from pushgate.domain.status import DeliveryStatus, PublishStatus
 from pushgate.providers.base import Target
 from pushgate.store.audience import Audience
 from pushgate.store.db import Database
 from pushgate.store.publishes import Publish, PublishStore
-from pushgate.store.queue import Job, JobQueue
-
-
-class PlanLeaseLost(Exception):
-    """Another claim took this plan job over (our lease lapsed): this run's page is rolled back."""
+from pushgate.store.queue import Job, JobQueue, LeaseLost
 
 
 @dataclass(slots=True)
@@ -48,20 +46,15 @@ class Planner:
         #: Called after each committed page so idle workers start sending while planning goes on.
         self.on_batches = on_batches
 
-    async def run(self, job: Job, pub: Publish, ctx: PlanContext) -> Job | None:
+    async def run(self, job: Job[PlanPayload], pub: Publish, ctx: PlanContext) -> Job[DispatchPayload] | None:
         """Plan the publish; the plan job is gone when this returns.
 
         Returns the publish's last dispatch batch when it was enqueued already claimed by
-        ``ctx.owner`` (the caller runs it at once), else None.
+        ``ctx.owner`` (the caller runs it at once), else None. Raises :class:`LeaseLost` (the
+        page rolled back) when another claim took the job over.
         """
         recipients: list[dict[str, Any]] = pub.request.get("recipients", [])
-        i: int = job.payload.get("i", 0)
-        cursor: str | None = job.payload.get("cursor")
-        stats: dict[str, int] = job.payload.get("stats") or {
-            "dispatched": 0,
-            "no_credentials": 0,
-            "planned": 0,
-        }
+        i, cursor, stats = job.payload.i, job.payload.cursor, job.payload.stats
         while i < len(recipients):
             entry = recipients[i]
             async for rows, after in self.audience.pages(
@@ -73,7 +66,7 @@ class Planner:
                 if not rows and not last:
                     continue  # nothing to write (a resumed run reads this empty page again)
                 done = await self._commit_page(
-                    job, pub, ctx, rows, stats, {"i": next_i, "cursor": next_cursor}, last=last
+                    job, pub, ctx, rows, PlanPayload(next_i, next_cursor, stats), last=last
                 )
                 if done is False:
                     return None  # cancelled: the cancel deleted this job and closed the publish
@@ -91,50 +84,46 @@ class Planner:
             await self._finish(conn, job, pub, stats)
         return None
 
-    async def _finish(self, conn: AsyncConnection, job: Job, pub: Publish, stats: dict[str, int]) -> None:
+    async def _finish(
+        self, conn: AsyncConnection, job: Job[PlanPayload], pub: Publish, stats: PlanStats
+    ) -> None:
         """End planning inside ``conn``'s transaction: the publish is marked started (a no-op
         after the first page), planning done, the plan job deleted, and a publish with nothing
         left to send closed (or failed when no targeted provider has credentials)."""
-        await self.publishes.mark_started(pub.id, conn)
+        await self.publishes.mark_started(conn, pub.id)
         await self.publishes.set_planning_done(conn, pub.id)
         if not await JobQueue.delete_claimed(conn, job.id, job.claims):
-            raise PlanLeaseLost(job.id)
-        no_credentials = stats["no_credentials"] == stats["planned"]
-        if stats["planned"] > 0 and stats["dispatched"] == 0 and no_credentials:
-            await self.publishes.fail(
+            raise LeaseLost(job.id)
+        no_credentials = stats.no_credentials == stats.planned
+        if stats.planned > 0 and stats.dispatched == 0 and no_credentials:
+            await self.publishes.fail_in(
+                conn,
                 pub.id,
                 "no_credentials",
                 "none of the targeted providers has credentials for this app; "
                 "add them to the config ([fcm] / [webpush] or [apps.<name>.<provider>])",
-                conn,
             )
         else:
             await self.publishes.close_if_done(conn, pub.id)
 
     async def _commit_page(
         self,
-        job: Job,
+        job: Job[PlanPayload],
         pub: Publish,
         ctx: PlanContext,
         rows: list[dict[str, Any]],
-        stats: dict[str, int],
-        progress: dict[str, Any],
+        cursor: PlanPayload,
         *,
         last: bool = False,
-    ) -> bool | Job:
+    ) -> bool | Job[DispatchPayload]:
         """Commit one page; False (and nothing written) when the publish was cancelled.
 
-        ``last``: the page ends planning (:meth:`_finish` in the same transaction), and its last
-        dispatch batch is enqueued claimed by ``ctx.owner`` and returned, for the caller to run.
+        ``cursor``: where the next page starts, saved with this one. ``last``: the page ends
+        planning (:meth:`_finish` in the same transaction), and its last dispatch batch is
+        enqueued claimed by ``ctx.owner`` and returned, for the caller to run.
         """
         now = time.time()
-        expired = pub.expire_at is not None and now >= pub.expire_at
-        for r in rows:
-            if expired:
-                r["status"], r["error_code"] = "expired", "expired"
-            elif r["provider"] not in ctx.configured:
-                r["status"], r["error_code"] = "failed", "no_credentials"
-                r["error_message"] = f"app {ctx.app_name!r} has no {r['provider']} credentials"
+        self._mark_unsendable(pub, ctx, rows, now)
         async with self.db.write() as conn:
             # Checked under the publish's shared lock: a cancel is either seen here or waits
             # for this page, whose pending records it then cancels.
@@ -142,57 +131,72 @@ class Planner:
             # touches both (PostgreSQL would otherwise deadlock against a dispatcher): the first
             # page's ``accepted`` → ``dispatching`` and the last page's closing update it, so
             # those take it exclusively.
-            await self.publishes.mark_started(pub.id, conn)
-            if await self.publishes.status_locked(conn, pub.id, exclusive=last) == "cancelled":
+            await self.publishes.mark_started(conn, pub.id)
+            status = await self.publishes.status_locked(conn, pub.id, exclusive=last)
+            if status == PublishStatus.CANCELLED:
                 return False
             fresh = await self.publishes.insert_planned(conn, pub.id, rows)
-            per_provider: dict[str, dict[str, int]] = {}
-            batches: dict[str, list[list[str]]] = {}
-            for r in rows:
-                if r["recipient_id"] not in fresh:
-                    continue
-                fresh.discard(r["recipient_id"])  # a repeat inside the page counts once
-                c = per_provider.setdefault(r["provider"], {"planned": 0, "failed": 0, "expired": 0})
-                c["planned"] += 1
-                status = r.get("status")
-                if status == "expired":
-                    c["expired"] += 1
-                elif status == "failed":
-                    c["failed"] += 1
-                    stats["no_credentials"] += 1
-                else:
-                    target = Target(r["recipient_id"], r["token"], r.get("environment")).row()
-                    batches.setdefault(r["provider"], []).append(target)
-                stats["planned"] += 1
-            for provider, counts in per_provider.items():
-                await self.publishes.bump(conn, pub.id, provider, **counts)
-            jobs: list[dict[str, Any]] = []
-            for provider, targets in batches.items():
-                stats["dispatched"] += len(targets)
-                for k in range(0, len(targets), ctx.batch_size):
-                    jobs.append(
-                        {
-                            "kind": "dispatch",
-                            "app_id": pub.app_id,
-                            "publish_id": pub.id,
-                            "payload": {
-                                "provider": provider,
-                                "attempt": 1,
-                                "targets": targets[k : k + ctx.batch_size],
-                            },
-                        }
-                    )
-            inline: Job | None = None
-            if last and jobs and ctx.owner is not None:
-                mine = jobs.pop()
+            batches = await self._count_fresh(conn, pub, rows, fresh, cursor.stats)
+            inline: Job[DispatchPayload] | None = None
+            if last and batches and ctx.owner is not None:
+                # The publish's very last batch goes to this worker, claimed in this commit.
+                provider, targets = list(batches.items())[-1]
+                cut = (len(targets) - 1) // ctx.batch_size * ctx.batch_size
+                batches[provider] = targets[:cut]
+                [mine] = dispatch_batches(provider, targets[cut:])
                 inline = await JobQueue.enqueue_claimed(
-                    conn, "dispatch", pub.app_id, pub.id, mine["payload"], ctx.owner, ctx.lease_seconds
+                    conn, pub.app_id, pub.id, mine, ctx.owner, ctx.lease_seconds
                 )
-            await JobQueue.enqueue_many(conn, jobs)
+            for provider, targets in batches.items():
+                await JobQueue.enqueue_dispatch(
+                    conn, pub.app_id, pub.id, provider, targets, batch_size=ctx.batch_size
+                )
             if last:
-                await self._finish(conn, job, pub, stats)
-            elif not await JobQueue.save_progress(
-                conn, job.id, job.claims, {**progress, "stats": stats}, now + ctx.lease_seconds
-            ):
-                raise PlanLeaseLost(job.id)  # rolls this page back: the new claim plans it
+                await self._finish(conn, job, pub, cursor.stats)
+            elif not await JobQueue.save_progress(conn, job.id, job.claims, cursor, now + ctx.lease_seconds):
+                raise LeaseLost(job.id)  # rolls this page back: the new claim plans it
         return inline if inline is not None else True
+
+    @staticmethod
+    def _mark_unsendable(pub: Publish, ctx: PlanContext, rows: list[dict[str, Any]], now: float) -> None:
+        """Rows that are final at planning: the publish expired, or no credentials."""
+        expired = pub.expire_at is not None and now >= pub.expire_at
+        for r in rows:
+            if expired:
+                r["status"], r["error_code"] = DeliveryStatus.EXPIRED.value, "expired"
+            elif r["provider"] not in ctx.configured:
+                r["status"], r["error_code"] = DeliveryStatus.FAILED.value, "no_credentials"
+                r["error_message"] = f"app {ctx.app_name!r} has no {r['provider']} credentials"
+
+    async def _count_fresh(
+        self,
+        conn: AsyncConnection,
+        pub: Publish,
+        rows: list[dict[str, Any]],
+        fresh: set[str],
+        stats: PlanStats,
+    ) -> dict[str, list[list[str]]]:
+        """Move the counters for the newly planned rows; returns their targets by provider."""
+        per_provider: dict[str, dict[str, int]] = {}
+        batches: dict[str, list[list[str]]] = {}
+        for r in rows:
+            if r["recipient_id"] not in fresh:
+                continue
+            fresh.discard(r["recipient_id"])  # a repeat inside the page counts once
+            c = per_provider.setdefault(r["provider"], {"planned": 0, "failed": 0, "expired": 0})
+            c["planned"] += 1
+            status = r.get("status")
+            if status == DeliveryStatus.EXPIRED:
+                c["expired"] += 1
+            elif status == DeliveryStatus.FAILED:
+                c["failed"] += 1
+                stats.no_credentials += 1
+            else:
+                target = Target(r["recipient_id"], r["token"], r.get("environment")).row()
+                batches.setdefault(r["provider"], []).append(target)
+            stats.planned += 1
+        for provider, counts in per_provider.items():
+            await self.publishes.bump(conn, pub.id, provider, **counts)
+        for targets in batches.values():
+            stats.dispatched += len(targets)
+        return batches

@@ -89,7 +89,7 @@ class Quarantine:
             # The common case: a closed breaker with no streak and nothing but healthy answers
             # changes nothing, so it costs no read and no write.
             return _CLEAN
-        before = await self.store.breaker(app_id, provider, conn)
+        before = await self.store.breaker_in(conn, app_id, provider)
         if probing:
             # Our probe's verdict, even if the row was reset (a credential upload) meanwhile.
             before = replace(before, state=HALF_OPEN, open_until=None)

@@ -13,13 +13,18 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from pushgate.config import Settings
+from pushgate.domain.jobs import DispatchPayload, JobKind, Payload, PlanPayload, Unreadable
 from pushgate.domain.quarantine import BreakerRules
+from pushgate.domain.status import OPEN_PUBLISH
 from pushgate.engine.dispatcher import Dispatcher, Guards
 from pushgate.engine.health import HealthMonitor
 from pushgate.engine.limits import RateLimits
-from pushgate.engine.planner import PlanContext, PlanLeaseLost, Planner
+from pushgate.engine.planner import PlanContext, Planner
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.quarantine import Quarantine
 from pushgate.providers.transport import Transport
@@ -28,8 +33,8 @@ from pushgate.store.credentials import credential_store
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.health import ProviderHealthStore
-from pushgate.store.publishes import PublishStore
-from pushgate.store.queue import Job, JobQueue
+from pushgate.store.publishes import Publish, PublishStore
+from pushgate.store.queue import Job, JobQueue, LeaseLost
 
 log = logging.getLogger("pushgate.engine")
 
@@ -38,6 +43,18 @@ log = logging.getLogger("pushgate.engine")
 MAX_CLAIMS = 8
 #: Seconds between two runs of the stale-device pruning (``devices.prune_inactive``).
 PRUNE_INTERVAL = 3600.0
+
+P = TypeVar("P", PlanPayload, DispatchPayload)
+
+
+@dataclass(frozen=True, slots=True)
+class Handler(Generic[P]):
+    """How the worker runs one job kind: ``run`` it, or ``give_up`` on it when it keeps
+    crashing (claimed more than ``MAX_CLAIMS`` times), so its publish can still finish."""
+
+    payload: type[P]
+    run: Callable[[Job[P], Publish | None, str], Awaitable[None]]
+    give_up: Callable[[Job[P], Publish], Awaitable[None]]
 
 
 class Engine:
@@ -73,6 +90,11 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._app_names: dict[str, str] = {}
+        #: Job kind → its handler; a new kind is one entry here and one payload Struct.
+        self.handlers: dict[str, Handler[Any]] = {
+            JobKind.PLAN: Handler(PlanPayload, self._plan, self._give_up_plan),
+            JobKind.DISPATCH: Handler(DispatchPayload, self.dispatcher.run, self.dispatcher.give_up),
+        }
 
     @property
     def running(self) -> bool:
@@ -200,7 +222,22 @@ class Engine:
             # yields: without this, a worker draining thousands of them froze the process.
             await asyncio.sleep(0)
 
-    async def run_job(self, job: Job) -> None:
+    def find_handler(self, job: Job[Payload | Unreadable]) -> Handler[Any] | None:
+        """The handler for the job's kind, or None when the job cannot run at all (unknown kind,
+        unreadable payload): it would fail the same way on every claim."""
+        handler = self.handlers.get(job.kind)
+        if handler is None or not isinstance(job.payload, handler.payload):
+            return None
+        return handler
+
+    async def run_job(self, job: Job[Payload | Unreadable]) -> None:
+        handler = self.find_handler(job)
+        if handler is None:
+            why = job.payload.error if isinstance(job.payload, Unreadable) else "no handler"
+            log.error("cannot run job %s (%s): %s; dropping it", job.id, job.kind, why)
+            async with self.db.write() as conn:
+                await JobQueue.delete(conn, job.id)
+            return
         pub = await self.publishes.get(None, job.publish_id, with_counts=False)
         app_name = await self._app_name(job.app_id)
         if (
@@ -215,42 +252,36 @@ class Engine:
                 pub.id,
                 job.claims,
             )
-            if job.kind == "dispatch":
-                await self.dispatcher.give_up(job, pub)
-            else:
-                await self.publishes.fail(
-                    pub.id, "internal_error", "planning failed repeatedly; see the server log"
-                )
-                async with self.db.write() as conn:
-                    await JobQueue.delete(conn, job.id)
+            await handler.give_up(job.typed(handler.payload), pub)
             return
-        if job.kind == "plan":
-            if pub is None or pub.status not in ("accepted", "dispatching"):
-                async with self.db.write() as conn:
-                    await JobQueue.delete(conn, job.id)
-                return
-            e = self.settings.engine
-            ctx = PlanContext(
-                app_name=app_name,
-                configured=await self.pool.available(job.app_id, app_name),
-                batch_size=e.batch_size,
-                page_size=e.plan_page_size,
-                lease_seconds=e.lease_seconds,
-                seen_after=self._seen_after(),
-                owner=self.owner,
-            )
-            try:
-                inline = await self.planner.run(job, pub, ctx)
-            except PlanLeaseLost:
-                log.warning("plan job %s was re-claimed while planning; this page was rolled back", job.id)
-                return
-            self.notify()
-            if inline is not None:
-                # The publish's last batch, claimed by this worker in planning's last commit.
-                await self.dispatcher.run(inline, pub, app_name)
-        elif job.kind == "dispatch":
-            await self.dispatcher.run(job, pub, app_name)
-        else:
-            log.error("unknown job kind %r; dropping job %s", job.kind, job.id)
+        await handler.run(job.typed(handler.payload), pub, app_name)
+
+    async def _give_up_plan(self, job: Job[PlanPayload], pub: Publish) -> None:
+        await self.publishes.fail(pub.id, "internal_error", "planning failed repeatedly; see the server log")
+        async with self.db.write() as conn:
+            await JobQueue.delete(conn, job.id)
+
+    async def _plan(self, job: Job[PlanPayload], pub: Publish | None, app_name: str) -> None:
+        if pub is None or pub.status not in OPEN_PUBLISH:
             async with self.db.write() as conn:
                 await JobQueue.delete(conn, job.id)
+            return
+        e = self.settings.engine
+        ctx = PlanContext(
+            app_name=app_name,
+            configured=await self.pool.available(job.app_id, app_name),
+            batch_size=e.batch_size,
+            page_size=e.plan_page_size,
+            lease_seconds=e.lease_seconds,
+            seen_after=self._seen_after(),
+            owner=self.owner,
+        )
+        try:
+            inline = await self.planner.run(job, pub, ctx)
+        except LeaseLost:
+            log.warning("plan job %s was re-claimed while planning; this page was rolled back", job.id)
+            return
+        self.notify()
+        if inline is not None:
+            # The publish's last batch, claimed by this worker in planning's last commit.
+            await self.dispatcher.run(inline, pub, app_name)

@@ -1,4 +1,4 @@
-"""The APNs simulator: Apple's HTTP/2 provider API (shared/providers.md §1) on its own ports.
+"""The APNs simulator: Apple's HTTP/2 provider API (docs/providers.md#apns) on its own ports.
 
 Served by :mod:`pushgate.lab.h2server` (HTTP/2 over TLS with ALPN, TLS without ALPN, and
 cleartext h2c), because APNs is HTTP/2-only and changes ``SETTINGS_MAX_CONCURRENT_STREAMS``

@@ -1,4 +1,4 @@
-"""FCM HTTP v1 `messages:send` (providers.md §2).
+"""FCM HTTP v1 `messages:send` (docs/providers.md#fcm).
 
 Validates what FCM validates (bearer token, project, one target, string data without
 reserved keys, Android TTL/priority, size, token shape) and answers with google.rpc.Status

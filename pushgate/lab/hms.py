@@ -1,4 +1,4 @@
-"""Huawei Push Kit v1 simulator: the OAuth token endpoint and ``messages:send`` (providers.md §4).
+"""Huawei Push Kit v1 simulator: the OAuth token endpoint and ``messages:send`` (docs/providers.md#hms).
 
 Answers the way Push Kit does: a ``code`` in the JSON body decides, the HTTP status merely
 accompanies it; a partial success lists rejected tokens in ``msg``, itself a JSON *string*. The

@@ -1,4 +1,4 @@
-"""Xiaomi MiPush v3 ``/v3/message/regid`` simulator (providers.md §6).
+"""Xiaomi MiPush v3 ``/v3/message/regid`` simulator (docs/providers.md#mipush).
 
 Checks what MiPush checks: ``Authorization: key=<AppSecret>`` (21301), the package name
 (22022), the required form fields and their limits (title < 50, description < 128, ≤ 1,000

@@ -1,4 +1,4 @@
-"""Google's OAuth 2.0 token endpoint, JWT-bearer grant (providers.md §2).
+"""Google's OAuth 2.0 token endpoint, JWT-bearer grant (docs/providers.md#fcm).
 
 Checks the service-account assertion the way oauth2.googleapis.com does, so a sender that
 signs with the wrong key, audience or lifetime fails here exactly as it would in production,

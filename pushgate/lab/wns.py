@@ -1,4 +1,4 @@
-"""Windows Push Notification Services simulator (providers.md §5).
+"""Windows Push Notification Services simulator (docs/providers.md#wns).
 
 ``POST /wns/channels`` mints a channel URI, as a Windows app gets one from
 ``PushNotificationChannelManager`` (``DELETE`` expires it: later notifications get 410). The

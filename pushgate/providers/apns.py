@@ -1,4 +1,4 @@
-"""Apple Push Notification service, HTTP/2 provider API (shared/providers.md §1).
+"""Apple Push Notification service, HTTP/2 provider API (docs/providers.md#apns).
 
 One ``POST /3/device/<token>`` per device, multiplexed as HTTP/2 streams over one long-lived
 connection per APNs host. Token auth signs an ES256 JWT with the team's ``.p8`` key; certificate
@@ -84,7 +84,7 @@ def _reason(body: bytes) -> tuple[str | None, int | None]:
 
 
 def classify_apns_response(resp: HttpResponse, sent_id: str | None = None) -> SendResult:
-    """Map one APNs answer onto an :class:`Outcome`, row by row from providers.md §1.
+    """Map one APNs answer onto an :class:`Outcome`, row by row from docs/providers.md#apns.
 
     ``ExpiredProviderToken`` comes back as CREDENTIAL: :class:`ApnsProvider` intercepts it first
     to re-mint the JWT and retry once, so reaching this function with it means the fresh JWT

@@ -1,4 +1,4 @@
-"""Firebase Cloud Messaging, HTTP v1 API (shared/providers.md §2).
+"""Firebase Cloud Messaging, HTTP v1 API (docs/providers.md#fcm).
 
 One ``messages:send`` request per token (the batch API is gone), sent concurrently over the
 shared transport, authenticated with an OAuth2 access token obtained by the JWT-bearer grant
@@ -104,7 +104,7 @@ def _is_about_token(parsed: _ParsedError) -> bool:
 
 
 def classify_fcm_response(resp: HttpResponse) -> SendResult:
-    """Map one ``messages:send`` answer onto an :class:`Outcome` (providers.md §2 table).
+    """Map one ``messages:send`` answer onto an :class:`Outcome` (docs/providers.md#fcm table).
 
     A bare 401 (no FcmError: our access token was rejected) is returned as CREDENTIAL with
     ``error_code`` ``UNAUTHENTICATED``/``http_401``; :class:`FcmProvider` intercepts it first to

@@ -1,4 +1,4 @@
-"""Huawei Push Kit, server API v1 (shared/providers.md §4).
+"""Huawei Push Kit, server API v1 (docs/providers.md#hms).
 
 One ``messages:send`` request carries up to 1,000 tokens, so a batch becomes a few requests
 sent concurrently. Push Kit answers with a ``code`` in the body whatever the HTTP status, and a
@@ -104,7 +104,7 @@ def _illegal_tokens(msg: Any) -> set[str] | None:
 
 
 def classify_hms_response(resp: HttpResponse, tokens: Sequence[str]) -> list[SendResult]:
-    """One result per token of the request, from Push Kit's ``code`` (providers.md §4 table).
+    """One result per token of the request, from Push Kit's ``code`` (docs/providers.md#hms table).
 
     An auth code (80200001/80200003) comes back as CREDENTIAL; :class:`HmsProvider` intercepts it
     first to replace the access token and retry once.

@@ -1,6 +1,6 @@
 """The production :class:`Transport`: one pooled pyreqwest client shared by every provider.
 
-pyreqwest (Rust reqwest/hyper under a Python API) was chosen by measurement (DESIGN.md): it
+pyreqwest (Rust reqwest/hyper under a Python API) was chosen by measurement (docs/design.md): it
 multiplexes HTTP/2 over TLS and costs a fraction of httpx's CPU per request. ``.http2(True)``
 lets ALPN pick h2 on https origins while plain ``http://`` origins (local mocks, the provider
 lab's ``--plain`` mode) keep speaking HTTP/1.1 — reqwest only upgrades via ALPN, never by prior

@@ -1,4 +1,4 @@
-"""Xiaomi MiPush, server API v3 (shared/providers.md §6).
+"""Xiaomi MiPush, server API v3 (docs/providers.md#mipush).
 
 One form-encoded ``/v3/message/regid`` request carries up to 1,000 comma-joined regIds (the
 cap is MiPush's documented-but-unconfirmed maximum), authenticated with
@@ -90,7 +90,7 @@ def _code(doc: dict[str, Any] | None) -> int | None:
 
 
 def classify_mipush_response(resp: HttpResponse, regids: Sequence[str]) -> list[SendResult]:
-    """One result per regId of the request (providers.md §6 table)."""
+    """One result per regId of the request (docs/providers.md#mipush table)."""
     n = len(regids)
     doc = _parse(resp.body)
     code = _code(doc)

@@ -1,4 +1,4 @@
-"""Web Push: RFC 8030 delivery, RFC 8291 aes128gcm encryption, RFC 8292 VAPID (providers.md §3).
+"""Web Push: RFC 8030 delivery, RFC 8291 aes128gcm encryption, RFC 8292 VAPID (docs/providers.md#web-push).
 
 Every subscription has its own keys, so the payload is encrypted once per target (http_ece,
 with a fresh ephemeral key and salt each time) and POSTed to the subscription's opaque
@@ -202,7 +202,7 @@ def _message_id(resp: HttpResponse) -> str | None:
 
 
 def classify_webpush_response(resp: HttpResponse) -> SendResult:
-    """Map a push service answer onto an :class:`Outcome` (providers.md §3 table)."""
+    """Map a push service answer onto an :class:`Outcome` (docs/providers.md#web-push table)."""
     status = resp.status
     if status in (200, 201, 202):
         return SendResult(Outcome.SENT, provider_message_id=_message_id(resp))

@@ -1,4 +1,4 @@
-"""Windows Push Notification Services (shared/providers.md §5).
+"""Windows Push Notification Services (docs/providers.md#wns).
 
 The device token *is* the channel URI: one POST per device, concurrently, with a bearer token
 from an OAuth client-credentials grant (the classic ``login.live.com`` endpoint with the
@@ -59,7 +59,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 def classify_wns_response(resp: HttpResponse) -> SendResult:
-    """Map one notify answer onto an :class:`Outcome` (providers.md §5 table).
+    """Map one notify answer onto an :class:`Outcome` (docs/providers.md#wns table).
 
     A 401 comes back as CREDENTIAL; :class:`WnsProvider` intercepts it first to replace the
     access token and retry once.

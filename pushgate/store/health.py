@@ -1,4 +1,8 @@
-"""Provider health rows: the quarantine state and the rolling window of answers per class."""
+"""Provider health rows: the quarantine state and the rolling window of answers per class.
+
+A method whose first parameter is ``conn`` runs in the caller's transaction; one without opens
+its own (``breaker`` and ``breaker_in`` are the same read, either way).
+"""
 
 from __future__ import annotations
 
@@ -34,16 +38,17 @@ class ProviderHealthStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def breaker(self, app_id: str, provider: str, conn: AsyncConnection | None = None) -> Breaker:
-        """The pair's breaker; ``conn``: read inside that (write) transaction."""
+    async def breaker(self, app_id: str, provider: str) -> Breaker:
+        """The pair's breaker, read on its own."""
+        async with self.db.read() as conn:
+            return await self.breaker_in(conn, app_id, provider)
+
+    async def breaker_in(self, conn: AsyncConnection, app_id: str, provider: str) -> Breaker:
+        """The pair's breaker, read inside the caller's (write) transaction."""
         q = sa.select(provider_health).where(
             provider_health.c.app_id == app_id, provider_health.c.provider == provider
         )
-        if conn is not None:
-            row = (await conn.execute(q)).first()
-        else:
-            async with self.db.read() as read:
-                row = (await read.execute(q)).first()
+        row = (await conn.execute(q)).first()
         return _breaker(row) if row is not None else Breaker()
 
     async def breakers(self, app_id: str) -> dict[str, Breaker]:

@@ -3,35 +3,91 @@
 A claim is one ``UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING``, so any
 number of worker processes share the work; a job whose worker died is claimed again when its
 lease runs out. Jobs are deleted in the same transaction that records their results.
+
+Every write that belongs to a claim (progress, deferral, deletion, a plan's cursor) is guarded
+by the claim number (``WHERE id = :id AND claims = :claims``) and says whether it still matched:
+a ``False`` means another claim owns the job now, and the caller raises :class:`LeaseLost` to
+roll its transaction back.
+
+Convention (the whole ``store`` package): a method whose first parameter is ``conn`` runs in
+the caller's transaction; a method without one opens its own.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain.jobs import (
+    DispatchPayload,
+    Payload,
+    Unreadable,
+    decode_payload,
+    dispatch_batches,
+    encode_payload,
+)
 from pushgate.store.db import Database
 from pushgate.store.dialect import lock_skip_locked
 from pushgate.store.schema import jobs
 
+P = TypeVar("P", bound=Payload | Unreadable)
+Q = TypeVar("Q", bound=Payload | Unreadable)
+
+
+class LeaseLost(Exception):
+    """Another claim took this job over (our lease lapsed): what this run did must not count,
+    and the transaction that found out is rolled back."""
+
 
 @dataclass(slots=True)
-class Job:
+class Job(Generic[P]):
     id: int
     kind: str
     app_id: str
     publish_id: str
-    payload: dict[str, Any]
+    payload: P
     #: How many times the job was claimed, this claim included (>1 means a worker died or gave it back).
     claims: int
     #: Dispatch jobs: how many leading targets already have a committed outcome.
     progress: int = 0
+
+    @classmethod
+    def from_row(cls, row: Any) -> Job[Payload | Unreadable]:
+        """A claimed row, its payload decoded by kind (:class:`Unreadable` when it cannot be)."""
+        return Job(
+            int(row.id),
+            row.kind,
+            row.app_id,
+            row.publish_id,
+            decode_payload(row.kind, row.payload),
+            int(row.claims),
+            int(row.progress or 0),
+        )
+
+    def typed(self, payload_type: type[Q]) -> Job[Q]:
+        """This job, known to carry a ``payload_type`` (TypeError when it does not)."""
+        if not isinstance(self.payload, payload_type):
+            raise TypeError(
+                f"job {self.id} carries {type(self.payload).__name__}, not {payload_type.__name__}"
+            )
+        return Job(self.id, self.kind, self.app_id, self.publish_id, self.payload, self.claims, self.progress)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to insert: its payload's type names its kind."""
+
+    app_id: str
+    publish_id: str
+    payload: Payload
+    #: Not before this epoch time (None: now).
+    run_at: float | None = None
 
 
 # Prebuilt statements for the per-chunk hot path: built once, so SQLAlchemy finds them in its
@@ -79,48 +135,75 @@ class JobQueue:
         self.db = db
 
     @staticmethod
-    async def enqueue(
-        conn: AsyncConnection,
-        kind: str,
-        app_id: str,
-        publish_id: str,
-        payload: dict[str, Any],
-        run_at: float | None = None,
-    ) -> None:
+    async def enqueue(conn: AsyncConnection, new: Sequence[NewJob]) -> None:
+        """Insert jobs (one statement for all of them)."""
+        if not new:
+            return
         now = time.time()
         await conn.execute(
-            sa.insert(jobs).values(
-                kind=kind,
-                app_id=app_id,
-                publish_id=publish_id,
-                payload=json.dumps(payload, separators=(",", ":")),
-                run_at=now if run_at is None else run_at,
-                created_at=now,
-            )
+            _INSERT_JOB,
+            [
+                {
+                    "kind": j.payload.KIND,
+                    "app_id": j.app_id,
+                    "publish_id": j.publish_id,
+                    "payload": encode_payload(j.payload),
+                    "run_at": j.run_at or now,
+                    "created_at": now,
+                }
+                for j in new
+            ],
+        )
+
+    @staticmethod
+    async def enqueue_dispatch(
+        conn: AsyncConnection,
+        app_id: str,
+        publish_id: str,
+        provider: str,
+        targets: Sequence[list[str]] | Mapping[float, Sequence[list[str]]],
+        *,
+        attempt: int = 1,
+        batch_size: int | None = None,
+        replay: bool = False,
+    ) -> None:
+        """Queue ``targets`` (``Target.row()`` lists) for ``provider`` in jobs of at most
+        ``batch_size`` (None: one job per run time): the planner's batches, a replay, or a
+        chunk's retries. A list runs now; a mapping gives each group its run time (retries are
+        jittered, so a chunk's come back as many groups, still written in one statement)."""
+        groups = targets.items() if isinstance(targets, Mapping) else [(None, targets)]
+        await JobQueue.enqueue(
+            conn,
+            [
+                NewJob(app_id, publish_id, payload, run_at)
+                for run_at, group in groups
+                for payload in dispatch_batches(
+                    provider, group, attempt=attempt, size=batch_size, replay=replay
+                )
+            ],
         )
 
     @staticmethod
     async def enqueue_claimed(
         conn: AsyncConnection,
-        kind: str,
         app_id: str,
         publish_id: str,
-        payload: dict[str, Any],
+        payload: DispatchPayload,
         owner: str,
         lease_seconds: float,
-    ) -> Job:
-        """Enqueue a job already claimed by ``owner`` (claim number 1), for the caller to run right
-        after its transaction commits: no claim round trip, no wake-up. If the caller dies, the
-        lease runs out and any worker claims it as usual."""
+    ) -> Job[DispatchPayload]:
+        """Enqueue a dispatch job already claimed by ``owner`` (claim number 1), for the caller
+        to run right after its transaction commits: no claim round trip, no wake-up. If the
+        caller dies, the lease runs out and any worker claims it as usual."""
         now = time.time()
         job_id = (
             await conn.execute(
                 _INSERT_JOB.returning(jobs.c.id),
                 {
-                    "kind": kind,
+                    "kind": payload.KIND,
                     "app_id": app_id,
                     "publish_id": publish_id,
-                    "payload": json.dumps(payload, separators=(",", ":")),
+                    "payload": encode_payload(payload),
                     "run_at": now,
                     "created_at": now,
                     "lease_until": now + lease_seconds,
@@ -129,39 +212,15 @@ class JobQueue:
                 },
             )
         ).scalar_one()
-        return Job(int(job_id), kind, app_id, publish_id, payload, 1, 0)
+        return Job(int(job_id), payload.KIND, app_id, publish_id, payload, 1, 0)
 
-    @staticmethod
-    async def enqueue_many(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        """Rows of ``kind, app_id, publish_id, payload (dict), run_at``."""
-        if not rows:
-            return
-        now = time.time()
-        await conn.execute(
-            _INSERT_JOB,
-            [
-                {
-                    "kind": r["kind"],
-                    "app_id": r["app_id"],
-                    "publish_id": r["publish_id"],
-                    "payload": json.dumps(r["payload"], separators=(",", ":")),
-                    "run_at": r.get("run_at") or now,
-                    "created_at": now,
-                }
-                for r in rows
-            ],
-        )
-
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Job]:
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Job[Payload | Unreadable]]:
         now = time.time()
         stmt = _claim_statement(self.db.dialect)
         params = {"now": now, "lim": limit, "until": now + lease_seconds, "owner": owner}
         async with self.db.write() as conn:
             rows = (await conn.execute(stmt, params)).all()
-        return [
-            Job(r.id, r.kind, r.app_id, r.publish_id, json.loads(r.payload), r.claims, r.progress)
-            for r in rows
-        ]
+        return [Job.from_row(r) for r in rows]
 
     @staticmethod
     async def delete(conn: AsyncConnection, job_id: int) -> None:
@@ -228,7 +287,7 @@ class JobQueue:
 
     @staticmethod
     async def save_progress(
-        conn: AsyncConnection, job_id: int, claims: int, payload: dict[str, Any], lease_until: float
+        conn: AsyncConnection, job_id: int, claims: int, payload: Payload, lease_until: float
     ) -> bool:
         """Persist a long job's cursor together with the work it produced (crash-safe resume).
 
@@ -238,7 +297,7 @@ class JobQueue:
         res = await conn.execute(
             sa.update(jobs)
             .where(jobs.c.id == job_id, jobs.c.claims == claims)
-            .values(payload=json.dumps(payload, separators=(",", ":")), lease_until=lease_until)
+            .values(payload=encode_payload(payload), lease_until=lease_until)
         )
         return bool(res.rowcount)
 

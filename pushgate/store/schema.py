@@ -153,7 +153,8 @@ deliveries = sa.Table(
     ),
 )
 
-# The durable job queue (DESIGN.md): plan jobs resolve recipients, dispatch jobs send a batch.
+# The durable job queue (docs/architecture.md, "The queue"): plan jobs resolve recipients,
+# dispatch jobs send a batch.
 jobs = sa.Table(
     "jobs",
     metadata,

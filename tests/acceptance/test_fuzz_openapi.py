@@ -4,7 +4,7 @@ The gateway runs as a real ``pushgate serve`` subprocess (with the lab's credent
 synchronous schemathesis calls don't fight the async fixtures' event loop; once per database, as
 PostgreSQL refuses input SQLite takes (NUL characters). Checks: no 5xx, the status codes, content
 types and bodies the document promises, schema-violating bodies and paths rejected, and the one
-error shape of DESIGN.md on every 4xx.
+error shape of docs/api.md ("Errors") on every 4xx.
 
 Operations are fuzzed in a loop rather than with ``schemathesis.pytest.from_fixture``, which
 doesn't work with pytest 9. ``PUSHGATE_FUZZ_EXAMPLES`` (default 25) sets the examples per

@@ -14,8 +14,9 @@ from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
 from support.wait import wait_for
 
+from pushgate.domain.jobs import DispatchPayload, PlanPayload
 from pushgate.store.db import Database
-from pushgate.store.queue import JobQueue
+from pushgate.store.queue import JobQueue, NewJob
 from pushgate.store.schema import jobs
 
 
@@ -30,7 +31,7 @@ async def test_expired_lease_is_claimed_again(database_url: str) -> None:
     try:
         q = JobQueue(db)
         async with db.write() as conn:
-            await JobQueue.enqueue(conn, "plan", "app_x", "pub_x", {"i": 0})
+            await JobQueue.enqueue(conn, [NewJob("app_x", "pub_x", PlanPayload())])
         [first] = await q.claim("worker-a", 10, lease_seconds=0.3)
         assert first.claims == 1
         assert await q.claim("worker-b", 10, lease_seconds=30) == []  # leased
@@ -52,13 +53,8 @@ async def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
     try:
         q = JobQueue(db)
         async with db.write() as conn:
-            await JobQueue.enqueue_many(
-                conn,
-                [
-                    {"kind": "dispatch", "app_id": "a", "publish_id": "p", "payload": {"n": n}}
-                    for n in range(200)
-                ],
-            )
+            for n in range(200):
+                await JobQueue.enqueue_dispatch(conn, "a", "p", "fcm", [[f"dev_{n}", "t"]])
 
         async def claimer(name: str) -> list[int]:
             got: list[int] = []
@@ -76,7 +72,37 @@ async def test_concurrent_claims_never_share_a_job(database_url: str) -> None:
         await db.dispose()
 
 
+async def test_enqueue_dispatch_cuts_batches_and_keeps_each_run_time(database_url: str) -> None:
+    db = await _db(database_url)
+    try:
+        now = time.time()
+        async with db.write() as conn:
+            await JobQueue.enqueue_dispatch(
+                conn, "a", "p", "fcm", [[f"dev_{n}", "t"] for n in range(5)], batch_size=2, replay=True
+            )
+            retries = {now - 2: [["dev_x", "t"]], now + 60: [["dev_y", "t", "sandbox"]]}
+            await JobQueue.enqueue_dispatch(conn, "a", "p", "apns", retries, attempt=3)
+        claimed = [j.typed(DispatchPayload) for j in await JobQueue(db).claim("w", 10, 60)]
+        fcm = sorted((j.payload for j in claimed if j.payload.provider == "fcm"), key=lambda p: p.targets)
+        assert [[t[0] for t in p.targets] for p in fcm] == [["dev_0", "dev_1"], ["dev_2", "dev_3"], ["dev_4"]]
+        assert all(p.attempt == 1 and p.replay and p.was_retrying for p in fcm)
+        [apns] = [j.payload for j in claimed if j.payload.provider == "apns"]  # the other is not due
+        assert (apns.targets, apns.attempt, apns.replay) == ([["dev_x", "t"]], 3, False)
+        async with db.read() as conn:
+            later = (await conn.execute(sa.select(jobs.c.run_at).where(jobs.c.lease_until.is_(None)))).all()
+        assert [r.run_at for r in later] == [pytest.approx(now + 60)]
+    finally:
+        await db.dispose()
+
+
 async def test_rerun_batch_skips_recipients_with_final_outcome(gateway: Gateway, lab: Lab) -> None:
+    """A re-claimed batch whose recipients were already recorded final sends nothing again.
+
+    The publish is put back to ``dispatching`` (as it is while any of its jobs exists), so the
+    dispatcher gets past its closed-publish check and the re-run filter is what stops the resend.
+    """
+    from pushgate.store.schema import publishes
+
     devs = [
         await register(gateway, provider="fcm", token=fcm_token(), platform="android", channels=["c"])
         for _ in range(3)
@@ -84,9 +110,15 @@ async def test_rerun_batch_skips_recipients_with_final_outcome(gateway: Gateway,
     pub_id = await publish(gateway.client, recipients=[{"type": "channel", "channel": "c"}])
     await gateway.wait_done(pub_id)
     assert lab.ledger("fcm")["total"] == 3
-    # A worker died after sending but before deleting its job: the job comes back with claims=1.
+    # A worker died after recording its outcomes but before deleting its job: the job comes back
+    # with claims=1 and no progress, and its publish is still open.
     db: Database = gateway.app.state.services.db
     async with db.write() as conn:
+        await conn.execute(
+            sa.update(publishes)
+            .where(publishes.c.id == pub_id)
+            .values(status="dispatching", completed_at=None)
+        )
         await conn.execute(
             sa.insert(jobs).values(
                 kind="dispatch",
@@ -108,8 +140,9 @@ async def test_rerun_batch_skips_recipients_with_final_outcome(gateway: Gateway,
             break
         await asyncio.sleep(0.05)
     assert left == 0
+    status = await gateway.wait_done(pub_id)
     assert lab.ledger("fcm")["total"] == 3  # nothing sent twice
-    status = (await gateway.client.get(f"/v1/publishes/{pub_id}")).json()
+    assert status["status"] == "completed"
     assert status["counts"]["sent"] == 3 and status["counts"]["planned"] == 3
 
 
@@ -274,11 +307,11 @@ async def test_a_plan_page_of_a_lapsed_claim_is_rolled_back(database_url: str) -
     """Two claims of one plan job (the first one's lease lapsed): the stale claim's page must
     write nothing, so the recipients are planned (and counted) exactly once."""
     from pushgate.domain.ids import new_id
-    from pushgate.engine.planner import PlanContext, PlanLeaseLost, Planner
+    from pushgate.engine.planner import PlanContext, Planner
     from pushgate.store.apps import AppStore
     from pushgate.store.devices import token_hash
     from pushgate.store.publishes import PublishStore
-    from pushgate.store.queue import JobQueue
+    from pushgate.store.queue import JobQueue, LeaseLost
     from pushgate.store.schema import deliveries, device_channels, devices
 
     db = Database(database_url)
@@ -317,14 +350,38 @@ async def test_a_plan_page_of_a_lapsed_claim_is_rolled_back(database_url: str) -
         ctx = PlanContext(
             app_name=app.name, configured={"fcm"}, batch_size=10, page_size=10, lease_seconds=60
         )
-        with pytest.raises(PlanLeaseLost):
-            await planner.run(stale, pub, ctx)
+        with pytest.raises(LeaseLost):
+            await planner.run(stale.typed(PlanPayload), pub, ctx)
         async with db.read() as conn:
             assert (await conn.execute(sa.select(sa.func.count()).select_from(deliveries))).scalar() == 0
-        await planner.run(fresh, pub, ctx)
+        await planner.run(fresh.typed(PlanPayload), pub, ctx)
         status = await publishes.get(app.id, pub.id)
         assert status is not None and status.counts["planned"] == 30
         async with db.read() as conn:
             assert (await conn.execute(sa.select(sa.func.count()).select_from(deliveries))).scalar() == 30
     finally:
         await db.dispose()
+
+
+async def test_jobs_that_cannot_run_are_dropped(gateway: Gateway, lab: Lab) -> None:
+    """An unknown kind or a payload that does not decode would fail on every claim: the worker
+    drops the row (with an error log) instead of claiming it forever."""
+    db: Database = gateway.app.state.services.db
+    now = time.time()
+    async with db.write() as conn:
+        row = {"app_id": "a", "publish_id": "p", "run_at": now, "created_at": now}
+        await conn.execute(
+            sa.insert(jobs),
+            [
+                {**row, "kind": "sweep", "payload": "{}"},
+                {**row, "kind": "dispatch", "payload": '{"attempt":1}'},
+            ],
+        )
+    gateway.app.state.services.engine.notify()
+    for _ in range(100):
+        async with db.read() as conn:
+            left = (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar()
+        if left == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert left == 0

@@ -13,6 +13,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +34,15 @@ def free_port() -> int:
 @contextlib.contextmanager
 def lab_process(creds_dir: Path, *extra_args: str) -> Iterator[str]:
     """Run ``python -m pushgate.lab --write-credentials creds_dir`` and yield its base URL once it
-    printed its readiness line; terminate it afterwards."""
+    printed its readiness line; terminate it afterwards.
+
+    With ``PUSHGATE_TEST_LAB_IN_PROCESS=1`` (set by ``make mutation``) the same entry point runs in
+    a thread of the test process instead: mutmut only sees, and only mutates, code that runs in
+    the process it forked, and the lab's checks are among the code it mutates."""
     port = free_port()
+    if os.environ.get("PUSHGATE_TEST_LAB_IN_PROCESS") == "1":
+        yield _lab_in_thread(creds_dir, port, extra_args)
+        return
     proc = subprocess.Popen(
         [sys.executable, "-m", "pushgate.lab", "--host", "127.0.0.1", "--port", str(port),
          "--write-credentials", str(creds_dir), *extra_args],
@@ -98,3 +107,24 @@ class Lab:
 def service_account(lab: Lab) -> dict[str, Any]:
     """The FCM service account the lab wrote (its key is one the lab's OAuth endpoint accepts)."""
     return dict(json.loads((lab.creds_dir / "fcm-service-account.json").read_text()))
+
+
+def _lab_in_thread(creds_dir: Path, port: int, extra_args: tuple[str, ...]) -> str:
+    """Start ``pushgate.lab``'s ``main`` in a daemon thread and return its URL once it accepts
+    connections. It is never stopped: it ends with the (short-lived, forked) test process."""
+    from pushgate.lab.__main__ import main
+
+    argv = ["--host", "127.0.0.1", "--port", str(port), "--write-credentials", str(creds_dir), *extra_args]
+    thread = threading.Thread(target=main, args=(argv,), name=f"pushgate-lab-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not thread.is_alive():
+            raise RuntimeError("lab did not start (in-process)")
+        with socket.socket() as s:
+            # The APNs listeners are bound before this socket: an early connection to them
+            # waits in their backlog until they serve.
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return f"http://127.0.0.1:{port}"
+        time.sleep(0.05)
+    raise RuntimeError("lab did not start within 30 s (in-process)")

@@ -47,12 +47,6 @@ ROOT = "__init__"
 MAX_LINES = 450
 #: A module over ``MAX_LINES`` says why in its docstring's first lines, on a line starting so.
 LONG_MARKER = "Long because:"
-#: Modules still being split by work in progress elsewhere (issue 8, item 4); each entry must
-#: still be over the limit, so this list only shrinks. Empty it as those splits land.
-PENDING_SPLITS = {
-    "store/publishes.py",
-    "engine/dispatcher.py",
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -167,13 +161,8 @@ def _too_long() -> set[str]:
 
 
 def test_no_module_is_long_without_a_reason() -> None:
-    over = sorted(_too_long() - PENDING_SPLITS)
+    over = sorted(_too_long())
     assert not over, (
         f"over {MAX_LINES} lines: {over}; split by job, or start a line of the module "
         f"docstring's first lines with {LONG_MARKER!r} and say why"
     )
-
-
-def test_pending_splits_are_still_pending() -> None:
-    done = sorted(PENDING_SPLITS - _too_long())
-    assert not done, f"{done} no longer need an exception: remove them from PENDING_SPLITS"

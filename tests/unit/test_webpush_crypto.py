@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pushgate.domain.render import LIMITS, b64url_decode, b64url_encode
 from pushgate.providers.webpush import encrypt_aes128gcm, endpoint_origin, load_vapid_private_key
 
-# RFC 8291 Appendix A (values as listed in shared/providers.md §3).
+# RFC 8291 Appendix A (https://www.rfc-editor.org/rfc/rfc8291#appendix-A).
 PLAINTEXT = "V2hlbiBJIGdyb3cgdXAsIEkgd2FudCB0byBiZSBhIHdhdGVybWVsb24"
 AS_PUBLIC = "BP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A8"
 AS_PRIVATE = "yfWPiYE-n46HLnH0KqZOF1fJJU3MYrct3AELtAQ-oRw"

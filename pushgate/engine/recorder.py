@@ -1,0 +1,190 @@
+"""Recording: one chunk's outcomes, in one transaction with everything they move.
+
+Delivery records, counters, device invalidation, the retry jobs, the pair's health events and
+breaker, and the job's progress (or its deferral, or its deletion) commit together, guarded by
+the claim number: a crash before the commit re-runs the chunk (recipients already final are
+skipped), a crash after it loses nothing, and a run whose job another claim took over records
+nothing (:class:`LeaseLost`). What each target's answer means is decided by the pure
+``domain/accounting.py``; this module only writes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from pushgate.domain.accounting import Attempt, Batch, account
+from pushgate.domain.jobs import DispatchPayload
+from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.quarantine import OPEN, Breaker
+from pushgate.domain.status import PublishStatus
+from pushgate.engine.quarantine import Quarantine
+from pushgate.metrics import DELIVERIES, RECORD_SECONDS
+from pushgate.providers.base import Target
+from pushgate.store.db import Database
+from pushgate.store.devices import DeviceStore
+from pushgate.store.health import ProviderHealthStore
+from pushgate.store.publishes import Publish, PublishStore
+from pushgate.store.queue import Job, JobQueue, LeaseLost
+
+log = logging.getLogger("pushgate.engine")
+
+
+class Recorder:
+    """Writes outcomes for every dispatch job of the process (one per dispatcher)."""
+
+    def __init__(
+        self,
+        db: Database,
+        publishes: PublishStore,
+        quarantine: Quarantine,
+        health_store: ProviderHealthStore,
+        lease_seconds: float,
+    ) -> None:
+        self.db = db
+        self.publishes = publishes
+        self.quarantine = quarantine
+        self.health_store = health_store
+        #: The job lease, renewed with each chunk so a slow provider never lets the job be
+        #: claimed (and sent) a second time while it is still running.
+        self.lease_seconds = lease_seconds
+
+    def for_job(self, job: Job[DispatchPayload], pub: Publish, batch: Batch) -> JobRecorder:
+        return JobRecorder(self, job, pub, batch)
+
+    async def record(
+        self,
+        job: Job[DispatchPayload],
+        pub: Publish,
+        batch: Batch,
+        targets: Sequence[Target],
+        results: Sequence[Attempt],
+        *,
+        final: bool,
+        progress: int,
+        probing: bool = False,
+        observed: bool = True,
+        stale_credential: bool = False,
+    ) -> float | None:
+        """Commit one chunk's outcomes; returns when the job was deferred to, if the chunk's
+        answers quarantined the pair (the rest of the job waits, no attempt spent).
+
+        ``observed``: these are real provider answers (not a local failure to build the
+        request), so they count toward the pair's health and quarantine. ``stale_credential``:
+        the chunk went out with a credential replaced meanwhile; its credential refusals are
+        recorded but kept out of the breaker.
+        """
+        now = time.time()
+        answered = [r for r in results[: len(targets)] if isinstance(r, SendResult)] if observed else []
+        classes = Counter(r.outcome.value for r in answered)
+        parked: float | None = None
+        breaker: Breaker | None = None
+        started = time.perf_counter()
+        async with self.db.write() as conn:
+            # Read under a shared lock: a cancel that committed first has already turned these
+            # recipients into ``cancelled`` (and moved the counters), one that comes later waits.
+            status = await self.publishes.status_locked(conn, pub.id)
+            cancelled = status == PublishStatus.CANCELLED
+            out = account(batch, targets, results, now=now, cancelled=cancelled)
+            await self.publishes.record(conn, pub.id, out.updates)
+            await self.publishes.bump(conn, pub.id, batch.provider, **out.counts)
+            if out.invalid:
+                await DeviceStore.invalidate(conn, out.invalid, now)
+            if out.retries:
+                await JobQueue.enqueue_dispatch(
+                    conn,
+                    pub.app_id,
+                    pub.id,
+                    batch.provider,
+                    {run_at: [t.row() for t in retry] for run_at, retry in out.retries.items()},
+                    attempt=batch.attempt + 1,
+                )
+            if classes:
+                await self.health_store.add_events(conn, pub.app_id, batch.provider, now, classes)
+                judged = (
+                    [r for r in answered if r.outcome is not Outcome.CREDENTIAL]
+                    if stale_credential
+                    else answered
+                )
+                breaker = await self.quarantine.observe(
+                    conn, pub.app_id, batch.provider, judged, probing=probing
+                )
+                if breaker.state == OPEN and not final and breaker.open_until is not None:
+                    parked = breaker.open_until
+            if final:
+                still_ours = await JobQueue.delete_claimed(conn, job.id, job.claims)
+            elif parked is not None:
+                still_ours = await JobQueue.defer(
+                    conn, job.id, job.claims, progress, parked, deferred_by=batch.provider
+                )
+            else:
+                still_ours = await JobQueue.advance(conn, job.id, job.claims, progress, self.lease_seconds)
+            if not still_ours and not cancelled:
+                # A cancel deletes the publish's jobs and still wants what was sent recorded;
+                # otherwise a missing job means another claim owns this batch now.
+                raise LeaseLost(job.id)
+        RECORD_SECONDS.observe(time.perf_counter() - started)
+        if breaker is not None:
+            # Only what committed is cached: a rolled-back change must not park the pair here.
+            self.quarantine.remember(pub.app_id, batch.provider, breaker)
+        for cls, n in classes.items():
+            DELIVERIES.labels(batch.provider, cls).inc(n)
+        if out.invalid:
+            log.info(
+                "marked %d %s device(s) invalid for publish %s", len(out.invalid), batch.provider, pub.id
+            )
+        return parked
+
+    async def defer(
+        self, job: Job[DispatchPayload], progress: int, run_at: float, deferred_by: str | None
+    ) -> None:
+        """Hand the rest of the job back to run at ``run_at`` (nothing of it was attempted)."""
+        async with self.db.write() as conn:
+            if not await JobQueue.defer(conn, job.id, job.claims, progress, run_at, deferred_by):
+                raise LeaseLost(job.id)
+
+
+class JobRecorder:
+    """Records one dispatch job's outcomes chunk by chunk, tracking the job's progress."""
+
+    def __init__(self, recorder: Recorder, job: Job[DispatchPayload], pub: Publish, batch: Batch) -> None:
+        self.recorder = recorder
+        self.job = job
+        self.pub = pub
+        self.batch = batch
+        #: Position in the job's full target list after what has been recorded.
+        self.progress = job.progress
+
+    @property
+    def deadline(self) -> float | None:
+        return self.batch.deadline
+
+    async def __call__(
+        self,
+        targets: Sequence[Target],
+        results: Sequence[Attempt],
+        *,
+        final: bool,
+        probing: bool = False,
+        observed: bool = True,
+        stale_credential: bool = False,
+    ) -> float | None:
+        self.progress += len(targets)
+        return await self.recorder.record(
+            self.job,
+            self.pub,
+            self.batch,
+            targets,
+            results,
+            final=final,
+            progress=self.progress,
+            probing=probing,
+            observed=observed,
+            stale_credential=stale_credential,
+        )
+
+    async def defer(self, run_at: float, deferred_by: str | None) -> None:
+        """Hand the rest of the job back to run at ``run_at`` (nothing of it was attempted)."""
+        await self.recorder.defer(self.job, self.progress, run_at, deferred_by)

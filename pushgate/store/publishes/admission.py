@@ -1,0 +1,174 @@
+"""Admission: the publish row and its ``plan`` job, written in one transaction (group-committed).
+
+Nothing is acknowledged before its commit, so an accepted publish survives a crash right after
+the answer; the idempotency key is checked here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from pushgate.domain.ids import new_id
+from pushgate.domain.jobs import PlanPayload
+from pushgate.domain.status import COUNTERS, PublishStatus
+from pushgate.store.db import Database
+from pushgate.store.publishes.model import Publish, Repository, publish_from_row
+from pushgate.store.queue import JobQueue, NewJob
+from pushgate.store.schema import publishes
+
+_INSERT_PUBLISH = sa.insert(publishes)
+_RELEASE_KEY = (
+    sa.update(publishes).where(publishes.c.id == sa.bindparam("old_id")).values(idempotency_key=None)
+)
+
+
+class _GroupCommit:
+    """Admission's group commit: publishes admitted concurrently are written in one transaction.
+
+    A request appends its publish and waits; one flusher task writes everything queued so far
+    (publish rows, their ``plan`` jobs, released idempotency keys) in a single transaction and
+    then answers every waiter. Whatever arrives while a flush runs goes into the next one. So
+    under load one commit serves many requests, and an idle server commits at once. A request is
+    answered only after its own rows committed: nothing acknowledged can be lost.
+
+    If a group fails on a constraint (two requests racing for one idempotency key), each member is
+    retried in a transaction of its own, so only the loser sees the ``IntegrityError``.
+    """
+
+    #: Publishes per transaction at most (bounds the statement size and the commit's latency).
+    MAX_GROUP = 256
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._queue: list[tuple[Publish, str | None, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def submit(self, pub: Publish, release_key_of: str | None) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((pub, release_key_of, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="pushgate-admission-commit")
+        await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[: self.MAX_GROUP], self._queue[self.MAX_GROUP :]
+            try:
+                await self._write(group)
+            except IntegrityError:
+                for item in group:
+                    try:
+                        await self._write([item])
+                    except Exception as exc:  # handed to the waiting request
+                        _fail(item[2], exc)
+                    else:
+                        _done(item[2])
+            except Exception as exc:  # handed to every waiting request
+                for item in group:
+                    _fail(item[2], exc)
+            except BaseException:  # cancelled (shutdown): nobody may wait forever
+                for item in group + self._queue:
+                    _fail(item[2], RuntimeError("admission stopped before its commit"))
+                self._queue = []
+                raise
+            else:
+                for item in group:
+                    _done(item[2])
+
+    async def _write(self, group: list[tuple[Publish, str | None, asyncio.Future[None]]]) -> None:
+        async with self.db.write() as conn:
+            released = [{"old_id": old} for _, old, _ in group if old is not None]
+            if released:
+                await conn.execute(_RELEASE_KEY, released)
+            await conn.execute(
+                _INSERT_PUBLISH,
+                [
+                    {
+                        "id": p.id,
+                        "app_id": p.app_id,
+                        "status": p.status,
+                        "idempotency_key": p.idempotency_key,
+                        "request": json.dumps(p.request, separators=(",", ":")),
+                        "expire_at": p.expire_at,
+                        "planning_done": False,
+                        "created_at": p.created_at,
+                    }
+                    for p, _, _ in group
+                ],
+            )
+            await JobQueue.enqueue(conn, [NewJob(p.app_id, p.id, PlanPayload()) for p, _, _ in group])
+
+
+def _done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _fail(fut: asyncio.Future[None], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+class Admission(Repository):
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self._admissions = _GroupCommit(db)
+
+    async def admit(
+        self,
+        app_id: str,
+        request: dict[str, Any],
+        *,
+        idempotency_key: str | None,
+        expire_at: float | None,
+        window_seconds: float,
+    ) -> tuple[Publish, bool]:
+        """Write the publish and its plan job in one transaction.
+
+        Returns ``(publish, created)``; with a known idempotency key inside the window the
+        first publish comes back and nothing new is written. Concurrent admissions share one
+        transaction (:class:`_GroupCommit`); each returns only after that commit.
+        """
+        for _ in range(3):
+            existing = await self._by_key(app_id, idempotency_key) if idempotency_key else None
+            now = time.time()
+            if existing is not None and existing.created_at >= now - window_seconds:
+                return existing, False
+            pub = Publish(
+                id=new_id("pub"),
+                app_id=app_id,
+                status=PublishStatus.ACCEPTED.value,
+                request=request,
+                idempotency_key=idempotency_key,
+                expire_at=expire_at,
+                planning_done=False,
+                error_code=None,
+                error_message=None,
+                created_at=now,
+                started_at=None,
+                completed_at=None,
+                counts=dict.fromkeys(COUNTERS, 0),
+            )
+            try:
+                await self._admissions.submit(pub, existing.id if existing is not None else None)
+            except IntegrityError:
+                continue  # a concurrent request with the same key won: return its publish
+            return pub, True
+        raise RuntimeError("idempotency key contention")
+
+    async def _by_key(self, app_id: str, key: str) -> Publish | None:
+        async with self.db.read() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(publishes).where(
+                        publishes.c.app_id == app_id, publishes.c.idempotency_key == key
+                    )
+                )
+            ).first()
+        return publish_from_row(row) if row else None

@@ -1,0 +1,240 @@
+"""A publish's life after admission: started, planning done, closed, failed or cancelled.
+
+Every transaction that updates the publish row and moves its counters locks the row first
+(PostgreSQL deadlocks otherwise); outcome and planning transactions read the status under a
+shared lock (:meth:`Lifecycle.status_locked`), so a cancel or a failure waits for them and
+every later one sees it.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.domain.status import OPEN_DELIVERY, DeliveryStatus
+from pushgate.store.dialect import lock_rows
+from pushgate.store.publishes.model import Publish
+from pushgate.store.publishes.outcomes import bump
+from pushgate.store.publishes.reads import Reads
+from pushgate.store.queue import JobQueue
+from pushgate.store.schema import deliveries, jobs, publish_stats, publishes
+
+_START = (
+    sa.update(publishes)
+    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.status == "accepted")
+    .values(status="dispatching", started_at=sa.bindparam("now"))
+)
+_FAIL = (
+    sa.update(publishes)
+    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.status.in_(("accepted", "dispatching")))
+    .values(
+        status="failed",
+        error_code=sa.bindparam("code"),
+        error_message=sa.bindparam("msg"),
+        completed_at=sa.bindparam("now"),
+    )
+)
+_CLOSE = (
+    sa.update(publishes)
+    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.status == "dispatching")
+    .values(status=sa.bindparam("st"), completed_at=sa.bindparam("now"))
+)
+_SET_PLANNING_DONE = (
+    sa.update(publishes).where(publishes.c.id == sa.bindparam("pid")).values(planning_done=True)
+)
+_TOTALS = sa.select(
+    sa.func.coalesce(sa.func.sum(publish_stats.c.planned), 0),
+    sa.func.coalesce(
+        sa.func.sum(
+            publish_stats.c.sent
+            + publish_stats.c.failed
+            + publish_stats.c.invalid_token
+            + publish_stats.c.expired
+        ),
+        0,
+    ),
+    sa.func.coalesce(sa.func.sum(publish_stats.c.expired), 0),
+).where(publish_stats.c.publish_id == sa.bindparam("pid"))
+
+
+@lru_cache(maxsize=4)
+def _closable_publish(dialect: str, lock: bool) -> sa.Select:
+    q = sa.select(publishes.c.status, publishes.c.planning_done).where(publishes.c.id == sa.bindparam("pid"))
+    return lock_rows(dialect, q) if lock else q
+
+
+@lru_cache(maxsize=4)
+def _status_locked(dialect: str, exclusive: bool) -> sa.Select:
+    q = sa.select(publishes.c.status).where(publishes.c.id == sa.bindparam("pid"))
+    return lock_rows(dialect, q, shared=not exclusive)
+
+
+async def close_open_deliveries(
+    conn: AsyncConnection,
+    dialect: str,
+    publish_id: str,
+    to: DeliveryStatus,
+    now: float,
+    *,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> None:
+    """Turn every ``pending``/``retrying`` delivery into ``to`` and move the counters.
+
+    Counted with one grouped query and changed with one UPDATE, so a publish of millions of
+    recipients never travels to Python. Callers hold the publish row (they just updated its
+    status), so outcome and planning transactions, which take it shared, wait meanwhile.
+    """
+    open_states = [s.value for s in OPEN_DELIVERY]
+    rows = (
+        await conn.execute(
+            sa.select(deliveries.c.provider, deliveries.c.status, sa.func.count())
+            .where(deliveries.c.publish_id == publish_id, deliveries.c.status.in_(open_states))
+            .group_by(deliveries.c.provider, deliveries.c.status)
+        )
+    ).all()
+    if not rows:
+        return
+    values: dict[str, object] = {"status": to.value, "updated_at": now}
+    if error_code is not None:
+        values.update(error_code=error_code, error_message=error_message)
+    await conn.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.publish_id == publish_id, deliveries.c.status.in_(open_states))
+        .values(**values)
+    )
+    moved: dict[str, dict[str, int]] = {}
+    for provider, status, n in rows:
+        c = moved.setdefault(provider, {to.value: 0, "retrying": 0})
+        c[to.value] += int(n)
+        if status == DeliveryStatus.RETRYING:
+            c["retrying"] -= int(n)
+    for provider, deltas in moved.items():
+        await bump(conn, dialect, publish_id, provider, **deltas)
+
+
+class Lifecycle(Reads):
+    async def mark_started(self, conn: AsyncConnection, publish_id: str) -> None:
+        """``accepted`` → ``dispatching`` (planning began)."""
+        await conn.execute(_START, {"pid": publish_id, "now": time.time()})
+
+    async def set_planning_done(self, conn: AsyncConnection, publish_id: str) -> None:
+        await conn.execute(_SET_PLANNING_DONE, {"pid": publish_id})
+
+    async def fail(self, publish_id: str, code: str, message: str) -> None:
+        """:meth:`fail_in`, in a transaction of its own."""
+        async with self.db.write() as conn:
+            await self.fail_in(conn, publish_id, code, message)
+
+    async def fail_in(self, conn: AsyncConnection, publish_id: str, code: str, message: str) -> None:
+        """Fail an open publish: everything not yet final fails with it and its jobs are dropped.
+
+        Used when planning cannot proceed (or keeps crashing): dispatch jobs it already queued
+        would otherwise be dropped unrecorded and leave their deliveries ``pending`` forever.
+        """
+        now = time.time()
+        res = await conn.execute(_FAIL, {"pid": publish_id, "code": code, "msg": message, "now": now})
+        if res.rowcount:
+            await close_open_deliveries(
+                conn,
+                self.db.dialect,
+                publish_id,
+                DeliveryStatus.FAILED,
+                now,
+                error_code=code,
+                error_message=message,
+            )
+            await JobQueue.delete_for_publish(conn, publish_id)
+
+    async def stuck(self, limit: int = 100) -> list[str]:
+        """Publishes that are dispatching with planning done but no job left.
+
+        Normally the last batch closes its publish right after its commit; if the process died
+        in between (or that check failed), nothing else would, so a periodic sweep retries it.
+        """
+        q = (
+            sa.select(publishes.c.id)
+            .where(
+                publishes.c.status == "dispatching",
+                publishes.c.planning_done.is_(True),
+                ~sa.exists().where(jobs.c.publish_id == publishes.c.id),
+            )
+            .limit(limit)
+        )
+        async with self.db.read() as conn:
+            return [r.id for r in (await conn.execute(q)).all()]
+
+    async def finish_if_done(self, publish_id: str) -> str | None:
+        """Close the publish once every planned recipient has a final outcome.
+
+        Runs after the outcome transaction committed, so the last committer always sees all
+        counts. A cheap read decides whether to try; the decision is then re-made inside the
+        closing transaction with the publish row locked, so a dead-letter replay that reopened
+        work in between is never closed over, and exactly one of several checkers wins.
+        """
+        async with self.db.read() as conn:
+            if await self._closable(conn, publish_id) is None:
+                return None
+        async with self.db.write() as conn:
+            return await self.close_if_done(conn, publish_id)
+
+    async def close_if_done(self, conn: AsyncConnection, publish_id: str) -> str | None:
+        """:meth:`finish_if_done`'s decision and update, inside the caller's write transaction
+        (the planner closes an empty publish in the transaction that ends its planning)."""
+        status = await self._closable(conn, publish_id, lock=True)
+        if status is None:
+            return None
+        await conn.execute(_CLOSE, {"pid": publish_id, "st": status, "now": time.time()})
+        return status
+
+    async def _closable(self, conn: AsyncConnection, publish_id: str, *, lock: bool = False) -> str | None:
+        """The status the publish should close with now (``completed``/``expired``), or None."""
+        params = {"pid": publish_id}
+        pub = (await conn.execute(_closable_publish(self.db.dialect, lock), params)).first()
+        if pub is None or pub.status != "dispatching" or not pub.planning_done:
+            return None
+        planned, final, expired = (int(x) for x in (await conn.execute(_TOTALS, params)).one())
+        if final < planned:
+            return None
+        return "expired" if planned > 0 and expired == planned else "completed"
+
+    async def status_locked(
+        self, conn: AsyncConnection, publish_id: str, *, exclusive: bool = False
+    ) -> str | None:
+        """The publish's status inside a write transaction, with a shared row lock on PostgreSQL.
+
+        Outcome and planning transactions take it; :meth:`cancel` updates the row first, so a
+        cancel waits for the transactions in progress and every later one sees ``cancelled``.
+        (SQLite serialises writers anyway.) ``exclusive``: ``FOR UPDATE`` instead, for a transaction
+        that will update the publish row after touching its counters (lock the row first, as
+        every other transaction does, or two of them deadlock).
+        """
+        q = _status_locked(self.db.dialect, exclusive)
+        return (await conn.execute(q, {"pid": publish_id})).scalar()
+
+    async def cancel(self, app_id: str, publish_id: str) -> tuple[Publish | None, bool]:
+        """Cancel an open publish: returns ``(publish, changed)``; ``(None, False)`` if unknown.
+
+        In one transaction: the status, every ``pending``/``retrying`` delivery becomes
+        ``cancelled`` (counters moved to match) and the publish's queued jobs are deleted.
+        Batches already being sent finish and record their real outcome.
+        """
+        now = time.time()
+        async with self.db.write() as conn:
+            res = await conn.execute(
+                sa.update(publishes)
+                .where(
+                    publishes.c.id == publish_id,
+                    publishes.c.app_id == app_id,
+                    publishes.c.status.in_(("accepted", "dispatching")),
+                )
+                .values(status="cancelled", completed_at=now)
+            )
+            changed = bool(res.rowcount)
+            if changed:
+                await close_open_deliveries(conn, self.db.dialect, publish_id, DeliveryStatus.CANCELLED, now)
+                await JobQueue.delete_for_publish(conn, publish_id)
+        return await self.get(app_id, publish_id), changed

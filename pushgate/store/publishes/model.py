@@ -1,0 +1,64 @@
+"""The publish as the store returns it, and the shapes its repositories share."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushgate.store.db import Database
+
+
+@dataclass(slots=True)
+class Publish:
+    id: str
+    app_id: str
+    status: str
+    request: dict[str, Any]
+    idempotency_key: str | None
+    expire_at: float | None
+    planning_done: bool
+    error_code: str | None
+    error_message: str | None
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    counts: dict[str, int] = field(default_factory=dict)
+    by_provider: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    publish_id: str
+    recipient_id: str
+    device_id: str | None
+    provider: str
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    updated_at: float
+    error_class: str | None = None
+
+
+def publish_from_row(row: Any) -> Publish:
+    return Publish(
+        id=row.id,
+        app_id=row.app_id,
+        status=row.status,
+        request=json.loads(row.request),
+        idempotency_key=row.idempotency_key,
+        expire_at=row.expire_at,
+        planning_done=bool(row.planning_done),
+        error_code=row.error_code,
+        error_message=row.error_message,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+    )
+
+
+class Repository:
+    """What every publish repository holds: the database (its dialect picks the SQL)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db

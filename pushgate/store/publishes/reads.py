@@ -1,0 +1,96 @@
+"""Reading publishes for the API: one publish or a page of them, with counts, and their
+delivery records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.domain.status import COUNTERS
+from pushgate.store.publishes.model import Publish, Repository, publish_from_row
+from pushgate.store.schema import deliveries, publish_stats, publishes
+
+_BY_ID = sa.select(publishes).where(publishes.c.id == sa.bindparam("pid"))
+_BY_ID_IN_APP = _BY_ID.where(publishes.c.app_id == sa.bindparam("app"))
+_STATUS = sa.select(publishes.c.status).where(publishes.c.id == sa.bindparam("pid"))
+_STATS_OF = sa.select(publish_stats).where(publish_stats.c.publish_id == sa.bindparam("pid"))
+
+
+class Reads(Repository):
+    async def get(self, app_id: str | None, publish_id: str, *, with_counts: bool = True) -> Publish | None:
+        if app_id is None:
+            q, params = _BY_ID, {"pid": publish_id}
+        else:
+            q, params = _BY_ID_IN_APP, {"pid": publish_id, "app": app_id}
+        async with self.db.read() as conn:
+            row = (await conn.execute(q, params)).first()
+            if row is None:
+                return None
+            pub = publish_from_row(row)
+            if with_counts:
+                await self._attach_counts(conn, [pub])
+        return pub
+
+    async def status(self, publish_id: str) -> str | None:
+        async with self.db.read() as conn:
+            return (await conn.execute(_STATUS, {"pid": publish_id})).scalar()
+
+    async def list_publishes(
+        self, app_id: str, *, cursor: str | None, limit: int
+    ) -> tuple[list[Publish], str | None]:
+        cond = [publishes.c.app_id == app_id]
+        if cursor:
+            cond.append(publishes.c.id < cursor)
+        q = sa.select(publishes).where(*cond).order_by(publishes.c.id.desc()).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+            pubs = [publish_from_row(r) for r in rows[:limit]]
+            await self._attach_counts(conn, pubs)
+        return pubs, (pubs[-1].id if len(rows) > limit else None)
+
+    async def _attach_counts(self, conn: AsyncConnection, pubs: list[Publish]) -> None:
+        if not pubs:
+            return
+        by_id = {p.id: p for p in pubs}
+        for p in pubs:
+            p.counts = dict.fromkeys(COUNTERS, 0)
+        if len(pubs) == 1:
+            rows = (await conn.execute(_STATS_OF, {"pid": pubs[0].id})).all()
+        else:
+            rows = (
+                await conn.execute(
+                    sa.select(publish_stats).where(publish_stats.c.publish_id.in_(list(by_id)))
+                )
+            ).all()
+        for r in rows:
+            p = by_id[r.publish_id]
+            p.by_provider[r.provider] = {c: getattr(r, c) for c in COUNTERS}
+            for c in COUNTERS:
+                p.counts[c] += getattr(r, c)
+
+    async def deliveries(
+        self,
+        app_id: str,
+        publish_id: str,
+        *,
+        status: str | None,
+        provider: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> tuple[list[Any], str | None]:
+        # Scoped by app here too, not only by the caller's check of the publish.
+        owned = sa.exists().where(publishes.c.id == publish_id, publishes.c.app_id == app_id)
+        cond = [deliveries.c.publish_id == publish_id, owned]
+        if status:
+            cond.append(deliveries.c.status == status)
+        if provider:
+            cond.append(deliveries.c.provider == provider)
+        if cursor:
+            cond.append(deliveries.c.recipient_id > cursor)
+        q = sa.select(deliveries).where(*cond).order_by(deliveries.c.recipient_id).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q)).all()
+        items = list(rows[:limit])
+        return items, (items[-1].recipient_id if len(rows) > limit else None)
