@@ -6,16 +6,17 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv postgres run test demo lint mutation mutation-score clean
+.PHONY: help venv postgres run test test-fast demo lint mutation mutation-score clean
 
 help:
-	@echo "make venv     - create $(VENV) and install pushgate with test and bench extras"
-	@echo "make run      - start the gateway (pushgate serve)"
-	@echo "make test     - run the test suite (installs PostgreSQL via apt if missing)"
-	@echo "make demo     - run scripts/demo.sh"
-	@echo "make lint     - ruff check, ruff format --check, mypy (package and tests)"
-	@echo "make mutation - mutation testing of domain/, engine/ and the lab's checks (slow; docs/testing.md)"
-	@echo "make clean    - remove $(VENV) and caches"
+	@echo "make venv       - create $(VENV) and install pushgate with test and bench extras"
+	@echo "make run        - start the gateway (pushgate serve)"
+	@echo "make test       - run the test suite (installs PostgreSQL via apt if missing)"
+	@echo "make test-fast  - run the unit tier only (tests/unit: no servers, no database; < 30 s)"
+	@echo "make demo       - run scripts/demo.sh"
+	@echo "make lint       - ruff check, ruff format --check, mypy (package and tests)"
+	@echo "make mutation   - mutation testing of domain/, engine/ and the lab's checks (slow; docs/testing.md)"
+	@echo "make clean      - remove $(VENV) and caches"
 
 venv: $(STAMP)
 
@@ -39,6 +40,11 @@ run: venv
 test: venv postgres
 	@echo ">> running tests"
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The unit tier: no lab, no database, no subprocess (tests/conftest.py refuses those fixtures there).
+test-fast: venv
+	@echo ">> running the unit tier"
+	$(BIN)/pytest -q tests/unit $(PYTEST_ARGS)
 
 demo: venv
 	bash scripts/demo.sh

@@ -3,7 +3,7 @@
 #
 # The shell block between `<!-- quickstart:begin -->` and `<!-- quickstart:end -->` in README.md
 # is extracted (without its ``` fences) and run with `bash -euo pipefail` from the repo root,
-# so the README and the demo cannot drift apart. tests/test_quickstart.py runs this script too.
+# so the README and the demo cannot drift apart. tests/acceptance/test_quickstart.py runs this script too.
 #
 # Environment: PUSHGATE_PORT (default 8686), LAB_PORT (8687), QUICKSTART_DIR (./var/quickstart).
 set -euo pipefail

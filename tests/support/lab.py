@@ -1,8 +1,14 @@
-"""Start the provider lab as a real subprocess (shared by every test module that needs one)."""
+"""The provider lab: started as a real subprocess, and driven through its control routes.
+
+``Lab`` wraps the control plane every gateway test uses: a Web Push subscription, the ledger of
+what each simulated provider received, and faults (an error, a latency or an outage for some
+tokens, see README "The provider lab").
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -10,7 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,6 +62,51 @@ def lab_process(creds_dir: Path, *extra_args: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@dataclass
+class Lab:
+    url: str
+    creds_dir: Path
+
+    @property
+    def toml(self) -> Path:
+        return self.creds_dir / "pushgate-lab.toml"
+
+    @property
+    def ca_file(self) -> str:
+        """The lab CA behind its TLS services: what ``engine.ca_file`` names in the snippet."""
+        return str(self.creds_dir / "apns-ca.pem")
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+    def subscription(self) -> dict[str, Any]:
+        with self.client() as c:
+            r = c.post("/webpush/subscriptions")
+            r.raise_for_status()
+            return dict(r.json())
+
+    def ledger(self, provider: str | None = None, token: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("provider", provider), ("token", token)) if v}
+        with self.client() as c:
+            r = c.get("/ledger", params={**params, "limit": 100000})
+            r.raise_for_status()
+            return dict(r.json())
+
+    def fault(self, **spec: Any) -> None:
+        with self.client() as c:
+            c.post("/faults", json=spec).raise_for_status()
+
+    def reset(self) -> None:
+        with self.client() as c:
+            c.delete("/ledger").raise_for_status()
+            c.delete("/faults").raise_for_status()
+
+
+def service_account(lab: Lab) -> dict[str, Any]:
+    """The FCM service account the lab wrote (its key is one the lab's OAuth endpoint accepts)."""
+    return dict(json.loads((lab.creds_dir / "fcm-service-account.json").read_text()))
 
 
 def _lab_in_thread(creds_dir: Path, port: int, extra_args: tuple[str, ...]) -> str:
