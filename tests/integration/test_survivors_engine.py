@@ -226,7 +226,7 @@ async def test_an_apps_own_rate_limit_applies(database_url: str, lab: Lab, tmp_p
     limited = Lab(url=lab.url, creds_dir=tmp_path)  # the lab's config plus the app's section
     limited.toml.write_text(lab.toml.read_text() + "\n[apps.default.rate_limits]\nfcm_per_second = 10\n")
     settings = gateway_settings(database_url, limited)
-    assert settings.rate_limits.fcm_per_second == 0  # no global limit: only the app's applies
+    assert settings.rate_limits.provider_rate("fcm") == 0  # no global limit: only the app's applies
     async with running_gateway(settings) as gw:
         await _devices(gw.client, "slow", 30)
         done = await gw.wait_done(await _publish(gw.client, "slow"), within=30)
