@@ -90,6 +90,13 @@ def _check_common(timezone: str | None, channels: list[str] | None) -> None:
     check_channels(channels)
 
 
+def _check_provider(provider: str) -> None:
+    """The OpenAPI document lists the providers, but the body is checked against the registry
+    here (a provider registered at start-up needs no schema change), naming the field."""
+    if registry.find(provider) is None:
+        raise bad_request(f"provider: unknown provider {provider!r} (use {', '.join(registry.names())})")
+
+
 def _platform_error(provider: str, platform: str) -> str | None:
     spec = registry.find(provider)
     return f"unknown provider {provider!r}" if spec is None else spec.platform_error(platform)
@@ -103,6 +110,7 @@ def _check_environment(provider: str, environment: str | None) -> None:
 
 def _registration(data: DeviceIn, settings: Settings) -> Registration:
     """Validate one ``POST /v1/devices`` body (400 on the first problem) and normalise its token."""
+    _check_provider(data.provider)
     err = _platform_error(data.provider, data.platform)
     if err:
         raise bad_request(f"platform: {err}")

@@ -20,6 +20,9 @@ ProviderName = Annotated[
         max_length=64,
         description=f"A delivery provider: {', '.join(registry.names())}",
         examples=list(registry.names()),
+        # Documented as an enum of this build's providers (Litestar reads "extra" into the
+        # OpenAPI schema); the routes check against the live registry.
+        extra_json_schema={"extra": {"enum": list(registry.names())}},
     ),
 ]
 Platform = Literal["ios", "android", "web", "windows", "macos", "other"]

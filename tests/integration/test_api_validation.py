@@ -92,6 +92,22 @@ async def test_bad_device_registrations(gateway: Gateway) -> None:
     await nothing_stored(gateway)
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_an_unknown_provider_is_blamed_on_the_provider_field(gateway: Gateway) -> None:
+    """The provider is a plain string in the schema (the registry decides), so the route must
+    still name ``provider`` as the bad field, in the single and in the batch route."""
+    body = {"provider": "bogus", "token": "t" * 20, "platform": "android"}
+    r = await gateway.client.post("/v1/devices", json=body)
+    assert_error(r, 400, "invalid_request")
+    assert r.json()["error"]["message"].startswith("provider: unknown provider 'bogus'"), r.text
+    ok = {"provider": "fcm", "token": "u" * 20, "platform": "android"}
+    r = await gateway.client.post("/v1/devices/batch", json={"devices": [ok, body]})
+    assert_error(r, 400)
+    keys = [d["key"] for d in r.json()["error"]["details"]]
+    assert keys == ["devices[1].provider"], r.text
+    await nothing_stored(gateway)
+
+
 async def test_webpush_endpoint_must_be_public_https(gateway: Gateway, lab: Lab) -> None:
     """The lab snippet allows loopback endpoints; a gateway without it refuses them."""
     from support.gateway import gateway_settings, running_gateway
@@ -304,6 +320,8 @@ async def test_openapi_document(gateway: Gateway) -> None:
     ):
         assert path in paths, path
     assert "bearer" in doc["components"]["securitySchemes"]
+    device_in = doc["components"]["schemas"]["DeviceIn"]["properties"]["provider"]
+    assert device_in["enum"] == ["fcm", "webpush", "hms", "wns", "apns", "mipush"], device_in
 
 
 async def test_tag_values_fit_their_column(gateway: Gateway) -> None:
