@@ -233,9 +233,14 @@ class Engine:
     async def run_job(self, job: Job[Payload | Unreadable]) -> None:
         handler = self.find_handler(job)
         if handler is None:
+            # It would fail the same way on every claim. Dropping it alone would leave its publish
+            # open for ever (a plan never run, deliveries pending): fail the publish with it, in
+            # the same transaction, so the loss is visible as internal_error and nothing waits.
             why = job.payload.error if isinstance(job.payload, Unreadable) else "no handler"
-            log.error("cannot run job %s (%s): %s; dropping it", job.id, job.kind, why)
+            log.error("cannot run job %s (%s): %s; failing its publish", job.id, job.kind, why)
+            message = f"a {job.kind} job of this publish could not be run ({why}); see the server log"
             async with self.db.write() as conn:
+                await self.publishes.fail_in(conn, job.publish_id, "internal_error", message)
                 await JobQueue.delete(conn, job.id)
             return
         pub = await self.publishes.get(None, job.publish_id, with_counts=False)

@@ -17,7 +17,7 @@ from support.wait import wait_for
 from pushgate.domain.jobs import DispatchPayload, PlanPayload
 from pushgate.store.db import Database
 from pushgate.store.queue import JobQueue, NewJob
-from pushgate.store.schema import jobs
+from pushgate.store.schema import jobs, publishes
 
 
 async def _db(url: str) -> Database:
@@ -365,16 +365,29 @@ async def test_a_plan_page_of_a_lapsed_claim_is_rolled_back(database_url: str) -
 
 async def test_jobs_that_cannot_run_are_dropped(gateway: Gateway, lab: Lab) -> None:
     """An unknown kind or a payload that does not decode would fail on every claim: the worker
-    drops the row (with an error log) instead of claiming it forever."""
+    drops the row (with an error log) instead of claiming it forever, and fails its publish, which
+    would otherwise stay open for ever."""
     db: Database = gateway.app.state.services.db
+    app = await gateway.app.state.services.apps.get_by_name("default")
     now = time.time()
     async with db.write() as conn:
+        await conn.execute(
+            sa.insert(publishes),
+            {
+                "id": "pub_broken_plan",
+                "app_id": app.id,
+                "status": "accepted",
+                "request": "{}",
+                "created_at": now,
+            },
+        )
         row = {"app_id": "a", "publish_id": "p", "run_at": now, "created_at": now}
         await conn.execute(
             sa.insert(jobs),
             [
                 {**row, "kind": "sweep", "payload": "{}"},
                 {**row, "kind": "dispatch", "payload": '{"attempt":1}'},
+                {**row, "app_id": app.id, "publish_id": "pub_broken_plan", "kind": "plan", "payload": "[1"},
             ],
         )
     gateway.app.state.services.engine.notify()
@@ -385,3 +398,6 @@ async def test_jobs_that_cannot_run_are_dropped(gateway: Gateway, lab: Lab) -> N
             break
         await asyncio.sleep(0.05)
     assert left == 0
+    broken = await publish_status(gateway.client, "pub_broken_plan")
+    assert broken["status"] == "failed" and broken["error"]["code"] == "internal_error", broken
+    assert "plan job" in broken["error"]["message"]
