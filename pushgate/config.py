@@ -405,9 +405,11 @@ _RULES: tuple[tuple[str, Callable[[Settings], bool], str], ...] = (
 
 
 def _mask(value: Any, key: str) -> Any:
+    secret = any(w in key.lower() for w in _SECRET_WORDS)
     if isinstance(value, dict):
-        return {k: _mask(v, k) for k, v in value.items()}
-    if isinstance(value, str) and value and any(w in key.lower() for w in _SECRET_WORDS):
+        # A secret written as a table (a service account inline in TOML) is secret as a whole.
+        return "****" if secret and value else {k: _mask(v, k) for k, v in value.items()}
+    if isinstance(value, str) and value and secret:
         if key.endswith("_file"):
             return value
         return "****" + (value[-4:] if len(value) > 16 else "")
@@ -416,26 +418,25 @@ def _mask(value: Any, key: str) -> Any:
     return value
 
 
-def _unmap(table: dict[str, Any] | None, key: str = "{}") -> dict[str, Any] | None:
+def _unmap(table: dict[str, Any], key: str = "{}") -> dict[str, Any]:
     """``by_provider`` back to the keys users write (``fcm`` or ``fcm_per_second``)."""
-    if table is None:
-        return None
     out = {k: v for k, v in table.items() if k != "by_provider"}
     out.update({key.format(name): value for name, value in table.get("by_provider", {}).items()})
     return out
 
 
-def _with_sections(table: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in table.items() if k != "providers"}
-    out.update(table.get("providers", {}))
-    if "rate_limits" in out:
-        out["rate_limits"] = _unmap(out["rate_limits"], "{}_per_second")
+def _with_sections(table: dict[str, Any], *, every_rate: bool = False) -> dict[str, Any]:
+    """``every_rate``: the global table lists every provider's rate, 0 included (apps: overrides)."""
+    out = {k: v for k, v in table.items() if k != "providers"} | table.get("providers", {})
+    if (rates := out.get("rate_limits")) is not None:
+        zero = dict.fromkeys(registry.names(), 0.0) if every_rate else {}
+        out["rate_limits"] = _unmap({**rates, "by_provider": zero | rates["by_provider"]}, "{}_per_second")
     return out
 
 
 def _flatten(raw: dict[str, Any]) -> dict[str, Any]:
     """The inverse of :func:`_lift`: the maps back under the keys users write."""
-    out = _with_sections(raw)
+    out = _with_sections(raw, every_rate=True)
     out["retry"] = _unmap(out["retry"])
     out["apps"] = {name: _with_sections(app) for name, app in out["apps"].items()}
     return out

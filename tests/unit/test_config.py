@@ -129,6 +129,22 @@ def test_per_provider_keys_keep_their_file_shape(tmp_path: Path) -> None:
     assert shown["rate_limits"]["wns_per_second"] == 5.0 and "by_provider" not in shown["rate_limits"]
     assert shown["apps"]["shop"]["rate_limits"] == {"app_per_second": 9.0, "fcm_per_second": 2.0}
     assert shown["apps"]["shop"]["hms"] == {"app_id": "1"} and "providers" not in shown["apps"]["shop"]
+    # Every provider's global rate is shown, the defaults (0: no limit) included.
+    assert {k for k in shown["rate_limits"] if k.endswith("_per_second")} == {
+        f"{p}_per_second" for p in ("app", "fcm", "webpush", "apns", "hms", "wns", "mipush")
+    }
+    assert shown["rate_limits"]["mipush_per_second"] == 0.0
+
+
+def test_a_secret_written_as_a_table_is_masked_whole(tmp_path: Path) -> None:
+    cfg = tmp_path / "sa.toml"
+    cfg.write_text(
+        '[fcm.service_account_json]\ntype = "service_account"\nproject_id = "demo"\n'
+        'client_email = "push@demo.iam.example"\nprivate_key = "-----BEGIN PRIVATE KEY-----abcdef"\n'
+    )
+    shown = masked(load_settings(cfg, env={}))
+    assert shown["fcm"]["service_account_json"] == "****"
+    assert "demo" not in str(shown["fcm"]) and "abcdef" not in str(shown)
 
 
 @pytest.mark.parametrize(
