@@ -19,6 +19,7 @@ from pushgate.config import ConfigError, Settings
 from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool, provider_classes
 from pushgate.engine.worker import Engine
+from pushgate.providers.base import ProviderSettings
 from pushgate.providers.http import create_transport
 from pushgate.providers.transport import Transport
 from pushgate.store.apps import AppStore
@@ -117,15 +118,15 @@ async def check_credentials(settings: Settings) -> None:
     transport = provider_transport(settings)
     classes = provider_classes()
     try:
-        sections: list[tuple[str, str, dict[str, Any]]] = [
+        sections: list[tuple[str, str, ProviderSettings]] = [
             ("", name, sec)
-            for name, sec in settings.provider_settings("", "default").items()
+            for name, sec in settings.provider_sections("", "default").items()
             if name in classes
         ]
         for app_name in settings.apps:
             sections += [
                 (f"apps.{app_name}.", name, sec)
-                for name, sec in settings.provider_settings("", app_name).items()
+                for name, sec in settings.provider_sections("", app_name).items()
                 if name in classes
             ]
         for prefix, name, sec in sections:

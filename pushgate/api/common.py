@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -47,10 +46,6 @@ def split_list(values: list[str] | None) -> list[str] | None:
         return None
     out = [v for item in values for v in item.split(",") if v]
     return out or None
-
-
-def decode_cursor(cursor: str | None) -> Any:
-    return json.loads(cursor) if cursor else None
 
 
 #: ``\u0000`` in a JSON string, unless its backslash is itself escaped (``\\u0000`` is literal text).

@@ -94,7 +94,7 @@ class ProviderPool:
                 # engine.http_timeout is every provider's default, including APNs, which builds
                 # its own HTTP/2 transport and would otherwise fall back to its own 10 s.
                 settings = msgspec.structs.replace(settings, timeout=self.settings.engine.http_timeout)
-            inst = await self.classes[provider].create(settings, self.transport) if settings else None
+            inst = None if settings is None else await self.classes[provider].create(settings, self.transport)
             cert_expiry = getattr(inst, "certificate_expires_at", None)
             if isinstance(cert_expiry, int | float):
                 CREDENTIAL_EXPIRY.labels(app_id, provider).set(cert_expiry)
