@@ -133,13 +133,12 @@ async def test_rerun_batch_skips_recipients_with_final_outcome(gateway: Gateway,
             )
         )
     gateway.app.state.services.engine.notify()
-    for _ in range(100):
+
+    async def no_jobs() -> bool:
         async with db.read() as conn:
-            left = (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar()
-        if left == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert left == 0
+            return (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar() == 0
+
+    await wait_for(no_jobs, 5, "the re-run batch to finish")
     status = await gateway.wait_done(pub_id)
     assert lab.ledger("fcm")["total"] == 3  # nothing sent twice
     assert status["status"] == "completed"
@@ -391,13 +390,12 @@ async def test_jobs_that_cannot_run_are_dropped(gateway: Gateway, lab: Lab) -> N
             ],
         )
     gateway.app.state.services.engine.notify()
-    for _ in range(100):
+
+    async def no_jobs() -> bool:
         async with db.read() as conn:
-            left = (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar()
-        if left == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert left == 0
+            return (await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar() == 0
+
+    await wait_for(no_jobs, 5, "the jobs that cannot run to be dropped")
     broken = await publish_status(gateway.client, "pub_broken_plan")
     assert broken["status"] == "failed" and broken["error"]["code"] == "internal_error", broken
     assert "plan job" in broken["error"]["message"]

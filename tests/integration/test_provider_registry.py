@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import msgspec
 import pytest
+from support.api import wait_final
 from support.gateway import running_gateway
 from support.transport import MockTransport, json_response
 
@@ -102,15 +103,6 @@ SPEC = ProviderSpec(
     platforms=frozenset({"other"}),
     describe=lambda s: CredentialInfo(f"dummy key …{(s.api_key or '')[-4:]}"),
 )
-
-
-async def _wait_done(c: Any, publish_id: str) -> dict[str, Any]:
-    for _ in range(600):
-        body: dict[str, Any] = (await c.get(f"/v1/publishes/{publish_id}")).json()
-        if body["status"] not in ("accepted", "dispatching"):
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"publish {publish_id} still open")
 
 
 def _answer(req: HttpRequest) -> HttpResponse:
@@ -202,7 +194,7 @@ async def test_a_seventh_provider_delivers_end_to_end(tmp_path: pathlib.Path) ->
                 },
             )
             assert r.status_code == 202, r.text
-            done = await _wait_done(c, r.json()["publish_id"])
+            done = await wait_final(c, r.json()["publish_id"], within=30)
             assert done["status"] == "completed"
             assert done["by_provider"]["dummy"]["sent"] == 1
             assert done["by_provider"]["dummy"]["invalid_token"] == 1

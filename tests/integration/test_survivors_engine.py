@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
+from support.wait import wait_for
 
 from pushgate.store.db import Database
 from pushgate.store.schema import jobs
@@ -103,10 +104,12 @@ async def test_reclaimed_batch_does_not_resend_recipients_already_final(gateway:
     waiting = await _device(gateway.client, "c")
     lab.fault(provider="fcm", tokens=[waiting["token"]], error="503", retry_after=60)
     pub_id = await _publish(gateway.client, "c")
-    deadline = time.monotonic() + 15
-    while (body := await _status(gateway.client, pub_id))["counts"]["sent"] < 2:
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.05)
+
+    async def two_sent() -> dict[str, Any] | None:
+        body = await _status(gateway.client, pub_id)
+        return body if body["counts"]["sent"] >= 2 else None
+
+    body = await wait_for(two_sent, 15, "the two healthy devices to be sent")
     assert body["status"] == "dispatching" and body["counts"]["retrying"] == 1
     assert lab.ledger("fcm")["total"] == 2
 
@@ -132,14 +135,12 @@ async def test_reclaimed_batch_does_not_resend_recipients_already_final(gateway:
             )
         ).scalar_one()
     services.engine.notify()
-    deadline = time.monotonic() + 15
-    while True:
+
+    async def job_gone() -> bool:
         async with db.read() as conn:
-            left = (await conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id))).first()
-        if left is None:
-            break
-        assert time.monotonic() < deadline, "the re-claimed job was never run"
-        await asyncio.sleep(0.05)
+            return (await conn.execute(sa.select(jobs.c.id).where(jobs.c.id == job_id))).first() is None
+
+    await wait_for(job_gone, 15, "the re-claimed job to run")
 
     for d in sent:
         assert lab.ledger("fcm", token=d["token"])["total"] == 1, "a final recipient was sent again"
@@ -160,10 +161,10 @@ async def test_cancel_stops_a_batch_between_its_chunks(gateway: Gateway, lab: La
     await _devices(gateway.client, "big", n)
     lab.fault(provider="fcm", latency_ms=600)  # each round takes >= 0.6 s at the lab
     pub_id = await _publish(gateway.client, "big")
-    deadline = time.monotonic() + 30
-    while lab.ledger("fcm")["total"] < 100:  # the first round has been answered
-        assert time.monotonic() < deadline, "the first chunk never arrived"
-        await asyncio.sleep(0.05)
+    # The first round has been answered (the ledger is read in a thread: the lab client blocks).
+    await wait_for(
+        lambda: asyncio.to_thread(lambda: lab.ledger("fcm")["total"] >= 100), 30, "the first chunk"
+    )
     r = await gateway.client.post(f"/v1/publishes/{pub_id}/cancel")
     assert r.status_code == 200, r.text
     await gateway.wait_done(pub_id, within=30)
