@@ -76,11 +76,10 @@ async def _fcm_quarantine(client: httpx.AsyncClient) -> dict[str, Any]:
 
 
 async def _wait_quarantined(client: httpx.AsyncClient, within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while (await _fcm_quarantine(client))["state"] != "open":
-        if time.monotonic() > deadline:
-            raise AssertionError("the (app, fcm) pair was not quarantined")
-        await asyncio.sleep(0.1)
+    async def quarantined() -> bool:
+        return (await _fcm_quarantine(client))["state"] == "open"
+
+    await wait_for(quarantined, within, "the (app, fcm) pair to be quarantined", interval=0.1)
 
 
 def _arrivals(lab: Lab, provider: str) -> list[float]:
@@ -310,13 +309,13 @@ async def test_batches_waiting_out_a_quarantine_do_not_trigger_backpressure(
         lab.fault(provider="fcm", error="auth")
         pub = await _publish(gw.client, "parked")
         await _wait_quarantined(gw.client)
-        deadline = time.monotonic() + 15
-        while True:  # the first batch failed on the refusal; the other four wait out the quarantine
+
+        async def parked() -> dict[str, Any] | None:
             body = await _status(gw.client, pub)
-            if body["counts"]["failed"] == 10 and body["status"] == "dispatching":
-                break
-            assert time.monotonic() < deadline, body
-            await asyncio.sleep(0.1)
+            return body if body["counts"]["failed"] == 10 and body["status"] == "dispatching" else None
+
+        # The first batch failed on the refusal; the other four wait out the quarantine.
+        await wait_for(parked, 15, "one batch failed and four parked", interval=0.1)
         await asyncio.sleep(1.5)  # admission re-measures the queue at most once a second
         ready = await gw.client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "ready", ready.json()
