@@ -105,7 +105,8 @@ def _platform_error(provider: str, platform: str) -> str | None:
 def _check_environment(provider: str, environment: str | None) -> None:
     spec = registry.find(provider)
     if environment is not None and not (spec is not None and spec.environments):
-        raise bad_request("environment: only APNs devices have an environment (production or sandbox)")
+        have = ", ".join(s.name for s in registry.specs() if s.environments)
+        raise bad_request(f"environment: only {have} devices have an environment (production or sandbox)")
 
 
 def _registration(data: DeviceIn, settings: Settings) -> Registration:
