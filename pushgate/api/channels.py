@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
+from pushgate.api import cursors
 from pushgate.api.common import check_channels, page_limit, split_list
 from pushgate.api.devices import device_out
 from pushgate.api.errors import bad_request, error_responses
@@ -39,9 +39,12 @@ class ChannelController(Controller):
         limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> ChannelPage:
         items, nxt = await services.channels.list_channels(
-            app.id, cursor=cursor, limit=page_limit(limit, services.settings), prefix=prefix
+            app.id,
+            cursor=cursors.decode_one(cursor),
+            limit=page_limit(limit, services.settings),
+            prefix=prefix,
         )
-        return ChannelPage([ChannelOut(c, n) for c, n in items], nxt)
+        return ChannelPage([ChannelOut(c, n) for c, n in items], cursors.encode_next(nxt))
 
     @get(
         "/channels/{channel:str}/devices",
@@ -59,9 +62,9 @@ class ChannelController(Controller):
         if not valid_channel(channel):
             check_channels([channel], "channel")
         devs, nxt = await services.channels.channel_devices(
-            app.id, channel, cursor=cursor, limit=page_limit(limit, services.settings)
+            app.id, channel, cursor=cursors.decode_one(cursor), limit=page_limit(limit, services.settings)
         )
-        return DevicePage([device_out(d) for d in devs], nxt)
+        return DevicePage([device_out(d) for d in devs], cursors.encode_next(nxt))
 
     @post(
         "/users/{user:str}/channels",
@@ -91,13 +94,8 @@ class ChannelController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> UserChannelPage:
-        cur: tuple[str, str] | None = None
-        if cursor:
-            try:
-                u, c = json.loads(cursor)
-                cur = (str(u), str(c))
-            except (ValueError, TypeError):
-                raise bad_request("cursor: not a cursor this endpoint returned") from None
+        keys = cursors.decode(cursor, 2)
+        cur = None if keys is None else (keys[0], keys[1])
         items, nxt = await services.bindings.list_user_channels(
             app.id,
             users=split_list(users),
@@ -107,5 +105,5 @@ class ChannelController(Controller):
             limit=page_limit(limit, services.settings),
         )
         return UserChannelPage(
-            [UserChannelOut(u, c) for u, c in items], json.dumps(list(nxt)) if nxt else None
+            [UserChannelOut(u, c) for u, c in items], cursors.encode_next(tuple(nxt) if nxt else None)
         )

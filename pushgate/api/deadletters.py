@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.params import FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK
 
+from pushgate.api import cursors
 from pushgate.api.common import page_limit
 from pushgate.api.errors import bad_request, error_responses
 from pushgate.api.schemas import DeadLetterOut, DeadLetterPage, ReplayIn, ReplayOut
@@ -21,16 +20,8 @@ from pushgate.engine.deadletters import replay
 MAX_REPLAY_IDS = 1000
 
 
-def _encode(key: tuple[str, str]) -> str:
-    return base64.urlsafe_b64encode("\n".join(key).encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> tuple[str, str]:
-    try:
-        pub, rid = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("\n")
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise bad_request("cursor: not a cursor returned by this endpoint") from None
-    return pub, rid
+def _after(keys: tuple[str, ...] | None) -> tuple[str, str] | None:
+    return None if keys is None else (keys[0], keys[1])
 
 
 class DeadLetterController(Controller):
@@ -51,7 +42,7 @@ class DeadLetterController(Controller):
             app.id,
             provider=provider,
             publish_id=publish_id,
-            after=_decode(cursor) if cursor else None,
+            after=_after(cursors.decode(cursor, 2)),
             limit=page_limit(limit, services.settings),
         )
         return DeadLetterPage(
@@ -69,7 +60,7 @@ class DeadLetterController(Controller):
                 )
                 for d in items
             ],
-            _encode(nxt) if nxt else None,
+            cursors.encode_next(tuple(nxt) if nxt else None),
         )
 
     @post(

@@ -15,6 +15,7 @@ from litestar import Controller, Response, get, post
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
+from pushgate.api import cursors
 from pushgate.api.common import check_channels, normalize_token, page_limit
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
 from pushgate.api.schemas import (
@@ -246,9 +247,9 @@ class PublishController(Controller):
         limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> PublishPage:
         pubs, nxt = await services.publishes.list_publishes(
-            app.id, cursor=cursor, limit=page_limit(limit, services.settings)
+            app.id, cursor=cursors.decode_one(cursor), limit=page_limit(limit, services.settings)
         )
-        return PublishPage([publish_out(p) for p in pubs], nxt)
+        return PublishPage([publish_out(p) for p in pubs], cursors.encode_next(nxt))
 
     @get(
         "/publishes/{publish_id:str}",
@@ -304,7 +305,7 @@ class PublishController(Controller):
             publish_id,
             status=status,
             provider=provider,
-            cursor=cursor,
+            cursor=cursors.decode_one(cursor),
             limit=page_limit(limit, services.settings),
         )
         return DeliveryPage(
@@ -323,5 +324,5 @@ class PublishController(Controller):
                 )
                 for r in rows
             ],
-            nxt,
+            cursors.encode_next(nxt),
         )
