@@ -40,7 +40,7 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Request bodies above this many bytes are answered 413.
     max_body_bytes: int = 1_048_576
     #: ``debug``, ``info``, ``warning`` or ``error`` (any case).
-    log_level: Annotated[str, msgspec.Meta(pattern=r"(?i)^(debug|info|warning|error)$")] = "info"
+    log_level: Annotated[str, msgspec.Meta(pattern=r"(?i)^(debug|info|warning|error)$(?!\n)")] = "info"
     #: One log line per request.
     access_log: bool = True
 

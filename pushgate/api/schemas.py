@@ -131,7 +131,8 @@ class TokenRecipient(Strict, tag_field="type", tag="token"):
     token: str | dict[str, Any]
 
 
-TopicName = Annotated[str, msgspec.Meta(min_length=1, max_length=900, pattern=r"^[a-zA-Z0-9\-_.~%]+$")]
+#: ``(?!\n)``: Python's ``$`` also matches before a trailing newline (JSON Schema's does not).
+TopicName = Annotated[str, msgspec.Meta(min_length=1, max_length=900, pattern=r"^[a-zA-Z0-9\-_.~%]+$(?!\n)")]
 Condition = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 
 

@@ -9,14 +9,15 @@ import re
 import zoneinfo
 from functools import lru_cache
 
-CHANNEL_RE = re.compile(r"^[A-Za-z0-9_\-=@,.;:/]{1,200}$")
+#: Matched whole (``fullmatch``): a ``$`` anchor would let a trailing newline through.
+CHANNEL_RE = re.compile(r"[A-Za-z0-9_\-=@,.;:/]{1,200}")
 CHANNEL_RULE = "1-200 characters of A-Z a-z 0-9 and _ - = @ , . ; : /"
 
 PLATFORMS: tuple[str, ...] = ("ios", "android", "web", "windows", "macos", "other")
 
 
 def valid_channel(name: str) -> bool:
-    return bool(CHANNEL_RE.match(name))
+    return bool(CHANNEL_RE.fullmatch(name))
 
 
 @lru_cache(maxsize=1024)

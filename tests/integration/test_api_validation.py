@@ -61,6 +61,8 @@ BAD_DEVICES: list[tuple[Any, str]] = [
     ({"provider": "fcm", "token": "t" * 20, "platform": "android", "colour": "red"}, "colour"),
     ({"provider": "fcm", "token": "t" * 20, "platform": "android", "channels": ["bad channel"]}, "channel"),
     ({"provider": "fcm", "token": "t" * 20, "platform": "android", "channels": ["x" * 201]}, "channels"),
+    # A "$"-anchored pattern let a trailing newline through; names are matched whole.
+    ({"provider": "fcm", "token": "t" * 20, "platform": "android", "channels": ["news\n"]}, "channel"),
     ({"provider": "fcm", "token": "t" * 20, "platform": "android", "timezone": "Mars/Olympus"}, "timezone"),
     ({"provider": "fcm", "token": "t" * 20, "platform": "android", "meta": {"a": 1}}, "meta"),
     ({"provider": "fcm", "token": "t" * 20, "platform": "android", "tags": "x"}, "tags"),
@@ -106,6 +108,12 @@ async def test_an_unknown_provider_is_blamed_on_the_provider_field(gateway: Gate
     keys = [d["key"] for d in r.json()["error"]["details"]]
     assert keys == ["devices[1].provider"], r.text
     await nothing_stored(gateway)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_topic_name_with_a_trailing_newline_is_refused(gateway: Gateway) -> None:
+    body = {"recipients": [{"type": "fcm_topic", "topic": "news\n"}], "notification": {"title": "x"}}
+    assert_error(await gateway.client.post("/v1/publish", json=body), 400, "invalid_request", "topic")
 
 
 async def test_webpush_endpoint_must_be_public_https(gateway: Gateway, lab: Lab) -> None:

@@ -188,3 +188,10 @@ def test_bound_errors_say_what_to_write() -> None:
         load_settings(None, env={"PUSHGATE_SECRET_KEY": "short"})
     with pytest.raises(ConfigError, match=r"retry\.apns\.jitter: .*in \[0, 1\)"):
         load_settings(None, env={"PUSHGATE_RETRY_APNS_JITTER": "1"})
+
+
+def test_log_level_is_matched_whole() -> None:
+    """Python's ``$`` also matches before a trailing newline: the pattern must not let one in."""
+    assert load_settings(None, env={"PUSHGATE_SERVER_LOG_LEVEL": "DEBUG"}).server.log_level == "DEBUG"
+    with pytest.raises(ConfigError, match=r"server\.log_level"):
+        load_settings(None, env={"PUSHGATE_SERVER_LOG_LEVEL": "info\n"})
