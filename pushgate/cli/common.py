@@ -42,12 +42,27 @@ def settings_or_exit(config: Path | None) -> Settings:
         raise typer.Exit(2) from None
 
 
+#: Every C0 control character and DEL, written as its escape (``\n`` → ``\\n``).
+_CONTROL = {c: ascii(chr(c))[1:-1] for c in (*range(0x20), 0x7F)}
+
+
+class OneLineFormatter(logging.Formatter):
+    """One record, one line: control characters in a message are escaped.
+
+    A message carries text from outside (a request path where ``%0A`` arrives decoded as a
+    newline, a provider's error text): unescaped, a crafted URL forged whole log lines. A
+    traceback, added after the message, keeps its own lines.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = record.message.translate(_CONTROL)
+        return super().formatMessage(record)
+
+
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def run(coro: Coroutine[Any, Any, _T]) -> _T:
