@@ -187,7 +187,7 @@ class AppSection(msgspec.Struct, forbid_unknown_fields=True):
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
     database_url: str = DEFAULT_DATABASE_URL
     #: Key of the ``default`` app created at first start; random (and printed once) when empty.
-    default_app_key: str | None = None
+    default_app_key: Annotated[str, msgspec.Meta(min_length=24)] | None = None
     #: Master key that encrypts credentials uploaded through the API (16+ characters). Without it,
     #: ``PUT /v1/credentials/…`` answers 409; credentials in this file keep working.
     secret_key: Annotated[str, msgspec.Meta(min_length=16)] | None = None
@@ -287,6 +287,7 @@ _HINTS = {
     "port": "between 1 and 65535",
     "log_level": "one of debug, info, warning, error",
     "secret_key": "at least 16 characters (openssl rand -base64 32)",
+    "default_app_key": "at least 24 characters (openssl rand -base64 24), or unset for a generated key",
     "ladder": "a non-empty list of seconds >= 0",
     "jitter": "in [0, 1), e.g. 0.2",
     "probe_timeout": "at least 1 second (longer than a provider request)",

@@ -20,9 +20,14 @@ def apps_create(
 ) -> None:
     """Create an app and print its API key (shown only once)."""
     from pushgate.runtime import open_database
-    from pushgate.store.apps import AppStore
+    from pushgate.store.apps import AppStore, KeyTooShort, check_chosen_key
 
     settings = settings_or_exit(config)
+    try:
+        check_chosen_key(key)
+    except KeyTooShort as exc:
+        err.print(f"[red]error:[/red] --key: {exc}")
+        raise typer.Exit(2) from None
 
     async def main() -> tuple[str, str] | None:
         async with open_database(settings) as db:

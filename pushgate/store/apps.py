@@ -30,12 +30,32 @@ def generate_key() -> str:
     return "pgk_" + secrets.token_urlsafe(32)
 
 
+#: The shortest API key a person may choose (generated keys are 47 characters): a short key is
+#: guessed online; one character used to be accepted.
+MIN_CHOSEN_KEY_LENGTH = 24
+
+
+class KeyTooShort(ValueError):
+    def __init__(self) -> None:
+        super().__init__(
+            f"an API key you choose must be at least {MIN_CHOSEN_KEY_LENGTH} characters "
+            "(for example: openssl rand -base64 24); leave it out to get a generated one"
+        )
+
+
+def check_chosen_key(key: str | None) -> None:
+    """Raise :class:`KeyTooShort` for a chosen key under the minimum (None: one is generated)."""
+    if key is not None and len(key) < MIN_CHOSEN_KEY_LENGTH:
+        raise KeyTooShort()
+
+
 class AppStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def create(self, name: str, key: str | None = None, app_id: str | None = None) -> tuple[App, str]:
         """Create an app with one key; returns the plain key (the only time it is visible)."""
+        check_chosen_key(key)
         key = key or generate_key()
         now = time.time()
         app = App(id=app_id or new_id("app"), name=name, created_at=now)
@@ -49,6 +69,7 @@ class AppStore:
         return app, key
 
     async def add_key(self, app_id: str, key: str | None = None) -> str:
+        check_chosen_key(key)
         key = key or generate_key()
         async with self.db.write() as conn:
             await conn.execute(

@@ -76,13 +76,16 @@ def test_config_show_masks_secrets_and_bad_config_fails(tmp_path: Path) -> None:
 def test_apps_create_and_list(tmp_path: Path) -> None:
     env = {"PUSHGATE_DATABASE_URL": f"sqlite:///{tmp_path}/cli.db"}
     assert run("migrate", env=env).returncode == 0
-    created = run("apps", "create", "shop", "--key", "shop-key-123456", env=env)
+    created = run("apps", "create", "shop", "--key", "shop-key-0123456789abcdef", env=env)
     assert created.returncode == 0, created.stderr
-    assert "shop-key-123456" in created.stdout
+    assert "shop-key-0123456789abcdef" in created.stdout
     again = run("apps", "create", "shop", env=env)
     assert again.returncode == 1 and "already exists" in again.stderr
+    # A key a person chooses has a floor (one character used to be accepted); nothing is created.
+    short = run("apps", "create", "tiny", "--key", "k" * 23, env=env)
+    assert short.returncode == 2 and "at least 24 characters" in short.stderr, short.stderr
     listed = run("apps", "list", env=env)
-    assert "shop" in listed.stdout and "app_" in listed.stdout
+    assert "shop" in listed.stdout and "app_" in listed.stdout and "tiny" not in listed.stdout
 
 
 async def test_send_wait_shows_counts(gateway: Gateway, lab: Lab) -> None:
@@ -149,10 +152,11 @@ def test_api_node_and_separate_worker_process_share_the_database(tmp_path: Path,
 
     lab.reset()
     port = free_port()
+    key = "shared-key-0123456789abcd"
     env = {
         **os.environ,
         "PUSHGATE_DATABASE_URL": f"sqlite:///{tmp_path}/shared.db",
-        "PUSHGATE_DEFAULT_APP_KEY": "shared-key-1234567890",
+        "PUSHGATE_DEFAULT_APP_KEY": key,
         "PUSHGATE_ENGINE_POLL_INTERVAL": "0.1",
     }
     env.pop("PUSHGATE_CONFIG", None)
@@ -169,7 +173,7 @@ def test_api_node_and_separate_worker_process_share_the_database(tmp_path: Path,
         def call(method: str, path: str, body: object) -> dict[str, object]:
             req = urllib.request.Request(
                 base + path, data=json.dumps(body).encode() if body is not None else None, method=method,
-                headers={"Authorization": "Bearer shared-key-1234567890", "Content-Type": "application/json"},
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
             )  # fmt: skip
             with urllib.request.urlopen(req, timeout=10) as r:
                 return dict(json.loads(r.read()))

@@ -195,3 +195,10 @@ def test_log_level_is_matched_whole() -> None:
     assert load_settings(None, env={"PUSHGATE_SERVER_LOG_LEVEL": "DEBUG"}).server.log_level == "DEBUG"
     with pytest.raises(ConfigError, match=r"server\.log_level"):
         load_settings(None, env={"PUSHGATE_SERVER_LOG_LEVEL": "info\n"})
+
+
+def test_a_chosen_default_app_key_has_a_floor() -> None:
+    key = "k" * 24
+    assert load_settings(None, env={"PUSHGATE_DEFAULT_APP_KEY": key}).default_app_key == key
+    with pytest.raises(ConfigError, match=r"default_app_key.*at least 24 characters"):
+        load_settings(None, env={"PUSHGATE_DEFAULT_APP_KEY": "k" * 23})
