@@ -6,7 +6,6 @@ the provider, and count what the lab received (its ledger) per token.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -24,7 +23,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
-from support.api import fcm_token, wait_final
+from support.api import register_fcm_batched, wait_final
 from support.lab import Lab, free_port
 from support.postgres import PostgresServer
 from support.process import PUSHGATE
@@ -74,25 +73,6 @@ async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], l
         return (await client.get("/healthz", timeout=1)).status_code == 200
 
     await wait_for(healthy, 30, lambda: f"pushgate to be ready:\n{tail(log)}", ignore=(httpx.TransportError,))
-
-
-async def register_devices(client: httpx.AsyncClient, n: int, channel: str) -> list[str]:
-    """Register ``n`` FCM devices in ``channel`` over HTTP, 1000 per ``POST /v1/devices/batch``."""
-    tokens = [fcm_token() for _ in range(n)]
-    sem = asyncio.Semaphore(4)
-
-    async def batch(chunk: list[str]) -> None:
-        body = {
-            "devices": [
-                {"provider": "fcm", "token": t, "platform": "android", "channels": [channel]} for t in chunk
-            ]
-        }
-        async with sem:
-            r = await client.post("/v1/devices/batch", json=body)
-            assert r.status_code == 200, r.text
-
-    await asyncio.gather(*(batch(tokens[k : k + 1000]) for k in range(0, n, 1000)))
-    return tokens
 
 
 async def publish_to(client: httpx.AsyncClient, channel: str) -> str:
@@ -207,7 +187,7 @@ async def test_kill_9_three_times_during_fan_out_loses_nothing(tmp_path: Path, l
             httpx.AsyncClient(base_url=lab.url, timeout=10) as lab_client,
         ):
             await wait_ready(client, proc, log)
-            tokens = await register_devices(client, KILL_DEVICES, "crash")
+            tokens = await register_fcm_batched(client, "crash", KILL_DEVICES)
             registered = time.monotonic()
             lab.fault(provider="fcm", latency_ms=5)
             publish_id = await publish_to(client, "crash")
@@ -296,7 +276,7 @@ async def test_two_workers_and_an_api_node_on_postgresql_share_without_duplicate
             async with db.begin() as conn:
                 for stmt in AUDIT_SQL:
                     await conn.execute(sa.text(stmt))
-            tokens = await register_devices(client, DEVICES, "shared")
+            tokens = await register_fcm_batched(client, "shared", DEVICES)
             registered = time.monotonic()
             workers = [spawn(["worker", "--config", str(lab.toml)], env, log) for log in w_logs]
             for w, log in zip(workers, w_logs, strict=True):

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from support.api import fcm_token, gather_limited, publish, register
+from support.api import fcm_token, publish, register, register_fcm_batched
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
 from support.wait import wait_for
@@ -64,20 +64,6 @@ async def counts(gw: Gateway, pub_id: str) -> dict[str, Any]:
 # ---- cancel -------------------------------------------------------------------------------------
 
 
-async def seed_channel_batched(gw: Gateway, channel: str, n: int) -> None:
-    """Register ``n`` FCM devices in ``channel`` through ``POST /v1/devices/batch`` (1000 a request)."""
-
-    async def one(k: int) -> None:
-        items = [
-            {"provider": "fcm", "platform": "android", "token": fcm_token(), "channels": [channel]}
-            for _ in range(min(1000, n - k))
-        ]
-        r = await gw.client.post("/v1/devices/batch", json={"devices": items})
-        assert r.status_code == 200 and r.json()["created"] == len(items), r.text
-
-    await gather_limited([one(k) for k in range(0, n, 1000)], limit=4)
-
-
 def _epoch(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
 
@@ -90,7 +76,7 @@ async def test_cancel_mid_fanout_stops_sending(gateway: Gateway, lab: Lab) -> No
     either, and the fan-out runs at full speed (no injected latency), the hard case for cancel.
     """
     n = 50_000
-    await seed_channel_batched(gateway, "big", n)
+    await register_fcm_batched(gateway, "big", n)
     pub_id = await publish(gateway.client, recipients=[{"type": "channel", "channel": "big"}])
     with lab.client() as c:
         await wait_for(

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from support.api import fcm_token, publish, publish_status, register, register_fcm_batched
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
 from support.wait import wait_for
@@ -27,47 +28,13 @@ from pushgate.store.db import Database
 from pushgate.store.schema import jobs
 
 
-def _token() -> str:
-    return "fcm_" + secrets.token_urlsafe(40)
-
-
-async def _devices(client: httpx.AsyncClient, channel: str, n: int) -> list[dict[str, Any]]:
-    """``n`` FCM devices in ``channel``, registered through ``POST /v1/devices/batch``."""
-    out: list[dict[str, Any]] = []
-    for k in range(0, n, 1000):
-        items = [
-            {"provider": "fcm", "platform": "android", "token": _token(), "channels": [channel]}
-            for _ in range(min(1000, n - k))
-        ]
-        r = await client.post("/v1/devices/batch", json={"devices": items})
-        assert r.status_code == 200 and r.json()["created"] == len(items), r.text
-        out += items
-    return out
-
-
 async def _device(client: httpx.AsyncClient, channel: str) -> dict[str, Any]:
-    r = await client.post(
-        "/v1/devices",
-        json={"provider": "fcm", "token": _token(), "platform": "android", "channels": [channel]},
-    )
-    assert r.status_code == 200, r.text
-    return dict(r.json()["device"])
+    return await register(client, provider="fcm", token=fcm_token(), platform="android", channels=[channel])
 
 
 async def _publish(client: httpx.AsyncClient, channel: str, **notification: Any) -> str:
-    body = {
-        "recipients": [{"type": "channel", "channel": channel}],
-        "notification": {"title": "hi", **notification},
-    }
-    r = await client.post("/v1/publish", json=body)
-    assert r.status_code == 202, r.text
-    return str(r.json()["publish_id"])
-
-
-async def _status(client: httpx.AsyncClient, publish_id: str) -> dict[str, Any]:
-    r = await client.get(f"/v1/publishes/{publish_id}")
-    r.raise_for_status()
-    return dict(r.json())
+    recipients = [{"type": "channel", "channel": channel}]
+    return await publish(client, recipients=recipients, notification={"title": "hi", **notification})
 
 
 async def _fcm_quarantine(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -105,7 +72,7 @@ async def test_reclaimed_batch_does_not_resend_recipients_already_final(gateway:
     pub_id = await _publish(gateway.client, "c")
 
     async def two_sent() -> dict[str, Any] | None:
-        body = await _status(gateway.client, pub_id)
+        body = await publish_status(gateway.client, pub_id)
         return body if body["counts"]["sent"] >= 2 else None
 
     body = await wait_for(two_sent, 15, "the two healthy devices to be sent")
@@ -143,7 +110,7 @@ async def test_reclaimed_batch_does_not_resend_recipients_already_final(gateway:
 
     for d in sent:
         assert lab.ledger("fcm", token=d["token"])["total"] == 1, "a final recipient was sent again"
-    body = await _status(gateway.client, pub_id)
+    body = await publish_status(gateway.client, pub_id)
     assert body["counts"]["sent"] == 2 and body["counts"]["planned"] == 3
     await gateway.client.post(f"/v1/publishes/{pub_id}/cancel")
 
@@ -157,7 +124,7 @@ async def test_cancel_stops_a_batch_between_its_chunks(gateway: Gateway, lab: La
     first rounds are out stops the batch before its last round: the rest is recorded
     ``cancelled`` and never reaches the provider."""
     n = 500  # one batch (engine.batch_size 500), five chunks
-    await _devices(gateway.client, "big", n)
+    await register_fcm_batched(gateway.client, "big", n)
     lab.fault(provider="fcm", latency_ms=600)  # each round takes >= 0.6 s at the lab
     pub_id = await _publish(gateway.client, "big")
     # The first round has been answered (the ledger is read in a thread: the lab client blocks).
@@ -175,7 +142,7 @@ async def test_cancel_stops_a_batch_between_its_chunks(gateway: Gateway, lab: La
         if (now := lab.ledger("fcm")["total"]) == received:
             break
         received = now
-    done = await _status(gateway.client, pub_id)  # what was in flight is recorded as sent
+    done = await publish_status(gateway.client, pub_id)  # what was in flight is recorded as sent
     c = done["counts"]
     assert done["status"] == "cancelled"
     assert received < n, "every chunk was sent after the cancel"
@@ -228,7 +195,7 @@ async def test_an_apps_own_rate_limit_applies(database_url: str, lab: Lab, tmp_p
     settings = gateway_settings(database_url, limited)
     assert settings.rate_limits.provider_rate("fcm") == 0  # no global limit: only the app's applies
     async with running_gateway(settings) as gw:
-        await _devices(gw.client, "slow", 30)
+        await register_fcm_batched(gw.client, "slow", 30)
         done = await gw.wait_done(await _publish(gw.client, "slow"), within=30)
         assert done["counts"]["sent"] == 30
         times = _arrivals(lab, "fcm")
@@ -254,7 +221,7 @@ async def test_deferral_past_max_age_fails_the_rest_as_dead_letters(database_url
         PUSHGATE_ENGINE_CONCURRENCY="1",
     )
     async with running_gateway(settings) as gw:
-        await _devices(gw.client, "old", 150)
+        await register_fcm_batched(gw.client, "old", 150)
         lab.fault(provider="fcm", error="auth")  # the first chunk's refusals open the breaker
         pub = await _publish(gw.client, "old")
         done = await gw.wait_done(pub, within=20)
@@ -277,7 +244,7 @@ async def test_fcm_sends_a_chunks_messages_concurrently(gateway: Gateway, lab: L
     The lab holds every request for 1.5 s before it records it: requests sent one after another
     would be recorded at least 1.5 s apart, requests in flight together within one hold."""
     hold = 1.5
-    await _devices(gateway.client, "fan", 20)
+    await register_fcm_batched(gateway.client, "fan", 20)
     lab.fault(provider="fcm", latency_ms=int(hold * 1000))
     done = await gateway.wait_done(await _publish(gateway.client, "fan"), within=60)
     assert done["counts"]["sent"] == 20
@@ -305,13 +272,13 @@ async def test_batches_waiting_out_a_quarantine_do_not_trigger_backpressure(
         PUSHGATE_ENGINE_CONCURRENCY="1",
     )
     async with running_gateway(settings) as gw:
-        await _devices(gw.client, "parked", 50)  # five batches
+        await register_fcm_batched(gw.client, "parked", 50)  # five batches
         lab.fault(provider="fcm", error="auth")
         pub = await _publish(gw.client, "parked")
         await _wait_quarantined(gw.client)
 
         async def parked() -> dict[str, Any] | None:
-            body = await _status(gw.client, pub)
+            body = await publish_status(gw.client, pub)
             return body if body["counts"]["failed"] == 10 and body["status"] == "dispatching" else None
 
         # The first batch failed on the refusal; the other four wait out the quarantine.
@@ -324,7 +291,7 @@ async def test_batches_waiting_out_a_quarantine_do_not_trigger_backpressure(
             json={"recipients": [{"type": "channel", "channel": "nobody"}], "notification": {"title": "x"}},
         )
         assert r.status_code == 202, r.text
-        assert (await _status(gw.client, pub))["counts"]["failed"] == 10  # still parked
+        assert (await publish_status(gw.client, pub))["counts"]["failed"] == 10  # still parked
         await gw.client.post(f"/v1/publishes/{pub}/cancel")
 
 
@@ -401,7 +368,7 @@ async def test_a_breaker_opening_mid_batch_gives_up_on_the_rest_past_max_age(
         PUSHGATE_ENGINE_CONCURRENCY="1",
     )
     async with running_gateway(settings) as gw:
-        await _devices(gw.client, "mid", 300)  # one batch (engine.batch_size 500), three chunks
+        await register_fcm_batched(gw.client, "mid", 300)  # one batch (engine.batch_size 500), three chunks
         lab.fault(provider="fcm", error="auth")
         pub = await _publish(gw.client, "mid")
         done = await gw.wait_done(pub, within=20)

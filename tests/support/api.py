@@ -85,6 +85,20 @@ async def register_fcm(gw: HasClient | httpx.AsyncClient, n: int, channel: str) 
     )
 
 
+async def register_fcm_batched(gw: HasClient | httpx.AsyncClient, channel: str, n: int) -> list[str]:
+    """``n`` FCM devices with fresh tokens in ``channel``, through ``POST /v1/devices/batch``
+    (1000 a request, 4 requests at a time); returns their tokens."""
+    tokens = [fcm_token() for _ in range(n)]
+
+    async def batch(chunk: list[str]) -> None:
+        items = [{"provider": "fcm", "platform": "android", "token": t, "channels": [channel]} for t in chunk]
+        r = await _client(gw).post("/v1/devices/batch", json={"devices": items})
+        assert r.status_code == 200 and r.json()["created"] == len(items), r.text
+
+    await gather_limited([batch(tokens[k : k + 1000]) for k in range(0, n, 1000)], limit=4)
+    return tokens
+
+
 async def publish(client: httpx.AsyncClient, **body: Any) -> str:
     """``POST /v1/publish`` (a default notification unless given); asserts 202, returns the id."""
     body.setdefault("notification", {"title": "Hello", "body": "World"})
