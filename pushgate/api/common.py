@@ -12,14 +12,24 @@ from pushgate.api.errors import bad_request
 from pushgate.config import Settings
 from pushgate.domain.registry import CHANNEL_RULE, valid_channel
 from pushgate.providers import registry
+from pushgate.providers.base import ProviderSpec
+
+
+def provider_spec(provider: str, where: str = "provider") -> ProviderSpec:
+    """The registry's spec of a provider named in a request; a 400 naming ``where`` otherwise.
+
+    The request schemas take any provider name (a provider registered at start-up needs no
+    schema change), so every route checks the name here, with one message."""
+    spec = registry.find(provider)
+    if spec is None:
+        raise bad_request(f"{where}: unknown provider {provider!r} (use {', '.join(registry.names())})")
+    return spec
 
 
 def normalize_token(provider: str, token: str | dict[str, Any], settings: Settings) -> tuple[str, str]:
     """Return ``(stored token, identity key)``; the key decides "same device" (the endpoint for
     Web Push). The rules are the provider's (``ProviderSpec.normalize_token``)."""
-    spec = registry.find(provider)
-    if spec is None:
-        raise bad_request(f"provider: unknown provider {provider!r}")
+    spec = provider_spec(provider)
     try:
         return spec.normalize_token(token, settings.devices.allow_loopback_endpoints)
     except ValueError as exc:

@@ -10,7 +10,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from pushgate.api import cursors
-from pushgate.api.common import check_channels, normalize_token, page_limit, split_list
+from pushgate.api.common import check_channels, normalize_token, page_limit, provider_spec, split_list
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
 from pushgate.api.schemas import (
     DeviceBulkUpdate,
@@ -93,13 +93,6 @@ def _check_common(timezone: str | None, channels: list[str] | None) -> None:
     check_channels(channels)
 
 
-def _check_provider(provider: str) -> None:
-    """The OpenAPI document lists the providers, but the body is checked against the registry
-    here (a provider registered at start-up needs no schema change), naming the field."""
-    if registry.find(provider) is None:
-        raise bad_request(f"provider: unknown provider {provider!r} (use {', '.join(registry.names())})")
-
-
 def _platform_error(provider: str, platform: str) -> str | None:
     spec = registry.find(provider)
     return f"unknown provider {provider!r}" if spec is None else spec.platform_error(platform)
@@ -114,7 +107,7 @@ def _check_environment(provider: str, environment: str | None) -> None:
 
 def _registration(data: DeviceIn, settings: Settings) -> Registration:
     """Validate one ``POST /v1/devices`` body (400 on the first problem) and normalise its token."""
-    _check_provider(data.provider)
+    provider_spec(data.provider)
     err = _platform_error(data.provider, data.platform)
     if err:
         raise bad_request(f"platform: {err}")

@@ -16,7 +16,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from pushgate.api import cursors
-from pushgate.api.common import check_channels, normalize_token, page_limit
+from pushgate.api.common import check_channels, normalize_token, page_limit, provider_spec
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
 from pushgate.api.schemas import (
     ChannelRecipient,
@@ -76,7 +76,7 @@ def _recipients(data: PublishIn, services: ServicesDep) -> tuple[list[dict[str, 
         elif isinstance(r, UserRecipient):
             out.append({"type": "user", "user": r.user})
         elif isinstance(r, TokenRecipient):
-            _deliverable(r.provider, f"{where}.provider")
+            provider_spec(r.provider, f"{where}.provider")
             try:
                 token, key = normalize_token(r.provider, r.token, services.settings)
             except ApiError as exc:
@@ -99,12 +99,6 @@ def _native(r: msgspec.Struct, where: str) -> tuple[str, str, str]:
         raise bad_request(f"{where}.type: {recipient_type!r} is not deliverable by this build")
     spec, kind = found
     return spec.name, kind, str(getattr(r, kind))
-
-
-def _deliverable(provider: str, where: str) -> None:
-    if registry.find(provider) is None:
-        names = registry.names()
-        raise bad_request(f"{where}: {provider!r} is not deliverable by this build (use {', '.join(names)})")
 
 
 async def _targeted(app: AppDep, services: ServicesDep, token_providers: set[str]) -> list[str]:
