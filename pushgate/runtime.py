@@ -15,7 +15,7 @@ from typing import Any
 
 import uvicorn
 
-from pushgate.config import ConfigError, Settings
+from pushgate.config import ConfigError, ServerSettings, Settings
 from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool, provider_classes
 from pushgate.engine.worker import Engine
@@ -139,8 +139,10 @@ async def check_credentials(settings: Settings) -> None:
         await transport.aclose()
 
 
-def http_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
-    """The HTTP server's settings, the same for ``pushgate serve`` and the tests' gateway."""
+def http_config(app: Any, *, host: str, port: int, server: ServerSettings | None = None) -> uvicorn.Config:
+    """The HTTP server's settings, the same for ``pushgate serve`` and the tests' gateway (the
+    trusted proxies of ``[server]``)."""
+    server = server or ServerSettings()
     return uvicorn.Config(
         app,
         host=host,
@@ -151,6 +153,8 @@ def http_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=15,
+        proxy_headers=bool(server.trusted_proxies),
+        forwarded_allow_ips=server.trusted_proxies or None,
     )
 
 

@@ -25,9 +25,10 @@ from pushgate.api.deadletters import DeadLetterController
 from pushgate.api.devices import DeviceController
 from pushgate.api.errors import exception_handlers
 from pushgate.api.health import healthz, readyz
+from pushgate.api.keys import KeyController
 from pushgate.api.provider_health import providers_health
 from pushgate.api.publishes import PublishController
-from pushgate.api.services import Services, provide_app, provide_services
+from pushgate.api.services import Services, provide_app, provide_key, provide_services
 from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
@@ -122,7 +123,7 @@ async def ensure_default_app(apps: AppStore, key: str | None, echo: Callable[[st
         else:
             echo(f"Created app 'default' ({app.id}). Its API key, shown only this once:\n\n    {plain}\n")
     elif key and not await apps.has_key(app.id, key):
-        await apps.add_key(app.id, key)
+        await apps.add_key(app.id, key, name="default_app_key")
         echo("Added PUSHGATE_DEFAULT_APP_KEY as a key of app 'default'.")
 
 
@@ -201,10 +202,14 @@ def create_app(
             PublishController,
             CredentialController,
             DeadLetterController,
+            KeyController,
             providers_health,
         ],
         before_request=_before_v1,
-        dependencies={"app": Provide(provide_app, sync_to_thread=False)},
+        dependencies={
+            "app": Provide(provide_app, sync_to_thread=False),
+            "key": Provide(provide_key, sync_to_thread=False),
+        },
         security=[{"bearer": []}],
     )
     return Litestar(
