@@ -46,6 +46,20 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     log_level: Annotated[str, msgspec.Meta(pattern=r"(?i)^(debug|info|warning|error)$(?!\n)")] = "info"
     #: One log line per request.
     access_log: bool = True
+    #: A request's line and headers must arrive within this many seconds of its first byte (and a
+    #: new connection must send them within it): slow or silent clients are cut off.
+    header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: A request's whole body must arrive within this many seconds; then 408 and the connection
+    #: is closed.
+    body_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    #: An idle keep-alive connection is closed after this many seconds.
+    keep_alive_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    #: Request line plus headers above this many bytes are answered 431.
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16_384
+    #: Open client connections at most (0: derived from the file-descriptor limit, keeping a
+    #: reserve for the database and provider connections). At the cap the longest-idle
+    #: connection is closed to make room, or the new one is refused with 503 when none is idle.
+    max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: Addresses or networks of reverse proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto``
     #: are believed (e.g. ``["10.0.0.5", "192.168.0.0/24"]``). Empty: nobody's, and the client
     #: address (which the wrong-key throttle counts against) is the connection's peer.

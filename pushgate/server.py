@@ -20,6 +20,7 @@ from pushgate import __version__
 from pushgate.api.auth import authenticate
 from pushgate.api.channels import ChannelController
 from pushgate.api.common import reject_unstorable
+from pushgate.api.connections import body_timeout
 from pushgate.api.credentials import CredentialController
 from pushgate.api.deadletters import DeadLetterController
 from pushgate.api.devices import DeviceController
@@ -217,7 +218,7 @@ def create_app(
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
-        middleware=[_request_log],
+        middleware=[_request_log, body_timeout(settings.server.body_timeout)],
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,
         openapi_config=OpenAPIConfig(

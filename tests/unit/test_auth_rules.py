@@ -1,10 +1,11 @@
 """The rules behind API keys, without a server: which scope each route needs, the wrong-key
-throttle and the per-key rate."""
+throttle, the per-key rate, and the default connection cap."""
 
 from __future__ import annotations
 
 import pytest
 
+from pushgate.api.connections import default_max_connections
 from pushgate.api.throttle import FailureThrottle, KeyRateLimiter, client_key, retry_after_header
 from pushgate.config import AuthSettings, Settings
 from pushgate.domain.scopes import ALL_SCOPES, Scope, UnknownScope, allows, parse_scopes, required_scope
@@ -163,3 +164,10 @@ def test_a_key_gets_its_rate_and_a_burst_of_one_second() -> None:
     assert KeyRateLimiter(0, clock).take("k1") == 0.0  # 0: no limit
     assert retry_after_header(0.2) == {"Retry-After": "1"}
     assert retry_after_header(2.1) == {"Retry-After": "3"}
+
+
+def test_the_default_connection_cap_stays_below_the_descriptor_limit() -> None:
+    assert default_max_connections(1024) == 768
+    assert default_max_connections(256) == 192
+    assert default_max_connections(100_000) == 100_000 - 4096
+    assert 0 < default_max_connections() < 1_000_000
