@@ -163,3 +163,36 @@ def test_many_idle_connections_do_not_stop_healthz(tmp_path: Path) -> None:
             s.close()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+async def test_a_new_connection_gets_503_when_every_connection_is_busy(tmp_path: Path, lab: Lab) -> None:
+    """At the cap with no idle connection to close, the newcomer is told so and closed; once
+    the busy ones end, connections are accepted again."""
+    settings = gateway_settings(
+        f"sqlite+aiosqlite:///{tmp_path / 'busy.db'}",
+        lab,
+        PUSHGATE_SERVER_MAX_CONNECTIONS="3",
+        PUSHGATE_SERVER_BODY_TIMEOUT="2",
+    )
+    async with running_gateway(settings) as gw:
+        busy = []
+        for _ in range(3):  # each waits for a body that never comes: busy, not idle
+            reader, writer = await _connect(gw)
+            writer.write(
+                b"POST /v1/devices HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " + APP_KEY.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 5\r\n\r\n{}"
+            )
+            await writer.drain()
+            busy.append((reader, writer))
+        await asyncio.sleep(0.3)
+        reader, writer = await _connect(gw)
+        answer = await _answer(reader, 5)
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b"retry-after: 1" in answer.lower()
+        writer.close()
+        for reader, writer in busy:  # the body timeout ends them
+            assert (await _answer(reader, 10)).startswith(b"HTTP/1.1 408")
+            writer.close()
+        await asyncio.sleep(0.2)
+        async with gw.as_app(APP_KEY) as client:
+            assert (await client.get("/healthz")).status_code == 200
