@@ -126,6 +126,11 @@ async def ensure_default_app(apps: AppStore, key: str | None, echo: Callable[[st
     elif key and not await apps.has_key(app.id, key):
         await apps.add_key(app.id, key, name="default_app_key")
         echo("Added PUSHGATE_DEFAULT_APP_KEY as a key of app 'default'.")
+    elif key and await apps.authenticate(key) is None:
+        echo(
+            "PUSHGATE_DEFAULT_APP_KEY was revoked and authenticates nothing: unset it, or set a new "
+            "key (a revoked key is never added again)."
+        )
 
 
 async def _provider_report(

@@ -13,6 +13,7 @@ from support.api import fcm_token
 from support.gateway import Gateway
 
 from pushgate.domain.scopes import ALL_SCOPES
+from pushgate.server import ensure_default_app
 from pushgate.store.apps import AppStore, hash_key
 from pushgate.store.db import Database, alembic_config
 
@@ -174,3 +175,22 @@ async def test_last_used_is_written_at_most_once_a_minute(gateway: Gateway) -> N
         services.gate.cache.drop(meta["id"])  # the next request looks the key up again
         assert (await client.get("/v1/devices")).status_code == 200
     assert await last_used() == used
+
+
+async def test_a_revoked_default_app_key_stays_revoked_and_the_start_says_so(database_url: str) -> None:
+    db = Database(database_url)
+    said: list[str] = []
+    key = "configured-default-key-0123456789"
+    try:
+        await db.migrate()
+        apps = AppStore(db)
+        await ensure_default_app(apps, key, said.append)
+        principal = await apps.authenticate(key)
+        assert principal is not None
+        await apps.revoke_key(principal.app.id, principal.key.id, keep_an_admin=False)
+        said.clear()
+        await ensure_default_app(apps, key, said.append)  # the next start, same config
+        assert await apps.authenticate(key) is None
+        assert len(said) == 1 and "PUSHGATE_DEFAULT_APP_KEY was revoked" in said[0], said
+    finally:
+        await db.dispose()
