@@ -1,5 +1,8 @@
 """Settings: an optional TOML file, ``${VAR}`` interpolation, ``PUSHGATE_*`` environment overrides.
 
+Long because: every section's Struct is here with each field's comment, so one file answers
+"what does this key do" (the loading code after them is short).
+
 Every key has a default (docs/configuration.md lists them all). Loading fails with a
 :class:`ConfigError` whose message names the offending key, so a typo never becomes a silent
 default at 3 a.m.
@@ -43,6 +46,36 @@ class ServerSettings(msgspec.Struct, forbid_unknown_fields=True):
     log_level: Annotated[str, msgspec.Meta(pattern=r"(?i)^(debug|info|warning|error)$(?!\n)")] = "info"
     #: One log line per request.
     access_log: bool = True
+    #: A request's line and headers must arrive within this many seconds of its first byte (and a
+    #: new connection must send them within it): slow or silent clients are cut off.
+    header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: A request's whole body must arrive within this many seconds; then 408 and the connection
+    #: is closed.
+    body_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    #: An idle keep-alive connection is closed after this many seconds.
+    keep_alive_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    #: Request line plus headers above this many bytes are answered 431.
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 16_384
+    #: Open client connections at most (0: derived from the file-descriptor limit, keeping a
+    #: reserve for the database and provider connections). At the cap the longest-idle
+    #: connection is closed to make room, or the new one is refused with 503 when none is idle.
+    max_connections: Annotated[int, msgspec.Meta(ge=0)] = 0
+    #: Addresses or networks of reverse proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto``
+    #: are believed (e.g. ``["10.0.0.5", "192.168.0.0/24"]``). Empty: nobody's, and the client
+    #: address (which the wrong-key throttle counts against) is the connection's peer.
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+
+
+class AuthSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[auth]``: how hard guessing keys is, and how much one key may ask (per process)."""
+
+    #: Requests per second one key may make (a token bucket of one second's worth; 0: no limit).
+    key_requests_per_second: NonNegative = 0.0
+    #: A client address that presents this many wrong keys within ``failure_window_seconds`` …
+    max_failures: Annotated[int, msgspec.Meta(ge=0)] = 20
+    failure_window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    #: … is answered 429 for this many seconds, whatever key it sends (0 for ``max_failures``: off).
+    block_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
 
 
 class EngineSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -192,6 +225,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     #: ``PUT /v1/credentials/…`` answers 409; credentials in this file keep working.
     secret_key: Annotated[str, msgspec.Meta(min_length=16)] | None = None
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     devices: DeviceSettings = msgspec.field(default_factory=DeviceSettings)
@@ -221,7 +255,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECTIONS = ("server", "engine", "limits", "devices", "retry", "quarantine", "rate_limits", "health")
+_SECTIONS = ("server", "auth", "engine", "limits", "devices", "retry", "quarantine", "rate_limits", "health")
 _SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential", "pem", "p12")
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import uvicorn
 
-from pushgate.config import ConfigError, Settings
+from pushgate.api.connections import guarded_protocol
+from pushgate.config import ConfigError, ServerSettings, Settings
 from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool, provider_classes
 from pushgate.engine.worker import Engine
@@ -139,18 +140,23 @@ async def check_credentials(settings: Settings) -> None:
         await transport.aclose()
 
 
-def http_config(app: Any, *, host: str, port: int) -> uvicorn.Config:
-    """The HTTP server's settings, the same for ``pushgate serve`` and the tests' gateway."""
+def http_config(app: Any, *, host: str, port: int, server: ServerSettings | None = None) -> uvicorn.Config:
+    """The HTTP server's settings, the same for ``pushgate serve`` and the tests' gateway: the
+    connection limits of ``[server]`` (``api/connections.py``) and the trusted proxies."""
+    server = server or ServerSettings()
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(server),
         log_level="warning",
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=15,
+        timeout_keep_alive=server.keep_alive_timeout,  # type: ignore[arg-type]  # any float works
+        proxy_headers=bool(server.trusted_proxies),
+        forwarded_allow_ips=server.trusted_proxies or None,
     )
 
 

@@ -20,14 +20,16 @@ from pushgate import __version__
 from pushgate.api.auth import authenticate
 from pushgate.api.channels import ChannelController
 from pushgate.api.common import reject_unstorable
+from pushgate.api.connections import body_timeout
 from pushgate.api.credentials import CredentialController
 from pushgate.api.deadletters import DeadLetterController
 from pushgate.api.devices import DeviceController
 from pushgate.api.errors import exception_handlers
 from pushgate.api.health import healthz, readyz
+from pushgate.api.keys import KeyController
 from pushgate.api.provider_health import providers_health
 from pushgate.api.publishes import PublishController
-from pushgate.api.services import Services, provide_app, provide_services
+from pushgate.api.services import Services, provide_app, provide_key, provide_services
 from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
@@ -122,8 +124,13 @@ async def ensure_default_app(apps: AppStore, key: str | None, echo: Callable[[st
         else:
             echo(f"Created app 'default' ({app.id}). Its API key, shown only this once:\n\n    {plain}\n")
     elif key and not await apps.has_key(app.id, key):
-        await apps.add_key(app.id, key)
+        await apps.add_key(app.id, key, name="default_app_key")
         echo("Added PUSHGATE_DEFAULT_APP_KEY as a key of app 'default'.")
+    elif key and await apps.authenticate(key) is None:
+        echo(
+            "PUSHGATE_DEFAULT_APP_KEY was revoked and authenticates nothing: unset it, or set a new "
+            "key (a revoked key is never added again)."
+        )
 
 
 async def _provider_report(
@@ -201,10 +208,14 @@ def create_app(
             PublishController,
             CredentialController,
             DeadLetterController,
+            KeyController,
             providers_health,
         ],
         before_request=_before_v1,
-        dependencies={"app": Provide(provide_app, sync_to_thread=False)},
+        dependencies={
+            "app": Provide(provide_app, sync_to_thread=False),
+            "key": Provide(provide_key, sync_to_thread=False),
+        },
         security=[{"bearer": []}],
     )
     return Litestar(
@@ -212,7 +223,7 @@ def create_app(
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         lifespan=[lifespan],
-        middleware=[_request_log],
+        middleware=[_request_log, body_timeout(settings.server.body_timeout)],
         request_max_body_size=settings.server.max_body_bytes,
         logging_config=None,
         openapi_config=OpenAPIConfig(

@@ -1,56 +1,190 @@
-"""Bearer-key authentication for every ``/v1`` route.
+"""Bearer-key authentication and authorisation for every ``/v1`` route.
 
 Runs as the router's ``before_request`` hook, i.e. before the body is read, so a request with
-a wrong key is a 401 whatever its body. Resolved keys are cached briefly to keep a database
-lookup off every request.
+a wrong key is a 401 whatever its body. In order: an address that sent too many wrong keys is
+refused (429) before its key is looked at; the key is resolved (cached briefly, so a database
+lookup is off most requests); the key's request rate is checked (429); the key must hold the
+scope the route needs (403, ``domain/scopes.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
 from litestar import Request
 
 from pushgate.api.errors import ApiError
-from pushgate.store.apps import App, AppStore, hash_key
+from pushgate.api.throttle import FailureThrottle, KeyRateLimiter, client_key, retry_after_header
+from pushgate.config import AuthSettings
+from pushgate.domain.scopes import allows, format_scopes, required_scope
+from pushgate.store.apps import LAST_USED_EVERY, AppStore, Principal, hash_key
 
-_TTL = 30.0
+log = logging.getLogger("pushgate.api")
+
+#: How long a resolved key is trusted without asking the database. Revoking a key drops it from
+#: this process's cache at once; other processes stop accepting it within this time.
+CACHE_TTL = 30.0
 
 
 class KeyCache:
     def __init__(self) -> None:
-        self._items: dict[str, tuple[App, float]] = {}
+        self._items: dict[str, tuple[Principal, float]] = {}
 
-    def get(self, key_hash: str) -> App | None:
+    def get(self, key_hash: str) -> Principal | None:
         hit = self._items.get(key_hash)
         if hit is None or hit[1] < time.monotonic():
             return None
         return hit[0]
 
-    def put(self, key_hash: str, app: App) -> None:
+    def put(self, key_hash: str, principal: Principal) -> None:
         if len(self._items) > 10_000:
             self._items.clear()
-        self._items[key_hash] = (app, time.monotonic() + _TTL)
+        self._items[key_hash] = (principal, time.monotonic() + CACHE_TTL)
+
+    def drop(self, key_id: str) -> None:
+        """Forget a key (it was revoked): its next request asks the database again."""
+        for key_hash in [h for h, (p, _) in self._items.items() if p.key.id == key_id]:
+            del self._items[key_hash]
+
+
+class Gatekeeper:
+    """This process's authentication state: the key cache and both throttles."""
+
+    def __init__(self, settings: AuthSettings) -> None:
+        self.cache = KeyCache()
+        self.failures = FailureThrottle(settings)
+        self.rates = KeyRateLimiter(settings.key_requests_per_second)
+        #: key hash → its lookup under way (concurrent requests with one new key share it).
+        self.lookups: dict[str, asyncio.Future[Principal | None]] = {}
+        #: key id → when this process last wrote its ``last_used_at``.
+        self._touched: dict[str, float] = {}
+
+    def due_touch(self, principal: Principal) -> bool:
+        """Whether to write the key's ``last_used_at`` now (at most once a minute per process)."""
+        now = time.time()
+        last = max(self._touched.get(principal.key.id, 0.0), principal.key.last_used_at or 0.0)
+        if now - last < LAST_USED_EVERY:
+            return False
+        if len(self._touched) > 10_000:
+            self._touched.clear()
+        self._touched[principal.key.id] = now
+        return True
 
 
 _UNAUTHORIZED = "missing or invalid API key: send 'Authorization: Bearer <app key>'"
 
 
-async def authenticate(request: Request[Any, Any, Any]) -> None:
+def _unauthorized() -> ApiError:
+    return ApiError(401, "unauthorized", _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _blocked(seconds: float) -> ApiError:
+    return ApiError(
+        429,
+        "too_many_failures",
+        f"too many requests with a wrong API key from this address; try again in {seconds:.0f} s "
+        "with a valid key",
+        headers=retry_after_header(seconds),
+    )
+
+
+async def _resolve(request: Request[Any, Any, Any], gate: Gatekeeper, address: str) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
-        raise ApiError(401, "unauthorized", _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-    services = request.app.state.services
-    cache: KeyCache = services.key_cache
+        raise _unauthorized()
     kh = hash_key(key)
-    app = cache.get(kh)
-    if app is None:
-        store: AppStore = services.apps
-        app = await store.authenticate(key)
-        if app is None:
-            raise ApiError(401, "unauthorized", _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-        cache.put(kh, app)
-    request.state.app = app
+    principal = gate.cache.get(kh)
+    if principal is not None:
+        return principal
+    shared = gate.lookups.get(kh)
+    principal = None
+    if shared is not None:  # the same key is being looked up for another request: share it
+        try:
+            principal = await asyncio.shield(shared)
+        except asyncio.CancelledError:
+            if not shared.cancelled():
+                raise  # this request itself was cancelled
+            shared = None
+    if shared is None:
+        principal = await _lookup(request, gate, address, key, kh)
+    if principal is None:
+        raise _unauthorized()
+    return principal
+
+
+async def _lookup(
+    request: Request[Any, Any, Any], gate: Gatekeeper, address: str, key: str, kh: str
+) -> Principal | None:
+    """One database lookup of a key not in the cache, counted against the client's address."""
+    if not gate.failures.reserve(address):
+        blocked = gate.failures.retry_after(address)
+        raise (
+            _blocked(blocked)
+            if blocked > 0
+            else ApiError(
+                429,
+                "too_many_failures",
+                "too many unrecognised API keys from this address at once; retry in a second",
+                headers=retry_after_header(1),
+            )
+        )
+    store: AppStore = request.app.state.services.apps
+    future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
+    gate.lookups[kh] = future
+    wrong = False
+    try:
+        principal = await store.authenticate(key)
+        wrong = principal is None
+    except Exception as exc:  # e.g. the database is down: not a wrong key
+        future.set_exception(exc)
+        future.exception()  # retrieved here: the requests sharing it re-raise it themselves
+        raise
+    except BaseException:  # cancelled: whoever shares the lookup does its own
+        future.cancel()
+        raise
+    finally:
+        del gate.lookups[kh]
+        gate.failures.release(address, failed=wrong)
+    future.set_result(principal)
+    if principal is not None:
+        gate.cache.put(kh, principal)
+        if gate.due_touch(principal):
+            try:
+                await store.touch(principal.key.id)
+            except Exception as exc:  # a read-only database must not refuse a valid key
+                log.warning("could not record the use of key %s: %s", principal.key.id, exc)
+    return principal
+
+
+async def authenticate(request: Request[Any, Any, Any]) -> None:
+    gate: Gatekeeper = request.app.state.services.gate
+    address = client_key(request.client.host if request.client else None)
+    blocked = gate.failures.retry_after(address)
+    if blocked > 0:
+        raise _blocked(blocked)
+    principal = await _resolve(request, gate, address)
+    wait = gate.rates.take(principal.key.id)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this API key is limited to {gate.rates.rate:g} requests per second "
+            "([auth] key_requests_per_second); retry after Retry-After seconds",
+            headers=retry_after_header(wait),
+        )
+    needed = required_scope(request.method, request.scope["path"])
+    if not allows(principal.key.scopes, needed):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this API key ({principal.key.name!r}, scopes: {format_scopes(principal.key.scopes)}) "
+            f"may not do this: it needs the {needed!s} scope; use a key that has it "
+            "(POST /v1/keys or `pushgate apps keys create`)",
+        )
+    request.state.app = principal.app
+    request.state.key = principal.key

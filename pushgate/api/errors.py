@@ -34,11 +34,13 @@ _CODES = {
 _DESCRIPTIONS = {
     400: "Invalid request (body, query or path); `details` may locate the problem",
     401: "Missing or invalid API key",
+    403: "The API key lacks the scope this route needs",
     404: "No such resource (or route)",
     405: "Method not allowed on this path",
     409: "Conflicts with an existing resource",
     413: "Request body too large",
-    429: "Too much work queued (backpressure); retry after `Retry-After` seconds",
+    429: "Too much work queued (backpressure), the key's request rate, or too many wrong keys from "
+    "this address; retry after `Retry-After` seconds",
     503: "Not ready",
 }
 

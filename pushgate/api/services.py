@@ -9,12 +9,12 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 
-from pushgate.api.auth import KeyCache
+from pushgate.api.auth import Gatekeeper
 from pushgate.config import Settings
 from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.worker import Engine
-from pushgate.store.apps import App, AppStore
+from pushgate.store.apps import ApiKey, App, AppStore
 from pushgate.store.bindings import BindingStore
 from pushgate.store.channels import ChannelStore
 from pushgate.store.credentials import CredentialStore
@@ -38,7 +38,11 @@ class Services:
     engine: Engine | None = None
     #: Admission's queue check (None: off).
     backpressure: Backpressure | None = None
-    key_cache: KeyCache = field(default_factory=KeyCache)
+    #: Key cache and authentication throttles (``[auth]``), built from ``settings``.
+    gate: Gatekeeper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = Gatekeeper(self.settings.auth)
 
 
 def provide_services(state: State) -> Services:
@@ -60,3 +64,13 @@ def provide_app(request: Request[Any, Any, Any], services: NamedDependency[Servi
 
 ServicesDep = NamedDependency[Services]
 AppDep = NamedDependency[App]
+
+
+def provide_key(request: Request[Any, Any, Any], app: NamedDependency[App]) -> ApiKey:
+    """The key the request authenticated with (``app`` only orders it after that dependency)."""
+    del app
+    key: ApiKey = request.state.key
+    return key
+
+
+KeyDep = NamedDependency[ApiKey]

@@ -44,7 +44,9 @@ def serve(
         f"(database {masked(settings)['database_url']}, workers {'on' if workers else 'off'})"
     )
     app = create_app(settings, run_workers=workers)
-    server = GracefulServer(http_config(app, host=settings.server.host, port=settings.server.port))
+    server = GracefulServer(
+        http_config(app, host=settings.server.host, port=settings.server.port, server=settings.server)
+    )
     tune_gc()
     server.run()
 

@@ -28,6 +28,15 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("prefix", sa.String(16), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    #: What the key is for, as its owner named it (not unique; the id is).
+    sa.Column("name", sa.String(100), nullable=False, server_default="initial"),
+    #: Space-separated scopes: ``admin``, ``publish``, ``register``, ``read``.
+    sa.Column("scopes", sa.String(64), nullable=False, server_default="admin publish read register"),
+    #: Refreshed at most once a minute per process (not on every request).
+    sa.Column("last_used_at", sa.Float, nullable=True),
+    #: Set once; a revoked key authenticates nothing and is kept for the audit trail.
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Index("ix_api_keys_app_id", "app_id", "created_at"),
 )
 
 devices = sa.Table(

@@ -71,7 +71,9 @@ class running_gateway:
 
     async def __aenter__(self) -> Gateway:
         app = create_app(self.settings, echo=lambda _line: None, transport=self.transport)
-        self.server = uvicorn.Server(http_config(app, host="127.0.0.1", port=self.port))
+        self.server = uvicorn.Server(
+            http_config(app, host="127.0.0.1", port=self.port, server=self.settings.server)
+        )
         self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self.task = asyncio.create_task(self.server.serve())
         while not self.server.started:
