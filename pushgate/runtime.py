@@ -21,6 +21,7 @@ from pushgate.engine.providers import ProviderPool, provider_classes
 from pushgate.engine.worker import Engine
 from pushgate.providers.base import ProviderSettings
 from pushgate.providers.http import create_transport
+from pushgate.providers.outbound import OutboundPolicy
 from pushgate.providers.transport import Transport
 from pushgate.store.apps import AppStore
 from pushgate.store.bindings import BindingStore
@@ -56,8 +57,21 @@ class Runtime:
 
 def provider_transport(settings: Settings) -> Transport:
     """The production HTTP client, trusting ``engine.ca_file`` besides the system's roots (the lab's
-    CA, or a corporate proxy's)."""
-    return create_transport(timeout=settings.engine.http_timeout, ca_file=settings.engine.ca_file)
+    CA, or a corporate proxy's), connecting only where ``[outbound]`` and the lab flag allow."""
+    return create_transport(
+        timeout=settings.engine.http_timeout,
+        ca_file=settings.engine.ca_file,
+        outbound=outbound_policy(settings),
+    )
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """Where this process's provider requests may go: ``[outbound]`` and the lab flag
+    (``devices.allow_loopback_endpoints``)."""
+    return OutboundPolicy(
+        settings.outbound.allowance(settings.devices.allow_loopback_endpoints),
+        dns_cache_seconds=settings.outbound.dns_cache_seconds,
+    )
 
 
 @asynccontextmanager
