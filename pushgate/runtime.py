@@ -16,9 +16,11 @@ from typing import Any
 import uvicorn
 
 from pushgate.config import ConfigError, Settings
+from pushgate.domain.urls import UrlRefused, check_target
 from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool, provider_classes
 from pushgate.engine.worker import Engine
+from pushgate.providers import registry
 from pushgate.providers.base import ProviderSettings
 from pushgate.providers.http import create_transport
 from pushgate.providers.outbound import OutboundPolicy
@@ -128,7 +130,9 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
 
 async def check_credentials(settings: Settings) -> None:
     """Build every configured provider once, so bad credentials stop start-up naming the key
-    (``ConfigError``) instead of failing the first deliveries."""
+    (``ConfigError``) instead of failing the first deliveries. A provider URL pushgate would
+    refuse to connect to (plain http or a non-public address outside ``[outbound]``) stops it
+    too: every delivery would otherwise fail with ``outbound_refused``."""
     transport = provider_transport(settings)
     classes = provider_classes()
     try:
@@ -143,7 +147,14 @@ async def check_credentials(settings: Settings) -> None:
                 for name, sec in settings.provider_sections("", app_name).items()
                 if name in classes
             ]
+        allow = settings.outbound.allowance(settings.devices.allow_loopback_endpoints)
         for prefix, name, sec in sections:
+            for key, url in registry.get(name).urls(sec):
+                try:
+                    if url is not None:
+                        check_target(url, allow)
+                except UrlRefused as exc:
+                    raise ConfigError(f"invalid config: {prefix}{name}.{key}: {exc}") from None
             try:
                 inst = await classes[name].create(sec, transport)
                 await inst.aclose()

@@ -235,7 +235,10 @@ class OutboundPolicy:
         self._pending[key] = future
         try:
             decision = await self._decide(text, self._decisions.get(key))
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody else must log it
             raise

@@ -4,6 +4,7 @@ becomes for a target, a token exchange and a tenant (issue 9, items 1 and 2)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ from pushgate.providers.outbound import (
 )
 from pushgate.providers.transport import HttpRequest, HttpResponse, TransportError
 from pushgate.providers.wns import WnsProvider
+from pushgate.runtime import check_credentials
 
 #: Loopback and cloud-metadata addresses in the spellings a red team tried (issue 9, item 1).
 LOOPBACK_SPELLINGS = [
@@ -239,6 +241,20 @@ async def test_decisions_are_cached_per_origin_and_names_resolved_again_after_th
         await policy.route("https://push.example/d")
 
 
+async def test_a_fan_out_to_a_new_host_resolves_it_once() -> None:
+    dns = Resolver({"push.example": ["93.184.216.34"]})
+
+    async def slow(host: str, port: int) -> Sequence[str]:
+        await asyncio.sleep(0.01)
+        return await dns(host, port)
+
+    policy = OutboundPolicy(resolver=slow)
+    routes = await asyncio.gather(*(policy.route(f"https://push.example/{i}") for i in range(50)))
+    assert dns.calls == ["push.example"] and {r.pin for r in routes} == {
+        ("push.example", 443, "93.184.216.34")
+    }
+
+
 async def test_a_refusal_reads_the_same_whatever_the_port() -> None:
     """Delivery errors must not tell an open port from a closed one (the port scanner)."""
     policy = OutboundPolicy(resolver=Resolver({"internal.example": ["10.0.0.7"]}))
@@ -362,3 +378,24 @@ async def test_an_uploaded_credentials_foreign_host_is_not_quoted(uploaded: bool
     [result] = await hms.send_batch(rendered, [Target("r", "tok-1")])
     assert result.outcome is Outcome.PROVIDER_TRANSIENT
     assert ("hunter2" in (result.error_message or "")) is not uploaded
+
+
+async def test_a_config_url_pushgate_would_refuse_stops_the_start() -> None:
+    """Better a clear start-up error than every delivery failing with outbound_refused."""
+    env = {"PUSHGATE_HMS_APP_ID": "1", "PUSHGATE_HMS_CLIENT_SECRET": "s"}
+    with pytest.raises(
+        ConfigError, match=r"hms\.token_url: 10\.0\.0\.5 is a private address.*allow_networks"
+    ):
+        await check_credentials(
+            load_settings(None, env={**env, "PUSHGATE_HMS_TOKEN_URL": "https://10.0.0.5/t"})
+        )
+    with pytest.raises(ConfigError, match=r"hms\.base_url: must use https://"):
+        await check_credentials(
+            load_settings(None, env={**env, "PUSHGATE_HMS_BASE_URL": "http://push.example/"})
+        )
+    allowed = {
+        **env,
+        "PUSHGATE_HMS_TOKEN_URL": "https://10.0.0.5/t",
+        "PUSHGATE_OUTBOUND_ALLOW_NETWORKS": '["10.0.0.0/8"]',
+    }
+    await check_credentials(load_settings(None, env=allowed))
