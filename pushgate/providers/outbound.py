@@ -67,6 +67,8 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
 #: The error code of a refused target (delivery records, metrics).
 REFUSED_CODE = "outbound_refused"
+#: Seconds a pinned address is kept after the name stopped resolving to it (still checked).
+PIN_MAX_AGE = 300.0
 #: Longest error text a provider answer leaves in a delivery record.
 MAX_MESSAGE = 300
 _SHORT_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -183,6 +185,8 @@ class _Decision:
     pin: tuple[str, int, str] | None
     #: Monotonic time after which a name is resolved again (inf for literal addresses).
     until: float
+    #: When the pinned address was first chosen (monotonic).
+    pinned_at: float = 0.0
 
 
 class OutboundPolicy:
@@ -275,12 +279,18 @@ class OutboundPolicy:
                 raise TransportError(f"cannot resolve {host}: no address")
             why = "refused: " + refused_message(f"{host} resolves to an address that", *first)
             return _Decision(host, why, None, until)
-        # Keep the address already pinned while the name still has it: a round-robin answer in
-        # a new order must not build a new client (and pool) every few seconds.
-        address = allowed[0]
-        if previous is not None and previous.pin is not None and previous.pin[2] in allowed:
-            address = previous.pin[2]
-        return _Decision(host, None, (host, target.port, address), until)
+        # Keep the address already pinned while the name still has it, or for up to PIN_MAX_AGE
+        # while it is still allowed: a rotating DNS answer must not build a new client (a new
+        # pool, new TLS handshakes) at every look-up.
+        now = self._clock()
+        old = previous.pin[2] if previous is not None and previous.pin is not None else None
+        if (
+            old is not None
+            and previous is not None
+            and (old in allowed or (now - previous.pinned_at < PIN_MAX_AGE and self._allowed([old])[0]))
+        ):
+            return _Decision(host, None, (host, target.port, old), until, previous.pinned_at)
+        return _Decision(host, None, (host, target.port, allowed[0]), until, now)
 
     def _allowed(self, found: Sequence[str]) -> tuple[list[str], tuple[str, IpAddress] | None]:
         """``(addresses pushgate may connect to, (kind, address) of the first refused one)``."""

@@ -235,10 +235,16 @@ async def test_decisions_are_cached_per_origin_and_names_resolved_again_after_th
     again = await policy.route("https://push.example/c")
     assert dns.calls == ["push.example"] * 2
     assert again.pin == first.pin, "the pinned address is kept while the name still has it"
+    # A rotating answer keeps the pin for a while (no new pool per look-up), then moves on.
+    dns.table["push.example"] = ["93.184.216.99"]
+    clock.now += 31
+    assert (await policy.route("https://push.example/d")).pin == first.pin
+    clock.now += 300
+    assert (await policy.route("https://push.example/e")).pin == ("push.example", 443, "93.184.216.99")
     dns.table["push.example"] = ["127.0.0.1"]
     clock.now += 31
     with pytest.raises(OutboundRefused):
-        await policy.route("https://push.example/d")
+        await policy.route("https://push.example/f")
 
 
 async def test_a_fan_out_to_a_new_host_resolves_it_once() -> None:
