@@ -21,6 +21,7 @@ import msgspec
 
 from pushgate.providers import registry
 from pushgate.providers.base import ProviderSettings
+from pushgate.providers.outbound import HostPattern, OutboundSettings
 from pushgate.providers.settings import convert_error
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/pushgate.db"
@@ -199,7 +200,8 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class DeviceSettings(msgspec.Struct, forbid_unknown_fields=True):
-    #: Accept Web Push endpoints on loopback/private hosts or plain http (the provider lab).
+    #: The provider lab: plain http and loopback addresses, for device endpoints and provider
+    #: URLs alike (other non-public networks: ``outbound.allow_networks``).
     allow_loopback_endpoints: bool = False
     #: Devices not seen (registered or updated) for more than this many days are skipped by
     #: fan-out; 0 turns it off.
@@ -215,6 +217,8 @@ class AppSection(msgspec.Struct, forbid_unknown_fields=True):
     #: TOML as ``[apps.<name>.<provider>]``.
     providers: dict[str, Any] = msgspec.field(default_factory=dict)
     rate_limits: AppRateLimits | None = None
+    #: Hosts this app's uploaded credentials may name besides ``outbound.upload_hosts``.
+    upload_hosts: list[HostPattern] = msgspec.field(default_factory=list)
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -233,6 +237,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     quarantine: QuarantineSettings = msgspec.field(default_factory=QuarantineSettings)
     rate_limits: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
+    outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
     #: Credentials of the ``default`` app: provider name → its settings Struct, written in
     #: TOML as top-level ``[fcm]``, ``[apns]``, …
     providers: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -255,7 +260,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECTIONS = ("server", "auth", "engine", "limits", "devices", "retry", "quarantine", "rate_limits", "health")
+_SECTIONS = tuple("server auth engine limits devices retry quarantine rate_limits health outbound".split())
 _SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential", "pem", "p12")
 
 

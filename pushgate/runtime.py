@@ -17,11 +17,14 @@ import uvicorn
 
 from pushgate.api.connections import guarded_protocol
 from pushgate.config import ConfigError, ServerSettings, Settings
+from pushgate.domain.urls import UrlRefused, check_target
 from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool, provider_classes
 from pushgate.engine.worker import Engine
+from pushgate.providers import registry
 from pushgate.providers.base import ProviderSettings
 from pushgate.providers.http import create_transport
+from pushgate.providers.outbound import OutboundPolicy
 from pushgate.providers.transport import Transport
 from pushgate.store.apps import AppStore
 from pushgate.store.bindings import BindingStore
@@ -57,8 +60,21 @@ class Runtime:
 
 def provider_transport(settings: Settings) -> Transport:
     """The production HTTP client, trusting ``engine.ca_file`` besides the system's roots (the lab's
-    CA, or a corporate proxy's)."""
-    return create_transport(timeout=settings.engine.http_timeout, ca_file=settings.engine.ca_file)
+    CA, or a corporate proxy's), connecting only where ``[outbound]`` and the lab flag allow."""
+    return create_transport(
+        timeout=settings.engine.http_timeout,
+        ca_file=settings.engine.ca_file,
+        outbound=outbound_policy(settings),
+    )
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """Where this process's provider requests may go: ``[outbound]`` and the lab flag
+    (``devices.allow_loopback_endpoints``)."""
+    return OutboundPolicy(
+        settings.outbound.allowance(settings.devices.allow_loopback_endpoints),
+        dns_cache_seconds=settings.outbound.dns_cache_seconds,
+    )
 
 
 @asynccontextmanager
@@ -115,7 +131,9 @@ async def open_database(settings: Settings) -> AsyncIterator[Database]:
 
 async def check_credentials(settings: Settings) -> None:
     """Build every configured provider once, so bad credentials stop start-up naming the key
-    (``ConfigError``) instead of failing the first deliveries."""
+    (``ConfigError``) instead of failing the first deliveries. A provider URL pushgate would
+    refuse to connect to (plain http or a non-public address outside ``[outbound]``) stops it
+    too: every delivery would otherwise fail with ``outbound_refused``."""
     transport = provider_transport(settings)
     classes = provider_classes()
     try:
@@ -130,7 +148,14 @@ async def check_credentials(settings: Settings) -> None:
                 for name, sec in settings.provider_sections("", app_name).items()
                 if name in classes
             ]
+        allow = settings.outbound.allowance(settings.devices.allow_loopback_endpoints)
         for prefix, name, sec in sections:
+            for key, url in registry.get(name).urls(sec):
+                try:
+                    if url is not None:
+                        check_target(url, allow)
+                except UrlRefused as exc:
+                    raise ConfigError(f"invalid config: {prefix}{name}.{key}: {exc}") from None
             try:
                 inst = await classes[name].create(sec, transport)
                 await inst.aclose()

@@ -30,8 +30,9 @@ def normalize_token(provider: str, token: str | dict[str, Any], settings: Settin
     """Return ``(stored token, identity key)``; the key decides "same device" (the endpoint for
     Web Push). The rules are the provider's (``ProviderSpec.normalize_token``)."""
     spec = provider_spec(provider)
+    allow = settings.outbound.allowance(settings.devices.allow_loopback_endpoints)
     try:
-        return spec.normalize_token(token, settings.devices.allow_loopback_endpoints)
+        return spec.normalize_token(token, allow)
     except ValueError as exc:
         raise bad_request(f"token: {exc}") from None
 

@@ -3,6 +3,11 @@
 Secrets are write-only: they are validated by building the provider from them, stored
 encrypted, and never returned; responses and errors carry only metadata (a fingerprint, the
 environment, expiry).
+
+A URL in an uploaded credential (``base_url``, ``token_url``, a service account's
+``token_uri``) receives the credential's secret, so it may only name the provider's own hosts
+(``ProviderSpec.hosts``), hosts the operator lists (``outbound.upload_hosts``,
+``apps.<name>.upload_hosts``) or, with ``devices.allow_loopback_endpoints``, the lab on loopback.
 """
 
 from __future__ import annotations
@@ -16,9 +21,12 @@ from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
 from pushgate.api.services import AppDep, Services, ServicesDep
+from pushgate.config import Settings
 from pushgate.domain.timefmt import rfc3339
+from pushgate.domain.urls import UrlRefused, check_target, host_matches, is_loopback
 from pushgate.providers import registry
 from pushgate.providers.base import CredentialInfo, ProviderConfigError, ProviderSettings, ProviderSpec
+from pushgate.store.apps import App
 from pushgate.store.health import ProviderHealthStore
 
 
@@ -65,6 +73,9 @@ def _normalize(spec: ProviderSpec, body: dict[str, Any]) -> ProviderSettings:
         body = spec.upload(dict(body))
     except ValueError as exc:
         raise bad_request(str(exc)) from None
+    if "uploaded" in body:
+        raise bad_request("uploaded: unknown key (pushgate marks uploaded credentials itself)")
+    body["uploaded"] = True
     files = [k for k in body if k.endswith("_file")]
     if files:
         raise bad_request(
@@ -74,6 +85,30 @@ def _normalize(spec: ProviderSpec, body: dict[str, Any]) -> ProviderSettings:
         return msgspec.convert(body, spec.settings, strict=False)
     except msgspec.ValidationError as exc:
         raise bad_request(f"{spec.name}: {exc}") from None
+
+
+def _check_hosts(spec: ProviderSpec, settings: ProviderSettings, config: Settings, app: App) -> None:
+    """Every URL of the credential names a host the app may send this secret to (400 otherwise)."""
+    allow = config.outbound.allowance(config.devices.allow_loopback_endpoints)
+    listed = [*config.outbound.upload_hosts]
+    listed += [h for key in (app.name, app.id) if key in config.apps for h in config.apps[key].upload_hosts]
+    for key, url in spec.urls(settings):
+        if url is None:
+            continue
+        try:
+            target = check_target(url, allow)
+        except UrlRefused as exc:
+            raise bad_request(f"{spec.name}.{key}: {exc}") from None
+        if host_matches(target.host, spec.hosts) or host_matches(target.host, listed):
+            continue
+        lab = target.host == "localhost" or (target.address is not None and is_loopback(target.address))
+        if lab and allow.lab:
+            continue
+        own = ", ".join(sorted(spec.hosts))
+        raise bad_request(
+            f"{spec.name}.{key}: {target.host} is not a {spec.name} host (use {own}); the operator "
+            f"can allow other hosts with [outbound] upload_hosts or [apps.{app.name}] upload_hosts"
+        )
 
 
 def describe(provider: str, settings: ProviderSettings) -> CredentialInfo:
@@ -152,6 +187,7 @@ class CredentialController(Controller):
             )
         secrets = _secret_values(data)
         settings = _normalize(spec, data)
+        _check_hosts(spec, settings, services.settings, app)
         stored: dict[str, Any] = msgspec.to_builtins(settings)
         secrets += _secret_values(stored)
         try:

@@ -11,13 +11,13 @@ import hashlib
 import json
 import xml.etree.ElementTree as ET
 from typing import Any
-from urllib.parse import urlsplit
 
 import msgspec
 
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.render import b64url_encode
 from pushgate.domain.rendering import Renderer, RenderError
+from pushgate.domain.urls import Allowance, UrlRefused, as_allowance, check_target
 
 __all__ = ["LIMIT", "RENDERER", "WnsRendered", "normalize_token", "render", "wns_label"]
 
@@ -147,11 +147,13 @@ def render(n: Notification, overrides: ProviderOverrides, now: float = 0.0) -> W
     return WnsRendered(type=kind, headers=headers, body=body)
 
 
-def normalize_token(token: str, *, allow_lab: bool) -> str:
-    """A channel URI: https on a ``*.notify.windows.com`` host, or any http(s) URL when
-    ``allow_lab`` (``devices.allow_loopback_endpoints``) lets local simulators in.
+def normalize_token(token: str, *, allow_lab: bool | Allowance) -> str:
+    """A channel URI: https on a ``*.notify.windows.com`` host, or any http(s) URL pushgate may
+    connect to when ``allow_lab`` (``devices.allow_loopback_endpoints``) lets local simulators in.
 
-    The URI receives our WNS bearer token, so it must not point anywhere else.
+    The URI receives our WNS bearer token, so it must not point anywhere else, and its host is
+    read as the HTTP client reads it (``domain/urls.py``): a backslash or an odd spelling that
+    another parser would read differently is refused.
     """
     token = token.strip()
     if not token or len(token) > MAX_CHANNEL_URI:
@@ -159,14 +161,12 @@ def normalize_token(token: str, *, allow_lab: bool) -> str:
     if any(c.isspace() for c in token):
         raise ValueError("WNS channel URI must not contain whitespace")
     try:
-        parts = urlsplit(token)
-        host = (parts.hostname or "").lower()
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError("WNS channel URI is not a valid URL") from None
-    if allow_lab and parts.scheme in ("http", "https") and host:
+        target = check_target(token, allow_lab)
+    except UrlRefused as exc:
+        raise ValueError(f"WNS channel URI: {exc}") from None
+    if as_allowance(allow_lab).lab:
         return token
-    if parts.scheme != "https" or not host.endswith(NOTIFY_HOST_SUFFIX):
+    if target.scheme != "https" or not target.host.endswith(NOTIFY_HOST_SUFFIX):
         raise ValueError(
             "WNS channel URI must be https on a *.notify.windows.com host (set "
             "devices.allow_loopback_endpoints = true to allow the provider lab)"

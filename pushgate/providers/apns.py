@@ -43,6 +43,7 @@ from pushgate.providers.apns_credentials import (
 )
 from pushgate.providers.base import Provider, ProviderSpec, Target
 from pushgate.providers.http import PyreqwestTransport, parse_retry_after
+from pushgate.providers.outbound import checked_url, foreign_answer, is_foreign, transport_failure
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
 __all__ = ["ApnsProvider", "JwtSigner", "classify_apns_response"]
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 
 PRODUCTION_URL = "https://api.push.apple.com"
 SANDBOX_URL = "https://api.sandbox.push.apple.com"
+#: Apple's own hosts: the only ones an uploaded credential may name (``ProviderSpec.hosts``).
+HOSTS = frozenset({"api.push.apple.com", "api.sandbox.push.apple.com", "api.development.push.apple.com"})
 #: Re-mint the provider JWT after this long: Apple forbids more often than every 20 min and
 #: rejects an ``iat`` older than 60 min; 45 min leaves margin on both sides for clock skew.
 JWT_REFRESH_AFTER = 45 * 60.0
@@ -227,7 +230,9 @@ class ApnsProvider(Provider):
         concurrency: int = 500,
         timeout: float | None = None,
         owns_transport: bool = False,
+        trusted_hosts: frozenset[str] | None = None,
     ) -> None:
+        """``trusted_hosts``: answers from other hosts lose their text (None: trust any)."""
         self._transport = transport
         self._owns_transport = owns_transport
         self.bundle_id = bundle_id
@@ -235,6 +240,8 @@ class ApnsProvider(Provider):
         self.identity = identity
         self.environment = environment
         self._urls = {"production": base_url.rstrip("/"), "sandbox": sandbox_base_url.rstrip("/")}
+        #: Base URLs that are not Apple's (nor the lab's): their answers' text is not repeated.
+        self._foreign = {url for url in self._urls.values() if is_foreign(url, trusted_hosts)}
         self._semaphore = asyncio.Semaphore(concurrency)
         self._timeout = timeout
         #: Per APNs host: set once a request there was authenticated (see the module docstring).
@@ -262,12 +269,13 @@ class ApnsProvider(Provider):
         signer = JwtSigner(*auth.token_key) if auth.token_key is not None else None
         ca_pem = await load_ca(s)
         owns = isinstance(transport, PyreqwestTransport)
-        if owns:
+        if isinstance(transport, PyreqwestTransport):
             transport = PyreqwestTransport(
                 timeout=s.timeout if s.timeout is not None else 10.0,
                 http2_prior_knowledge=True,
                 ca_pem=ca_pem,
                 identity_pem=auth.identity.pem if auth.identity is not None else None,
+                outbound=transport.outbound,
             )
         return cls(
             transport=transport,
@@ -275,11 +283,12 @@ class ApnsProvider(Provider):
             signer=signer,
             identity=auth.identity,
             environment=s.environment,
-            base_url=s.base_url or PRODUCTION_URL,
-            sandbox_base_url=s.sandbox_base_url or SANDBOX_URL,
+            base_url=checked_url("apns.base_url", s.base_url or PRODUCTION_URL),
+            sandbox_base_url=checked_url("apns.sandbox_base_url", s.sandbox_base_url or SANDBOX_URL),
             concurrency=s.concurrency,
             timeout=s.timeout,
             owns_transport=owns,
+            trusted_hosts=s.trusted_hosts(HOSTS),
         )
 
     # ------------------------------------------------------------------ send
@@ -328,10 +337,12 @@ class ApnsProvider(Provider):
         except TransportError as exc:
             # Maybe a new connection next time: APNs will allow one stream on it again.
             self._open[base] = asyncio.Event()
-            return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
+            return transport_failure(exc)
         if resp.status != 403 and resp.status != 429:
             self._open[base].set()
         result = classify_apns_response(resp, apns_id)
+        if base in self._foreign:
+            result = foreign_answer(result, resp.status)
         if result.outcome is Outcome.CREDENTIAL:
             log.warning(
                 "apns[%s]: credential error %s for token %s",
@@ -365,4 +376,6 @@ SPEC = ProviderSpec(
     describe=describe,
     token_rule=lambda token, _lab: render_apns.normalize_token(token),
     environments=True,
+    hosts=HOSTS,
+    urls=lambda s: [("base_url", s.base_url), ("sandbox_base_url", s.sandbox_base_url)],
 )

@@ -20,6 +20,7 @@ import msgspec
 
 from pushgate.domain.outcomes import SendResult
 from pushgate.domain.rendering import Renderer
+from pushgate.domain.urls import Allowance
 from pushgate.providers.transport import Transport
 
 
@@ -59,6 +60,15 @@ class ProviderSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults
 
     #: Per-request timeout in seconds (default: ``engine.http_timeout``, filled in by the pool).
     timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    #: Set by pushgate on credentials uploaded through the API (never written by hand): their
+    #: URLs are a tenant's choice, so answers from hosts that are not the provider's own are
+    #: recorded without their text (``outbound.foreign_answer``).
+    uploaded: bool = False
+
+    def trusted_hosts(self, hosts: frozenset[str]) -> frozenset[str] | None:
+        """The hosts whose answers may be repeated to a tenant: the provider's own for an
+        uploaded credential, any (None) for the operator's config."""
+        return hosts if self.uploaded else None
 
 
 Concurrency = Annotated[int, msgspec.Meta(ge=1)]
@@ -104,14 +114,19 @@ class CredentialInfo:
     public_key: str | None = None
 
 
-#: ``(token as given, allow lab endpoints) -> (stored token, identity key)``; raises ValueError.
-TokenParser = Callable[[str | dict[str, Any], bool], tuple[str, str]]
-#: ``(token already stripped, allow lab endpoints) -> token``; raises ValueError.
-TokenRule = Callable[[str, bool], str]
+#: ``(token as given, where pushgate may connect) -> (stored token, identity key)``; raises
+#: ValueError. The allowance is the lab flag alone (a bool) or the whole :class:`Allowance`.
+TokenParser = Callable[[str | dict[str, Any], bool | Allowance], tuple[str, str]]
+#: ``(token already stripped, where pushgate may connect) -> token``; raises ValueError.
+TokenRule = Callable[[str, bool | Allowance], str]
 
 
 def _no_upload(body: dict[str, Any]) -> dict[str, Any]:
     return body
+
+
+def _no_urls(_settings: Any) -> Sequence[tuple[str, str | None]]:
+    return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +157,14 @@ class ProviderSpec:
     #: Reshapes a body uploaded through ``PUT /v1/credentials/<name>`` into settings keys
     #: (raises ValueError naming the key).
     upload: Callable[[dict[str, Any]], dict[str, Any]] = _no_upload
+    #: The provider's real hosts: the only ones an uploaded credential's URLs may name unless
+    #: the operator allows more (``outbound.upload_hosts``, ``apps.<name>.upload_hosts``).
+    hosts: frozenset[str] = frozenset()
+    #: The URLs a settings instance makes pushgate connect to, as ``(key, url)``: what the
+    #: upload check looks at.
+    urls: Callable[[Any], Sequence[tuple[str, str | None]]] = _no_urls
 
-    def normalize_token(self, token: str | dict[str, Any], allow_lab: bool) -> tuple[str, str]:
+    def normalize_token(self, token: str | dict[str, Any], allow_lab: bool | Allowance) -> tuple[str, str]:
         """``(stored token, identity key)``: the key decides "same device"; raises ValueError."""
         if self.token_parser is not None:
             return self.token_parser(token, allow_lab)

@@ -37,6 +37,7 @@ from pushgate.providers.base import (
 )
 from pushgate.providers.http import parse_retry_after
 from pushgate.providers.oauth import ClientCredentials, OAuthError
+from pushgate.providers.outbound import checked_url, foreign_answer, is_foreign, transport_failure
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
 __all__ = ["FcmProvider", "classify_fcm_response"]
@@ -44,6 +45,8 @@ __all__ = ["FcmProvider", "classify_fcm_response"]
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://fcm.googleapis.com"
+#: Google's own hosts: the only ones an uploaded credential may name (``ProviderSpec.hosts``).
+HOSTS = frozenset({"fcm.googleapis.com", "oauth2.googleapis.com"})
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 #: Refresh this long before the access token expires (google-auth uses 225 s).
@@ -222,8 +225,7 @@ class _ServiceAccount:
             ) from None
         if not isinstance(private_key, rsa.RSAPrivateKey):
             raise ProviderConfigError(f"{key}: field 'private_key' must be an RSA key")
-        if not token_uri.startswith(("https://", "http://")):
-            raise ProviderConfigError(f"{key}: field 'token_uri' must be an http(s) URL")
+        checked_url(f"{key}: field 'token_uri'", token_uri)
         pkid = info.get("private_key_id")
         return cls(
             info, client_email, token_uri, private_key, pkid if isinstance(pkid, str) and pkid else None
@@ -255,6 +257,22 @@ def upload(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def urls(s: FcmSettings) -> list[tuple[str, str | None]]:
+    """The URLs the settings name: ``base_url``, and the service account's ``token_uri`` and
+    ``base_url`` (an unreadable account names none; building the provider says why)."""
+    inline = s.service_account_json
+    try:
+        info = json.loads(inline) if isinstance(inline, str) else inline or {}
+    except ValueError:
+        info = {}
+    found: list[tuple[str, str | None]] = [("base_url", s.base_url)]
+    if isinstance(info, dict):
+        for key in ("token_uri", "base_url"):
+            value = info.get(key)
+            found.append((f"service_account.{key}", value if isinstance(value, str) else None))
+    return found
+
+
 class FcmProvider(Provider):
     """Sends to FCM v1 for one Firebase project (one service account)."""
 
@@ -272,7 +290,9 @@ class FcmProvider(Provider):
         base_url: str = DEFAULT_BASE_URL,
         concurrency: int = 200,
         timeout: float | None = None,
+        trusted_hosts: frozenset[str] | None = None,
     ) -> None:
+        """``trusted_hosts``: answers from other hosts lose their text (None: trust any)."""
         self._transport = transport
         self.project_id = project_id
         self._client_email = client_email
@@ -280,6 +300,7 @@ class FcmProvider(Provider):
         self._private_key_id = private_key_id
         self._token_uri = token_uri
         self._send_url = f"{base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
+        self._foreign = is_foreign(base_url, trusted_hosts)
         self._semaphore = asyncio.Semaphore(concurrency)
         self._timeout = timeout
         self.oauth = ClientCredentials(
@@ -289,6 +310,7 @@ class FcmProvider(Provider):
             name="fcm",
             refresh_margin=REFRESH_MARGIN,
             timeout=timeout,
+            foreign=is_foreign(token_uri, trusted_hosts),
         )
 
     # ------------------------------------------------------------------ setup
@@ -303,8 +325,9 @@ class FcmProvider(Provider):
         if not isinstance(project_id, str) or not project_id:
             raise ProviderConfigError(f"fcm.project_id: required (not in settings nor in {key})")
         base_url = s.base_url or account.info.get("base_url") or DEFAULT_BASE_URL
-        if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
+        if not isinstance(base_url, str):
             raise ProviderConfigError(f"fcm.base_url: must be an http(s) URL, got {base_url!r}")
+        checked_url("fcm.base_url", base_url)
         return cls(
             transport=transport,
             project_id=project_id,
@@ -315,6 +338,7 @@ class FcmProvider(Provider):
             base_url=base_url,
             concurrency=s.concurrency,
             timeout=s.timeout,
+            trusted_hosts=s.trusted_hosts(HOSTS),
         )
 
     # ------------------------------------------------------------------ OAuth
@@ -344,9 +368,8 @@ class FcmProvider(Provider):
         try:
             access_token = await self.oauth.get()
         except OAuthError as exc:
-            outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
             log.warning("fcm[%s]: OAuth token exchange failed: %s", self.project_id, exc)
-            return [SendResult(outcome, error_code="oauth_failed", error_message=str(exc)) for _ in targets]
+            return [exc.result() for _ in targets]
 
         # Encode the shared part once; splice each token in as bytes.
         encoded = _json_encode(rendered)
@@ -371,12 +394,13 @@ class FcmProvider(Provider):
                     try:
                         access_token = await self.oauth.get(stale=access_token)
                     except OAuthError as exc:
-                        outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
-                        return SendResult(outcome, error_code="oauth_failed", error_message=str(exc))
+                        return exc.result()
                     resp = await self._post(body, access_token)
             except TransportError as exc:
-                return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
+                return transport_failure(exc)
         result = classify_fcm_response(resp)
+        if self._foreign:
+            result = foreign_answer(result, resp.status)
         if result.outcome is Outcome.CREDENTIAL:
             log.warning(
                 "fcm[%s]: credential error %s for token %s: %s",
@@ -409,4 +433,6 @@ SPEC = ProviderSpec(
     native={"fcm_topic": "topic", "fcm_condition": "condition"},
     upload=upload,
     quota_floor=60.0,
+    hosts=HOSTS,
+    urls=urls,
 )

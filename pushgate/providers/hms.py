@@ -36,6 +36,7 @@ from pushgate.providers.base import (
 )
 from pushgate.providers.http import parse_retry_after
 from pushgate.providers.oauth import ClientCredentials, OAuthError
+from pushgate.providers.outbound import checked_url, foreign_answer, is_foreign, transport_failure
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
 __all__ = ["MAX_TOKENS_PER_REQUEST", "HmsProvider", "classify_hms_response"]
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://push-api.cloud.huawei.com"
 DEFAULT_TOKEN_URL = "https://oauth-login.cloud.huawei.com/oauth2/v3/token"
+#: Huawei's own hosts: the only ones an uploaded credential may name (``ProviderSpec.hosts``).
+HOSTS = frozenset({"push-api.cloud.huawei.com", "oauth-login.cloud.huawei.com"})
 MAX_TOKENS_PER_REQUEST = 1000
 TOPIC_PREFIX = "topic:"
 CONDITION_PREFIX = "condition:"
@@ -188,10 +191,13 @@ class HmsProvider(Provider):
         badge_class: str | None = None,
         concurrency: int = 50,
         timeout: float | None = None,
+        trusted_hosts: frozenset[str] | None = None,
     ) -> None:
+        """``trusted_hosts``: answers from other hosts lose their text (None: trust any)."""
         self._transport = transport
         self.app_id = app_id
         self._send_url = f"{base_url.rstrip('/')}/v1/{app_id}/messages:send"
+        self._foreign = is_foreign(base_url, trusted_hosts)
         self._badge_class = badge_class
         self._semaphore = asyncio.Semaphore(concurrency)
         self._timeout = timeout
@@ -202,6 +208,7 @@ class HmsProvider(Provider):
             name=f"hms[{app_id}]",
             refresh_margin=300.0,  # Huawei's demo refreshes five minutes early
             timeout=timeout,
+            foreign=is_foreign(token_url, trusted_hosts),
         )
 
     @classmethod
@@ -212,11 +219,12 @@ class HmsProvider(Provider):
             transport=transport,
             app_id=cfg.required(s.app_id, "hms", "app_id"),
             client_secret=cfg.required(s.client_secret, "hms", "client_secret"),
-            base_url=s.base_url or DEFAULT_BASE_URL,
-            token_url=s.token_url or DEFAULT_TOKEN_URL,
+            base_url=checked_url("hms.base_url", s.base_url or DEFAULT_BASE_URL),
+            token_url=checked_url("hms.token_url", s.token_url or DEFAULT_TOKEN_URL),
             badge_class=cfg.optional(s.badge_class),
             concurrency=s.concurrency,
             timeout=s.timeout,
+            trusted_hosts=s.trusted_hosts(HOSTS),
         )
 
     def _prepare(self, rendered: Mapping[str, Any]) -> dict[str, Any]:
@@ -244,9 +252,8 @@ class HmsProvider(Provider):
         try:
             access_token = await self.oauth.get()
         except OAuthError as exc:
-            outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
             log.warning("hms[%s]: OAuth token exchange failed: %s", self.app_id, exc)
-            return [SendResult(outcome, error_code="oauth_failed", error_message=str(exc)) for _ in targets]
+            return [exc.result() for _ in targets]
 
         message = self._prepare(rendered)
         results: list[SendResult | None] = [None] * len(targets)
@@ -285,9 +292,7 @@ class HmsProvider(Provider):
                     try:
                         access_token = await self.oauth.get(stale=access_token)
                     except OAuthError as exc:
-                        outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
-                        failed = SendResult(outcome, error_code="oauth_failed", error_message=str(exc))
-                        return _all(failed, len(tokens))
+                        return _all(exc.result(), len(tokens))
                     resp = await self._post(message, access_token)
                 elif code == NO_HIGH_PRIORITY and (message.get("android") or {}).get("urgency") == "HIGH":
                     # The app lacks the high-priority permission: Huawei's advice is to send as NORMAL.
@@ -295,9 +300,10 @@ class HmsProvider(Provider):
                     message = {**message, "android": {**message["android"], "urgency": "NORMAL"}}
                     resp = await self._post(message, access_token)
             except TransportError as exc:
-                network = SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
-                return _all(network, len(tokens))
+                return _all(transport_failure(exc), len(tokens))
         results = classify_hms_response(resp, tokens)
+        if self._foreign:
+            results = [foreign_answer(r, resp.status) for r in results]
         first = results[0] if results else None
         if first is not None and first.outcome is Outcome.CREDENTIAL:
             log.warning(
@@ -331,5 +337,7 @@ SPEC = ProviderSpec(
     platforms=frozenset({"android", "other"}),
     describe=describe,
     native={"hms_topic": "topic", "hms_condition": "condition"},
-    token_rule=lambda token, lab: render_hms.normalize_token(token, allow_lab=lab),
+    token_rule=lambda token, _lab: render_hms.normalize_token(token),
+    hosts=HOSTS,
+    urls=lambda s: [("base_url", s.base_url), ("token_url", s.token_url)],
 )

@@ -13,17 +13,24 @@ import email.utils
 import math
 import re
 import time
+from collections import OrderedDict
 from datetime import timedelta
 from pathlib import Path
 
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import PyreqwestError
+from pyreqwest.http import Url
 
+from pushgate.providers.outbound import OutboundPolicy
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
 __all__ = ["PyreqwestTransport", "create_transport", "parse_retry_after"]
 
 _USER_AGENT = "pushgate/0.1"
+#: Clients pinned to a resolved address, kept per (host, port, address). Each is a connection
+#: pool of its own and costs a few ms to build, so the busiest stay; an evicted one is dropped,
+#: not closed (requests in flight on it finish).
+PINNED_CLIENTS = 128
 
 
 _URL_IN_MESSAGE = re.compile(r"(for url \()([a-z][a-z0-9+.-]*://[^/)\s]*)[^)\s]*(\))", re.IGNORECASE)
@@ -50,10 +57,16 @@ class PyreqwestTransport(Transport):
 
     Every provider in a process shares one instance, so connections to a provider host are
     reused across batches and apps. Redirects are not followed (a push service redirecting is a
-    misconfiguration we want to see) and response decompression is off (bodies are tiny).
+    misconfiguration we want to see), response decompression is off (bodies are tiny) and
+    environment proxies are ignored (they would decide where requests go).
+
+    Where a request may go is :class:`OutboundPolicy`'s decision (``outbound``), made for every
+    request. A URL whose host is an address uses the shared client; a host name is sent through
+    a client pinned to the address the policy checked (``ClientBuilder.resolve``), since
+    pyreqwest offers no resolver callback: what was checked is what is connected to.
     """
 
-    __slots__ = ("_client", "_timeouts")
+    __slots__ = ("_builder", "_client", "_pinned", "_timeouts", "outbound")
 
     def __init__(
         self,
@@ -68,13 +81,50 @@ class PyreqwestTransport(Transport):
         http2_prior_knowledge: bool = False,
         ca_pem: bytes | None = None,
         identity_pem: bytes | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         """``http2_prior_knowledge`` speaks only HTTP/2 (h2c on ``http://``, ALPN ``h2`` on
         ``https://``): APNs needs it, since reqwest never upgrades a cleartext connection.
         ``ca_pem`` adds trusted roots (a lab's self-signed CA); ``identity_pem`` is a client
-        certificate + private key in PEM (APNs certificate auth)."""
+        certificate + private key in PEM (APNs certificate auth). ``outbound``: where requests
+        may go (default: public addresses over https only)."""
+        self.outbound = outbound or OutboundPolicy()
+        self._builder = lambda: self._configure(
+            ClientBuilder(),
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            pool_max_idle_per_host=pool_max_idle_per_host,
+            pool_idle_timeout=pool_idle_timeout,
+            http2=http2,
+            user_agent=user_agent,
+            http2_prior_knowledge=http2_prior_knowledge,
+            ca_pem=ca_pem,
+            identity_pem=identity_pem,
+        )
+        self._client: Client = self._builder().build()
+        self._pinned: OrderedDict[tuple[str, int, str], Client] = OrderedDict()
+        #: Per-request timeout objects, cached: most callers use one or two distinct values.
+        self._timeouts: dict[float, timedelta] = {}
+
+    @staticmethod
+    def _configure(
+        builder: ClientBuilder,
+        *,
+        timeout: float,
+        connect_timeout: float | None,
+        max_connections: int | None,
+        pool_max_idle_per_host: int | None,
+        pool_idle_timeout: float,
+        http2: bool,
+        user_agent: str,
+        http2_prior_knowledge: bool,
+        ca_pem: bytes | None,
+        identity_pem: bytes | None,
+    ) -> ClientBuilder:
+        """One client's settings; the shared client and every pinned one are built alike."""
         builder = (
-            ClientBuilder()
+            builder.no_proxy()
             .http2(http2)
             .timeout(timedelta(seconds=timeout))
             .pool_idle_timeout(timedelta(seconds=pool_idle_timeout))
@@ -105,13 +155,29 @@ class PyreqwestTransport(Transport):
             builder = builder.http2_keep_alive_interval(timedelta(seconds=30)).http2_keep_alive_timeout(
                 timedelta(seconds=10)
             )
-        self._client: Client = builder.build()
-        #: Per-request timeout objects, cached: most callers use one or two distinct values.
-        self._timeouts: dict[float, timedelta] = {}
+        return builder
+
+    async def _connect_to(self, url: str) -> tuple[Client, Url]:
+        """The client and parsed URL a request to ``url`` is made with; raises
+        :class:`~pushgate.providers.outbound.OutboundRefused` where pushgate may not connect."""
+        route = await self.outbound.route(url)
+        if route.pin is None:
+            return self._client, route.url
+        client = self._pinned.get(route.pin)
+        if client is None:
+            host, port, address = route.pin
+            client = self._builder().resolve(host, address, port).build()
+            self._pinned[route.pin] = client
+            if len(self._pinned) > PINNED_CLIENTS:
+                self._pinned.popitem(last=False)
+        else:
+            self._pinned.move_to_end(route.pin)
+        return client, route.url
 
     async def request(self, req: HttpRequest) -> HttpResponse:
         """Send ``req``; a missing response (refused, reset, timeout) raises :class:`TransportError`."""
-        builder = self._client.request(req.method, req.url)
+        client, url = await self._connect_to(req.url)
+        builder = client.request(req.method, url)
         if req.headers:
             builder = builder.headers(req.headers)
         if req.body:
@@ -130,7 +196,9 @@ class PyreqwestTransport(Transport):
 
     async def aclose(self) -> None:
         """Close pooled connections; the transport is unusable afterwards."""
-        await self._client.close()
+        pinned, self._pinned = list(self._pinned.values()), OrderedDict()
+        for client in (self._client, *pinned):
+            await client.close()
 
 
 def create_transport(
@@ -141,11 +209,13 @@ def create_transport(
     pool_max_idle_per_host: int | None = None,
     http2: bool = True,
     ca_file: str | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> Transport:
     """Build the process-wide provider transport (one per process; close it on shutdown).
 
     ``ca_file`` (``engine.ca_file``) adds roots to the system's rather than replacing them, so one
     transport reaches both the real providers and a service behind a private CA (the lab).
+    ``outbound`` decides where it may connect (default: public addresses over https only).
     """
     ca_pem = None
     if ca_file is not None:
@@ -162,6 +232,7 @@ def create_transport(
         pool_max_idle_per_host=pool_max_idle_per_host,
         http2=http2,
         ca_pem=ca_pem,
+        outbound=outbound,
     )
 
 

@@ -35,6 +35,7 @@ from pushgate.providers.base import (
     digest,
 )
 from pushgate.providers.http import parse_retry_after
+from pushgate.providers.outbound import checked_url, foreign_answer, is_foreign, transport_failure
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
 __all__ = ["MAX_REGIDS_PER_REQUEST", "REGION_HOSTS", "MiPushProvider", "classify_mipush_response"]
@@ -48,6 +49,11 @@ REGION_HOSTS = {
     "russia": "https://ru-api.xmpush.global.xiaomi.com",
     "india": "https://idmb-api.xmpush.global.xiaomi.com",
 }
+#: Xiaomi's own hosts: the only ones an uploaded credential may name (``ProviderSpec.hosts``).
+HOSTS = frozenset(
+    {"sandbox.xmpush.xiaomi.com", "api.xmpush.global.xiaomi.com"}
+    | {url.removeprefix("https://") for url in REGION_HOSTS.values()}
+)
 MAX_REGIDS_PER_REQUEST = 1000
 SEND_PATH = "/v3/message/regid"
 
@@ -169,11 +175,14 @@ class MiPushProvider(Provider):
         base_url: str,
         concurrency: int = 50,
         timeout: float | None = None,
+        trusted_hosts: frozenset[str] | None = None,
     ) -> None:
+        """``trusted_hosts``: answers from other hosts lose their text (None: trust any)."""
         self._transport = transport
         self.package_name = package_name
         self._auth = f"key={app_secret}"
         self._send_url = base_url.rstrip("/") + SEND_PATH
+        self._foreign = is_foreign(base_url, trusted_hosts)
         self._semaphore = asyncio.Semaphore(concurrency)
         self._timeout = timeout
 
@@ -187,9 +196,10 @@ class MiPushProvider(Provider):
             transport=transport,
             app_secret=cfg.required(s.app_secret, "mipush", "app_secret"),
             package_name=cfg.required(s.package_name, "mipush", "package_name"),
-            base_url=s.base_url or REGION_HOSTS[s.region],
+            base_url=checked_url("mipush.base_url", s.base_url or REGION_HOSTS[s.region]),
             concurrency=s.concurrency,
             timeout=s.timeout,
+            trusted_hosts=s.trusted_hosts(HOSTS),
         )
 
     def _fields(self, rendered: MiPushRendered) -> dict[str, str]:
@@ -218,13 +228,14 @@ class MiPushProvider(Provider):
             try:
                 resp = await self._post(fields, regids)
             except TransportError as exc:
-                network = SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
-                return _all(network, len(regids))
+                return _all(transport_failure(exc), len(regids))
         if len(regids) > 1 and _code(_parse(resp.body)) == NO_VALID_TARGET:
             # Ambiguous for a batch: find out which regIds MiPush refuses, one at a time.
             singles = await asyncio.gather(*(self._send_chunk(fields, [r]) for r in regids))
             return [s[0] for s in singles]
         results = classify_mipush_response(resp, regids)
+        if self._foreign:
+            results = [foreign_answer(r, resp.status) for r in results]
         if results and results[0].outcome is Outcome.CREDENTIAL:
             log.warning(
                 "mipush[%s]: credential error %s for %d regId(s): %s",
@@ -258,5 +269,7 @@ SPEC = ProviderSpec(
     renderer=render_mipush.RENDERER,
     platforms=frozenset({"android", "ios"}),
     describe=describe,
-    token_rule=lambda token, lab: render_mipush.normalize_token(token, allow_lab=lab),
+    token_rule=lambda token, _lab: render_mipush.normalize_token(token),
+    hosts=HOSTS,
+    urls=lambda s: [("base_url", s.base_url)],
 )

@@ -19,6 +19,8 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.providers.outbound import REFUSED_CODE, OutboundRefused, bounded
 from pushgate.providers.transport import HttpRequest, Transport, TransportError
 
 __all__ = ["ClientCredentials", "OAuthError"]
@@ -31,11 +33,20 @@ _clock = time.monotonic
 
 
 class OAuthError(Exception):
-    """The token exchange failed; ``retryable`` says whether trying later can help."""
+    """The token exchange failed; ``retryable`` says whether trying later can help, ``refused``
+    that pushgate would not connect to the token endpoint (``[outbound]``)."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, refused: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.refused = refused
+
+    def result(self) -> SendResult:
+        """What the failed exchange means for each target that needed the token."""
+        if self.refused:
+            return SendResult(Outcome.PAYLOAD, error_code=REFUSED_CODE, error_message=str(self))
+        outcome = Outcome.PROVIDER_TRANSIENT if self.retryable else Outcome.CREDENTIAL
+        return SendResult(outcome, error_code="oauth_failed", error_message=str(self))
 
 
 class ClientCredentials:
@@ -57,8 +68,11 @@ class ClientCredentials:
         refresh_margin: float = 300.0,
         default_lifetime: float = 3600.0,
         timeout: float | None = None,
+        foreign: bool = False,
     ) -> None:
         self._transport = transport
+        #: The token endpoint is not the provider's own host: its error text is not repeated.
+        self._foreign = foreign
         self.token_url = token_url
         self._form = form
         self._name = name
@@ -112,6 +126,8 @@ class ClientCredentials:
         )
         try:
             resp = await self._transport.request(req)
+        except OutboundRefused as exc:
+            raise OAuthError(f"{self._name} token endpoint: {exc}", retryable=False, refused=True) from None
         except TransportError as exc:
             raise OAuthError(f"{self._name} token endpoint unreachable: {exc}", retryable=True) from None
         try:
@@ -124,8 +140,10 @@ class ClientCredentials:
                 text = str(doc.get("error"))
                 if doc.get("error_description"):
                     text += f": {doc['error_description']}"
+            if self._foreign:
+                text = "(not the provider's own host: its answer is not shown)"
             raise OAuthError(
-                f"{self._name} token endpoint answered {resp.status}: {text}",
+                bounded(f"{self._name} token endpoint answered {resp.status}: {text}"),
                 retryable=resp.status >= 500 or resp.status == 429,
             )
         token = doc.get("access_token") if isinstance(doc, dict) else None

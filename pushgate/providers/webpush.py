@@ -35,10 +35,10 @@ from pushgate.domain.render import (
     WebPushRendered,
     b64url_decode,
     b64url_encode,
-    endpoint_is_loopback_or_insecure,
     parse_webpush_subscription,
     webpush_token_string,
 )
+from pushgate.domain.urls import Allowance, UrlRefused, check_target
 from pushgate.providers.base import (
     Concurrency,
     CredentialInfo,
@@ -50,6 +50,7 @@ from pushgate.providers.base import (
     digest,
 )
 from pushgate.providers.http import parse_retry_after
+from pushgate.providers.outbound import transport_failure
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
 __all__ = [
@@ -253,7 +254,7 @@ def upload(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def parse_token(token: str | dict[str, Any], allow_lab: bool) -> tuple[str, str]:
+def parse_token(token: str | dict[str, Any], allow_lab: bool | Allowance) -> tuple[str, str]:
     """A subscription (object or JSON string) → ``(compact JSON, endpoint)``: the endpoint is
     the device's identity, so a re-subscription with new keys updates the same device."""
     try:
@@ -261,11 +262,10 @@ def parse_token(token: str | dict[str, Any], allow_lab: bool) -> tuple[str, str]
     except ValueError as exc:
         raise ValueError(f"invalid Web Push subscription: {exc}") from None
     endpoint: str = sub["endpoint"]
-    if not allow_lab and endpoint_is_loopback_or_insecure(endpoint):
-        raise ValueError(
-            "Web Push endpoint must be https on a public host (set "
-            "devices.allow_loopback_endpoints = true to allow local endpoints such as the provider lab)"
-        )
+    try:
+        check_target(endpoint, allow_lab)
+    except UrlRefused as exc:
+        raise ValueError(f"Web Push endpoint: {exc}") from None
     return webpush_token_string(sub), endpoint
 
 
@@ -373,7 +373,7 @@ class WebPushProvider(Provider):
                     HttpRequest("POST", sub.endpoint, headers, body, self._timeout)
                 )
             except TransportError as exc:
-                return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
+                return transport_failure(exc)
         result = classify_webpush_response(resp)
         if result.outcome is Outcome.CREDENTIAL:
             log.warning(

@@ -16,12 +16,12 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 import pushgate.providers.settings as cfg
 from pushgate.domain import render_wns
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render_wns import NOTIFY_HOST_SUFFIX, WnsRendered
+from pushgate.domain.urls import parse_target
 from pushgate.providers.base import (
     Concurrency,
     CredentialInfo,
@@ -34,6 +34,7 @@ from pushgate.providers.base import (
 )
 from pushgate.providers.http import parse_retry_after
 from pushgate.providers.oauth import ClientCredentials, OAuthError
+from pushgate.providers.outbound import checked_url, is_foreign, transport_failure
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
 __all__ = ["WnsProvider", "classify_wns_response"]
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 CLASSIC_TOKEN_URL = "https://login.live.com/accesstoken.srf"
 ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant_id}/oauth2/v2.0/token"
+#: Microsoft's token hosts: the only ones an uploaded credential may name (``ProviderSpec.hosts``).
+HOSTS = frozenset({"login.live.com", "login.microsoftonline.com"})
 CLASSIC_SCOPE = "notify.windows.com"
 ENTRA_SCOPE = "https://wns.windows.com/.default"
 #: Wait this long after a 406 (throttled) that carries no ``X-WNS-CONTINUE-AFTER``.
@@ -53,9 +56,11 @@ _CREDENTIAL_HINTS = {
 }
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port
+def _origin(url: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` as the HTTP client reads them; ValueError for a URL it would
+    read differently from another parser (``domain/urls.py``)."""
+    target = parse_target(url)
+    return target.scheme, target.host, target.port
 
 
 def classify_wns_response(resp: HttpResponse) -> SendResult:
@@ -135,7 +140,9 @@ class WnsProvider(Provider):
         scope: str,
         concurrency: int = 200,
         timeout: float | None = None,
+        trusted_hosts: frozenset[str] | None = None,
     ) -> None:
+        """``trusted_hosts``: answers from other hosts lose their text (None: trust any)."""
         self._transport = transport
         self.client_id = client_id
         self._semaphore = asyncio.Semaphore(concurrency)
@@ -154,6 +161,7 @@ class WnsProvider(Provider):
             refresh_margin=300.0,
             default_lifetime=86400.0,
             timeout=timeout,
+            foreign=is_foreign(token_url, trusted_hosts),
         )
 
     @classmethod
@@ -175,10 +183,11 @@ class WnsProvider(Provider):
             transport=transport,
             client_id=client_id,
             client_secret=secret,
-            token_url=s.token_url or default_url,
+            token_url=checked_url("wns.token_url", s.token_url or default_url),
             scope=scope,
             concurrency=s.concurrency,
             timeout=s.timeout,
+            trusted_hosts=s.trusted_hosts(HOSTS),
         )
 
     def _channel_allowed(self, uri: str) -> bool:
@@ -199,9 +208,8 @@ class WnsProvider(Provider):
         try:
             access_token = await self.oauth.get()
         except OAuthError as exc:
-            outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
             log.warning("wns: OAuth token exchange failed: %s", exc)
-            return [SendResult(outcome, error_code="oauth_failed", error_message=str(exc)) for _ in targets]
+            return [exc.result() for _ in targets]
         return list(await asyncio.gather(*(self._send_one(rendered, t.token, access_token) for t in targets)))
 
     async def _send_one(self, rendered: WnsRendered, uri: str, access_token: str) -> SendResult:
@@ -218,11 +226,10 @@ class WnsProvider(Provider):
                     try:
                         access_token = await self.oauth.get(stale=access_token)
                     except OAuthError as exc:
-                        outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
-                        return SendResult(outcome, error_code="oauth_failed", error_message=str(exc))
+                        return exc.result()
                     resp = await self._post(rendered, uri, access_token)
             except TransportError as exc:
-                return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
+                return transport_failure(exc)
         result = classify_wns_response(resp)
         if result.outcome is Outcome.CREDENTIAL:
             log.warning("wns: credential error %s: %s", result.error_code, result.error_message)
@@ -241,4 +248,6 @@ SPEC = ProviderSpec(
     platforms=frozenset({"windows"}),
     describe=describe,
     token_rule=lambda token, lab: render_wns.normalize_token(token, allow_lab=lab),
+    hosts=HOSTS,
+    urls=lambda s: [("token_url", s.token_url)],
 )

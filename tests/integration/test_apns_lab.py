@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.gateway import Gateway
-from support.lab import Lab
+from support.lab import Lab, lab_outbound
 
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome
@@ -54,7 +54,7 @@ async def direct(lab: Lab) -> AsyncIterator[Any]:
     """Build providers from the lab's config on a real transport; closes them afterwards."""
     lab.reset()
     made: list[ApnsProvider] = []
-    shared = create_transport()
+    shared = create_transport(outbound=lab_outbound())
 
     async def make(**overrides: Any) -> ApnsProvider:
         settings = {k: v for k, v in (_config(lab) | overrides).items() if v is not None}

@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from support.gateway import Gateway
-from support.lab import Lab
+from support.lab import Lab, lab_outbound
 
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome
@@ -38,7 +38,7 @@ def _token() -> str:
 
 async def test_lab_splits_large_batches_and_checks_credentials(lab: Lab) -> None:
     lab.reset()
-    transport = create_transport(timeout=10.0, ca_file=lab.ca_file)
+    transport = create_transport(timeout=10.0, ca_file=lab.ca_file, outbound=lab_outbound())
     try:
         provider = await HmsProvider.create(_hms_settings(lab), transport)
         targets = [Target(f"d{i}", _token()) for i in range(2300)]

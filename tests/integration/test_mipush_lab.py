@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from support.gateway import Gateway
-from support.lab import Lab
+from support.lab import Lab, lab_outbound
 
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome
@@ -42,7 +42,7 @@ def _mi_settings(lab: Lab) -> dict[str, Any]:
 
 async def test_lab_checks_secret_package_and_fields(lab: Lab) -> None:
     lab.reset()
-    transport = create_transport(timeout=10.0, ca_file=lab.ca_file)
+    transport = create_transport(timeout=10.0, ca_file=lab.ca_file, outbound=lab_outbound())
     try:
         provider = await MiPushProvider.create(_mi_settings(lab), transport)
         rendered = render(Notification(title="T" * 80, body="B" * 300, data={"k": "v"}), NO, NOW)

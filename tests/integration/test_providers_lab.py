@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
-from support.lab import free_port, lab_process
+from support.lab import free_port, lab_outbound, lab_process
 
 from pushgate.domain.notification import FcmOverride, Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome
@@ -56,7 +56,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture
 async def transport(lab: Lab) -> AsyncIterator[PyreqwestTransport]:
-    t = create_transport(timeout=10.0, ca_file=lab.ca_file)
+    t = create_transport(timeout=10.0, ca_file=lab.ca_file, outbound=lab_outbound())
     assert isinstance(t, PyreqwestTransport)
     yield t
     await t.aclose()

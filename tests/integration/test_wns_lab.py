@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from support.gateway import Gateway
-from support.lab import Lab
+from support.lab import Lab, lab_outbound
 
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome
@@ -45,7 +45,7 @@ def _wns_settings(lab: Lab) -> dict[str, Any]:
 
 async def test_lab_checks_credentials_headers_and_xml(lab: Lab) -> None:
     lab.reset()
-    transport = create_transport(timeout=10.0, ca_file=lab.ca_file)
+    transport = create_transport(timeout=10.0, ca_file=lab.ca_file, outbound=lab_outbound())
     try:
         provider = await WnsProvider.create(_wns_settings(lab), transport)
         uri = await asyncio.to_thread(_channel, lab)

@@ -22,7 +22,16 @@ from typing import Any
 
 import httpx
 
+from pushgate.domain.urls import Allowance
+from pushgate.providers.outbound import OutboundPolicy
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+def lab_outbound() -> OutboundPolicy:
+    """What a transport a test builds itself may connect to: the lab on loopback (plain http
+    included), as ``devices.allow_loopback_endpoints`` in the lab's config allows a gateway."""
+    return OutboundPolicy(Allowance(lab=True))
 
 
 def free_port() -> int:
