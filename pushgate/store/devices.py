@@ -289,6 +289,18 @@ class DeviceStore:
             await _delete(conn, ids)
         return len(ids)
 
+    async def still_active(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` still exist and are active: a dispatch job carries copies of its
+        targets, so it asks again before each chunk and sends nothing to a device deleted (or
+        invalidated) since planning. One primary-key read per chunk."""
+        if not ids:
+            return set()
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(devices.c.id).where(devices.c.id.in_(ids), devices.c.status == "active")
+            )
+            return {r.id for r in rows}
+
     @staticmethod
     async def invalidate(conn: AsyncConnection, rejected: dict[str, tuple[str, str]], now: float) -> None:
         """A provider said these tokens are gone for good; later fan-outs skip the devices.
