@@ -22,6 +22,7 @@ from pushgate.store.db import Database
 from pushgate.store.memberships import (
     Caps,
     ChannelOp,
+    TooManyRows,
     bounded,
     change_channels,
     chunks,
@@ -231,9 +232,13 @@ class DeviceStore:
         return devs, (devs[-1].id if more else None)
 
     async def _ids(self, conn: AsyncConnection, app_id: str, f: DeviceFilter) -> list[tuple[str, str | None]]:
-        rows = (
-            await conn.execute(sa.select(devices.c.id, devices.c.user).where(*self._where(app_id, f)))
-        ).all()
+        """(id, user) of the devices ``f`` matches; more than a request may change is refused
+        without reading them all (a filter by users has no bound of its own)."""
+        q = sa.select(devices.c.id, devices.c.user).where(*self._where(app_id, f))
+        cap = self.caps.rows_per_request
+        rows = (await conn.execute(q.limit(cap + 1) if cap else q)).all()
+        if cap and len(rows) > cap:
+            raise TooManyRows(cap)
         return [(r.id, r.user) for r in rows]
 
     async def update(

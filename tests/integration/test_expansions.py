@@ -241,6 +241,20 @@ async def test_rows_cap_holds_for_bulk_removal(small_rows: Gateway) -> None:
     assert r.status_code == 200 and r.json()["matched"] == 5, r.text
 
 
+async def test_rows_cap_refuses_a_filter_that_matches_more_devices(small_rows: Gateway) -> None:
+    """A filter by users has no bound of its own: more matches than the limit are refused
+    without reading them all."""
+    c = small_rows.client
+    for _ in range(2):
+        await _user_with_devices(c, "frank", 20)
+    with statements(small_rows, "devices") as seen:
+        r = await c.post("/v1/devices/remove", json={"users": ["frank"]})
+    _over_rows(r)
+    assert seen == [], "devices were deleted (and rolled back) before the refusal"
+    assert "more than 30 rows" in r.json()["error"]["message"]
+    assert len(await paged(c, "/v1/devices")) == 40
+
+
 # ---- channels per device on every path ------------------------------------------------------
 
 
