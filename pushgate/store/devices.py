@@ -261,8 +261,10 @@ class DeviceStore:
             if not matched:
                 return 0
             ids = [m[0] for m in matched]
-            # The rows this update writes at the least: each device, its tags, the channels named.
-            per_device = 1 + (len(tags or {}) if tags is not UNSET else 0) + len(channels)
+            # The rows this update writes at the least: each device, its tags, the channels it
+            # adds or sets (a removal is counted as it deletes: a device may hold none of them).
+            adding = len(channels) if channels_op in ("add", "set") else 0
+            per_device = 1 + (len(tags or {}) if tags is not UNSET else 0) + adding
             expect(len(ids) * per_device)
             values: dict[str, Any] = {"updated_at": now}
             for key, value in (("user", user), ("locale", locale), ("timezone", timezone)):

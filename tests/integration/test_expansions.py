@@ -224,6 +224,11 @@ async def test_rows_cap_holds_for_bulk_updates(small_rows: Gateway) -> None:
     ok = {"users": ["dave"], "channels_update": {"op": "add", "channels": ["p"]}}
     assert (await small_rows.client.post("/v1/devices/update", json=ok)).status_code == 200
     assert await _channel_size(small_rows.client, "p") == 10
+    # A removal counts what it deletes, not what it names: these devices hold one of the three.
+    drop = {"users": ["dave"], "channels_update": {"op": "remove", "channels": ["p", "q", "r"]}}
+    r = await small_rows.client.post("/v1/devices/update", json=drop)
+    assert r.status_code == 200, r.text
+    assert await _channel_size(small_rows.client, "p") == 0
 
 
 async def test_rows_cap_holds_for_bulk_removal(small_rows: Gateway) -> None:
