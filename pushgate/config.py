@@ -197,6 +197,12 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
     max_queue_depth: Annotated[int, msgspec.Meta(ge=0)] = 100_000
     #: … or while the oldest runnable job has waited longer than this many seconds (0: off).
     max_queue_age_seconds: NonNegative = 300.0
+    #: Channels one device may be in (its own and its user's bound ones), and channels one user
+    #: may be bound to; every route that adds channels answers 400 past it.
+    max_channels_per_device: AtLeastOne = 1000
+    #: Rows (devices, channel memberships, tags, user bindings) one request may write or delete,
+    #: so no request holds the database for long (0: no limit).
+    max_rows_per_request: Annotated[int, msgspec.Meta(ge=0)] = 50_000
 
 
 class DeviceSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -32,6 +32,7 @@ from pushgate.store.channels import ChannelStore
 from pushgate.store.credentials import CredentialStore, credential_store
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
+from pushgate.store.memberships import Caps
 from pushgate.store.publishes import PublishStore
 from pushgate.store.queue import JobQueue
 
@@ -96,14 +97,16 @@ async def open_runtime(
             await db.migrate()
         engine = Engine(settings, db, transport) if workers else None
         creds = engine.pool.creds if engine else credential_store(settings.secret_key, db)
+        limits = settings.limits
+        caps = Caps(limits.max_channels_per_device, limits.max_rows_per_request)
         yield Runtime(
             settings=settings,
             db=db,
             transport=transport,
             apps=AppStore(db),
-            devices=DeviceStore(db),
-            channels=ChannelStore(db),
-            bindings=BindingStore(db),
+            devices=DeviceStore(db, caps),
+            channels=ChannelStore(db, caps),
+            bindings=BindingStore(db, caps),
             publishes=PublishStore(db),
             creds=creds,
             pool=engine.pool if engine else ProviderPool(settings, transport, creds),

@@ -12,6 +12,7 @@ from pushgate.api import cursors
 from pushgate.api.common import check_channels, page_limit, split_list
 from pushgate.api.devices import device_out
 from pushgate.api.errors import bad_request, error_responses
+from pushgate.api.limits import within_limits
 from pushgate.api.schemas import (
     ChannelOut,
     ChannelPage,
@@ -80,7 +81,8 @@ class ChannelController(Controller):
         check_channels(data.channels)
         if data.op != "set" and not data.channels:
             raise bad_request("channels: give at least one channel for add/remove")
-        await services.bindings.update_user_channels(app.id, user, data.op, data.channels)
+        with within_limits():
+            await services.bindings.update_user_channels(app.id, user, data.op, data.channels)
         return Matched(len(data.channels))
 
     @get("/user-channels", summary="List user to channel bindings", responses=error_responses(400, 401))

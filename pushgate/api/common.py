@@ -14,6 +14,11 @@ from pushgate.domain.registry import CHANNEL_RULE, valid_channel
 from pushgate.providers import registry
 from pushgate.providers.base import ProviderSpec
 
+#: The longest token stored (a Web Push subscription's compact JSON included) and the longest
+#: endpoint a token may carry (Web Push): real ones are a few hundred characters.
+MAX_TOKEN = 4096
+MAX_ENDPOINT = 2048
+
 
 def provider_spec(provider: str, where: str = "provider") -> ProviderSpec:
     """The registry's spec of a provider named in a request; a 400 naming ``where`` otherwise.
@@ -32,9 +37,14 @@ def normalize_token(provider: str, token: str | dict[str, Any], settings: Settin
     spec = provider_spec(provider)
     allow = settings.outbound.allowance(settings.devices.allow_loopback_endpoints)
     try:
-        return spec.normalize_token(token, allow)
+        stored, key = spec.normalize_token(token, allow)
     except ValueError as exc:
         raise bad_request(f"token: {exc}") from None
+    if key != stored and len(key) > MAX_ENDPOINT:
+        raise bad_request(f"token: the endpoint is {len(key)} characters long; the most is {MAX_ENDPOINT}")
+    if len(stored) > MAX_TOKEN:
+        raise bad_request(f"token: {len(stored)} characters once normalised; the most is {MAX_TOKEN}")
+    return stored, key
 
 
 def check_channels(channels: list[str] | None, field: str = "channels") -> None:

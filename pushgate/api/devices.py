@@ -12,6 +12,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 from pushgate.api import cursors
 from pushgate.api.common import check_channels, normalize_token, page_limit, provider_spec, split_list
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
+from pushgate.api.limits import within_limits
 from pushgate.api.schemas import (
     DeviceBulkUpdate,
     DeviceEnvelope,
@@ -176,7 +177,8 @@ class DeviceController(Controller):
     async def register(self, data: JSONBody[DeviceIn], app: AppDep, services: ServicesDep) -> DeviceEnvelope:
         reg = _registration(data, services.settings)
         try:
-            device, _created = await services.devices.register(app.id, reg)
+            with within_limits():
+                device, _created = await services.devices.register(app.id, reg)
         except DeviceNotFound:
             raise not_found("device", data.id or "") from None
         except DeviceConflict as exc:
@@ -207,7 +209,8 @@ class DeviceController(Controller):
         if problems:
             raise _batch_error(400, "invalid_request", problems)
         try:
-            done = await services.devices.register_many(app.id, regs)
+            with within_limits():
+                done = await services.devices.register_many(app.id, regs)
         except DeviceBatchDuplicate as exc:
             raise _batch_error(
                 400,
@@ -304,24 +307,23 @@ class DeviceController(Controller):
             token, key = normalize_token(device.provider, data.token, services.settings)
         else:
             token, key = device.token, _identity(device)
+        reg = Registration(
+            provider=device.provider,
+            token=token,
+            token_key=key,
+            platform=platform,
+            device_id=device_id,
+            user=(data.user or None) if data.user is not None else UNSET,
+            meta=data.meta if data.meta is not None else UNSET,
+            tags=data.tags if data.tags is not None else UNSET,
+            channels=data.channels if data.channels is not None else UNSET,
+            locale=data.locale if data.locale is not None else UNSET,
+            timezone=data.timezone if data.timezone is not None else UNSET,
+            environment=data.environment if data.environment is not None else UNSET,
+        )
         try:
-            updated, _ = await services.devices.register(
-                app.id,
-                Registration(
-                    provider=device.provider,
-                    token=token,
-                    token_key=key,
-                    platform=platform,
-                    device_id=device_id,
-                    user=(data.user or None) if data.user is not None else UNSET,
-                    meta=data.meta if data.meta is not None else UNSET,
-                    tags=data.tags if data.tags is not None else UNSET,
-                    channels=data.channels if data.channels is not None else UNSET,
-                    locale=data.locale if data.locale is not None else UNSET,
-                    timezone=data.timezone if data.timezone is not None else UNSET,
-                    environment=data.environment if data.environment is not None else UNSET,
-                ),
-            )
+            with within_limits():
+                updated, _ = await services.devices.register(app.id, reg)
         except DeviceNotFound:
             raise not_found("device", device_id) from None
         except DeviceConflict as exc:
@@ -337,7 +339,8 @@ class DeviceController(Controller):
         responses=error_responses(400, 401, 404),
     )
     async def delete_device(self, device_id: FromPath[str], app: AppDep, services: ServicesDep) -> None:
-        n = await services.devices.remove(app.id, DeviceFilter(ids=[device_id]))
+        with within_limits():
+            n = await services.devices.remove(app.id, DeviceFilter(ids=[device_id]))
         if n == 0:
             raise not_found("device", device_id)
 
@@ -357,15 +360,16 @@ class DeviceController(Controller):
         if data.channels_update:
             check_channels(data.channels_update.channels, "channels_update.channels")
         f = _filter(services, data)
-        n = await services.devices.update(
-            app.id,
-            f,
-            user=(data.user_update.user or None) if data.user_update else UNSET,
-            meta=data.meta_update.meta if data.meta_update else UNSET,
-            tags=data.tags_update.tags if data.tags_update else UNSET,
-            channels_op=data.channels_update.op if data.channels_update else None,
-            channels=data.channels_update.channels if data.channels_update else (),
-        )
+        with within_limits():
+            n = await services.devices.update(
+                app.id,
+                f,
+                user=(data.user_update.user or None) if data.user_update else UNSET,
+                meta=data.meta_update.meta if data.meta_update else UNSET,
+                tags=data.tags_update.tags if data.tags_update else UNSET,
+                channels_op=data.channels_update.op if data.channels_update else None,
+                channels=data.channels_update.channels if data.channels_update else (),
+            )
         return Matched(n)
 
     @post(
@@ -377,7 +381,9 @@ class DeviceController(Controller):
     async def bulk_remove(
         self, data: JSONBody[DeviceFilterIn], app: AppDep, services: ServicesDep
     ) -> Matched:
-        return Matched(await services.devices.remove(app.id, _filter(services, data)))
+        f = _filter(services, data)
+        with within_limits():
+            return Matched(await services.devices.remove(app.id, f))
 
     @put(
         "/{device_id:str}/channels/{channel:str}",
@@ -390,7 +396,9 @@ class DeviceController(Controller):
     ) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
-        if not await services.channels.set_channel(app.id, device_id, channel, True):
+        with within_limits():
+            found = await services.channels.set_channel(app.id, device_id, channel, True)
+        if not found:
             raise not_found("device", device_id)
 
     @delete(
@@ -404,7 +412,9 @@ class DeviceController(Controller):
     ) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
-        if not await services.channels.set_channel(app.id, device_id, channel, False):
+        with within_limits():
+            found = await services.channels.set_channel(app.id, device_id, channel, False)
+        if not found:
             raise not_found("device", device_id)
 
 

@@ -26,7 +26,13 @@ ProviderName = Annotated[
     ),
 ]
 Platform = Literal["ios", "android", "web", "windows", "macos", "other"]
-ShortMap = Annotated[dict[str, Annotated[str, msgspec.Meta(max_length=1000)]], msgspec.Meta(max_length=64)]
+#: Free-form string map (device ``meta``): names up to 200 and values up to 1000 characters.
+ShortMap = Annotated[
+    dict[Annotated[str, msgspec.Meta(max_length=200)], Annotated[str, msgspec.Meta(max_length=1000)]],
+    msgspec.Meta(max_length=64),
+]
+#: An id or a name a request looks rows up by (never longer than what can be stored).
+Key200 = Annotated[str, msgspec.Meta(max_length=200)]
 #: Like ShortMap, but tags are indexed: names fit a 200- and values a 500-character column.
 TagMap = Annotated[
     dict[
@@ -50,7 +56,7 @@ class DeviceIn(Strict):
     #: A string; for Web Push the subscription object or its JSON string.
     token: str | dict[str, Any]
     platform: Platform
-    id: str | None = None
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=40)] | None = None
     user: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     meta: ShortMap | None = None
     tags: TagMap | None = None
@@ -97,8 +103,8 @@ class ChannelsUpdate(Strict):
 
 
 class DeviceFilterIn(Strict):
-    ids: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
-    users: Annotated[list[str], msgspec.Meta(max_length=1000)] | None = None
+    ids: Annotated[list[Key200], msgspec.Meta(max_length=1000)] | None = None
+    users: Annotated[list[Key200], msgspec.Meta(max_length=1000)] | None = None
     provider_tokens: Annotated[list[ProviderToken], msgspec.Meta(max_length=1000)] | None = None
 
 
@@ -184,7 +190,7 @@ class PublishIn(Strict):
     providers: ProviderOverrides | None = None
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     #: RFC 3339; undelivered recipients become ``expired`` after it.
-    expire_at: str | None = None
+    expire_at: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 # ---- responses ---------------------------------------------------------------------------

@@ -27,11 +27,16 @@ class Skip(enum.StrEnum):
     CANCELLED = "cancelled"
     #: Deferred (quarantine, rate limit) past ``retry.max_age_seconds``: failed, a dead letter.
     DEFERRED_TOO_LONG = "deferred_too_long"
+    #: The device was deleted (or marked invalid) after planning: failed, not a dead letter.
+    DEVICE_REMOVED = "device_removed"
 
 
 _SKIP_MESSAGES = {
     Skip.DEFERRED_TOO_LONG: (
         "still deferred (provider quarantined or rate limited) after retry.max_age_seconds"
+    ),
+    Skip.DEVICE_REMOVED: (
+        "not sent: the device was deleted or marked invalid after this publish was planned"
     ),
 }
 
@@ -54,6 +59,7 @@ class NotAttempted:
 EXPIRED = NotAttempted(Skip.EXPIRED)
 CANCELLED = NotAttempted(Skip.CANCELLED)
 DEFERRED_TOO_LONG = NotAttempted(Skip.DEFERRED_TOO_LONG)
+DEVICE_REMOVED = NotAttempted(Skip.DEVICE_REMOVED)
 
 #: What happened to one target: a provider's answer (or a local failure classified like one),
 #: or no attempt at all.
@@ -142,6 +148,9 @@ def judge(batch: Batch, result: Attempt, *, now: float, cancelled: bool) -> Verd
             return Verdict(DeliveryStatus.EXPIRED)
         if result.reason is Skip.DEFERRED_TOO_LONG:
             return Verdict(DeliveryStatus.FAILED, dead=True)
+        if result.reason is Skip.DEVICE_REMOVED:
+            # Nothing to replay to; after a cancel it stays counted as cancelled.
+            return Verdict(DeliveryStatus.CANCELLED if cancelled else DeliveryStatus.FAILED)
         # Skipped because the publish looked cancelled; cancels are final, so the recording
         # transaction sees it too. Were it not so, the target goes back to the retry ladder.
         return _retryable(batch, Outcome.PROVIDER_TRANSIENT, None, now=now, cancelled=cancelled)

@@ -3,7 +3,8 @@ to the recorder (``engine/recorder.py``, one transaction per chunk).
 
 Before and between chunks the batch passes the pair's quarantine and the rate limits; either
 may defer the rest of the job (no attempt is spent). Targets that are not sent at all (the
-deadline passed, the publish was cancelled, the wait would outlast ``retry.max_age_seconds``)
+deadline passed, the publish was cancelled, the wait would outlast ``retry.max_age_seconds``,
+the device was deleted since planning)
 are recorded as :class:`~pushgate.domain.accounting.NotAttempted`, never as a made-up answer.
 """
 
@@ -16,7 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pushgate.config import Settings
-from pushgate.domain.accounting import CANCELLED, DEFERRED_TOO_LONG, EXPIRED, Batch, NotAttempted
+from pushgate.domain.accounting import (
+    CANCELLED,
+    DEFERRED_TOO_LONG,
+    DEVICE_REMOVED,
+    EXPIRED,
+    Attempt,
+    Batch,
+    NotAttempted,
+)
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.retry import RetryPolicy
@@ -31,6 +40,7 @@ from pushgate.metrics import DEFERRED, SEND_SECONDS
 from pushgate.providers import registry
 from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.store.db import Database
+from pushgate.store.devices import DeviceStore
 from pushgate.store.health import ProviderHealthStore
 from pushgate.store.publishes import Publish, PublishStore
 from pushgate.store.queue import Job, JobQueue, LeaseLost
@@ -96,6 +106,7 @@ class Dispatcher:
             db, publishes, guards.quarantine, guards.store, settings.engine.lease_seconds
         )
         self.renders = RenderCache()
+        self.devices = DeviceStore(db)
         self._cancel_checks: dict[str, tuple[float, bool]] = {}
 
     def _job_recorder(self, job: Job[DispatchPayload], pub: Publish, deadline: float | None) -> JobRecorder:
@@ -187,22 +198,34 @@ class Dispatcher:
                 return
             if wait > 0:
                 await asyncio.sleep(wait)
-            async with g.limits.in_flight.hold(len(chunk)):
+            live = await self._still_there(chunk)
+            async with g.limits.in_flight.hold(len(live)):
                 started = time.perf_counter()
-                results = await provider.send_batch(rendered, chunk)
+                answers = await provider.send_batch(rendered, live) if live else []
                 SEND_SECONDS.labels(provider_name).observe(time.perf_counter() - started)
+            results = _in_order(chunk, live, answers)
             k += len(chunk)
-            stale = await self._rotated_meanwhile(pub.app_id, app_name, provider_name, provider, results)
+            stale = await self._rotated_meanwhile(pub.app_id, app_name, provider_name, provider, answers)
             parked = await record(
                 chunk, results, final=k >= len(targets), probing=probing, stale_credential=stale
             )
-            probing = False
+            probing = probing and not live  # a probe whose device was removed is still owed
             if parked is not None:
                 # The rest of the job was deferred with these answers; unless waiting would
                 # outlive the notification or the retry age, in which case it ends now.
                 if not await self._give_up_instead(record, pub, provider_name, targets[k:], parked):
                     DEFERRED.labels(provider_name, "quarantine").inc()
                 return
+
+    async def _still_there(self, chunk: list[Target]) -> list[Target]:
+        """The chunk without the devices deleted or invalidated since the job was planned (the
+        job carries copies of its targets): one read per chunk, raw tokens and native
+        audiences pass as they are."""
+        ids = [t.recipient_id for t in chunk if t.recipient_id.startswith("dev_")]
+        if not ids:
+            return chunk
+        active = await self.devices.still_active(ids)
+        return [t for t in chunk if t.recipient_id in active or not t.recipient_id.startswith("dev_")]
 
     async def _rotated_meanwhile(
         self, app_id: str, app_name: str, provider_name: str, used: Provider, results: list[SendResult]
@@ -258,6 +281,16 @@ class Dispatcher:
         record = self._job_recorder(job, pub, None)
         await record(targets, [failed for _ in targets], final=True, observed=False)
         await self.publishes.finish_if_done(pub.id)
+
+
+def _in_order(chunk: list[Target], live: list[Target], answers: list[SendResult]) -> list[Attempt]:
+    """One result per target of ``chunk``: the provider's answers for ``live``, in order, and
+    :data:`DEVICE_REMOVED` for the targets left out."""
+    if len(live) == len(chunk):
+        return list(answers)
+    sent = iter(answers)
+    kept = {id(t) for t in live}
+    return [next(sent) if id(t) in kept else DEVICE_REMOVED for t in chunk]
 
 
 def _deadline(pub: Publish) -> float | None:

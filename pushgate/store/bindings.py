@@ -14,7 +14,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.store.db import Database
-from pushgate.store.memberships import ChannelOp, change_channels
+from pushgate.store.memberships import (
+    Caps,
+    ChannelOp,
+    TooManyChannels,
+    bounded,
+    change_channels,
+    delete_rows,
+    expect,
+    insert_rows,
+)
 from pushgate.store.schema import devices, user_channels
 
 
@@ -47,6 +56,13 @@ async def rebind_user(
             await change_channels(conn, app_id, dev_ids, "add", bound)
 
 
+async def _user_devices(conn: AsyncConnection, app_id: str, user: str) -> list[str]:
+    rows = await conn.execute(
+        sa.select(devices.c.id).where(devices.c.app_id == app_id, devices.c.user == user)
+    )
+    return [r.id for r in rows]
+
+
 def _difference(op: ChannelOp, current: set[str], wanted: set[str]) -> tuple[set[str], set[str]]:
     """The bindings ``op`` adds and removes, given the ``current`` ones and the request's."""
     if op == "add":
@@ -57,41 +73,45 @@ def _difference(op: ChannelOp, current: set[str], wanted: set[str]) -> tuple[set
 
 
 class BindingStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, caps: Caps | None = None) -> None:
         self.db = db
+        self.caps = caps or Caps()
 
     async def update_user_channels(
         self, app_id: str, user: str, op: ChannelOp, channels: Sequence[str]
     ) -> None:
-        """Change a user's bindings and apply the difference to all of the user's devices now."""
+        """Change a user's bindings and apply the difference to all of the user's devices now.
+
+        Raises :class:`~pushgate.store.memberships.TooManyChannels` (the user's bindings, or one
+        of the user's devices, over ``caps.channels_per_device``) or
+        :class:`~pushgate.store.memberships.TooManyRows`, with nothing written."""
         now = time.time()
-        async with self.db.write() as conn:
+        async with bounded(self.db, self.caps) as conn:
             current = set(await bound_channels(conn, app_id, user))
             added, removed = _difference(op, current, set(channels))
+            after = len(current) + len(added) - len(removed)
+            if added and after > self.caps.channels_per_device:
+                raise TooManyChannels(f"user {user!r}", after, self.caps.channels_per_device)
+            dev_ids = await _user_devices(conn, app_id, user)
+            # Each binding added or removed is a row on every one of the user's devices.
+            expect((len(dev_ids) + 1) * (len(added) + len(removed)))
             if removed:
-                await conn.execute(
-                    sa.delete(user_channels).where(
-                        user_channels.c.app_id == app_id,
-                        user_channels.c.user == user,
-                        user_channels.c.channel.in_(removed),
-                    )
+                await delete_rows(
+                    conn,
+                    user_channels,
+                    user_channels.c.app_id == app_id,
+                    user_channels.c.user == user,
+                    user_channels.c.channel.in_(sorted(removed)),
                 )
             if added:
-                await conn.execute(
+                await insert_rows(
+                    conn,
                     sa.insert(user_channels),
-                    [
+                    (
                         {"app_id": app_id, "user": user, "channel": c, "created_at": now}
                         for c in sorted(added)
-                    ],
+                    ),
                 )
-            dev_ids = [
-                r.id
-                for r in (
-                    await conn.execute(
-                        sa.select(devices.c.id).where(devices.c.app_id == app_id, devices.c.user == user)
-                    )
-                ).all()
-            ]
             if dev_ids and removed:
                 await change_channels(conn, app_id, dev_ids, "remove", sorted(removed))
             if dev_ids and added:

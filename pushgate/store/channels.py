@@ -12,13 +12,14 @@ import sqlalchemy as sa
 
 from pushgate.store.db import Database
 from pushgate.store.devices import Device, device_from_row
-from pushgate.store.memberships import change_channels
+from pushgate.store.memberships import Caps, bounded, change_channels
 from pushgate.store.schema import device_channels, devices
 
 
 class ChannelStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, caps: Caps | None = None) -> None:
         self.db = db
+        self.caps = caps or Caps()
 
     async def list_channels(
         self, app_id: str, *, cursor: str | None, limit: int, prefix: str | None = None
@@ -59,8 +60,11 @@ class ChannelStore:
         return devs, (devs[-1].id if len(rows) > limit else None)
 
     async def set_channel(self, app_id: str, device_id: str, channel: str, present: bool) -> bool:
-        """Subscribe (``present``) or unsubscribe one device; False when the device does not exist."""
-        async with self.db.write() as conn:
+        """Subscribe (``present``) or unsubscribe one device; False when the device does not exist.
+
+        A subscription that would put the device over ``caps.channels_per_device`` raises
+        :class:`~pushgate.store.memberships.TooManyChannels`."""
+        async with bounded(self.db, self.caps) as conn:
             found = (
                 await conn.execute(
                     sa.select(devices.c.id).where(devices.c.app_id == app_id, devices.c.id == device_id)

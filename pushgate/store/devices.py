@@ -19,7 +19,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pushgate.store import registrations
 from pushgate.store.bindings import rebind_user
 from pushgate.store.db import Database
-from pushgate.store.memberships import ChannelOp, change_channels, chunks, forget, replace_tags
+from pushgate.store.memberships import (
+    Caps,
+    ChannelOp,
+    TooManyRows,
+    bounded,
+    change_channels,
+    chunks,
+    expect,
+    forget,
+    replace_tags,
+    spent,
+)
 from pushgate.store.registrations import UNSET, Registration
 from pushgate.store.registrations import token_hash as token_hash  # the key other layers look devices up by
 from pushgate.store.schema import device_channels, device_tags, devices
@@ -85,15 +96,20 @@ def device_from_row(row: Any) -> Device:
 
 
 class DeviceStore:
-    def __init__(self, db: Database) -> None:
+    """Writes that come from a request run in :func:`~pushgate.store.memberships.bounded`
+    transactions: they raise :class:`~pushgate.store.memberships.TooManyRows` or
+    :class:`~pushgate.store.memberships.TooManyChannels` past ``caps``, with nothing written."""
+
+    def __init__(self, db: Database, caps: Caps | None = None) -> None:
         self.db = db
+        self.caps = caps or Caps()
 
     async def register(self, app_id: str, reg: Registration) -> tuple[Device, bool]:
         """Insert or update by (app, provider, token); returns the device and whether it is new.
 
         Registering a token again reactivates it: the app has evidence it works again.
         """
-        async with self.db.write() as conn:
+        async with bounded(self.db, self.caps) as conn:
             dev_id, created = await registrations.register_one(conn, app_id, reg, time.time())
             device = await self._load(conn, app_id, dev_id, full=True)
         assert device is not None
@@ -106,7 +122,7 @@ class DeviceStore:
         :func:`~pushgate.store.registrations.register_many` raises them, with nothing written.
         """
         now = time.time()
-        async with self.db.write() as conn:
+        async with bounded(self.db, self.caps) as conn:
             return await registrations.register_many(conn, app_id, regs, now)
 
     async def get(self, app_id: str, device_id: str) -> Device | None:
@@ -216,9 +232,13 @@ class DeviceStore:
         return devs, (devs[-1].id if more else None)
 
     async def _ids(self, conn: AsyncConnection, app_id: str, f: DeviceFilter) -> list[tuple[str, str | None]]:
-        rows = (
-            await conn.execute(sa.select(devices.c.id, devices.c.user).where(*self._where(app_id, f)))
-        ).all()
+        """(id, user) of the devices ``f`` matches; more than a request may change is refused
+        without reading them all (a filter by users has no bound of its own)."""
+        q = sa.select(devices.c.id, devices.c.user).where(*self._where(app_id, f))
+        cap = self.caps.rows_per_request
+        rows = (await conn.execute(q.limit(cap + 1) if cap else q)).all()
+        if cap and len(rows) > cap:
+            raise TooManyRows(cap)
         return [(r.id, r.user) for r in rows]
 
     async def update(
@@ -236,11 +256,16 @@ class DeviceStore:
     ) -> int:
         """Bulk update (Centrifugo ``device_update`` semantics); returns how many devices matched."""
         now = time.time()
-        async with self.db.write() as conn:
+        async with bounded(self.db, self.caps) as conn:
             matched = await self._ids(conn, app_id, f)
             if not matched:
                 return 0
             ids = [m[0] for m in matched]
+            # The rows this update writes at the least: each device, its tags, the channels it
+            # adds or sets (a removal is counted as it deletes: a device may hold none of them).
+            adding = len(channels) if channels_op in ("add", "set") else 0
+            per_device = 1 + (len(tags or {}) if tags is not UNSET else 0) + adding
+            expect(len(ids) * per_device)
             values: dict[str, Any] = {"updated_at": now}
             for key, value in (("user", user), ("locale", locale), ("timezone", timezone)):
                 if value is not UNSET:
@@ -249,6 +274,7 @@ class DeviceStore:
                 values["meta"] = json.dumps(meta) if meta else None
             for chunk in chunks(ids):
                 await conn.execute(sa.update(devices).where(devices.c.id.in_(chunk)).values(**values))
+                await spent(len(chunk))
             if tags is not UNSET:
                 await replace_tags(conn, app_id, ids, tags or {})
             if channels_op is not None:
@@ -257,7 +283,7 @@ class DeviceStore:
         return len(matched)
 
     async def remove(self, app_id: str, f: DeviceFilter) -> int:
-        async with self.db.write() as conn:
+        async with bounded(self.db, self.caps) as conn:
             ids = [m[0] for m in await self._ids(conn, app_id, f)]
             await _delete(conn, ids)
         return len(ids)
@@ -269,6 +295,18 @@ class DeviceStore:
             ids = [r.id for r in (await conn.execute(q)).all()]
             await _delete(conn, ids)
         return len(ids)
+
+    async def still_active(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` still exist and are active: a dispatch job carries copies of its
+        targets, so it asks again before each chunk and sends nothing to a device deleted (or
+        invalidated) since planning. One primary-key read per chunk."""
+        if not ids:
+            return set()
+        async with self.db.read() as conn:
+            rows = await conn.execute(
+                sa.select(devices.c.id).where(devices.c.id.in_(ids), devices.c.status == "active")
+            )
+            return {r.id for r in rows}
 
     @staticmethod
     async def invalidate(conn: AsyncConnection, rejected: dict[str, tuple[str, str]], now: float) -> None:
@@ -324,3 +362,4 @@ async def _delete(conn: AsyncConnection, ids: list[str]) -> None:
     for chunk in chunks(ids):
         await forget(conn, chunk)
         await conn.execute(sa.delete(devices).where(devices.c.id.in_(chunk)))
+        await spent(len(chunk))

@@ -23,9 +23,11 @@ from pushgate.store.dialect import upsert_many_replacing
 from pushgate.store.memberships import (
     change_channels,
     chunks,
+    expect,
     replace_channels_each,
     replace_tags,
     replace_tags_each,
+    spent,
 )
 from pushgate.store.schema import devices
 
@@ -180,6 +182,7 @@ async def register_one(conn: AsyncConnection, app_id: str, reg: Registration, no
         dev_id = existing.id
         old_user = existing.user
         await conn.execute(sa.update(devices).where(devices.c.id == dev_id).values(**values))
+    await spent(1)
     if reg.tags is not UNSET:
         await replace_tags(conn, app_id, [dev_id], reg.tags or {})
     if reg.channels is not UNSET:
@@ -205,6 +208,7 @@ async def register_many(
     """
     hashes = [token_hash(r.provider, r.token_key) for r in regs]
     check_duplicates(regs, hashes)
+    expect(sum(_rows(reg) for reg in regs))
     result: list[tuple[str, bool] | None] = [None] * len(regs)
     for i, reg in enumerate(regs):
         if reg.device_id is not None:
@@ -224,6 +228,7 @@ async def register_many(
     for given, members in groups.items():
         for chunk in chunks(members):
             rows = await _upsert(conn, app_id, [(regs[i], hashes[i]) for i in chunk], given, now)
+            await spent(len(chunk))
             for i in chunk:
                 row = rows[hashes[i]]
                 # An updated row keeps its created_at, so `created_at == now` means inserted.
@@ -243,6 +248,13 @@ async def register_many(
     for (old_user, new_user), dev_ids in rebind.items():
         await rebind_user(conn, app_id, dev_ids, old_user, new_user)
     return done
+
+
+def _rows(reg: Registration) -> int:
+    """The rows a registration writes at the least: its device, its tags, its own channels."""
+    tags = len(reg.tags or {}) if reg.tags is not UNSET else 0
+    channels = len(reg.channels or []) if reg.channels is not UNSET else 0
+    return 1 + tags + channels
 
 
 async def _users_before(
