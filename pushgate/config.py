@@ -1,5 +1,6 @@
 """Settings: an optional TOML file, ``${VAR}`` interpolation, ``PUSHGATE_*`` environment overrides.
 
+Long because: every section's Struct, with its defaults and bounds, is declared in this one place.
 Every key has a default (docs/configuration.md lists them all). Loading fails with a
 :class:`ConfigError` whose message names the offending key, so a typo never becomes a silent
 default at 3 a.m.
@@ -175,13 +176,32 @@ class DeviceSettings(msgspec.Struct, forbid_unknown_fields=True):
     prune_inactive: bool = False
 
 
+class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """How long finished publishes are kept, and how the background sweep deletes them."""
+
+    #: Days a finished publish (its delivery records, counters, dead letters and leftover jobs)
+    #: is kept after it closed; fractions are allowed (0.5 is 12 hours), 0 keeps everything.
+    days: NonNegative = 7.0
+    #: Seconds between two sweeps of each worker process (the first runs at start).
+    interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    #: Rows deleted per transaction: at most this many publishes and this many delivery records.
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+
+
+class AppRetention(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[apps.<name>.retention]``: one app's own ``days`` (unset: ``[retention] days``)."""
+
+    days: NonNegative | None = None
+
+
 class AppSection(msgspec.Struct, forbid_unknown_fields=True):
-    """``[apps.<name>]``: one app's credentials (``[apps.<name>.<provider>]``) and rates."""
+    """``[apps.<name>]``: one app's credentials (``[apps.<name>.<provider>]``), rates, retention."""
 
     #: Provider name → that provider's settings Struct (``ProviderSpec.settings``); written in
     #: TOML as ``[apps.<name>.<provider>]``.
     providers: dict[str, Any] = msgspec.field(default_factory=dict)
     rate_limits: AppRateLimits | None = None
+    retention: AppRetention | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -199,6 +219,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     quarantine: QuarantineSettings = msgspec.field(default_factory=QuarantineSettings)
     rate_limits: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     #: Credentials of the ``default`` app: provider name → its settings Struct, written in
     #: TOML as top-level ``[fcm]``, ``[apns]``, …
     providers: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -215,13 +236,31 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             out.update(holder)
         return out
 
+    def retention_days(self, app_id: str, app_name: str) -> float:
+        """The app's ``[apps.<name or id>.retention] days`` (by id first), else ``[retention] days``."""
+        for key in (app_id, app_name):
+            own = self.apps[key].retention if key in self.apps else None
+            if own is not None and own.days is not None:
+                return own.days
+        return self.retention.days
+
     def provider_settings(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
         """:meth:`provider_sections` as plain mappings (for display)."""
         return {k: msgspec.to_builtins(v) for k, v in self.provider_sections(app_id, app_name).items()}
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECTIONS = ("server", "engine", "limits", "devices", "retry", "quarantine", "rate_limits", "health")
+_SECTIONS = (
+    "server",
+    "engine",
+    "limits",
+    "devices",
+    "retry",
+    "quarantine",
+    "rate_limits",
+    "health",
+    "retention",
+)
 _SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential", "pem", "p12")
 
 
@@ -431,7 +470,9 @@ def _with_sections(table: dict[str, Any], *, every_rate: bool = False) -> dict[s
     out = {k: v for k, v in table.items() if k != "providers"} | table.get("providers", {})
     if (rates := out.get("rate_limits")) is not None:
         zero = dict.fromkeys(registry.names(), 0.0) if every_rate else {}
-        out["rate_limits"] = _unmap({**rates, "by_provider": zero | rates["by_provider"]}, "{}_per_second")
+        out["rate_limits"] = _unmap(
+            {**rates, "by_provider": zero | rates.get("by_provider", {})}, "{}_per_second"
+        )
     return out
 
 
