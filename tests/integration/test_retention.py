@@ -24,7 +24,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
-from support.api import fcm_token, publish, publish_status, register, wait_final
+from support.api import fcm_token, paged, publish, publish_status, register, wait_final
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
 from support.wait import wait_for
@@ -129,6 +129,8 @@ async def test_old_publishes_records_and_jobs_go_recent_and_open_ones_stay(
             assert await _rows(gw, table, old) == 0, table.name
         assert (await publish_status(gw.client, recent))["status"] == "completed"
         assert len(await gw.deliveries(recent)) == 2
+        listed = {p["id"] for p in await paged(gw.client, "/v1/publishes")}
+        assert recent in listed and running in listed and old not in listed
 
         # Far in the future every finished publish is past it; the open one is never deleted.
         got = await _engine(gw).retention.sweep(now=time.time() + 1000 * DAY)
