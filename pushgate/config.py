@@ -185,7 +185,7 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Seconds between two sweeps of each worker process (the first runs at start).
     interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 600.0
     #: Rows deleted per transaction: at most this many publishes and this many delivery records.
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
 
 
 class AppRetention(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -14,7 +14,7 @@ def test_defaults_keep_a_week() -> None:
     s = load_settings(None, env={})
     assert s.retention.days == 7.0
     assert s.retention.interval_seconds == 600.0
-    assert s.retention.batch_size == 1000
+    assert s.retention.batch_size == 500
     assert s.retention_days("app_1", "default") == 7.0
 
 
