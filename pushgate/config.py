@@ -216,8 +216,26 @@ class DeviceSettings(msgspec.Struct, forbid_unknown_fields=True):
     prune_inactive: bool = False
 
 
+class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """How long finished publishes are kept, and how the background sweep deletes them."""
+
+    #: Days a finished publish (its delivery records, counters, dead letters and leftover jobs)
+    #: is kept after it closed; fractions are allowed (0.5 is 12 hours), 0 keeps everything.
+    days: NonNegative = 7.0
+    #: Seconds between two sweeps of each worker process (the first runs at start).
+    interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    #: Rows deleted per transaction: at most this many publishes and this many delivery records.
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 500
+
+
+class AppRetention(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[apps.<name>.retention]``: one app's own ``days`` (unset: ``[retention] days``)."""
+
+    days: NonNegative | None = None
+
+
 class AppSection(msgspec.Struct, forbid_unknown_fields=True):
-    """``[apps.<name>]``: one app's credentials (``[apps.<name>.<provider>]``) and rates."""
+    """``[apps.<name>]``: one app's credentials (``[apps.<name>.<provider>]``), rates, retention."""
 
     #: Provider name → that provider's settings Struct (``ProviderSpec.settings``); written in
     #: TOML as ``[apps.<name>.<provider>]``.
@@ -225,6 +243,7 @@ class AppSection(msgspec.Struct, forbid_unknown_fields=True):
     rate_limits: AppRateLimits | None = None
     #: Hosts this app's uploaded credentials may name besides ``outbound.upload_hosts``.
     upload_hosts: list[HostPattern] = msgspec.field(default_factory=list)
+    retention: AppRetention | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -244,6 +263,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     rate_limits: RateLimitSettings = msgspec.field(default_factory=RateLimitSettings)
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
     outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     #: Credentials of the ``default`` app: provider name → its settings Struct, written in
     #: TOML as top-level ``[fcm]``, ``[apns]``, …
     providers: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -260,13 +280,23 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             out.update(holder)
         return out
 
+    def retention_days(self, app_id: str, app_name: str) -> float:
+        """The app's ``[apps.<name or id>.retention] days`` (by id first), else ``[retention] days``."""
+        for key in (app_id, app_name):
+            own = self.apps[key].retention if key in self.apps else None
+            if own is not None and own.days is not None:
+                return own.days
+        return self.retention.days
+
     def provider_settings(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
         """:meth:`provider_sections` as plain mappings (for display)."""
         return {k: msgspec.to_builtins(v) for k, v in self.provider_sections(app_id, app_name).items()}
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECTIONS = tuple("server auth engine limits devices retry quarantine rate_limits health outbound".split())
+_SECTIONS = tuple(
+    "server auth engine limits devices retry quarantine rate_limits health outbound retention".split()
+)
 _SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential", "pem", "p12")
 
 
@@ -476,7 +506,9 @@ def _with_sections(table: dict[str, Any], *, every_rate: bool = False) -> dict[s
     out = {k: v for k, v in table.items() if k != "providers"} | table.get("providers", {})
     if (rates := out.get("rate_limits")) is not None:
         zero = dict.fromkeys(registry.names(), 0.0) if every_rate else {}
-        out["rate_limits"] = _unmap({**rates, "by_provider": zero | rates["by_provider"]}, "{}_per_second")
+        out["rate_limits"] = _unmap(
+            {**rates, "by_provider": zero | rates.get("by_provider", {})}, "{}_per_second"
+        )
     return out
 
 

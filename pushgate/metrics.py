@@ -46,3 +46,9 @@ RECORD_SECONDS = Histogram(
     "Time to commit one chunk's outcomes (delivery records, counters, retries, job progress).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+RETENTION_DELETED = Counter(
+    "pushgate_retention_deleted_rows_total",
+    "Rows the retention sweep deleted, by kind (publish, delivery, dead_letter, publish_stats, job).",
+    ["kind"],
+)

@@ -27,6 +27,7 @@ from pushgate.engine.limits import RateLimits
 from pushgate.engine.planner import PlanContext, Planner
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.quarantine import Quarantine
+from pushgate.engine.retention import Retention
 from pushgate.providers.transport import Transport
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import credential_store
@@ -82,6 +83,7 @@ class Engine:
             store=self.health_store,
         )
         self.dispatcher = Dispatcher(db, self.publishes, self.pool, settings, self.guards)
+        self.retention = Retention(settings, db)
         # jobs.lease_owner is VARCHAR(64): a long host name (cloud FQDNs reach 63) must not
         # overflow it, or every claim fails on PostgreSQL. 40 + pid (<= 7) + nonce (8) + 2 <= 64.
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -112,6 +114,9 @@ class Engine:
         if self._seen_after() is not None and self.settings.devices.prune_inactive:
             self._tasks.append(asyncio.create_task(self._prune_loop(), name="pushgate-prune"))
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="pushgate-sweep"))
+        self._tasks.append(
+            asyncio.create_task(self.retention.run(self._stop_event), name="pushgate-retention")
+        )
 
     async def _sweep_loop(self) -> None:
         """Close publishes whose last batch committed but whose completion check never ran."""

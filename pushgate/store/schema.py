@@ -115,6 +115,8 @@ publishes = sa.Table(
     sa.UniqueConstraint("app_id", "idempotency_key", name="uq_publishes_idempotency"),
     sa.Index("ix_publishes_app_id_id", "app_id", "id"),
     sa.Index("ix_publishes_status", "status"),
+    # The retention sweep: an app's publishes by the time they closed (store/retention.py).
+    sa.Index("ix_publishes_retention", "app_id", "completed_at"),
 )
 
 # Counters per (publish, provider), moved with atomic ``x = x + n`` updates: no read-modify-write.
