@@ -1,6 +1,6 @@
 """Web Push: RFC 8030 delivery, RFC 8291 aes128gcm encryption, RFC 8292 VAPID (docs/providers.md#web-push).
 
-Every subscription has its own keys, so the payload is encrypted once per target (http_ece,
+Every subscription has its own keys, so the payload is encrypted once per target (webpush_crypto,
 with a fresh ephemeral key and salt each time) and POSTed to the subscription's opaque
 endpoint. The VAPID JWT only depends on the endpoint's origin, so it is minted once per origin
 and reused until it has less than an hour left.
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import http_ece
 import jwt
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,6 +38,7 @@ from pushgate.domain.render import (
     webpush_token_string,
 )
 from pushgate.domain.urls import Allowance, UrlRefused, check_target
+from pushgate.providers import webpush_crypto
 from pushgate.providers.base import (
     Concurrency,
     CredentialInfo,
@@ -81,24 +81,17 @@ def encrypt_aes128gcm(
     salt: bytes | None = None,
     private_key: ec.EllipticCurvePrivateKey | None = None,
 ) -> bytes:
-    """Encrypt one Web Push message body (RFC 8291) with http_ece.
+    """Encrypt one Web Push message body (RFC 8291) for one subscription (webpush_crypto).
 
-    ``salt`` and ``private_key`` exist only so a test can reproduce the RFC 8291 vector; in
-    production both are left ``None`` and are generated fresh for every message (reusing
-    them would let a push service correlate or, worse, decrypt messages).
+    The subscription's key is prepared once and cached, whether it comes as the raw point or
+    as the parsed key object the subscription cache holds. ``salt`` and ``private_key`` exist
+    only so a test can reproduce the RFC 8291 vector; in production both are left ``None`` and
+    are generated fresh for every message (reusing them would let a push service correlate or,
+    worse, decrypt messages).
     """
-    if private_key is None:
-        private_key = ec.generate_private_key(ec.SECP256R1())
-    body: bytes = http_ece.encrypt(
-        plaintext,
-        salt=salt,
-        private_key=private_key,
-        dh=ua_public,
-        auth_secret=auth_secret,
-        version="aes128gcm",
-        rs=RECORD_SIZE,
+    return webpush_crypto.encrypt(
+        plaintext, webpush_crypto.recipient(ua_public, auth_secret), salt=salt, private_key=private_key
     )
-    return body
 
 
 def endpoint_origin(endpoint: str) -> str:
