@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from pushgate.cli.common import ConfigOpt, console, err, run, settings_or_exit, setup_logging
-from pushgate.config import ConfigError, masked
+from pushgate.cli.common import ConfigOpt, console, err, run, settings_or_exit, setup_logging, shown_settings
+from pushgate.config import ConfigError
 
 
 def serve(
@@ -41,7 +41,7 @@ def serve(
         raise typer.Exit(2) from None
     console.print(
         f"pushgate {_version()} on http://{settings.server.host}:{settings.server.port} "
-        f"(database {masked(settings)['database_url']}, workers {'on' if workers else 'off'})"
+        f"(database {shown_settings(settings)['database_url']}, workers {'on' if workers else 'off'})"
     )
     app = create_app(settings, run_workers=workers)
     server = GracefulServer(http_config(app, host=settings.server.host, port=settings.server.port))
