@@ -35,6 +35,7 @@ from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
 from pushgate.runtime import open_runtime
 from pushgate.store.apps import AppStore
+from pushgate.store.credentials import check_secret_key
 from pushgate.store.secretbox import SecretKeyError
 
 log = logging.getLogger("pushgate")
@@ -181,6 +182,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with open_runtime(settings, workers=run_workers, transport=transport) as rt:
+            # Uploaded credentials this process cannot read refuse the start (SecretKeyError);
+            # `pushgate serve` checks it first to say so in one line.
+            await check_secret_key(rt.db, settings.secret_key)
             await ensure_default_app(rt.apps, settings.default_app_key, say)
             await _provider_report(rt.pool, rt.apps, settings, say)
             app.state.services = Services(

@@ -14,8 +14,14 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 
 from pushgate.api.schemas import ErrorBody
+from pushgate.store.faults import StorageFault, StorageUnavailable, fault_reason, short_detail
 
 log = logging.getLogger("pushgate.api")
+
+#: Seconds a client is told to wait (``Retry-After``) when the database cannot take writes: an
+#: operator freeing disk space or a database failing over takes at least that long, and a client
+#: retrying sooner only adds load.
+STORAGE_RETRY_AFTER = 5
 
 _CODES = {
     400: "invalid_request",
@@ -41,7 +47,7 @@ _DESCRIPTIONS = {
     413: "Request body too large",
     429: "Too much work queued (backpressure), the key's request rate, or too many wrong keys from "
     "this address; retry after `Retry-After` seconds",
-    503: "Not ready",
+    503: "Not ready, or the database cannot store writes now (`storage_unavailable`, with `Retry-After`)",
 }
 
 
@@ -124,7 +130,29 @@ def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return error_response(status, code, message, exc.extra or None, exc.headers)
 
 
+def storage_unavailable(fault: StorageFault) -> Response[Any]:
+    """``503 storage_unavailable``: nothing of the request was stored; the same request will work
+    once the database takes writes again, so the client is told when to retry."""
+    return error_response(
+        503,
+        "storage_unavailable",
+        f"the request was not stored, retry later: {fault.message}",
+        {"reason": fault.reason},
+        {"Retry-After": str(STORAGE_RETRY_AFTER)},
+    )
+
+
+def _storage(_: Request[Any, Any, Any], exc: StorageUnavailable) -> Response[Any]:
+    # The engine's and readiness's logs say it once per interval; one line per request here
+    # would flood the log exactly when the disk is full.
+    log.debug("request refused: %s", exc.fault.message)
+    return storage_unavailable(exc.fault)
+
+
 def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    reason = fault_reason(exc)
+    if reason is not None:  # a database error raised outside Database.read/write
+        return storage_unavailable(StorageFault(reason, short_detail(exc), 0.0))
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal", "internal error")
 
@@ -138,6 +166,7 @@ def _recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response
 
 exception_handlers: dict[type[Exception] | int, Any] = {
     ApiError: _api_error,
+    StorageUnavailable: _storage,
     ValidationException: _validation,
     HTTPException: _http,
     RecursionError: _recursion,

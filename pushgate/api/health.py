@@ -17,17 +17,21 @@ async def healthz() -> dict[str, str]:
 
 @get(
     "/readyz",
-    summary="Database reachable and workers running (200 `degraded` while admission is backpressured)",
+    summary="Database reachable and writable, workers running (200 `degraded` while backpressured)",
     tags=["health"],
     responses=error_responses(503),
 )
 async def readyz(services: ServicesDep) -> Response[dict[str, Any]]:
     db_ok = await services.db.ping()
+    # A database that answers reads may still refuse every write (disk full, read-only): probe.
+    fault = await services.db.writable() if db_ok else None
     workers = services.engine.running if services.engine is not None else None
     checks = {"database": "ok" if db_ok else "unreachable"}
+    if fault is not None:
+        checks["database"] = fault.reason
     if workers is not None:
         checks["workers"] = "running" if workers else "stopped"
-    ready = db_ok and workers is not False
+    ready = db_ok and fault is None and workers is not False
     body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": checks}
     pressure = await services.backpressure.check() if ready and services.backpressure else None
     if pressure is not None:
@@ -36,5 +40,7 @@ async def readyz(services: ServicesDep) -> Response[dict[str, Any]]:
         body = {"status": "degraded", "reason": pressure.reason, "checks": checks}
     if not ready:
         problems = [f"{k} {v}" for k, v in checks.items() if v not in ("ok", "running")]
+        if fault is not None:
+            problems.append(fault.message)
         body = {"error": {"code": "not_ready", "message": "; ".join(problems), "details": checks}}
     return Response(body, status_code=200 if ready else 503)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import urllib.error
 import urllib.request
@@ -16,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from pushgate.config import ConfigError, Settings, load_settings
+from pushgate.config import ConfigError, Settings, load_settings, masked
 
 _T = TypeVar("_T")
 
@@ -40,6 +41,38 @@ def settings_or_exit(config: Path | None) -> Settings:
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+#: Query parameters of a database URL whose value is a secret (``?password=``, ``sslpassword=``).
+_SECRET_PARAM = re.compile(r"(^|&)([^=&]*(?:pass|secret|key|token)[^=&]*)=[^&]*", re.I)
+
+
+def redact_database_url(url: str) -> str:
+    """``url`` with its password shown as ``****``, wherever it is written.
+
+    Everything before the last ``@`` is the user information (a password may itself hold
+    ``@``, ``/`` or ``:``; cutting at the first ``@`` showed the rest of it), an empty user name
+    still hides the password, and so do ``password=``-style query parameters. Masking too much
+    of an odd URL is the safe side: the output is for people, not for connecting.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:****@{hostpart}" if colon else f"{user}@{hostpart}"
+    base, q, query = rest.partition("?")
+    if q:
+        rest = base + "?" + _SECRET_PARAM.sub(r"\1\2=****", query)
+    return f"{scheme}://{rest}"
+
+
+def shown_settings(settings: Settings) -> dict[str, Any]:
+    """The effective settings with every secret masked, for ``config show`` and the banner."""
+    shown = masked(settings)
+    shown["database_url"] = redact_database_url(settings.database_url)
+    return shown
 
 
 #: Every C0 control character and DEL, written as its escape (``\n`` → ``\\n``).

@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
-from pushgate.cli.common import ConfigOpt, console, err, run, settings_or_exit, setup_logging
-from pushgate.config import ConfigError, masked
+from pushgate.cli.common import ConfigOpt, console, err, run, settings_or_exit, setup_logging, shown_settings
+from pushgate.config import ConfigError, Settings
+from pushgate.store.secretbox import SecretKeyError
 
 
 def serve(
@@ -36,12 +37,13 @@ def serve(
         logging.getLogger("pushgate.access").setLevel(logging.WARNING)
     try:
         run(check_credentials(settings))
-    except ConfigError as exc:
+        run(_check_secret_key(settings))
+    except (ConfigError, SecretKeyError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     console.print(
         f"pushgate {_version()} on http://{settings.server.host}:{settings.server.port} "
-        f"(database {masked(settings)['database_url']}, workers {'on' if workers else 'off'})"
+        f"(database {shown_settings(settings)['database_url']}, workers {'on' if workers else 'off'})"
     )
     app = create_app(settings, run_workers=workers)
     server = GracefulServer(
@@ -54,6 +56,7 @@ def serve(
 def worker(config: ConfigOpt = None) -> None:
     """Run dispatch workers only (no HTTP API), sharing the configured database."""
     from pushgate.runtime import check_credentials, open_runtime, tune_gc
+    from pushgate.store.credentials import check_secret_key
 
     settings = settings_or_exit(config)
     setup_logging(settings.server.log_level)
@@ -62,6 +65,7 @@ def worker(config: ConfigOpt = None) -> None:
         await check_credentials(settings)
         async with open_runtime(settings, workers=True) as rt:
             assert rt.engine is not None
+            await check_secret_key(rt.db, settings.secret_key)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -74,7 +78,7 @@ def worker(config: ConfigOpt = None) -> None:
     try:
         tune_gc()
         run(main())
-    except ConfigError as exc:
+    except (ConfigError, SecretKeyError) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
@@ -91,6 +95,23 @@ def migrate(config: ConfigOpt = None) -> None:
 
     run(main())
     console.print("database is at the newest schema")
+
+
+async def _check_secret_key(settings: Settings) -> None:
+    """Before the server starts: refuse a ``secret_key`` that cannot read the stored credentials
+    (the app's lifespan checks again, but a failure there is a traceback, not one line)."""
+    from pushgate.store.credentials import check_secret_key
+    from pushgate.store.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        await check_secret_key(db, settings.secret_key)
+    except SecretKeyError:
+        raise
+    except Exception:  # the database cannot be opened: the start itself says why
+        pass
+    finally:
+        await db.dispose()
 
 
 def _version() -> str:

@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from pushgate.cli.common import ConfigOpt, console, settings_or_exit
-from pushgate.config import masked
+from pushgate.cli.common import ConfigOpt, console, settings_or_exit, shown_settings
 
 keys_cli = typer.Typer(help="Generate provider keys.", no_args_is_help=True)
 config_cli = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
@@ -85,4 +84,4 @@ def keys_vapid() -> None:
 def config_show(config: ConfigOpt = None) -> None:
     """Print the effective configuration (file + environment + defaults) with secrets masked."""
     settings = settings_or_exit(config)
-    console.print_json(json.dumps(masked(settings)))
+    console.print_json(json.dumps(shown_settings(settings)))

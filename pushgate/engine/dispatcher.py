@@ -198,6 +198,10 @@ class Dispatcher:
                 return
             if wait > 0:
                 await asyncio.sleep(wait)
+            # Nothing is sent while the database cannot record it (engine/storage.py); after such
+            # a wait the job's lease is renewed first (LeaseLost if another claim took it).
+            if await self.recorder.storage.wait_writable():
+                await record.renew()
             live = await self._still_there(chunk)
             async with g.limits.in_flight.hold(len(live)):
                 started = time.perf_counter()

@@ -4,8 +4,10 @@ Delivery records, counters, device invalidation, the retry jobs, the pair's heal
 breaker, and the job's progress (or its deferral, or its deletion) commit together, guarded by
 the claim number: a crash before the commit re-runs the chunk (recipients already final are
 skipped), a crash after it loses nothing, and a run whose job another claim took over records
-nothing (:class:`LeaseLost`). What each target's answer means is decided by the pure
-``domain/accounting.py``; this module only writes it.
+nothing (:class:`LeaseLost`). A commit the database refuses (disk full, read-only) is retried
+with the outcomes kept, and the process sends nothing new meanwhile (``engine/storage.py``).
+What each target's answer means is decided by the pure ``domain/accounting.py``; this module
+only writes it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from pushgate.domain.accounting import Attempt, Batch, account
+from pushgate.domain.accounting import Accounting, Attempt, Batch, account
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.quarantine import OPEN, Breaker
 from pushgate.domain.status import PublishStatus
 from pushgate.engine.quarantine import Quarantine
+from pushgate.engine.storage import StorageGate
 from pushgate.metrics import DELIVERIES, RECORD_SECONDS
 from pushgate.providers.base import Target
 from pushgate.store.db import Database
@@ -30,6 +34,28 @@ from pushgate.store.publishes import Publish, PublishStore
 from pushgate.store.queue import Job, JobQueue, LeaseLost
 
 log = logging.getLogger("pushgate.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One chunk's answers as the dispatcher handed them over, kept until they are committed."""
+
+    job: Job[DispatchPayload]
+    pub: Publish
+    batch: Batch
+    targets: Sequence[Target]
+    results: Sequence[Attempt]
+    final: bool
+    progress: int
+    probing: bool
+    stale_credential: bool
+    now: float
+    #: The real provider answers among ``results`` (none when not ``observed``).
+    answered: list[SendResult]
+
+    @property
+    def classes(self) -> Counter[str]:
+        return Counter(r.outcome.value for r in self.answered)
 
 
 class Recorder:
@@ -50,6 +76,9 @@ class Recorder:
         #: The job lease, renewed with each chunk so a slow provider never lets the job be
         #: claimed (and sent) a second time while it is still running.
         self.lease_seconds = lease_seconds
+        #: Retries outcome commits while storage is down and holds the process's claims and
+        #: sends meanwhile (the engine's claim loop and the dispatcher wait on it).
+        self.storage = StorageGate(db)
 
     def for_job(self, job: Job[DispatchPayload], pub: Publish, batch: Batch) -> JobRecorder:
         return JobRecorder(self, job, pub, batch)
@@ -76,22 +105,43 @@ class Recorder:
         the chunk went out with a credential replaced meanwhile; its credential refusals are
         recorded but kept out of the breaker.
         """
-        now = time.time()
-        answered = [r for r in results[: len(targets)] if isinstance(r, SendResult)] if observed else []
-        classes = Counter(r.outcome.value for r in answered)
+        chunk = _Chunk(
+            job, pub, batch, targets, results, final, progress, probing, stale_credential, time.time(),
+            [r for r in results[: len(targets)] if isinstance(r, SendResult)] if observed else [],
+        )  # fmt: skip
+        started = time.perf_counter()
+        # Sent is sent: keep these outcomes and retry their commit while storage is down, rather
+        # than let the job be claimed again and the chunk sent twice (engine/storage.py).
+        out, breaker, parked = await self.storage.commit(
+            lambda: self._commit(chunk), f"recording outcomes of publish {pub.id}"
+        )
+        RECORD_SECONDS.observe(time.perf_counter() - started)
+        if breaker is not None:
+            # Only what committed is cached: a rolled-back change must not park the pair here.
+            self.quarantine.remember(pub.app_id, batch.provider, breaker)
+        for cls, n in chunk.classes.items():
+            DELIVERIES.labels(batch.provider, cls).inc(n)
+        if out.invalid:
+            log.info(
+                "marked %d %s device(s) invalid for publish %s", len(out.invalid), batch.provider, pub.id
+            )
+        return parked
+
+    async def _commit(self, c: _Chunk) -> tuple[Accounting[Target], Breaker | None, float | None]:
+        """The chunk's one transaction: what it accounted, the pair's breaker, the deferral."""
+        job, pub, batch = c.job, c.pub, c.batch
         parked: float | None = None
         breaker: Breaker | None = None
-        started = time.perf_counter()
         async with self.db.write() as conn:
             # Read under a shared lock: a cancel that committed first has already turned these
             # recipients into ``cancelled`` (and moved the counters), one that comes later waits.
             status = await self.publishes.status_locked(conn, pub.id)
             cancelled = status == PublishStatus.CANCELLED
-            out = account(batch, targets, results, now=now, cancelled=cancelled)
+            out = account(batch, c.targets, c.results, now=c.now, cancelled=cancelled)
             await self.publishes.record(conn, pub.id, out.updates)
             await self.publishes.bump(conn, pub.id, batch.provider, **out.counts)
             if out.invalid:
-                await DeviceStore.invalidate(conn, out.invalid, now)
+                await DeviceStore.invalidate(conn, out.invalid, c.now)
             if out.retries:
                 await JobQueue.enqueue_dispatch(
                     conn,
@@ -101,49 +151,51 @@ class Recorder:
                     {run_at: [t.row() for t in retry] for run_at, retry in out.retries.items()},
                     attempt=batch.attempt + 1,
                 )
-            if classes:
-                await self.health_store.add_events(conn, pub.app_id, batch.provider, now, classes)
+            if c.classes:
+                await self.health_store.add_events(conn, pub.app_id, batch.provider, c.now, c.classes)
                 judged = (
-                    [r for r in answered if r.outcome is not Outcome.CREDENTIAL]
-                    if stale_credential
-                    else answered
+                    [r for r in c.answered if r.outcome is not Outcome.CREDENTIAL]
+                    if c.stale_credential
+                    else c.answered
                 )
                 breaker = await self.quarantine.observe(
-                    conn, pub.app_id, batch.provider, judged, probing=probing
+                    conn, pub.app_id, batch.provider, judged, probing=c.probing
                 )
-                if breaker.state == OPEN and not final and breaker.open_until is not None:
+                if breaker.state == OPEN and not c.final and breaker.open_until is not None:
                     parked = breaker.open_until
-            if final:
+            if c.final:
                 still_ours = await JobQueue.delete_claimed(conn, job.id, job.claims)
             elif parked is not None:
                 still_ours = await JobQueue.defer(
-                    conn, job.id, job.claims, progress, parked, deferred_by=batch.provider
+                    conn, job.id, job.claims, c.progress, parked, deferred_by=batch.provider
                 )
             else:
-                still_ours = await JobQueue.advance(conn, job.id, job.claims, progress, self.lease_seconds)
+                still_ours = await JobQueue.advance(conn, job.id, job.claims, c.progress, self.lease_seconds)
             if not still_ours and not cancelled:
                 # A cancel deletes the publish's jobs and still wants what was sent recorded;
                 # otherwise a missing job means another claim owns this batch now.
                 raise LeaseLost(job.id)
-        RECORD_SECONDS.observe(time.perf_counter() - started)
-        if breaker is not None:
-            # Only what committed is cached: a rolled-back change must not park the pair here.
-            self.quarantine.remember(pub.app_id, batch.provider, breaker)
-        for cls, n in classes.items():
-            DELIVERIES.labels(batch.provider, cls).inc(n)
-        if out.invalid:
-            log.info(
-                "marked %d %s device(s) invalid for publish %s", len(out.invalid), batch.provider, pub.id
-            )
-        return parked
+        return out, breaker, parked
+
+    async def renew(self, job: Job[DispatchPayload], progress: int) -> None:
+        """Extend the job's lease before sending again after a wait for storage; LeaseLost when
+        another claim has taken the job over (it sends the rest, this run must not)."""
+        async with self.db.write() as conn:
+            if not await JobQueue.advance(conn, job.id, job.claims, progress, self.lease_seconds):
+                raise LeaseLost(job.id)
 
     async def defer(
         self, job: Job[DispatchPayload], progress: int, run_at: float, deferred_by: str | None
     ) -> None:
         """Hand the rest of the job back to run at ``run_at`` (nothing of it was attempted)."""
-        async with self.db.write() as conn:
-            if not await JobQueue.defer(conn, job.id, job.claims, progress, run_at, deferred_by):
-                raise LeaseLost(job.id)
+
+        async def commit() -> None:
+            async with self.db.write() as conn:
+                if not await JobQueue.defer(conn, job.id, job.claims, progress, run_at, deferred_by):
+                    raise LeaseLost(job.id)
+
+        # Held like outcomes: the deferral often follows a chunk whose answers parked the pair.
+        await self.storage.commit(commit, f"deferring job {job.id}")
 
 
 class JobRecorder:
@@ -188,3 +240,7 @@ class JobRecorder:
     async def defer(self, run_at: float, deferred_by: str | None) -> None:
         """Hand the rest of the job back to run at ``run_at`` (nothing of it was attempted)."""
         await self.recorder.defer(self.job, self.progress, run_at, deferred_by)
+
+    async def renew(self) -> None:
+        """Extend the job's lease at its recorded progress (see :meth:`Recorder.renew`)."""
+        await self.recorder.renew(self.job, self.progress)

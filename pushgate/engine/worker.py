@@ -33,6 +33,7 @@ from pushgate.store.apps import AppStore
 from pushgate.store.credentials import credential_store
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
+from pushgate.store.faults import StorageUnavailable
 from pushgate.store.health import ProviderHealthStore
 from pushgate.store.publishes import Publish, PublishStore
 from pushgate.store.queue import Job, JobQueue, LeaseLost
@@ -192,9 +193,19 @@ class Engine:
 
     async def _loop(self) -> None:
         e = self.settings.engine
+        storage = self.dispatcher.recorder.storage
+        refused = 0  # claims in a row the database refused: the pause grows with them
         while not self._stopping:
             try:
+                # No claim while outcomes wait for storage or the database refuses writes.
+                await storage.wait_writable()
                 jobs = await self.queue.claim(self.owner, 1, e.lease_seconds)
+                refused = 0
+            except StorageUnavailable as exc:
+                storage.report(exc, "claiming jobs")
+                await asyncio.sleep(storage.pause(refused))
+                refused += 1
+                continue
             except Exception:
                 log.exception("claiming jobs failed; retrying")
                 await asyncio.sleep(e.poll_interval)
@@ -220,6 +231,10 @@ class Engine:
                     await self.run_job(job)
                 except asyncio.CancelledError:
                     raise
+                except StorageUnavailable as exc:
+                    # Nothing of it was sent unrecorded (outcomes wait in the recorder); the lease
+                    # expires and the job is claimed again once storage is back.
+                    storage.report(exc, f"running job {job.id} ({job.kind})")
                 except Exception:
                     # The lease expires and the job is claimed again; nothing is lost.
                     log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from pushgate.store.db import Database
-from pushgate.store.schema import credentials
-from pushgate.store.secretbox import SecretBox
+from pushgate.store.schema import apps, credentials
+from pushgate.store.secretbox import SecretBox, SecretKeyError
+
+#: Unreadable credentials named in the start-up refusal; the rest are counted.
+_NAMED = 5
 
 
 @dataclass(slots=True)
@@ -28,6 +32,56 @@ def credential_store(secret_key: str | None, db: Database) -> CredentialStore:
     return CredentialStore(db, SecretBox(secret_key) if secret_key else None)
 
 
+async def check_secret_key(db: Database, secret_key: str | None) -> None:
+    """Refuse to start (``SecretKeyError``) when credentials uploaded through the API are stored
+    and this process cannot decrypt them: ``secret_key`` is missing, or differs from the key
+    they were uploaded with. Started anyway, such a process would fail every delivery of those
+    apps with ``credential_invalid`` (or, without a key, silently fall back to the config
+    file's credentials) and accept uploads no other process can read.
+
+    Every stored row is tried (AES-GCM, microseconds each), so a key that matches some rows but
+    not others is caught too. A database without the table yet (first start) has nothing to check.
+    """
+    async with db.read() as conn:
+        if not await conn.run_sync(lambda c: sa.inspect(c).has_table(credentials.name)):
+            return
+        rows = (
+            await conn.execute(
+                sa.select(credentials.c.app_id, apps.c.name, credentials.c.provider, credentials.c.ciphertext)
+                .join(apps, apps.c.id == credentials.c.app_id, isouter=True)
+                .order_by(credentials.c.app_id, credentials.c.provider)
+            )
+        ).all()
+    if not rows:
+        return
+    if not secret_key:
+        raise SecretKeyError(
+            f"{len(rows)} provider credential(s) uploaded through the API are stored in the database "
+            f"({_names(rows)}), but secret_key is not set: set secret_key (PUSHGATE_SECRET_KEY) to the "
+            "key they were uploaded with; every serve and worker process needs the same one"
+        )
+    box = SecretBox(secret_key)
+    unreadable = []
+    for row in rows:
+        try:
+            box.open(row.ciphertext, CredentialStore.context(row.app_id, row.provider))
+        except (SecretKeyError, ValueError):
+            unreadable.append(row)
+    if unreadable:
+        raise SecretKeyError(
+            f"stored credentials cannot be decrypted: secret_key differs from the one they were "
+            f"uploaded with ({len(unreadable)} of {len(rows)}: {_names(unreadable)}). Start with the "
+            "secret_key they were stored with (PUSHGATE_SECRET_KEY); to change the key, upload those "
+            "credentials again under the new one after deleting them with the old one"
+        )
+
+
+def _names(rows: Sequence[Any]) -> str:
+    named = [f"app '{r.name or r.app_id}' {r.provider}" for r in rows[:_NAMED]]
+    more = f" and {len(rows) - _NAMED} more" if len(rows) > _NAMED else ""
+    return ", ".join(named) + more
+
+
 # Read on every admission and every batch: prebuilt, so SQLAlchemy's cache finds them at once.
 _PROVIDERS_OF = sa.select(credentials.c.provider).where(credentials.c.app_id == sa.bindparam("app"))
 _VERSION_OF = sa.select(credentials.c.version).where(
@@ -43,7 +97,8 @@ class CredentialStore:
         self._providers_seen: dict[str, tuple[float, frozenset[str]]] = {}
 
     @staticmethod
-    def _context(app_id: str, provider: str) -> str:
+    def context(app_id: str, provider: str) -> str:
+        """The associated data a row's ciphertext is bound to (see ``store/secretbox.py``)."""
         return f"{app_id}/{provider}"
 
     async def put(
@@ -59,7 +114,7 @@ class CredentialStore:
         """Insert or rotate; the version moves so every process rebuilds the provider."""
         assert self.box is not None
         self._providers_seen.pop(app_id, None)
-        blob = self.box.seal(settings, self._context(app_id, provider))
+        blob = self.box.seal(settings, self.context(app_id, provider))
         now = time.time()
         values = {
             "ciphertext": blob,
@@ -127,7 +182,7 @@ class CredentialStore:
             ).first()
         if row is None or self.box is None:
             return None
-        return row.version, self.box.open(row.ciphertext, self._context(app_id, provider)), row.expires_at
+        return row.version, self.box.open(row.ciphertext, self.context(app_id, provider)), row.expires_at
 
     async def delete(self, app_id: str, provider: str) -> bool:
         self._providers_seen.pop(app_id, None)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,8 +20,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from pushgate.store import sqlite_inloop
 from pushgate.store.dialect import normalize_url
+from pushgate.store.faults import DISK_FULL, StorageFault, StorageUnavailable, fault_reason, short_detail
+from pushgate.store.schema import storage_probe
+
+log = logging.getLogger("pushgate.store")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: Bytes the write probe inserts (and deletes again): more than a page, incompressible, so the
+#: probe must allocate new pages the way a growing table does (SQLite's page size is 4 KiB, a
+#: PostgreSQL block 8 KiB).
+PROBE_BYTES = 16384
+#: Pages (4 KiB each by default) an SQLite database must still be able to grow by, counting its
+#: free list, to count as writable: a chunk's outcomes take a few dozen.
+SQLITE_MIN_ROOM_PAGES = 64
 
 
 class Database:
@@ -47,6 +61,10 @@ class Database:
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        #: The storage fault the last failed write or probe saw; cleared only by a probe that
+        #: succeeds (a write that changed nothing proves nothing about a full disk).
+        self.fault: StorageFault | None = None
+        self._probed_at = 0.0
 
     # On SQLite the connection is closed (returned to the pool) inline. SQLAlchemy's ``async with``
     # closes it in a task of its own so a cancellation cannot interrupt the close; that costs a
@@ -56,7 +74,24 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that commits on success and rolls back on error."""
+        """A transaction that commits on success and rolls back on error.
+
+        A storage fault (disk full, read-only, unreachable; ``store/faults.py``) is raised as
+        :class:`StorageUnavailable` and remembered in :attr:`fault`; nothing was committed.
+        """
+        try:
+            async with self._transaction() as conn:
+                yield conn
+        except StorageUnavailable:
+            raise
+        except Exception as exc:
+            error = self._storage_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
         if self._write_lock is None:
             async with self.engine.begin() as conn:
                 yield conn
@@ -76,6 +111,21 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads; a database that cannot be reached is a
+        :class:`StorageUnavailable` like a failed write (a read-only one still reads)."""
+        try:
+            async with self._reading() as conn:
+                yield conn
+        except StorageUnavailable:
+            raise
+        except Exception as exc:
+            error = self._storage_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
         if self._write_lock is None:
             async with self.engine.connect() as conn:
                 yield conn
@@ -85,6 +135,54 @@ class Database:
             yield conn
         finally:
             await conn.close()
+
+    def _storage_error(self, exc: BaseException) -> StorageUnavailable | None:
+        reason = fault_reason(exc)
+        if reason is None:
+            return None
+        return StorageUnavailable(self._note(reason, short_detail(exc)))
+
+    def _note(self, reason: str, detail: str) -> StorageFault:
+        since = self.fault.since if self.fault is not None and self.fault.reason == reason else time.time()
+        self.fault = StorageFault(reason, detail, since)
+        return self.fault
+
+    async def probe(self) -> StorageFault | None:
+        """Try a real write: insert a row big enough to need new pages and commit it, then delete
+        it. A full disk, a read-only database or a lost server refuses it where a one-row
+        update might still pass. Clears :attr:`fault` when it passes; returns the fault otherwise.
+
+        It commits rather than rolls back: SQLite writes a transaction's pages to the WAL only at
+        its commit, so a rolled-back probe would never meet a full file system. On SQLite, a
+        database within ``SQLITE_MIN_ROOM_PAGES`` of its ``max_page_count`` counts as full too:
+        the probe's own row, freed again, would otherwise always find room while real writes
+        fail.
+        """
+        self._probed_at = time.monotonic()
+        try:
+            async with self._transaction() as conn:
+                await conn.execute(sa.insert(storage_probe).values(data=os.urandom(PROBE_BYTES)))
+            async with self._transaction() as conn:
+                await conn.execute(sa.delete(storage_probe))
+                room = await conn.run_sync(_sqlite_room) if self.dialect == "sqlite" else None
+            if room is not None and room < SQLITE_MIN_ROOM_PAGES:
+                return self._note(DISK_FULL, f"{room} page(s) left under max_page_count")
+        except Exception as exc:
+            error = self._storage_error(exc)
+            if error is None:
+                # Not a storage fault (a schema not migrated yet): nothing to say about the disk.
+                log.warning("the storage probe failed: %s", short_detail(exc))
+                return self.fault
+            return error.fault
+        self.fault = None
+        return None
+
+    async def writable(self, max_age: float = 1.0) -> StorageFault | None:
+        """The storage fault, probed at most every ``max_age`` seconds (``/readyz`` is polled
+        by load balancers; a probe takes SQLite's write lock)."""
+        if time.monotonic() - self._probed_at < max_age:
+            return self.fault
+        return await self.probe()
 
     async def ping(self) -> bool:
         try:
@@ -101,6 +199,15 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _sqlite_room(conn: sa.Connection) -> int:
+    """Pages the database can still use: up to ``max_page_count``, plus its free list."""
+
+    def pragma(name: str) -> int:
+        return int(conn.exec_driver_sql(f"PRAGMA {name}").scalar() or 0)
+
+    return pragma("max_page_count") - pragma("page_count") + pragma("freelist_count")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

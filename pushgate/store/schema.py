@@ -240,3 +240,12 @@ provider_events = sa.Table(
     sa.Column("error_class", sa.String(24), primary_key=True),
     sa.Column("count", sa.Integer, nullable=False, server_default="0"),
 )
+
+#: Always empty: ``Database.probe`` inserts a row and rolls it back to see whether the database
+#: takes writes (disk full, read-only); ``/readyz`` and the engine's storage gate use it.
+storage_probe = sa.Table(
+    "storage_probe",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)

@@ -195,24 +195,28 @@ async def test_apns_certificate_upload_shows_expiry_and_delivers(database_url: s
         assert f'pushgate_credential_expiry_timestamp_seconds{{app_id="{app_id}",provider="apns"}}' in metrics
 
 
-async def test_changed_master_key_does_not_stop_the_server(database_url: str, lab: Lab) -> None:
+async def test_credentials_stored_meanwhile_under_another_key_fail_as_credential_invalid(
+    database_url: str, lab: Lab
+) -> None:
+    """A process whose secret_key cannot read the stored credentials refuses to start
+    (test_config_secrets.py); one already running when another process (with another key)
+    uploads them keeps serving and fails those deliveries with ``credential_invalid``."""
     lab.reset()
+    other = gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY="another-master-key-0123456789")
     first = gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY=MASTER)
-    async with running_gateway(first) as gw:
-        _, key = await gw.app.state.services.apps.create("rekeyed")
+    async with running_gateway(other) as gw:
+        async with running_gateway(first) as uploader:
+            _, key = await uploader.app.state.services.apps.create("rekeyed")
+            async with uploader.as_app(key) as c:
+                r = await c.put("/v1/credentials/fcm", json={"service_account": service_account(lab)})
+                assert r.status_code == 200, r.text
         async with gw.as_app(key) as c:
-            assert (
-                await c.put("/v1/credentials/fcm", json={"service_account": service_account(lab)})
-            ).status_code == 200
-    second = gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY="another-master-key-0123456789")
-    async with running_gateway(second) as gw, gw.as_app(key) as c:
-        dev = (
-            await c.post("/v1/devices", json={"provider": "fcm", "token": fcm_token(), "platform": "android"})
-        ).json()
-        pub = await publish(c, recipients=[{"type": "device", "device_id": dev["device"]["id"]}])
-        status = await wait_final(c, pub, 20)
-        [d] = (await c.get(f"/v1/publishes/{pub}/deliveries")).json()["items"]
-        assert d["status"] == "failed" and d["error_code"] == "credential_invalid"
-        assert "secret_key" in d["error_message"]
-        assert status["counts"]["failed"] == 1
+            body = {"provider": "fcm", "token": fcm_token(), "platform": "android"}
+            dev = (await c.post("/v1/devices", json=body)).json()
+            pub = await publish(c, recipients=[{"type": "device", "device_id": dev["device"]["id"]}])
+            status = await wait_final(c, pub, 20)
+            [d] = (await c.get(f"/v1/publishes/{pub}/deliveries")).json()["items"]
+            assert d["status"] == "failed" and d["error_code"] == "credential_invalid"
+            assert "secret_key" in d["error_message"]
+            assert status["counts"]["failed"] == 1
     assert lab.ledger("fcm")["total"] == 0
