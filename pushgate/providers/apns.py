@@ -34,6 +34,7 @@ from pushgate.domain import render_apns
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
 from pushgate.domain.render_apns import ApnsRendered, topic_for
+from pushgate.providers import answers
 from pushgate.providers.apns_credentials import (
     ApnsSettings,
     ClientIdentity,
@@ -58,7 +59,7 @@ JWT_MIN_AGE = 20 * 60.0
 JWT_MAX_AGE = 60 * 60.0
 
 _DEVICE_TERMINAL_400 = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})
-_json_decode = msgspec.json.Decoder().decode
+_json_decode = answers.decode_json
 _UID_OID = x509.ObjectIdentifier("0.9.2342.19200300.100.1.1")
 
 
@@ -292,7 +293,8 @@ class ApnsProvider(Provider):
             raise TypeError("rendered APNs notification must be an ApnsRendered")
         headers = dict(rendered.headers)
         headers["apns-topic"] = topic_for(self.bundle_id, rendered)
-        return list(await asyncio.gather(*(self._send_one(headers, rendered.payload, t) for t in targets)))
+        sends = (answers.one(self.name, self._send_one(headers, rendered.payload, t)) for t in targets)
+        return list(await asyncio.gather(*sends))
 
     async def _send_one(self, headers: dict[str, str], payload: bytes, target: Target) -> SendResult:
         env = target.environment if target.environment in ("production", "sandbox") else self.environment
@@ -328,7 +330,7 @@ class ApnsProvider(Provider):
         except TransportError as exc:
             # Maybe a new connection next time: APNs will allow one stream on it again.
             self._open[base] = asyncio.Event()
-            return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
+            return SendResult(Outcome.PROVIDER_TRANSIENT, error_code=exc.code, error_message=str(exc))
         if resp.status != 403 and resp.status != 429:
             self._open[base].set()
         result = classify_apns_response(resp, apns_id)

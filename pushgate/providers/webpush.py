@@ -39,6 +39,7 @@ from pushgate.domain.render import (
     parse_webpush_subscription,
     webpush_token_string,
 )
+from pushgate.providers import answers
 from pushgate.providers.base import (
     Concurrency,
     CredentialInfo,
@@ -69,7 +70,7 @@ VAPID_MIN_REMAINING = 3600
 RECORD_SIZE = 4096
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-_json_decode = msgspec.json.Decoder().decode
+_json_decode = answers.decode_json
 
 
 def encrypt_aes128gcm(
@@ -352,7 +353,9 @@ class WebPushProvider(Provider):
         """Encrypt ``rendered.payload`` to each subscription and POST it, concurrently."""
         if not isinstance(rendered, WebPushRendered):
             raise TypeError("WebPushProvider.send_batch expects a WebPushRendered")
-        return list(await asyncio.gather(*(self._send_one(rendered, t) for t in targets)))
+        return list(
+            await asyncio.gather(*(answers.one(self.name, self._send_one(rendered, t)) for t in targets))
+        )
 
     async def _send_one(self, rendered: WebPushRendered, target: Target) -> SendResult:
         try:
@@ -373,7 +376,7 @@ class WebPushProvider(Provider):
                     HttpRequest("POST", sub.endpoint, headers, body, self._timeout)
                 )
             except TransportError as exc:
-                return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
+                return SendResult(Outcome.PROVIDER_TRANSIENT, error_code=exc.code, error_message=str(exc))
         result = classify_webpush_response(resp)
         if result.outcome is Outcome.CREDENTIAL:
             log.warning(

@@ -22,6 +22,7 @@ import pushgate.providers.settings as cfg
 from pushgate.domain import render_wns
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render_wns import NOTIFY_HOST_SUFFIX, WnsRendered
+from pushgate.providers import answers
 from pushgate.providers.base import (
     Concurrency,
     CredentialInfo,
@@ -202,7 +203,8 @@ class WnsProvider(Provider):
             outcome = Outcome.PROVIDER_TRANSIENT if exc.retryable else Outcome.CREDENTIAL
             log.warning("wns: OAuth token exchange failed: %s", exc)
             return [SendResult(outcome, error_code="oauth_failed", error_message=str(exc)) for _ in targets]
-        return list(await asyncio.gather(*(self._send_one(rendered, t.token, access_token) for t in targets)))
+        sends = (answers.one(self.name, self._send_one(rendered, t.token, access_token)) for t in targets)
+        return list(await asyncio.gather(*sends))
 
     async def _send_one(self, rendered: WnsRendered, uri: str, access_token: str) -> SendResult:
         if not self._channel_allowed(uri):
@@ -222,7 +224,7 @@ class WnsProvider(Provider):
                         return SendResult(outcome, error_code="oauth_failed", error_message=str(exc))
                     resp = await self._post(rendered, uri, access_token)
             except TransportError as exc:
-                return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
+                return SendResult(Outcome.PROVIDER_TRANSIENT, error_code=exc.code, error_message=str(exc))
         result = classify_wns_response(resp)
         if result.outcome is Outcome.CREDENTIAL:
             log.warning("wns: credential error %s: %s", result.error_code, result.error_message)
