@@ -57,7 +57,10 @@ class Runtime:
 def provider_transport(settings: Settings) -> Transport:
     """The production HTTP client, trusting ``engine.ca_file`` besides the system's roots (the lab's
     CA, or a corporate proxy's)."""
-    return create_transport(timeout=settings.engine.http_timeout, ca_file=settings.engine.ca_file)
+    e = settings.engine
+    return create_transport(
+        timeout=e.http_timeout, ca_file=e.ca_file, max_response_bytes=e.max_response_bytes
+    )
 
 
 @asynccontextmanager

@@ -18,12 +18,21 @@ from pathlib import Path
 
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import PyreqwestError
+from pyreqwest.response import Response
 
-from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
+from pushgate.providers.transport import (
+    HttpRequest,
+    HttpResponse,
+    ResponseTooLarge,
+    Transport,
+    TransportError,
+)
 
 __all__ = ["PyreqwestTransport", "create_transport", "parse_retry_after"]
 
 _USER_AGENT = "pushgate/0.1"
+#: ``engine.max_response_bytes``' default: real answers are a few hundred bytes.
+MAX_RESPONSE_BYTES = 64 * 1024
 
 
 _URL_IN_MESSAGE = re.compile(r"(for url \()([a-z][a-z0-9+.-]*://[^/)\s]*)[^)\s]*(\))", re.IGNORECASE)
@@ -53,7 +62,7 @@ class PyreqwestTransport(Transport):
     misconfiguration we want to see) and response decompression is off (bodies are tiny).
     """
 
-    __slots__ = ("_client", "_timeouts")
+    __slots__ = ("_client", "_max_body", "_timeouts")
 
     def __init__(
         self,
@@ -68,11 +77,14 @@ class PyreqwestTransport(Transport):
         http2_prior_knowledge: bool = False,
         ca_pem: bytes | None = None,
         identity_pem: bytes | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         """``http2_prior_knowledge`` speaks only HTTP/2 (h2c on ``http://``, ALPN ``h2`` on
         ``https://``): APNs needs it, since reqwest never upgrades a cleartext connection.
         ``ca_pem`` adds trusted roots (a lab's self-signed CA); ``identity_pem`` is a client
-        certificate + private key in PEM (APNs certificate auth)."""
+        certificate + private key in PEM (APNs certificate auth). ``max_response_bytes`` is where
+        reading an answer's body stops (:func:`read_capped`)."""
+        self._max_body = max_response_bytes
         builder = (
             ClientBuilder()
             .http2(http2)
@@ -122,15 +134,45 @@ class PyreqwestTransport(Transport):
                 td = self._timeouts[req.timeout] = timedelta(seconds=req.timeout)
             builder = builder.timeout(td)
         try:
-            resp = await builder.build().send()
-            body = await resp.bytes()
+            async with builder.build_streamed() as resp:
+                body = await read_capped(resp, self._max_body)
+                return HttpResponse(resp.status, dict(resp.headers.items()), body)
         except PyreqwestError as exc:
             raise TransportError(_describe(exc)) from exc
-        return HttpResponse(resp.status, dict(resp.headers.items()), body.to_bytes())
 
     async def aclose(self) -> None:
         """Close pooled connections; the transport is unusable afterwards."""
         await self._client.close()
+
+
+async def read_capped(resp: Response, cap: int) -> bytes:
+    """The body of a streamed response, read until it ends or passes ``cap`` bytes.
+
+    Past the cap it raises :class:`ResponseTooLarge`; the caller's ``async with`` then closes
+    the stream (the connection is dropped, so the server cannot keep sending), and no more than
+    ``cap`` + one read buffer was held. An answer that declares its length is read in one call.
+    """
+    declared = resp.get_header("content-length")
+    length = int(declared) if declared is not None and declared.isdigit() else None
+    if length is not None and length > cap:
+        raise ResponseTooLarge(
+            f"answer body of {length:,} bytes is over the {cap:,}-byte cap (engine.max_response_bytes)"
+        )
+    if length == 0:
+        return b""
+    reader = resp.body_reader
+    chunks: list[bytes] = []
+    total = 0
+    while (chunk := await reader.read(cap + 1 - total)) is not None:
+        chunks.append(chunk.to_bytes())
+        total += len(chunks[-1])
+        if total > cap:
+            raise ResponseTooLarge(
+                f"answer body passed the {cap:,}-byte cap (engine.max_response_bytes); reading stopped"
+            )
+        if total == length:
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def create_transport(
@@ -141,6 +183,7 @@ def create_transport(
     pool_max_idle_per_host: int | None = None,
     http2: bool = True,
     ca_file: str | None = None,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> Transport:
     """Build the process-wide provider transport (one per process; close it on shutdown).
 
@@ -162,6 +205,7 @@ def create_transport(
         pool_max_idle_per_host=pool_max_idle_per_host,
         http2=http2,
         ca_pem=ca_pem,
+        max_response_bytes=max_response_bytes,
     )
 
 
