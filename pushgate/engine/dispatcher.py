@@ -2,7 +2,9 @@
 to the recorder (``engine/recorder.py``, one transaction per chunk).
 
 Before and between chunks the batch passes the pair's quarantine and the rate limits; either
-may defer the rest of the job (no attempt is spent). Targets that are not sent at all (the
+may defer the rest of the job (no attempt is spent). For Web Push and WNS each chunk also
+passes its targets' push-service origins: targets of a quarantined origin are handed back as a
+job of their own, and the rest of the chunk is sent. Targets that are not sent at all (the
 deadline passed, the publish was cancelled, the wait would outlast ``retry.max_age_seconds``)
 are recorded as :class:`~pushgate.domain.accounting.NotAttempted`, never as a made-up answer.
 """
@@ -12,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pushgate.config import Settings
@@ -44,6 +47,8 @@ SEND_CHUNK = 100
 CANCEL_CHECK_SECONDS = 0.2
 #: A rate limit that asks for a longer wait than this defers the job instead of holding a worker.
 MAX_INLINE_WAIT = 1.0
+#: Targets of an origin whose probe is out (sent from this chunk) come back this much later.
+PROBE_WAIT = 1.0
 
 
 def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
@@ -66,6 +71,19 @@ def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
             quota_min_delay=max(spec.quota_floor, float(pick("quota_min_delay"))),
         )
     return out
+
+
+@dataclass(slots=True)
+class OriginSplit:
+    """One chunk after its origins' gates: what is sent (with each target's origin), what is
+    held for later (by run time), what is given up (the wait would outlast it)."""
+
+    send: list[Target]
+    origins: list[str | None]
+    held: dict[float, list[Target]] = field(default_factory=dict)
+    skipped: list[Target] = field(default_factory=list)
+    skips: list[NotAttempted] = field(default_factory=list)
+    probes: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -165,6 +183,7 @@ class Dispatcher:
                 DEFERRED.labels(provider_name, "quarantine").inc()
             return
         probing = gate.probe
+        origin_of = registry.get(provider_name).origin_of
         await g.health.refresh(pub.app_id)
         rendered = self.renders.get(pub.id, provider_name, pub.request, pub.created_at)
         # Sent and recorded chunk by chunk: a crash re-sends at most the chunks in flight, and a
@@ -177,9 +196,10 @@ class Dispatcher:
             if k and await self._cancelled(pub.id):
                 await record(targets[k:], [CANCELLED for _ in targets[k:]], final=True)
                 return
-            wait, layer = g.limits.reserve(pub.app_id, app_name, provider_name, len(chunk))
+            split = await self._split_by_origin(record, pub, provider_name, chunk, origin_of)
+            wait, layer = g.limits.reserve(pub.app_id, app_name, provider_name, len(split.send))
             if wait > MAX_INLINE_WAIT and not probing:
-                g.limits.refund(pub.app_id, provider_name, len(chunk))
+                g.limits.refund(pub.app_id, provider_name, len(split.send))
                 until = time.time() + wait
                 if not await self._give_up_instead(record, pub, provider_name, targets[k:], until):
                     await record.defer(until, None)
@@ -187,14 +207,23 @@ class Dispatcher:
                 return
             if wait > 0:
                 await asyncio.sleep(wait)
-            async with g.limits.in_flight.hold(len(chunk)):
-                started = time.perf_counter()
-                results = await provider.send_batch(rendered, chunk)
-                SEND_SECONDS.labels(provider_name).observe(time.perf_counter() - started)
+            results: list[SendResult] = []
+            if split.send:
+                async with g.limits.in_flight.hold(len(split.send)):
+                    started = time.perf_counter()
+                    results = await provider.send_batch(rendered, split.send)
+                    SEND_SECONDS.labels(provider_name).observe(time.perf_counter() - started)
             k += len(chunk)
             stale = await self._rotated_meanwhile(pub.app_id, app_name, provider_name, provider, results)
             parked = await record(
-                chunk, results, final=k >= len(targets), probing=probing, stale_credential=stale
+                split.send + split.skipped,
+                [*results, *split.skips],
+                final=k >= len(targets),
+                probing=probing,
+                stale_credential=stale,
+                origins=split.origins if origin_of is not None else None,
+                origin_probes=split.probes,
+                held=split.held,
             )
             probing = False
             if parked is not None:
@@ -203,6 +232,51 @@ class Dispatcher:
                 if not await self._give_up_instead(record, pub, provider_name, targets[k:], parked):
                     DEFERRED.labels(provider_name, "quarantine").inc()
                 return
+
+    async def _split_by_origin(
+        self,
+        record: JobRecorder,
+        pub: Publish,
+        provider_name: str,
+        chunk: list[Target],
+        origin_of: Callable[[str], str | None] | None,
+    ) -> OriginSplit:
+        """Pass a chunk through its origins' breakers (a provider without origins sends all).
+
+        A quarantined origin's targets are held until its cooldown ends; a due one sends one
+        probe from this chunk and holds the rest of its targets for ``PROBE_WAIT``. Only its own
+        targets wait: the others go now.
+        """
+        if origin_of is None:
+            return OriginSplit(chunk, [])
+        origins = [origin_of(t.token) for t in chunk]
+        gates = await self.guards.quarantine.origin_gates(
+            pub.app_id, provider_name, {o for o in origins if o is not None}
+        )
+        if not gates:
+            return OriginSplit(chunk, origins)
+        now = time.time()
+        split = OriginSplit([], [])
+        probed: set[str] = set()
+        for target, origin in zip(chunk, origins, strict=True):
+            g = gates.get(origin) if origin is not None else None
+            if g is None or (g.probe and origin not in probed):
+                if g is not None and origin is not None:
+                    probed.add(origin)
+                split.send.append(target)
+                split.origins.append(origin)
+                continue
+            until = g.defer_until if g.defer_until is not None else now + PROBE_WAIT
+            skip = self._skip_for(record, pub, provider_name, until)
+            if skip is not None:
+                split.skipped.append(target)
+                split.skips.append(skip)
+            else:
+                split.held.setdefault(round(until, 3), []).append(target)
+        split.probes = frozenset(probed)
+        if split.held:
+            DEFERRED.labels(provider_name, "origin_quarantine").inc()
+        return split
 
     async def _rotated_meanwhile(
         self, app_id: str, app_name: str, provider_name: str, used: Provider, results: list[SendResult]
@@ -225,17 +299,22 @@ class Dispatcher:
         notification's deadline (``expired``) or ``retry.max_age_seconds`` (``failed``, a dead
         letter, replayable once the provider is back). Without this a provider that never
         recovers would keep its publishes open for ever."""
-        skip: NotAttempted | None = None
-        if record.deadline is not None and until >= record.deadline:
-            skip = EXPIRED
-        else:
-            max_age = self.policies[provider_name].max_age
-            if max_age > 0 and until > pub.created_at + max_age:
-                skip = DEFERRED_TOO_LONG
+        skip = self._skip_for(record, pub, provider_name, until)
         if skip is None or not targets:
             return False
         await record(targets, [skip for _ in targets], final=True, observed=False)
         return True
+
+    def _skip_for(
+        self, record: JobRecorder, pub: Publish, provider_name: str, until: float
+    ) -> NotAttempted | None:
+        """Why a target that would wait until ``until`` is given up instead, if it is."""
+        if record.deadline is not None and until >= record.deadline:
+            return EXPIRED
+        max_age = self.policies[provider_name].max_age
+        if max_age > 0 and until > pub.created_at + max_age:
+            return DEFERRED_TOO_LONG
+        return None
 
     async def _cancelled(self, publish_id: str) -> bool:
         """Whether the publish was cancelled, read at most every ``CANCEL_CHECK_SECONDS``."""

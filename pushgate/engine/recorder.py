@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from pushgate.domain.accounting import Attempt, Batch, account
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
-from pushgate.domain.quarantine import OPEN, Breaker
+from pushgate.domain.quarantine import OPEN, Breaker, by_scope
 from pushgate.domain.status import PublishStatus
 from pushgate.engine.quarantine import Quarantine
 from pushgate.metrics import DELIVERIES, RECORD_SECONDS
@@ -67,9 +67,17 @@ class Recorder:
         probing: bool = False,
         observed: bool = True,
         stale_credential: bool = False,
+        origins: Sequence[str | None] | None = None,
+        origin_probes: frozenset[str] = frozenset(),
+        held: Mapping[float, Sequence[Target]] | None = None,
     ) -> float | None:
         """Commit one chunk's outcomes; returns when the job was deferred to, if the chunk's
         answers quarantined the pair (the rest of the job waits, no attempt spent).
+
+        ``origins``: the push-service origin of each sent target (Web Push, WNS), whose
+        answers then move that origin's breaker (``origin_probes``: the origins this chunk
+        probed) rather than the pair's. ``held``: targets of quarantined origins, handed back
+        as new jobs at their run times, in this transaction, with no attempt spent.
 
         ``observed``: these are real provider answers (not a local failure to build the
         request), so they count toward the pair's health and quarantine. ``stale_credential``:
@@ -81,6 +89,7 @@ class Recorder:
         classes = Counter(r.outcome.value for r in answered)
         parked: float | None = None
         breaker: Breaker | None = None
+        origin_changes: dict[str, Breaker] = {}
         started = time.perf_counter()
         async with self.db.write() as conn:
             # Read under a shared lock: a cancel that committed first has already turned these
@@ -101,6 +110,17 @@ class Recorder:
                     {run_at: [t.row() for t in retry] for run_at, retry in out.retries.items()},
                     attempt=batch.attempt + 1,
                 )
+            if held:
+                await JobQueue.enqueue_dispatch(
+                    conn,
+                    pub.app_id,
+                    pub.id,
+                    batch.provider,
+                    {run_at: [t.row() for t in group] for run_at, group in held.items()},
+                    attempt=batch.attempt,
+                    replay=batch.was_retrying and batch.attempt == 1,
+                    deferred_by=batch.provider,
+                )
             if classes:
                 await self.health_store.add_events(conn, pub.app_id, batch.provider, now, classes)
                 judged = (
@@ -108,6 +128,17 @@ class Recorder:
                     if stale_credential
                     else answered
                 )
+                if origins is not None:
+                    scoped = [
+                        (origins[i], r)
+                        for i, r in enumerate(results[: len(origins)])
+                        if isinstance(r, SendResult)
+                        and not (stale_credential and r.outcome is Outcome.CREDENTIAL)
+                    ]
+                    judged, per_origin = by_scope([o for o, _ in scoped], [r for _, r in scoped])
+                    origin_changes = await self.quarantine.observe_origins(
+                        conn, pub.app_id, batch.provider, per_origin, origin_probes
+                    )
                 breaker = await self.quarantine.observe(
                     conn, pub.app_id, batch.provider, judged, probing=probing
                 )
@@ -129,6 +160,7 @@ class Recorder:
         if breaker is not None:
             # Only what committed is cached: a rolled-back change must not park the pair here.
             self.quarantine.remember(pub.app_id, batch.provider, breaker)
+        self.quarantine.remember_origins(pub.app_id, batch.provider, origin_changes)
         for cls, n in classes.items():
             DELIVERIES.labels(batch.provider, cls).inc(n)
         if out.invalid:
@@ -170,8 +202,11 @@ class JobRecorder:
         probing: bool = False,
         observed: bool = True,
         stale_credential: bool = False,
+        origins: Sequence[str | None] | None = None,
+        origin_probes: frozenset[str] = frozenset(),
+        held: Mapping[float, Sequence[Target]] | None = None,
     ) -> float | None:
-        self.progress += len(targets)
+        self.progress += len(targets) + sum(len(g) for g in (held or {}).values())
         return await self.recorder.record(
             self.job,
             self.pub,
@@ -183,6 +218,9 @@ class JobRecorder:
             probing=probing,
             observed=observed,
             stale_credential=stale_credential,
+            origins=origins,
+            origin_probes=origin_probes,
+            held=held,
         )
 
     async def defer(self, run_at: float, deferred_by: str | None) -> None:

@@ -142,6 +142,10 @@ class ProviderSpec:
     #: Reshapes a body uploaded through ``PUT /v1/credentials/<name>`` into settings keys
     #: (raises ValueError naming the key).
     upload: Callable[[dict[str, Any]], dict[str, Any]] = _no_upload
+    #: For providers whose endpoint each device names (Web Push, WNS): the push-service origin
+    #: (``scheme://host[:port]``) of a stored token, None when it has none. Set, the breaker is
+    #: kept per origin as well as per pair (docs/providers.md, "Breakers").
+    origin_of: Callable[[str], str | None] | None = None
 
     def normalize_token(self, token: str | dict[str, Any], allow_lab: bool) -> tuple[str, str]:
         """``(stored token, identity key)``: the key decides "same device"; raises ValueError."""

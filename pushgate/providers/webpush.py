@@ -388,6 +388,14 @@ class WebPushProvider(Provider):
         return result
 
 
+def subscription_origin(token: str) -> str | None:
+    """The push service origin a stored subscription names (its breaker's key)."""
+    try:
+        return _prepare_subscription(token).origin
+    except ValueError:
+        return None
+
+
 SPEC = ProviderSpec(
     name="webpush",
     settings=WebPushSettings,
@@ -397,4 +405,5 @@ SPEC = ProviderSpec(
     describe=describe,
     token_parser=parse_token,
     upload=upload,
+    origin_of=subscription_origin,
 )

@@ -235,6 +235,18 @@ class WnsProvider(Provider):
         return await self._transport.request(HttpRequest("POST", uri, headers, rendered.body, self._timeout))
 
 
+def channel_origin(uri: str) -> str | None:
+    """The WNS host a channel URI names (its breaker's key)."""
+    try:
+        scheme, host, port = _origin(uri)
+    except ValueError:
+        return None
+    if not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
+
+
 SPEC = ProviderSpec(
     name="wns",
     settings=WnsSettings,
@@ -243,4 +255,5 @@ SPEC = ProviderSpec(
     platforms=frozenset({"windows"}),
     describe=describe,
     token_rule=lambda token, lab: render_wns.normalize_token(token, allow_lab=lab),
+    origin_of=channel_origin,
 )
