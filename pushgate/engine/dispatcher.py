@@ -31,7 +31,7 @@ from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.recorder import JobRecorder, Recorder
 from pushgate.engine.rendering import RenderCache
 from pushgate.metrics import DEFERRED, SEND_SECONDS
-from pushgate.providers import registry
+from pushgate.providers import answers, registry
 from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.store.db import Database
 from pushgate.store.health import ProviderHealthStore
@@ -211,7 +211,11 @@ class Dispatcher:
             if split.send:
                 async with g.limits.in_flight.hold(len(split.send)):
                     started = time.perf_counter()
-                    results = await provider.send_batch(rendered, split.send)
+                    # The last net: a provider whose send_batch raises fails this chunk's targets
+                    # (invalid_response, retried) instead of crashing the batch into re-claims. The
+                    # built-in providers isolate each target (providers/answers.py) before this.
+                    sent = provider.send_batch(rendered, split.send)
+                    results = await answers.group(provider_name, sent, len(split.send))
                     SEND_SECONDS.labels(provider_name).observe(time.perf_counter() - started)
             k += len(chunk)
             stale = await self._rotated_meanwhile(pub.app_id, app_name, provider_name, provider, results)
