@@ -92,3 +92,25 @@ async def test_endless_answer_is_cut_at_the_cap(database_url: str, lab: Lab) -> 
         assert "65,536-byte cap (engine.max_response_bytes)" in bad["error_message"]
         written = _fault(lab, endpoint(hostile))["written"]
         assert 65_536 < written < WRITTEN_BOUND, written
+
+
+async def test_endless_wns_answer_is_cut_at_the_cap(database_url: str, lab: Lab) -> None:
+    """The cap is the transport's, so it holds for every provider (WNS reads no body at all)."""
+    settings = gateway_settings(database_url, lab, PUSHGATE_RETRY_MAX_ATTEMPTS="1")
+    async with running_gateway(settings) as gw:
+        with lab.client() as c:
+            uris = [c.post("/wns/channels").raise_for_status().json()["channel_uri"] for _ in range(2)]
+        devs = [
+            await register(gw, provider="wns", token=uri, platform="windows", channels=["wns-endless"])
+            for uri in uris
+        ]
+        lab.fault(provider="wns", tokens=[uris[1]], hostile="endless", body_bytes=ENDLESS_BYTES)
+
+        pub_id = await publish(gw.client, recipients=[{"type": "channel", "channel": "wns-endless"}])
+        await gw.wait_done(pub_id, within=30)
+
+        records = {r["device_id"]: r for r in await gw.deliveries(pub_id)}
+        assert records[devs[0]["id"]]["status"] == "sent"
+        bad = records[devs[1]["id"]]
+        assert (bad["status"], bad["error_code"]) == ("failed", "response_too_large")
+        assert _fault(lab, uris[1])["written"] < WRITTEN_BOUND
