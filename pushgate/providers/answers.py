@@ -77,13 +77,24 @@ def decode_json(
         raise msgspec.DecodeError("answer nests too deep") from None
 
 
+def _where(exc: BaseException) -> str:
+    """``module.py:line`` where ``exc`` was raised."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+
+
 def _failure(provider: str, exc: Exception) -> SendResult:
-    # The exception's text is not copied into the record: it may quote the answer.
+    # Neither the log nor the record copies the exception's text: it may quote the answer or
+    # hold a device token. Its type and where it was raised are enough to find the bug.
     log.error(
-        "%s: could not handle an answer (%s: %.200s); recorded as %s for that target only",
+        "%s: could not handle an answer (%s at %s); recorded as %s for that target only",
         provider,
         type(exc).__name__,
-        exc,
+        _where(exc),
         INVALID_RESPONSE,
     )
     return SendResult(

@@ -148,3 +148,13 @@ async def test_a_provider_keeps_the_rest_of_its_batch_when_one_target_raises() -
         Outcome.SENT,
     ]
     assert results[1].error_code == "invalid_response"
+
+
+async def test_the_log_names_the_exception_but_never_its_text(caplog: pytest.LogCaptureFixture) -> None:
+    async def leaky() -> SendResult:
+        raise KeyError("fcm_secret-device-token")
+
+    res = await answers.one("fcm", leaky())
+    assert res.error_code == "invalid_response"
+    assert "secret-device-token" not in caplog.text + (res.error_message or "")
+    assert "KeyError at test_provider_answers.py:" in caplog.text
