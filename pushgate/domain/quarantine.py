@@ -53,6 +53,12 @@ def by_scope(
             continue
         per.setdefault(origin, []).append(r)
         pair.append(r if r.outcome in _HEALTHY else _ANSWERED)
+    for origin, answers in per.items():
+        if any(r.outcome is Outcome.SENT for r in answers):
+            # The origin accepted our key for others in the same chunk: a refusal beside that
+            # is about one subscription (e.g. made with another application server key), not
+            # the origin; it must not park the origin's other devices.
+            per[origin] = [r for r in answers if r.outcome is not Outcome.CREDENTIAL]
     return pair, per
 
 
@@ -76,6 +82,9 @@ class Breaker:
     reason_class: str | None = None
     reason_code: str | None = None
     reason_message: str | None = None
+    #: Origin breakers only: the recipient whose answer opened (or re-opened) it, so the probe
+    #: goes to another of the origin's targets when there is one.
+    failed_recipient: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

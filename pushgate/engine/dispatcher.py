@@ -22,6 +22,7 @@ from pushgate.config import Settings
 from pushgate.domain.accounting import CANCELLED, DEFERRED_TOO_LONG, EXPIRED, Batch, NotAttempted
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.quarantine import Gate
 from pushgate.domain.retry import RetryPolicy
 from pushgate.domain.status import CLOSED, PublishStatus
 from pushgate.engine.health import HealthMonitor
@@ -254,19 +255,19 @@ class Dispatcher:
         if origin_of is None:
             return OriginSplit(chunk, [])
         origins = [origin_of(t.token) for t in chunk]
-        gates = await self.guards.quarantine.origin_gates(
-            pub.app_id, provider_name, {o for o in origins if o is not None}
-        )
+        members: dict[str, set[str]] = {}
+        for t, o in zip(chunk, origins, strict=True):
+            if o is not None:
+                members.setdefault(o, set()).add(t.recipient_id)
+        gates = await self.guards.quarantine.origin_gates(pub.app_id, provider_name, members)
         if not gates:
             return OriginSplit(chunk, origins)
         now = time.time()
         split = OriginSplit([], [])
-        probed: set[str] = set()
+        probe_of = self._probe_targets(pub.app_id, provider_name, chunk, origins, gates)
         for target, origin in zip(chunk, origins, strict=True):
             g = gates.get(origin) if origin is not None else None
-            if g is None or (g.probe and origin not in probed):
-                if g is not None and origin is not None:
-                    probed.add(origin)
+            if g is None or (origin is not None and probe_of.get(origin) is target):
                 split.send.append(target)
                 split.origins.append(origin)
                 continue
@@ -277,10 +278,31 @@ class Dispatcher:
                 split.skips.append(skip)
             else:
                 split.held.setdefault(round(until, 3), []).append(target)
-        split.probes = frozenset(probed)
+        split.probes = frozenset(probe_of)
         if split.held:
             DEFERRED.labels(provider_name, "origin_quarantine").inc()
         return split
+
+    def _probe_targets(
+        self,
+        app_id: str,
+        provider_name: str,
+        chunk: list[Target],
+        origins: list[str | None],
+        gates: dict[str, Gate],
+    ) -> dict[str, Target]:
+        """The one target that probes each origin this chunk won the probe of: not the one whose
+        answer opened the breaker when the chunk has another (a hostile subscription retried as
+        the probe would re-open its origin for twice as long each time)."""
+        out: dict[str, Target] = {}
+        for origin, g in gates.items():
+            if not g.probe:
+                continue
+            mine = [t for t, o in zip(chunk, origins, strict=True) if o == origin]
+            failed = self.guards.quarantine.failed_recipient(app_id, provider_name, origin)
+            others = [t for t in mine if t.recipient_id != failed]
+            out[origin] = (others or mine)[0]
+        return out
 
     async def _rotated_meanwhile(
         self, app_id: str, app_name: str, provider_name: str, used: Provider, results: list[SendResult]

@@ -144,22 +144,29 @@ class Quarantine:
         self._origins[key] = (now, states)
         return states
 
-    async def origin_gates(self, app_id: str, provider: str, origins: Iterable[str]) -> dict[str, Gate]:
-        """The gate of each of ``origins`` that may not simply send (absent: send). A probe is
-        won atomically, as the pair's is; a lost one waits for the winner's verdict."""
+    async def origin_gates(
+        self, app_id: str, provider: str, members: Mapping[str, Iterable[str]]
+    ) -> dict[str, Gate]:
+        """The gate of each origin of ``members`` (origin → the chunk's recipients on it) that
+        may not simply send (absent: send). A probe is won atomically, as the pair's is; a lost
+        one waits for the winner's verdict (its success wakes the waiting jobs). The recipient
+        whose answer opened the breaker does not probe it while the cooldown is new: for one
+        more cooldown the probe is left to the origin's other targets."""
         now = time.time()
-        wanted = set(origins)
         states = await self.origin_states(app_id, provider)
-        if all(o not in states or gate(states[o], now).send for o in wanted):
+        if all(o not in states or gate(states[o], now).send for o in members):
             return {}
         states = await self.origin_states(app_id, provider, fresh=True)
         out: dict[str, Gate] = {}
-        for origin in sorted(wanted):
+        for origin in sorted(members):
             b = states.get(origin)
             g = gate(b, now) if b is not None else Gate(send=True)
-            if g.send:
+            if g.send or b is None:
                 continue
-            if g.probe:
+            grace = (b.open_until or now) + b.cooldown
+            if g.probe and set(members[origin]) == {b.failed_recipient} and now < grace:
+                g = Gate(send=False, defer_until=grace)
+            elif g.probe:
                 if await self.store.take_origin_probe(
                     app_id, provider, origin, now, self.rules.probe_timeout
                 ):
@@ -171,7 +178,6 @@ class Quarantine:
                     )
                 else:
                     g = Gate(send=False, defer_until=now + self.rules.probe_timeout)
-                self._origins.pop((app_id, provider), None)
             out[origin] = g
         return out
 
@@ -182,6 +188,7 @@ class Quarantine:
         provider: str,
         per_origin: Mapping[str, Sequence[SendResult]],
         probes: frozenset[str],
+        failed: Mapping[str, str] | None = None,
     ) -> dict[str, Breaker]:
         """Fold each origin's answers into its breaker (written in ``conn``); returns the
         origins whose row changed, for :meth:`remember_origins` after the commit."""
@@ -201,6 +208,8 @@ class Quarantine:
             stored = rows.get(origin, _CLEAN)
             before = replace(stored, state=HALF_OPEN, open_until=None) if origin in probes else stored
             after = observe(before, results, self.rules, now, probing=origin in probes)
+            if after.state == OPEN and (stored.state != OPEN or after.open_until != stored.open_until):
+                after = replace(after, failed_recipient=(failed or {}).get(origin))
             if after == stored:
                 continue
             await self.store.save_origin(conn, app_id, provider, origin, after)
@@ -216,10 +225,19 @@ class Quarantine:
                     after.reason_code,
                 )
             elif after.state == CLOSED and stored.state != CLOSED:
+                # Wake the targets held for this origin (held jobs are deferred by the provider;
+                # those of origins still open are held again, which costs one small job each).
+                await wake_deferred(conn, app_id, provider, now)
                 log.info(
                     "quarantine of %s/%s origin %s lifted: the probe succeeded", app_id, provider, origin
                 )
         return changed
+
+    def failed_recipient(self, app_id: str, provider: str, origin: str) -> str | None:
+        """Who last opened ``origin``'s breaker (from the cached states)."""
+        hit = self._origins.get((app_id, provider))
+        b = hit[1].get(origin) if hit is not None else None
+        return b.failed_recipient if b is not None else None
 
     def remember_origins(self, app_id: str, provider: str, changed: Mapping[str, Breaker]) -> None:
         """Cache origin states that are now committed."""

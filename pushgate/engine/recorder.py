@@ -136,8 +136,9 @@ class Recorder:
                         and not (stale_credential and r.outcome is Outcome.CREDENTIAL)
                     ]
                     judged, per_origin = by_scope([o for o, _ in scoped], [r for _, r in scoped])
+                    failed = _failed_by_origin(targets, results, origins)
                     origin_changes = await self.quarantine.observe_origins(
-                        conn, pub.app_id, batch.provider, per_origin, origin_probes
+                        conn, pub.app_id, batch.provider, per_origin, origin_probes, failed
                     )
                 breaker = await self.quarantine.observe(
                     conn, pub.app_id, batch.provider, judged, probing=probing
@@ -176,6 +177,20 @@ class Recorder:
         async with self.db.write() as conn:
             if not await JobQueue.defer(conn, job.id, job.claims, progress, run_at, deferred_by):
                 raise LeaseLost(job.id)
+
+
+def _failed_by_origin(
+    targets: Sequence[Target], results: Sequence[Attempt], origins: Sequence[str | None]
+) -> dict[str, str]:
+    """Per origin, a recipient whose answer was a failure that can open its breaker."""
+    out: dict[str, str] = {}
+    for target, result, origin in zip(targets, results, origins, strict=False):
+        if origin is not None and isinstance(result, SendResult) and result.outcome in _OPENS:
+            out[origin] = target.recipient_id
+    return out
+
+
+_OPENS = frozenset({Outcome.CREDENTIAL, Outcome.PROVIDER_TRANSIENT})
 
 
 class JobRecorder:

@@ -31,8 +31,11 @@ _FIELDS = (
 )
 
 
-def _breaker(row: sa.Row) -> Breaker:
-    return Breaker(**{f: getattr(row, f) for f in _FIELDS})
+_ORIGIN_FIELDS = (*_FIELDS, "failed_recipient")
+
+
+def _breaker(row: sa.Row, fields: tuple[str, ...] = _FIELDS) -> Breaker:
+    return Breaker(**{f: getattr(row, f) for f in fields})
 
 
 class ProviderHealthStore:
@@ -105,7 +108,7 @@ class ProviderHealthStore:
             q = q.where(origin_health.c.provider == provider)
         async with self.db.read() as conn:
             rows = (await conn.execute(q.order_by(origin_health.c.provider, origin_health.c.origin))).all()
-        return {(r.provider, r.origin): _breaker(r) for r in rows}
+        return {(r.provider, r.origin): _breaker(r, _ORIGIN_FIELDS) for r in rows}
 
     async def origin_breakers_in(
         self, conn: AsyncConnection, app_id: str, provider: str, origins: Sequence[str]
@@ -120,7 +123,7 @@ class ProviderHealthStore:
                 )
             )
         ).all()
-        return {r.origin: _breaker(r) for r in rows}
+        return {r.origin: _breaker(r, _ORIGIN_FIELDS) for r in rows}
 
     async def save_origin(
         self, conn: AsyncConnection, app_id: str, provider: str, origin: str, b: Breaker
@@ -133,7 +136,7 @@ class ProviderHealthStore:
                 sa.delete(origin_health).where(*(origin_health.c[k] == v for k, v in key.items()))
             )
             return
-        values = {f: getattr(b, f) for f in _FIELDS}
+        values = {f: getattr(b, f) for f in _ORIGIN_FIELDS}
         values["updated_at"] = time.time()
         await conn.execute(upsert_replacing(self.db.dialect, origin_health, key, values))
 

@@ -236,6 +236,7 @@ origin_health = sa.Table(
     sa.Column("reason_class", sa.String(24), nullable=True),
     sa.Column("reason_code", sa.String(80), nullable=True),
     sa.Column("reason_message", sa.Text, nullable=True),
+    sa.Column("failed_recipient", sa.String(64), nullable=True),
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 

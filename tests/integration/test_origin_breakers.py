@@ -8,7 +8,9 @@ subscribers waited 58 s); now it opens that origin only.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -113,3 +115,39 @@ async def test_other_providers_report_no_origins(database_url: str, lab: Lab) ->
             "webpush": [],
             "wns": [],
         }
+
+
+async def test_the_probe_goes_to_another_target_than_the_one_that_failed(database_url: str, lab: Lab) -> None:
+    settings = gateway_settings(
+        database_url,
+        lab,
+        PUSHGATE_QUARANTINE_FAILURE_THRESHOLD="1",
+        PUSHGATE_QUARANTINE_COOLDOWN="0.5",
+        PUSHGATE_QUARANTINE_MAX_COOLDOWN="5",
+        PUSHGATE_RETRY_MAX_ATTEMPTS="1",
+    )
+    async with running_gateway(settings) as gw:
+        # Both on the lab's second push-service origin; the first always answers 500.
+        bad, good = [
+            await register(gw, provider="webpush", token=lab.subscription("http1"), platform="web")
+            for _ in range(2)
+        ]
+        lab.fault(provider="webpush", tokens=[endpoint(bad)], error="500")
+        first = await publish(gw.client, recipients=[{"type": "device", "device_id": bad["id"]}])
+        await gw.wait_done(first, within=10)
+        [origin] = (await _webpush_health(gw))["origins"]
+        assert origin["quarantine"]["state"] == "open"
+
+        await asyncio.sleep(0.6)  # the cooldown is over: the next chunk for the origin probes
+        both = [{"type": "device", "device_id": d["id"]} for d in (bad, good)]
+        second = await publish(gw.client, recipients=both)
+        await gw.wait_done(second, within=10)
+
+        # The probe was the healthy subscription: it closed the origin, and only then was the
+        # failing one sent again (had it probed, it would have re-opened the origin for 1 s
+        # and the healthy one would have waited that long).
+        [item] = lab.ledger("webpush", endpoint(good))["items"]
+        good_at = datetime.fromisoformat(item["received_at"]).timestamp()
+        bad_hits = lab.faults()[-1]["hits"][endpoint(bad)]
+        assert len(bad_hits) == 2
+        assert good_at < bad_hits[1], (good_at, bad_hits)

@@ -33,3 +33,9 @@ def test_a_streak_on_one_origin_is_not_ended_by_another_origins_successes() -> N
     _, per = by_scope([A, B, A, B, A], [DOWN, SENT, DOWN, SENT, DOWN])
     assert observe(Breaker(), per[A], rules, 0.0, probing=False).state == OPEN
     assert observe(Breaker(), per[B], rules, 0.0, probing=False) == Breaker()
+
+
+def test_a_refusal_beside_a_success_from_the_same_origin_is_one_subscriptions_problem() -> None:
+    _, per = by_scope([A, A, B], [REFUSED, SENT, REFUSED])
+    assert per == {A: [SENT], B: [REFUSED]}
+    assert observe(Breaker(), per[A], BreakerRules(), 0.0, probing=False) == Breaker()
