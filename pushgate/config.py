@@ -6,6 +6,7 @@ Long because: every section's Struct is here with each field's comment, so one f
 Every key has a default (docs/configuration.md lists them all). Loading fails with a
 :class:`ConfigError` whose message names the offending key, so a typo never becomes a silent
 default at 3 a.m.
+Long because: it is the one schema of every section, in the order docs/configuration.md lists them.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class EngineSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: A PEM file of extra root certificates that provider connections trust besides the system's
     #: (a private CA in front of a provider, or the provider lab's CA).
     ca_file: str | None = None
+    #: Reading a provider's answer stops past this many bytes (``response_too_large``).
+    max_response_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1_048_576)] = 65_536
     #: How often a worker process looks for publishes whose completion check was lost in a crash.
     sweep_interval: float = 15.0
 

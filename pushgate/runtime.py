@@ -61,11 +61,14 @@ class Runtime:
 
 def provider_transport(settings: Settings) -> Transport:
     """The production HTTP client, trusting ``engine.ca_file`` besides the system's roots (the lab's
-    CA, or a corporate proxy's), connecting only where ``[outbound]`` and the lab flag allow."""
+    CA, or a corporate proxy's), connecting only where ``[outbound]`` and the lab flag allow, and
+    reading at most ``engine.max_response_bytes`` of an answer."""
+    e = settings.engine
     return create_transport(
-        timeout=settings.engine.http_timeout,
-        ca_file=settings.engine.ca_file,
+        timeout=e.http_timeout,
+        ca_file=e.ca_file,
         outbound=outbound_policy(settings),
+        max_response_bytes=e.max_response_bytes,
     )
 
 

@@ -5,11 +5,16 @@ turns it ``open`` for a cooldown: work for the pair is deferred (not attempted, 
 burned). When the cooldown ends, one sender becomes the ``half_open`` probe and sends a single
 notification; a healthy answer closes the breaker, another failure re-opens it for twice as
 long (up to ``max_cooldown``).
+
+For the providers whose endpoint each device names (Web Push, WNS) the same breaker is kept per
+push-service origin too (:func:`by_scope`): a 401/403/5xx or a network error from one origin
+parks that origin's devices only, and the pair's breaker keeps what speaks for the whole app
+(the OAuth token exchange).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from pushgate.domain.outcomes import Outcome, SendResult
@@ -22,6 +27,39 @@ HALF_OPEN = "half_open"
 _HEALTHY = frozenset(
     {Outcome.SENT, Outcome.DEVICE_TERMINAL, Outcome.DEVICE_TRANSIENT, Outcome.QUOTA, Outcome.PAYLOAD}
 )
+
+
+#: Codes that speak for the app's account with the provider, whichever origin a target names.
+PROVIDER_WIDE_CODES = frozenset({"oauth_failed"})
+#: What the pair's breaker sees of an answer that came back from a push-service origin: the
+#: provider-wide part (credentials, the token exchange) worked.
+_ANSWERED = SendResult(Outcome.SENT)
+
+
+def by_scope(
+    origins: Sequence[str | None], results: Sequence[SendResult]
+) -> tuple[list[SendResult], dict[str, list[SendResult]]]:
+    """Split a chunk's answers between the pair's breaker and each origin's.
+
+    ``origins[i]`` is the origin ``results[i]`` came from (None: no origin, e.g. a token that
+    does not parse). An origin's own failures go to that origin only; the pair sees them as
+    answered, so one hostile push service can neither open nor prolong the app's breaker.
+    """
+    pair: list[SendResult] = []
+    per: dict[str, list[SendResult]] = {}
+    for origin, r in zip(origins, results, strict=True):
+        if origin is None or r.error_code in PROVIDER_WIDE_CODES:
+            pair.append(r)
+            continue
+        per.setdefault(origin, []).append(r)
+        pair.append(r if r.outcome in _HEALTHY else _ANSWERED)
+    for origin, answers in per.items():
+        if any(r.outcome is Outcome.SENT for r in answers):
+            # The origin accepted our key for others in the same chunk: a refusal beside that
+            # is about one subscription (e.g. made with another application server key), not
+            # the origin; it must not park the origin's other devices.
+            per[origin] = [r for r in answers if r.outcome is not Outcome.CREDENTIAL]
+    return pair, per
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +82,9 @@ class Breaker:
     reason_class: str | None = None
     reason_code: str | None = None
     reason_message: str | None = None
+    #: Origin breakers only: the recipient whose answer opened (or re-opened) it, so the probe
+    #: goes to another of the origin's targets when there is one.
+    failed_recipient: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

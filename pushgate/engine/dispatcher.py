@@ -2,7 +2,9 @@
 to the recorder (``engine/recorder.py``, one transaction per chunk).
 
 Before and between chunks the batch passes the pair's quarantine and the rate limits; either
-may defer the rest of the job (no attempt is spent). Targets that are not sent at all (the
+may defer the rest of the job (no attempt is spent). For Web Push and WNS each chunk also
+passes its targets' push-service origins: targets of a quarantined origin are handed back as a
+job of their own, and the rest of the chunk is sent. Targets that are not sent at all (the
 deadline passed, the publish was cancelled, the wait would outlast ``retry.max_age_seconds``,
 the device was deleted since planning)
 are recorded as :class:`~pushgate.domain.accounting.NotAttempted`, never as a made-up answer.
@@ -13,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pushgate.config import Settings
@@ -22,12 +25,12 @@ from pushgate.domain.accounting import (
     DEFERRED_TOO_LONG,
     DEVICE_REMOVED,
     EXPIRED,
-    Attempt,
     Batch,
     NotAttempted,
 )
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.quarantine import Gate
 from pushgate.domain.retry import RetryPolicy
 from pushgate.domain.status import CLOSED, PublishStatus
 from pushgate.engine.health import HealthMonitor
@@ -37,7 +40,7 @@ from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.recorder import JobRecorder, Recorder
 from pushgate.engine.rendering import RenderCache
 from pushgate.metrics import DEFERRED, SEND_SECONDS
-from pushgate.providers import registry
+from pushgate.providers import answers, registry
 from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
@@ -54,6 +57,8 @@ SEND_CHUNK = 100
 CANCEL_CHECK_SECONDS = 0.2
 #: A rate limit that asks for a longer wait than this defers the job instead of holding a worker.
 MAX_INLINE_WAIT = 1.0
+#: Targets of an origin whose probe is out (sent from this chunk) come back this much later.
+PROBE_WAIT = 1.0
 
 
 def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
@@ -76,6 +81,19 @@ def retry_policies(settings: Settings) -> dict[str, RetryPolicy]:
             quota_min_delay=max(spec.quota_floor, float(pick("quota_min_delay"))),
         )
     return out
+
+
+@dataclass(slots=True)
+class OriginSplit:
+    """One chunk after its origins' gates: what is sent (with each target's origin), what is
+    held for later (by run time), what is given up (the wait would outlast it)."""
+
+    send: list[Target]
+    origins: list[str | None]
+    held: dict[float, list[Target]] = field(default_factory=dict)
+    skipped: list[Target] = field(default_factory=list)
+    skips: list[NotAttempted] = field(default_factory=list)
+    probes: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -176,6 +194,7 @@ class Dispatcher:
                 DEFERRED.labels(provider_name, "quarantine").inc()
             return
         probing = gate.probe
+        origin_of = registry.get(provider_name).origin_of
         await g.health.refresh(pub.app_id)
         rendered = self.renders.get(pub.id, provider_name, pub.request, pub.created_at)
         # Sent and recorded chunk by chunk: a crash re-sends at most the chunks in flight, and a
@@ -188,9 +207,10 @@ class Dispatcher:
             if k and await self._cancelled(pub.id):
                 await record(targets[k:], [CANCELLED for _ in targets[k:]], final=True)
                 return
-            wait, layer = g.limits.reserve(pub.app_id, app_name, provider_name, len(chunk))
+            split = await self._split_by_origin(record, pub, provider_name, chunk, origin_of)
+            wait, layer = g.limits.reserve(pub.app_id, app_name, provider_name, len(split.send))
             if wait > MAX_INLINE_WAIT and not probing:
-                g.limits.refund(pub.app_id, provider_name, len(chunk))
+                g.limits.refund(pub.app_id, provider_name, len(split.send))
                 until = time.time() + wait
                 if not await self._give_up_instead(record, pub, provider_name, targets[k:], until):
                     await record.defer(until, None)
@@ -202,24 +222,51 @@ class Dispatcher:
             # a wait the job's lease is renewed first (LeaseLost if another claim took it).
             if await self.recorder.storage.wait_writable():
                 await record.renew()
-            live = await self._still_there(chunk)
-            async with g.limits.in_flight.hold(len(live)):
-                started = time.perf_counter()
-                answers = await provider.send_batch(rendered, live) if live else []
-                SEND_SECONDS.labels(provider_name).observe(time.perf_counter() - started)
-            results = _in_order(chunk, live, answers)
+            removed = await self._drop_removed(split)
+            if removed:
+                g.limits.refund(pub.app_id, provider_name, len(removed))
+            results: list[SendResult] = []
+            if split.send:
+                async with g.limits.in_flight.hold(len(split.send)):
+                    started = time.perf_counter()
+                    # The last net: a provider whose send_batch raises fails this chunk's targets
+                    # (invalid_response, retried) instead of crashing the batch into re-claims. The
+                    # built-in providers isolate each target (providers/answers.py) before this.
+                    sent = provider.send_batch(rendered, split.send)
+                    results = await answers.group(provider_name, sent, len(split.send))
+                    SEND_SECONDS.labels(provider_name).observe(time.perf_counter() - started)
             k += len(chunk)
-            stale = await self._rotated_meanwhile(pub.app_id, app_name, provider_name, provider, answers)
+            stale = await self._rotated_meanwhile(pub.app_id, app_name, provider_name, provider, results)
             parked = await record(
-                chunk, results, final=k >= len(targets), probing=probing, stale_credential=stale
+                split.send + split.skipped + removed,
+                [*results, *split.skips, *(DEVICE_REMOVED for _ in removed)],
+                final=k >= len(targets),
+                probing=probing,
+                stale_credential=stale,
+                origins=split.origins if origin_of is not None else None,
+                origin_probes=split.probes,
+                held=split.held,
             )
-            probing = probing and not live  # a probe whose device was removed is still owed
+            probing = probing and not split.send  # a probe whose device was removed is still owed
             if parked is not None:
                 # The rest of the job was deferred with these answers; unless waiting would
                 # outlive the notification or the retry age, in which case it ends now.
                 if not await self._give_up_instead(record, pub, provider_name, targets[k:], parked):
                     DEFERRED.labels(provider_name, "quarantine").inc()
                 return
+
+    async def _drop_removed(self, split: OriginSplit) -> list[Target]:
+        """Take the devices deleted since planning out of what is about to be sent (checked
+        last, after any wait) and return them; their origins go with them."""
+        live = await self._still_there(split.send)
+        if len(live) == len(split.send):
+            return []
+        kept = {id(t) for t in live}
+        if split.origins:
+            split.origins = [o for t, o in zip(split.send, split.origins, strict=True) if id(t) in kept]
+        removed = [t for t in split.send if id(t) not in kept]
+        split.send = live
+        return removed
 
     async def _still_there(self, chunk: list[Target]) -> list[Target]:
         """The chunk without the devices deleted or invalidated since the job was planned (the
@@ -230,6 +277,72 @@ class Dispatcher:
             return chunk
         active = await self.devices.still_active(ids)
         return [t for t in chunk if t.recipient_id in active or not t.recipient_id.startswith("dev_")]
+
+    async def _split_by_origin(
+        self,
+        record: JobRecorder,
+        pub: Publish,
+        provider_name: str,
+        chunk: list[Target],
+        origin_of: Callable[[str], str | None] | None,
+    ) -> OriginSplit:
+        """Pass a chunk through its origins' breakers (a provider without origins sends all).
+
+        A quarantined origin's targets are held until its cooldown ends; a due one sends one
+        probe from this chunk and holds the rest of its targets for ``PROBE_WAIT``. Only its own
+        targets wait: the others go now.
+        """
+        if origin_of is None:
+            return OriginSplit(chunk, [])
+        origins = [origin_of(t.token) for t in chunk]
+        members: dict[str, set[str]] = {}
+        for t, o in zip(chunk, origins, strict=True):
+            if o is not None:
+                members.setdefault(o, set()).add(t.recipient_id)
+        gates = await self.guards.quarantine.origin_gates(pub.app_id, provider_name, members)
+        if not gates:
+            return OriginSplit(chunk, origins)
+        now = time.time()
+        split = OriginSplit([], [])
+        probe_of = self._probe_targets(pub.app_id, provider_name, chunk, origins, gates)
+        for target, origin in zip(chunk, origins, strict=True):
+            g = gates.get(origin) if origin is not None else None
+            if g is None or (origin is not None and probe_of.get(origin) is target):
+                split.send.append(target)
+                split.origins.append(origin)
+                continue
+            until = g.defer_until if g.defer_until is not None else now + PROBE_WAIT
+            skip = self._skip_for(record, pub, provider_name, until)
+            if skip is not None:
+                split.skipped.append(target)
+                split.skips.append(skip)
+            else:
+                split.held.setdefault(round(until, 3), []).append(target)
+        split.probes = frozenset(probe_of)
+        if split.held:
+            DEFERRED.labels(provider_name, "origin_quarantine").inc()
+        return split
+
+    def _probe_targets(
+        self,
+        app_id: str,
+        provider_name: str,
+        chunk: list[Target],
+        origins: list[str | None],
+        gates: dict[str, Gate],
+    ) -> dict[str, Target]:
+        """The one target that probes each origin this chunk won the probe of: not the one whose
+        answer opened the breaker when the chunk has another (a hostile subscription retried as
+        the probe would re-open its origin for twice as long each time)."""
+        out: dict[str, Target] = {}
+        for origin, g in gates.items():
+            if not g.probe:
+                continue
+            mine = [t for t, o in zip(chunk, origins, strict=True) if o == origin]
+            failed = self.guards.quarantine.failed_recipient(app_id, provider_name, origin)
+            others = [t for t in mine if t.recipient_id != failed]
+            out[origin] = (others or mine)[0]
+        return out
 
     async def _rotated_meanwhile(
         self, app_id: str, app_name: str, provider_name: str, used: Provider, results: list[SendResult]
@@ -252,17 +365,22 @@ class Dispatcher:
         notification's deadline (``expired``) or ``retry.max_age_seconds`` (``failed``, a dead
         letter, replayable once the provider is back). Without this a provider that never
         recovers would keep its publishes open for ever."""
-        skip: NotAttempted | None = None
-        if record.deadline is not None and until >= record.deadline:
-            skip = EXPIRED
-        else:
-            max_age = self.policies[provider_name].max_age
-            if max_age > 0 and until > pub.created_at + max_age:
-                skip = DEFERRED_TOO_LONG
+        skip = self._skip_for(record, pub, provider_name, until)
         if skip is None or not targets:
             return False
         await record(targets, [skip for _ in targets], final=True, observed=False)
         return True
+
+    def _skip_for(
+        self, record: JobRecorder, pub: Publish, provider_name: str, until: float
+    ) -> NotAttempted | None:
+        """Why a target that would wait until ``until`` is given up instead, if it is."""
+        if record.deadline is not None and until >= record.deadline:
+            return EXPIRED
+        max_age = self.policies[provider_name].max_age
+        if max_age > 0 and until > pub.created_at + max_age:
+            return DEFERRED_TOO_LONG
+        return None
 
     async def _cancelled(self, publish_id: str) -> bool:
         """Whether the publish was cancelled, read at most every ``CANCEL_CHECK_SECONDS``."""
@@ -285,16 +403,6 @@ class Dispatcher:
         record = self._job_recorder(job, pub, None)
         await record(targets, [failed for _ in targets], final=True, observed=False)
         await self.publishes.finish_if_done(pub.id)
-
-
-def _in_order(chunk: list[Target], live: list[Target], answers: list[SendResult]) -> list[Attempt]:
-    """One result per target of ``chunk``: the provider's answers for ``live``, in order, and
-    :data:`DEVICE_REMOVED` for the targets left out."""
-    if len(live) == len(chunk):
-        return list(answers)
-    sent = iter(answers)
-    kept = {id(t) for t in live}
-    return [next(sent) if id(t) in kept else DEVICE_REMOVED for t in chunk]
 
 
 def _deadline(pub: Publish) -> float | None:

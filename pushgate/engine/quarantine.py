@@ -6,13 +6,17 @@ records the answers that changed it (reading it afresh there, so a stale cache n
 a newer row). One process's discovery therefore parks the pair for all of them within a second,
 and ``GET /v1/health/providers`` reports it from any process. A deferral is only ever decided on
 a fresh read, so a breaker closed elsewhere (a probe, a credential upload) is not waited out.
+
+Web Push and WNS also keep one breaker per push-service origin (``origin_gates``,
+``observe_origins``): the origins of a pair that are not clean are read as one map, cached the
+same way, so a pair whose origins are all healthy costs a dict lookup per chunk.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,6 +39,8 @@ class Quarantine:
         self.store = store
         self.rules = rules
         self._cache: dict[tuple[str, str], tuple[float, Breaker]] = {}
+        #: (app, provider) → (read at, origin → breaker of the origins that are not clean)
+        self._origins: dict[tuple[str, str], tuple[float, dict[str, Breaker]]] = {}
 
     async def current(self, app_id: str, provider: str) -> Breaker:
         """The pair's breaker, re-read at most every ``CACHE_SECONDS``."""
@@ -119,6 +125,129 @@ class Quarantine:
         self._cache[(app_id, provider)] = (time.monotonic(), b)
 
     def forget(self, app_id: str, provider: str) -> None:
-        """Drop the cached row (the credential was replaced and the row reset)."""
+        """Drop the cached rows (the credential was replaced and the rows reset)."""
         self._cache.pop((app_id, provider), None)
+        self._origins.pop((app_id, provider), None)
         QUARANTINED.labels(app_id, provider).set(0)
+
+    # -- per push-service origin -----------------------------------------------------------------
+
+    async def origin_states(self, app_id: str, provider: str, *, fresh: bool = False) -> dict[str, Breaker]:
+        """The pair's origins that are not clean, re-read at most every ``CACHE_SECONDS``."""
+        key = (app_id, provider)
+        now = time.monotonic()
+        hit = self._origins.get(key)
+        if not fresh and hit is not None and now - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        rows = await self.store.origin_breakers(app_id, provider)
+        states = {origin: b for (_, origin), b in rows.items()}
+        self._origins[key] = (now, states)
+        return states
+
+    async def origin_gates(
+        self, app_id: str, provider: str, members: Mapping[str, Iterable[str]]
+    ) -> dict[str, Gate]:
+        """The gate of each origin of ``members`` (origin → the chunk's recipients on it) that
+        may not simply send (absent: send). A probe is won atomically, as the pair's is; a lost
+        one waits for the winner's verdict (its success wakes the waiting jobs). The recipient
+        whose answer opened the breaker does not probe it while the cooldown is new: for one
+        more cooldown the probe is left to the origin's other targets."""
+        now = time.time()
+        states = await self.origin_states(app_id, provider)
+        if all(o not in states or gate(states[o], now).send for o in members):
+            return {}
+        states = await self.origin_states(app_id, provider, fresh=True)
+        out: dict[str, Gate] = {}
+        for origin in sorted(members):
+            b = states.get(origin)
+            g = gate(b, now) if b is not None else Gate(send=True)
+            if g.send or b is None:
+                continue
+            grace = (b.open_until or now) + b.cooldown
+            if g.probe and set(members[origin]) == {b.failed_recipient} and now < grace:
+                g = Gate(send=False, defer_until=grace)
+            elif g.probe:
+                if await self.store.take_origin_probe(
+                    app_id, provider, origin, now, self.rules.probe_timeout
+                ):
+                    log.info(
+                        "quarantine of %s/%s origin %s: cooldown over, sending one probe",
+                        app_id,
+                        provider,
+                        origin,
+                    )
+                else:
+                    g = Gate(send=False, defer_until=now + self.rules.probe_timeout)
+            out[origin] = g
+        return out
+
+    async def observe_origins(
+        self,
+        conn: AsyncConnection,
+        app_id: str,
+        provider: str,
+        per_origin: Mapping[str, Sequence[SendResult]],
+        probes: frozenset[str],
+        failed: Mapping[str, str] | None = None,
+    ) -> dict[str, Breaker]:
+        """Fold each origin's answers into its breaker (written in ``conn``); returns the
+        origins whose row changed, for :meth:`remember_origins` after the commit."""
+        hit = self._origins.get((app_id, provider))
+        known = hit[1] if hit is not None else None
+        todo = {
+            o: rs
+            for o, rs in per_origin.items()
+            if known is None or o in known or o in probes or any(r.outcome in _UNHEALTHY for r in rs)
+        }
+        if not todo:
+            return {}
+        rows = await self.store.origin_breakers_in(conn, app_id, provider, list(todo))
+        now = time.time()
+        changed: dict[str, Breaker] = {}
+        for origin, results in todo.items():
+            stored = rows.get(origin, _CLEAN)
+            before = replace(stored, state=HALF_OPEN, open_until=None) if origin in probes else stored
+            after = observe(before, results, self.rules, now, probing=origin in probes)
+            if after.state == OPEN and (stored.state != OPEN or after.open_until != stored.open_until):
+                after = replace(after, failed_recipient=(failed or {}).get(origin))
+            if after == stored:
+                continue
+            await self.store.save_origin(conn, app_id, provider, origin, after)
+            changed[origin] = after
+            if after.state == OPEN and (stored.state != OPEN or after.open_until != stored.open_until):
+                log.warning(
+                    "quarantined %s/%s origin %s for %.0f s after %s (%s); only its devices wait",
+                    app_id,
+                    provider,
+                    origin,
+                    after.cooldown,
+                    after.reason_class,
+                    after.reason_code,
+                )
+            elif after.state == CLOSED and stored.state != CLOSED:
+                # Wake the targets held for this origin (held jobs are deferred by the provider;
+                # those of origins still open are held again, which costs one small job each).
+                await wake_deferred(conn, app_id, provider, now)
+                log.info(
+                    "quarantine of %s/%s origin %s lifted: the probe succeeded", app_id, provider, origin
+                )
+        return changed
+
+    def failed_recipient(self, app_id: str, provider: str, origin: str) -> str | None:
+        """Who last opened ``origin``'s breaker (from the cached states)."""
+        hit = self._origins.get((app_id, provider))
+        b = hit[1].get(origin) if hit is not None else None
+        return b.failed_recipient if b is not None else None
+
+    def remember_origins(self, app_id: str, provider: str, changed: Mapping[str, Breaker]) -> None:
+        """Cache origin states that are now committed."""
+        hit = self._origins.get((app_id, provider))
+        if hit is None or not changed:
+            return
+        states = dict(hit[1])
+        for origin, b in changed.items():
+            if b == _CLEAN:
+                states.pop(origin, None)
+            else:
+                states[origin] = b
+        self._origins[(app_id, provider)] = (hit[0], states)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pushgate.domain.accounting import Accounting, Attempt, Batch, account
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
-from pushgate.domain.quarantine import OPEN, Breaker
+from pushgate.domain.quarantine import OPEN, Breaker, by_scope
 from pushgate.domain.status import PublishStatus
 from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.storage import StorageGate
@@ -52,6 +52,9 @@ class _Chunk:
     now: float
     #: The real provider answers among ``results`` (none when not ``observed``).
     answered: list[SendResult]
+    origins: Sequence[str | None] | None
+    origin_probes: frozenset[str]
+    held: Mapping[float, Sequence[Target]] | None
 
     @property
     def classes(self) -> Counter[str]:
@@ -96,9 +99,17 @@ class Recorder:
         probing: bool = False,
         observed: bool = True,
         stale_credential: bool = False,
+        origins: Sequence[str | None] | None = None,
+        origin_probes: frozenset[str] = frozenset(),
+        held: Mapping[float, Sequence[Target]] | None = None,
     ) -> float | None:
         """Commit one chunk's outcomes; returns when the job was deferred to, if the chunk's
         answers quarantined the pair (the rest of the job waits, no attempt spent).
+
+        ``origins``: the push-service origin of each sent target (Web Push, WNS), whose
+        answers then move that origin's breaker (``origin_probes``: the origins this chunk
+        probed) rather than the pair's. ``held``: targets of quarantined origins, handed back
+        as new jobs at their run times, in this transaction, with no attempt spent.
 
         ``observed``: these are real provider answers (not a local failure to build the
         request), so they count toward the pair's health and quarantine. ``stale_credential``:
@@ -108,17 +119,19 @@ class Recorder:
         chunk = _Chunk(
             job, pub, batch, targets, results, final, progress, probing, stale_credential, time.time(),
             [r for r in results[: len(targets)] if isinstance(r, SendResult)] if observed else [],
+            origins, origin_probes, held,
         )  # fmt: skip
         started = time.perf_counter()
         # Sent is sent: keep these outcomes and retry their commit while storage is down, rather
         # than let the job be claimed again and the chunk sent twice (engine/storage.py).
-        out, breaker, parked = await self.storage.commit(
+        out, breaker, parked, origin_changes = await self.storage.commit(
             lambda: self._commit(chunk), f"recording outcomes of publish {pub.id}"
         )
         RECORD_SECONDS.observe(time.perf_counter() - started)
         if breaker is not None:
             # Only what committed is cached: a rolled-back change must not park the pair here.
             self.quarantine.remember(pub.app_id, batch.provider, breaker)
+        self.quarantine.remember_origins(pub.app_id, batch.provider, origin_changes)
         for cls, n in chunk.classes.items():
             DELIVERIES.labels(batch.provider, cls).inc(n)
         if out.invalid:
@@ -127,11 +140,15 @@ class Recorder:
             )
         return parked
 
-    async def _commit(self, c: _Chunk) -> tuple[Accounting[Target], Breaker | None, float | None]:
-        """The chunk's one transaction: what it accounted, the pair's breaker, the deferral."""
+    async def _commit(
+        self, c: _Chunk
+    ) -> tuple[Accounting[Target], Breaker | None, float | None, dict[str, Breaker]]:
+        """The chunk's one transaction: what it accounted, the pair's breaker, the deferral,
+        the origins' breakers it changed."""
         job, pub, batch = c.job, c.pub, c.batch
         parked: float | None = None
         breaker: Breaker | None = None
+        origin_changes: dict[str, Breaker] = {}
         async with self.db.write() as conn:
             # Read under a shared lock: a cancel that committed first has already turned these
             # recipients into ``cancelled`` (and moved the counters), one that comes later waits.
@@ -151,6 +168,17 @@ class Recorder:
                     {run_at: [t.row() for t in retry] for run_at, retry in out.retries.items()},
                     attempt=batch.attempt + 1,
                 )
+            if c.held:
+                await JobQueue.enqueue_dispatch(
+                    conn,
+                    pub.app_id,
+                    pub.id,
+                    batch.provider,
+                    {run_at: [t.row() for t in group] for run_at, group in c.held.items()},
+                    attempt=batch.attempt,
+                    replay=batch.was_retrying and batch.attempt == 1,
+                    deferred_by=batch.provider,
+                )
             if c.classes:
                 await self.health_store.add_events(conn, pub.app_id, batch.provider, c.now, c.classes)
                 judged = (
@@ -158,6 +186,18 @@ class Recorder:
                     if c.stale_credential
                     else c.answered
                 )
+                if c.origins is not None:
+                    scoped = [
+                        (c.origins[i], r)
+                        for i, r in enumerate(c.results[: len(c.origins)])
+                        if isinstance(r, SendResult)
+                        and not (c.stale_credential and r.outcome is Outcome.CREDENTIAL)
+                    ]
+                    judged, per_origin = by_scope([o for o, _ in scoped], [r for _, r in scoped])
+                    failed = _failed_by_origin(c.targets, c.results, c.origins)
+                    origin_changes = await self.quarantine.observe_origins(
+                        conn, pub.app_id, batch.provider, per_origin, c.origin_probes, failed
+                    )
                 breaker = await self.quarantine.observe(
                     conn, pub.app_id, batch.provider, judged, probing=c.probing
                 )
@@ -175,7 +215,7 @@ class Recorder:
                 # A cancel deletes the publish's jobs and still wants what was sent recorded;
                 # otherwise a missing job means another claim owns this batch now.
                 raise LeaseLost(job.id)
-        return out, breaker, parked
+        return out, breaker, parked, origin_changes
 
     async def renew(self, job: Job[DispatchPayload], progress: int) -> None:
         """Extend the job's lease before sending again after a wait for storage; LeaseLost when
@@ -196,6 +236,20 @@ class Recorder:
 
         # Held like outcomes: the deferral often follows a chunk whose answers parked the pair.
         await self.storage.commit(commit, f"deferring job {job.id}")
+
+
+def _failed_by_origin(
+    targets: Sequence[Target], results: Sequence[Attempt], origins: Sequence[str | None]
+) -> dict[str, str]:
+    """Per origin, a recipient whose answer was a failure that can open its breaker."""
+    out: dict[str, str] = {}
+    for target, result, origin in zip(targets, results, origins, strict=False):
+        if origin is not None and isinstance(result, SendResult) and result.outcome in _OPENS:
+            out[origin] = target.recipient_id
+    return out
+
+
+_OPENS = frozenset({Outcome.CREDENTIAL, Outcome.PROVIDER_TRANSIENT})
 
 
 class JobRecorder:
@@ -222,8 +276,11 @@ class JobRecorder:
         probing: bool = False,
         observed: bool = True,
         stale_credential: bool = False,
+        origins: Sequence[str | None] | None = None,
+        origin_probes: frozenset[str] = frozenset(),
+        held: Mapping[float, Sequence[Target]] | None = None,
     ) -> float | None:
-        self.progress += len(targets)
+        self.progress += len(targets) + sum(len(g) for g in (held or {}).values())
         return await self.recorder.record(
             self.job,
             self.pub,
@@ -235,6 +292,9 @@ class JobRecorder:
             probing=probing,
             observed=observed,
             stale_credential=stale_credential,
+            origins=origins,
+            origin_probes=origin_probes,
+            held=held,
         )
 
     async def defer(self, run_at: float, deferred_by: str | None) -> None:

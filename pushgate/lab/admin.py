@@ -52,8 +52,10 @@ def admin_handlers(lab: LabState) -> list[HTTPRouteHandler]:
             spec = msgspec.json.decode(await request.body(), type=FaultSpec)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return json_response({"error": str(exc)}, 400)
-        if spec.error is None and spec.latency_ms is None:
-            return json_response({"error": "a fault needs an error, a latency_ms, or both"}, 400)
+        if spec.error is None and spec.latency_ms is None and spec.hostile is None:
+            return json_response({"error": "a fault needs an error, a hostile answer, a latency_ms"}, 400)
+        if spec.hostile is not None and (spec.error is not None or spec.provider not in ("webpush", "wns")):
+            return json_response({"error": "hostile: only for webpush and wns, and not with error"}, 400)
         return json_response({"id": lab.faults.add(spec).id}, 201)
 
     @get("/faults")

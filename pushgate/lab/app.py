@@ -56,6 +56,9 @@ def route_handlers(state: LabState, routes: Routes) -> list[HTTPRouteHandler]:
         handlers += [*oauth_handlers(state), *fcm_handlers(state), *push_service_handlers(state)]
     if routes in ("all", "http1"):
         handlers += [*hms_handlers(state), *wns_handlers(state), *mipush_handlers(state)]
+        if routes == "http1":
+            # A second push service origin (subscriptions minted with listener "http1").
+            handlers += push_service_handlers(state)
     return handlers
 
 

@@ -16,7 +16,7 @@ import binascii
 import json
 import re
 import secrets
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import http_ece
@@ -25,9 +25,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from litestar import Request, Response, delete, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.response import Stream
 
 from pushgate.lab.credentials import b64url_decode, b64url_encode
-from pushgate.lab.faults import ErrorKind
+from pushgate.lab.faults import ErrorKind, hostile_response
 from pushgate.lab.responses import empty_response, json_response, transport_of
 from pushgate.lab.state import LabState, Subscription
 from pushgate.lab.vapid import VapidError, verify_vapid
@@ -58,14 +59,18 @@ def autopush_error(
 
 class SubscribeRequest(msgspec.Struct, forbid_unknown_fields=True):
     application_server_key: str | None = None
+    #: Which push service origin the endpoint names: ``h2`` (HTTP/2 and 1.1, the default) or
+    #: ``http1`` (a second push service, HTTP/1.1 only, on another port: another origin).
+    listener: Literal["h2", "http1"] = "h2"
 
 
-def mint_subscription(lab: LabState, application_server_key: bytes) -> Subscription:
+def mint_subscription(lab: LabState, application_server_key: bytes, listener: str = "h2") -> Subscription:
     """Create a subscription the way a browser would after `pushManager.subscribe()`."""
     sub_id = secrets.token_urlsafe(24)
+    origin = lab.credentials.urls.http1 if listener == "http1" else lab.credentials.urls.h2
     sub = Subscription(
         id=sub_id,
-        endpoint=f"{lab.credentials.urls.h2}/webpush/push/{sub_id}",
+        endpoint=f"{origin}/webpush/push/{sub_id}",
         private_key=ec.generate_private_key(ec.SECP256R1()),
         auth_secret=secrets.token_bytes(16),
         application_server_key=application_server_key,
@@ -157,7 +162,7 @@ def subscription_handlers(lab: LabState) -> list[HTTPRouteHandler]:
             ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), key)
         except (msgspec.DecodeError, ValueError, binascii.Error) as exc:
             return json_response({"error": f"invalid request: {exc}"}, 400)
-        return json_response(subscription_json(mint_subscription(lab, key)), 201)
+        return json_response(subscription_json(mint_subscription(lab, key, spec.listener)), 201)
 
     @delete("/webpush/subscriptions/{sub_id:str}", status_code=204)
     async def unsubscribe(sub_id: str) -> None:
@@ -203,7 +208,7 @@ def push_service_handlers(lab: LabState) -> list[HTTPRouteHandler]:
     """The push service (RFC 8030), at the origin the subscriptions' endpoints name."""
 
     @post("/webpush/push/{sub_id:str}")
-    async def push(request: Request, sub_id: str) -> Response[bytes]:
+    async def push(request: Request, sub_id: str) -> Response[bytes] | Stream:
         """Receive one push message for a subscription."""
         sub = lab.subscriptions.get(sub_id)
         if sub is None:
@@ -226,6 +231,8 @@ def push_service_handlers(lab: LabState) -> list[HTTPRouteHandler]:
         verdict = lab.faults.judge("webpush", (sub.endpoint, sub.id))
         if verdict.latency_ms:
             await asyncio.sleep(verdict.latency_ms / 1000)
+        if verdict.hostile is not None:
+            return hostile_response(verdict.hostile)
         if verdict.error is not None:
             return fault_response(verdict.error, verdict.retry_after)
         message_id = secrets.token_urlsafe(16)

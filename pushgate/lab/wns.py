@@ -21,8 +21,9 @@ from urllib.parse import parse_qs
 
 from litestar import Request, Response, delete, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.response import Stream
 
-from pushgate.lab.faults import ErrorKind
+from pushgate.lab.faults import ErrorKind, hostile_response
 from pushgate.lab.responses import empty_response, json_response, transport_of
 from pushgate.lab.state import IssuedTokens, LabState
 
@@ -178,7 +179,7 @@ def wns_handlers(lab: LabState) -> list[HTTPRouteHandler]:
         return issue_token(lab, parse_qs((await request.body()).decode("utf-8", "replace")), ENTRA_SCOPE)
 
     @post("/wns/notify/{channel_id:str}")
-    async def notify(request: Request, channel_id: str) -> Response[bytes]:
+    async def notify(request: Request, channel_id: str) -> Response[bytes] | Stream:
         """Receive one notification for a channel."""
         refused = refusal(lab, request, channel_id)
         if refused is not None:
@@ -196,6 +197,8 @@ def wns_handlers(lab: LabState) -> list[HTTPRouteHandler]:
         verdict = lab.faults.judge("wns", (uri, channel_id))
         if verdict.latency_ms:
             await asyncio.sleep(verdict.latency_ms / 1000)
+        if verdict.hostile is not None:
+            return hostile_response(verdict.hostile)
         if verdict.error is not None:
             return fault_response(verdict.error, verdict.retry_after)
         text = body.decode("utf-8", "replace")

@@ -34,6 +34,7 @@ from pushgate.domain import render_apns
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
 from pushgate.domain.render_apns import ApnsRendered, topic_for
+from pushgate.providers import answers
 from pushgate.providers.apns_credentials import (
     ApnsSettings,
     ClientIdentity,
@@ -61,7 +62,7 @@ JWT_MIN_AGE = 20 * 60.0
 JWT_MAX_AGE = 60 * 60.0
 
 _DEVICE_TERMINAL_400 = frozenset({"BadDeviceToken", "DeviceTokenNotForTopic"})
-_json_decode = msgspec.json.Decoder().decode
+_json_decode = answers.decode_json
 _UID_OID = x509.ObjectIdentifier("0.9.2342.19200300.100.1.1")
 
 
@@ -301,7 +302,8 @@ class ApnsProvider(Provider):
             raise TypeError("rendered APNs notification must be an ApnsRendered")
         headers = dict(rendered.headers)
         headers["apns-topic"] = topic_for(self.bundle_id, rendered)
-        return list(await asyncio.gather(*(self._send_one(headers, rendered.payload, t) for t in targets)))
+        sends = (answers.one(self.name, self._send_one(headers, rendered.payload, t)) for t in targets)
+        return list(await asyncio.gather(*sends))
 
     async def _send_one(self, headers: dict[str, str], payload: bytes, target: Target) -> SendResult:
         env = target.environment if target.environment in ("production", "sandbox") else self.environment

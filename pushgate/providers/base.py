@@ -163,6 +163,10 @@ class ProviderSpec:
     #: The URLs a settings instance makes pushgate connect to, as ``(key, url)``: what the
     #: upload check looks at.
     urls: Callable[[Any], Sequence[tuple[str, str | None]]] = _no_urls
+    #: For providers whose endpoint each device names (Web Push, WNS): the push-service origin
+    #: (``scheme://host[:port]``) of a stored token, None when it has none. Set, the breaker is
+    #: kept per origin as well as per pair (docs/providers.md, "Breakers").
+    origin_of: Callable[[str], str | None] | None = None
 
     def normalize_token(self, token: str | dict[str, Any], allow_lab: bool | Allowance) -> tuple[str, str]:
         """``(stored token, identity key)``: the key decides "same device"; raises ValueError."""

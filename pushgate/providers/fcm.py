@@ -25,6 +25,7 @@ import pushgate.providers.settings as cfg
 from pushgate.domain import render_fcm
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
+from pushgate.providers import answers
 from pushgate.providers.base import (
     Concurrency,
     CredentialInfo,
@@ -57,7 +58,7 @@ _FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 _BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
 
 _json_encode = msgspec.json.Encoder().encode
-_json_decode = msgspec.json.Decoder().decode
+_json_decode = answers.decode_json
 
 
 def _read_text(path: str) -> str:
@@ -376,7 +377,8 @@ class FcmProvider(Provider):
         if not encoded.startswith(b"{") or not encoded.endswith(b"}"):
             raise TypeError("rendered FCM message must be a JSON object")
         head = b'{"message":' + encoded[:-1] + (b"," if len(encoded) > 2 else b"")
-        return list(await asyncio.gather(*(self._send_one(head, t.token, access_token) for t in targets)))
+        sends = (answers.one(self.name, self._send_one(head, t.token, access_token)) for t in targets)
+        return list(await asyncio.gather(*sends))
 
     async def _send_one(self, head: bytes, token: str, access_token: str) -> SendResult:
         # Native audiences arrive as "topic:<name>" / "condition:<expr>" (see NATIVE_PREFIXES).

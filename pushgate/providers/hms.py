@@ -25,6 +25,7 @@ import pushgate.providers.settings as cfg
 from pushgate.domain import render_hms
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
+from pushgate.providers import answers
 from pushgate.providers.base import (
     Concurrency,
     CredentialInfo,
@@ -64,7 +65,7 @@ QUOTA_CODES = frozenset({"80100017"})
 NO_HIGH_PRIORITY = "80300011"
 
 _json_encode = msgspec.json.Encoder().encode
-_json_decode = msgspec.json.Decoder().decode
+_json_decode = answers.decode_json
 
 
 def _all(result: SendResult, n: int) -> list[SendResult]:
@@ -272,7 +273,8 @@ class HmsProvider(Provider):
 
         async def run(indexes: list[int], field: str, value: Any) -> None:
             tokens = [targets[i].token for i in indexes]
-            out = await self._send_group({**message, field: value}, tokens, access_token)
+            send = self._send_group({**message, field: value}, tokens, access_token)
+            out = await answers.group(self.name, send, len(tokens))
             for i, res in zip(indexes, out, strict=True):
                 results[i] = res
 

@@ -20,9 +20,16 @@ from pathlib import Path
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import PyreqwestError
 from pyreqwest.http import Url
+from pyreqwest.response import Response
 
 from pushgate.providers.outbound import OutboundPolicy
-from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
+from pushgate.providers.transport import (
+    HttpRequest,
+    HttpResponse,
+    ResponseTooLarge,
+    Transport,
+    TransportError,
+)
 
 __all__ = ["PyreqwestTransport", "create_transport", "parse_retry_after"]
 
@@ -31,6 +38,8 @@ _USER_AGENT = "pushgate/0.1"
 #: pool of its own and costs a few ms to build, so the busiest stay; an evicted one is dropped,
 #: not closed (requests in flight on it finish).
 PINNED_CLIENTS = 128
+#: ``engine.max_response_bytes``' default: real answers are a few hundred bytes.
+MAX_RESPONSE_BYTES = 64 * 1024
 
 
 _URL_IN_MESSAGE = re.compile(r"(for url \()([a-z][a-z0-9+.-]*://[^/)\s]*)[^)\s]*(\))", re.IGNORECASE)
@@ -66,7 +75,7 @@ class PyreqwestTransport(Transport):
     pyreqwest offers no resolver callback: what was checked is what is connected to.
     """
 
-    __slots__ = ("_builder", "_client", "_pinned", "_timeouts", "outbound")
+    __slots__ = ("_builder", "_client", "_max_body", "_pinned", "_timeouts", "outbound")
 
     def __init__(
         self,
@@ -82,13 +91,16 @@ class PyreqwestTransport(Transport):
         ca_pem: bytes | None = None,
         identity_pem: bytes | None = None,
         outbound: OutboundPolicy | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         """``http2_prior_knowledge`` speaks only HTTP/2 (h2c on ``http://``, ALPN ``h2`` on
         ``https://``): APNs needs it, since reqwest never upgrades a cleartext connection.
         ``ca_pem`` adds trusted roots (a lab's self-signed CA); ``identity_pem`` is a client
         certificate + private key in PEM (APNs certificate auth). ``outbound``: where requests
-        may go (default: public addresses over https only)."""
+        may go (default: public addresses over https only). ``max_response_bytes`` is where
+        reading an answer's body stops (:func:`read_capped`)."""
         self.outbound = outbound or OutboundPolicy()
+        self._max_body = max_response_bytes
         self._builder = lambda: self._configure(
             ClientBuilder(),
             timeout=timeout,
@@ -188,17 +200,47 @@ class PyreqwestTransport(Transport):
                 td = self._timeouts[req.timeout] = timedelta(seconds=req.timeout)
             builder = builder.timeout(td)
         try:
-            resp = await builder.build().send()
-            body = await resp.bytes()
+            async with builder.build_streamed() as resp:
+                body = await read_capped(resp, self._max_body)
+                return HttpResponse(resp.status, dict(resp.headers.items()), body)
         except PyreqwestError as exc:
             raise TransportError(_describe(exc)) from exc
-        return HttpResponse(resp.status, dict(resp.headers.items()), body.to_bytes())
 
     async def aclose(self) -> None:
         """Close pooled connections; the transport is unusable afterwards."""
         pinned, self._pinned = list(self._pinned.values()), OrderedDict()
         for client in (self._client, *pinned):
             await client.close()
+
+
+async def read_capped(resp: Response, cap: int) -> bytes:
+    """The body of a streamed response, read until it ends or passes ``cap`` bytes.
+
+    Past the cap it raises :class:`ResponseTooLarge`; the caller's ``async with`` then closes
+    the stream (the connection is dropped, so the server cannot keep sending), and no more than
+    ``cap`` + one read buffer was held. An answer that declares its length is read in one call.
+    """
+    declared = resp.get_header("content-length")
+    length = int(declared) if declared is not None and declared.isdigit() else None
+    if length is not None and length > cap:
+        raise ResponseTooLarge(
+            f"answer body of {length:,} bytes is over the {cap:,}-byte cap (engine.max_response_bytes)"
+        )
+    if length == 0:
+        return b""
+    reader = resp.body_reader
+    chunks: list[bytes] = []
+    total = 0
+    while (chunk := await reader.read(cap + 1 - total)) is not None:
+        chunks.append(chunk.to_bytes())
+        total += len(chunks[-1])
+        if total > cap:
+            raise ResponseTooLarge(
+                f"answer body passed the {cap:,}-byte cap (engine.max_response_bytes); reading stopped"
+            )
+        if total == length:
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def create_transport(
@@ -210,6 +252,7 @@ def create_transport(
     http2: bool = True,
     ca_file: str | None = None,
     outbound: OutboundPolicy | None = None,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
 ) -> Transport:
     """Build the process-wide provider transport (one per process; close it on shutdown).
 
@@ -233,6 +276,7 @@ def create_transport(
         http2=http2,
         ca_pem=ca_pem,
         outbound=outbound,
+        max_response_bytes=max_response_bytes,
     )
 
 

@@ -24,6 +24,7 @@ import pushgate.providers.settings as cfg
 from pushgate.domain import render_mipush
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render_mipush import PACKAGE_PLACEHOLDER, MiPushRendered
+from pushgate.providers import answers
 from pushgate.providers.base import (
     Concurrency,
     CredentialInfo,
@@ -69,7 +70,7 @@ API_TOO_OFTEN = 10027
 QUOTA_WAIT = 3600.0
 NO_VALID_TARGET = 20301
 
-_json_decode = msgspec.json.Decoder().decode
+_json_decode = answers.decode_json
 
 
 def _all(result: SendResult, n: int) -> list[SendResult]:
@@ -220,7 +221,9 @@ class MiPushProvider(Provider):
         chunks = [
             regids[k : k + MAX_REGIDS_PER_REQUEST] for k in range(0, len(regids), MAX_REGIDS_PER_REQUEST)
         ]
-        out = await asyncio.gather(*(self._send_chunk(fields, chunk) for chunk in chunks))
+        out = await asyncio.gather(
+            *(answers.group(self.name, self._send_chunk(fields, c), len(c)) for c in chunks)
+        )
         return [r for chunk in out for r in chunk]
 
     async def _send_chunk(self, fields: dict[str, str], regids: list[str]) -> list[SendResult]:

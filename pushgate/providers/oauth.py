@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import msgspec
 
 from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.providers import answers
 from pushgate.providers.outbound import REFUSED_CODE, OutboundRefused, bounded
 from pushgate.providers.transport import HttpRequest, Transport, TransportError
 
@@ -27,7 +28,7 @@ __all__ = ["ClientCredentials", "OAuthError"]
 
 log = logging.getLogger(__name__)
 
-_json_decode = msgspec.json.Decoder().decode
+_json_decode = answers.decode_json
 #: Monotonic clock, a module attribute so tests can move time for this module alone.
 _clock = time.monotonic
 

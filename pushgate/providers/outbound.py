@@ -117,10 +117,11 @@ async def system_resolver(host: str, port: int) -> list[str]:
 
 def transport_failure(exc: TransportError) -> SendResult:
     """A request that got no answer, as one target's outcome: a refusal is final for that
-    target (``payload``: no retry, no breaker); anything else is the network (retry)."""
+    target (``payload``: no retry, no breaker); anything else is the network or an answer cut
+    at the transport's cap (retry, with the :class:`TransportError`'s own code)."""
     if isinstance(exc, OutboundRefused):
         return SendResult(Outcome.PAYLOAD, error_code=REFUSED_CODE, error_message=str(exc))
-    return SendResult(Outcome.PROVIDER_TRANSIENT, error_code="network", error_message=str(exc))
+    return SendResult(Outcome.PROVIDER_TRANSIENT, error_code=exc.code, error_message=str(exc))
 
 
 def checked_url(key: str, url: str) -> str:

@@ -33,6 +33,16 @@ class HttpResponse:
 class TransportError(Exception):
     """The request did not produce an HTTP response (network error, timeout)."""
 
+    #: The delivery record's ``error_code`` for this failure.
+    code: str = "network"
+
+
+class ResponseTooLarge(TransportError):
+    """The answer's body passed the transport's cap; reading stopped there (a real provider's
+    answer is a few hundred bytes, so this is a broken or hostile server)."""
+
+    code = "response_too_large"
+
 
 class Transport(abc.ABC):
     @abc.abstractmethod

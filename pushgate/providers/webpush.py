@@ -38,7 +38,7 @@ from pushgate.domain.render import (
     webpush_token_string,
 )
 from pushgate.domain.urls import Allowance, UrlRefused, check_target
-from pushgate.providers import webpush_crypto
+from pushgate.providers import answers, webpush_crypto
 from pushgate.providers.base import (
     Concurrency,
     CredentialInfo,
@@ -70,7 +70,7 @@ VAPID_MIN_REMAINING = 3600
 RECORD_SIZE = 4096
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-_json_decode = msgspec.json.Decoder().decode
+_json_decode = answers.decode_json
 
 
 def encrypt_aes128gcm(
@@ -345,7 +345,9 @@ class WebPushProvider(Provider):
         """Encrypt ``rendered.payload`` to each subscription and POST it, concurrently."""
         if not isinstance(rendered, WebPushRendered):
             raise TypeError("WebPushProvider.send_batch expects a WebPushRendered")
-        return list(await asyncio.gather(*(self._send_one(rendered, t) for t in targets)))
+        return list(
+            await asyncio.gather(*(answers.one(self.name, self._send_one(rendered, t)) for t in targets))
+        )
 
     async def _send_one(self, rendered: WebPushRendered, target: Target) -> SendResult:
         try:
@@ -378,6 +380,14 @@ class WebPushProvider(Provider):
         return result
 
 
+def subscription_origin(token: str) -> str | None:
+    """The push service origin a stored subscription names (its breaker's key)."""
+    try:
+        return _prepare_subscription(token).origin
+    except ValueError:
+        return None
+
+
 SPEC = ProviderSpec(
     name="webpush",
     settings=WebPushSettings,
@@ -387,4 +397,5 @@ SPEC = ProviderSpec(
     describe=describe,
     token_parser=parse_token,
     upload=upload,
+    origin_of=subscription_origin,
 )

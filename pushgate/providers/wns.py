@@ -22,6 +22,7 @@ from pushgate.domain import render_wns
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render_wns import NOTIFY_HOST_SUFFIX, WnsRendered
 from pushgate.domain.urls import parse_target
+from pushgate.providers import answers
 from pushgate.providers.base import (
     Concurrency,
     CredentialInfo,
@@ -210,7 +211,8 @@ class WnsProvider(Provider):
         except OAuthError as exc:
             log.warning("wns: OAuth token exchange failed: %s", exc)
             return [exc.result() for _ in targets]
-        return list(await asyncio.gather(*(self._send_one(rendered, t.token, access_token) for t in targets)))
+        sends = (answers.one(self.name, self._send_one(rendered, t.token, access_token)) for t in targets)
+        return list(await asyncio.gather(*sends))
 
     async def _send_one(self, rendered: WnsRendered, uri: str, access_token: str) -> SendResult:
         if not self._channel_allowed(uri):
@@ -240,6 +242,18 @@ class WnsProvider(Provider):
         return await self._transport.request(HttpRequest("POST", uri, headers, rendered.body, self._timeout))
 
 
+def channel_origin(uri: str) -> str | None:
+    """The WNS host a channel URI names (its breaker's key)."""
+    try:
+        scheme, host, port = _origin(uri)
+    except ValueError:
+        return None
+    if not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
+
+
 SPEC = ProviderSpec(
     name="wns",
     settings=WnsSettings,
@@ -250,4 +264,5 @@ SPEC = ProviderSpec(
     token_rule=lambda token, lab: render_wns.normalize_token(token, allow_lab=lab),
     hosts=HOSTS,
     urls=lambda s: [("token_url", s.token_url)],
+    origin_of=channel_origin,
 )

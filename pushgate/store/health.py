@@ -1,4 +1,5 @@
-"""Provider health rows: the quarantine state and the rolling window of answers per class.
+"""Provider health rows: the quarantine state (per pair, and per push-service origin for the
+providers whose endpoint each device names) and the rolling window of answers per class.
 
 A method whose first parameter is ``conn`` runs in the caller's transaction; one without opens
 its own (``breaker`` and ``breaker_in`` are the same read, either way).
@@ -7,7 +8,7 @@ its own (``breaker`` and ``breaker_in`` are the same read, either way).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pushgate.domain.quarantine import HALF_OPEN, OPEN, Breaker
 from pushgate.store.db import Database
 from pushgate.store.dialect import upsert_adding_many, upsert_replacing
-from pushgate.store.schema import jobs, provider_events, provider_health
+from pushgate.store.schema import jobs, origin_health, provider_events, provider_health
 
 _FIELDS = (
     "state",
@@ -30,8 +31,11 @@ _FIELDS = (
 )
 
 
-def _breaker(row: sa.Row) -> Breaker:
-    return Breaker(**{f: getattr(row, f) for f in _FIELDS})
+_ORIGIN_FIELDS = (*_FIELDS, "failed_recipient")
+
+
+def _breaker(row: sa.Row, fields: tuple[str, ...] = _FIELDS) -> Breaker:
+    return Breaker(**{f: getattr(row, f) for f in fields})
 
 
 class ProviderHealthStore:
@@ -85,14 +89,77 @@ class ProviderHealthStore:
         return bool(res.rowcount)
 
     async def reset(self, conn: AsyncConnection, app_id: str, provider: str) -> None:
-        """Close the pair's breaker and wake the work it deferred (its credential was replaced)."""
+        """Close the pair's breakers (its own and its origins') and wake the work they deferred
+        (the credential was replaced: a refused VAPID key is refused by every origin)."""
         now = time.time()
-        await conn.execute(
-            sa.delete(provider_health).where(
-                provider_health.c.app_id == app_id, provider_health.c.provider == provider
-            )
-        )
+        for table in (provider_health, origin_health):
+            await conn.execute(sa.delete(table).where(table.c.app_id == app_id, table.c.provider == provider))
         await wake_deferred(conn, app_id, provider, now)
+
+    # -- per push-service origin (Web Push, WNS) -------------------------------------------------
+
+    async def origin_breakers(
+        self, app_id: str, provider: str | None = None
+    ) -> dict[tuple[str, str], Breaker]:
+        """``(provider, origin) → breaker`` of the app's origins that are not clean (only those
+        have rows), for one provider or all."""
+        q = sa.select(origin_health).where(origin_health.c.app_id == app_id)
+        if provider is not None:
+            q = q.where(origin_health.c.provider == provider)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(q.order_by(origin_health.c.provider, origin_health.c.origin))).all()
+        return {(r.provider, r.origin): _breaker(r, _ORIGIN_FIELDS) for r in rows}
+
+    async def origin_breakers_in(
+        self, conn: AsyncConnection, app_id: str, provider: str, origins: Sequence[str]
+    ) -> dict[str, Breaker]:
+        """The rows of ``origins`` (clean ones are absent), inside the caller's transaction."""
+        rows = (
+            await conn.execute(
+                sa.select(origin_health).where(
+                    origin_health.c.app_id == app_id,
+                    origin_health.c.provider == provider,
+                    origin_health.c.origin.in_(sorted(origins)),
+                )
+            )
+        ).all()
+        return {r.origin: _breaker(r, _ORIGIN_FIELDS) for r in rows}
+
+    async def save_origin(
+        self, conn: AsyncConnection, app_id: str, provider: str, origin: str, b: Breaker
+    ) -> None:
+        """Write an origin's breaker; a clean one is deleted, so rows stay few however many
+        origins the app's devices name."""
+        key: dict[str, object] = {"app_id": app_id, "provider": provider, "origin": origin}
+        if b == Breaker():
+            await conn.execute(
+                sa.delete(origin_health).where(*(origin_health.c[k] == v for k, v in key.items()))
+            )
+            return
+        values = {f: getattr(b, f) for f in _ORIGIN_FIELDS}
+        values["updated_at"] = time.time()
+        await conn.execute(upsert_replacing(self.db.dialect, origin_health, key, values))
+
+    async def take_origin_probe(
+        self, app_id: str, provider: str, origin: str, now: float, probe_timeout: float
+    ) -> bool:
+        """Become the one half-open probe of a due origin; False when another sender won."""
+        t = origin_health
+        async with self.db.write() as conn:
+            res = await conn.execute(
+                sa.update(t)
+                .where(
+                    t.c.app_id == app_id,
+                    t.c.provider == provider,
+                    t.c.origin == origin,
+                    sa.or_(
+                        sa.and_(t.c.state == OPEN, t.c.open_until <= now),
+                        sa.and_(t.c.state == HALF_OPEN, t.c.probe_until <= now),
+                    ),
+                )
+                .values(state=HALF_OPEN, probe_until=now + probe_timeout, updated_at=now)
+            )
+        return bool(res.rowcount)
 
     async def add_events(
         self, conn: AsyncConnection, app_id: str, provider: str, now: float, counts: Mapping[str, int]

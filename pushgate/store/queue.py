@@ -88,6 +88,8 @@ class NewJob:
     payload: Payload
     #: Not before this epoch time (None: now).
     run_at: float | None = None
+    #: Waiting out a quarantine (see ``defer``): woken when it lifts, not counted as pressure.
+    deferred_by: str | None = None
 
 
 # Prebuilt statements for the per-chunk hot path: built once, so SQLAlchemy finds them in its
@@ -150,6 +152,7 @@ class JobQueue:
                     "payload": encode_payload(j.payload),
                     "run_at": j.run_at or now,
                     "created_at": now,
+                    "deferred_by": j.deferred_by,
                 }
                 for j in new
             ],
@@ -166,6 +169,7 @@ class JobQueue:
         attempt: int = 1,
         batch_size: int | None = None,
         replay: bool = False,
+        deferred_by: str | None = None,
     ) -> None:
         """Queue ``targets`` (``Target.row()`` lists) for ``provider`` in jobs of at most
         ``batch_size`` (None: one job per run time): the planner's batches, a replay, or a
@@ -175,7 +179,7 @@ class JobQueue:
         await JobQueue.enqueue(
             conn,
             [
-                NewJob(app_id, publish_id, payload, run_at)
+                NewJob(app_id, publish_id, payload, run_at, deferred_by)
                 for run_at, group in groups
                 for payload in dispatch_batches(
                     provider, group, attempt=attempt, size=batch_size, replay=replay

@@ -229,6 +229,28 @@ provider_health = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
 )
 
+# The same breaker per push-service origin (``scheme://host[:port]``) for the providers whose
+# endpoint each device names (Web Push, WNS): one failing origin parks only its own devices.
+# A row exists only while the origin is not clean (a streak, open, half-open).
+origin_health = sa.Table(
+    "origin_health",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("provider", sa.String(16), primary_key=True),
+    sa.Column("origin", sa.String(320), primary_key=True),
+    sa.Column("state", sa.String(12), nullable=False, server_default="closed"),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cooldown", sa.Float, nullable=False, server_default="0"),
+    sa.Column("open_until", sa.Float, nullable=True),
+    sa.Column("probe_until", sa.Float, nullable=True),
+    sa.Column("opened_at", sa.Float, nullable=True),
+    sa.Column("reason_class", sa.String(24), nullable=True),
+    sa.Column("reason_code", sa.String(80), nullable=True),
+    sa.Column("reason_message", sa.Text, nullable=True),
+    sa.Column("failed_recipient", sa.String(64), nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 # Provider answers per (app, provider, minute, class): the rolling window behind invalid-token
 # health and "recent error classes". Minutes older than the window are deleted as they age out.
 provider_events = sa.Table(

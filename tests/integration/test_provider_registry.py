@@ -217,6 +217,41 @@ async def test_a_seventh_provider_delivers_end_to_end(tmp_path: pathlib.Path) ->
     assert not transport.closed  # the caller's transport: the gateway does not close it
 
 
+async def test_a_provider_that_raises_fails_its_chunk_instead_of_crashing_the_batch(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A provider that does not isolate its targets (this one parses ``{"id"}`` out of any 200)
+    still cannot crash a batch: the dispatcher's net gives the chunk's targets an outcome."""
+    transport = MockTransport(lambda req: HttpResponse(200, {}, b"[" * 100_000))
+    env = {
+        "PUSHGATE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'pushgate.db'}",
+        "PUSHGATE_DEFAULT_APP_KEY": APP_KEY,
+        "PUSHGATE_ENGINE_POLL_INTERVAL": "0.1",
+        "PUSHGATE_SERVER_ACCESS_LOG": "false",
+        "PUSHGATE_DUMMY_API_KEY": "dummy-secret-key",
+        "PUSHGATE_RETRY_MAX_ATTEMPTS": "1",
+    }
+    with registry.registered(SPEC):
+        settings = load_settings(None, env=env)
+        async with running_gateway(settings, transport=transport) as gw, gw.as_app(APP_KEY) as c:
+            r = await c.post(
+                "/v1/publish",
+                json={
+                    "recipients": [{"type": "token", "provider": "dummy", "token": "t1"}],
+                    "notification": {"title": "Hi"},
+                },
+            )
+            assert r.status_code == 202, r.text
+            done = await wait_final(c, r.json()["publish_id"], within=20)
+            [record] = (await c.get(f"/v1/publishes/{done['id']}/deliveries")).json()["items"]
+            assert (record["status"], record["error_class"], record["error_code"]) == (
+                "failed",
+                "provider_transient",
+                "invalid_response",
+            )
+            assert len(transport.requests) == 1
+
+
 def test_builtin_specs_carry_what_the_api_reads() -> None:
     assert registry.names() == ("fcm", "webpush", "hms", "wns", "apns", "mipush")
     for spec in registry.specs():

@@ -90,9 +90,11 @@ class Lab:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10)
 
-    def subscription(self) -> dict[str, Any]:
+    def subscription(self, listener: str = "h2") -> dict[str, Any]:
+        """A fresh Web Push subscription; ``listener="http1"`` names the lab's second push service
+        origin (HTTP/1.1 only, another port)."""
         with self.client() as c:
-            r = c.post("/webpush/subscriptions")
+            r = c.post("/webpush/subscriptions", json={"listener": listener})
             r.raise_for_status()
             return dict(r.json())
 
@@ -106,6 +108,13 @@ class Lab:
     def fault(self, **spec: Any) -> None:
         with self.client() as c:
             c.post("/faults", json=spec).raise_for_status()
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The installed faults with their counters (``hits``, ``remaining``, ``written``)."""
+        with self.client() as c:
+            r = c.get("/faults")
+            r.raise_for_status()
+            return list(r.json()["items"])
 
     def reset(self) -> None:
         with self.client() as c:
