@@ -159,9 +159,9 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Default page size for list endpoints, and the maximum a client may ask for.
     default_page_size: int = 100
     max_page_size: int = 1000
-    #: Backpressure: ``POST /v1/publish`` answers 429 while the queue holds more jobs (0: off).
+    #: Backpressure per app: ``POST /v1/publish`` answers an app 429 while it has more jobs (0: off)
     max_queue_depth: Annotated[int, msgspec.Meta(ge=0)] = 100_000
-    #: … or while the oldest runnable job has waited longer than this many seconds (0: off).
+    #: … or while its oldest runnable job has waited longer than this many seconds (0: off).
     max_queue_age_seconds: NonNegative = 300.0
 
 
