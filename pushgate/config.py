@@ -52,8 +52,8 @@ class EngineSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_size: AtLeastOne = 500
     #: Recipients resolved per planner page.
     plan_page_size: AtLeastOne = 2000
-    #: A claimed job whose worker vanished is claimed again after this many seconds.
-    lease_seconds: float = 60.0
+    #: A job whose worker vanished is claimed again after this (a running job's is renewed).
+    lease_seconds: Annotated[float, msgspec.Meta(ge=1)] = 15.0
     #: Idle workers poll the queue this often (they are also woken at once on local enqueue).
     poll_interval: float = 0.5
     #: Provider HTTP timeout, seconds.

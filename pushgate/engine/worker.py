@@ -23,6 +23,7 @@ from pushgate.domain.quarantine import BreakerRules
 from pushgate.domain.status import OPEN_PUBLISH
 from pushgate.engine.dispatcher import Dispatcher, Guards
 from pushgate.engine.health import HealthMonitor
+from pushgate.engine.leases import Heartbeat
 from pushgate.engine.limits import RateLimits
 from pushgate.engine.planner import PlanContext, Planner
 from pushgate.engine.providers import ProviderPool
@@ -85,9 +86,14 @@ class Engine:
         # jobs.lease_owner is VARCHAR(64): a long host name (cloud FQDNs reach 63) must not
         # overflow it, or every claim fails on PostgreSQL. 40 + pid (<= 7) + nonce (8) + 2 <= 64.
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.heartbeat = Heartbeat(self.queue, self.owner, settings.engine.lease_seconds)
         self._wake = asyncio.Event()
         self._stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: The lease heartbeat outlives the workers' stop signal: jobs finishing during the
+        #: grace period keep their leases until they end.
+        self._beat_stop = asyncio.Event()
+        self._beat: asyncio.Task[None] | None = None
         self._stopping = False
         self._app_names: dict[str, str] = {}
         #: Job kind → its handler; a new kind is one entry here and one payload Struct.
@@ -107,6 +113,8 @@ class Engine:
     async def start(self) -> None:
         self._stopping = False
         self._stop_event.clear()
+        self._beat_stop.clear()
+        self._beat = asyncio.create_task(self.heartbeat.run(self._beat_stop), name="pushgate-leases")
         for n in range(self.settings.engine.concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"pushgate-worker-{n}"))
         if self._seen_after() is not None and self.settings.devices.prune_inactive:
@@ -171,6 +179,10 @@ class Engine:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
+        self._beat_stop.set()
+        if self._beat is not None:
+            await asyncio.gather(self._beat, return_exceptions=True)
+            self._beat = None
         try:
             await self.queue.release(self.owner)
         except Exception:  # the database may already be gone at shutdown
@@ -231,6 +243,11 @@ class Engine:
         return handler
 
     async def run_job(self, job: Job[Payload | Unreadable]) -> None:
+        """Run one claimed job, its lease renewed while it runs (:class:`Heartbeat`)."""
+        with self.heartbeat.hold(job):
+            await self._run_job(job)
+
+    async def _run_job(self, job: Job[Payload | Unreadable]) -> None:
         handler = self.find_handler(job)
         if handler is None:
             # It would fail the same way on every claim. Dropping it alone would leave its publish
@@ -289,4 +306,5 @@ class Engine:
         self.notify()
         if inline is not None:
             # The publish's last batch, claimed by this worker in planning's last commit.
-            await self.dispatcher.run(inline, pub, app_name)
+            with self.heartbeat.hold(inline):
+                await self.dispatcher.run(inline, pub, app_name)

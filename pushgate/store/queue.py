@@ -2,7 +2,7 @@
 
 A claim is one ``UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING``, so any
 number of worker processes share the work, and the apps take turns (``store/claims.py``); a job
-whose worker died is claimed again when its lease runs out. Jobs are
+whose worker died is claimed again when its lease runs out (running jobs renew theirs). Jobs are
 deleted in the same transaction that records their results.
 
 Every write that belongs to a claim (progress, deferral, deletion, a plan's cursor) is guarded
@@ -17,7 +17,7 @@ the caller's transaction; a method without one opens its own.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -99,6 +99,12 @@ _ADVANCE = (
     sa.update(jobs)
     .where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
     .values(progress=sa.bindparam("pr"), lease_until=sa.bindparam("lu"))
+)
+_RENEW = (
+    sa.update(jobs)
+    .where(jobs.c.lease_owner == sa.bindparam("owner"), jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(lease_until=sa.bindparam("until"))
+    .returning(jobs.c.id)
 )
 
 
@@ -206,6 +212,21 @@ class JobQueue:
             apps = sorted({r.app_id for r in rows}, key=lambda a: (a <= self._after, a))
             self._after = apps[-1]
         return [Job.from_row(r) for r in rows]
+
+    async def renew(self, owner: str, job_ids: Collection[int], lease_seconds: float) -> set[int]:
+        """Extend ``owner``'s leases on ``job_ids`` (the heartbeat of running jobs); returns the
+        ids still held. A missing one is done, or was taken over after its lease lapsed (an
+        owner is one process: ``lease_owner`` tells its claims from every other's)."""
+        params = {"owner": owner, "ids": list(job_ids), "until": time.time() + lease_seconds}
+        async with self.db.write() as conn:
+            return {int(r.id) for r in (await conn.execute(_RENEW, params)).all()}
+
+    async def taken_over(self, owner: str, job_ids: Collection[int]) -> set[int]:
+        """Which of ``job_ids`` still exist under another claim than ``owner``'s."""
+        mine = sa.and_(jobs.c.lease_owner.is_not(None), jobs.c.lease_owner == owner)
+        async with self.db.read() as conn:
+            rows = await conn.execute(sa.select(jobs.c.id).where(jobs.c.id.in_(list(job_ids)), ~mine))
+            return {int(r.id) for r in rows}
 
     @staticmethod
     async def delete(conn: AsyncConnection, job_id: int) -> None:

@@ -1,4 +1,4 @@
-"""Fair tenants (issue 9, item 5), through the gateway and the lab.
+"""Fair tenants and renewed leases (issue 9, items 5 and 11), through the gateway and the lab.
 
 Two apps share one gateway: ``B`` (the default app) holds a backlog of dispatch batches, ``A``
 (a second app with the lab's FCM credentials uploaded) publishes to one device. Claims take the
@@ -9,6 +9,7 @@ publish behind it nor turns A's publishes into 429s. Both databases.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -129,3 +130,26 @@ async def test_backpressure_refuses_the_backlogged_app_only(database_url: str, l
         b_app = await gw.app.state.services.apps.get_by_name("default")
         assert b_app is not None and b_app.id not in ready["reason"], ready
         await gw.client.post(f"/v1/publishes/{backlog}/cancel")
+
+
+@pytest.mark.timeout(60)
+async def test_a_job_slower_than_its_lease_is_not_claimed_again(
+    database_url: str, lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lease is short (crash recovery waits for it) but renewed while its job runs: a send
+    that takes three leases is not claimed by a sibling worker and sent twice."""
+    caplog.set_level(logging.WARNING, logger="pushgate.engine")
+    lab.reset()
+    settings = gateway_settings(
+        database_url, lab, PUSHGATE_ENGINE_LEASE_SECONDS="1", PUSHGATE_ENGINE_CONCURRENCY="3"
+    )
+    async with running_gateway(settings) as gw:
+        device = await register(gw, provider="fcm", token=fcm_token(), platform="android")
+        lab.fault(provider="fcm", latency_ms=3000)
+        pub = await publish(gw.client, recipients=[{"type": "device", "device_id": device["id"]}])
+        status = await gw.wait_done(pub, within=30)
+
+        assert status["status"] == "completed" and status["counts"]["sent"] == 1, status
+        sends = lab.ledger("fcm", token=device["token"])["items"]
+        assert len(sends) == 1, f"sent {len(sends)} times: the lapsed lease was claimed again"
+        assert not [r for r in caplog.records if "lease" in r.getMessage()], caplog.text
