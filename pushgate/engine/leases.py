@@ -1,4 +1,5 @@
-"""The lease heartbeat: a worker process renews the leases of the jobs it is running.
+"""The jobs a worker process is running: the lease heartbeat that renews their leases, and
+which apps they belong to (the idle-apps worker leaves those apps out of its claims).
 
 A lease is what brings a dead worker's jobs back, so it should be short (crash recovery waits
 for it to lapse); a job may run longer than that (a slow provider, rate-limit waits, a large
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -36,14 +38,20 @@ class Heartbeat:
         self._held: dict[int, int] = {}
         #: Held jobs found gone or taken over: not renewed again, reported once.
         self._lost: set[int] = set()
+        #: App id → jobs of that app running in this process.
+        self._apps: Counter[str] = Counter()
 
     @contextmanager
     def hold(self, job: Job[Any]) -> Iterator[None]:
         """Keep ``job``'s lease renewed while the block runs."""
         self._held[job.id] = self._held.get(job.id, 0) + 1
+        self._apps[job.app_id] += 1
         try:
             yield
         finally:
+            self._apps[job.app_id] -= 1
+            if not self._apps[job.app_id]:
+                del self._apps[job.app_id]
             left = self._held.pop(job.id) - 1
             if left:
                 self._held[job.id] = left
@@ -53,6 +61,11 @@ class Heartbeat:
     @property
     def held(self) -> set[int]:
         return set(self._held) - self._lost
+
+    @property
+    def running_apps(self) -> set[str]:
+        """The apps with a job running in this process now."""
+        return set(self._apps)
 
     async def beat(self) -> None:
         """Renew every held lease once; warn about those another claim has taken over."""

@@ -50,7 +50,8 @@ def claim_statement(dialect: str) -> sa.Update:
        row (on PostgreSQL ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take each app's
        next job instead of waiting).
     3. Order the picks by rank, then by app in rotation (the apps after ``:after``, the app
-       this process served last, first; then the others), and take ``:lim``.
+       this process served last, first; then the others), and take ``:lim``. Apps in
+       ``:skip`` are left out (the worker kept for idle apps skips those already running).
 
     So with ``:lim = 1`` successive claims serve app A, app B, app C, app A, …, each taking that
     app's oldest due job: an app with 200,000 jobs waits its turn like an app with one, and a
@@ -80,7 +81,7 @@ def claim_statement(dialect: str) -> sa.Update:
 
     picks = (
         sa.select(queued.c.app_id, sa.literal(0).label("r"), oldest_due(queued.c.app_id).label("id"))
-        .where(queued.c.app_id.is_not(None))
+        .where(queued.c.app_id.is_not(None), queued.c.app_id.not_in(sa.bindparam("skip", expanding=True)))
         .cte("picks", recursive=True)
     )
     last, last_job = picks.alias("last"), jobs.alias("last_job")

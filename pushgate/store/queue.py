@@ -194,8 +194,11 @@ class JobQueue:
         ).scalar_one()
         return Job(int(job_id), payload.KIND, app_id, publish_id, payload, 1, 0)
 
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Job[Payload | Unreadable]]:
-        """Claim up to ``limit`` due jobs, the apps taking turns (:func:`claim_statement`)."""
+    async def claim(
+        self, owner: str, limit: int, lease_seconds: float, skip_apps: Collection[str] = ()
+    ) -> list[Job[Payload | Unreadable]]:
+        """Claim up to ``limit`` due jobs, the apps taking turns (:func:`claim_statement`),
+        none of an app in ``skip_apps``."""
         now = time.time()
         stmt = claim_statement(self.db.dialect)
         params = {
@@ -204,6 +207,7 @@ class JobQueue:
             "until": now + lease_seconds,
             "owner": owner,
             "after": self._after,
+            "skip": list(skip_apps),
         }
         async with self.db.write() as conn:
             rows = (await conn.execute(stmt, params)).all()

@@ -95,6 +95,31 @@ async def test_one_apps_backlog_does_not_delay_another_apps_publish(database_url
             await gw.client.post(f"/v1/publishes/{p}/cancel")
 
 
+@pytest.mark.timeout(60)
+async def test_an_idle_app_does_not_wait_for_the_batch_every_worker_has_in_hand(
+    database_url: str, lab: Lab
+) -> None:
+    """Taking turns still left A waiting for a worker to finish the batch it had in hand (the
+    figure that matters at p99 when batches take seconds): a worker kept for idle apps serves A
+    while every other worker is busy with B."""
+    async with two_tenants(
+        database_url, lab, PUSHGATE_ENGINE_BATCH_SIZE=str(BATCH), PUSHGATE_ENGINE_CONCURRENCY="1"
+    ) as (gw, a):
+        device_id = await one_device_of_a(a)
+        tokens = await register_fcm_batched(gw.client, "slow", BATCH)
+        lab.fault(provider="fcm", tokens=tokens, latency_ms=4000)  # B's one batch takes 4 s
+        slow = await publish(gw.client, recipients=[{"type": "channel", "channel": "slow"}])
+        await planned(gw.client, [slow], BATCH)  # the only worker now sends B's batch
+
+        mine = await publish(a, recipients=[{"type": "device", "device_id": device_id}])
+        status = await wait_final(a, mine, within=30, interval=0.02)
+        b = await publish_status(gw.client, slow)
+
+        assert status["status"] == "completed" and status["counts"]["sent"] == 1, status
+        assert b["status"] == "dispatching" and b["counts"]["sent"] == 0, f"A waited for B's batch: {b}"
+        assert (await gw.wait_done(slow, within=30))["counts"]["sent"] == BATCH
+
+
 @pytest.mark.timeout(90)
 async def test_backpressure_refuses_the_backlogged_app_only(database_url: str, lab: Lab) -> None:
     """Reproduced: with a low ``limits.max_queue_depth``, B's backlog turned every one of A's
