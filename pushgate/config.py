@@ -1,5 +1,8 @@
 """Settings: an optional TOML file, ``${VAR}`` interpolation, ``PUSHGATE_*`` environment overrides.
 
+Long because: every setting is declared here, once, with its bounds and a comment (the one
+schema that the file, the environment and docs/configuration.md follow).
+
 Every key has a default (docs/configuration.md lists them all). Loading fails with a
 :class:`ConfigError` whose message names the offending key, so a typo never becomes a silent
 default at 3 a.m.
@@ -140,6 +143,13 @@ class AppRateLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     by_provider: dict[str, NonNegative] = msgspec.field(default_factory=dict)
 
 
+class AppQueueLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[apps.<name>.limits]``: one app's own backpressure thresholds (``[limits]`` otherwise)."""
+
+    max_queue_depth: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    max_queue_age_seconds: NonNegative | None = None
+
+
 class HealthSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Invalid-token health: the provider's view of our sender reputation."""
 
@@ -176,12 +186,13 @@ class DeviceSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class AppSection(msgspec.Struct, forbid_unknown_fields=True):
-    """``[apps.<name>]``: one app's credentials (``[apps.<name>.<provider>]``) and rates."""
+    """``[apps.<name>]``: one app's credentials (``[apps.<name>.<provider>]``), rates, limits."""
 
     #: Provider name → that provider's settings Struct (``ProviderSpec.settings``); written in
     #: TOML as ``[apps.<name>.<provider>]``.
     providers: dict[str, Any] = msgspec.field(default_factory=dict)
     rate_limits: AppRateLimits | None = None
+    limits: AppQueueLimits | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

@@ -14,7 +14,7 @@ from functools import lru_cache
 import sqlalchemy as sa
 
 from pushgate.store.dialect import lock_skip_locked
-from pushgate.store.schema import jobs
+from pushgate.store.schema import apps, jobs
 
 
 def queued_apps() -> sa.CTE:
@@ -33,9 +33,14 @@ def queued_apps() -> sa.CTE:
 
 
 @lru_cache(maxsize=1)
-def apps_statement() -> sa.Select[tuple[str]]:
+def apps_statement() -> sa.Select[tuple[str, str | None]]:
+    """The apps with jobs and their names (None for an app no longer in ``apps``)."""
     queued = queued_apps()
-    return sa.select(queued.c.app_id).where(queued.c.app_id.is_not(None))
+    return (
+        sa.select(queued.c.app_id, apps.c.name)
+        .select_from(queued.outerjoin(apps, apps.c.id == queued.c.app_id))
+        .where(queued.c.app_id.is_not(None))
+    )
 
 
 @lru_cache(maxsize=4)

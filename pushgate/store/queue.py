@@ -329,10 +329,10 @@ class JobQueue:
         async with self.db.read() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar() or 0)
 
-    async def apps_with_jobs(self) -> list[str]:
-        """The apps that have jobs in the queue (one index probe per app)."""
+    async def apps_with_jobs(self) -> list[tuple[str, str | None]]:
+        """``(id, name)`` of the apps that have jobs in the queue (one index probe per app)."""
         async with self.db.read() as conn:
-            return [r.app_id for r in (await conn.execute(apps_statement())).all()]
+            return [(r.app_id, r.name) for r in (await conn.execute(apps_statement())).all()]
 
     async def pressure(self, app_id: str, count_up_to: int) -> tuple[int, float | None]:
         """``(the app's jobs in the queue, run_at of its oldest runnable unleased job)`` for

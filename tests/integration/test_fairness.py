@@ -21,6 +21,8 @@ from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab, service_account
 from support.wait import wait_for
 
+from pushgate.config import AppQueueLimits, AppSection
+
 #: B's backlog: publishes to a channel of this many devices, cut in batches of ``BATCH``.
 DEVICES, BATCH = 1000, 50
 BACKLOG_PUBLISHES = 6
@@ -155,6 +157,28 @@ async def test_backpressure_refuses_the_backlogged_app_only(database_url: str, l
         b_app = await gw.app.state.services.apps.get_by_name("default")
         assert b_app is not None and b_app.id not in ready["reason"], ready
         await gw.client.post(f"/v1/publishes/{backlog}/cancel")
+
+
+@pytest.mark.timeout(60)
+async def test_an_apps_own_limit_replaces_the_default(database_url: str, lab: Lab) -> None:
+    """``[apps.<name>.limits]``: the default app may queue more than ``[limits]`` allows."""
+    lab.reset()
+    settings = gateway_settings(
+        database_url, lab, PUSHGATE_LIMITS_MAX_QUEUE_DEPTH="5", PUSHGATE_ENGINE_BATCH_SIZE=str(BATCH),
+        PUSHGATE_ENGINE_CONCURRENCY="1",
+    )  # fmt: skip
+    settings.apps["default"] = AppSection(limits=AppQueueLimits(max_queue_depth=1000))
+    async with running_gateway(settings) as gw:
+        await register_fcm_batched(gw.client, "backlog", DEVICES)
+        lab.fault(provider="fcm", latency_ms=300)
+        body = {"recipients": [{"type": "channel", "channel": "backlog"}]}
+        first = await publish(gw.client, **body)
+        await planned(gw.client, [first], DEVICES)  # 20 batches: over 5, under the app's 1000
+        await asyncio.sleep(1.1)
+        second = await gw.client.post("/v1/publish", json={**body, "notification": {"title": "more"}})
+        assert second.status_code == 202, second.text
+        for p in (first, second.json()["publish_id"]):
+            await gw.client.post(f"/v1/publishes/{p}/cancel")
 
 
 @pytest.mark.timeout(60)
