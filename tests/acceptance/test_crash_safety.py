@@ -24,7 +24,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
-from support.api import register_fcm_batched, wait_final
+from support.api import publish_status, register_fcm_batched, wait_final
 from support.lab import Lab, free_port
 from support.postgres import PostgresServer
 from support.process import PUSHGATE
@@ -233,26 +233,16 @@ async def test_kill_9_three_times_during_fan_out_loses_nothing(tmp_path: Path, l
 # ---- issue 9, item 11: crash recovery within one short lease -------------------------------------
 
 
-def leased_batches(db_file: Path) -> int:
-    with sqlite3.connect(db_file) as conn:
-        return int(
-            conn.execute(
-                "SELECT count(*) FROM jobs WHERE kind = 'dispatch' AND lease_owner IS NOT NULL"
-            ).fetchone()[0]
-        )
-
-
 @pytest.mark.timeout(120)
 async def test_a_killed_processs_job_is_claimed_again_within_one_short_lease(
-    tmp_path: Path, lab: Lab
+    tmp_path: Path, lab: Lab, database_url: str
 ) -> None:
     """Recovery used to wait a full 60 s lease. Leases are 15 s by default now (renewed while a
     job runs, so a slow job keeps its own): ``kill -9`` of ``pushgate serve`` while the lab holds
     its request, and the restarted process sends the batch again well within 60 s."""
     lab.reset()
     port = free_port()
-    db_file = tmp_path / "lease.db"
-    env = base_env(f"sqlite:///{db_file}")  # the default lease
+    env = base_env(database_url)  # the default lease
     args = ["serve", "--port", str(port), "--config", str(lab.toml)]
     log = tmp_path / "serve.log"
     proc = spawn(args, env, log)
@@ -264,8 +254,12 @@ async def test_a_killed_processs_job_is_claimed_again_within_one_short_lease(
             [token] = await register_fcm_batched(client, "lease", 1)
             lab.fault(provider="fcm", latency_ms=5000)  # the lab holds the request: the job runs
             publish_id = await publish_to(client, "lease")
-            await wait_for(partial(leased_batches, db_file), 10, "the batch to be claimed", interval=0.05)
-            await asyncio.sleep(0.5)
+
+            async def sending() -> bool:  # planned: its one batch is sent right after that commit
+                return bool((await publish_status(client, publish_id))["counts"]["planned"] == 1)
+
+            await wait_for(sending, 10, "the batch to be claimed", interval=0.05)
+            await asyncio.sleep(1)  # well inside the lab's 5 s
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             killed = time.monotonic()
