@@ -87,8 +87,8 @@ class EngineSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_size: AtLeastOne = 500
     #: Recipients resolved per planner page.
     plan_page_size: AtLeastOne = 2000
-    #: A claimed job whose worker vanished is claimed again after this many seconds.
-    lease_seconds: float = 60.0
+    #: A job whose worker vanished is claimed again after this (a running job's is renewed).
+    lease_seconds: Annotated[float, msgspec.Meta(ge=1)] = 15.0
     #: Idle workers poll the queue this often (they are also woken at once on local enqueue).
     poll_interval: float = 0.5
     #: Provider HTTP timeout, seconds.
@@ -177,6 +177,13 @@ class AppRateLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     by_provider: dict[str, NonNegative] = msgspec.field(default_factory=dict)
 
 
+class AppQueueLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[apps.<name>.limits]``: one app's own backpressure thresholds (``[limits]`` otherwise)."""
+
+    max_queue_depth: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    max_queue_age_seconds: NonNegative | None = None
+
+
 class HealthSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Invalid-token health: the provider's view of our sender reputation."""
 
@@ -196,9 +203,9 @@ class LimitSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Default page size for list endpoints, and the maximum a client may ask for.
     default_page_size: int = 100
     max_page_size: int = 1000
-    #: Backpressure: ``POST /v1/publish`` answers 429 while the queue holds more jobs (0: off).
+    #: Backpressure per app: ``POST /v1/publish`` answers an app 429 while it has more jobs (0: off)
     max_queue_depth: Annotated[int, msgspec.Meta(ge=0)] = 100_000
-    #: … or while the oldest runnable job has waited longer than this many seconds (0: off).
+    #: … or while its oldest runnable job has waited longer than this many seconds (0: off).
     max_queue_age_seconds: NonNegative = 300.0
     #: Channels one device may be in (its own and its user's bound ones), and channels one user
     #: may be bound to; every route that adds channels answers 400 past it.
@@ -238,7 +245,7 @@ class AppRetention(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
 
 
 class AppSection(msgspec.Struct, forbid_unknown_fields=True):
-    """``[apps.<name>]``: one app's credentials (``[apps.<name>.<provider>]``), rates, retention."""
+    """``[apps.<name>]``: one app's credentials (``[apps.<name>.<provider>]``), rates, limits, retention."""
 
     #: Provider name → that provider's settings Struct (``ProviderSpec.settings``); written in
     #: TOML as ``[apps.<name>.<provider>]``.
@@ -247,6 +254,7 @@ class AppSection(msgspec.Struct, forbid_unknown_fields=True):
     #: Hosts this app's uploaded credentials may name besides ``outbound.upload_hosts``.
     upload_hosts: list[HostPattern] = msgspec.field(default_factory=list)
     retention: AppRetention | None = None
+    limits: AppQueueLimits | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

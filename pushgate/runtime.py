@@ -113,7 +113,7 @@ async def open_runtime(
             publishes=PublishStore(db),
             creds=creds,
             pool=engine.pool if engine else ProviderPool(settings, transport, creds),
-            backpressure=Backpressure(JobQueue(db), settings.limits),
+            backpressure=Backpressure(JobQueue(db), settings.limits, settings.apps),
             engine=engine,
         )
     finally:

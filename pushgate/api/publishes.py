@@ -186,7 +186,7 @@ class PublishController(Controller):
         self, data: JSONBody[PublishIn], app: AppDep, services: ServicesDep
     ) -> Response[PublishAccepted]:
         if services.backpressure is not None:
-            pressure = await services.backpressure.check()
+            pressure = await services.backpressure.check(app.id, app.name)
             if pressure is not None:
                 raise ApiError(
                     429,

@@ -1,4 +1,4 @@
-"""``pushgate bench``: the load generator's command line (seed, admission, e2e, latency)."""
+"""``pushgate bench``: the load generator's command line (seed, admission, e2e, latency, fairness)."""
 
 from __future__ import annotations
 
@@ -362,4 +362,84 @@ def latency(
     )
     _write_json(json_out, result)
     if result["timeouts"]:
+        raise typer.Exit(1)
+
+
+@bench_cli.command()
+def fairness(
+    backlog_key: Annotated[
+        str,
+        typer.Option(
+            "--backlog-key", envvar="PUSHGATE_BACKLOG_KEY", help="API key of the app holding the backlog."
+        ),
+    ],
+    backlog: Annotated[int, typer.Option(min=1, help="Deliveries queued for the backlog app.")] = 200_000,
+    backlog_devices: Annotated[
+        int,
+        typer.Option(
+            min=1, help="FCM devices in the backlog app's channel (it publishes BACKLOG/this times)."
+        ),
+    ] = 20_000,
+    backlog_channel: Annotated[str, typer.Option(help="The backlog app's channel.")] = "fairness-backlog",
+    seed: Annotated[
+        bool,
+        typer.Option(
+            "--seed/--no-seed", help="Register the backlog devices first (--no-seed: already there)."
+        ),
+    ] = True,
+    count: Annotated[int, typer.Option(min=1, help="Single-device publishes of the measured app.")] = 100,
+    keep_backlog: Annotated[
+        bool,
+        typer.Option("--keep-backlog", help="Leave the backlog to drain (default: cancel it at the end)."),
+    ] = False,
+    lab_credentials: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="PUSHGATE_LAB_CREDENTIALS",
+            help="The directory of `pushgate lab --write-credentials`: its FCM service account is "
+            "uploaded for the backlog app if that app has no FCM credentials.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Give up queueing the backlog after this many seconds.")
+    ] = 600.0,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    lab_url: LabOpt = DEFAULT_LAB,
+    json_out: JsonOpt = None,
+) -> None:
+    """Two tenants: the backlog app queues BACKLOG deliveries, then the measured app (--key)
+    publishes to one MiPush device COUNT times; its publish → lab latency p50/p99 (target p99 < 1 s)."""
+    from pushgate.bench.fairness import run_fairness
+
+    ep = _endpoints(url, key, lab_url)
+    result = _run(
+        run_fairness(
+            ep, backlog_key=backlog_key, backlog=backlog, backlog_devices=backlog_devices,
+            backlog_channel=backlog_channel, seed=seed, count=count, lab_credentials=lab_credentials,
+            give_up_after=timeout, keep_backlog=keep_backlog,
+        )
+    )  # fmt: skip
+    lat, r = result["latency"], result
+    _table(
+        "pushgate bench fairness",
+        [
+            (
+                "backlog app: deliveries planned",
+                f"{r['backlog_planned']} in {r['backlog_publishes']} publishes",
+            ),
+            (
+                "backlog unsent at start / end",
+                f"{r['backlog_outstanding_at_start']} / {r['backlog_outstanding_at_end']}",
+            ),
+            ("measured app: samples received", f"{r['received']} / {r['count']} in {r['seconds']} s"),
+            (
+                "p50 / p95 / p99 / max (ms)",
+                f"{lat['p50_ms']} / {lat['p95_ms']} / {lat['p99_ms']} / {lat['max_ms']}",
+            ),
+            ("p99 under 1 s", "yes" if r["p99_under_1s"] else "no"),
+        ],
+    )
+    _write_json(json_out, result)
+    if result["timeouts"] or not result["received"]:
         raise typer.Exit(1)

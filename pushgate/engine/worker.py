@@ -3,11 +3,17 @@
 Workers sleep on an event that admission sets after its commit (a one-device publish reaches
 the provider within milliseconds), and otherwise poll at ``engine.poll_interval`` so jobs
 enqueued by other processes and due retries are picked up too.
+
+Besides the ``engine.concurrency`` workers, which take the apps' jobs in turn, one more worker
+takes, while all of them are busy, only jobs of apps that have nothing running in this process:
+while one app's backlog keeps every worker busy, an app that was idle is served at once instead
+of after the batch a worker has in hand (as a fair queue serves new flows first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -23,6 +29,7 @@ from pushgate.domain.quarantine import BreakerRules
 from pushgate.domain.status import OPEN_PUBLISH
 from pushgate.engine.dispatcher import Dispatcher, Guards
 from pushgate.engine.health import HealthMonitor
+from pushgate.engine.leases import Heartbeat
 from pushgate.engine.limits import RateLimits
 from pushgate.engine.planner import PlanContext, Planner
 from pushgate.engine.providers import ProviderPool
@@ -88,9 +95,17 @@ class Engine:
         # jobs.lease_owner is VARCHAR(64): a long host name (cloud FQDNs reach 63) must not
         # overflow it, or every claim fails on PostgreSQL. 40 + pid (<= 7) + nonce (8) + 2 <= 64.
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.heartbeat = Heartbeat(self.queue, self.owner, settings.engine.lease_seconds)
         self._wake = asyncio.Event()
+        self._idle_wake = asyncio.Event()
+        #: Jobs being run by this process's workers (``run_job`` calls in progress).
+        self._running = 0
         self._stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: The lease heartbeat outlives the workers' stop signal: jobs finishing during the
+        #: grace period keep their leases until they end.
+        self._beat_stop = asyncio.Event()
+        self._beat: asyncio.Task[None] | None = None
         self._stopping = False
         self._app_names: dict[str, str] = {}
         #: Job kind → its handler; a new kind is one entry here and one payload Struct.
@@ -106,12 +121,16 @@ class Engine:
     def notify(self) -> None:
         """New work was committed: wake idle workers now instead of at their next poll."""
         self._wake.set()
+        self._idle_wake.set()
 
     async def start(self) -> None:
         self._stopping = False
         self._stop_event.clear()
+        self._beat_stop.clear()
+        self._beat = asyncio.create_task(self.heartbeat.run(self._beat_stop), name="pushgate-leases")
         for n in range(self.settings.engine.concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"pushgate-worker-{n}"))
+        self._tasks.append(asyncio.create_task(self._idle_apps_loop(), name="pushgate-worker-idle-apps"))
         if self._seen_after() is not None and self.settings.devices.prune_inactive:
             self._tasks.append(asyncio.create_task(self._prune_loop(), name="pushgate-prune"))
         self._tasks.append(asyncio.create_task(self._sweep_loop(), name="pushgate-sweep"))
@@ -170,6 +189,7 @@ class Engine:
         """Stop claiming, let in-flight jobs finish for up to ``grace`` seconds, give back the rest."""
         self._stopping = True
         self._wake.set()
+        self._idle_wake.set()
         self._stop_event.set()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=grace)
@@ -177,6 +197,10 @@ class Engine:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
+        self._beat_stop.set()
+        if self._beat is not None:
+            await asyncio.gather(self._beat, return_exceptions=True)
+            self._beat = None
         try:
             await self.queue.release(self.owner)
         except Exception:  # the database may already be gone at shutdown
@@ -242,6 +266,38 @@ class Engine:
             # yields: without this, a worker draining thousands of them froze the process.
             await asyncio.sleep(0)
 
+    async def _idle_apps_loop(self) -> None:
+        """The worker kept for idle apps: while every other worker is busy, it claims jobs of apps
+        with no job running in this process (a free worker needs no help, so an app alone never
+        runs more than ``engine.concurrency`` jobs at once). Otherwise it sleeps until a local
+        commit wakes it or ``engine.poll_interval`` passes (never sooner: the due jobs it wakes
+        for may all be of busy apps)."""
+        e = self.settings.engine
+        failing = False
+        while not self._stopping:
+            self._idle_wake.clear()
+            try:
+                jobs = []
+                if self._running >= e.concurrency:
+                    jobs = await self.queue.claim(self.owner, 1, e.lease_seconds, self.heartbeat.running_apps)
+                failing = False
+            except Exception:
+                if not failing:  # once, not every poll, while the database is failing
+                    log.exception("claiming for idle apps failed; retrying every %g s", e.poll_interval)
+                failing, jobs = True, []
+            for job in jobs:
+                try:
+                    await self.run_job(job)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)
+            if jobs:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle_wake.wait(), e.poll_interval)
+
     def find_handler(self, job: Job[Payload | Unreadable]) -> Handler[Any] | None:
         """The handler for the job's kind, or None when the job cannot run at all (unknown kind,
         unreadable payload): it would fail the same way on every claim."""
@@ -251,6 +307,15 @@ class Engine:
         return handler
 
     async def run_job(self, job: Job[Payload | Unreadable]) -> None:
+        """Run one claimed job, its lease renewed while it runs (:class:`Heartbeat`)."""
+        self._running += 1
+        try:
+            with self.heartbeat.hold(job):
+                await self._run_job(job)
+        finally:
+            self._running -= 1
+
+    async def _run_job(self, job: Job[Payload | Unreadable]) -> None:
         handler = self.find_handler(job)
         if handler is None:
             # It would fail the same way on every claim. Dropping it alone would leave its publish
@@ -309,4 +374,5 @@ class Engine:
         self.notify()
         if inline is not None:
             # The publish's last batch, claimed by this worker in planning's last commit.
-            await self.dispatcher.run(inline, pub, app_name)
+            with self.heartbeat.hold(inline):
+                await self.dispatcher.run(inline, pub, app_name)

@@ -1,8 +1,9 @@
 """The durable job queue: a table, claimed with a lease.
 
 A claim is one ``UPDATE … WHERE id IN (SELECT … [FOR UPDATE SKIP LOCKED]) RETURNING``, so any
-number of worker processes share the work; a job whose worker died is claimed again when its
-lease runs out. Jobs are deleted in the same transaction that records their results.
+number of worker processes share the work, and the apps take turns (``store/claims.py``); a job
+whose worker died is claimed again when its lease runs out (running jobs renew theirs). Jobs are
+deleted in the same transaction that records their results.
 
 Every write that belongs to a claim (progress, deferral, deletion, a plan's cursor) is guarded
 by the claim number (``WHERE id = :id AND claims = :claims``) and says whether it still matched:
@@ -16,9 +17,8 @@ the caller's transaction; a method without one opens its own.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -32,8 +32,8 @@ from pushgate.domain.jobs import (
     dispatch_batches,
     encode_payload,
 )
+from pushgate.store.claims import apps_statement, claim_statement
 from pushgate.store.db import Database
-from pushgate.store.dialect import lock_skip_locked
 from pushgate.store.schema import jobs
 
 P = TypeVar("P", bound=Payload | Unreadable)
@@ -102,39 +102,19 @@ _ADVANCE = (
     .where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
     .values(progress=sa.bindparam("pr"), lease_until=sa.bindparam("lu"))
 )
-
-
-@lru_cache(maxsize=4)
-def _claim_statement(dialect: str) -> sa.Update:
-    now: sa.BindParameter[float] = sa.bindparam("now")
-    candidates = lock_skip_locked(
-        dialect,
-        sa.select(jobs.c.id)
-        .where(jobs.c.run_at <= now, sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now))
-        .order_by(jobs.c.run_at)
-        .limit(sa.bindparam("lim")),
-    )
-    return (
-        sa.update(jobs)
-        .where(jobs.c.id.in_(candidates.scalar_subquery()))
-        .values(
-            lease_until=sa.bindparam("until"), lease_owner=sa.bindparam("owner"), claims=jobs.c.claims + 1
-        )
-        .returning(
-            jobs.c.id,
-            jobs.c.kind,
-            jobs.c.app_id,
-            jobs.c.publish_id,
-            jobs.c.payload,
-            jobs.c.claims,
-            jobs.c.progress,
-        )
-    )
+_RENEW = (
+    sa.update(jobs)
+    .where(jobs.c.lease_owner == sa.bindparam("owner"), jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(lease_until=sa.bindparam("until"))
+    .returning(jobs.c.id)
+)
 
 
 class JobQueue:
     def __init__(self, db: Database) -> None:
         self.db = db
+        #: The app this process claimed from last: the next claim starts with the app after it.
+        self._after = ""
 
     @staticmethod
     async def enqueue(conn: AsyncConnection, new: Sequence[NewJob]) -> None:
@@ -218,13 +198,43 @@ class JobQueue:
         ).scalar_one()
         return Job(int(job_id), payload.KIND, app_id, publish_id, payload, 1, 0)
 
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[Job[Payload | Unreadable]]:
+    async def claim(
+        self, owner: str, limit: int, lease_seconds: float, skip_apps: Collection[str] = ()
+    ) -> list[Job[Payload | Unreadable]]:
+        """Claim up to ``limit`` due jobs, the apps taking turns (:func:`claim_statement`),
+        none of an app in ``skip_apps``."""
         now = time.time()
-        stmt = _claim_statement(self.db.dialect)
-        params = {"now": now, "lim": limit, "until": now + lease_seconds, "owner": owner}
+        stmt = claim_statement(self.db.dialect)
+        params = {
+            "now": now,
+            "lim": limit,
+            "until": now + lease_seconds,
+            "owner": owner,
+            "after": self._after,
+            "skip": list(skip_apps),
+        }
         async with self.db.write() as conn:
             rows = (await conn.execute(stmt, params)).all()
+        if rows:
+            # The rotation goes on after the last app served (in rotation order from ``_after``).
+            apps = sorted({r.app_id for r in rows}, key=lambda a: (a <= self._after, a))
+            self._after = apps[-1]
         return [Job.from_row(r) for r in rows]
+
+    async def renew(self, owner: str, job_ids: Collection[int], lease_seconds: float) -> set[int]:
+        """Extend ``owner``'s leases on ``job_ids`` (the heartbeat of running jobs); returns the
+        ids still held. A missing one is done, or was taken over after its lease lapsed (an
+        owner is one process: ``lease_owner`` tells its claims from every other's)."""
+        params = {"owner": owner, "ids": list(job_ids), "until": time.time() + lease_seconds}
+        async with self.db.write() as conn:
+            return {int(r.id) for r in (await conn.execute(_RENEW, params)).all()}
+
+    async def taken_over(self, owner: str, job_ids: Collection[int]) -> set[int]:
+        """Which of ``job_ids`` still exist under another claim than ``owner``'s."""
+        mine = sa.and_(jobs.c.lease_owner.is_not(None), jobs.c.lease_owner == owner)
+        async with self.db.read() as conn:
+            rows = await conn.execute(sa.select(jobs.c.id).where(jobs.c.id.in_(list(job_ids)), ~mine))
+            return {int(r.id) for r in rows}
 
     @staticmethod
     async def delete(conn: AsyncConnection, job_id: int) -> None:
@@ -323,25 +333,26 @@ class JobQueue:
         async with self.db.read() as conn:
             return int((await conn.execute(sa.select(sa.func.count()).select_from(jobs))).scalar() or 0)
 
-    async def pressure(self) -> tuple[int, float | None]:
-        """``(jobs in the queue, run_at of the oldest runnable unleased job)`` for backpressure.
+    async def apps_with_jobs(self) -> list[tuple[str, str | None]]:
+        """``(id, name)`` of the apps that have jobs in the queue (one index probe per app)."""
+        async with self.db.read() as conn:
+            return [(r.app_id, r.name) for r in (await conn.execute(apps_statement())).all()]
 
-        Jobs waiting out a provider's quarantine (``deferred_by``) are not counted: one app's
-        broken credential must not push every app's admission into 429s.
+    async def pressure(self, app_id: str, count_up_to: int) -> tuple[int, float | None]:
+        """``(the app's jobs in the queue, run_at of its oldest runnable unleased job)`` for
+        admission backpressure, which is per app: another app's backlog is not this one's.
+
+        The count stops at ``count_up_to`` (0: not counted), so it costs at most that many
+        index entries however deep the app's backlog is. Jobs waiting out a provider's
+        quarantine (``deferred_by``) are not counted: they are not work the workers are behind
+        on, and a broken credential must not turn into 429s.
         """
         now = time.time()
+        mine = jobs.c.app_id == app_id
+        counted = sa.select(jobs.c.id).where(mine, jobs.c.deferred_by.is_(None)).limit(count_up_to)
+        due = (jobs.c.run_at <= now, sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now))
         async with self.db.read() as conn:
-            depth = (
-                await conn.execute(
-                    sa.select(sa.func.count()).select_from(jobs).where(jobs.c.deferred_by.is_(None))
-                )
-            ).scalar()
-            oldest = (
-                await conn.execute(
-                    sa.select(sa.func.min(jobs.c.run_at)).where(
-                        jobs.c.run_at <= now,
-                        sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
-                    )
-                )
-            ).scalar()
+            count = sa.select(sa.func.count()).select_from(counted.subquery())
+            depth = (await conn.execute(count)).scalar_one() if count_up_to > 0 else 0
+            oldest = (await conn.execute(sa.select(sa.func.min(jobs.c.run_at)).where(mine, *due))).scalar()
         return int(depth or 0), (float(oldest) if oldest is not None else None)

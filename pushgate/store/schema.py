@@ -188,6 +188,8 @@ jobs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_jobs_run_at", "run_at"),
     sa.Index("ix_jobs_publish", "publish_id"),
+    #: The fair claim's per-app scans (store/queue.py); ``id`` makes its order index-only.
+    sa.Index("ix_jobs_app_run_at", "app_id", "run_at", "id"),
 )
 
 # Provider credentials uploaded through the API, encrypted with the master key (AES-GCM).

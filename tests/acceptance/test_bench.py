@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.gateway import MASTER, gateway_settings, running_gateway
 
 from pushgate.bench import procstat
 
@@ -151,3 +152,32 @@ def test_pid_listening_on_finds_the_listener() -> None:
         child.kill()
         child.wait()
     assert procstat.pid_listening_on(port) is None
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_bench_fairness(database_url: str, lab: Any, tmp_path: Path) -> None:
+    """``bench fairness`` end to end at a small size: a second app's backlog (seeded, published,
+    planned), the measured app's single-device samples, the backlog cancelled afterwards."""
+    lab.reset()
+    settings = gateway_settings(
+        database_url, lab, PUSHGATE_SECRET_KEY=MASTER, PUSHGATE_ENGINE_BATCH_SIZE="50"
+    )
+    async with running_gateway(settings) as gw:
+        _, backlog_key = await gw.app.state.services.apps.create("bench-backlog")
+        lab.fault(provider="fcm", latency_ms=100)  # the backlog drains slowly: it is still there
+        out_json = tmp_path / "fairness.json"
+        code, out = await bench(
+            gw, lab, "fairness", "--backlog-key", backlog_key, "--lab-credentials", str(lab.creds_dir),
+            "--backlog", "3000", "--backlog-devices", "1000", "--count", "10", "--json", str(out_json),
+            limit=90,
+        )  # fmt: skip
+        assert code == 0, out
+        result = json.loads(out_json.read_text())
+        assert result["backlog_publishes"] == 3 and result["backlog_planned"] == 3000
+        assert result["received"] == 10 and result["timeouts"] == 0
+        assert 0 < result["latency"]["p50_ms"] <= result["latency"]["p99_ms"]
+        assert result["backlog_outstanding_at_start"] > 0 and result["backlog_cancelled"]
+        assert "p99 under 1 s" in out
+        async with gw.as_app(backlog_key) as backlog_app:
+            listed = (await backlog_app.get("/v1/credentials")).json()["items"]
+        assert [i["provider"] for i in listed] == ["fcm"]  # uploaded from the lab's directory

@@ -6,6 +6,7 @@ the provider, and count what the lab received (its ledger) per token.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -23,7 +24,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
-from support.api import register_fcm_batched, wait_final
+from support.api import publish_status, register_fcm_batched, wait_final
 from support.lab import Lab, free_port
 from support.postgres import PostgresServer
 from support.process import PUSHGATE
@@ -224,6 +225,52 @@ async def test_kill_9_three_times_during_fan_out_loses_nothing(tmp_path: Path, l
         )
         assert 0 <= duplicates <= sum(exposed) <= bound
         assert status["counts"]["sent"] == KILL_DEVICES, status
+    finally:
+        kill(proc)
+        lab.reset()
+
+
+# ---- issue 9, item 11: crash recovery within one short lease -------------------------------------
+
+
+@pytest.mark.timeout(120)
+async def test_a_killed_processs_job_is_claimed_again_within_one_short_lease(
+    tmp_path: Path, lab: Lab, database_url: str
+) -> None:
+    """Recovery used to wait a full 60 s lease. Leases are 15 s by default now (renewed while a
+    job runs, so a slow job keeps its own): ``kill -9`` of ``pushgate serve`` while the lab holds
+    its request, and the restarted process sends the batch again well within 60 s."""
+    lab.reset()
+    port = free_port()
+    env = base_env(database_url)  # the default lease
+    args = ["serve", "--port", str(port), "--config", str(lab.toml)]
+    log = tmp_path / "serve.log"
+    proc = spawn(args, env, log)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+        ) as client:
+            await wait_ready(client, proc, log)
+            [token] = await register_fcm_batched(client, "lease", 1)
+            lab.fault(provider="fcm", latency_ms=5000)  # the lab holds the request: the job runs
+            publish_id = await publish_to(client, "lease")
+
+            async def sending() -> bool:  # planned: its one batch is sent right after that commit
+                return bool((await publish_status(client, publish_id))["counts"]["planned"] == 1)
+
+            await wait_for(sending, 10, "the batch to be claimed", interval=0.05)
+            await asyncio.sleep(1)  # well inside the lab's 5 s
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            killed = time.monotonic()
+            lab.reset()  # the provider answers at once again
+            proc = spawn(args, env, log)
+            status = await wait_completed(client, publish_id, within=45)
+            recovered = time.monotonic() - killed
+        assert status["status"] == "completed" and status["counts"]["sent"] == 1, status
+        print(f"\nkilled mid-send; the batch was sent again and recorded {recovered:.1f} s after the kill")
+        assert recovered < 30, f"recovery took {recovered:.1f} s"
+        assert ledger_counts(lab)[token] == 1
     finally:
         kill(proc)
         lab.reset()
