@@ -273,14 +273,20 @@ class Engine:
         commit wakes it or ``engine.poll_interval`` passes (never sooner: the due jobs it wakes
         for may all be of busy apps)."""
         e = self.settings.engine
+        storage = self.dispatcher.recorder.storage
         failing = False
         while not self._stopping:
             self._idle_wake.clear()
             try:
                 jobs = []
                 if self._running >= e.concurrency:
+                    # Like the other workers: no claim while storage refuses writes.
+                    await storage.wait_writable()
                     jobs = await self.queue.claim(self.owner, 1, e.lease_seconds, self.heartbeat.running_apps)
                 failing = False
+            except StorageUnavailable as exc:
+                storage.report(exc, "claiming jobs for idle apps")
+                jobs = []
             except Exception:
                 if not failing:  # once, not every poll, while the database is failing
                     log.exception("claiming for idle apps failed; retrying every %g s", e.poll_interval)
@@ -290,6 +296,8 @@ class Engine:
                     await self.run_job(job)
                 except asyncio.CancelledError:
                     raise
+                except StorageUnavailable as exc:
+                    storage.report(exc, f"running job {job.id} ({job.kind})")
                 except Exception:
                     log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)
             if jobs:
