@@ -56,6 +56,10 @@ _COMPAT = ipaddress.ip_network("::/96")
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 
 
+#: The longest DNS name (RFC 1035), so an origin also fits its breaker's key column.
+MAX_HOST = 253
+
+
 class UrlRefused(ValueError):
     """pushgate will not connect to this URL; the message says what to write instead."""
 
@@ -160,6 +164,8 @@ def _host(written: str, parsed: str) -> tuple[str, IpAddress | None]:
         return str(v6), v6
     if not written.isascii():
         raise UrlRefused(f"write the host in ASCII (punycode): {parsed}")
+    if len(parsed) > MAX_HOST:
+        raise UrlRefused(f"the host has {len(parsed)} characters; a DNS name has at most {MAX_HOST}")
     if "%" in written:
         raise UrlRefused(f"percent-encoding is not allowed in the host: write {parsed}")
     if written.endswith("."):

@@ -59,7 +59,9 @@ class StorageGate:
     @staticmethod
     def pause(attempt: int) -> float:
         """Seconds to wait before attempt ``attempt + 1``."""
-        return min(FIRST_BACKOFF * 2**attempt, MAX_BACKOFF)
+        # The exponent is capped: an outage of hours counts thousands of attempts, and 2**1024
+        # no longer converts to a float (it raised, and the held outcomes were lost).
+        return min(FIRST_BACKOFF * 2 ** min(attempt, 32), MAX_BACKOFF)
 
     def report(self, exc: StorageUnavailable, doing: str) -> None:
         """Count a failed write; log it if nothing was logged for ``log_interval`` seconds."""

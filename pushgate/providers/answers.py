@@ -97,10 +97,14 @@ def _failure(provider: str, exc: Exception) -> SendResult:
         _where(exc),
         INVALID_RESPONSE,
     )
+    return _failure_result(provider, type(exc).__name__)
+
+
+def _failure_result(provider: str, kind: str = "wrong number of results") -> SendResult:
     return SendResult(
         Outcome.PROVIDER_TRANSIENT,
         error_code=INVALID_RESPONSE,
-        error_message=f"pushgate could not handle the {provider} answer ({type(exc).__name__}); retried",
+        error_message=f"pushgate could not handle the {provider} answer ({kind}); retried",
     )
 
 
@@ -115,8 +119,34 @@ async def one(provider: str, work: Awaitable[SendResult]) -> SendResult:
 
 async def group(provider: str, work: Awaitable[list[SendResult]], size: int) -> list[SendResult]:
     """Like :func:`one` for a request that carries ``size`` tokens (HMS, MiPush): one answer
-    covers them all, so a failure to handle it is each of theirs."""
+    covers them all, so a failure to handle it is each of theirs.
+
+    Also the dispatcher's last net around ``send_batch``: a result list of the wrong length
+    (it would pair answers with the wrong targets) fails the whole chunk the same way, and an
+    error code longer than its column is cut, so no answer can make the outcome commit fail
+    (the chunk would then be sent again at every claim)."""
     try:
-        return await work
+        results = await work
     except Exception as exc:
         return [_failure(provider, exc)] * size
+    if len(results) != size:
+        log.error(
+            "%s: %d results for %d targets; recorded as %s", provider, len(results), size, INVALID_RESPONSE
+        )
+        return [_failure_result(provider)] * size
+    if any(r.error_code is not None and len(r.error_code) > MAX_CODE for r in results):
+        results = [_short_code(r) for r in results]
+    return results
+
+
+#: ``deliveries.error_code`` is 64 characters.
+MAX_CODE = 64
+
+
+def _short_code(result: SendResult) -> SendResult:
+    code = result.error_code
+    if code is None or len(code) <= MAX_CODE:
+        return result
+    return SendResult(
+        result.outcome, result.provider_message_id, code[:MAX_CODE], result.error_message, result.retry_after
+    )

@@ -71,7 +71,7 @@ REFUSED_CODE = "outbound_refused"
 PIN_MAX_AGE = 300.0
 #: Longest error text a provider answer leaves in a delivery record.
 MAX_MESSAGE = 300
-_SHORT_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+SHORT_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -155,7 +155,7 @@ def foreign_answer(result: SendResult, status: int) -> SendResult:
     code, never its text (a URL a tenant chose must not turn pushgate into a way to read an
     internal service's answers)."""
     code = result.error_code
-    if code is not None and not _SHORT_CODE.fullmatch(code):
+    if code is not None and not SHORT_CODE.fullmatch(code):
         code = f"http_{status}"
     message = None
     if result.outcome is not Outcome.SENT:

@@ -37,7 +37,7 @@ from pushgate.domain.render import (
     parse_webpush_subscription,
     webpush_token_string,
 )
-from pushgate.domain.urls import Allowance, UrlRefused, check_target
+from pushgate.domain.urls import Allowance, UrlRefused, check_target, parse_target
 from pushgate.providers import answers, webpush_crypto
 from pushgate.providers.base import (
     Concurrency,
@@ -50,7 +50,7 @@ from pushgate.providers.base import (
     digest,
 )
 from pushgate.providers.http import parse_retry_after
-from pushgate.providers.outbound import transport_failure
+from pushgate.providers.outbound import SHORT_CODE, bounded, transport_failure
 from pushgate.providers.transport import HttpRequest, HttpResponse, Transport, TransportError
 
 __all__ = [
@@ -169,7 +169,9 @@ def _error_details(resp: HttpResponse) -> tuple[str, str | None]:
         return code, None
     reason = doc.get("reason")
     if isinstance(reason, str) and reason:
-        return reason, reason
+        # The server is whatever host the subscription names: its reason becomes the code only
+        # when it looks like one (it is stored in a 64-character column).
+        return (reason if SHORT_CODE.fullmatch(reason) else code), bounded(reason)
     message = doc.get("message") or doc.get("error")
     text = str(message) if message else None
     if doc.get("errno") is not None:
@@ -381,9 +383,10 @@ class WebPushProvider(Provider):
 
 
 def subscription_origin(token: str) -> str | None:
-    """The push service origin a stored subscription names (its breaker's key)."""
+    """The push service origin a stored subscription names (its breaker's key), read with the
+    transport's own parser (``domain/urls.py``) so the breaker and the request agree on the host."""
     try:
-        return _prepare_subscription(token).origin
+        return parse_target(_prepare_subscription(token).endpoint).origin
     except ValueError:
         return None
 

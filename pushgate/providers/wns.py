@@ -243,15 +243,12 @@ class WnsProvider(Provider):
 
 
 def channel_origin(uri: str) -> str | None:
-    """The WNS host a channel URI names (its breaker's key)."""
+    """The WNS origin a channel URI names (its breaker's key): ``scheme://host[:port]``, the
+    port only when it is not the scheme's default, as the transport's parser reads it."""
     try:
-        scheme, host, port = _origin(uri)
+        return parse_target(uri).origin
     except ValueError:
         return None
-    if not host:
-        return None
-    host = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
 
 
 SPEC = ProviderSpec(

@@ -405,3 +405,34 @@ async def test_a_config_url_pushgate_would_refuse_stops_the_start() -> None:
         "PUSHGATE_OUTBOUND_ALLOW_NETWORKS": '["10.0.0.0/8"]',
     }
     await check_credentials(load_settings(None, env=allowed))
+
+
+def test_a_host_longer_than_a_dns_name_is_refused() -> None:
+    """A 327-character host passed the label checks; its origin overflowed the breaker's key."""
+    label = "a" * 63
+    long_host = ".".join([label] * 5) + ".example"
+    with pytest.raises(UrlRefused, match="at most 253"):
+        parse_target(f"https://{long_host}/push")
+    fits = ".".join([label] * 3) + ".example.com"
+    assert parse_target(f"https://{fits}/push").host == fits
+
+
+def test_breaker_origins_are_read_with_the_transports_parser() -> None:
+    """The WNS origin leaves out the default port (docs: scheme://host[:port]); Web Push and
+    WNS both read the host as the HTTP client does."""
+    wns = registry.get("wns").origin_of
+    assert wns is not None
+    assert wns("https://db5.notify.windows.com/?token=abc") == "https://db5.notify.windows.com"
+    assert wns("https://db5.notify.windows.com:8443/?token=abc") == "https://db5.notify.windows.com:8443"
+    assert wns("https://evil.example\\.notify.windows.com/") is None
+
+
+def test_web_push_origins_are_read_with_the_transports_parser() -> None:
+    webpush = registry.get("webpush").origin_of
+    assert webpush is not None
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    p256dh = b64url_encode(key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint))
+    keys = {"p256dh": p256dh, "auth": b64url_encode(b"a" * 16)}
+    subscription = {"endpoint": "https://push.example.com:443/send/abc", "keys": keys}
+    token = registry.get("webpush").normalize_token(subscription, False)[0]
+    assert webpush(token) == "https://push.example.com"

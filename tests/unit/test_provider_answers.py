@@ -158,3 +158,34 @@ async def test_the_log_names_the_exception_but_never_its_text(caplog: pytest.Log
     assert res.error_code == "invalid_response"
     assert "secret-device-token" not in caplog.text + (res.error_message or "")
     assert "KeyError at test_provider_answers.py:" in caplog.text
+
+
+async def _results(results: list[SendResult]) -> list[SendResult]:
+    return results
+
+
+def test_a_result_list_of_the_wrong_length_fails_the_whole_chunk() -> None:
+    """Two answers for three targets would pair answers with the wrong targets."""
+    two = [SendResult(Outcome.SENT), SendResult(Outcome.DEVICE_TERMINAL)]
+    out = asyncio.run(answers.group("custom", _results(two), 3))
+    assert [r.error_code for r in out] == [answers.INVALID_RESPONSE] * 3
+    assert {r.outcome for r in out} == {Outcome.PROVIDER_TRANSIENT}
+
+
+def test_an_error_code_longer_than_its_column_is_cut() -> None:
+    long = SendResult(Outcome.PAYLOAD, error_code="X" * 100, error_message="m")
+    out = asyncio.run(answers.group("custom", _results([long, SendResult(Outcome.SENT)]), 2))
+    assert out[0].error_code == "X" * answers.MAX_CODE
+    assert (out[0].outcome, out[0].error_message) == (Outcome.PAYLOAD, "m")
+    assert out[1].outcome is Outcome.SENT
+
+
+def test_a_web_push_reason_that_is_no_code_is_not_used_as_one() -> None:
+    """The push service is whatever host the subscription names: {"reason": "A" * 100} used to
+    become the delivery's error code, which PostgreSQL refuses (64 characters)."""
+    body = json.dumps({"reason": "A" * 100}).encode()
+    result = classify_webpush_response(HttpResponse(400, {}, body))
+    assert result.error_code == "http_400"
+    assert result.error_message == "A" * 100
+    short = classify_webpush_response(HttpResponse(400, {}, b'{"reason": "BadJwtToken"}'))
+    assert short.error_code == "BadJwtToken"

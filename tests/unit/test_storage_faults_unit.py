@@ -87,3 +87,11 @@ def test_the_gate_logs_once_per_interval_and_its_pause_is_bounded(caplog: pytest
     assert len(caplog.records) == 4
     pauses = [StorageGate.pause(n) for n in range(20)]
     assert pauses[0] < pauses[1] < pauses[2] and max(pauses) == MAX_BACKOFF
+
+
+def test_the_pause_stays_capped_through_an_outage_of_hours() -> None:
+    """2**1024 no longer converts to a float: after ~85 minutes of 5 s pauses the retry raised
+    OverflowError and dropped the outcomes it held."""
+    assert StorageGate.pause(0) < StorageGate.pause(1) <= MAX_BACKOFF
+    assert StorageGate.pause(1_024) == MAX_BACKOFF
+    assert StorageGate.pause(100_000) == MAX_BACKOFF
