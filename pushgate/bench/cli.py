@@ -389,6 +389,9 @@ def transactional(
     server_pid: Annotated[
         int | None, typer.Option(help="pushgate's pid (default: whoever listens on --url's port).")
     ] = None,
+    lab_pid: Annotated[
+        int | None, typer.Option(help="The lab's pid (default: whoever listens on --lab-url's port).")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = "",
@@ -408,6 +411,7 @@ def transactional(
             prefix=prefix,
             register=register,
             server_pid=server_pid,
+            lab_pid=lab_pid,
             give_up_after=timeout,
             progress=lambda line: err.print(line),
         )
@@ -425,6 +429,7 @@ def transactional(
             ("pushgate CPU seconds", result["cpu_seconds"]),
             ("pushgate CPU ms per notification", result["cpu_ms_per_notification"]),
             ("pushgate peak RSS (MB, VmHWM)", result["peak_rss_mb"]),
+            ("lab CPU seconds", result["lab_cpu_seconds"]),
             (
                 f"publish → lab p50 / p95 / p99 / max (ms, {result['latency_source']})",
                 f"{lat['p50_ms']} / {lat['p95_ms']} / {lat['p99_ms']} / {lat['max_ms']}",

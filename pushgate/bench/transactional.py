@@ -195,6 +195,7 @@ async def run_transactional(
     prefix: str = "tx",
     register: bool = True,
     server_pid: int | None = None,
+    lab_pid: int | None = None,
     give_up_after: float = 600.0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -203,6 +204,7 @@ async def run_transactional(
     if provider not in PLATFORMS:
         raise ValueError(f"unknown provider {provider!r}: one of {', '.join(PLATFORMS)}")
     server_pid = resolve_pid(server_pid, ep.url)
+    lab_pid = resolve_pid(lab_pid, ep.lab_url)
     say = progress or (lambda _: None)
     async with BenchClient(ep.url, ep.key) as api, BenchClient(ep.lab_url) as lab:
         if register:
@@ -211,6 +213,7 @@ async def run_transactional(
         await lab.json("DELETE", "/ledger")
         metrics0 = await bench_metrics.scrape(api)
         cpu0 = procstat.cpu_seconds(server_pid) if server_pid else None
+        lab_cpu0 = procstat.cpu_seconds(lab_pid) if lab_pid else None
         publisher = _Publisher(api, prefix, publishes, batch)
         watch = _LabWatch(lab)
         say(
@@ -225,6 +228,7 @@ async def run_transactional(
             raise RuntimeError(f"only {publisher.admitted} of {publishes} publishes were admitted")
         done_at = await watching
         cpu1 = procstat.cpu_seconds(server_pid) if server_pid else None
+        lab_cpu1 = procstat.cpu_seconds(lab_pid) if lab_pid else None
         breakdown = bench_metrics.summarize(metrics0, await bench_metrics.scrape(api))
         sent_wall = [wall0 + (s - t0) for s in publisher.sent_at]
         latencies = await _exact_latencies(lab, prefix, sent_wall, provider)
@@ -252,6 +256,8 @@ async def run_transactional(
         "cpu_seconds": None if cpu is None else round(cpu, 3),
         "cpu_ms_per_notification": None if cpu is None else round(cpu / publishes * 1000, 3),
         "peak_rss_mb": None if peak is None else round(peak, 1),
+        "lab_pid": lab_pid,
+        "lab_cpu_seconds": None if lab_cpu0 is None or lab_cpu1 is None else round(lab_cpu1 - lab_cpu0, 3),
         "latency_source": source,
         "latency": percentiles(latencies),
         **breakdown,
