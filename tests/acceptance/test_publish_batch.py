@@ -3,6 +3,7 @@ inside and across batches, and exactly one notification per admitted publish at 
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -141,6 +142,21 @@ async def test_idempotency_keys_inside_one_batch_and_across_batches(gateway: Gat
     sent = Counter(i["token"] for i in lab.ledger("fcm")["items"])
     # u0: k1 and k3; u1: k2; u2: the keyless item; u3: the single publish only.
     assert sent == Counter({tokens[0]: 2, tokens[1]: 1, tokens[2]: 1, tokens[3]: 1})
+
+
+async def test_concurrent_batches_racing_for_keys_store_each_key_once(gateway: Gateway, lab: Lab) -> None:
+    """Eight batches at once, each with the same 20 keys: one publish per key, every batch told its id."""
+    tokens = await register_users(gateway, 20)
+    items = [to_user(i, idempotency_key=f"race-{i}") for i in range(20)]
+    answers = await asyncio.gather(*(batch(gateway, items[k:] + items[:k]) for k in range(0, 16, 2)))
+    ids: dict[str, set[str]] = {}
+    for k, got in zip(range(0, 16, 2), answers, strict=True):
+        for item, entry in zip(items[k:] + items[:k], got, strict=True):
+            ids.setdefault(item["idempotency_key"], set()).add(entry["publish_id"])
+    assert all(len(v) == 1 for v in ids.values()), ids
+    stored = {p["id"] for p in await all_final(gateway.client)}
+    assert stored == {next(iter(v)) for v in ids.values()}
+    assert Counter(i["token"] for i in lab.ledger("fcm")["items"]) == Counter(tokens)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
