@@ -28,6 +28,7 @@ from pushgate.api.errors import exception_handlers
 from pushgate.api.health import healthz, readyz
 from pushgate.api.keys import KeyController
 from pushgate.api.provider_health import providers_health
+from pushgate.api.publish_batch import PublishBatchController
 from pushgate.api.publishes import PublishController
 from pushgate.api.services import Services, provide_app, provide_key, provide_services
 from pushgate.config import Settings
@@ -210,6 +211,7 @@ def create_app(
             DeviceController,
             ChannelController,
             PublishController,
+            PublishBatchController,
             CredentialController,
             DeadLetterController,
             KeyController,

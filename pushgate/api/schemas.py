@@ -193,6 +193,24 @@ class PublishIn(Strict):
     expire_at: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
+#: The most publishes one ``POST /v1/publish/batch`` takes.
+MAX_PUBLISH_BATCH = 1000
+
+
+class PublishBatchIn(Strict):
+    #: 1-1000 publishes. Each is exactly a ``POST /v1/publish`` body (``PublishIn``), decoded and
+    #: validated one by one so that an invalid item is that item's error, not the request's.
+    publishes: Annotated[
+        list[dict[str, Any]],
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_PUBLISH_BATCH,
+            description="Each item is a `POST /v1/publish` body (schema `PublishIn`); "
+            "an invalid item gets an `error` entry in the answer, the others are admitted.",
+        ),
+    ]
+
+
 # ---- responses ---------------------------------------------------------------------------
 
 
@@ -252,6 +270,27 @@ class PublishPreview(msgspec.Struct):
 class PublishAccepted(msgspec.Struct):
     publish_id: str
     status: str
+
+
+class PublishBatchItem(msgspec.Struct, omit_defaults=True):
+    """One item's answer: ``publish_id`` and ``status``, or ``error`` (never both)."""
+
+    publish_id: str | None = None
+    status: str | None = None
+    #: True when the item's idempotency key gave back an earlier publish (nothing new was
+    #: stored): the batch form of the single route's ``Idempotent-Replayed`` header.
+    replayed: bool = False
+    #: What ``POST /v1/publish`` would have answered for this item's body.
+    error: ErrorInfo | None = None
+
+
+class PublishBatchOut(msgspec.Struct):
+    #: One entry per item of ``publishes``, in request order.
+    items: list[PublishBatchItem]
+    #: Items with a ``publish_id`` (new or replayed).
+    admitted: int
+    #: Items with an ``error``.
+    rejected: int
 
 
 class PublishOut(msgspec.Struct, omit_defaults=True):

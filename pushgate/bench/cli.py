@@ -1,4 +1,9 @@
-"""``pushgate bench``: the load generator's command line (seed, admission, e2e, latency, fairness)."""
+"""``pushgate bench``: the load generator's command line (seed, admission, e2e, latency,
+fairness, transactional).
+
+Long because: each mode's options, with their help texts, are declared here; the work itself
+is in runner.py, fairness.py and transactional.py.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from rich.table import Table
 
 from pushgate.bench.http import BenchHttpError
 from pushgate.bench.runner import Endpoints, run_admission, run_e2e, run_latency, run_seed
+from pushgate.bench.transactional import run_transactional
 
 bench_cli = typer.Typer(
     help="Load generator: seed devices, measure admission, end-to-end fan-out and latency "
@@ -443,3 +449,76 @@ def fairness(
     _write_json(json_out, result)
     if result["timeouts"] or not result["received"]:
         raise typer.Exit(1)
+
+
+@bench_cli.command()
+def transactional(
+    publishes: Annotated[
+        int, typer.Option(min=1, help="Users (one device each) and publishes, one per user.")
+    ] = 3000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Publish requests in flight.")] = 32,
+    batch: Annotated[
+        int,
+        typer.Option(
+            min=0, max=1000, help="Publishes per POST /v1/publish/batch (0: one POST /v1/publish each)."
+        ),
+    ] = 0,
+    provider: Annotated[str, typer.Option(help="The devices' provider.")] = "fcm",
+    prefix: Annotated[
+        str, typer.Option(help="Users are PREFIX-0…; the same prefix reuses a previous run's devices.")
+    ] = "tx",
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Register (or refresh) the devices first.")
+    ] = True,
+    server_pid: Annotated[
+        int | None, typer.Option(help="pushgate's pid (default: whoever listens on --url's port).")
+    ] = None,
+    lab_pid: Annotated[
+        int | None, typer.Option(help="The lab's pid (default: whoever listens on --lab-url's port).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    lab_url: LabOpt = DEFAULT_LAB,
+    json_out: JsonOpt = None,
+) -> None:
+    """One publish to each of PUBLISHES one-device users: admitted/s, notifications/s end to end
+    (until the lab counted them all), pushgate CPU per notification, publish → lab latency."""
+    ep = _endpoints(url, key, lab_url)
+    result = _run(
+        run_transactional(
+            ep,
+            publishes=publishes,
+            concurrency=concurrency,
+            batch=batch,
+            provider=provider,
+            prefix=prefix,
+            register=register,
+            server_pid=server_pid,
+            lab_pid=lab_pid,
+            give_up_after=timeout,
+            progress=lambda line: err.print(line),
+        )
+    )
+    lat = result["latency"]
+    _table(
+        "pushgate bench transactional",
+        [
+            ("publishes / concurrency / batch", f"{publishes} / {concurrency} / {batch or 'single'}"),
+            ("admitted", result["admitted"]),
+            ("request statuses", ", ".join(f"{k}={v}" for k, v in sorted(result["statuses"].items()))),
+            ("admitted/s", result["admitted_per_second"]),
+            ("time until the lab counted all (s)", result["seconds"]),
+            ("notifications/s end to end", result["notifications_per_second"]),
+            ("pushgate CPU seconds", result["cpu_seconds"]),
+            ("pushgate CPU ms per notification", result["cpu_ms_per_notification"]),
+            ("pushgate peak RSS (MB, VmHWM)", result["peak_rss_mb"]),
+            ("lab CPU seconds", result["lab_cpu_seconds"]),
+            (
+                f"publish → lab p50 / p95 / p99 / max (ms, {result['latency_source']})",
+                f"{lat['p50_ms']} / {lat['p95_ms']} / {lat['p99_ms']} / {lat['max_ms']}",
+            ),
+            ("status write latency", _hist(result.get("status_write"))),
+        ],
+    )
+    _write_json(json_out, result)

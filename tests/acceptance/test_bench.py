@@ -1,5 +1,6 @@
 """`pushgate bench` runs against a real gateway and the lab so it cannot silently break
-(acceptance 7): seed, e2e, admission and latency as real subprocesses, JSON checked."""
+(acceptance 7): seed, e2e, admission, latency and transactional as real subprocesses, JSON
+checked."""
 
 from __future__ import annotations
 
@@ -111,6 +112,34 @@ async def test_bench_admission_and_latency(gateway: Any, lab: Any, tmp_path: Pat
     result = json.loads(out_json.read_text())
     assert result["received"] == 5 and result["timeouts"] == 0
     assert 0 < result["latency"]["p50_ms"] <= result["latency"]["p99_ms"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_bench_transactional_single_and_batched(gateway: Any, lab: Any, tmp_path: Path) -> None:
+    """200 one-user publishes one request each, then again (same devices) 50 per batch request."""
+    out_json = tmp_path / "transactional.json"
+    code, out = await bench(gateway, lab, "transactional", "--publishes", "200", "--concurrency", "8",
+                            "--server-pid", str(os.getpid()), "--json", str(out_json))  # fmt: skip
+    assert code == 0, out
+    single = json.loads(out_json.read_text())
+    assert single["admitted"] == 200 and single["statuses"] == {"202": 200, "item_errors": 0}
+    assert lab.ledger("fcm")["total"] == 200, "each user's device gets exactly its one notification"
+    assert single["latency_source"] == "ledger", out  # the test lab keeps arrival times
+    assert single["admitted_per_second"] >= single["notifications_per_second"] > 0
+    assert 0 < single["latency"]["p50_ms"] <= single["latency"]["p99_ms"] <= single["latency"]["max_ms"]
+    assert single["cpu_ms_per_notification"] > 0 and single["peak_rss_mb"] > 10
+    assert "notifications/s end to end" in out and "CPU ms per notification" in out
+
+    code, out = await bench(gateway, lab, "transactional", "--publishes", "200", "--batch", "50",
+                            "--no-register", "--json", str(out_json))  # fmt: skip
+    assert code == 0, out
+    batched = json.loads(out_json.read_text())
+    assert batched["admitted"] == 200 and batched["statuses"] == {"202": 4, "item_errors": 0}
+    assert batched["batch"] == 50 and batched["notifications_per_second"] > 0
+    assert batched["latency_source"] == "ledger" and batched["latency"]["p99_ms"] > 0
+    assert lab.ledger("fcm")["total"] == 200  # counted afresh: the run reset the lab's ledger
+    devices = await gateway.client.get("/v1/devices", params={"limit": 1000})
+    assert len(devices.json()["items"]) == 200, "the second run reused the first run's devices"
 
 
 async def test_bench_baseline_needs_lab_credentials(tmp_path: Path) -> None:

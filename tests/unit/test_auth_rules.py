@@ -30,6 +30,7 @@ EXPECTED = {
     ("POST", "/v1/users/{user:str}/channels"): Scope.REGISTER,
     ("POST", "/v1/publish"): Scope.PUBLISH,
     ("POST", "/v1/publish/preview"): Scope.PUBLISH,
+    ("POST", "/v1/publish/batch"): Scope.PUBLISH,
     ("GET", "/v1/publishes"): Scope.READ,
     ("GET", "/v1/publishes/{publish_id:str}"): Scope.READ,
     ("GET", "/v1/publishes/{publish_id:str}/deliveries"): Scope.READ,

@@ -9,6 +9,7 @@ import os
 
 from pushgate.bench import procstat
 from pushgate.bench.runner import percentiles
+from pushgate.bench.transactional import _LabWatch
 
 
 def test_procstat_reads_this_process() -> None:
@@ -24,3 +25,11 @@ def test_percentiles() -> None:
     p = percentiles([i / 1000 for i in range(1, 101)])  # 1..100 ms
     assert p["p50_ms"] == 50 and p["p95_ms"] == 95 and p["p99_ms"] == 99 and p["max_ms"] == 100
     assert percentiles([])["p99_ms"] == 0
+
+
+def test_a_lean_labs_counter_steps_give_the_kth_arrival() -> None:
+    """A lean lab only counts: the k-th arrival is the first poll that saw a total of k or more."""
+    watch = _LabWatch(lab=None)  # type: ignore[arg-type]  # arrivals() needs no lab
+    watch.steps = [(0.0, 0), (1.0, 2), (1.5, 3), (3.0, 6)]
+    assert watch.arrivals(6) == [1.0, 1.0, 1.5, 3.0, 3.0, 3.0]
+    assert watch.arrivals(2) == [1.0, 1.0]

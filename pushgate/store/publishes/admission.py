@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -60,11 +62,11 @@ class _GroupCommit:
         while self._queue:
             group, self._queue = self._queue[: self.MAX_GROUP], self._queue[self.MAX_GROUP :]
             try:
-                await self._write(group)
+                await self._write([(p, old) for p, old, _ in group])
             except IntegrityError:
                 for item in group:
                     try:
-                        await self._write([item])
+                        await self._write([item[:2]])
                     except Exception as exc:  # handed to the waiting request
                         _fail(item[2], exc)
                     else:
@@ -81,9 +83,14 @@ class _GroupCommit:
                 for item in group:
                     _done(item[2])
 
-    async def _write(self, group: list[tuple[Publish, str | None, asyncio.Future[None]]]) -> None:
+    async def write_together(self, group: Sequence[tuple[Publish, str | None]]) -> None:
+        """Write a batch's publishes in one transaction of their own, never split by
+        :attr:`MAX_GROUP`: a batch request is already a group, and its items commit together."""
+        await self._write(group)
+
+    async def _write(self, group: Sequence[tuple[Publish, str | None]]) -> None:
         async with self.db.write() as conn:
-            released = [{"old_id": old} for _, old, _ in group if old is not None]
+            released = [{"old_id": old} for _, old in group if old is not None]
             if released:
                 await conn.execute(_RELEASE_KEY, released)
             await conn.execute(
@@ -99,10 +106,10 @@ class _GroupCommit:
                         "planning_done": False,
                         "created_at": p.created_at,
                     }
-                    for p, _, _ in group
+                    for p, _ in group
                 ],
             )
-            await JobQueue.enqueue(conn, [NewJob(p.app_id, p.id, PlanPayload()) for p, _, _ in group])
+            await JobQueue.enqueue(conn, [NewJob(p.app_id, p.id, PlanPayload()) for p, _ in group])
 
 
 def _done(fut: asyncio.Future[None]) -> None:
@@ -113,6 +120,33 @@ def _done(fut: asyncio.Future[None]) -> None:
 def _fail(fut: asyncio.Future[None], exc: BaseException) -> None:
     if not fut.done():
         fut.set_exception(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class NewPublish:
+    """One publish of a batch, validated: what :meth:`Admission.admit` takes as arguments."""
+
+    request: dict[str, Any]
+    idempotency_key: str | None
+    expire_at: float | None
+
+
+def _new_publish(app_id: str, request: dict[str, Any], key: str | None, expire_at: float | None) -> Publish:
+    return Publish(
+        id=new_id("pub"),
+        app_id=app_id,
+        status=PublishStatus.ACCEPTED.value,
+        request=request,
+        idempotency_key=key,
+        expire_at=expire_at,
+        planning_done=False,
+        error_code=None,
+        error_message=None,
+        created_at=time.time(),
+        started_at=None,
+        completed_at=None,
+        counts=dict.fromkeys(COUNTERS, 0),
+    )
 
 
 class Admission(Repository):
@@ -140,27 +174,63 @@ class Admission(Repository):
             now = time.time()
             if existing is not None and existing.created_at >= now - window_seconds:
                 return existing, False
-            pub = Publish(
-                id=new_id("pub"),
-                app_id=app_id,
-                status=PublishStatus.ACCEPTED.value,
-                request=request,
-                idempotency_key=idempotency_key,
-                expire_at=expire_at,
-                planning_done=False,
-                error_code=None,
-                error_message=None,
-                created_at=now,
-                started_at=None,
-                completed_at=None,
-                counts=dict.fromkeys(COUNTERS, 0),
-            )
+            pub = _new_publish(app_id, request, idempotency_key, expire_at)
             try:
                 await self._admissions.submit(pub, existing.id if existing is not None else None)
             except IntegrityError:
                 continue  # a concurrent request with the same key won: return its publish
             return pub, True
         raise RuntimeError("idempotency key contention")
+
+    async def admit_many(
+        self, app_id: str, items: Sequence[NewPublish], *, window_seconds: float
+    ) -> list[tuple[Publish, bool]]:
+        """Admit a batch's publishes in one transaction; ``(publish, created)`` per item, in order.
+
+        Idempotency keys behave as for :meth:`admit`, each item in turn: a key known inside the
+        window gives back its publish, and a key repeated inside the batch gives the later item
+        the earlier item's publish (what a retried single publish would get). If a concurrent
+        request takes one of the keys first, the whole batch is looked up and written again.
+        """
+        for _ in range(3):
+            keys = {i.idempotency_key for i in items if i.idempotency_key is not None}
+            known = await self._by_keys(app_id, keys) if keys else {}
+            oldest = time.time() - window_seconds
+            out: list[tuple[Publish, bool]] = []
+            new: list[tuple[Publish, str | None]] = []
+            taken: dict[str, Publish] = {}
+            for item in items:
+                key = item.idempotency_key
+                if key is not None and key in taken:
+                    out.append((taken[key], False))
+                    continue
+                old = known.get(key) if key is not None else None
+                if old is not None and old.created_at >= oldest:
+                    out.append((old, False))
+                else:
+                    pub = _new_publish(app_id, item.request, key, item.expire_at)
+                    new.append((pub, old.id if old is not None else None))
+                    out.append((pub, True))
+                if key is not None:
+                    taken[key] = out[-1][0]
+            try:
+                if new:
+                    await self._admissions.write_together(new)
+            except IntegrityError:
+                continue  # a concurrent request took one of the keys: look them up again
+            return out
+        raise RuntimeError("idempotency key contention")
+
+    async def _by_keys(self, app_id: str, keys: set[str]) -> dict[str, Publish]:
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(publishes).where(
+                        publishes.c.app_id == app_id, publishes.c.idempotency_key.in_(sorted(keys))
+                    )
+                )
+            ).all()
+        return {r.idempotency_key: publish_from_row(r) for r in rows}
 
     async def _by_key(self, app_id: str, key: str) -> Publish | None:
         async with self.db.read() as conn:
