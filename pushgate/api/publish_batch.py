@@ -20,8 +20,14 @@ from litestar import Controller, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from pushgate.api.errors import ApiError, bad_request, error_responses
-from pushgate.api.publishes import _recipients, _render_checked, _targeted
+from pushgate.api.errors import ApiError, error_responses
+from pushgate.api.publishes import (
+    _recipients,
+    _render_checked,
+    _targeted,
+    checked_bounds,
+    refuse_if_backpressured,
+)
 from pushgate.api.schemas import (
     ErrorInfo,
     PublishBatchIn,
@@ -31,7 +37,6 @@ from pushgate.api.schemas import (
 )
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain.notification import ProviderOverrides
-from pushgate.domain.timefmt import parse_rfc3339
 from pushgate.store.publishes.admission import NewPublish
 
 
@@ -57,20 +62,7 @@ class _Validator:
     async def check(self, raw: dict[str, Any]) -> NewPublish:
         """The item ready to store; raises :class:`ApiError` or :class:`msgspec.ValidationError`."""
         data = msgspec.convert(raw, PublishIn)
-        limit = self.limits.max_recipients_per_publish
-        if len(data.recipients) > limit:
-            raise bad_request(
-                f"recipients: at most {limit} entries per publish "
-                "(limits.max_recipients_per_publish); use a channel for large audiences"
-            )
-        expire_at = None
-        if data.expire_at is not None:
-            try:
-                expire_at = parse_rfc3339(data.expire_at)
-            except ValueError as exc:
-                raise bad_request(f"expire_at: not an RFC 3339 time: {exc}") from None
-            if expire_at <= self.now:
-                raise bad_request("expire_at: is in the past")
+        expire_at = checked_bounds(data, self.limits.max_recipients_per_publish, self.now)
         recipients, direct = _recipients(data, self.services)
         overrides = data.providers or ProviderOverrides()
         key = frozenset(direct)
@@ -105,16 +97,7 @@ class PublishBatchController(Controller):
     async def publish_batch(
         self, data: JSONBody[PublishBatchIn], app: AppDep, services: ServicesDep
     ) -> PublishBatchOut:
-        if services.backpressure is not None:
-            pressure = await services.backpressure.check(app.id, app.name)
-            if pressure is not None:
-                raise ApiError(
-                    429,
-                    "rate_limited",
-                    f"too much work queued, retry later: {pressure.reason}",
-                    {"retry_after": pressure.retry_after},
-                    headers={"Retry-After": str(pressure.retry_after)},
-                )
+        await refuse_if_backpressured(app, services)
         validator = _Validator(app, services)
         items: list[PublishBatchItem] = []
         valid: list[tuple[int, NewPublish]] = []

@@ -101,6 +101,41 @@ def _native(r: msgspec.Struct, where: str) -> tuple[str, str, str]:
     return spec.name, kind, str(getattr(r, kind))
 
 
+async def refuse_if_backpressured(app: AppDep, services: ServicesDep) -> None:
+    """``429 rate_limited`` while this app has too much work queued (per app: another tenant's
+    backlog never refuses it); shared by the single and the batch route."""
+    if services.backpressure is None:
+        return
+    pressure = await services.backpressure.check(app.id, app.name)
+    if pressure is not None:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too much work queued, retry later: {pressure.reason}",
+            {"retry_after": pressure.retry_after},
+            headers={"Retry-After": str(pressure.retry_after)},
+        )
+
+
+def checked_bounds(data: PublishIn, max_recipients: int, now: float) -> float | None:
+    """The recipient count and ``expire_at`` of one publish body checked (400 otherwise); the
+    expiry as a UNIX time."""
+    if len(data.recipients) > max_recipients:
+        raise bad_request(
+            f"recipients: at most {max_recipients} entries per publish "
+            "(limits.max_recipients_per_publish); use a channel for large audiences"
+        )
+    if data.expire_at is None:
+        return None
+    try:
+        expire_at = parse_rfc3339(data.expire_at)
+    except ValueError as exc:
+        raise bad_request(f"expire_at: not an RFC 3339 time: {exc}") from None
+    if expire_at <= now:
+        raise bad_request("expire_at: is in the past")
+    return expire_at
+
+
 async def _targeted(app: AppDep, services: ServicesDep, token_providers: set[str]) -> list[str]:
     """Providers this publish may reach: those the app has credentials for, plus raw-token ones."""
     # Up to a second old: only the size checks depend on it; the planner reads it afresh.
@@ -185,30 +220,9 @@ class PublishController(Controller):
     async def publish(
         self, data: JSONBody[PublishIn], app: AppDep, services: ServicesDep
     ) -> Response[PublishAccepted]:
-        if services.backpressure is not None:
-            pressure = await services.backpressure.check(app.id, app.name)
-            if pressure is not None:
-                raise ApiError(
-                    429,
-                    "rate_limited",
-                    f"too much work queued, retry later: {pressure.reason}",
-                    {"retry_after": pressure.retry_after},
-                    headers={"Retry-After": str(pressure.retry_after)},
-                )
+        await refuse_if_backpressured(app, services)
         limits = services.settings.limits
-        if len(data.recipients) > limits.max_recipients_per_publish:
-            raise bad_request(
-                f"recipients: at most {limits.max_recipients_per_publish} entries per publish "
-                "(limits.max_recipients_per_publish); use a channel for large audiences"
-            )
-        expire_at = None
-        if data.expire_at is not None:
-            try:
-                expire_at = parse_rfc3339(data.expire_at)
-            except ValueError as exc:
-                raise bad_request(f"expire_at: not an RFC 3339 time: {exc}") from None
-            if expire_at <= time.time():
-                raise bad_request("expire_at: is in the past")
+        expire_at = checked_bounds(data, limits.max_recipients_per_publish, time.time())
         recipients, token_providers = _recipients(data, services)
         n = data.notification
         overrides = data.providers or ProviderOverrides()

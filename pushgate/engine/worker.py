@@ -250,21 +250,25 @@ class Engine:
                 continue
             # Another job may be waiting: let a sibling worker claim it while this one works.
             self._wake.set()
-            for job in jobs:
-                try:
-                    await self.run_job(job)
-                except asyncio.CancelledError:
-                    raise
-                except StorageUnavailable as exc:
-                    # Nothing of it was sent unrecorded (outcomes wait in the recorder); the lease
-                    # expires and the job is claimed again once storage is back.
-                    storage.report(exc, f"running job {job.id} ({job.kind})")
-                except Exception:
-                    # The lease expires and the job is claimed again; nothing is lost.
-                    log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)
+            await self._run_claimed(jobs)
             # On SQLite a job that needs no network (deferred, expired, already final) never
             # yields: without this, a worker draining thousands of them froze the process.
             await asyncio.sleep(0)
+
+    async def _run_claimed(self, jobs: list[Job[Payload | Unreadable]]) -> None:
+        """Run what a worker claimed; a failure is logged and the job's lease left to expire, so
+        it is claimed again and nothing is lost."""
+        for job in jobs:
+            try:
+                await self.run_job(job)
+            except asyncio.CancelledError:
+                raise
+            except StorageUnavailable as exc:
+                # Nothing of it was sent unrecorded (outcomes wait in the recorder); the lease
+                # expires and the job is claimed again once storage is back.
+                self.dispatcher.recorder.storage.report(exc, f"running job {job.id} ({job.kind})")
+            except Exception:
+                log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)
 
     async def _idle_apps_loop(self) -> None:
         """The worker kept for idle apps: while every other worker is busy, it claims jobs of apps
@@ -291,15 +295,7 @@ class Engine:
                 if not failing:  # once, not every poll, while the database is failing
                     log.exception("claiming for idle apps failed; retrying every %g s", e.poll_interval)
                 failing, jobs = True, []
-            for job in jobs:
-                try:
-                    await self.run_job(job)
-                except asyncio.CancelledError:
-                    raise
-                except StorageUnavailable as exc:
-                    storage.report(exc, f"running job {job.id} ({job.kind})")
-                except Exception:
-                    log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)
+            await self._run_claimed(jobs)
             if jobs:
                 await asyncio.sleep(0)
                 continue

@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,16 @@ class Database:
         A storage fault (disk full, read-only, unreachable; ``store/faults.py``) is raised as
         :class:`StorageUnavailable` and remembered in :attr:`fault`; nothing was committed.
         """
+        async with self._faults_as_unavailable(self._transaction()) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _faults_as_unavailable(
+        self, opened: AbstractAsyncContextManager[AsyncConnection]
+    ) -> AsyncIterator[AsyncConnection]:
+        """``opened``'s connection, with a storage fault raised as :class:`StorageUnavailable`."""
         try:
-            async with self._transaction() as conn:
+            async with opened as conn:
                 yield conn
         except StorageUnavailable:
             raise
@@ -113,16 +121,8 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads; a database that cannot be reached is a
         :class:`StorageUnavailable` like a failed write (a read-only one still reads)."""
-        try:
-            async with self._reading() as conn:
-                yield conn
-        except StorageUnavailable:
-            raise
-        except Exception as exc:
-            error = self._storage_error(exc)
-            if error is None:
-                raise
-            raise error from exc
+        async with self._faults_as_unavailable(self._reading()) as conn:
+            yield conn
 
     @asynccontextmanager
     async def _reading(self) -> AsyncIterator[AsyncConnection]:
