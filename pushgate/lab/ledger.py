@@ -48,7 +48,7 @@ class Ledger:
             if (provider is None or item["provider"] == provider)
             and (token is None or item["token"] == token or item.get("subscription_id") == token)
         ]
-        shown = matches if limit is None else matches[len(matches) - limit :] if limit > 0 else []
+        shown = matches if limit is None else matches[max(0, len(matches) - limit) :] if limit > 0 else []
         return {"total": len(matches), "items": shown}
 
     def clear(self) -> None:
