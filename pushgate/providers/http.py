@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import PyreqwestError
@@ -75,7 +76,7 @@ class PyreqwestTransport(Transport):
     pyreqwest offers no resolver callback: what was checked is what is connected to.
     """
 
-    __slots__ = ("_builder", "_client", "_max_body", "_pinned", "_timeouts", "outbound")
+    __slots__ = ("_client", "_client_settings", "_max_body", "_pinned", "_timeouts", "outbound")
 
     def __init__(
         self,
@@ -101,8 +102,9 @@ class PyreqwestTransport(Transport):
         reading an answer's body stops (:func:`read_capped`)."""
         self.outbound = outbound or OutboundPolicy()
         self._max_body = max_response_bytes
-        self._builder = lambda: self._configure(
-            ClientBuilder(),
+        # Kept as data, not as a closure over ``self``: a cycle would keep a closed transport's
+        # clients, and so their connections, alive until the cyclic GC ran.
+        self._client_settings: dict[str, Any] = dict(
             timeout=timeout,
             connect_timeout=connect_timeout,
             max_connections=max_connections,
@@ -114,10 +116,13 @@ class PyreqwestTransport(Transport):
             ca_pem=ca_pem,
             identity_pem=identity_pem,
         )
-        self._client: Client = self._builder().build()
+        self._client: Client = self._new_builder().build()
         self._pinned: OrderedDict[tuple[str, int, str], Client] = OrderedDict()
         #: Per-request timeout objects, cached: most callers use one or two distinct values.
         self._timeouts: dict[float, timedelta] = {}
+
+    def _new_builder(self) -> ClientBuilder:
+        return self._configure(ClientBuilder(), **self._client_settings)
 
     @staticmethod
     def _configure(
@@ -178,7 +183,7 @@ class PyreqwestTransport(Transport):
         client = self._pinned.get(route.pin)
         if client is None:
             host, port, address = route.pin
-            client = self._builder().resolve(host, address, port).build()
+            client = self._new_builder().resolve(host, address, port).build()
             self._pinned[route.pin] = client
             if len(self._pinned) > PINNED_CLIENTS:
                 self._pinned.popitem(last=False)
