@@ -1,7 +1,10 @@
 """Admission: the publish row and its ``plan`` job, written in one transaction (group-committed).
 
 Nothing is acknowledged before its commit, so an accepted publish survives a crash right after
-the answer; the idempotency key is checked here.
+the answer; the idempotency key is checked here. A small publish (a few devices, users or
+tokens: :class:`InlinePlan`) is planned in that same transaction instead: its delivery records,
+counters and dispatch jobs are written through the planner's own store functions
+(:class:`~pushgate.store.publishes.planning.Planning`) and no plan job is queued.
 """
 
 from __future__ import annotations
@@ -9,16 +12,20 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.ids import new_id
-from pushgate.domain.jobs import PlanPayload
+from pushgate.domain.jobs import PlanPayload, PlanStats, dispatch_batches
 from pushgate.domain.status import COUNTERS, PublishStatus
+from pushgate.store.audience import resolve_small
 from pushgate.store.db import Database
-from pushgate.store.publishes.model import Publish, Repository, publish_from_row
+from pushgate.store.publishes.model import Publish, publish_from_row
+from pushgate.store.publishes.planning import Planning
 from pushgate.store.queue import JobQueue, NewJob
 from pushgate.store.schema import publishes
 
@@ -26,6 +33,24 @@ _INSERT_PUBLISH = sa.insert(publishes)
 _RELEASE_KEY = (
     sa.update(publishes).where(publishes.c.id == sa.bindparam("old_id")).values(idempotency_key=None)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class InlinePlan:
+    """What planning a publish at admission needs, as the planner would have it."""
+
+    app_name: str
+    #: Providers the app has credentials for (the others' records fail ``no_credentials``).
+    configured: frozenset[str]
+    #: Targets per dispatch job (``engine.batch_size``).
+    batch_size: int
+    #: Planned here only if its recipients resolve to at most this many rows; else the planner.
+    max_rows: int
+    #: Devices last seen before this epoch time are skipped (``devices.max_inactive_days``).
+    seen_after: float | None = None
+
+
+_Item = tuple[Publish, str | None, asyncio.Future[None], InlinePlan | None]
 
 
 class _GroupCommit:
@@ -39,19 +64,24 @@ class _GroupCommit:
 
     If a group fails on a constraint (two requests racing for one idempotency key), each member is
     retried in a transaction of its own, so only the loser sees the ``IntegrityError``.
+
+    A member with an :class:`InlinePlan` whose recipients resolve within its bound is planned in
+    the group's transaction (records, counters, dispatch jobs; the group's jobs are one insert);
+    the others get their ``plan`` job.
     """
 
     #: Publishes per transaction at most (bounds the statement size and the commit's latency).
     MAX_GROUP = 256
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._queue: list[tuple[Publish, str | None, asyncio.Future[None]]] = []
+    def __init__(self, store: Admission) -> None:
+        self.db = store.db
+        self.store = store
+        self._queue: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def submit(self, pub: Publish, release_key_of: str | None) -> None:
+    async def submit(self, pub: Publish, release_key_of: str | None, plan: InlinePlan | None) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((pub, release_key_of, fut))
+        self._queue.append((pub, release_key_of, fut, plan))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="pushgate-admission-commit")
         await asyncio.shield(fut)
@@ -63,6 +93,7 @@ class _GroupCommit:
                 await self._write(group)
             except IntegrityError:
                 for item in group:
+                    _reset(item[0])
                     try:
                         await self._write([item])
                     except Exception as exc:  # handed to the waiting request
@@ -81,11 +112,22 @@ class _GroupCommit:
                 for item in group:
                     _done(item[2])
 
-    async def _write(self, group: list[tuple[Publish, str | None, asyncio.Future[None]]]) -> None:
+    async def _write(self, group: list[_Item]) -> None:
         async with self.db.write() as conn:
-            released = [{"old_id": old} for _, old, _ in group if old is not None]
+            released = [{"old_id": old} for _, old, _, _ in group if old is not None]
             if released:
                 await conn.execute(_RELEASE_KEY, released)
+            now = time.time()
+            planned: dict[str, list[dict[str, Any]]] = {}
+            for p, _, _, plan in group:
+                if plan is not None:
+                    rows = await resolve_small(
+                        conn, p.app_id, p.request.get("recipients", []), plan.seen_after, plan.max_rows
+                    )
+                    if rows is not None:
+                        planned[p.id] = rows
+                        # Planned in this commit: as the planner's last page leaves it.
+                        p.status, p.started_at, p.planning_done = PublishStatus.DISPATCHING.value, now, True
             await conn.execute(
                 _INSERT_PUBLISH,
                 [
@@ -96,13 +138,55 @@ class _GroupCommit:
                         "idempotency_key": p.idempotency_key,
                         "request": json.dumps(p.request, separators=(",", ":")),
                         "expire_at": p.expire_at,
-                        "planning_done": False,
+                        "planning_done": p.planning_done,
                         "created_at": p.created_at,
+                        "started_at": p.started_at,
                     }
-                    for p, _, _ in group
+                    for p, _, _, _ in group
                 ],
             )
-            await JobQueue.enqueue(conn, [NewJob(p.app_id, p.id, PlanPayload()) for p, _, _ in group])
+            jobs = [NewJob(p.app_id, p.id, PlanPayload()) for p, _, _, _ in group if p.id not in planned]
+            for p, _, _, plan in group:
+                if plan is not None and p.id in planned:
+                    jobs += await self._plan(conn, p, planned[p.id], plan, now)
+            await JobQueue.enqueue(conn, jobs)
+
+    async def _plan(
+        self, conn: AsyncConnection, p: Publish, rows: list[dict[str, Any]], plan: InlinePlan, now: float
+    ) -> list[NewJob]:
+        """Plan ``p`` in this transaction, as the planner's single, last page would: records and
+        counters now; returns its dispatch jobs (the caller enqueues the group's in one
+        statement). A publish with nothing to send ends here (closed, or failed without
+        credentials)."""
+        stats = PlanStats()
+        batches = await self.store.plan_rows(
+            conn,
+            p.id,
+            rows,
+            stats,
+            expired=p.expire_at is not None and now >= p.expire_at,
+            configured=plan.configured,
+            app_name=plan.app_name,
+        )
+        if stats.dispatched == 0:
+            ended = await self.store.end_planning(conn, p.id, stats)
+            if ended is not None:
+                p.status, p.completed_at = ended, now
+        return [
+            NewJob(p.app_id, p.id, payload)
+            for provider, targets in batches.items()
+            for payload in dispatch_batches(provider, targets, size=plan.batch_size)
+        ]
+
+
+def _reset(pub: Publish) -> None:
+    """Back to unplanned: a group that failed is retried one publish at a time."""
+    pub.status, pub.started_at, pub.completed_at, pub.planning_done = (
+        PublishStatus.ACCEPTED.value,
+        None,
+        None,
+        False,
+    )
 
 
 def _done(fut: asyncio.Future[None]) -> None:
@@ -115,10 +199,10 @@ def _fail(fut: asyncio.Future[None], exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
-class Admission(Repository):
+class Admission(Planning):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
-        self._admissions = _GroupCommit(db)
+        self._admissions = _GroupCommit(self)
 
     async def admit(
         self,
@@ -128,8 +212,10 @@ class Admission(Repository):
         idempotency_key: str | None,
         expire_at: float | None,
         window_seconds: float,
+        plan: InlinePlan | None = None,
     ) -> tuple[Publish, bool]:
-        """Write the publish and its plan job in one transaction.
+        """Write the publish and its plan job in one transaction; with ``plan``, a publish whose
+        recipients resolve to at most ``plan.max_rows`` rows is planned in it instead.
 
         Returns ``(publish, created)``; with a known idempotency key inside the window the
         first publish comes back and nothing new is written. Concurrent admissions share one
@@ -156,7 +242,7 @@ class Admission(Repository):
                 counts=dict.fromkeys(COUNTERS, 0),
             )
             try:
-                await self._admissions.submit(pub, existing.id if existing is not None else None)
+                await self._admissions.submit(pub, existing.id if existing is not None else None, plan)
             except IntegrityError:
                 continue  # a concurrent request with the same key won: return its publish
             return pub, True

@@ -1,0 +1,52 @@
+"""What planning writes, inside the caller's transaction: a page's delivery records and counters,
+and the end of planning. The planner (page by page) and admission (a small publish at once) both
+write through these, so a publish planned either way reads the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.domain.jobs import PlanStats
+from pushgate.domain.planning import mark_unsendable, tally
+from pushgate.store.publishes.lifecycle import Lifecycle
+from pushgate.store.publishes.outcomes import Outcomes
+
+NO_CREDENTIALS = (
+    "none of the targeted providers has credentials for this app; "
+    "add them to the config ([fcm] / [webpush] or [apps.<name>.<provider>])"
+)
+
+
+class Planning(Lifecycle, Outcomes):
+    async def plan_rows(
+        self,
+        conn: AsyncConnection,
+        publish_id: str,
+        rows: list[dict[str, Any]],
+        stats: PlanStats,
+        *,
+        expired: bool,
+        configured: set[str] | frozenset[str],
+        app_name: str,
+    ) -> dict[str, list[list[str]]]:
+        """Insert the rows' delivery records and move the counters of the new ones; returns
+        their targets by provider, for the caller to put into dispatch jobs."""
+        mark_unsendable(rows, expired=expired, configured=configured, app_name=app_name)
+        fresh = await self.insert_planned(conn, publish_id, rows)
+        per_provider, batches = tally(rows, fresh, stats)
+        for provider, counts in per_provider.items():
+            await self.bump(conn, publish_id, provider, **counts)
+        return batches
+
+    async def end_planning(self, conn: AsyncConnection, publish_id: str, stats: PlanStats) -> str | None:
+        """After the last page (the publish is ``dispatching`` with planning done): a publish
+        with nothing left to send is closed, or failed when no targeted provider has credentials.
+        Returns the status it closed with, if it did."""
+        no_credentials = stats.no_credentials == stats.planned
+        if stats.planned > 0 and stats.dispatched == 0 and no_credentials:
+            await self.fail_in(conn, publish_id, "no_credentials", NO_CREDENTIALS)
+            return "failed"
+        return await self.close_if_done(conn, publish_id)
