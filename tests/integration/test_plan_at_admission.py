@@ -96,17 +96,19 @@ async def _outcome(db: Database, store: PublishStore, app_id: str, publish_id: s
 
 
 async def _plan_both_ways(
-    db: Database, request: dict[str, Any], *, max_rows: int = 20
+    db: Database, request: dict[str, Any], *, max_rows: int = 20, expire_at: float | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], Publish]:
     """Admit ``request`` planned at admission, and again through the planner; both outcomes."""
     app = await AppStore(db).get_by_name("default") or (await AppStore(db).create("default"))[0]
     store = PublishStore(db)
     plan = InlinePlan(app_name=app.name, configured=frozenset({"fcm"}), batch_size=2, max_rows=max_rows)
     inline, created = await store.admit(
-        app.id, request, idempotency_key=None, expire_at=None, window_seconds=60, plan=plan
+        app.id, request, idempotency_key=None, expire_at=expire_at, window_seconds=60, plan=plan
     )
     assert created
-    queued, _ = await store.admit(app.id, request, idempotency_key=None, expire_at=None, window_seconds=60)
+    queued, _ = await store.admit(
+        app.id, request, idempotency_key=None, expire_at=expire_at, window_seconds=60
+    )
     # (The inline publish's dispatch jobs are claimed too: only kinds and payloads are compared.)
     [job] = [j for j in await JobQueue(db).claim("planner", 100, 60) if j.kind == "plan"]
     assert job.publish_id == queued.id
@@ -169,6 +171,41 @@ async def test_a_small_publish_with_nothing_to_send_ends_at_admission(
     if status == "failed":
         stored = await PublishStore(db).get(app.id, pub.id)
         assert stored is not None and stored.error_code == "no_credentials"
+
+
+async def test_an_expired_small_publish_expires_at_admission_as_in_the_planner(db: Database) -> None:
+    """Expired by the time it is planned (the API refuses a past ``expire_at``; a slow commit
+    can still pass it): every record ``expired``, the publish closed ``expired``, nothing sent."""
+    app, _ = await AppStore(db).create("default")
+    await _devices(db, app.id, [("fcm", "late"), ("fcm", "late")])
+    request = {"recipients": [{"type": "user", "user": "late"}], "notification": {"title": "t"}}
+    inline, planned, pub = await _plan_both_ways(db, request, expire_at=time.time() - 1)
+    assert inline == planned
+    assert (pub.status, inline["status"], inline["counts"]["expired"], inline["kinds"]) == (
+        "expired",
+        "expired",
+        2,
+        [],
+    )
+
+
+async def test_a_small_publish_cancelled_right_after_admission_sends_nothing(db: Database) -> None:
+    """Its records and dispatch jobs exist from the start: a cancel cancels every record and
+    deletes the jobs, as for a publish the planner planned."""
+    app, _ = await AppStore(db).create("default")
+    await _devices(db, app.id, [("fcm", "carol")] * 3)
+    store = PublishStore(db)
+    plan = InlinePlan(app_name=app.name, configured=frozenset({"fcm"}), batch_size=500, max_rows=20)
+    request = {"recipients": [{"type": "user", "user": "carol"}], "notification": {"title": "t"}}
+    pub, _ = await store.admit(
+        app.id, request, idempotency_key=None, expire_at=None, window_seconds=60, plan=plan
+    )
+    assert (await _outcome(db, store, app.id, pub.id))["kinds"] == ["dispatch"]
+    cancelled, changed = await store.cancel(app.id, pub.id)
+    assert changed and cancelled is not None and cancelled.status == "cancelled"
+    out = await _outcome(db, store, app.id, pub.id)
+    assert out["kinds"] == [] and out["counts"]["cancelled"] == out["counts"]["planned"] == 3
+    assert {r[2] for r in out["records"]} == {"cancelled"}
 
 
 async def test_a_publish_over_the_bound_goes_to_the_planner(db: Database) -> None:
