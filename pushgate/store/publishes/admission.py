@@ -25,7 +25,7 @@ from pushgate.domain.status import COUNTERS, PublishStatus
 from pushgate.store.audience import resolve_small
 from pushgate.store.db import Database
 from pushgate.store.publishes.model import Publish, publish_from_row
-from pushgate.store.publishes.planning import Planning
+from pushgate.store.publishes.planning import PlannedPage, Planning
 from pushgate.store.queue import JobQueue, NewJob
 from pushgate.store.schema import publishes
 
@@ -146,37 +146,49 @@ class _GroupCommit:
                 ],
             )
             jobs = [NewJob(p.app_id, p.id, PlanPayload()) for p, _, _, _ in group if p.id not in planned]
-            for p, _, _, plan in group:
-                if plan is not None and p.id in planned:
-                    jobs += await self._plan(conn, p, planned[p.id], plan, now)
+            jobs += await self._plan(
+                conn, [(p, plan) for p, _, _, plan in group if p.id in planned and plan], planned, now
+            )
             await JobQueue.enqueue(conn, jobs)
 
     async def _plan(
-        self, conn: AsyncConnection, p: Publish, rows: list[dict[str, Any]], plan: InlinePlan, now: float
+        self,
+        conn: AsyncConnection,
+        members: list[tuple[Publish, InlinePlan]],
+        planned: dict[str, list[dict[str, Any]]],
+        now: float,
     ) -> list[NewJob]:
-        """Plan ``p`` in this transaction, as the planner's single, last page would: records and
-        counters now; returns its dispatch jobs (the caller enqueues the group's in one
-        statement). A publish with nothing to send ends here (closed, or failed without
-        credentials)."""
-        stats = PlanStats()
-        batches = await self.store.plan_rows(
-            conn,
-            p.id,
-            rows,
-            stats,
-            expired=p.expire_at is not None and now >= p.expire_at,
-            configured=plan.configured,
-            app_name=plan.app_name,
-        )
-        if stats.dispatched == 0:
-            ended = await self.store.end_planning(conn, p.id, stats)
-            if ended is not None:
-                p.status, p.completed_at = ended, now
-        return [
-            NewJob(p.app_id, p.id, payload)
-            for provider, targets in batches.items()
-            for payload in dispatch_batches(provider, targets, size=plan.batch_size)
+        """Plan the members in this transaction, as the planner's single, last page would:
+        records and counters now (one statement each for the whole group); returns their
+        dispatch jobs (the caller enqueues the group's in one statement). A publish with nothing
+        to send ends here (closed, or failed without credentials)."""
+        if not members:
+            return []
+        pages = [
+            PlannedPage(
+                p.id,
+                planned[p.id],
+                PlanStats(),
+                p.expire_at is not None and now >= p.expire_at,
+                plan.configured,
+                plan.app_name,
+            )
+            for p, plan in members
         ]
+        jobs: list[NewJob] = []
+        for (p, plan), page, batches in zip(
+            members, pages, await self.store.plan_pages(conn, pages), strict=True
+        ):
+            if page.stats.dispatched == 0:
+                ended = await self.store.end_planning(conn, p.id, page.stats)
+                if ended is not None:
+                    p.status, p.completed_at = ended, now
+            jobs += [
+                NewJob(p.app_id, p.id, payload)
+                for provider, targets in batches.items()
+                for payload in dispatch_batches(provider, targets, size=plan.batch_size)
+            ]
+        return jobs
 
 
 def _reset(pub: Publish) -> None:

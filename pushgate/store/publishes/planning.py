@@ -5,6 +5,8 @@ write through these, so a publish planned either way reads the same.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -12,12 +14,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pushgate.domain.jobs import PlanStats
 from pushgate.domain.planning import mark_unsendable, tally
 from pushgate.store.publishes.lifecycle import Lifecycle
-from pushgate.store.publishes.outcomes import Outcomes
+from pushgate.store.publishes.outcomes import Outcomes, bump_many
 
 NO_CREDENTIALS = (
     "none of the targeted providers has credentials for this app; "
     "add them to the config ([fcm] / [webpush] or [apps.<name>.<provider>])"
 )
+
+
+@dataclass(slots=True)
+class PlannedPage:
+    """A page of one publish's resolved recipients, with what decides their fate."""
+
+    publish_id: str
+    rows: list[dict[str, Any]]
+    #: The plan's running totals (moved by the page).
+    stats: PlanStats
+    expired: bool
+    configured: frozenset[str]
+    app_name: str
 
 
 class Planning(Lifecycle, Outcomes):
@@ -34,12 +49,25 @@ class Planning(Lifecycle, Outcomes):
     ) -> dict[str, list[list[str]]]:
         """Insert the rows' delivery records and move the counters of the new ones; returns
         their targets by provider, for the caller to put into dispatch jobs."""
-        mark_unsendable(rows, expired=expired, configured=configured, app_name=app_name)
-        fresh = await self.insert_planned(conn, publish_id, rows)
-        per_provider, batches = tally(rows, fresh, stats)
-        for provider, counts in per_provider.items():
-            await self.bump(conn, publish_id, provider, **counts)
+        page = PlannedPage(publish_id, rows, stats, expired, frozenset(configured), app_name)
+        [batches] = await self.plan_pages(conn, [page])
         return batches
+
+    async def plan_pages(
+        self, conn: AsyncConnection, pages: Sequence[PlannedPage]
+    ) -> list[dict[str, list[list[str]]]]:
+        """:meth:`plan_rows` for pages of several publishes, in one insert and one counter
+        statement (admission plans its group's small publishes together)."""
+        for p in pages:
+            mark_unsendable(p.rows, expired=p.expired, configured=p.configured, app_name=p.app_name)
+        fresh = await self.insert_planned_many(conn, {p.publish_id: p.rows for p in pages})
+        out, moves = [], []
+        for p in pages:
+            per_provider, batches = tally(p.rows, fresh.get(p.publish_id, set()), p.stats)
+            moves += [(p.publish_id, provider, counts) for provider, counts in per_provider.items()]
+            out.append(batches)
+        await bump_many(conn, self.db.dialect, moves)
+        return out
 
     async def end_planning(self, conn: AsyncConnection, publish_id: str, stats: PlanStats) -> str | None:
         """After the last page (the publish is ``dispatching`` with planning done): a publish
