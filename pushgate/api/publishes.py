@@ -2,7 +2,8 @@
 
 Admission validates everything it can (recipients, channel names, tokens, each targeted
 provider's rendered size) before anything is stored, then writes the publish and its first
-job in one transaction. Nothing is sent inside the request.
+job in one transaction (a small publish: its delivery records and dispatch jobs, planned in that
+transaction). Nothing is sent inside the request.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.rendering import NotificationError, oversize, render_for
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
 from pushgate.providers import registry
-from pushgate.store.publishes import COUNTERS, Publish
+from pushgate.store.audience import SMALL_KINDS
+from pushgate.store.publishes import COUNTERS, InlinePlan, Publish
 
 _DELIVERY_STATUSES = ("pending", "sent", "failed", "invalid_token", "retrying", "expired", "cancelled")
 
@@ -175,6 +177,27 @@ def _render_checked(
     return out
 
 
+async def _inline_plan(
+    app: AppDep, services: ServicesDep, recipients: list[dict[str, Any]]
+) -> InlinePlan | None:
+    """How admission may plan this publish itself (``engine.plan_at_admission``), or None for a
+    channel or a long list: those go to the planner, page by page."""
+    e = services.settings.engine
+    if len(recipients) > e.plan_at_admission or any(r["type"] not in SMALL_KINDS for r in recipients):
+        return None
+    days = services.settings.devices.max_inactive_days
+    return InlinePlan(
+        app_name=app.name,
+        # The credentials as admission's size checks read them (this process's changes at once,
+        # other processes' within a second); a provider without them fails its records
+        # ``no_credentials`` exactly as in the planner.
+        configured=frozenset(await services.pool.available(app.id, app.name, max_age=1.0)),
+        batch_size=e.batch_size,
+        max_rows=e.plan_at_admission,
+        seen_after=time.time() - days * 86400 if days > 0 else None,
+    )
+
+
 class PublishController(Controller):
     path = "/"
     tags = ["publishes"]
@@ -240,6 +263,7 @@ class PublishController(Controller):
             idempotency_key=data.idempotency_key,
             expire_at=expire_at,
             window_seconds=limits.idempotency_window_hours * 3600,
+            plan=await _inline_plan(app, services, recipients),
         )
         if created and services.engine is not None:
             services.engine.notify()

@@ -16,8 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.jobs import DispatchPayload, PlanPayload, PlanStats, dispatch_batches
-from pushgate.domain.status import DeliveryStatus, PublishStatus
-from pushgate.providers.base import Target
+from pushgate.domain.status import PublishStatus
 from pushgate.store.audience import Audience
 from pushgate.store.db import Database
 from pushgate.store.publishes import Publish, PublishStore
@@ -94,17 +93,7 @@ class Planner:
         await self.publishes.set_planning_done(conn, pub.id)
         if not await JobQueue.delete_claimed(conn, job.id, job.claims):
             raise LeaseLost(job.id)
-        no_credentials = stats.no_credentials == stats.planned
-        if stats.planned > 0 and stats.dispatched == 0 and no_credentials:
-            await self.publishes.fail_in(
-                conn,
-                pub.id,
-                "no_credentials",
-                "none of the targeted providers has credentials for this app; "
-                "add them to the config ([fcm] / [webpush] or [apps.<name>.<provider>])",
-            )
-        else:
-            await self.publishes.close_if_done(conn, pub.id)
+        await self.publishes.end_planning(conn, pub.id, stats)
 
     async def _commit_page(
         self,
@@ -123,7 +112,6 @@ class Planner:
         enqueued claimed by ``ctx.owner`` and returned, for the caller to run.
         """
         now = time.time()
-        self._mark_unsendable(pub, ctx, rows, now)
         async with self.db.write() as conn:
             # Checked under the publish's shared lock: a cancel is either seen here or waits
             # for this page, whose pending records it then cancels.
@@ -135,8 +123,15 @@ class Planner:
             status = await self.publishes.status_locked(conn, pub.id, exclusive=last)
             if status == PublishStatus.CANCELLED:
                 return False
-            fresh = await self.publishes.insert_planned(conn, pub.id, rows)
-            batches = await self._count_fresh(conn, pub, rows, fresh, cursor.stats)
+            batches = await self.publishes.plan_rows(
+                conn,
+                pub.id,
+                rows,
+                cursor.stats,
+                expired=pub.expire_at is not None and now >= pub.expire_at,
+                configured=ctx.configured,
+                app_name=ctx.app_name,
+            )
             inline: Job[DispatchPayload] | None = None
             if last and batches and ctx.owner is not None:
                 # The publish's very last batch goes to this worker, claimed in this commit.
@@ -156,47 +151,3 @@ class Planner:
             elif not await JobQueue.save_progress(conn, job.id, job.claims, cursor, now + ctx.lease_seconds):
                 raise LeaseLost(job.id)  # rolls this page back: the new claim plans it
         return inline if inline is not None else True
-
-    @staticmethod
-    def _mark_unsendable(pub: Publish, ctx: PlanContext, rows: list[dict[str, Any]], now: float) -> None:
-        """Rows that are final at planning: the publish expired, or no credentials."""
-        expired = pub.expire_at is not None and now >= pub.expire_at
-        for r in rows:
-            if expired:
-                r["status"], r["error_code"] = DeliveryStatus.EXPIRED.value, "expired"
-            elif r["provider"] not in ctx.configured:
-                r["status"], r["error_code"] = DeliveryStatus.FAILED.value, "no_credentials"
-                r["error_message"] = f"app {ctx.app_name!r} has no {r['provider']} credentials"
-
-    async def _count_fresh(
-        self,
-        conn: AsyncConnection,
-        pub: Publish,
-        rows: list[dict[str, Any]],
-        fresh: set[str],
-        stats: PlanStats,
-    ) -> dict[str, list[list[str]]]:
-        """Move the counters for the newly planned rows; returns their targets by provider."""
-        per_provider: dict[str, dict[str, int]] = {}
-        batches: dict[str, list[list[str]]] = {}
-        for r in rows:
-            if r["recipient_id"] not in fresh:
-                continue
-            fresh.discard(r["recipient_id"])  # a repeat inside the page counts once
-            c = per_provider.setdefault(r["provider"], {"planned": 0, "failed": 0, "expired": 0})
-            c["planned"] += 1
-            status = r.get("status")
-            if status == DeliveryStatus.EXPIRED:
-                c["expired"] += 1
-            elif status == DeliveryStatus.FAILED:
-                c["failed"] += 1
-                stats.no_credentials += 1
-            else:
-                target = Target(r["recipient_id"], r["token"], r.get("environment")).row()
-                batches.setdefault(r["provider"], []).append(target)
-            stats.planned += 1
-        for provider, counts in per_provider.items():
-            await self.publishes.bump(conn, pub.id, provider, **counts)
-        for targets in batches.values():
-            stats.dispatched += len(targets)
-        return batches

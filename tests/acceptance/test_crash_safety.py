@@ -361,3 +361,63 @@ async def test_two_workers_and_an_api_node_on_postgresql_share_without_duplicate
             postgres.drop_database(name)
         except Exception:
             pass
+
+
+# ---- issue 10: small publishes planned at admission ----------------------------------------------
+
+SMALL = 40
+
+
+@pytest.mark.timeout(120)
+async def test_kill_9_right_after_small_publishes_are_accepted_loses_nothing(
+    tmp_path: Path, lab: Lab
+) -> None:
+    """Single-user publishes are planned in admission's commit (``engine.plan_at_admission``):
+    their delivery records and dispatch jobs are durable when the 202 is sent. ``kill -9`` the
+    moment the last of SMALL concurrent publishes is accepted (the lab holding each request, so
+    most were not sent yet): the database holds every record and no plan job, and the restarted
+    process notifies every device and completes every publish."""
+    lab.reset()
+    port = free_port()
+    db_file = tmp_path / "admit.db"
+    env = base_env(f"sqlite:///{db_file}", PUSHGATE_ENGINE_LEASE_SECONDS="2")
+    args = ["serve", "--port", str(port), "--config", str(lab.toml)]
+    log = tmp_path / "serve.log"
+    proc = spawn(args, env, log)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+        ) as client:
+            await wait_ready(client, proc, log)
+            tokens = [f"admit-{uuid.uuid4().hex}" for _ in range(SMALL)]
+            items = [
+                {"provider": "fcm", "platform": "android", "token": t, "user": f"k{i}"}
+                for i, t in enumerate(tokens)
+            ]
+            r = await client.post("/v1/devices/batch", json={"devices": items})
+            assert r.status_code == 200, r.text
+            lab.fault(provider="fcm", latency_ms=300)
+
+            async def publish_user(i: int) -> str:
+                body = {"recipients": [{"type": "user", "user": f"k{i}"}], "notification": {"title": "crash"}}
+                r = await client.post("/v1/publish", json=body)
+                assert r.status_code == 202, r.text
+                return str(r.json()["publish_id"])
+
+            ids = await asyncio.gather(*(publish_user(i) for i in range(SMALL)))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            with sqlite3.connect(db_file) as conn:
+                marks = ",".join("?" * SMALL)
+                records = conn.execute(f"SELECT count(*) FROM deliveries WHERE publish_id IN ({marks})", ids)
+                plans = conn.execute("SELECT count(*) FROM jobs WHERE kind = 'plan'")
+                assert (records.fetchone()[0], plans.fetchone()[0]) == (SMALL, 0)
+            proc = spawn(args, env, log)
+            await wait_ready(client, proc, log)
+            finals = [await wait_completed(client, pid, within=60) for pid in ids]
+        assert all(f["status"] == "completed" and f["counts"]["sent"] == 1 for f in finals), finals
+        counts = ledger_counts(lab)
+        assert not [t for t in tokens if counts[t] == 0], "a device was never notified"
+    finally:
+        kill(proc)
+        lab.reset()

@@ -185,9 +185,12 @@ def test_api_node_and_separate_worker_process_share_the_database(tmp_path: Path,
         pub = call("POST", "/v1/publish", {"recipients": [{"type": "device", "device_id": dev["id"]}],  # type: ignore[index]
                                            "notification": {"title": "via worker"}})  # fmt: skip
         time.sleep(0.5)
-        assert (
-            call("GET", f"/v1/publishes/{pub['publish_id']}", None)["status"] == "accepted"
-        )  # nobody works here
+        # Nobody sends here: planned at admission (engine.plan_at_admission), never sent.
+        waiting = call("GET", f"/v1/publishes/{pub['publish_id']}", None)
+        counts = waiting["counts"]
+        assert isinstance(counts, dict) and (waiting["status"], counts["planned"], counts["sent"]) == (
+            "dispatching", 1, 0
+        )  # fmt: skip
         worker = subprocess.Popen(
             [PUSHGATE, "worker", "--config", str(lab.toml)], env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True,

@@ -2,7 +2,10 @@
 
 One repository per job, each in its own module, combined into :class:`PublishStore`:
 
-- ``admission.py``: the publish row and its plan job, group-committed;
+- ``admission.py``: the publish row and its plan job, group-committed (a small publish is
+  planned in that commit, through ``planning.py``);
+- ``planning.py``: what planning writes (records, counters, its end), for the planner and
+  admission alike;
 - ``reads.py``: publishes and delivery records for the API;
 - ``outcomes.py``: delivery records and counters, written by planning and dispatch;
 - ``lifecycle.py``: started, planning done, closed, failed, cancelled (extends ``reads``:
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 from pushgate.domain.accounting import DeliveryUpdate
 from pushgate.domain.status import CLOSED, COUNTERS, FINAL
-from pushgate.store.publishes.admission import Admission
+from pushgate.store.publishes.admission import Admission, InlinePlan
 from pushgate.store.publishes.deadletters import DeadLetters
 from pushgate.store.publishes.lifecycle import Lifecycle
 from pushgate.store.publishes.model import DeadLetter, Publish
@@ -33,6 +36,7 @@ __all__ = [
     "RECORDED",
     "DeadLetter",
     "DeliveryUpdate",
+    "InlinePlan",
     "Publish",
     "PublishStore",
 ]

@@ -1,7 +1,10 @@
 """Admission: the publish row and its ``plan`` job, written in one transaction (group-committed).
 
 Nothing is acknowledged before its commit, so an accepted publish survives a crash right after
-the answer; the idempotency key is checked here.
+the answer; the idempotency key is checked here. A small publish (a few devices, users or
+tokens: :class:`InlinePlan`) is planned in that same transaction instead: its delivery records,
+counters and dispatch jobs are written through the planner's own store functions
+(:class:`~pushgate.store.publishes.planning.Planning`) and no plan job is queued.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.ids import new_id
-from pushgate.domain.jobs import PlanPayload
+from pushgate.domain.jobs import PlanPayload, PlanStats, dispatch_batches
 from pushgate.domain.status import COUNTERS, PublishStatus
+from pushgate.store.audience import resolve_small
 from pushgate.store.db import Database
-from pushgate.store.publishes.model import Publish, Repository, publish_from_row
+from pushgate.store.publishes.model import Publish, publish_from_row
+from pushgate.store.publishes.planning import PlannedPage, Planning
 from pushgate.store.queue import JobQueue, NewJob
 from pushgate.store.schema import publishes
 
@@ -28,6 +34,24 @@ _INSERT_PUBLISH = sa.insert(publishes)
 _RELEASE_KEY = (
     sa.update(publishes).where(publishes.c.id == sa.bindparam("old_id")).values(idempotency_key=None)
 )
+
+
+@dataclass(frozen=True, slots=True)
+class InlinePlan:
+    """What planning a publish at admission needs, as the planner would have it."""
+
+    app_name: str
+    #: Providers the app has credentials for (the others' records fail ``no_credentials``).
+    configured: frozenset[str]
+    #: Targets per dispatch job (``engine.batch_size``).
+    batch_size: int
+    #: Planned here only if its recipients resolve to at most this many rows; else the planner.
+    max_rows: int
+    #: Devices last seen before this epoch time are skipped (``devices.max_inactive_days``).
+    seen_after: float | None = None
+
+
+_Item = tuple[Publish, str | None, asyncio.Future[None], InlinePlan | None]
 
 
 class _GroupCommit:
@@ -41,19 +65,24 @@ class _GroupCommit:
 
     If a group fails on a constraint (two requests racing for one idempotency key), each member is
     retried in a transaction of its own, so only the loser sees the ``IntegrityError``.
+
+    A member with an :class:`InlinePlan` whose recipients resolve within its bound is planned in
+    the group's transaction (records, counters, dispatch jobs; the group's jobs are one insert);
+    the others get their ``plan`` job.
     """
 
     #: Publishes per transaction at most (bounds the statement size and the commit's latency).
     MAX_GROUP = 256
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._queue: list[tuple[Publish, str | None, asyncio.Future[None]]] = []
+    def __init__(self, store: Admission) -> None:
+        self.db = store.db
+        self.store = store
+        self._queue: list[_Item] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def submit(self, pub: Publish, release_key_of: str | None) -> None:
+    async def submit(self, pub: Publish, release_key_of: str | None, plan: InlinePlan | None) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((pub, release_key_of, fut))
+        self._queue.append((pub, release_key_of, fut, plan))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="pushgate-admission-commit")
         await asyncio.shield(fut)
@@ -62,11 +91,12 @@ class _GroupCommit:
         while self._queue:
             group, self._queue = self._queue[: self.MAX_GROUP], self._queue[self.MAX_GROUP :]
             try:
-                await self._write([(p, old) for p, old, _ in group])
+                await self._write([(p, old, plan) for p, old, _, plan in group])
             except IntegrityError:
                 for item in group:
+                    _reset(item[0])
                     try:
-                        await self._write([item[:2]])
+                        await self._write([(item[0], item[1], item[3])])
                     except Exception as exc:  # handed to the waiting request
                         _fail(item[2], exc)
                     else:
@@ -85,14 +115,26 @@ class _GroupCommit:
 
     async def write_together(self, group: Sequence[tuple[Publish, str | None]]) -> None:
         """Write a batch's publishes in one transaction of their own, never split by
-        :attr:`MAX_GROUP`: a batch request is already a group, and its items commit together."""
-        await self._write(group)
+        :attr:`MAX_GROUP`: a batch request is already a group, and its items commit together
+        (each with its plan job: a batch is not planned at admission)."""
+        await self._write([(p, old, None) for p, old in group])
 
-    async def _write(self, group: Sequence[tuple[Publish, str | None]]) -> None:
+    async def _write(self, group: Sequence[tuple[Publish, str | None, InlinePlan | None]]) -> None:
         async with self.db.write() as conn:
-            released = [{"old_id": old} for _, old in group if old is not None]
+            released = [{"old_id": old} for _, old, _ in group if old is not None]
             if released:
                 await conn.execute(_RELEASE_KEY, released)
+            now = time.time()
+            planned: dict[str, list[dict[str, Any]]] = {}
+            for p, _, plan in group:
+                if plan is not None:
+                    rows = await resolve_small(
+                        conn, p.app_id, p.request.get("recipients", []), plan.seen_after, plan.max_rows
+                    )
+                    if rows is not None:
+                        planned[p.id] = rows
+                        # Planned in this commit: as the planner's last page leaves it.
+                        p.status, p.started_at, p.planning_done = PublishStatus.DISPATCHING.value, now, True
             await conn.execute(
                 _INSERT_PUBLISH,
                 [
@@ -103,13 +145,67 @@ class _GroupCommit:
                         "idempotency_key": p.idempotency_key,
                         "request": json.dumps(p.request, separators=(",", ":")),
                         "expire_at": p.expire_at,
-                        "planning_done": False,
+                        "planning_done": p.planning_done,
                         "created_at": p.created_at,
+                        "started_at": p.started_at,
                     }
-                    for p, _ in group
+                    for p, _, _ in group
                 ],
             )
-            await JobQueue.enqueue(conn, [NewJob(p.app_id, p.id, PlanPayload()) for p, _ in group])
+            jobs = [NewJob(p.app_id, p.id, PlanPayload()) for p, _, _ in group if p.id not in planned]
+            jobs += await self._plan(
+                conn, [(p, plan) for p, _, plan in group if p.id in planned and plan], planned, now
+            )
+            await JobQueue.enqueue(conn, jobs)
+
+    async def _plan(
+        self,
+        conn: AsyncConnection,
+        members: list[tuple[Publish, InlinePlan]],
+        planned: dict[str, list[dict[str, Any]]],
+        now: float,
+    ) -> list[NewJob]:
+        """Plan the members in this transaction, as the planner's single, last page would:
+        records and counters now (one statement each for the whole group); returns their
+        dispatch jobs (the caller enqueues the group's in one statement). A publish with nothing
+        to send ends here (closed, or failed without credentials)."""
+        if not members:
+            return []
+        pages = [
+            PlannedPage(
+                p.id,
+                planned[p.id],
+                PlanStats(),
+                p.expire_at is not None and now >= p.expire_at,
+                plan.configured,
+                plan.app_name,
+            )
+            for p, plan in members
+        ]
+        jobs: list[NewJob] = []
+        for (p, plan), page, batches in zip(
+            members, pages, await self.store.plan_pages(conn, pages), strict=True
+        ):
+            if page.stats.dispatched == 0:
+                ended = await self.store.end_planning(conn, p.id, page.stats)
+                if ended is not None:
+                    p.status, p.completed_at = ended, now
+            jobs += [
+                NewJob(p.app_id, p.id, payload)
+                for provider, targets in batches.items()
+                for payload in dispatch_batches(provider, targets, size=plan.batch_size)
+            ]
+        return jobs
+
+
+def _reset(pub: Publish) -> None:
+    """Back to unplanned: a group that failed is retried one publish at a time."""
+    pub.status, pub.started_at, pub.completed_at, pub.planning_done = (
+        PublishStatus.ACCEPTED.value,
+        None,
+        None,
+        False,
+    )
 
 
 def _done(fut: asyncio.Future[None]) -> None:
@@ -149,10 +245,10 @@ def _new_publish(app_id: str, request: dict[str, Any], key: str | None, expire_a
     )
 
 
-class Admission(Repository):
+class Admission(Planning):
     def __init__(self, db: Database) -> None:
         super().__init__(db)
-        self._admissions = _GroupCommit(db)
+        self._admissions = _GroupCommit(self)
 
     async def admit(
         self,
@@ -162,8 +258,10 @@ class Admission(Repository):
         idempotency_key: str | None,
         expire_at: float | None,
         window_seconds: float,
+        plan: InlinePlan | None = None,
     ) -> tuple[Publish, bool]:
-        """Write the publish and its plan job in one transaction.
+        """Write the publish and its plan job in one transaction; with ``plan``, a publish whose
+        recipients resolve to at most ``plan.max_rows`` rows is planned in it instead.
 
         Returns ``(publish, created)``; with a known idempotency key inside the window the
         first publish comes back and nothing new is written. Concurrent admissions share one
@@ -176,7 +274,7 @@ class Admission(Repository):
                 return existing, False
             pub = _new_publish(app_id, request, idempotency_key, expire_at)
             try:
-                await self._admissions.submit(pub, existing.id if existing is not None else None)
+                await self._admissions.submit(pub, existing.id if existing is not None else None, plan)
             except IntegrityError:
                 continue  # a concurrent request with the same key won: return its publish
             return pub, True

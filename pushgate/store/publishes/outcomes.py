@@ -7,7 +7,7 @@ built once per dialect: see :data:`RECORDED` and :func:`bump`.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from operator import attrgetter
 from typing import Any
@@ -75,6 +75,20 @@ async def bump(conn: AsyncConnection, dialect: str, publish_id: str, provider: s
     await conn.exec_driver_sql(_bump_sql(dialect, names), (publish_id, provider, *(deltas[k] for k in names)))
 
 
+async def bump_many(
+    conn: AsyncConnection, dialect: str, moves: Sequence[tuple[str, str, dict[str, int]]]
+) -> None:
+    """:func:`bump` for many ``(publish_id, provider, deltas)``: one executemany per set of
+    counters moved."""
+    by_names: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for publish_id, provider, deltas in moves:
+        names = tuple(k for k, v in deltas.items() if v)
+        if names:
+            by_names.setdefault(names, []).append((publish_id, provider, *(deltas[k] for k in names)))
+    for names, params in by_names.items():
+        await conn.exec_driver_sql(_bump_sql(dialect, names), params)
+
+
 class Outcomes(Repository):
     async def insert_planned(
         self, conn: AsyncConnection, publish_id: str, rows: Sequence[dict[str, Any]]
@@ -87,17 +101,21 @@ class Outcomes(Repository):
         read: two claims planning the same page at once (a lapsed lease on PostgreSQL) cannot
         both count a recipient.
         """
-        if not rows:
-            return set()
+        return (await self.insert_planned_many(conn, {publish_id: rows})).get(publish_id, set())
+
+    async def insert_planned_many(
+        self, conn: AsyncConnection, rows_by_publish: Mapping[str, Sequence[dict[str, Any]]]
+    ) -> dict[str, set[str]]:
+        """:meth:`insert_planned` for several publishes in one statement (admission plans a
+        group's small publishes at once); returns the new recipient ids by publish."""
         now = time.time()
-        # Two references to one device inside one page collapse here.
-        unique: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            unique.setdefault(r["recipient_id"], r)
-        stmt = insert_ignoring_conflicts(self.db.dialect, deliveries, ("publish_id", "recipient_id"))
-        result = await conn.execute(
-            stmt.returning(deliveries.c.recipient_id),
-            [
+        params = []
+        for publish_id, rows in rows_by_publish.items():
+            # Two references to one device inside one page collapse here.
+            unique: dict[str, dict[str, Any]] = {}
+            for r in rows:
+                unique.setdefault(r["recipient_id"], r)
+            params += [
                 {
                     "publish_id": publish_id,
                     "recipient_id": r["recipient_id"],
@@ -110,9 +128,17 @@ class Outcomes(Repository):
                     "updated_at": now,
                 }
                 for r in unique.values()
-            ],
+            ]
+        if not params:
+            return {}
+        stmt = insert_ignoring_conflicts(self.db.dialect, deliveries, ("publish_id", "recipient_id"))
+        result = await conn.execute(
+            stmt.returning(deliveries.c.publish_id, deliveries.c.recipient_id), params
         )
-        return {row.recipient_id for row in result.all()}
+        fresh: dict[str, set[str]] = {}
+        for row in result.all():
+            fresh.setdefault(row.publish_id, set()).add(row.recipient_id)
+        return fresh
 
     async def bump(self, conn: AsyncConnection, publish_id: str, provider: str, **deltas: int) -> None:
         """Move counters with ``x = x + n`` (never read-modify-write): one upsert."""

@@ -1,0 +1,80 @@
+"""What planning writes, inside the caller's transaction: a page's delivery records and counters,
+and the end of planning. The planner (page by page) and admission (a small publish at once) both
+write through these, so a publish planned either way reads the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.domain.jobs import PlanStats
+from pushgate.domain.planning import mark_unsendable, tally
+from pushgate.store.publishes.lifecycle import Lifecycle
+from pushgate.store.publishes.outcomes import Outcomes, bump_many
+
+NO_CREDENTIALS = (
+    "none of the targeted providers has credentials for this app; "
+    "add them to the config ([fcm] / [webpush] or [apps.<name>.<provider>])"
+)
+
+
+@dataclass(slots=True)
+class PlannedPage:
+    """A page of one publish's resolved recipients, with what decides their fate."""
+
+    publish_id: str
+    rows: list[dict[str, Any]]
+    #: The plan's running totals (moved by the page).
+    stats: PlanStats
+    expired: bool
+    configured: frozenset[str]
+    app_name: str
+
+
+class Planning(Lifecycle, Outcomes):
+    async def plan_rows(
+        self,
+        conn: AsyncConnection,
+        publish_id: str,
+        rows: list[dict[str, Any]],
+        stats: PlanStats,
+        *,
+        expired: bool,
+        configured: set[str] | frozenset[str],
+        app_name: str,
+    ) -> dict[str, list[list[str]]]:
+        """Insert the rows' delivery records and move the counters of the new ones; returns
+        their targets by provider, for the caller to put into dispatch jobs."""
+        page = PlannedPage(publish_id, rows, stats, expired, frozenset(configured), app_name)
+        [batches] = await self.plan_pages(conn, [page])
+        return batches
+
+    async def plan_pages(
+        self, conn: AsyncConnection, pages: Sequence[PlannedPage]
+    ) -> list[dict[str, list[list[str]]]]:
+        """:meth:`plan_rows` for pages of several publishes, in one insert and one counter
+        statement (admission plans its group's small publishes together)."""
+        for p in pages:
+            mark_unsendable(p.rows, expired=p.expired, configured=p.configured, app_name=p.app_name)
+        fresh = await self.insert_planned_many(conn, {p.publish_id: p.rows for p in pages})
+        out, moves = [], []
+        for p in pages:
+            per_provider, batches = tally(p.rows, fresh.get(p.publish_id, set()), p.stats)
+            moves += [(p.publish_id, provider, counts) for provider, counts in per_provider.items()]
+            out.append(batches)
+        await bump_many(conn, self.db.dialect, moves)
+        return out
+
+    async def end_planning(self, conn: AsyncConnection, publish_id: str, stats: PlanStats) -> str | None:
+        """After the last page (the publish is ``dispatching`` with planning done): a publish
+        with nothing left to send is closed, or failed when no targeted provider has credentials.
+        Returns the status it closed with, if it did."""
+        no_credentials = stats.no_credentials == stats.planned
+        if stats.planned > 0 and stats.dispatched == 0 and no_credentials:
+            await self.fail_in(conn, publish_id, "no_credentials", NO_CREDENTIALS)
+            return "failed"
+        return await self.close_if_done(conn, publish_id)
