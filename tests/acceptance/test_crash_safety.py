@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -18,62 +17,16 @@ import uuid
 from collections import Counter
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
-from support.api import publish_status, register_fcm_batched, wait_final
+from support.api import publish_status, register_fcm_batched
 from support.lab import Lab, free_port
 from support.postgres import PostgresServer
-from support.process import PUSHGATE
+from support.process import KEY, alive, base_env, kill, ledger_counts, spawn, tail, wait_completed, wait_ready
 from support.wait import wait_for
-
-KEY = "crash-safety-key-0123456789"
-
-
-def base_env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PUSHGATE_DATABASE_URL": database_url,
-        "PUSHGATE_DEFAULT_APP_KEY": KEY,
-        "PUSHGATE_ENGINE_POLL_INTERVAL": "0.1",
-        "PUSHGATE_SERVER_ACCESS_LOG": "false",
-        **extra,
-    }
-    env.pop("PUSHGATE_CONFIG", None)
-    return env
-
-
-def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start a pushgate process whose output goes to ``log`` (a pipe nobody reads could fill up)."""
-    with log.open("ab") as out:
-        return subprocess.Popen([PUSHGATE, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def tail(log: Path) -> str:
-    return log.read_text()[-4000:]
-
-
-def kill(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def alive(proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Fail at once (not at a wait's deadline) when the pushgate process has died."""
-    if proc.poll() is not None:
-        raise AssertionError(f"pushgate exited with {proc.returncode}:\n{tail(log)}")
-
-
-async def wait_ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes], log: Path) -> None:
-    async def healthy() -> bool:
-        alive(proc, log)
-        return (await client.get("/healthz", timeout=1)).status_code == 200
-
-    await wait_for(healthy, 30, lambda: f"pushgate to be ready:\n{tail(log)}", ignore=(httpx.TransportError,))
 
 
 async def publish_to(client: httpx.AsyncClient, channel: str) -> str:
@@ -97,11 +50,6 @@ def worker_running(proc: subprocess.Popen[bytes], log: Path) -> bool:
     return "pushgate worker running" in tail(log)
 
 
-async def wait_completed(client: httpx.AsyncClient, publish_id: str, within: float) -> dict[str, Any]:
-    """The publish's final status; a gateway restarting in between is "not yet"."""
-    return await wait_final(client, publish_id, within, interval=0.1, ignore=(httpx.TransportError,))
-
-
 async def lab_reaches(
     lab_client: httpx.AsyncClient, target: int, proc: subprocess.Popen[bytes], log: Path
 ) -> int:
@@ -113,10 +61,6 @@ async def lab_reaches(
         return seen if seen >= target else None
 
     return await wait_for(reached, 60, f"the fan-out to reach {target}/{KILL_DEVICES}", interval=0.005)
-
-
-def ledger_counts(lab: Lab) -> Counter[str]:
-    return Counter(item["token"] for item in lab.ledger("fcm")["items"])
 
 
 # ---- acceptance 3: kill -9 during a fan-out -----------------------------------------------------
