@@ -90,6 +90,9 @@ class EngineSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: A publish of at most this many device, user or token recipients that resolve to at most
     #: this many devices is planned inside admission's transaction (no plan job); 0: never.
     plan_at_admission: Annotated[int, msgspec.Meta(ge=0, le=500)] = 20
+    #: A claimed small dispatch job (at most 20 targets) takes up to this many more of its app
+    #: and provider, sent together and recorded in one transaction; 1: each alone.
+    dispatch_group: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 64
     #: A job whose worker vanished is claimed again after this (a running job's is renewed).
     lease_seconds: Annotated[float, msgspec.Meta(ge=1)] = 15.0
     #: Idle workers poll the queue this often (they are also woken at once on local enqueue).

@@ -47,6 +47,14 @@ RECORD_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 
+GROUP_JOBS = Histogram(
+    "pushgate_dispatch_group_jobs",
+    "Small dispatch jobs (one per publish and provider) sent together by one claim and "
+    "recorded in one transaction (engine.dispatch_group).",
+    ["provider"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000),
+)
+
 RETENTION_DELETED = Counter(
     "pushgate_retention_deleted_rows_total",
     "Rows the retention sweep deleted, by kind (publish, delivery, dead_letter, publish_stats, job).",

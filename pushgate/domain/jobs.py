@@ -70,6 +70,21 @@ class DispatchPayload(msgspec.Struct, omit_defaults=True):
 #: Every payload a job can carry.
 Payload = PlanPayload | DispatchPayload
 
+#: A dispatch job of at most this many targets (a publish to a user or a few devices, planned
+#: at admission) is "small": it is claimed, sent and recorded together with others of its app
+#: and provider. A fan-out's batches are not grouped: each is its own chunk, whose answers
+#: may quarantine the pair before the next goes out.
+GROUPABLE_TARGETS = 20
+
+
+def group_key(payload: Payload) -> str | None:
+    """The group a small publish's job is claimed with (its provider), or None when it is too
+    big to be claimed with others."""
+    if isinstance(payload, DispatchPayload) and len(payload.targets) <= GROUPABLE_TARGETS:
+        return payload.provider
+    return None
+
+
 PAYLOAD_TYPES: dict[str, type[PlanPayload] | type[DispatchPayload]] = {
     JobKind.PLAN: PlanPayload,
     JobKind.DISPATCH: DispatchPayload,

@@ -154,7 +154,7 @@ class Dispatcher:
                 await JobQueue.delete(conn, job.id)
             return
         targets = await self._open_targets(job, pub, rerun=job.claims > 1)
-        record = self._job_recorder(job, pub, _deadline(pub))
+        record = self._job_recorder(job, pub, deadline_of(pub))
         try:
             if not targets:
                 await record([], [], final=True)
@@ -236,7 +236,7 @@ class Dispatcher:
                     results = await answers.group(provider_name, sent, len(split.send))
                     SEND_SECONDS.labels(provider_name).observe(time.perf_counter() - started)
             k += len(chunk)
-            stale = await self._rotated_meanwhile(pub.app_id, app_name, provider_name, provider, results)
+            stale = await self.rotated_meanwhile(pub.app_id, app_name, provider_name, provider, results)
             parked = await record(
                 split.send + split.skipped + removed,
                 [*results, *split.skips, *(DEVICE_REMOVED for _ in removed)],
@@ -344,7 +344,7 @@ class Dispatcher:
             out[origin] = (others or mine)[0]
         return out
 
-    async def _rotated_meanwhile(
+    async def rotated_meanwhile(
         self, app_id: str, app_name: str, provider_name: str, used: Provider, results: list[SendResult]
     ) -> bool:
         """Whether credential refusals came from a credential that was replaced while the chunk
@@ -405,7 +405,7 @@ class Dispatcher:
         await self.publishes.finish_if_done(pub.id)
 
 
-def _deadline(pub: Publish) -> float | None:
+def deadline_of(pub: Publish) -> float | None:
     """No attempt happens after ``expire_at`` or after the notification's TTL ran out."""
     limits: list[float] = []
     if pub.expire_at is not None:

@@ -22,7 +22,17 @@ from dataclasses import replace
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.outcomes import Outcome, SendResult
-from pushgate.domain.quarantine import CLOSED, HALF_OPEN, OPEN, Breaker, BreakerRules, Gate, gate, observe
+from pushgate.domain.quarantine import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    Breaker,
+    BreakerRules,
+    Gate,
+    gate,
+    observe,
+    wait_for_probe,
+)
 from pushgate.metrics import QUARANTINED
 from pushgate.store.health import ProviderHealthStore, wake_deferred
 
@@ -53,6 +63,21 @@ class Quarantine:
         self._cache[key] = (now, b)
         return b
 
+    async def open_to_all(self, app_id: str, provider: str, origins: Iterable[str] = ()) -> bool:
+        """Whether the pair's breaker, and that of each of ``origins``, lets everything through
+        now (the cached states :meth:`gate` and :meth:`origin_gates` start from). Unlike them it
+        never takes a probe: a group that may not simply send hands its jobs to the one-job
+        path, which takes the probe itself (a probe taken here and not sent would hold the pair
+        shut until the probe timed out)."""
+        now = time.time()
+        if not gate(await self.current(app_id, provider), now).send:
+            return False
+        wanted = set(origins)
+        if not wanted:
+            return True
+        states = await self.origin_states(app_id, provider)
+        return all(o not in states or gate(states[o], now).send for o in wanted)
+
     async def gate(self, app_id: str, provider: str) -> Gate:
         """Send, probe (this caller won the half-open probe), or defer until a time."""
         now = time.time()
@@ -69,7 +94,7 @@ class Quarantine:
             return g
         # Another sender won the probe: wait for its verdict (a success wakes us at once).
         self._cache.pop((app_id, provider), None)
-        return Gate(send=False, defer_until=now + self.rules.probe_timeout)
+        return Gate(send=False, defer_until=wait_for_probe(now, now + self.rules.probe_timeout))
 
     async def observe(
         self,
@@ -177,7 +202,7 @@ class Quarantine:
                         origin,
                     )
                 else:
-                    g = Gate(send=False, defer_until=now + self.rules.probe_timeout)
+                    g = Gate(send=False, defer_until=wait_for_probe(now, now + self.rules.probe_timeout))
             out[origin] = g
         return out
 

@@ -18,7 +18,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pushgate.domain.accounting import Accounting, Attempt, Batch, account
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.domain.accounting import Accounting, Attempt, Batch, DeliveryUpdate, account
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.quarantine import OPEN, Breaker, by_scope
@@ -31,9 +33,24 @@ from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.health import ProviderHealthStore
 from pushgate.store.publishes import Publish, PublishStore
+from pushgate.store.publishes.outcomes import bump_many
 from pushgate.store.queue import Job, JobQueue, LeaseLost
 
 log = logging.getLogger("pushgate.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class GroupEntry:
+    """One job of a group (``engine/grouped.py``): its targets and their answers, in order."""
+
+    job: Job[DispatchPayload]
+    pub: Publish
+    batch: Batch
+    targets: Sequence[Target]
+    results: Sequence[Attempt]
+    #: The push-service origin of each sent target (Web Push, WNS), or None for a provider
+    #: without origins: their answers then move the origin's breaker, not the pair's.
+    origins: Sequence[str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +233,109 @@ class Recorder:
                 # otherwise a missing job means another claim owns this batch now.
                 raise LeaseLost(job.id)
         return out, breaker, parked, origin_changes
+
+    async def record_group(
+        self, app_id: str, provider: str, entries: Sequence[GroupEntry], *, stale_credential: bool
+    ) -> list[GroupEntry]:
+        """Commit a group's outcomes in one transaction: every job's delivery records, counters,
+        invalidations and retries, the pair's (and origins') health and breakers once, the jobs'
+        deletion, and the close of every publish this finished (one statement). Returns the
+        entries not recorded because another claim took their job over (it sends and records
+        them); a cancelled publish's answers are recorded although its job is gone."""
+        started = time.perf_counter()
+        lost, breaker, origin_changes, answered = await self.storage.commit(
+            lambda: self._commit_group(app_id, provider, entries, stale_credential),
+            f"recording outcomes of {len(entries)} publishes",
+        )
+        RECORD_SECONDS.observe(time.perf_counter() - started)
+        if breaker is not None:
+            self.quarantine.remember(app_id, provider, breaker)
+        self.quarantine.remember_origins(app_id, provider, origin_changes)
+        for cls, n in answered.items():
+            DELIVERIES.labels(provider, cls).inc(n)
+        return lost
+
+    async def _commit_group(
+        self, app_id: str, provider: str, entries: Sequence[GroupEntry], stale_credential: bool
+    ) -> tuple[list[GroupEntry], Breaker | None, dict[str, Breaker], Counter[str]]:
+        now = time.time()
+        lost: list[GroupEntry] = []
+        updates: dict[str, list[DeliveryUpdate]] = {}
+        moves: list[tuple[str, str, dict[str, int]]] = []
+        invalid: dict[str, tuple[str, str]] = {}
+        async with self.db.write() as conn:
+            # Rows locked first, in id order, as every transaction that moves counters does.
+            statuses = await self.publishes.statuses_locked(conn, sorted({e.pub.id for e in entries}))
+            kept = await JobQueue.delete_claimed_many(conn, [(e.job.id, e.job.claims) for e in entries])
+            for e in entries:
+                cancelled = statuses.get(e.pub.id) == PublishStatus.CANCELLED
+                if e.job.id not in kept and not cancelled:
+                    lost.append(e)
+                    continue
+                out = account(e.batch, e.targets, e.results, now=now, cancelled=cancelled)
+                updates.setdefault(e.pub.id, []).extend(out.updates)
+                moves.append((e.pub.id, provider, out.counts))
+                invalid.update(out.invalid)
+                if out.retries:
+                    await JobQueue.enqueue_dispatch(
+                        conn,
+                        app_id,
+                        e.pub.id,
+                        provider,
+                        {run_at: [t.row() for t in retry] for run_at, retry in out.retries.items()},
+                        attempt=e.batch.attempt + 1,
+                        grouped=True,
+                    )
+            await self.publishes.record_many(conn, updates)
+            await bump_many(conn, self.db.dialect, moves)
+            if invalid:
+                await DeviceStore.invalidate(conn, invalid, now)
+            breaker, origin_changes, answered = await self._observe_group(
+                conn, app_id, provider, entries, now, stale_credential
+            )
+            await self.publishes.close_done_many(conn, list(updates))
+        if invalid:
+            log.info("marked %d %s device(s) invalid", len(invalid), provider)
+        return lost, breaker, origin_changes, answered
+
+    async def _observe_group(
+        self,
+        conn: AsyncConnection,
+        app_id: str,
+        provider: str,
+        entries: Sequence[GroupEntry],
+        now: float,
+        stale_credential: bool,
+    ) -> tuple[Breaker | None, dict[str, Breaker], Counter[str]]:
+        """The group's answers into the pair's health events and breaker (and each origin's,
+        for a provider with origins), once for the whole group."""
+        targets: list[Target] = []
+        results: list[Attempt] = []
+        origins: list[str | None] = []
+        for e in entries:
+            n = len(e.origins) if e.origins is not None else len(e.results)
+            targets += e.targets[:n]
+            results += e.results[:n]
+            origins += e.origins if e.origins is not None else [None] * n
+        answered = [r for r in results if isinstance(r, SendResult)]
+        classes = Counter(r.outcome.value for r in answered)
+        if not classes:
+            return None, {}, classes
+        await self.health_store.add_events(conn, app_id, provider, now, classes)
+        scoped = [
+            (o, r)
+            for o, r in zip(origins, results, strict=True)
+            if isinstance(r, SendResult) and not (stale_credential and r.outcome is Outcome.CREDENTIAL)
+        ]
+        judged, per_origin = by_scope([o for o, _ in scoped], [r for _, r in scoped])
+        origin_changes: dict[str, Breaker] = {}
+        if per_origin:
+            failed = _failed_by_origin(targets, results, origins)
+            origin_changes = await self.quarantine.observe_origins(
+                conn, app_id, provider, per_origin, frozenset(), failed
+            )
+        breaker = await self.quarantine.observe(conn, app_id, provider, judged, probing=False)
+        return breaker, origin_changes, classes
 
     async def renew(self, job: Job[DispatchPayload], progress: int) -> None:
         """Extend the job's lease before sending again after a wait for storage; LeaseLost when

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pushgate.config import Settings
-from pushgate.domain.jobs import DispatchPayload, JobKind, Payload, PlanPayload, Unreadable
+from pushgate.domain.jobs import DispatchPayload, JobKind, Payload, PlanPayload, Unreadable, group_key
 from pushgate.domain.quarantine import BreakerRules
 from pushgate.domain.status import OPEN_PUBLISH
 from pushgate.engine.dispatcher import Dispatcher, Guards
+from pushgate.engine.grouped import GroupDispatch
 from pushgate.engine.health import HealthMonitor
 from pushgate.engine.leases import Heartbeat
 from pushgate.engine.limits import RateLimits
@@ -91,6 +92,7 @@ class Engine:
             store=self.health_store,
         )
         self.dispatcher = Dispatcher(db, self.publishes, self.pool, settings, self.guards)
+        self.grouped = GroupDispatch(self.dispatcher)
         self.retention = Retention(settings, db)
         # jobs.lease_owner is VARCHAR(64): a long host name (cloud FQDNs reach 63) must not
         # overflow it, or every claim fails on PostgreSQL. 40 + pid (<= 7) + nonce (8) + 2 <= 64.
@@ -257,10 +259,18 @@ class Engine:
 
     async def _run_claimed(self, jobs: list[Job[Payload | Unreadable]]) -> None:
         """Run what a worker claimed; a failure is logged and the job's lease left to expire, so
-        it is claimed again and nothing is lost."""
-        for job in jobs:
+        it is claimed again and nothing is lost. A small dispatch job brings its company
+        (:meth:`_run_group`); what the group hands back runs here, alone."""
+        # (job, whether it may lead a group): what a group hands back runs alone, never again
+        # in a group (it would be handed back again, for ever).
+        queue: list[tuple[Job[Any], bool]] = [(job, True) for job in jobs]
+        while queue:
+            job, may_group = queue.pop(0)
             try:
-                await self.run_job(job)
+                if may_group and self._groups(job):
+                    queue[:0] = [(j, False) for j in await self._run_group(job)]
+                else:
+                    await self.run_job(job)
             except asyncio.CancelledError:
                 raise
             except StorageUnavailable as exc:
@@ -269,6 +279,44 @@ class Engine:
                 self.dispatcher.recorder.storage.report(exc, f"running job {job.id} ({job.kind})")
             except Exception:
                 log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)
+
+    def _groups(self, job: Job[Payload | Unreadable]) -> bool:
+        """Whether ``job`` is claimed with company: a small dispatch job on its first claim
+        (one claimed again after a crash runs alone, so a job that kills its worker cannot take
+        others down with it twice)."""
+        return (
+            self.settings.engine.dispatch_group > 1
+            and job.grouped
+            and isinstance(job.payload, DispatchPayload)
+            and group_key(job.payload) is not None
+            and job.claims == 1
+            and not job.progress
+        )
+
+    async def _run_group(self, first: Job[Payload | Unreadable]) -> list[Job[Any]]:
+        """Claim up to ``engine.dispatch_group - 1`` more small jobs of ``first``'s app and
+        provider and send them together (``engine/grouped.py``); returns the jobs to run alone."""
+        e = self.settings.engine
+        try:
+            company = await self.queue.claim_group(self.owner, first, e.dispatch_group - 1, e.lease_seconds)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the group is an optimisation: without company, ``first`` goes alone
+            log.exception("claiming company for job %s failed; sending it alone", first.id)
+            company = []
+        group = [
+            j.typed(DispatchPayload) for j in (first, *company) if isinstance(j.payload, DispatchPayload)
+        ]
+        misfits = [j for j in company if not isinstance(j.payload, DispatchPayload)]
+        self._running += 1
+        try:
+            with contextlib.ExitStack() as held:
+                for j in group:
+                    held.enter_context(self.heartbeat.hold(j))
+                alone = await self.grouped.run(group, await self._app_name(first.app_id))
+        finally:
+            self._running -= 1
+        return [*alone, *misfits]  # typed per kind; run_job dispatches on the kind again
 
     async def _idle_apps_loop(self) -> None:
         """The worker kept for idle apps: while every other worker is busy, it claims jobs of apps

@@ -125,5 +125,45 @@ def claim_statement(dialect: str) -> sa.Update:
             jobs.c.payload,
             jobs.c.claims,
             jobs.c.progress,
+            jobs.c.group_key,
+        )
+    )
+
+
+@lru_cache(maxsize=4)
+def group_claim_statement(dialect: str) -> sa.Update:
+    """The claim of a group's company: ``:lim`` due jobs of app ``:app`` and group ``:key``
+    that no one has claimed yet (a job claimed before, by a worker that died, is claimed alone
+    again, so a job that kills its worker cannot take a group down with it), oldest first, one
+    range scan of ``ix_jobs_group`` (``SKIP LOCKED`` on PostgreSQL)."""
+    now: sa.BindParameter[float] = sa.bindparam("now")
+    company = lock_skip_locked(
+        dialect,
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.app_id == sa.bindparam("app"),
+            jobs.c.group_key == sa.bindparam("key"),
+            jobs.c.run_at <= now,
+            sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now),
+            jobs.c.claims == 0,
+        )
+        .order_by(jobs.c.run_at, jobs.c.id)
+        .limit(sa.bindparam("lim")),
+    )
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(company.scalar_subquery()))
+        .values(
+            lease_until=sa.bindparam("until"), lease_owner=sa.bindparam("owner"), claims=jobs.c.claims + 1
+        )
+        .returning(
+            jobs.c.id,
+            jobs.c.kind,
+            jobs.c.app_id,
+            jobs.c.publish_id,
+            jobs.c.payload,
+            jobs.c.claims,
+            jobs.c.progress,
+            jobs.c.group_key,
         )
     )

@@ -31,8 +31,9 @@ from pushgate.domain.jobs import (
     decode_payload,
     dispatch_batches,
     encode_payload,
+    group_key,
 )
-from pushgate.store.claims import apps_statement, claim_statement
+from pushgate.store.claims import apps_statement, claim_statement, group_claim_statement
 from pushgate.store.db import Database
 from pushgate.store.schema import jobs
 
@@ -56,6 +57,8 @@ class Job(Generic[P]):
     claims: int
     #: Dispatch jobs: how many leading targets already have a committed outcome.
     progress: int = 0
+    #: Queued with a group key (a small publish's job): claimed with its company.
+    grouped: bool = False
 
     @classmethod
     def from_row(cls, row: Any) -> Job[Payload | Unreadable]:
@@ -68,6 +71,7 @@ class Job(Generic[P]):
             decode_payload(row.kind, row.payload),
             int(row.claims),
             int(row.progress or 0),
+            row.group_key is not None,
         )
 
     def typed(self, payload_type: type[Q]) -> Job[Q]:
@@ -76,7 +80,16 @@ class Job(Generic[P]):
             raise TypeError(
                 f"job {self.id} carries {type(self.payload).__name__}, not {payload_type.__name__}"
             )
-        return Job(self.id, self.kind, self.app_id, self.publish_id, self.payload, self.claims, self.progress)
+        return Job(
+            self.id,
+            self.kind,
+            self.app_id,
+            self.publish_id,
+            self.payload,
+            self.claims,
+            self.progress,
+            self.grouped,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +103,9 @@ class NewJob:
     run_at: float | None = None
     #: Waiting out a quarantine (see ``defer``): woken when it lifts, not counted as pressure.
     deferred_by: str | None = None
+    #: A small publish's dispatch job (admission's planning, or its retry): claimed with others
+    #: of its app and provider (``engine/grouped.py``) if small enough (``group_key``).
+    grouped: bool = False
 
 
 # Prebuilt statements for the per-chunk hot path: built once, so SQLAlchemy finds them in its
@@ -133,6 +149,7 @@ class JobQueue:
                     "run_at": j.run_at or now,
                     "created_at": now,
                     "deferred_by": j.deferred_by,
+                    "group_key": group_key(j.payload) if j.grouped else None,
                 }
                 for j in new
             ],
@@ -150,6 +167,7 @@ class JobQueue:
         batch_size: int | None = None,
         replay: bool = False,
         deferred_by: str | None = None,
+        grouped: bool = False,
     ) -> None:
         """Queue ``targets`` (``Target.row()`` lists) for ``provider`` in jobs of at most
         ``batch_size`` (None: one job per run time): the planner's batches, a replay, or a
@@ -159,7 +177,7 @@ class JobQueue:
         await JobQueue.enqueue(
             conn,
             [
-                NewJob(app_id, publish_id, payload, run_at, deferred_by)
+                NewJob(app_id, publish_id, payload, run_at, deferred_by, grouped)
                 for run_at, group in groups
                 for payload in dispatch_batches(
                     provider, group, attempt=attempt, size=batch_size, replay=replay
@@ -221,6 +239,30 @@ class JobQueue:
             self._after = apps[-1]
         return [Job.from_row(r) for r in rows]
 
+    async def claim_group(
+        self, owner: str, first: Job[Payload | Unreadable], limit: int, lease_seconds: float
+    ) -> list[Job[Payload | Unreadable]]:
+        """Up to ``limit`` more due, never-claimed jobs of ``first``'s app and group (small
+        dispatch jobs of one provider, :func:`~pushgate.domain.jobs.group_key`), oldest first,
+        claimed by ``owner``: the worker sends them with ``first`` as one batch. Empty when
+        ``first`` has no group."""
+        payload = first.payload
+        key = group_key(payload) if first.grouped and not isinstance(payload, Unreadable) else None
+        if key is None or limit <= 0:
+            return []
+        now = time.time()
+        params = {
+            "now": now,
+            "lim": limit,
+            "until": now + lease_seconds,
+            "owner": owner,
+            "app": first.app_id,
+            "key": key,
+        }
+        async with self.db.write() as conn:
+            rows = (await conn.execute(group_claim_statement(self.db.dialect), params)).all()
+        return [Job.from_row(r) for r in rows]
+
     async def renew(self, owner: str, job_ids: Collection[int], lease_seconds: float) -> set[int]:
         """Extend ``owner``'s leases on ``job_ids`` (the heartbeat of running jobs); returns the
         ids still held. A missing one is done, or was taken over after its lease lapsed (an
@@ -246,6 +288,23 @@ class JobQueue:
         our lease ran out); False means another claim took over and our results must not count."""
         res = await conn.execute(_DELETE_CLAIMED, {"jid": job_id, "cl": claims})
         return bool(res.rowcount)
+
+    @staticmethod
+    async def delete_claimed_many(conn: AsyncConnection, claimed: Collection[tuple[int, int]]) -> set[int]:
+        """:meth:`delete_claimed` for many ``(job id, claims)`` in one statement; returns the ids
+        this run still owned (and deleted): the others were taken over by another claim."""
+        if not claimed:
+            return set()
+        by_claims: dict[int, list[int]] = {}
+        for job_id, claims in claimed:
+            by_claims.setdefault(claims, []).append(job_id)
+        kept: set[int] = set()
+        for claims, ids in by_claims.items():  # one statement: a group's jobs share their claim number
+            rows = await conn.execute(
+                sa.delete(jobs).where(jobs.c.id.in_(ids), jobs.c.claims == claims).returning(jobs.c.id)
+            )
+            kept.update(int(r.id) for r in rows.all())
+        return kept
 
     @staticmethod
     async def advance(

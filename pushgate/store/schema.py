@@ -186,10 +186,15 @@ jobs = sa.Table(
     #: Claims that ended in a deferral (not a failure): subtracted before the poison check.
     sa.Column("deferrals", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.Float, nullable=False),
+    #: A small dispatch job's provider (``domain/jobs.py:group_key``): the claim of one such job
+    #: takes up to ``engine.dispatch_group`` more of the same app and provider, sent together.
+    sa.Column("group_key", sa.String(16), nullable=True),
     sa.Index("ix_jobs_run_at", "run_at"),
     sa.Index("ix_jobs_publish", "publish_id"),
     #: The fair claim's per-app scans (store/queue.py); ``id`` makes its order index-only.
     sa.Index("ix_jobs_app_run_at", "app_id", "run_at", "id"),
+    #: The group claim's scan: one app's due jobs of one group, oldest first.
+    sa.Index("ix_jobs_group", "app_id", "group_key", "run_at", "id"),
 )
 
 # Provider credentials uploaded through the API, encrypted with the master key (AES-GCM).

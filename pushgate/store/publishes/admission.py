@@ -191,7 +191,7 @@ class _GroupCommit:
                 if ended is not None:
                     p.status, p.completed_at = ended, now
             jobs += [
-                NewJob(p.app_id, p.id, payload)
+                NewJob(p.app_id, p.id, payload, grouped=True)
                 for provider, targets in batches.items()
                 for payload in dispatch_batches(provider, targets, size=plan.batch_size)
             ]

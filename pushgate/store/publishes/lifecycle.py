@@ -9,6 +9,7 @@ every later one sees it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 
 import sqlalchemy as sa
@@ -58,6 +59,38 @@ _TOTALS = sa.select(
     ),
     sa.func.coalesce(sa.func.sum(publish_stats.c.expired), 0),
 ).where(publish_stats.c.publish_id == sa.bindparam("pid"))
+
+
+def _stat_sum(expr: sa.ColumnElement[int]) -> sa.ScalarSelect[int]:
+    """A publish's counter summed over its providers, correlated to the ``publishes`` row."""
+    return (
+        sa.select(sa.func.coalesce(sa.func.sum(expr), 0))
+        .where(publish_stats.c.publish_id == publishes.c.id)
+        .scalar_subquery()
+    )
+
+
+_PLANNED = _stat_sum(publish_stats.c.planned)
+_EXPIRED = _stat_sum(publish_stats.c.expired)
+_FINAL = _stat_sum(
+    publish_stats.c.sent + publish_stats.c.failed + publish_stats.c.invalid_token + publish_stats.c.expired
+)
+#: :meth:`Lifecycle.close_if_done` for many publishes in one statement: those whose every
+#: planned recipient is final close, ``expired`` when all of them expired.
+_CLOSE_DONE = (
+    sa.update(publishes)
+    .where(
+        publishes.c.id.in_(sa.bindparam("pids", expanding=True)),
+        publishes.c.status == "dispatching",
+        publishes.c.planning_done.is_(True),
+        _FINAL >= _PLANNED,
+    )
+    .values(
+        status=sa.case((sa.and_(_PLANNED > 0, _EXPIRED == _PLANNED), "expired"), else_="completed"),
+        completed_at=sa.bindparam("now"),
+    )
+    .returning(publishes.c.id)
+)
 
 
 @lru_cache(maxsize=4)
@@ -189,6 +222,25 @@ class Lifecycle(Reads):
             return None
         await conn.execute(_CLOSE, {"pid": publish_id, "st": status, "now": time.time()})
         return status
+
+    async def close_done_many(self, conn: AsyncConnection, publish_ids: Sequence[str]) -> list[str]:
+        """Close, in the caller's write transaction, each of ``publish_ids`` whose every planned
+        recipient is final (one statement); returns those closed. The caller holds the rows
+        (:meth:`statuses_locked`), so no other outcome of theirs commits in between."""
+        if not publish_ids:
+            return []
+        rows = await conn.execute(_CLOSE_DONE, {"pids": list(publish_ids), "now": time.time()})
+        return [r.id for r in rows.all()]
+
+    async def statuses_locked(self, conn: AsyncConnection, publish_ids: Sequence[str]) -> dict[str, str]:
+        """The statuses of several publishes inside a write transaction, their rows locked
+        ``FOR UPDATE`` on PostgreSQL in id order (two such transactions over overlapping
+        publishes lock them in the same order, so they queue instead of deadlocking). Exclusive
+        rather than shared, unlike :meth:`status_locked`: the caller closes some of them in the
+        same transaction, and two shared holders that both upgrade would deadlock."""
+        q = sa.select(publishes.c.id, publishes.c.status).where(publishes.c.id.in_(list(publish_ids)))
+        q = lock_rows(self.db.dialect, q.order_by(publishes.c.id))
+        return {r.id: r.status for r in (await conn.execute(q)).all()}
 
     async def _closable(self, conn: AsyncConnection, publish_id: str, *, lock: bool = False) -> str | None:
         """The status the publish should close with now (``completed``/``expired``), or None."""

@@ -39,16 +39,20 @@ _recorded_values = attrgetter(*(name for name, _, _ in RECORDED))
 @lru_cache(maxsize=4)
 def _record_sql(dialect: str) -> str:
     if dialect == "postgresql":
-        # $1 updated_at, $2 publish_id, $3 recipient ids, then one array per recorded column.
+        # $1 updated_at, $2 publish ids, $3 recipient ids, then one array per recorded column.
         arrays = ", ".join(
-            ["$3::varchar[]", *(f"${n}::{typ}[]" for n, (_, typ, _) in enumerate(RECORDED, 4))]
+            [
+                "$2::varchar[]",
+                "$3::varchar[]",
+                *(f"${n}::{typ}[]" for n, (_, typ, _) in enumerate(RECORDED, 4)),
+            ]
         )
         names = ", ".join(name for name, _, _ in RECORDED)
         sets = ", ".join(f"{name} = {expr.format('v.' + name)}" for name, _, expr in RECORDED)
         return (
             f"UPDATE deliveries SET {sets}, updated_at = $1 "
-            f"FROM unnest({arrays}) AS v(recipient_id, {names}) "
-            "WHERE deliveries.publish_id = $2 AND deliveries.recipient_id = v.recipient_id"
+            f"FROM unnest({arrays}) AS v(publish_id, recipient_id, {names}) "
+            "WHERE deliveries.publish_id = v.publish_id AND deliveries.recipient_id = v.recipient_id"
         )
     sets = ", ".join(f"{name} = {expr.format('?')}" for name, _, expr in RECORDED)
     return f"UPDATE deliveries SET {sets}, updated_at = ? WHERE publish_id = ? AND recipient_id = ?"
@@ -145,23 +149,32 @@ class Outcomes(Repository):
         await bump(conn, self.db.dialect, publish_id, provider, **deltas)
 
     async def record(self, conn: AsyncConnection, publish_id: str, updates: Sequence[DeliveryUpdate]) -> None:
-        """Write outcomes onto their delivery rows: one statement for the whole chunk.
+        """Write outcomes onto their delivery rows: one statement for the whole chunk."""
+        await self.record_many(conn, {publish_id: updates})
+
+    async def record_many(
+        self, conn: AsyncConnection, updates_by_publish: Mapping[str, Sequence[DeliveryUpdate]]
+    ) -> None:
+        """Write the outcomes of one or many publishes onto their delivery rows in one statement.
 
         SQLite: one prepared UPDATE run over every row (``executemany`` inside sqlite3, no
         per-row work in SQLAlchemy). PostgreSQL: one ``UPDATE … FROM unnest(arrays)``.
         The columns written are :data:`RECORDED`.
         """
-        if not updates:
+        rows = [(pid, u) for pid, updates in updates_by_publish.items() for u in updates]
+        if not rows:
             return
         now = time.time()
         sql = _record_sql(self.db.dialect)
         if self.db.dialect == "postgresql":
-            columns = list(zip(*map(_recorded_values, updates), strict=True))
-            rids = [u.recipient_id for u in updates]
-            await conn.exec_driver_sql(sql, (now, publish_id, rids, *columns))
+            columns = list(zip(*(_recorded_values(u) for _, u in rows), strict=True))
+            pids = [pid for pid, _ in rows]
+            rids = [u.recipient_id for _, u in rows]
+            await conn.exec_driver_sql(sql, (now, pids, rids, *columns))
         else:
-            tail = (now, publish_id)
-            await conn.exec_driver_sql(sql, [(*_recorded_values(u), *tail, u.recipient_id) for u in updates])
+            await conn.exec_driver_sql(
+                sql, [(*_recorded_values(u), now, pid, u.recipient_id) for pid, u in rows]
+            )
 
     async def final_recipients(self, publish_id: str, recipient_ids: Sequence[str]) -> set[str]:
         """Recipients that already have a final outcome (a re-run batch skips them)."""
