@@ -95,6 +95,12 @@ def device_from_row(row: Any) -> Device:
     )
 
 
+#: Built once: the dispatcher asks it before every chunk.
+_STILL_ACTIVE = sa.select(devices.c.id).where(
+    devices.c.id.in_(sa.bindparam("ids", expanding=True)), devices.c.status == "active"
+)
+
+
 class DeviceStore:
     """Writes that come from a request run in :func:`~pushgate.store.memberships.bounded`
     transactions: they raise :class:`~pushgate.store.memberships.TooManyRows` or
@@ -303,10 +309,7 @@ class DeviceStore:
         if not ids:
             return set()
         async with self.db.read() as conn:
-            rows = await conn.execute(
-                sa.select(devices.c.id).where(devices.c.id.in_(ids), devices.c.status == "active")
-            )
-            return {r.id for r in rows}
+            return {r.id for r in await conn.execute(_STILL_ACTIVE, {"ids": ids})}
 
     @staticmethod
     async def invalidate(conn: AsyncConnection, rejected: dict[str, tuple[str, str]], now: float) -> None:

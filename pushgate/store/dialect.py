@@ -20,15 +20,14 @@ def insert_ignoring_conflicts(dialect: str, table: sa.Table, index_elements: Seq
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(index_elements))
 
 
-def upsert_adding_many(
-    dialect: str, table: sa.Table, rows: list[dict[str, object]], key: Sequence[str], add: Sequence[str]
-) -> Insert:
-    """One multi-row ``INSERT … ON CONFLICT (key) DO UPDATE SET c = c + excluded.c``."""
+def upsert_adding(dialect: str, table: sa.Table, key: Sequence[str], add: Sequence[str]) -> Insert:
+    """``INSERT … ON CONFLICT (key) DO UPDATE SET c = c + excluded.c`` without its rows: build it
+    once and run it over a list of row dicts (``executemany``), so its hot callers do not pay
+    for building a statement per call."""
     insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    stmt = insert.values(rows)
-    return stmt.on_conflict_do_update(
+    return insert.on_conflict_do_update(
         index_elements=list(key),
-        set_={name: getattr(table.c, name) + getattr(stmt.excluded, name) for name in add},
+        set_={name: getattr(table.c, name) + getattr(insert.excluded, name) for name in add},
     )
 
 

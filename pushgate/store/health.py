@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import Insert
 
 from pushgate.domain.quarantine import HALF_OPEN, OPEN, Breaker
 from pushgate.store.db import Database
-from pushgate.store.dialect import upsert_adding_many, upsert_replacing
+from pushgate.store.dialect import upsert_adding, upsert_replacing
 from pushgate.store.schema import jobs, origin_health, provider_events, provider_health
 
 _FIELDS = (
@@ -36,6 +38,15 @@ _ORIGIN_FIELDS = (*_FIELDS, "failed_recipient")
 
 def _breaker(row: sa.Row, fields: tuple[str, ...] = _FIELDS) -> Breaker:
     return Breaker(**{f: getattr(row, f) for f in fields})
+
+
+@lru_cache(maxsize=4)
+def _events_upsert(dialect: str) -> Insert:
+    """``count = count + excluded.count`` on the minute's row, built once: it runs in every
+    outcome transaction, and building a multi-row statement per call cost more than running it."""
+    return upsert_adding(
+        dialect, provider_events, ("app_id", "provider", "minute", "error_class"), ("count",)
+    )
 
 
 class ProviderHealthStore:
@@ -172,15 +183,7 @@ class ProviderHealthStore:
             if n
         ]  # sorted: concurrent upserts lock the rows in one order (no deadlock on PostgreSQL)
         if rows:
-            await conn.execute(
-                upsert_adding_many(
-                    self.db.dialect,
-                    provider_events,
-                    rows,
-                    ("app_id", "provider", "minute", "error_class"),
-                    ("count",),
-                )
-            )
+            await conn.execute(_events_upsert(self.db.dialect), rows)
 
     async def window(self, app_id: str, since: float) -> dict[str, dict[str, int]]:
         """Answers per provider and class since ``since`` (whole minutes)."""

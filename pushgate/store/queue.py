@@ -113,6 +113,11 @@ class NewJob:
 _INSERT_JOB = sa.insert(jobs)
 _DELETE = sa.delete(jobs).where(jobs.c.id == sa.bindparam("jid"))
 _DELETE_CLAIMED = sa.delete(jobs).where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
+_DELETE_CLAIMED_MANY = (
+    sa.delete(jobs)
+    .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.claims == sa.bindparam("cl"))
+    .returning(jobs.c.id)
+)
 _ADVANCE = (
     sa.update(jobs)
     .where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
@@ -300,9 +305,7 @@ class JobQueue:
             by_claims.setdefault(claims, []).append(job_id)
         kept: set[int] = set()
         for claims, ids in by_claims.items():  # one statement: a group's jobs share their claim number
-            rows = await conn.execute(
-                sa.delete(jobs).where(jobs.c.id.in_(ids), jobs.c.claims == claims).returning(jobs.c.id)
-            )
+            rows = await conn.execute(_DELETE_CLAIMED_MANY, {"ids": ids, "cl": claims})
             kept.update(int(r.id) for r in rows.all())
         return kept
 

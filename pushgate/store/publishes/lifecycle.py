@@ -100,6 +100,14 @@ def _closable_publish(dialect: str, lock: bool) -> sa.Select:
 
 
 @lru_cache(maxsize=4)
+def _statuses_locked(dialect: str) -> sa.Select:
+    q = sa.select(publishes.c.id, publishes.c.status).where(
+        publishes.c.id.in_(sa.bindparam("pids", expanding=True))
+    )
+    return lock_rows(dialect, q.order_by(publishes.c.id))
+
+
+@lru_cache(maxsize=4)
 def _status_locked(dialect: str, exclusive: bool) -> sa.Select:
     q = sa.select(publishes.c.status).where(publishes.c.id == sa.bindparam("pid"))
     return lock_rows(dialect, q, shared=not exclusive)
@@ -238,9 +246,8 @@ class Lifecycle(Reads):
         publishes lock them in the same order, so they queue instead of deadlocking). Exclusive
         rather than shared, unlike :meth:`status_locked`: the caller closes some of them in the
         same transaction, and two shared holders that both upgrade would deadlock."""
-        q = sa.select(publishes.c.id, publishes.c.status).where(publishes.c.id.in_(list(publish_ids)))
-        q = lock_rows(self.db.dialect, q.order_by(publishes.c.id))
-        return {r.id: r.status for r in (await conn.execute(q)).all()}
+        q = _statuses_locked(self.db.dialect)
+        return {r.id: r.status for r in (await conn.execute(q, {"pids": list(publish_ids)})).all()}
 
     async def _closable(self, conn: AsyncConnection, publish_id: str, *, lock: bool = False) -> str | None:
         """The status the publish should close with now (``completed``/``expired``), or None."""

@@ -15,6 +15,7 @@ from pushgate.store.schema import deliveries, publish_stats, publishes
 
 _BY_ID = sa.select(publishes).where(publishes.c.id == sa.bindparam("pid"))
 _BY_ID_IN_APP = _BY_ID.where(publishes.c.app_id == sa.bindparam("app"))
+_MANY = sa.select(publishes).where(publishes.c.id.in_(sa.bindparam("pids", expanding=True)))
 _STATUS = sa.select(publishes.c.status).where(publishes.c.id == sa.bindparam("pid"))
 _STATS_OF = sa.select(publish_stats).where(publish_stats.c.publish_id == sa.bindparam("pid"))
 
@@ -37,9 +38,7 @@ class Reads(Repository):
     async def get_many(self, publish_ids: Sequence[str]) -> dict[str, Publish]:
         """Several publishes (without counts) in one read, by id; unknown ids are left out."""
         async with self.db.read() as conn:
-            rows = (
-                await conn.execute(sa.select(publishes).where(publishes.c.id.in_(list(publish_ids))))
-            ).all()
+            rows = (await conn.execute(_MANY, {"pids": list(publish_ids)})).all()
         return {r.id: publish_from_row(r) for r in rows}
 
     async def status(self, publish_id: str) -> str | None:
