@@ -2,12 +2,13 @@
 
 The planner walks these pages (never the whole audience in memory); keyset pagination on the
 device id keeps each page an index range scan. Admission resolves a small publish at once
-(:func:`resolve_small`) with the same queries, inside its own transaction.
+(:func:`resolve_small`), a whole group of them at once, inside its own transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.store.db import Database
+from pushgate.store.dialect import placeholders
 from pushgate.store.registrations import token_hash
 from pushgate.store.schema import device_channels, devices
 
@@ -112,35 +114,102 @@ async def _direct_rows(
 SMALL_KINDS = frozenset({"device", "user", "token", "native"})
 
 
-async def resolve_small(
-    conn: AsyncConnection,
-    app_id: str,
-    recipients: list[dict[str, Any]],
-    seen_after: float | None,
-    max_rows: int,
-) -> list[dict[str, Any]] | None:
-    """Every row of a small publish, read in the caller's transaction (admission plans small
-    publishes in its own commit), or None when they are more than ``max_rows`` (or a recipient is
-    not of :data:`SMALL_KINDS`): the planner takes that publish page by page instead.
+@dataclass(frozen=True, slots=True)
+class SmallAudience:
+    """A small publish's recipients, to resolve at admission."""
 
-    The same queries as :meth:`Audience.pages`, each bounded by ``max_rows``: a user with
-    thousands of devices costs one short index read here, not thousands of rows.
+    app_id: str
+    #: Entries of :data:`SMALL_KINDS` only.
+    recipients: list[dict[str, Any]]
+    #: Devices last seen before this epoch time are skipped.
+    seen_after: float | None
+    #: More rows than this: not resolved here (the planner pages through it).
+    max_rows: int
+
+
+#: Users per statement of :func:`resolve_small` (SQLite allows 500 terms in a compound SELECT).
+_USERS_PER_STATEMENT = 200
+
+
+@lru_cache(maxsize=64)
+def _users_sql(dialect: str, parts: int) -> str:
+    """One bounded index range per (app, user), all in one statement: ``UNION ALL`` of
+    ``LIMIT``ed selects, each an index search on ``ix_devices_app_user``. (A row-value ``IN``
+    or a window function made SQLite scan the index; text SQL skips building the statement per
+    group, as the outcome statements do.)"""
+    marks = placeholders(dialect, 4 * parts)
+    return " UNION ALL ".join(
+        f"SELECT * FROM (SELECT {k} AS part, id, provider, token, environment, last_seen_at "
+        f'FROM devices WHERE app_id = {marks[4 * k]} AND "user" = {marks[4 * k + 1]} '
+        f"AND status = 'active' AND last_seen_at >= {marks[4 * k + 2]} "
+        f"ORDER BY id LIMIT {marks[4 * k + 3]}) AS p{k}"
+        for k in range(parts)
+    )
+
+
+_DEVICES_BY_ID = sa.select(*_COLUMNS, devices.c.app_id, devices.c.status, devices.c.last_seen_at).where(
+    devices.c.id.in_(sa.bindparam("ids", expanding=True))
+)
+
+
+async def resolve_small(
+    conn: AsyncConnection, dialect: str, wants: Sequence[SmallAudience]
+) -> list[list[dict[str, Any]] | None]:
+    """The rows of each small publish, read in the caller's transaction (admission plans a
+    group's small publishes in its commit), or None for one whose rows are more than its
+    ``max_rows``: the planner takes that one page by page.
+
+    The rows are the planner's (:meth:`Audience.pages`: active, fresh, each user's in device
+    id order), read for the whole group at once: every user's devices in one statement (each a
+    bounded index search: a user with thousands of devices costs one short read), every device id
+    in another; raw tokens one lookup each.
     """
+    if not wants:
+        return []
+    users = sorted({(w.app_id, e["user"]) for w in wants for e in w.recipients if e["type"] == "user"})
+    ids = sorted({e["device_id"] for w in wants for e in w.recipients if e["type"] == "device"})
+    bound = max(w.max_rows for w in wants) + 1
+    cutoffs = [w.seen_after for w in wants]
+    floor = -1.0 if None in cutoffs else min(c for c in cutoffs if c is not None)
+    by_user: dict[tuple[str, str], list[Any]] = {}
+    for k in range(0, len(users), _USERS_PER_STATEMENT):
+        chunk = users[k : k + _USERS_PER_STATEMENT]
+        params = tuple(x for app, user in chunk for x in (app, user, floor, bound))
+        for r in (await conn.exec_driver_sql(_users_sql(dialect, len(chunk)), params)).all():
+            by_user.setdefault(chunk[r.part], []).append(r)
+    by_id = {r.id: r for r in (await conn.execute(_DEVICES_BY_ID, {"ids": ids})).all()} if ids else {}
+    return [await _small_rows(conn, w, by_user, by_id, bound) for w in wants]
+
+
+async def _small_rows(
+    conn: AsyncConnection,
+    w: SmallAudience,
+    by_user: dict[tuple[str, str], list[Any]],
+    by_id: dict[str, Any],
+    bound: int,
+) -> list[dict[str, Any]] | None:
+    """One publish's rows from the group's reads (see :func:`resolve_small`)."""
+
+    def fresh(r: Any) -> bool:
+        return w.seen_after is None or r.last_seen_at >= w.seen_after
+
     out: list[dict[str, Any]] = []
-    fresh = seen_after is not None
-    for entry in recipients:
+    for entry in w.recipients:
         kind = entry["type"]
-        if kind not in SMALL_KINDS:
-            return None
         if kind == "user":
-            params = {"app": app_id, "user": entry["user"], "lim": max_rows + 1, "seen": seen_after}
-            out += [_row(r) for r in (await conn.execute(_page_query("user", False, fresh), params)).all()]
+            found = by_user.get((w.app_id, entry["user"]), [])
+            if len(found) >= bound:
+                return None  # cut at the bound: more devices than fit
+            out += [_row(r) for r in found if fresh(r)]
         elif kind == "device":
-            params = {"app": app_id, "dev": entry["device_id"], "seen": seen_after}
-            out += [_row(r) for r in (await conn.execute(_page_query("device", False, fresh), params)).all()]
+            r = by_id.get(entry["device_id"])
+            if r is not None and r.app_id == w.app_id and r.status == "active" and fresh(r):
+                out.append(_row(r))
+        elif kind in ("token", "native"):
+            out += await _direct_rows(conn, w.app_id, entry, w.seen_after)
         else:
-            out += await _direct_rows(conn, app_id, entry, seen_after)
-        if len(out) > max_rows:
+            return None
+        if len(out) > w.max_rows:
             return None
     return out
 

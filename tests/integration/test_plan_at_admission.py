@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.api import fcm_token, publish, publish_status, register
+from support.api import fcm_token, gather_limited, publish, publish_status, register
 from support.gateway import Gateway
 from support.lab import Lab
+from support.wait import wait_for
 
 from pushgate.domain.ids import new_id
 from pushgate.domain.jobs import PlanPayload
@@ -96,12 +97,23 @@ async def _outcome(db: Database, store: PublishStore, app_id: str, publish_id: s
 
 
 async def _plan_both_ways(
-    db: Database, request: dict[str, Any], *, max_rows: int = 20, expire_at: float | None = None
+    db: Database,
+    request: dict[str, Any],
+    *,
+    max_rows: int = 20,
+    expire_at: float | None = None,
+    seen_after: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], Publish]:
     """Admit ``request`` planned at admission, and again through the planner; both outcomes."""
     app = await AppStore(db).get_by_name("default") or (await AppStore(db).create("default"))[0]
     store = PublishStore(db)
-    plan = InlinePlan(app_name=app.name, configured=frozenset({"fcm"}), batch_size=2, max_rows=max_rows)
+    plan = InlinePlan(
+        app_name=app.name,
+        configured=frozenset({"fcm"}),
+        batch_size=2,
+        max_rows=max_rows,
+        seen_after=seen_after,
+    )
     inline, created = await store.admit(
         app.id, request, idempotency_key=None, expire_at=expire_at, window_seconds=60, plan=plan
     )
@@ -112,7 +124,14 @@ async def _plan_both_ways(
     # (The inline publish's dispatch jobs are claimed too: only kinds and payloads are compared.)
     [job] = [j for j in await JobQueue(db).claim("planner", 100, 60) if j.kind == "plan"]
     assert job.publish_id == queued.id
-    ctx = PlanContext(app_name=app.name, configured={"fcm"}, batch_size=2, page_size=10, lease_seconds=60)
+    ctx = PlanContext(
+        app_name=app.name,
+        configured={"fcm"},
+        batch_size=2,
+        page_size=10,
+        lease_seconds=60,
+        seen_after=seen_after,
+    )
     await Planner(db, store, lambda: None).run(job.typed(PlanPayload), queued, ctx)
     return (
         await _outcome(db, store, app.id, inline.id),
@@ -171,6 +190,26 @@ async def test_a_small_publish_with_nothing_to_send_ends_at_admission(
     if status == "failed":
         stored = await PublishStore(db).get(app.id, pub.id)
         assert stored is not None and stored.error_code == "no_credentials"
+
+
+async def test_stale_devices_are_skipped_at_admission_as_in_the_planner(db: Database) -> None:
+    """``devices.max_inactive_days``: a device not seen since the cutoff is reached through
+    neither its user nor its id, as in the planner."""
+    app, _ = await AppStore(db).create("default")
+    ids = await _devices(db, app.id, [("fcm", "dave"), ("fcm", "dave"), ("fcm", None)])
+    async with db.write() as conn:
+        await conn.execute(
+            sa.update(devices)
+            .where(devices.c.id.in_([ids[0], ids[2]]))
+            .values(last_seen_at=time.time() - 86400 * 40)
+        )
+    request = {
+        "recipients": [{"type": "user", "user": "dave"}, {"type": "device", "device_id": ids[2]}],
+        "notification": {"title": "t"},
+    }
+    inline, planned, _ = await _plan_both_ways(db, request, seen_after=time.time() - 86400 * 30)
+    assert inline == {**planned, "kinds": inline["kinds"]}
+    assert [r[0] for r in inline["records"]] == [ids[1]]
 
 
 async def test_an_expired_small_publish_expires_at_admission_as_in_the_planner(db: Database) -> None:
@@ -275,7 +314,12 @@ async def test_200_concurrent_single_user_publishes_notify_every_device_once(
         *(publish(c, recipients=[{"type": "user", "user": f"conc-{i}"}]) for i in range(200))
     )
     assert len(set(ids)) == 200
-    finals = await asyncio.gather(*(gateway.wait_done(pid) for pid in ids))
+    # One poller at the lab, then the publishes 20 at a time: 200 pollers at once would measure
+    # the connection pool, not the gateway.
+    await wait_for(
+        lambda: len(lab.ledger("fcm")["items"]) >= 200, 60, "200 notifications at the lab", interval=0.2
+    )
+    finals = await gather_limited([gateway.wait_done(pid) for pid in ids], limit=20)
     assert all(f["status"] == "completed" and f["counts"]["sent"] == 1 for f in finals)
     counts = Counter(item["token"] for item in lab.ledger("fcm")["items"])
     assert counts == dict.fromkeys(tokens, 1)
