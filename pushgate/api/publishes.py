@@ -181,7 +181,8 @@ async def _inline_plan(
     app: AppDep, services: ServicesDep, recipients: list[dict[str, Any]]
 ) -> InlinePlan | None:
     """How admission may plan this publish itself (``engine.plan_at_admission``), or None for a
-    channel or a long list: those go to the planner, page by page."""
+    long list: it goes to the planner, page by page (so does one whose users or channels turn out
+    to reach more devices)."""
     e = services.settings.engine
     if len(recipients) > e.plan_at_admission or any(r["type"] not in SMALL_KINDS for r in recipients):
         return None

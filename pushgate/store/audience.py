@@ -110,8 +110,9 @@ async def _direct_rows(
     ]
 
 
-#: Recipient types :func:`resolve_small` resolves (a channel's size is unknown until read).
-SMALL_KINDS = frozenset({"device", "user", "token", "native"})
+#: Recipient types :func:`resolve_small` resolves. A channel or a user is read up to one row
+#: past the bound: one with more devices than fit goes to the planner.
+SMALL_KINDS = frozenset({"device", "user", "channel", "token", "native"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,24 +128,51 @@ class SmallAudience:
     max_rows: int
 
 
-#: Users per statement of :func:`resolve_small` (SQLite allows 500 terms in a compound SELECT).
-_USERS_PER_STATEMENT = 200
+#: Users (or channels) per statement of :func:`resolve_small` (SQLite allows 500 terms in a
+#: compound SELECT).
+_PARTS_PER_STATEMENT = 200
+
+#: The bounded read of one user's or one channel's devices: the planner's page query
+#: (:func:`_page_query`) as text, with the part's number.
+_PART_SQL = {
+    "user": (
+        "SELECT {k} AS part, id, provider, token, environment, last_seen_at FROM devices "
+        "WHERE app_id = {0} AND \"user\" = {1} AND status = 'active' AND last_seen_at >= {2} "
+        "ORDER BY id LIMIT {3}"
+    ),
+    "channel": (
+        "SELECT {k} AS part, d.id, d.provider, d.token, d.environment, d.last_seen_at "
+        "FROM device_channels dc JOIN devices d ON d.id = dc.device_id "
+        "WHERE dc.app_id = {0} AND dc.channel = {1} AND d.status = 'active' "
+        "AND d.last_seen_at >= {2} ORDER BY dc.device_id LIMIT {3}"
+    ),
+}
 
 
-@lru_cache(maxsize=64)
-def _users_sql(dialect: str, parts: int) -> str:
-    """One bounded index range per (app, user), all in one statement: ``UNION ALL`` of
-    ``LIMIT``ed selects, each an index search on ``ix_devices_app_user``. (A row-value ``IN``
-    or a window function made SQLite scan the index; text SQL skips building the statement per
-    group, as the outcome statements do.)"""
+@lru_cache(maxsize=128)
+def _parts_sql(dialect: str, kind: str, parts: int) -> str:
+    """One bounded index range per (app, user) or (app, channel), all in one statement: ``UNION
+    ALL`` of ``LIMIT``ed selects, each an index search (``ix_devices_app_user``, the
+    ``device_channels`` key). (A row-value ``IN`` or a window function made SQLite scan the
+    index; text SQL skips building the statement per group, as the outcome statements do.)"""
     marks = placeholders(dialect, 4 * parts)
     return " UNION ALL ".join(
-        f"SELECT * FROM (SELECT {k} AS part, id, provider, token, environment, last_seen_at "
-        f'FROM devices WHERE app_id = {marks[4 * k]} AND "user" = {marks[4 * k + 1]} '
-        f"AND status = 'active' AND last_seen_at >= {marks[4 * k + 2]} "
-        f"ORDER BY id LIMIT {marks[4 * k + 3]}) AS p{k}"
+        f"SELECT * FROM ({_PART_SQL[kind].format(*marks[4 * k : 4 * k + 4], k=k)}) AS p{k}"
         for k in range(parts)
     )
+
+
+async def _bounded_reads(
+    conn: AsyncConnection, dialect: str, kind: str, keys: list[tuple[str, str]], floor: float, bound: int
+) -> dict[tuple[str, str], list[Any]]:
+    """Each (app, user) or (app, channel)'s first ``bound`` devices seen since ``floor``."""
+    found: dict[tuple[str, str], list[Any]] = {}
+    for k in range(0, len(keys), _PARTS_PER_STATEMENT):
+        chunk = keys[k : k + _PARTS_PER_STATEMENT]
+        params = tuple(x for app, name in chunk for x in (app, name, floor, bound))
+        for r in (await conn.exec_driver_sql(_parts_sql(dialect, kind, len(chunk)), params)).all():
+            found.setdefault(chunk[r.part], []).append(r)
+    return found
 
 
 _DEVICES_BY_ID = sa.select(*_COLUMNS, devices.c.app_id, devices.c.status, devices.c.last_seen_at).where(
@@ -159,32 +187,34 @@ async def resolve_small(
     group's small publishes in its commit), or None for one whose rows are more than its
     ``max_rows``: the planner takes that one page by page.
 
-    The rows are the planner's (:meth:`Audience.pages`: active, fresh, each user's in device
-    id order), read for the whole group at once: every user's devices in one statement (each a
-    bounded index search: a user with thousands of devices costs one short read), every device id
-    in another; raw tokens one lookup each.
+    The rows are the planner's (:meth:`Audience.pages`: active, fresh, each user's and each
+    channel's in device id order), read for the whole group at once: every user's devices in one
+    statement, every channel's in another (each a bounded index search: a user or channel with
+    thousands of devices costs one short read), every device id in a third; raw tokens one lookup
+    each.
     """
     if not wants:
         return []
-    users = sorted({(w.app_id, e["user"]) for w in wants for e in w.recipients if e["type"] == "user"})
+
+    def named(kind: str) -> list[tuple[str, str]]:
+        return sorted({(w.app_id, e[kind]) for w in wants for e in w.recipients if e["type"] == kind})
+
     ids = sorted({e["device_id"] for w in wants for e in w.recipients if e["type"] == "device"})
     bound = max(w.max_rows for w in wants) + 1
     cutoffs = [w.seen_after for w in wants]
     floor = -1.0 if None in cutoffs else min(c for c in cutoffs if c is not None)
-    by_user: dict[tuple[str, str], list[Any]] = {}
-    for k in range(0, len(users), _USERS_PER_STATEMENT):
-        chunk = users[k : k + _USERS_PER_STATEMENT]
-        params = tuple(x for app, user in chunk for x in (app, user, floor, bound))
-        for r in (await conn.exec_driver_sql(_users_sql(dialect, len(chunk)), params)).all():
-            by_user.setdefault(chunk[r.part], []).append(r)
+    by_name = {
+        kind: await _bounded_reads(conn, dialect, kind, named(kind), floor, bound)
+        for kind in ("user", "channel")
+    }
     by_id = {r.id: r for r in (await conn.execute(_DEVICES_BY_ID, {"ids": ids})).all()} if ids else {}
-    return [await _small_rows(conn, w, by_user, by_id, bound) for w in wants]
+    return [await _small_rows(conn, w, by_name, by_id, bound) for w in wants]
 
 
 async def _small_rows(
     conn: AsyncConnection,
     w: SmallAudience,
-    by_user: dict[tuple[str, str], list[Any]],
+    by_name: dict[str, dict[tuple[str, str], list[Any]]],
     by_id: dict[str, Any],
     bound: int,
 ) -> list[dict[str, Any]] | None:
@@ -196,8 +226,8 @@ async def _small_rows(
     out: list[dict[str, Any]] = []
     for entry in w.recipients:
         kind = entry["type"]
-        if kind == "user":
-            found = by_user.get((w.app_id, entry["user"]), [])
+        if kind in ("user", "channel"):
+            found = by_name[kind].get((w.app_id, entry[kind]), [])
             if len(found) >= bound:
                 return None  # cut at the bound: more devices than fit
             out += [_row(r) for r in found if fresh(r)]

@@ -30,7 +30,7 @@ from pushgate.store.db import Database
 from pushgate.store.devices import token_hash
 from pushgate.store.publishes import InlinePlan, Publish, PublishStore
 from pushgate.store.queue import JobQueue
-from pushgate.store.schema import deliveries, devices, jobs
+from pushgate.store.schema import deliveries, device_channels, devices, jobs
 
 
 @pytest.fixture
@@ -248,23 +248,73 @@ async def test_a_small_publish_cancelled_right_after_admission_sends_nothing(db:
 
 
 async def test_a_publish_over_the_bound_goes_to_the_planner(db: Database) -> None:
-    """A user with more devices than ``max_rows`` (or a channel) is left to the planner: the
+    """A user or a channel with more devices than ``max_rows`` is left to the planner: the
     publish is accepted with its plan job and nothing else, then planned as always."""
     app, _ = await AppStore(db).create("default")
-    await _devices(db, app.id, [("fcm", "crowd")] * 4)
-    request = {"recipients": [{"type": "user", "user": "crowd"}], "notification": {"title": "t"}}
+    crowd = await _devices(db, app.id, [("fcm", "crowd")] * 4)
+    await _join(db, app.id, "c", crowd)
     store = PublishStore(db)
     plan = InlinePlan(app_name=app.name, configured=frozenset({"fcm"}), batch_size=2, max_rows=3)
-    pub, _ = await store.admit(
-        app.id, request, idempotency_key=None, expire_at=None, window_seconds=60, plan=plan
+    for recipient in ({"type": "user", "user": "crowd"}, {"type": "channel", "channel": "c"}):
+        request = {"recipients": [recipient], "notification": {"title": "t"}}
+        pub, _ = await store.admit(
+            app.id, request, idempotency_key=None, expire_at=None, window_seconds=60, plan=plan
+        )
+        out = await _outcome(db, store, app.id, pub.id)
+        assert (pub.status, out["status"], out["kinds"], out["records"]) == (
+            "accepted",
+            "accepted",
+            ["plan"],
+            [],
+        ), recipient
+
+
+async def _join(db: Database, app_id: str, channel: str, device_ids: list[str]) -> None:
+    async with db.write() as conn:
+        await conn.execute(
+            sa.insert(device_channels),
+            [{"app_id": app_id, "channel": channel, "device_id": d} for d in device_ids],
+        )
+
+
+async def test_a_small_channel_is_planned_at_admission_as_the_planner_would(db: Database) -> None:
+    """A channel of a few devices (one stale, one removed, one also reached through its user):
+    the planner's records, counters and targets, written in admission's commit."""
+    app, _ = await AppStore(db).create("default")
+    ids = await _devices(
+        db, app.id, [("fcm", "erin"), ("fcm", None), ("fcm", None), ("fcm", None), ("apns", None)]
     )
-    out = await _outcome(db, store, app.id, pub.id)
-    assert (pub.status, out["status"], out["kinds"], out["records"]) == ("accepted", "accepted", ["plan"], [])
-    channel = {"recipients": [{"type": "channel", "channel": "c"}], "notification": {"title": "t"}}
-    pub, _ = await store.admit(
-        app.id, channel, idempotency_key=None, expire_at=None, window_seconds=60, plan=plan
-    )
-    assert (await _outcome(db, store, app.id, pub.id))["kinds"] == ["plan"]
+    await _join(db, app.id, "small", ids)
+    await _join(db, app.id, "other", [ids[1]])
+    async with db.write() as conn:
+        await conn.execute(
+            sa.update(devices).where(devices.c.id == ids[2]).values(last_seen_at=time.time() - 86400 * 40)
+        )
+        await conn.execute(sa.update(devices).where(devices.c.id == ids[3]).values(status="removed"))
+    request = {
+        "recipients": [{"type": "channel", "channel": "small"}, {"type": "user", "user": "erin"}],
+        "notification": {"title": "t"},
+    }
+    inline, planned, pub = await _plan_both_ways(db, request, seen_after=time.time() - 86400 * 30)
+    assert pub.status == "dispatching" and pub.planning_done
+    assert inline == {**planned, "kinds": inline["kinds"]}
+    assert sorted(r[0] for r in inline["records"]) == sorted([ids[0], ids[1], ids[4]])
+    assert inline["counts"]["planned"] == 3 and inline["counts"]["failed"] == 1  # apns: no credentials
+
+
+async def test_a_publish_to_an_empty_channel_completes_at_admission(db: Database) -> None:
+    """Nobody in the channel (or only a device of another app, or of another channel): the
+    publish is completed in its own commit, as the planner would close it, with no job."""
+    app, _ = await AppStore(db).create("default")
+    other, _ = await AppStore(db).create("other")
+    [theirs] = await _devices(db, other.id, [("fcm", None)])
+    [ours] = await _devices(db, app.id, [("fcm", None)])
+    await _join(db, other.id, "news", [theirs])
+    await _join(db, app.id, "sports", [ours])
+    request = {"recipients": [{"type": "channel", "channel": "news"}], "notification": {"title": "t"}}
+    inline, planned, pub = await _plan_both_ways(db, request)
+    assert inline == planned
+    assert (pub.status, inline["kinds"], inline["records"]) == ("completed", [], [])
 
 
 # ---- through the HTTP API, counted at the lab -----------------------------------------------------
