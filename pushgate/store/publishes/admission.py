@@ -132,7 +132,13 @@ class _GroupCommit:
                 for p, plan in small
             ]
             for (p, _), rows in zip(small, await resolve_small(conn, self.db.dialect, wants), strict=True):
-                if rows is not None:
+                if rows == []:
+                    # Nobody to reach: written completed, as the planner's close would leave it
+                    # (no records, no counters), without its lookups (a quarter of the API's
+                    # CPU per publish to an empty channel).
+                    p.status, p.started_at, p.planning_done = PublishStatus.COMPLETED.value, now, True
+                    p.completed_at = now
+                elif rows is not None:
                     planned[p.id] = rows
                     # Planned in this commit: as the planner's last page leaves it.
                     p.status, p.started_at, p.planning_done = PublishStatus.DISPATCHING.value, now, True
@@ -149,11 +155,12 @@ class _GroupCommit:
                         "planning_done": p.planning_done,
                         "created_at": p.created_at,
                         "started_at": p.started_at,
+                        "completed_at": p.completed_at,
                     }
                     for p, _, _ in group
                 ],
             )
-            jobs = [NewJob(p.app_id, p.id, PlanPayload()) for p, _, _ in group if p.id not in planned]
+            jobs = [NewJob(p.app_id, p.id, PlanPayload()) for p, _, _ in group if not p.planning_done]
             jobs += await self._plan(
                 conn, [(p, plan) for p, _, plan in group if p.id in planned and plan], planned, now
             )
