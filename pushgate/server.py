@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -56,7 +56,7 @@ def _request_log(app: ASGIApp) -> ASGIApp:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        rid = uuid.uuid4().hex[:12]
+        rid = os.urandom(6).hex()  # 12 hex digits as before, without building a UUID
         start = time.perf_counter()
         status = 0
 
