@@ -162,6 +162,11 @@ def _parts_sql(dialect: str, kind: str, parts: int) -> str:
     )
 
 
+def _padded(n: int) -> int:
+    """``n`` rounded up to a power of two, at most :data:`_PARTS_PER_STATEMENT`."""
+    return min(1 << (n - 1).bit_length(), _PARTS_PER_STATEMENT)
+
+
 async def _bounded_reads(
     conn: AsyncConnection, dialect: str, kind: str, keys: list[tuple[str, str]], floor: float, bound: int
 ) -> dict[tuple[str, str], list[Any]]:
@@ -169,8 +174,11 @@ async def _bounded_reads(
     found: dict[tuple[str, str], list[Any]] = {}
     for k in range(0, len(keys), _PARTS_PER_STATEMENT):
         chunk = keys[k : k + _PARTS_PER_STATEMENT]
-        params = tuple(x for app, name in chunk for x in (app, name, floor, bound))
-        for r in (await conn.exec_driver_sql(_parts_sql(dialect, kind, len(chunk)), params)).all():
+        # Padded to a few sizes with a key no row has: each size is one statement text, which the
+        # drivers prepare once per connection (asyncpg keeps 100, sqlite3 128 per connection).
+        padded = chunk + [("", "")] * (_padded(len(chunk)) - len(chunk))
+        params = tuple(x for app, name in padded for x in (app, name, floor, bound))
+        for r in (await conn.exec_driver_sql(_parts_sql(dialect, kind, len(padded)), params)).all():
             found.setdefault(chunk[r.part], []).append(r)
     return found
 
