@@ -87,7 +87,7 @@ class EngineSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_size: AtLeastOne = 500
     #: Recipients resolved per planner page.
     plan_page_size: AtLeastOne = 2000
-    #: A publish of at most this many device, user or token recipients that resolve to at most
+    #: A publish of at most this many device, user, channel or token recipients that resolve to at most
     #: this many devices is planned inside admission's transaction (no plan job); 0: never.
     plan_at_admission: Annotated[int, msgspec.Meta(ge=0, le=500)] = 20
     #: A claimed small dispatch job (at most 20 targets) takes up to this many more of its app

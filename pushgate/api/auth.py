@@ -163,7 +163,9 @@ async def _lookup(
 
 async def authenticate(request: Request[Any, Any, Any]) -> None:
     gate: Gatekeeper = request.app.state.services.gate
-    address = client_key(request.client.host if request.client else None)
+    # The ASGI scope's (host, port) as is: Litestar's ``request.client`` builds an object per call.
+    peer = request.scope.get("client")
+    address = client_key(peer[0] if peer else None)
     blocked = gate.failures.retry_after(address)
     if blocked > 0:
         raise _blocked(blocked)

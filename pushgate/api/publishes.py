@@ -37,6 +37,7 @@ from pushgate.api.schemas import (
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.rendering import NotificationError, oversize, render_for
+from pushgate.domain.status import OPEN_PUBLISH
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
 from pushgate.providers import registry
 from pushgate.store.audience import SMALL_KINDS
@@ -181,7 +182,8 @@ async def _inline_plan(
     app: AppDep, services: ServicesDep, recipients: list[dict[str, Any]]
 ) -> InlinePlan | None:
     """How admission may plan this publish itself (``engine.plan_at_admission``), or None for a
-    channel or a long list: those go to the planner, page by page."""
+    long list: it goes to the planner, page by page (so does one whose users or channels turn out
+    to reach more devices)."""
     e = services.settings.engine
     if len(recipients) > e.plan_at_admission or any(r["type"] not in SMALL_KINDS for r in recipients):
         return None
@@ -265,7 +267,9 @@ class PublishController(Controller):
             window_seconds=limits.idempotency_window_hours * 3600,
             plan=await _inline_plan(app, services, recipients),
         )
-        if created and services.engine is not None:
+        # A publish closed in its own commit (nobody to reach) queued no job: waking the workers
+        # would only make each run an empty claim (a sixth of the CPU of bench admission).
+        if created and services.engine is not None and pub.status in OPEN_PUBLISH:
             services.engine.notify()
         headers = {} if created else {"Idempotent-Replayed": "true"}
         return Response(PublishAccepted(pub.id, pub.status), status_code=HTTP_202_ACCEPTED, headers=headers)

@@ -2,12 +2,13 @@
 
 The planner walks these pages (never the whole audience in memory); keyset pagination on the
 device id keeps each page an index range scan. Admission resolves a small publish at once
-(:func:`resolve_small`) with the same queries, inside its own transaction.
+(:func:`resolve_small`), a whole group of them at once, inside its own transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -15,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.store.db import Database
+from pushgate.store.dialect import placeholders
 from pushgate.store.registrations import token_hash
 from pushgate.store.schema import device_channels, devices
 
@@ -108,39 +110,144 @@ async def _direct_rows(
     ]
 
 
-#: Recipient types :func:`resolve_small` resolves (a channel's size is unknown until read).
-SMALL_KINDS = frozenset({"device", "user", "token", "native"})
+#: Recipient types :func:`resolve_small` resolves. A channel or a user is read up to one row
+#: past the bound: one with more devices than fit goes to the planner.
+SMALL_KINDS = frozenset({"device", "user", "channel", "token", "native"})
+
+
+@dataclass(frozen=True, slots=True)
+class SmallAudience:
+    """A small publish's recipients, to resolve at admission."""
+
+    app_id: str
+    #: Entries of :data:`SMALL_KINDS` only.
+    recipients: list[dict[str, Any]]
+    #: Devices last seen before this epoch time are skipped.
+    seen_after: float | None
+    #: More rows than this: not resolved here (the planner pages through it).
+    max_rows: int
+
+
+#: Users (or channels) per statement of :func:`resolve_small` (SQLite allows 500 terms in a
+#: compound SELECT).
+_PARTS_PER_STATEMENT = 200
+
+#: The bounded read of one user's or one channel's devices: the planner's page query
+#: (:func:`_page_query`) as text, with the part's number.
+_PART_SQL = {
+    "user": (
+        "SELECT {k} AS part, id, provider, token, environment, last_seen_at FROM devices "
+        "WHERE app_id = {0} AND \"user\" = {1} AND status = 'active' AND last_seen_at >= {2} "
+        "ORDER BY id LIMIT {3}"
+    ),
+    "channel": (
+        "SELECT {k} AS part, d.id, d.provider, d.token, d.environment, d.last_seen_at "
+        "FROM device_channels dc JOIN devices d ON d.id = dc.device_id "
+        "WHERE dc.app_id = {0} AND dc.channel = {1} AND d.status = 'active' "
+        "AND d.last_seen_at >= {2} ORDER BY dc.device_id LIMIT {3}"
+    ),
+}
+
+
+@lru_cache(maxsize=128)
+def _parts_sql(dialect: str, kind: str, parts: int) -> str:
+    """One bounded index range per (app, user) or (app, channel), all in one statement: ``UNION
+    ALL`` of ``LIMIT``ed selects, each an index search (``ix_devices_app_user``, the
+    ``device_channels`` key). (A row-value ``IN`` or a window function made SQLite scan the
+    index; text SQL skips building the statement per group, as the outcome statements do.)"""
+    marks = placeholders(dialect, 4 * parts)
+    return " UNION ALL ".join(
+        f"SELECT * FROM ({_PART_SQL[kind].format(*marks[4 * k : 4 * k + 4], k=k)}) AS p{k}"
+        for k in range(parts)
+    )
+
+
+def _padded(n: int) -> int:
+    """``n`` rounded up to a power of two, at most :data:`_PARTS_PER_STATEMENT`."""
+    return min(1 << (n - 1).bit_length(), _PARTS_PER_STATEMENT)
+
+
+async def _bounded_reads(
+    conn: AsyncConnection, dialect: str, kind: str, keys: list[tuple[str, str]], floor: float, bound: int
+) -> dict[tuple[str, str], list[Any]]:
+    """Each (app, user) or (app, channel)'s first ``bound`` devices seen since ``floor``."""
+    found: dict[tuple[str, str], list[Any]] = {}
+    for k in range(0, len(keys), _PARTS_PER_STATEMENT):
+        chunk = keys[k : k + _PARTS_PER_STATEMENT]
+        # Padded to a few sizes with a key no row has: each size is one statement text, which the
+        # drivers prepare once per connection (asyncpg keeps 100, sqlite3 128 per connection).
+        padded = chunk + [("", "")] * (_padded(len(chunk)) - len(chunk))
+        params = tuple(x for app, name in padded for x in (app, name, floor, bound))
+        for r in (await conn.exec_driver_sql(_parts_sql(dialect, kind, len(padded)), params)).all():
+            found.setdefault(chunk[r.part], []).append(r)
+    return found
+
+
+_DEVICES_BY_ID = sa.select(*_COLUMNS, devices.c.app_id, devices.c.status, devices.c.last_seen_at).where(
+    devices.c.id.in_(sa.bindparam("ids", expanding=True))
+)
 
 
 async def resolve_small(
-    conn: AsyncConnection,
-    app_id: str,
-    recipients: list[dict[str, Any]],
-    seen_after: float | None,
-    max_rows: int,
-) -> list[dict[str, Any]] | None:
-    """Every row of a small publish, read in the caller's transaction (admission plans small
-    publishes in its own commit), or None when they are more than ``max_rows`` (or a recipient is
-    not of :data:`SMALL_KINDS`): the planner takes that publish page by page instead.
+    conn: AsyncConnection, dialect: str, wants: Sequence[SmallAudience]
+) -> list[list[dict[str, Any]] | None]:
+    """The rows of each small publish, read in the caller's transaction (admission plans a
+    group's small publishes in its commit), or None for one whose rows are more than its
+    ``max_rows``: the planner takes that one page by page.
 
-    The same queries as :meth:`Audience.pages`, each bounded by ``max_rows``: a user with
-    thousands of devices costs one short index read here, not thousands of rows.
+    The rows are the planner's (:meth:`Audience.pages`: active, fresh, each user's and each
+    channel's in device id order), read for the whole group at once: every user's devices in one
+    statement, every channel's in another (each a bounded index search: a user or channel with
+    thousands of devices costs one short read), every device id in a third; raw tokens one lookup
+    each.
     """
+    if not wants:
+        return []
+
+    def named(kind: str) -> list[tuple[str, str]]:
+        return sorted({(w.app_id, e[kind]) for w in wants for e in w.recipients if e["type"] == kind})
+
+    ids = sorted({e["device_id"] for w in wants for e in w.recipients if e["type"] == "device"})
+    bound = max(w.max_rows for w in wants) + 1
+    cutoffs = [w.seen_after for w in wants]
+    floor = -1.0 if None in cutoffs else min(c for c in cutoffs if c is not None)
+    by_name = {
+        kind: await _bounded_reads(conn, dialect, kind, named(kind), floor, bound)
+        for kind in ("user", "channel")
+    }
+    by_id = {r.id: r for r in (await conn.execute(_DEVICES_BY_ID, {"ids": ids})).all()} if ids else {}
+    return [await _small_rows(conn, w, by_name, by_id, bound) for w in wants]
+
+
+async def _small_rows(
+    conn: AsyncConnection,
+    w: SmallAudience,
+    by_name: dict[str, dict[tuple[str, str], list[Any]]],
+    by_id: dict[str, Any],
+    bound: int,
+) -> list[dict[str, Any]] | None:
+    """One publish's rows from the group's reads (see :func:`resolve_small`)."""
+
+    def fresh(r: Any) -> bool:
+        return w.seen_after is None or r.last_seen_at >= w.seen_after
+
     out: list[dict[str, Any]] = []
-    fresh = seen_after is not None
-    for entry in recipients:
+    for entry in w.recipients:
         kind = entry["type"]
-        if kind not in SMALL_KINDS:
-            return None
-        if kind == "user":
-            params = {"app": app_id, "user": entry["user"], "lim": max_rows + 1, "seen": seen_after}
-            out += [_row(r) for r in (await conn.execute(_page_query("user", False, fresh), params)).all()]
+        if kind in ("user", "channel"):
+            found = by_name[kind].get((w.app_id, entry[kind]), [])
+            if len(found) >= bound:
+                return None  # cut at the bound: more devices than fit
+            out += [_row(r) for r in found if fresh(r)]
         elif kind == "device":
-            params = {"app": app_id, "dev": entry["device_id"], "seen": seen_after}
-            out += [_row(r) for r in (await conn.execute(_page_query("device", False, fresh), params)).all()]
+            r = by_id.get(entry["device_id"])
+            if r is not None and r.app_id == w.app_id and r.status == "active" and fresh(r):
+                out.append(_row(r))
+        elif kind in ("token", "native"):
+            out += await _direct_rows(conn, w.app_id, entry, w.seen_after)
         else:
-            out += await _direct_rows(conn, app_id, entry, seen_after)
-        if len(out) > max_rows:
+            return None
+        if len(out) > w.max_rows:
             return None
     return out
 

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,35 @@ PROBE_BYTES = 16384
 #: free list, to count as writable: a chunk's outcomes take a few dozen.
 SQLITE_MIN_ROOM_PAGES = 64
 
+#: True in the tasks serving HTTP requests (:func:`serving_requests`), and while such a task
+#: holds one of the requests' connections (a nested block takes no second share).
+_IN_REQUEST: ContextVar[bool] = ContextVar("pushgate_db_in_request", default=False)
+_HOLDING_SHARE: ContextVar[bool] = ContextVar("pushgate_db_holding_share", default=False)
+
+
+@asynccontextmanager
+async def serving_requests() -> AsyncIterator[None]:
+    """Mark the current task as serving an HTTP request: its database connections come from the
+    requests' share of the pool (:class:`Database`), so the workers keep the rest."""
+    token = _IN_REQUEST.set(True)
+    try:
+        yield
+    finally:
+        _IN_REQUEST.reset(token)
+
 
 class Database:
     """Owns the engine. SQLite allows one writer at a time, so writes take an in-process lock
     there instead of failing with ``database is locked`` under concurrency; PostgreSQL writes run
-    in parallel."""
+    in parallel.
+
+    HTTP requests (tasks marked by :func:`serving_requests`) hold at most ``pool_size``
+    connections at once (PostgreSQL's pool has ``2 * pool_size``, SQLite's SQLAlchemy's 15); the
+    rest stay for the workers in the same process. The pool hands out connections first come,
+    first served: 200 clients polling publish statuses queued ahead of every checkout a worker
+    made, and each dispatch (several checkouts in a row) waited behind all of them (about one
+    notification a second on PostgreSQL).
+    """
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = normalize_url(url)
@@ -59,6 +84,7 @@ class Database:
         # through a database error's message.
         self.engine: AsyncEngine = create_async_engine(engine_url, hide_parameters=True, **kwargs)
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._request_share = asyncio.Semaphore(pool_size)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         #: The storage fault the last failed write or probe saw; cleared only by a probe that
@@ -88,7 +114,7 @@ class Database:
     ) -> AsyncIterator[AsyncConnection]:
         """``opened``'s connection, with a storage fault raised as :class:`StorageUnavailable`."""
         try:
-            async with opened as conn:
+            async with self._share(), opened as conn:
                 yield conn
         except StorageUnavailable:
             raise
@@ -97,6 +123,19 @@ class Database:
             if error is None:
                 raise
             raise error from exc
+
+    @asynccontextmanager
+    async def _share(self) -> AsyncIterator[None]:
+        """Wait for one of the requests' connections when serving a request (see the class)."""
+        if not _IN_REQUEST.get() or _HOLDING_SHARE.get():
+            yield
+            return
+        async with self._request_share:
+            token = _HOLDING_SHARE.set(True)
+            try:
+                yield
+            finally:
+                _HOLDING_SHARE.reset(token)
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:

@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support.api import fcm_token, publish, publish_status, register
+from support.api import fcm_token, gather_limited, publish, publish_status, register
 from support.gateway import Gateway
 from support.lab import Lab
+from support.wait import wait_for
 
 from pushgate.domain.ids import new_id
 from pushgate.domain.jobs import PlanPayload
@@ -29,7 +30,7 @@ from pushgate.store.db import Database
 from pushgate.store.devices import token_hash
 from pushgate.store.publishes import InlinePlan, Publish, PublishStore
 from pushgate.store.queue import JobQueue
-from pushgate.store.schema import deliveries, devices, jobs
+from pushgate.store.schema import deliveries, device_channels, devices, jobs
 
 
 @pytest.fixture
@@ -96,12 +97,23 @@ async def _outcome(db: Database, store: PublishStore, app_id: str, publish_id: s
 
 
 async def _plan_both_ways(
-    db: Database, request: dict[str, Any], *, max_rows: int = 20, expire_at: float | None = None
+    db: Database,
+    request: dict[str, Any],
+    *,
+    max_rows: int = 20,
+    expire_at: float | None = None,
+    seen_after: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], Publish]:
     """Admit ``request`` planned at admission, and again through the planner; both outcomes."""
     app = await AppStore(db).get_by_name("default") or (await AppStore(db).create("default"))[0]
     store = PublishStore(db)
-    plan = InlinePlan(app_name=app.name, configured=frozenset({"fcm"}), batch_size=2, max_rows=max_rows)
+    plan = InlinePlan(
+        app_name=app.name,
+        configured=frozenset({"fcm"}),
+        batch_size=2,
+        max_rows=max_rows,
+        seen_after=seen_after,
+    )
     inline, created = await store.admit(
         app.id, request, idempotency_key=None, expire_at=expire_at, window_seconds=60, plan=plan
     )
@@ -112,7 +124,14 @@ async def _plan_both_ways(
     # (The inline publish's dispatch jobs are claimed too: only kinds and payloads are compared.)
     [job] = [j for j in await JobQueue(db).claim("planner", 100, 60) if j.kind == "plan"]
     assert job.publish_id == queued.id
-    ctx = PlanContext(app_name=app.name, configured={"fcm"}, batch_size=2, page_size=10, lease_seconds=60)
+    ctx = PlanContext(
+        app_name=app.name,
+        configured={"fcm"},
+        batch_size=2,
+        page_size=10,
+        lease_seconds=60,
+        seen_after=seen_after,
+    )
     await Planner(db, store, lambda: None).run(job.typed(PlanPayload), queued, ctx)
     return (
         await _outcome(db, store, app.id, inline.id),
@@ -173,6 +192,26 @@ async def test_a_small_publish_with_nothing_to_send_ends_at_admission(
         assert stored is not None and stored.error_code == "no_credentials"
 
 
+async def test_stale_devices_are_skipped_at_admission_as_in_the_planner(db: Database) -> None:
+    """``devices.max_inactive_days``: a device not seen since the cutoff is reached through
+    neither its user nor its id, as in the planner."""
+    app, _ = await AppStore(db).create("default")
+    ids = await _devices(db, app.id, [("fcm", "dave"), ("fcm", "dave"), ("fcm", None)])
+    async with db.write() as conn:
+        await conn.execute(
+            sa.update(devices)
+            .where(devices.c.id.in_([ids[0], ids[2]]))
+            .values(last_seen_at=time.time() - 86400 * 40)
+        )
+    request = {
+        "recipients": [{"type": "user", "user": "dave"}, {"type": "device", "device_id": ids[2]}],
+        "notification": {"title": "t"},
+    }
+    inline, planned, _ = await _plan_both_ways(db, request, seen_after=time.time() - 86400 * 30)
+    assert inline == {**planned, "kinds": inline["kinds"]}
+    assert [r[0] for r in inline["records"]] == [ids[1]]
+
+
 async def test_an_expired_small_publish_expires_at_admission_as_in_the_planner(db: Database) -> None:
     """Expired by the time it is planned (the API refuses a past ``expire_at``; a slow commit
     can still pass it): every record ``expired``, the publish closed ``expired``, nothing sent."""
@@ -209,23 +248,73 @@ async def test_a_small_publish_cancelled_right_after_admission_sends_nothing(db:
 
 
 async def test_a_publish_over_the_bound_goes_to_the_planner(db: Database) -> None:
-    """A user with more devices than ``max_rows`` (or a channel) is left to the planner: the
+    """A user or a channel with more devices than ``max_rows`` is left to the planner: the
     publish is accepted with its plan job and nothing else, then planned as always."""
     app, _ = await AppStore(db).create("default")
-    await _devices(db, app.id, [("fcm", "crowd")] * 4)
-    request = {"recipients": [{"type": "user", "user": "crowd"}], "notification": {"title": "t"}}
+    crowd = await _devices(db, app.id, [("fcm", "crowd")] * 4)
+    await _join(db, app.id, "c", crowd)
     store = PublishStore(db)
     plan = InlinePlan(app_name=app.name, configured=frozenset({"fcm"}), batch_size=2, max_rows=3)
-    pub, _ = await store.admit(
-        app.id, request, idempotency_key=None, expire_at=None, window_seconds=60, plan=plan
+    for recipient in ({"type": "user", "user": "crowd"}, {"type": "channel", "channel": "c"}):
+        request = {"recipients": [recipient], "notification": {"title": "t"}}
+        pub, _ = await store.admit(
+            app.id, request, idempotency_key=None, expire_at=None, window_seconds=60, plan=plan
+        )
+        out = await _outcome(db, store, app.id, pub.id)
+        assert (pub.status, out["status"], out["kinds"], out["records"]) == (
+            "accepted",
+            "accepted",
+            ["plan"],
+            [],
+        ), recipient
+
+
+async def _join(db: Database, app_id: str, channel: str, device_ids: list[str]) -> None:
+    async with db.write() as conn:
+        await conn.execute(
+            sa.insert(device_channels),
+            [{"app_id": app_id, "channel": channel, "device_id": d} for d in device_ids],
+        )
+
+
+async def test_a_small_channel_is_planned_at_admission_as_the_planner_would(db: Database) -> None:
+    """A channel of a few devices (one stale, one removed, one also reached through its user):
+    the planner's records, counters and targets, written in admission's commit."""
+    app, _ = await AppStore(db).create("default")
+    ids = await _devices(
+        db, app.id, [("fcm", "erin"), ("fcm", None), ("fcm", None), ("fcm", None), ("apns", None)]
     )
-    out = await _outcome(db, store, app.id, pub.id)
-    assert (pub.status, out["status"], out["kinds"], out["records"]) == ("accepted", "accepted", ["plan"], [])
-    channel = {"recipients": [{"type": "channel", "channel": "c"}], "notification": {"title": "t"}}
-    pub, _ = await store.admit(
-        app.id, channel, idempotency_key=None, expire_at=None, window_seconds=60, plan=plan
-    )
-    assert (await _outcome(db, store, app.id, pub.id))["kinds"] == ["plan"]
+    await _join(db, app.id, "small", ids)
+    await _join(db, app.id, "other", [ids[1]])
+    async with db.write() as conn:
+        await conn.execute(
+            sa.update(devices).where(devices.c.id == ids[2]).values(last_seen_at=time.time() - 86400 * 40)
+        )
+        await conn.execute(sa.update(devices).where(devices.c.id == ids[3]).values(status="removed"))
+    request = {
+        "recipients": [{"type": "channel", "channel": "small"}, {"type": "user", "user": "erin"}],
+        "notification": {"title": "t"},
+    }
+    inline, planned, pub = await _plan_both_ways(db, request, seen_after=time.time() - 86400 * 30)
+    assert pub.status == "dispatching" and pub.planning_done
+    assert inline == {**planned, "kinds": inline["kinds"]}
+    assert sorted(r[0] for r in inline["records"]) == sorted([ids[0], ids[1], ids[4]])
+    assert inline["counts"]["planned"] == 3 and inline["counts"]["failed"] == 1  # apns: no credentials
+
+
+async def test_a_publish_to_an_empty_channel_completes_at_admission(db: Database) -> None:
+    """Nobody in the channel (or only a device of another app, or of another channel): the
+    publish is completed in its own commit, as the planner would close it, with no job."""
+    app, _ = await AppStore(db).create("default")
+    other, _ = await AppStore(db).create("other")
+    [theirs] = await _devices(db, other.id, [("fcm", None)])
+    [ours] = await _devices(db, app.id, [("fcm", None)])
+    await _join(db, other.id, "news", [theirs])
+    await _join(db, app.id, "sports", [ours])
+    request = {"recipients": [{"type": "channel", "channel": "news"}], "notification": {"title": "t"}}
+    inline, planned, pub = await _plan_both_ways(db, request)
+    assert inline == planned
+    assert (pub.status, inline["kinds"], inline["records"]) == ("completed", [], [])
 
 
 # ---- through the HTTP API, counted at the lab -----------------------------------------------------
@@ -275,7 +364,12 @@ async def test_200_concurrent_single_user_publishes_notify_every_device_once(
         *(publish(c, recipients=[{"type": "user", "user": f"conc-{i}"}]) for i in range(200))
     )
     assert len(set(ids)) == 200
-    finals = await asyncio.gather(*(gateway.wait_done(pid) for pid in ids))
+    # One poller at the lab, then the publishes 20 at a time: 200 pollers at once would measure
+    # the connection pool, not the gateway.
+    await wait_for(
+        lambda: len(lab.ledger("fcm")["items"]) >= 200, 60, "200 notifications at the lab", interval=0.2
+    )
+    finals = await gather_limited([gateway.wait_done(pid) for pid in ids], limit=20)
     assert all(f["status"] == "completed" and f["counts"]["sent"] == 1 for f in finals)
     counts = Counter(item["token"] for item in lab.ledger("fcm")["items"])
     assert counts == dict.fromkeys(tokens, 1)
