@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from pushgate.api.errors import ApiError, error_responses
 from pushgate.api.publishes import (
+    _inline_plan,
     _recipients,
     _render_checked,
     _targeted,
@@ -74,7 +75,8 @@ class _Validator:
             "notification": msgspec.to_builtins(data.notification),
             "providers": msgspec.to_builtins(overrides),
         }
-        return NewPublish(request, data.idempotency_key, expire_at)
+        plan = await _inline_plan(self.app, self.services, recipients)
+        return NewPublish(request, data.idempotency_key, expire_at, plan)
 
 
 class PublishBatchController(Controller):

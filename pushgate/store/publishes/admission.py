@@ -113,11 +113,11 @@ class _GroupCommit:
                 for item in group:
                     _done(item[2])
 
-    async def write_together(self, group: Sequence[tuple[Publish, str | None]]) -> None:
+    async def write_together(self, group: Sequence[tuple[Publish, str | None, InlinePlan | None]]) -> None:
         """Write a batch's publishes in one transaction of their own, never split by
         :attr:`MAX_GROUP`: a batch request is already a group, and its items commit together
-        (each with its plan job: a batch is not planned at admission)."""
-        await self._write([(p, old, None) for p, old in group])
+        (the small ones planned in it, as single publishes are)."""
+        await self._write(group)
 
     async def _write(self, group: Sequence[tuple[Publish, str | None, InlinePlan | None]]) -> None:
         async with self.db.write() as conn:
@@ -233,6 +233,8 @@ class NewPublish:
     request: dict[str, Any]
     idempotency_key: str | None
     expire_at: float | None
+    #: How admission may plan it (a small publish), as for a single publish.
+    plan: InlinePlan | None = None
 
 
 def _new_publish(app_id: str, request: dict[str, Any], key: str | None, expire_at: float | None) -> Publish:
@@ -303,7 +305,7 @@ class Admission(Planning):
             known = await self._by_keys(app_id, keys) if keys else {}
             oldest = time.time() - window_seconds
             out: list[tuple[Publish, bool]] = []
-            new: list[tuple[Publish, str | None]] = []
+            new: list[tuple[Publish, str | None, InlinePlan | None]] = []
             taken: dict[str, Publish] = {}
             for item in items:
                 key = item.idempotency_key
@@ -315,7 +317,7 @@ class Admission(Planning):
                     out.append((old, False))
                 else:
                     pub = _new_publish(app_id, item.request, key, item.expire_at)
-                    new.append((pub, old.id if old is not None else None))
+                    new.append((pub, old.id if old is not None else None, item.plan))
                     out.append((pub, True))
                 if key is not None:
                     taken[key] = out[-1][0]
