@@ -38,6 +38,7 @@ __all__ = [
     "Recipient",
     "derive_key_and_nonce",
     "encrypt",
+    "load_recipient",
     "recipient",
 ]
 
@@ -81,13 +82,18 @@ def _prepare(public_key: ec.EllipticCurvePublicKey, public_bytes: bytes, auth_se
     return Recipient(public_key, public_bytes, auth_secret)
 
 
-@functools.lru_cache(maxsize=16384)
-def _from_bytes(ua_public: bytes, auth_secret: bytes) -> Recipient:
+def load_recipient(ua_public: bytes, auth_secret: bytes) -> Recipient:
+    """The :class:`Recipient` for a raw point and secret, uncached: for a caller that keeps its
+    own cache of parsed subscriptions (webpush.py), so the point is loaded once and held once.
+    Raises :class:`ValueError` like :func:`recipient`."""
     if len(ua_public) != 65 or ua_public[0] != 0x04:
         raise ValueError("subscription key: must be a 65-byte uncompressed P-256 point (0x04 ...)")
     # from_encoded_point refuses a point that is not on the curve (RFC 8291 §7 requires that check).
     key = ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, ua_public)
     return _prepare(key, ua_public, auth_secret)
+
+
+_from_bytes = functools.lru_cache(maxsize=16384)(load_recipient)
 
 
 class _Identity:
