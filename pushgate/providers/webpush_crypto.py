@@ -113,8 +113,9 @@ class _Identity:
         return isinstance(other, _Identity) and other.key is self.key
 
 
-# The provider keeps parsed subscriptions in its own LRU of the same size (webpush.py), so a
-# hot subscription hands in the same key object every time; serialising it costs ~7 µs.
+# For callers that hold a parsed key object (encrypt_aes128gcm and its tests): the same object
+# comes back each time, and serialising it costs ~7 µs. The provider itself keeps a Recipient
+# per subscription (load_recipient), so it fills neither cache.
 @functools.lru_cache(maxsize=16384)
 def _from_object(key: _Identity, auth_secret: bytes) -> Recipient:
     raw = key.key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
