@@ -25,6 +25,7 @@ from pushgate.domain.notification import Action, FcmOverride, Notification, WebP
 
 __all__ = [
     "LIMITS",
+    "WEBPUSH_NOT_ON_CURVE",
     "WebPushRendered",
     "b64url_decode",
     "b64url_encode",
@@ -34,6 +35,7 @@ __all__ = [
     "render_fcm",
     "render_webpush",
     "validate_fcm_data",
+    "webpush_subscription_fields",
     "webpush_token_string",
     "webpush_topic",
 ]
@@ -336,6 +338,9 @@ def render_webpush(
 # --------------------------------------------------------------------------- subscriptions
 
 
+WEBPUSH_NOT_ON_CURVE = "keys.p256dh: not a point on the P-256 curve"
+
+
 def parse_webpush_subscription(token: str | Mapping[str, Any]) -> dict[str, Any]:
     """Validate a browser ``PushSubscription`` (object or its JSON) and normalise it.
 
@@ -344,16 +349,27 @@ def parse_webpush_subscription(token: str | Mapping[str, Any]) -> dict[str, Any]
     and the sender never meets a key it cannot encrypt to. Raises :class:`ValueError` whose
     message names the offending field.
     """
+    endpoint, raw_p256dh, raw_auth = webpush_subscription_fields(token)
+    try:
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw_p256dh)
+    except ValueError:
+        raise ValueError(WEBPUSH_NOT_ON_CURVE) from None
+    keys = {"p256dh": b64url_encode(raw_p256dh), "auth": b64url_encode(raw_auth)}
+    return {"endpoint": endpoint, "keys": keys}
+
+
+def webpush_subscription_fields(token: str | Mapping[str, Any]) -> tuple[str, bytes, bytes]:
+    """``(endpoint, raw p256dh, raw auth)`` after every check of :func:`parse_webpush_subscription`
+    but the curve check: the sender loads the point once for its own use (and reports
+    :data:`WEBPUSH_NOT_ON_CURVE`) instead of loading it twice and re-encoding keys it decodes."""
+    obj = token
     if isinstance(token, str):
         try:
             obj = json.loads(token)
         except ValueError as exc:
             raise ValueError(f"subscription: not valid JSON ({exc})") from None
-    else:
-        obj = token
     if not isinstance(obj, Mapping):
         raise ValueError("subscription: must be a JSON object with 'endpoint' and 'keys'")
-
     endpoint = obj.get("endpoint")
     if not isinstance(endpoint, str) or not endpoint:
         raise ValueError("endpoint: required string")
@@ -365,39 +381,26 @@ def parse_webpush_subscription(token: str | Mapping[str, Any]) -> dict[str, Any]
         raise ValueError("endpoint: not a valid URL") from None
     if parts.scheme not in ("http", "https") or not host:
         raise ValueError("endpoint: must be an absolute http(s) URL")
-
     keys = obj.get("keys")
     if not isinstance(keys, Mapping):
         raise ValueError("keys: required object with 'p256dh' and 'auth'")
-
-    p256dh = keys.get("p256dh")
-    if not isinstance(p256dh, str):
-        raise ValueError("keys.p256dh: required base64url string")
-    try:
-        raw_p256dh = b64url_decode(p256dh)
-    except ValueError:
-        raise ValueError("keys.p256dh: not valid base64url") from None
+    raw_p256dh = _b64url_key(keys, "p256dh")
     if len(raw_p256dh) != 65 or raw_p256dh[0] != 0x04:
         raise ValueError("keys.p256dh: must be a 65-byte uncompressed P-256 point (0x04 ...)")
-    try:
-        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw_p256dh)
-    except ValueError:
-        raise ValueError("keys.p256dh: not a point on the P-256 curve") from None
-
-    auth = keys.get("auth")
-    if not isinstance(auth, str):
-        raise ValueError("keys.auth: required base64url string")
-    try:
-        raw_auth = b64url_decode(auth)
-    except ValueError:
-        raise ValueError("keys.auth: not valid base64url") from None
+    raw_auth = _b64url_key(keys, "auth")
     if len(raw_auth) != 16:
         raise ValueError(f"keys.auth: must decode to 16 bytes, got {len(raw_auth)}")
+    return endpoint, raw_p256dh, raw_auth
 
-    return {
-        "endpoint": endpoint,
-        "keys": {"p256dh": b64url_encode(raw_p256dh), "auth": b64url_encode(raw_auth)},
-    }
+
+def _b64url_key(keys: Mapping[str, Any], name: str) -> bytes:
+    value = keys.get(name)
+    if not isinstance(value, str):
+        raise ValueError(f"keys.{name}: required base64url string")
+    try:
+        return b64url_decode(value)
+    except ValueError:
+        raise ValueError(f"keys.{name}: not valid base64url") from None
 
 
 def webpush_token_string(sub: Mapping[str, Any]) -> str:

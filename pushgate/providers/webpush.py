@@ -31,10 +31,12 @@ import pushgate.providers.settings as cfg
 from pushgate.domain import render_webpush
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render import (
+    WEBPUSH_NOT_ON_CURVE,
     WebPushRendered,
     b64url_decode,
     b64url_encode,
     parse_webpush_subscription,
+    webpush_subscription_fields,
     webpush_token_string,
 )
 from pushgate.domain.urls import Allowance, UrlRefused, check_target, parse_target
@@ -109,9 +111,12 @@ def endpoint_origin(endpoint: str) -> str:
 @dataclass(frozen=True, slots=True)
 class _Subscription:
     endpoint: str
+    #: ``scheme://host[:port]``, the VAPID ``aud``.
     origin: str
-    ua_public: ec.EllipticCurvePublicKey
-    auth: bytes
+    #: The breaker's key (:func:`subscription_origin`); ``None`` for an endpoint it cannot parse.
+    target_origin: str | None
+    #: The key agreement's half, prepared here: the message encryption takes it as it is.
+    recipient: webpush_crypto.Recipient
 
 
 @functools.lru_cache(maxsize=16384)
@@ -119,18 +124,27 @@ def _prepare_subscription(token: str) -> _Subscription:
     """Parse and validate a stored subscription once; a hot cache across publishes.
 
     Decoding keys and loading the P-256 point is a measurable share of the per-message CPU,
-    and the same subscriptions are sent to again and again. An entry (with its OpenSSL key)
-    costs about 2.8 KB: 65,536 of them took 180 MB in the 1M-device run, so the cache is sized
-    for an app's hot set (~45 MB), not for every subscriber of a big fan-out, which an LRU would
+    and the same subscriptions are sent to again and again. The point is loaded once, here
+    (validation and encryption share it), and the breaker's origin is kept too, since the
+    dispatcher asks for it for every message. An entry (with its OpenSSL key) costs about
+    2.8 KB: 65,536 of them took 180 MB in the 1M-device run, so the cache is sized for an
+    app's hot set (~45 MB), not for every subscriber of a big fan-out, which an LRU would
     cycle through anyway.
     """
-    sub = parse_webpush_subscription(token)
-    ua_raw = b64url_decode(sub["keys"]["p256dh"])
+    endpoint, ua_raw, auth = webpush_subscription_fields(token)
+    try:
+        recipient = webpush_crypto.load_recipient(ua_raw, auth)
+    except ValueError:
+        raise ValueError(WEBPUSH_NOT_ON_CURVE) from None
+    try:
+        target_origin: str | None = parse_target(endpoint).origin
+    except ValueError:
+        target_origin = None
     return _Subscription(
-        endpoint=sub["endpoint"],
-        origin=endpoint_origin(sub["endpoint"]),
-        ua_public=ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), ua_raw),
-        auth=b64url_decode(sub["keys"]["auth"]),
+        endpoint=endpoint,
+        origin=endpoint_origin(endpoint),
+        target_origin=target_origin,
+        recipient=recipient,
     )
 
 
@@ -360,7 +374,7 @@ class WebPushProvider(Provider):
             headers = dict(rendered.headers)
             headers["Authorization"] = self._vapid_header(sub.origin)
             if rendered.payload:
-                body = encrypt_aes128gcm(rendered.payload, sub.ua_public, sub.auth)
+                body = webpush_crypto.encrypt(rendered.payload, sub.recipient)
                 headers["Content-Encoding"] = "aes128gcm"
                 headers["Content-Type"] = "application/octet-stream"
             else:
@@ -386,7 +400,7 @@ def subscription_origin(token: str) -> str | None:
     """The push service origin a stored subscription names (its breaker's key), read with the
     transport's own parser (``domain/urls.py``) so the breaker and the request agree on the host."""
     try:
-        return parse_target(_prepare_subscription(token).endpoint).origin
+        return _prepare_subscription(token).target_origin
     except ValueError:
         return None
 

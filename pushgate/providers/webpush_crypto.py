@@ -38,6 +38,7 @@ __all__ = [
     "Recipient",
     "derive_key_and_nonce",
     "encrypt",
+    "load_recipient",
     "recipient",
 ]
 
@@ -81,13 +82,18 @@ def _prepare(public_key: ec.EllipticCurvePublicKey, public_bytes: bytes, auth_se
     return Recipient(public_key, public_bytes, auth_secret)
 
 
-@functools.lru_cache(maxsize=16384)
-def _from_bytes(ua_public: bytes, auth_secret: bytes) -> Recipient:
+def load_recipient(ua_public: bytes, auth_secret: bytes) -> Recipient:
+    """The :class:`Recipient` for a raw point and secret, uncached: for a caller that keeps its
+    own cache of parsed subscriptions (webpush.py), so the point is loaded once and held once.
+    Raises :class:`ValueError` like :func:`recipient`."""
     if len(ua_public) != 65 or ua_public[0] != 0x04:
         raise ValueError("subscription key: must be a 65-byte uncompressed P-256 point (0x04 ...)")
     # from_encoded_point refuses a point that is not on the curve (RFC 8291 §7 requires that check).
     key = ec.EllipticCurvePublicKey.from_encoded_point(_CURVE, ua_public)
     return _prepare(key, ua_public, auth_secret)
+
+
+_from_bytes = functools.lru_cache(maxsize=16384)(load_recipient)
 
 
 class _Identity:
@@ -107,8 +113,9 @@ class _Identity:
         return isinstance(other, _Identity) and other.key is self.key
 
 
-# The provider keeps parsed subscriptions in its own LRU of the same size (webpush.py), so a
-# hot subscription hands in the same key object every time; serialising it costs ~7 µs.
+# For callers that hold a parsed key object (encrypt_aes128gcm and its tests): the same object
+# comes back each time, and serialising it costs ~7 µs. The provider itself keeps a Recipient
+# per subscription (load_recipient), so it fills neither cache.
 @functools.lru_cache(maxsize=16384)
 def _from_object(key: _Identity, auth_secret: bytes) -> Recipient:
     raw = key.key.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
