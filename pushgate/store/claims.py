@@ -111,23 +111,7 @@ def claim_statement(dialect: str) -> sa.Update:
         .order_by(picks.c.r, sa.case((picks.c.app_id > after, 0), else_=1), picks.c.app_id)
         .limit(lim)
     )
-    return (
-        sa.update(jobs)
-        .where(jobs.c.id.in_(chosen.scalar_subquery()))
-        .values(
-            lease_until=sa.bindparam("until"), lease_owner=sa.bindparam("owner"), claims=jobs.c.claims + 1
-        )
-        .returning(
-            jobs.c.id,
-            jobs.c.kind,
-            jobs.c.app_id,
-            jobs.c.publish_id,
-            jobs.c.payload,
-            jobs.c.claims,
-            jobs.c.progress,
-            jobs.c.group_key,
-        )
-    )
+    return _claiming(chosen)
 
 
 @lru_cache(maxsize=4)
@@ -150,9 +134,15 @@ def group_claim_statement(dialect: str) -> sa.Update:
         .order_by(jobs.c.run_at, jobs.c.id)
         .limit(sa.bindparam("lim")),
     )
+    return _claiming(company)
+
+
+def _claiming(ids: sa.Select[tuple[int]]) -> sa.Update:
+    """Lease the jobs ``ids`` selects to ``:owner`` until ``:until`` (one more claim each) and
+    return them as :meth:`~pushgate.store.queue.Job.from_row` reads them."""
     return (
         sa.update(jobs)
-        .where(jobs.c.id.in_(company.scalar_subquery()))
+        .where(jobs.c.id.in_(ids.scalar_subquery()))
         .values(
             lease_until=sa.bindparam("until"), lease_owner=sa.bindparam("owner"), claims=jobs.c.claims + 1
         )

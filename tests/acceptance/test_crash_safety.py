@@ -25,7 +25,17 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from support.api import publish_status, register_fcm_batched
 from support.lab import Lab, free_port
 from support.postgres import PostgresServer
-from support.process import KEY, alive, base_env, kill, ledger_counts, spawn, tail, wait_completed, wait_ready
+from support.process import (
+    alive,
+    base_env,
+    kill,
+    ledger_counts,
+    process_client,
+    spawn,
+    tail,
+    wait_completed,
+    wait_ready,
+)
 from support.wait import wait_for
 
 
@@ -126,9 +136,7 @@ async def test_kill_9_three_times_during_fan_out_loses_nothing(tmp_path: Path, l
     rng = random.Random()
     try:
         async with (
-            httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-            ) as client,
+            process_client(port) as client,
             httpx.AsyncClient(base_url=lab.url, timeout=10) as lab_client,
         ):
             await wait_ready(client, proc, log)
@@ -191,9 +199,7 @@ async def test_a_killed_processs_job_is_claimed_again_within_one_short_lease(
     log = tmp_path / "serve.log"
     proc = spawn(args, env, log)
     try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-        ) as client:
+        async with process_client(port) as client:
             await wait_ready(client, proc, log)
             [token] = await register_fcm_batched(client, "lease", 1)
             lab.fault(provider="fcm", latency_ms=5000)  # the lab holds the request: the job runs
@@ -260,9 +266,7 @@ async def test_two_workers_and_an_api_node_on_postgresql_share_without_duplicate
     db = create_async_engine(url)
     started = time.monotonic()
     try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-        ) as client:
+        async with process_client(port) as client:
             await wait_ready(client, api, api_log)  # the API node has migrated the schema
             async with db.begin() as conn:
                 for stmt in AUDIT_SQL:
@@ -329,9 +333,7 @@ async def test_kill_9_right_after_small_publishes_are_accepted_loses_nothing(
     log = tmp_path / "serve.log"
     proc = spawn(args, env, log)
     try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-        ) as client:
+        async with process_client(port) as client:
             await wait_ready(client, proc, log)
             tokens = [f"admit-{uuid.uuid4().hex}" for _ in range(SMALL)]
             items = [

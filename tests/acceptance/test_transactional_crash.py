@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from support.lab import Lab, free_port
-from support.process import KEY, base_env, kill, ledger_counts, spawn, wait_completed, wait_ready
+from support.process import base_env, kill, ledger_counts, process_client, spawn, wait_completed, wait_ready
 
 PUBLISHES = 5_000
 #: Request loops firing publishes.
@@ -44,9 +44,7 @@ async def test_kill_9_during_a_stream_of_single_user_publishes(
     log = tmp_path / "serve.log"
     proc = spawn(args, env, log)
     try:
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
-        ) as client:
+        async with process_client(port) as client:
             await wait_ready(client, proc, log)
             tokens = [f"stream-{i:05d}-{time.time_ns()}" for i in range(PUBLISHES)]
             for k in range(0, PUBLISHES, 1000):

@@ -73,3 +73,10 @@ async def wait_completed(client: httpx.AsyncClient, publish_id: str, within: flo
 
 def ledger_counts(lab: Lab) -> Counter[str]:
     return Counter(item["token"] for item in lab.ledger("fcm")["items"])
+
+
+def process_client(port: int) -> httpx.AsyncClient:
+    """A client of the pushgate process listening on ``port``, with the default app's key."""
+    return httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+    )
