@@ -96,17 +96,6 @@ class Gate:
     defer_until: float | None = None
 
 
-#: Work that waits on another sender's probe looks again after at most this long. The probe's
-#: success wakes deferred work at once, but a deferral that commits just after that wake-up
-#: would otherwise sleep for the whole ``probe_timeout`` with the pair open again.
-PROBE_RECHECK = 1.0
-
-
-def wait_for_probe(now: float, probe_until: float) -> float:
-    """Until when work waits for a probe in flight (see :data:`PROBE_RECHECK`)."""
-    return min(probe_until, now + PROBE_RECHECK)
-
-
 def gate(b: Breaker, now: float) -> Gate:
     """Closed sends; open waits for its cooldown; a due breaker asks for a probe (which the
     caller must win atomically, see ``ProviderHealthStore.take_probe``)."""
@@ -119,7 +108,7 @@ def gate(b: Breaker, now: float) -> Gate:
     # half_open: someone is probing. Wait for its verdict (closing the breaker wakes deferred
     # work at once), or take over a probe that went silent.
     if b.probe_until is not None and now < b.probe_until:
-        return Gate(send=False, defer_until=wait_for_probe(now, b.probe_until))
+        return Gate(send=False, defer_until=b.probe_until)
     return Gate(send=False, probe=True)
 
 

@@ -11,8 +11,9 @@ request itself is done once for all of them.
 The group takes only the common case and hands everything else back to the one-job path
 (``engine/dispatcher.py``), which already knows how to do it right: a job claimed before (a
 crash or a deferral), a closed or expired publish, a pair in quarantine or probing, an origin
-with a breaker, a rate limit that asks to wait, credentials that fail to load, storage that
-was unwritable. What is handed back is still claimed by this worker and runs at once, alone.
+with a breaker, a rate limit that asks to wait longer than a batch would, credentials that
+fail to load, storage that was unwritable (its leases renewed first). What is handed back is
+still claimed by this worker, its lease renewed, and runs next, job after job, alone.
 The guarantees are the one-job path's: every job's delete is guarded by its claim number (a
 job taken over by another claim records nothing here), a cancel that committed first turns
 what was sent into ``cancelled``, and a crash re-sends at most the group in flight.
@@ -31,13 +32,13 @@ from pushgate.domain.accounting import DEVICE_REMOVED, Attempt, Batch
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import SendResult
 from pushgate.domain.status import CLOSED
-from pushgate.engine.dispatcher import SEND_CHUNK, Dispatcher, deadline_of
+from pushgate.engine.dispatcher import MAX_INLINE_WAIT, SEND_CHUNK, Dispatcher, deadline_of
 from pushgate.engine.recorder import GroupEntry
 from pushgate.metrics import GROUP_JOBS, SEND_SECONDS
 from pushgate.providers import answers, registry
 from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.store.publishes import Publish
-from pushgate.store.queue import Job
+from pushgate.store.queue import Job, LeaseLost
 from pushgate.store.secretbox import SecretKeyError
 
 log = logging.getLogger("pushgate.engine")
@@ -72,35 +73,56 @@ class GroupDispatch:
         provider = await self._provider(app_id, app_name, provider_name)
         if provider is None:
             return alone + [m.job for m in members]
-        # Parts of at most one chunk: the pair's breaker is read again before each, so a
-        # refused credential stops the group after one chunk, as it stops a batch.
+        # Parts of at most one chunk (or what the rate limit's bucket holds): the pair's breaker
+        # is read again before each, so a refused credential stops the group after one chunk,
+        # as it stops a batch, and a rate limit sends what it allows as a group.
+        size = min(SEND_CHUNK, self.d.guards.limits.chunk_cap(app_id, app_name, provider_name) or SEND_CHUNK)
         parts: list[list[_Member]] = [[]]
         for m in members:
-            if parts[-1] and sum(len(x.targets) for x in parts[-1]) + len(m.targets) > SEND_CHUNK:
+            if parts[-1] and sum(len(x.targets) for x in parts[-1]) + len(m.targets) > size:
                 parts.append([])
             parts[-1].append(m)
         for n, part in enumerate(parts):
+            rest = [m for later in parts[n:] for m in later]
+            if await self.d.recorder.storage.wait_writable():
+                # Leases may have lapsed meanwhile: only the jobs still ours are handed back.
+                return alone + await self._still_ours(rest)
             if not await self._run_part(provider, app_id, app_name, provider_name, part):
-                return alone + [m.job for later in parts[n:] for m in later]
+                return alone + [m.job for m in rest]
         return alone
+
+    async def _still_ours(self, members: list[_Member]) -> list[Job[DispatchPayload]]:
+        """Renew the members' leases after a wait; those another claim took over are dropped
+        (that claim sends them)."""
+        ours: list[Job[DispatchPayload]] = []
+        for m in members:
+            try:
+                await self.d.recorder.renew(m.job, m.job.progress)
+            except LeaseLost:
+                log.warning("job %s was re-claimed while its group waited for storage", m.job.id)
+                continue
+            ours.append(m.job)
+        return ours
 
     async def _run_part(
         self, provider: Provider, app_id: str, app_name: str, provider_name: str, members: list[_Member]
     ) -> bool:
         """Send and record one part; False when it may not go now as it is (nothing sent)."""
-        if not await self._clear(app_id, app_name, provider_name, members):
+        if not await self._clear(app_id, provider_name, members):
             return False
         await self._drop_removed(members)
         total = sum(len(m.send) for m in members)
         limits = self.d.guards.limits
         wait, _layer = limits.reserve(app_id, app_name, provider_name, total)
-        if wait > 0:
-            # The one-job path waits or defers, job by job; nothing was sent yet.
+        if wait > MAX_INLINE_WAIT:
+            # The one-job path defers, job by job; nothing was sent yet.
             limits.refund(app_id, provider_name, total)
             for m in members:
                 m.send.clear()
                 m.removed.clear()
             return False
+        if wait > 0:
+            await asyncio.sleep(wait)  # as a batch waits out a short one (the leases are renewed)
         await self.d.guards.health.refresh(app_id)
         await self._send(provider, provider_name, members, total)
         results: list[SendResult] = [r for m in members for r in m.results]
@@ -148,16 +170,9 @@ class GroupDispatch:
         except (ProviderConfigError, SecretKeyError):
             return None
 
-    async def _clear(self, app_id: str, app_name: str, provider_name: str, members: list[_Member]) -> bool:
-        """Whether the part may go now as it is: storage writable without a wait (after one,
-        leases are renewed job by job), the pair's and its origins' breakers closed, no rate
-        limit that would cut it into smaller chunks."""
+    async def _clear(self, app_id: str, provider_name: str, members: list[_Member]) -> bool:
+        """Whether the part may go now as it is: the pair's and its origins' breakers closed."""
         g = self.d.guards
-        if await self.d.recorder.storage.wait_writable():
-            return False
-        cap = g.limits.chunk_cap(app_id, app_name, provider_name)
-        if cap and sum(len(m.targets) for m in members) > cap:
-            return False
         origin_of = registry.get(provider_name).origin_of
         origins: set[str] = set()
         if origin_of is not None:

@@ -31,10 +31,9 @@ from pushgate.domain.quarantine import (
     Gate,
     gate,
     observe,
-    wait_for_probe,
 )
 from pushgate.metrics import QUARANTINED
-from pushgate.store.health import ProviderHealthStore, wake_deferred
+from pushgate.store.health import ProviderHealthStore, reschedule_deferred, wake_deferred
 
 log = logging.getLogger("pushgate.engine")
 
@@ -94,7 +93,7 @@ class Quarantine:
             return g
         # Another sender won the probe: wait for its verdict (a success wakes us at once).
         self._cache.pop((app_id, provider), None)
-        return Gate(send=False, defer_until=wait_for_probe(now, now + self.rules.probe_timeout))
+        return Gate(send=False, defer_until=now + self.rules.probe_timeout)
 
     async def observe(
         self,
@@ -130,6 +129,10 @@ class Quarantine:
             await self.store.save(conn, app_id, provider, after)
             if after.state == CLOSED and before.state != CLOSED:
                 await wake_deferred(conn, app_id, provider, now)
+            elif probing and after.state == OPEN and after.open_until is not None:
+                # The probe failed: the jobs that waited for its verdict (until the probe
+                # timeout) wait for the next probe instead, at the end of the new cooldown.
+                await reschedule_deferred(conn, app_id, provider, after.open_until)
         if after.state == OPEN and (before.state != OPEN or after.open_until != before.open_until):
             QUARANTINED.labels(app_id, provider).set(1)
             log.warning(
@@ -202,7 +205,7 @@ class Quarantine:
                         origin,
                     )
                 else:
-                    g = Gate(send=False, defer_until=wait_for_probe(now, now + self.rules.probe_timeout))
+                    g = Gate(send=False, defer_until=now + self.rules.probe_timeout)
             out[origin] = g
         return out
 

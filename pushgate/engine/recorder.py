@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pushgate.domain.accounting import Accounting, Attempt, Batch, DeliveryUpdate, account
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
-from pushgate.domain.quarantine import OPEN, Breaker, by_scope
+from pushgate.domain.quarantine import CLOSED, OPEN, Breaker, by_scope
 from pushgate.domain.status import PublishStatus
 from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.storage import StorageGate
@@ -31,7 +31,7 @@ from pushgate.metrics import DELIVERIES, RECORD_SECONDS
 from pushgate.providers.base import Target
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
-from pushgate.store.health import ProviderHealthStore
+from pushgate.store.health import ProviderHealthStore, wake_deferred
 from pushgate.store.publishes import Publish, PublishStore
 from pushgate.store.publishes.outcomes import bump_many
 from pushgate.store.queue import Job, JobQueue, LeaseLost
@@ -290,8 +290,11 @@ class Recorder:
             await bump_many(conn, self.db.dialect, moves)
             if invalid:
                 await DeviceStore.invalidate(conn, invalid, now)
+            # Only what this run records: a job taken over is answered and counted by its claim.
+            gone = {id(e) for e in lost}
+            recorded = [e for e in entries if id(e) not in gone]
             breaker, origin_changes, answered = await self._observe_group(
-                conn, app_id, provider, entries, now, stale_credential
+                conn, app_id, provider, recorded, now, stale_credential
             )
             await self.publishes.close_done_many(conn, list(updates))
         if invalid:
@@ -353,6 +356,14 @@ class Recorder:
             async with self.db.write() as conn:
                 if not await JobQueue.defer(conn, job.id, job.claims, progress, run_at, deferred_by):
                     raise LeaseLost(job.id)
+                if deferred_by is not None:
+                    # Read after the job's row is written: a probe's success that committed
+                    # before this read found the job still running and could not wake it, so
+                    # wake it here; one that commits later wakes it itself (it waits for this
+                    # row). Without this the job slept until the probe timeout.
+                    breaker = await self.health_store.breaker_in(conn, job.app_id, deferred_by)
+                    if breaker.state == CLOSED:
+                        await wake_deferred(conn, job.app_id, deferred_by, time.time())
 
         # Held like outcomes: the deferral often follows a chunk whose answers parked the pair.
         await self.storage.commit(commit, f"deferring job {job.id}")

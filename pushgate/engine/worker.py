@@ -257,28 +257,43 @@ class Engine:
             # yields: without this, a worker draining thousands of them froze the process.
             await asyncio.sleep(0)
 
-    async def _run_claimed(self, jobs: list[Job[Payload | Unreadable]]) -> None:
+    async def _run_claimed(self, jobs: list[Job[Payload | Unreadable]], *, grouping: bool = True) -> None:
         """Run what a worker claimed; a failure is logged and the job's lease left to expire, so
         it is claimed again and nothing is lost. A small dispatch job brings its company
-        (:meth:`_run_group`); what the group hands back runs here, alone."""
+        (:meth:`_run_group`, unless ``grouping`` is off); what the group hands back runs here,
+        one after another, alone, its lease renewed from the moment it was claimed."""
         # (job, whether it may lead a group): what a group hands back runs alone, never again
         # in a group (it would be handed back again, for ever).
-        queue: list[tuple[Job[Any], bool]] = [(job, True) for job in jobs]
-        while queue:
-            job, may_group = queue.pop(0)
-            try:
-                if may_group and self._groups(job):
-                    queue[:0] = [(j, False) for j in await self._run_group(job)]
-                else:
-                    await self.run_job(job)
-            except asyncio.CancelledError:
-                raise
-            except StorageUnavailable as exc:
-                # Nothing of it was sent unrecorded (outcomes wait in the recorder); the lease
-                # expires and the job is claimed again once storage is back.
-                self.dispatcher.recorder.storage.report(exc, f"running job {job.id} ({job.kind})")
-            except Exception:
-                log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)
+        queue: list[tuple[Job[Any], bool]] = [(job, grouping) for job in jobs]
+        waiting: dict[int, contextlib.ExitStack] = {}  # handed back: held until they have run
+        try:
+            while queue:
+                job, may_group = queue.pop(0)
+                leads = may_group and self._groups(job)
+                try:
+                    if leads:
+                        alone = await self._run_group(job)
+                        for j in alone:
+                            waiting[j.id] = stack = contextlib.ExitStack()
+                            stack.enter_context(self.heartbeat.hold(j))
+                        queue[:0] = [(j, False) for j in alone]
+                    else:
+                        await self.run_job(job)
+                except asyncio.CancelledError:
+                    raise
+                except StorageUnavailable as exc:
+                    # Nothing of it was sent unrecorded (outcomes wait in the recorder); the lease
+                    # expires and the job is claimed again once storage is back.
+                    self.dispatcher.recorder.storage.report(exc, f"running job {job.id} ({job.kind})")
+                except Exception:
+                    log.exception("job %s (%s) of publish %s failed", job.id, job.kind, job.publish_id)
+                finally:
+                    held = None if leads else waiting.pop(job.id, None)
+                    if held is not None:  # it has run: its own hold (run_job's) was the one that counted
+                        held.close()
+        finally:
+            for held in waiting.values():
+                held.close()
 
     def _groups(self, job: Job[Payload | Unreadable]) -> bool:
         """Whether ``job`` is claimed with company: a small dispatch job on its first claim
@@ -321,9 +336,10 @@ class Engine:
     async def _idle_apps_loop(self) -> None:
         """The worker kept for idle apps: while every other worker is busy, it claims jobs of apps
         with no job running in this process (a free worker needs no help, so an app alone never
-        runs more than ``engine.concurrency`` jobs at once). Otherwise it sleeps until a local
-        commit wakes it or ``engine.poll_interval`` passes (never sooner: the due jobs it wakes
-        for may all be of busy apps)."""
+        runs more than ``engine.concurrency`` jobs at once). It claims no company: a group it
+        had to hand back would keep it from the next idle app for a whole group's length.
+        Otherwise it sleeps until a local commit wakes it or ``engine.poll_interval`` passes
+        (never sooner: the due jobs it wakes for may all be of busy apps)."""
         e = self.settings.engine
         storage = self.dispatcher.recorder.storage
         failing = False
@@ -343,7 +359,7 @@ class Engine:
                 if not failing:  # once, not every poll, while the database is failing
                     log.exception("claiming for idle apps failed; retrying every %g s", e.poll_interval)
                 failing, jobs = True, []
-            await self._run_claimed(jobs)
+            await self._run_claimed(jobs, grouping=False)
             if jobs:
                 await asyncio.sleep(0)
                 continue

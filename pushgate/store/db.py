@@ -57,9 +57,11 @@ class Database:
     there instead of failing with ``database is locked`` under concurrency; PostgreSQL writes run
     in parallel.
 
-    HTTP requests (tasks marked by :func:`serving_requests`) hold at most ``pool_size``
-    connections at once (PostgreSQL's pool has ``2 * pool_size``, SQLite's SQLAlchemy's 15); the
-    rest stay for the workers in the same process. The pool hands out connections first come,
+    HTTP requests (tasks marked by :func:`serving_requests`) take at most ``pool_size`` shares
+    at once (PostgreSQL's pool has ``2 * pool_size`` connections, SQLite's SQLAlchemy's 15); the
+    rest stay for the workers in the same process. A share is one connection, or two while a
+    request opens a read inside its own write (a few routes do; admission does not), so only
+    nesting on every share at once could take the whole pool. The pool hands out connections first come,
     first served: 200 clients polling publish statuses queued ahead of every checkout a worker
     made, and each dispatch (several checkouts in a row) waited behind all of them (about one
     notification a second on PostgreSQL).

@@ -222,3 +222,13 @@ async def wake_deferred(conn: AsyncConnection, app_id: str, provider: str, now: 
         .where(jobs.c.app_id == app_id, jobs.c.deferred_by == provider, jobs.c.run_at > now)
         .values(run_at=now, deferred_by=None)
     )
+
+
+async def reschedule_deferred(conn: AsyncConnection, app_id: str, provider: str, at: float) -> None:
+    """Bring the pair's quarantine-deferred jobs that wait past ``at`` forward to ``at`` (they
+    stay deferred: a closing breaker still wakes them at once)."""
+    await conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.app_id == app_id, jobs.c.deferred_by == provider, jobs.c.run_at > at)
+        .values(run_at=at)
+    )

@@ -19,10 +19,12 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningDelete
 
 from pushgate.domain.jobs import (
     DispatchPayload,
@@ -35,6 +37,7 @@ from pushgate.domain.jobs import (
 )
 from pushgate.store.claims import apps_statement, claim_statement, group_claim_statement
 from pushgate.store.db import Database
+from pushgate.store.dialect import lock_rows
 from pushgate.store.schema import jobs
 
 P = TypeVar("P", bound=Payload | Unreadable)
@@ -113,22 +116,45 @@ class NewJob:
 _INSERT_JOB = sa.insert(jobs)
 _DELETE = sa.delete(jobs).where(jobs.c.id == sa.bindparam("jid"))
 _DELETE_CLAIMED = sa.delete(jobs).where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
-_DELETE_CLAIMED_MANY = (
-    sa.delete(jobs)
-    .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.claims == sa.bindparam("cl"))
-    .returning(jobs.c.id)
-)
 _ADVANCE = (
     sa.update(jobs)
     .where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
     .values(progress=sa.bindparam("pr"), lease_until=sa.bindparam("lu"))
 )
-_RENEW = (
-    sa.update(jobs)
-    .where(jobs.c.lease_owner == sa.bindparam("owner"), jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
-    .values(lease_until=sa.bindparam("until"))
-    .returning(jobs.c.id)
-)
+
+
+@lru_cache(maxsize=4)
+def _renew_statement(dialect: str) -> sa.Update:
+    """The heartbeat's renewal of an owner's leases, its rows locked in id order first (on
+    PostgreSQL): a group's outcome transaction deletes several of the same rows, in id order
+    too, and two multi-row statements that lock in different orders can deadlock."""
+    mine = lock_rows(
+        dialect,
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.lease_owner == sa.bindparam("owner"), jobs.c.id.in_(sa.bindparam("ids", expanding=True))
+        )
+        .order_by(jobs.c.id),
+    )
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(mine.scalar_subquery()))
+        .values(lease_until=sa.bindparam("until"))
+        .returning(jobs.c.id)
+    )
+
+
+@lru_cache(maxsize=4)
+def _delete_claimed_many(dialect: str) -> ReturningDelete[tuple[int]]:
+    """A group's jobs deleted under their claim number, locked in id order first (see
+    :func:`_renew_statement`)."""
+    ours = lock_rows(
+        dialect,
+        sa.select(jobs.c.id)
+        .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.claims == sa.bindparam("cl"))
+        .order_by(jobs.c.id),
+    )
+    return sa.delete(jobs).where(jobs.c.id.in_(ours.scalar_subquery())).returning(jobs.c.id)
 
 
 class JobQueue:
@@ -274,7 +300,7 @@ class JobQueue:
         owner is one process: ``lease_owner`` tells its claims from every other's)."""
         params = {"owner": owner, "ids": list(job_ids), "until": time.time() + lease_seconds}
         async with self.db.write() as conn:
-            return {int(r.id) for r in (await conn.execute(_RENEW, params)).all()}
+            return {int(r.id) for r in (await conn.execute(_renew_statement(self.db.dialect), params)).all()}
 
     async def taken_over(self, owner: str, job_ids: Collection[int]) -> set[int]:
         """Which of ``job_ids`` still exist under another claim than ``owner``'s."""
@@ -305,7 +331,7 @@ class JobQueue:
             by_claims.setdefault(claims, []).append(job_id)
         kept: set[int] = set()
         for claims, ids in by_claims.items():  # one statement: a group's jobs share their claim number
-            rows = await conn.execute(_DELETE_CLAIMED_MANY, {"ids": ids, "cl": claims})
+            rows = await conn.execute(_delete_claimed_many(conn.dialect.name), {"ids": ids, "cl": claims})
             kept.update(int(r.id) for r in rows.all())
         return kept
 

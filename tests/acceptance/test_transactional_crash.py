@@ -9,6 +9,7 @@ the duplicates (counted by the lab's ledger, printed) are bounded by what was in
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from pathlib import Path
@@ -79,13 +80,24 @@ async def test_kill_9_during_a_stream_of_single_user_publishes(
                     if len(admitted) >= PUBLISHES // 3:
                         third.set()
 
+            grouped_before_kill: list[float] = []
+
             async def killer() -> None:
                 await third.wait()
+                metrics = (await client.get("/metrics")).text
+                for kind in ("sum", "count"):
+                    found = re.search(
+                        rf'^pushgate_dispatch_group_jobs_{kind}\{{provider="fcm"\}} (\S+)', metrics, re.M
+                    )
+                    grouped_before_kill.append(float(found.group(1)) if found else 0.0)
                 proc.send_signal(signal.SIGKILL)
 
             await asyncio.gather(killer(), *(loop() for _ in range(LOOPS)))
             proc.wait(timeout=10)
             before_kill = len(admitted)
+            # The stream was being sent in groups (more jobs than groups) when the process died.
+            jobs_sent, groups_sent = grouped_before_kill
+            assert jobs_sent > groups_sent > 0, grouped_before_kill
             proc = spawn(args, env, log)
             await wait_ready(client, proc, log)
             # The rest of the stream goes to the restarted process (a publish whose answer was

@@ -24,7 +24,22 @@ from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab, service_account
 from support.wait import wait_for
 
-from pushgate.store.schema import jobs
+from pushgate.domain.accounting import Batch
+from pushgate.domain.ids import new_id
+from pushgate.domain.jobs import DispatchPayload
+from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.quarantine import BreakerRules
+from pushgate.domain.retry import RetryPolicy
+from pushgate.engine.quarantine import Quarantine
+from pushgate.engine.recorder import GroupEntry, Recorder
+from pushgate.providers.base import Target
+from pushgate.store.apps import AppStore
+from pushgate.store.db import Database
+from pushgate.store.devices import token_hash
+from pushgate.store.health import ProviderHealthStore
+from pushgate.store.publishes import InlinePlan, PublishStore
+from pushgate.store.queue import JobQueue
+from pushgate.store.schema import devices, jobs
 
 
 def groups_over(metrics: str, size: int) -> int:
@@ -248,17 +263,94 @@ async def test_one_apps_quarantine_does_not_hold_back_another_apps_groups(
 
 
 async def test_a_rate_limit_holds_for_grouped_publishes(database_url: str, lab: Lab) -> None:
-    """Acceptance 4, rate limits: 30 one-user publishes under a limit of 10 FCM sends a second
-    for the app all arrive, and no faster than the limit allows."""
+    """Acceptance 4, rate limits: 30 one-user publishes queued together under a limit of 10 FCM
+    sends a second for the app go out in groups of what the bucket holds, all arrive, and no
+    faster than the limit allows."""
     async with one_worker(database_url, lab, PUSHGATE_RATE_LIMITS_FCM_PER_SECOND="10") as gw:
-        c = gw.client
-        await users(c, "rl", 30)
-        ids = await asyncio.gather(*(to_user(c, f"rl-{i}") for i in range(30)))
+        before = groups_over(await metrics(gw), 8)
+        ids = await queued_behind_a_slow_one(gw, lab, "rl", 30)
         finals = [await gw.wait_done(pid) for pid in ids]
         assert all(f["status"] == "completed" and f["counts"]["sent"] == 1 for f in finals)
         items = lab.ledger("fcm")["items"]
-        assert len(items) == 30
+        assert len(items) == 31
         arrived = sorted(datetime.fromisoformat(i["received_at"].replace("Z", "+00:00")) for i in items)
         # 10 at once, then 10 a second: the last 20 need at least ~2 s.
         spread = (arrived[-1] - arrived[0]).total_seconds()
-        assert spread >= 1.8, f"30 sends under 10/s arrived within {spread:.2f} s"
+        assert spread >= 1.8, f"31 sends under 10/s arrived within {spread:.2f} s"
+        # Cut to the bucket's size (10), not handed back job by job.
+        assert groups_over(await metrics(gw), 8) - before >= 2
+
+
+async def test_jobs_waiting_longer_than_their_lease_are_sent_once(database_url: str, lab: Lab) -> None:
+    """Reproduced (review): under a rate limit of 1 FCM send a second, 8 one-user publishes take
+    ~8 s to go, four times the 2 s lease. Jobs a group waits on or hands back keep their leases
+    renewed, so no other worker claims them meanwhile: every device is notified exactly once."""
+    lab.reset()
+    settings = gateway_settings(
+        database_url,
+        lab,
+        PUSHGATE_RATE_LIMITS_FCM_PER_SECOND="1",
+        PUSHGATE_ENGINE_LEASE_SECONDS="2",
+        PUSHGATE_ENGINE_CONCURRENCY="2",
+    )
+    async with running_gateway(settings) as gw:
+        tokens = await users(gw.client, "slow", 8)
+        ids = await asyncio.gather(*(to_user(gw.client, f"slow-{i}") for i in range(8)))
+        finals = [await gw.wait_done(pid, within=60) for pid in ids]
+        assert all(_counts(f)[:2] == (1, 1) for f in finals), finals
+        sent = Counter(i["token"] for i in lab.ledger("fcm")["items"])
+        assert sent == dict.fromkeys(tokens, 1)
+
+
+async def test_a_group_job_taken_over_is_neither_recorded_nor_counted(database_url: str) -> None:
+    """A group member whose lease lapsed and was claimed again by another worker: the group's
+    transaction records nothing of it (its delivery stays ``pending`` for the new claim), and its
+    answer moves neither the pair's health events nor its breaker (the new claim's answer will)."""
+    db = Database(database_url)
+    await db.migrate()
+    try:
+        app, _ = await AppStore(db).create("takeover")
+        now = time.time()
+        token = fcm_token()
+        async with db.write() as conn:
+            await conn.execute(
+                sa.insert(devices),
+                {
+                    "id": new_id("dev"), "app_id": app.id, "provider": "fcm", "token": token,
+                    "token_hash": token_hash("fcm", token), "platform": "android", "status": "active",
+                    "user": "u1", "created_at": now, "updated_at": now, "last_seen_at": now,
+                },
+            )  # fmt: skip
+        store = PublishStore(db)
+        plan = InlinePlan(app_name=app.name, configured=frozenset({"fcm"}), batch_size=500, max_rows=20)
+        request = {"recipients": [{"type": "user", "user": "u1"}], "notification": {"title": "x"}}
+        pub, _ = await store.admit(
+            app.id, request, idempotency_key=None, expire_at=None, window_seconds=60, plan=plan
+        )
+        queue = JobQueue(db)
+        [mine] = await queue.claim("worker-a", 10, lease_seconds=0.2)
+        assert mine.grouped and isinstance(mine.payload, DispatchPayload)
+        await asyncio.sleep(0.3)
+        [theirs] = await queue.claim("worker-b", 10, lease_seconds=60)
+        assert theirs.id == mine.id and theirs.claims == 2
+        health = ProviderHealthStore(db)
+        recorder = Recorder(db, store, Quarantine(health, BreakerRules()), health, 60)
+        job = mine.typed(DispatchPayload)
+        batch = Batch("fcm", 1, RetryPolicy(), pub.created_at, None, was_retrying=False)
+        answer = SendResult(Outcome.PROVIDER_TRANSIENT, error_code="unavailable")
+        entry = GroupEntry(job, pub, batch, [Target(*job.payload.targets[0])], [answer])
+        lost = await recorder.record_group(app.id, "fcm", [entry], stale_credential=False)
+        assert lost == [entry]
+        assert [
+            d.status
+            for d in (
+                await store.deliveries(app.id, pub.id, status=None, provider=None, cursor=None, limit=10)
+            )[0]
+        ] == ["pending"]
+        assert await health.window(app.id, 0) == {}
+        assert (await health.breaker(app.id, "fcm")).failures == 0
+        async with db.read() as conn:
+            left = (await conn.execute(sa.select(jobs.c.claims).where(jobs.c.id == job.id))).scalar()
+        assert left == 2  # still the new claim's job
+    finally:
+        await db.dispose()

@@ -121,7 +121,9 @@ class _GroupCommit:
 
     async def _write(self, group: Sequence[tuple[Publish, str | None, InlinePlan | None]]) -> None:
         async with self.db.write() as conn:
-            released = [{"old_id": old} for _, old, _ in group if old is not None]
+            # In id order, as every transaction that locks several publish rows takes them (a
+            # group's outcome transaction holds its publishes' rows while it records).
+            released = [{"old_id": old} for old in sorted(old for _, old, _ in group if old is not None)]
             if released:
                 await conn.execute(_RELEASE_KEY, released)
             now = time.time()
