@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.api import FINAL_STATUSES, fcm_token, gather_limited, paged
+from support.api import all_final, fcm_token, gather_limited, paged
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
 from support.wait import wait_for
@@ -64,16 +64,6 @@ async def batch(gw: Gateway, items: list[dict[str, Any]]) -> list[dict[str, Any]
     body = r.json()
     assert len(body["items"]) == len(items)
     return list(body["items"])
-
-
-async def all_final(client: httpx.AsyncClient) -> list[dict[str, Any]]:
-    """Every publish of the app, once all of them are final (one listing a poll, not one GET each)."""
-
-    async def final() -> list[dict[str, Any]] | None:
-        pubs = await paged(client, "/v1/publishes")
-        return pubs if all(p["status"] in FINAL_STATUSES for p in pubs) else None
-
-    return await wait_for(final, 120, "every publish to be final", interval=0.3)
 
 
 async def test_invalid_items_are_answered_in_place_and_the_rest_admitted_and_delivered_once(

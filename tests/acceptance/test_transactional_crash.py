@@ -13,12 +13,12 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from support.api import all_final
 from support.lab import Lab, free_port
-from support.process import base_env, kill, ledger_counts, process_client, spawn, wait_completed, wait_ready
+from support.process import base_env, kill, ledger_counts, process_client, spawn, wait_ready
 
 PUBLISHES = 5_000
 #: Request loops firing publishes.
@@ -104,13 +104,8 @@ async def test_kill_9_during_a_stream_of_single_user_publishes(
             # lost in the kill may have been admitted too: it is sent again under a new id).
             await asyncio.gather(*(loop() for _ in range(LOOPS)))
             assert len(admitted) == PUBLISHES
-            polls = asyncio.Semaphore(LOOPS)
-
-            async def final(pid: str) -> dict[str, Any]:
-                async with polls:
-                    return await wait_completed(client, pid, within=120)
-
-            finals = await asyncio.gather(*(final(pid) for pid in admitted.values()))
+            listed = {p["id"]: p for p in await all_final(client, within=120)}
+            finals = [listed[pid] for pid in admitted.values()]
         bad = [f for f in finals if f["status"] != "completed" or f["counts"]["sent"] != 1]
         assert not bad, bad[:3]
         counts = ledger_counts(lab)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import sqlalchemy as sa
-from support.api import fcm_token, publish, publish_status, register, wait_final
+from support.api import all_final, fcm_token, publish, publish_status, register, wait_final
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab, service_account
 from support.wait import wait_for
@@ -140,11 +140,8 @@ async def test_2000_concurrent_single_user_publishes_each_notify_once_and_comple
         ids = await asyncio.gather(*(one(i) for i in range(2000)))
         assert len(set(ids)) == 2000
 
-        async def finished(pid: str) -> dict[str, object]:
-            async with gate:
-                return await gw.wait_done(pid, within=120)
-
-        finals = await asyncio.gather(*(finished(pid) for pid in ids))
+        by_id = {p["id"]: p for p in await all_final(c, within=120)}
+        finals = [by_id[pid] for pid in ids]
         bad = [f for f in finals if f["status"] != "completed" or _counts(f)[:2] != (1, 1)]
         assert not bad, bad[:3]
         assert Counter(item["token"] for item in lab.ledger("fcm")["items"]) == dict.fromkeys(tokens, 1)

@@ -152,6 +152,19 @@ async def paged(client: httpx.AsyncClient, path: str, **params: Any) -> list[dic
             return items
 
 
+async def all_final(client: httpx.AsyncClient, within: float = 120) -> list[dict[str, Any]]:
+    """Every publish of the app, once all of them are final (one listing a poll, not one GET
+    each; a gateway restarting in between is "not yet")."""
+
+    async def final() -> list[dict[str, Any]] | None:
+        pubs = await paged(client, "/v1/publishes")
+        return pubs if all(p["status"] in FINAL_STATUSES for p in pubs) else None
+
+    return await wait_for(
+        final, within, "every publish to be final", interval=0.3, ignore=(httpx.TransportError,)
+    )
+
+
 async def deliveries(client: httpx.AsyncClient, publish_id: str, **params: Any) -> list[dict[str, Any]]:
     """Every delivery record of a publish (``status=`` and other filters pass through)."""
     return await paged(client, f"/v1/publishes/{publish_id}/deliveries", **params)
