@@ -271,9 +271,10 @@ async def test_a_rate_limit_holds_for_grouped_publishes(database_url: str, lab: 
         items = lab.ledger("fcm")["items"]
         assert len(items) == 31
         arrived = sorted(datetime.fromisoformat(i["received_at"].replace("Z", "+00:00")) for i in items)
-        # 10 at once, then 10 a second: the last 20 need at least ~2 s.
+        # 10 at once, then 10 a second: the last 20 need ~2 s (unlimited, all 31 arrive within
+        # ~0.2 s; the margin is test_rate_limits.MIN_SPREAD's).
         spread = (arrived[-1] - arrived[0]).total_seconds()
-        assert spread >= 1.8, f"31 sends under 10/s arrived within {spread:.2f} s"
+        assert spread >= 1.5, f"31 sends under 10/s arrived within {spread:.2f} s"
         # Cut to the bucket's size (10), not handed back job by job.
         assert groups_over(await metrics(gw), 8) - before >= 2
 

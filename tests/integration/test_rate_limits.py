@@ -13,6 +13,12 @@ from support.lab import Lab
 
 from pushgate.engine.health import REFRESH_SECONDS
 
+#: The least spread between the first and the last arrival for a limit whose sends need 2 s:
+#: the clock starts at the first reserve, the spread at the first arrival, which can come
+#: ~0.2 s later (the first request fetches the OAuth token; measured 1.79 s once on a loaded
+#: machine). Without the limit these pushes all arrive within ~0.3 s.
+MIN_SPREAD = 1.5
+
 
 def _spread(lab: Lab, provider: str) -> float:
     """Seconds between the first and the last delivery the lab received."""
@@ -36,7 +42,7 @@ async def test_app_rate_limit_defers_without_dropping(database_url: str, lab: La
         assert status["counts"]["sent"] == 600
         assert lab.ledger("fcm")["total"] == 600
         # 200 may go at once (the burst), the other 400 at 200/s: at least ~2 s in all.
-        assert _spread(lab, "fcm") >= 1.8
+        assert _spread(lab, "fcm") >= MIN_SPREAD
 
 
 async def test_invalid_token_rate_throttles_the_pair(
@@ -72,7 +78,7 @@ async def test_invalid_token_rate_throttles_the_pair(
         )
         assert status["counts"]["sent"] == 300
         # Throttled to 100/s: 300 pushes cannot arrive in under ~2 s.
-        assert _spread(lab, "fcm") >= 1.8
+        assert _spread(lab, "fcm") >= MIN_SPREAD
         assert any(
             "invalid tokens" in r.getMessage() and "throttling" in r.getMessage() for r in caplog.records
         )
@@ -87,4 +93,4 @@ async def test_a_rate_below_the_chunk_size_still_sends_everything(database_url: 
         pub = await publish(gw.client, recipients=[{"type": "channel", "channel": "slow"}])
         status = await gw.wait_done(pub, within=30)
         assert status["counts"]["sent"] == 30 and lab.ledger("fcm")["total"] == 30
-        assert _spread(lab, "fcm") >= 1.8  # 10 at once, then 10/s
+        assert _spread(lab, "fcm") >= MIN_SPREAD  # 10 at once, then 10/s
