@@ -12,7 +12,6 @@ that item's error rather than a 400 for the whole request.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -37,6 +36,7 @@ from pushgate.api.schemas import (
     PublishIn,
 )
 from pushgate.api.services import AppDep, ServicesDep
+from pushgate.domain import clock
 from pushgate.domain.notification import ProviderOverrides
 from pushgate.store.publishes.admission import NewPublish
 
@@ -58,7 +58,7 @@ class _Validator:
         self.services = services
         self.limits = services.settings.limits
         self._targeted: dict[frozenset[str], list[str]] = {}
-        self.now = time.time()
+        self.now = clock.now()
 
     async def check(self, raw: dict[str, Any]) -> NewPublish:
         """The item ready to store; raises :class:`ApiError` or :class:`msgspec.ValidationError`."""

@@ -35,15 +35,16 @@ from pushgate.api.schemas import (
     UserRecipient,
 )
 from pushgate.api.services import AppDep, ServicesDep
+from pushgate.domain import clock
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.rendering import NotificationError, oversize, render_for
-from pushgate.domain.status import OPEN_PUBLISH
+from pushgate.domain.status import OPEN_PUBLISH, POLICY_STATUSES, DeliveryStatus
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
 from pushgate.providers import registry
 from pushgate.store.audience import SMALL_KINDS
 from pushgate.store.publishes import COUNTERS, InlinePlan, Publish
 
-_DELIVERY_STATUSES = ("pending", "sent", "failed", "invalid_token", "retrying", "expired", "cancelled")
+_DELIVERY_STATUSES = tuple(s.value for s in DeliveryStatus)
 
 
 def _counts(d: dict[str, int]) -> Counts:
@@ -62,6 +63,9 @@ def publish_out(p: Publish) -> PublishOut:
         expire_at=rfc3339(p.expire_at),
         idempotency_key=p.idempotency_key,
         error={"code": p.error_code, "message": p.error_message or ""} if p.error_code else None,
+        send_at=rfc3339(p.send_at),
+        suppressed_by_reason=p.reasons.get("suppressed"),
+        skipped_by_reason=p.reasons.get("skipped"),
     )
 
 
@@ -219,7 +223,7 @@ class PublishController(Controller):
         targeted = sorted(
             set(targeted) | {p for p in registry.names() if overrides.for_provider(p) is not None}
         )
-        now = time.time()
+        now = clock.now()
         out: dict[str, ProviderPreview] = {}
         for provider in targeted:
             r = registry.get(provider).renderer
@@ -247,12 +251,12 @@ class PublishController(Controller):
     ) -> Response[PublishAccepted]:
         await refuse_if_backpressured(app, services)
         limits = services.settings.limits
-        expire_at = checked_bounds(data, limits.max_recipients_per_publish, time.time())
+        expire_at = checked_bounds(data, limits.max_recipients_per_publish, clock.now())
         recipients, token_providers = _recipients(data, services)
         n = data.notification
         overrides = data.providers or ProviderOverrides()
         targeted = await _targeted(app, services, token_providers)
-        now = time.time()
+        now = clock.now()
         _render_checked(n, overrides, targeted, now)
         request = {
             "recipients": recipients,
@@ -328,6 +332,7 @@ class PublishController(Controller):
         services: ServicesDep,
         status: FromQuery[str | None] = None,
         provider: FromQuery[str | None] = None,
+        reason: Annotated[str | None, QueryParameter(max_length=80)] = None,
         cursor: FromQuery[str | None] = None,
         limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> DeliveryPage:
@@ -341,6 +346,7 @@ class PublishController(Controller):
             publish_id,
             status=status,
             provider=provider,
+            reason=reason,
             cursor=cursors.decode_one(cursor),
             limit=page_limit(limit, services.settings),
         )
@@ -357,6 +363,8 @@ class PublishController(Controller):
                     attempts=r.attempts,
                     sent_at=rfc3339(r.sent_at),
                     provider_message_id=r.provider_message_id,
+                    reason=r.error_code if r.status in POLICY_STATUSES else None,
+                    release_at=rfc3339(r.release_at) if r.status == DeliveryStatus.HELD else None,
                 )
                 for r in rows
             ],

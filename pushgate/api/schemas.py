@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 import msgspec
 
+from pushgate.api.schemas_policy import CategoryId, DeliveryWindowIn, FrequencyCapIn, TimeOfDay
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.providers import registry
 
@@ -191,6 +192,21 @@ class PublishIn(Strict):
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     #: RFC 3339; undelivered recipients become ``expired`` after it.
     expire_at: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    #: RFC 3339: the publish is ``scheduled`` until then (a past time means now).
+    send_at: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    #: Deliver only inside this daily window of each device's local time (held until it opens).
+    deliver_between: DeliveryWindowIn | None = None
+    #: Deliver at this local time on its next occurrence for each device.
+    local_time: TimeOfDay | None = None
+    #: For ``deliver_between``/``local_time``, devices without a time zone: ``send_now``,
+    #: ``skip`` (outcome ``skipped``) or an IANA zone to assume (default: the app's time zone).
+    no_timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    #: ``critical`` bypasses quiet hours and frequency caps (alarms, one-time passwords).
+    priority: Literal["normal", "critical"] | None = None
+    #: A category of ``/v1/categories``: users opted out of it are ``suppressed`` (``preference``).
+    category: CategoryId | None = None
+    #: Caps for this publish instead of the app's defaults (``[]``: none).
+    frequency_caps: Annotated[list[FrequencyCapIn], msgspec.Meta(max_length=8)] | None = None
 
 
 #: The most publishes one ``POST /v1/publish/batch`` takes.
@@ -251,6 +267,12 @@ class Counts(msgspec.Struct):
     retrying: int
     expired: int
     cancelled: int
+    #: Stopped by policy (``suppressed_by_reason`` says which rule).
+    suppressed: int
+    #: Nothing to send them (e.g. no payload for their provider).
+    skipped: int
+    #: Held by policy right now, each until its ``release_at``.
+    held: int
 
 
 class ProviderPreview(msgspec.Struct, omit_defaults=True):
@@ -304,6 +326,12 @@ class PublishOut(msgspec.Struct, omit_defaults=True):
     expire_at: str | None = None
     idempotency_key: str | None = None
     error: dict[str, str] | None = None
+    #: When a ``scheduled`` publish starts.
+    send_at: str | None = None
+    #: ``counts.suppressed`` by reason (``quiet_hours``, ``preference``, ``frequency_cap``).
+    suppressed_by_reason: dict[str, int] | None = None
+    #: ``counts.skipped`` by reason (``no_payload_for_provider``, ``no_timezone``).
+    skipped_by_reason: dict[str, int] | None = None
 
 
 class PublishPage(msgspec.Struct):
@@ -324,6 +352,11 @@ class DeliveryOut(msgspec.Struct):
     attempts: int
     sent_at: str | None
     provider_message_id: str | None
+    #: ``held``/``suppressed``/``skipped``: the rule or reason (``delivery_window``,
+    #: ``quiet_hours``, ``frequency_cap``, ``preference``, ``no_payload_for_provider``, …).
+    reason: str | None = None
+    #: ``held``: when it goes out.
+    release_at: str | None = None
 
 
 class DeliveryPage(msgspec.Struct):

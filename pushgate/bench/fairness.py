@@ -27,7 +27,7 @@ from pushgate.bench.runner import Endpoints, percentiles, run_seed
 
 #: The lab's name for the FCM service account it writes (``pushgate lab --write-credentials``).
 SERVICE_ACCOUNT = "fcm-service-account.json"
-FINAL = ("sent", "failed", "invalid_token", "expired", "cancelled")
+FINAL = ("sent", "failed", "invalid_token", "expired", "cancelled", "suppressed", "skipped")
 
 
 async def _ensure_fcm(backlog: BenchClient, lab_credentials: Path | None) -> None:

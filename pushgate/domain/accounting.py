@@ -111,6 +111,8 @@ class Batch:
     deadline: float | None
     #: Its recipients are counted as ``retrying`` already (a retry, or a replayed dead letter).
     was_retrying: bool
+    #: Its recipients are counted as ``held`` (a release batch of held deliveries).
+    was_held: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +130,7 @@ class Accounting(Generic[T]):
     #: Deltas for the publish's counters of this provider (zero entries included).
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
-            ("sent", "failed", "invalid_token", "expired", "retrying", "cancelled"), 0
+            ("sent", "failed", "invalid_token", "expired", "retrying", "cancelled", "held"), 0
         )
     )
     #: Device ids to switch off → (reason, the token that was refused).
@@ -193,7 +195,8 @@ def count(counts: dict[str, int], status: DeliveryStatus, *, batch: Batch, cance
 
     After a cancel its recipients were counted ``cancelled`` by the cancel; a target really
     sent (or failed) moves from there. Otherwise a delivery enters ``retrying`` once, on its
-    first deferral, and leaves it when it becomes final.
+    first deferral, and leaves it when it becomes final; a held recipient leaves ``held`` with
+    its release batch's outcome (a cancel already moved it to ``cancelled``).
     """
     if cancelled:
         if status is not DeliveryStatus.CANCELLED:
@@ -202,10 +205,14 @@ def count(counts: dict[str, int], status: DeliveryStatus, *, batch: Batch, cance
     elif status is DeliveryStatus.RETRYING:
         if not batch.was_retrying:
             counts["retrying"] += 1
+        if batch.was_held:
+            counts["held"] -= 1
     else:
         counts[status] += 1
         if batch.was_retrying:
             counts["retrying"] -= 1
+        if batch.was_held:
+            counts["held"] -= 1
 
 
 def account(

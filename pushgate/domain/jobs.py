@@ -60,6 +60,9 @@ class DispatchPayload(msgspec.Struct, omit_defaults=True):
     targets: list[list[str]]
     #: A replayed dead letter: attempt 1, but its recipients are counted as retrying already.
     replay: bool = False
+    #: A release batch: policy held its recipients (status ``held``, counted in ``held``) until
+    #: this job's ``run_at``; their outcome moves them out of that counter.
+    held: bool = False
 
     @property
     def was_retrying(self) -> bool:
@@ -124,10 +127,11 @@ def dispatch_batches(
     attempt: int = 1,
     size: int | None = None,
     replay: bool = False,
+    held: bool = False,
 ) -> list[DispatchPayload]:
     """``targets`` cut into dispatch payloads of at most ``size`` (None: one payload)."""
     step = size or len(targets) or 1
     return [
-        DispatchPayload(provider, attempt, list(targets[k : k + step]), replay)
+        DispatchPayload(provider, attempt, list(targets[k : k + step]), replay, held)
         for k in range(0, len(targets), step)
     ]

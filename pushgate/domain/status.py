@@ -25,6 +25,15 @@ class DeliveryStatus(enum.StrEnum):
     #: The notification's deadline (``expire_at`` or TTL) passed before it could go out.
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    #: Policy holds it until ``release_at`` (a delivery window, quiet hours, a frequency cap):
+    #: a dispatch job due then carries it; the rule is its ``error_code``.
+    HELD = "held"
+    #: Policy stopped it for good (``error_code`` is the reason: ``quiet_hours``, ``preference``,
+    #: ``frequency_cap``): not a failure, nothing was sent.
+    SUPPRESSED = "suppressed"
+    #: Nothing to send to this recipient (``no_payload_for_provider``: the publish gave only
+    #: other providers' native payloads; ``no_timezone``: a window publish said ``skip``).
+    SKIPPED = "skipped"
 
 
 #: Delivery statuses that end a recipient's story for its publish (a re-run batch skips them).
@@ -34,12 +43,27 @@ FINAL: tuple[DeliveryStatus, ...] = (
     DeliveryStatus.INVALID_TOKEN,
     DeliveryStatus.EXPIRED,
     DeliveryStatus.CANCELLED,
+    DeliveryStatus.SUPPRESSED,
+    DeliveryStatus.SKIPPED,
 )
 #: Delivery statuses a cancel or a failed publish closes.
-OPEN_DELIVERY: tuple[DeliveryStatus, ...] = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+OPEN_DELIVERY: tuple[DeliveryStatus, ...] = (
+    DeliveryStatus.PENDING,
+    DeliveryStatus.RETRYING,
+    DeliveryStatus.HELD,
+)
+#: The statuses whose ``error_code`` is a policy reason (shown as ``reason`` on the API).
+POLICY_STATUSES: tuple[DeliveryStatus, ...] = (
+    DeliveryStatus.HELD,
+    DeliveryStatus.SUPPRESSED,
+    DeliveryStatus.SKIPPED,
+)
 
 
 class PublishStatus(enum.StrEnum):
+    #: Admitted with a future ``send_at``: its ``plan`` job waits in the queue until then
+    #: (cancellable, re-timeable); nothing planned yet.
+    SCHEDULED = "scheduled"
     #: Written by admission with its ``plan`` job; nothing planned yet.
     ACCEPTED = "accepted"
     #: Planning began; batches are being sent.
@@ -59,9 +83,29 @@ CLOSED: tuple[PublishStatus, ...] = (
     PublishStatus.CANCELLED,
 )
 #: Publish statuses that still plan and send.
-OPEN_PUBLISH: tuple[PublishStatus, ...] = (PublishStatus.ACCEPTED, PublishStatus.DISPATCHING)
+OPEN_PUBLISH: tuple[PublishStatus, ...] = (
+    PublishStatus.SCHEDULED,
+    PublishStatus.ACCEPTED,
+    PublishStatus.DISPATCHING,
+)
 
 #: The per-provider counters of a publish (``publish_stats`` columns): ``planned`` plus one per
 #: status a delivery reaches after planning.
 #: Plain strings (not members): they become dict keys and column names.
-COUNTERS: tuple[str, ...] = ("planned", "sent", "failed", "invalid_token", "retrying", "expired", "cancelled")
+#: ``held`` is a current count like ``retrying`` (entered when policy holds a recipient, left
+#: when its release batch records an outcome); ``suppressed`` and ``skipped`` are final.
+COUNTERS: tuple[str, ...] = (
+    "planned",
+    "sent",
+    "failed",
+    "invalid_token",
+    "retrying",
+    "expired",
+    "cancelled",
+    "suppressed",
+    "skipped",
+    "held",
+)
+#: Counters whose recipients are done (a publish closes when they add up to ``planned``; a cancel
+#: closes the rest itself).
+FINAL_COUNTERS: tuple[str, ...] = ("sent", "failed", "invalid_token", "expired", "suppressed", "skipped")

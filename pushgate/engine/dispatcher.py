@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pushgate.config import Settings
+from pushgate.domain import clock
 from pushgate.domain.accounting import (
     CANCELLED,
     DEFERRED_TOO_LONG,
@@ -136,6 +137,7 @@ class Dispatcher:
             created_at=pub.created_at,
             deadline=deadline,
             was_retrying=p.was_retrying,
+            was_held=p.held,
         )
         return self.recorder.for_job(job, pub, batch)
 
@@ -158,7 +160,7 @@ class Dispatcher:
         try:
             if not targets:
                 await record([], [], final=True)
-            elif record.deadline is not None and time.time() >= record.deadline:
+            elif record.deadline is not None and clock.now() >= record.deadline:
                 await record(targets, [EXPIRED for _ in targets], final=True, observed=False)
             else:
                 await self._send(record, pub, app_name, job.payload.provider, targets)
@@ -211,7 +213,7 @@ class Dispatcher:
             wait, layer = g.limits.reserve(pub.app_id, app_name, provider_name, len(split.send))
             if wait > MAX_INLINE_WAIT and not probing:
                 g.limits.refund(pub.app_id, provider_name, len(split.send))
-                until = time.time() + wait
+                until = clock.now() + wait
                 if not await self._give_up_instead(record, pub, provider_name, targets[k:], until):
                     await record.defer(until, None)
                     DEFERRED.labels(provider_name, f"rate_{layer}").inc()
@@ -302,7 +304,7 @@ class Dispatcher:
         gates = await self.guards.quarantine.origin_gates(pub.app_id, provider_name, members)
         if not gates:
             return OriginSplit(chunk, origins)
-        now = time.time()
+        now = clock.now()
         split = OriginSplit([], [])
         probe_of = self._probe_targets(pub.app_id, provider_name, chunk, origins, gates)
         for target, origin in zip(chunk, origins, strict=True):

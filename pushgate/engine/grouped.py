@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pushgate.domain import clock
 from pushgate.domain.accounting import DEVICE_REMOVED, Attempt, Batch
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import SendResult
@@ -143,7 +144,7 @@ class GroupDispatch:
         self, jobs: list[Job[DispatchPayload]], pubs: dict[str, Publish], provider_name: str, app_id: str
     ) -> tuple[list[_Member], list[Job[DispatchPayload]]]:
         """Split the group into what it sends and what runs alone (module docstring)."""
-        now = time.time()
+        now = clock.now()
         members: list[_Member] = []
         alone: list[Job[DispatchPayload]] = []
         for j in jobs:
@@ -214,6 +215,7 @@ class GroupDispatch:
             created_at=m.pub.created_at,
             deadline=m.deadline,
             was_retrying=p.was_retrying,
+            was_held=p.held,
         )
         results: list[Attempt] = [*m.results, *(DEVICE_REMOVED for _ in m.removed)]
         origins = [origin_of(t.token) for t in m.send] if origin_of is not None else None

@@ -8,13 +8,13 @@ the page it was on and the (publish, recipient) key drops anything already plann
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain import clock
 from pushgate.domain.jobs import DispatchPayload, PlanPayload, PlanStats, dispatch_batches
 from pushgate.domain.status import PublishStatus
 from pushgate.store.audience import Audience
@@ -111,7 +111,7 @@ class Planner:
         planning (:meth:`_finish` in the same transaction), and its last dispatch batch is
         enqueued claimed by ``ctx.owner`` and returned, for the caller to run.
         """
-        now = time.time()
+        now = clock.now()
         async with self.db.write() as conn:
             # Checked under the publish's shared lock: a cancel is either seen here or waits
             # for this page, whose pending records it then cancels.

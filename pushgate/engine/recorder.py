@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain import clock
 from pushgate.domain.accounting import Accounting, Attempt, Batch, DeliveryUpdate, account
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
@@ -134,7 +135,7 @@ class Recorder:
         recorded but kept out of the breaker.
         """
         chunk = _Chunk(
-            job, pub, batch, targets, results, final, progress, probing, stale_credential, time.time(),
+            job, pub, batch, targets, results, final, progress, probing, stale_credential, clock.now(),
             [r for r in results[: len(targets)] if isinstance(r, SendResult)] if observed else [],
             origins, origin_probes, held,
         )  # fmt: skip
@@ -195,6 +196,7 @@ class Recorder:
                     attempt=batch.attempt,
                     replay=batch.was_retrying and batch.attempt == 1,
                     deferred_by=batch.provider,
+                    held=batch.was_held,
                 )
             if c.classes:
                 await self.health_store.add_events(conn, pub.app_id, batch.provider, c.now, c.classes)
@@ -258,7 +260,7 @@ class Recorder:
     async def _commit_group(
         self, app_id: str, provider: str, entries: Sequence[GroupEntry], stale_credential: bool
     ) -> tuple[list[GroupEntry], Breaker | None, dict[str, Breaker], Counter[str]]:
-        now = time.time()
+        now = clock.now()
         lost: list[GroupEntry] = []
         updates: dict[str, list[DeliveryUpdate]] = {}
         moves: list[tuple[str, str, dict[str, int]]] = []
@@ -363,7 +365,7 @@ class Recorder:
                     # row). Without this the job slept until the probe timeout.
                     breaker = await self.health_store.breaker_in(conn, job.app_id, deferred_by)
                     if breaker.state == CLOSED:
-                        await wake_deferred(conn, job.app_id, deferred_by, time.time())
+                        await wake_deferred(conn, job.app_id, deferred_by, clock.now())
 
         # Held like outcomes: the deferral often follows a chunk whose answers parked the pair.
         await self.storage.commit(commit, f"deferring job {job.id}")

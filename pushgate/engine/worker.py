@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pushgate.config import Settings
+from pushgate.domain import clock
 from pushgate.domain.jobs import DispatchPayload, JobKind, Payload, PlanPayload, Unreadable, group_key
 from pushgate.domain.quarantine import BreakerRules
 from pushgate.domain.status import OPEN_PUBLISH
@@ -244,7 +245,7 @@ class Engine:
                 except Exception:
                     due = None
                 if due is not None:
-                    timeout = max(0.01, min(timeout, due - time.time()))
+                    timeout = max(0.01, min(timeout, due - clock.now()))
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:

@@ -16,7 +16,6 @@ the caller's transaction; a method without one opens its own.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningDelete
 
+from pushgate.domain import clock
 from pushgate.domain.jobs import (
     DispatchPayload,
     Payload,
@@ -168,7 +168,7 @@ class JobQueue:
         """Insert jobs (one statement for all of them)."""
         if not new:
             return
-        now = time.time()
+        now = clock.now()
         await conn.execute(
             _INSERT_JOB,
             [
@@ -199,11 +199,13 @@ class JobQueue:
         replay: bool = False,
         deferred_by: str | None = None,
         grouped: bool = False,
+        held: bool = False,
     ) -> None:
         """Queue ``targets`` (``Target.row()`` lists) for ``provider`` in jobs of at most
         ``batch_size`` (None: one job per run time): the planner's batches, a replay, or a
         chunk's retries. A list runs now; a mapping gives each group its run time (retries are
-        jittered, so a chunk's come back as many groups, still written in one statement)."""
+        jittered, so a chunk's come back as many groups, still written in one statement).
+        ``held``: release batches of recipients policy holds until their run time."""
         groups = targets.items() if isinstance(targets, Mapping) else [(None, targets)]
         await JobQueue.enqueue(
             conn,
@@ -211,7 +213,7 @@ class JobQueue:
                 NewJob(app_id, publish_id, payload, run_at, deferred_by, grouped)
                 for run_at, group in groups
                 for payload in dispatch_batches(
-                    provider, group, attempt=attempt, size=batch_size, replay=replay
+                    provider, group, attempt=attempt, size=batch_size, replay=replay, held=held
                 )
             ],
         )
@@ -228,7 +230,7 @@ class JobQueue:
         """Enqueue a dispatch job already claimed by ``owner`` (claim number 1), for the caller
         to run right after its transaction commits: no claim round trip, no wake-up. If the
         caller dies, the lease runs out and any worker claims it as usual."""
-        now = time.time()
+        now = clock.now()
         job_id = (
             await conn.execute(
                 _INSERT_JOB.returning(jobs.c.id),
@@ -252,7 +254,7 @@ class JobQueue:
     ) -> list[Job[Payload | Unreadable]]:
         """Claim up to ``limit`` due jobs, the apps taking turns (:func:`claim_statement`),
         none of an app in ``skip_apps``."""
-        now = time.time()
+        now = clock.now()
         stmt = claim_statement(self.db.dialect)
         params = {
             "now": now,
@@ -281,7 +283,7 @@ class JobQueue:
         key = group_key(payload) if first.grouped and not isinstance(payload, Unreadable) else None
         if key is None or limit <= 0:
             return []
-        now = time.time()
+        now = clock.now()
         params = {
             "now": now,
             "lim": limit,
@@ -298,7 +300,7 @@ class JobQueue:
         """Extend ``owner``'s leases on ``job_ids`` (the heartbeat of running jobs); returns the
         ids still held. A missing one is done, or was taken over after its lease lapsed (an
         owner is one process: ``lease_owner`` tells its claims from every other's)."""
-        params = {"owner": owner, "ids": list(job_ids), "until": time.time() + lease_seconds}
+        params = {"owner": owner, "ids": list(job_ids), "until": clock.now() + lease_seconds}
         async with self.db.write() as conn:
             return {int(r.id) for r in (await conn.execute(_renew_statement(self.db.dialect), params)).all()}
 
@@ -342,7 +344,7 @@ class JobQueue:
         """Commit a dispatch job's progress with the outcomes it covers (and extend the lease);
         False when another claim has taken the job over."""
         res = await conn.execute(
-            _ADVANCE, {"jid": job_id, "cl": claims, "pr": progress, "lu": time.time() + lease_seconds}
+            _ADVANCE, {"jid": job_id, "cl": claims, "pr": progress, "lu": clock.now() + lease_seconds}
         )
         return bool(res.rowcount)
 
@@ -435,7 +437,7 @@ class JobQueue:
         quarantine (``deferred_by``) are not counted: they are not work the workers are behind
         on, and a broken credential must not turn into 429s.
         """
-        now = time.time()
+        now = clock.now()
         mine = jobs.c.app_id == app_id
         counted = sa.select(jobs.c.id).where(mine, jobs.c.deferred_by.is_(None)).limit(count_up_to)
         due = (jobs.c.run_at <= now, sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now))

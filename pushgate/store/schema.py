@@ -112,11 +112,15 @@ publishes = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float, nullable=True),
     sa.Column("completed_at", sa.Float, nullable=True),
+    #: When a ``scheduled`` publish's plan job is due (its ``send_at``); None: sent at admission.
+    sa.Column("send_at", sa.Float, nullable=True),
     sa.UniqueConstraint("app_id", "idempotency_key", name="uq_publishes_idempotency"),
     sa.Index("ix_publishes_app_id_id", "app_id", "id"),
     sa.Index("ix_publishes_status", "status"),
     # The retention sweep: an app's publishes by the time they closed (store/retention.py).
     sa.Index("ix_publishes_retention", "app_id", "completed_at"),
+    #: ``GET /v1/publishes?status=``: one app's publishes of one status, newest first.
+    sa.Index("ix_publishes_app_status", "app_id", "status", "id"),
 )
 
 # Counters per (publish, provider), moved with atomic ``x = x + n`` updates: no read-modify-write.
@@ -132,6 +136,9 @@ publish_stats = sa.Table(
     sa.Column("retrying", sa.Integer, nullable=False, server_default="0"),
     sa.Column("expired", sa.Integer, nullable=False, server_default="0"),
     sa.Column("cancelled", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("suppressed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("held", sa.Integer, nullable=False, server_default="0"),
 )
 
 # One record per (publish, recipient). The recipient is a device id, or ``tok_<hash>`` for a raw
@@ -154,6 +161,8 @@ deliveries = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     #: ``failed`` after exhausting its attempts on retryable errors: a dead letter (replayable).
     sa.Column("dead", sa.Boolean, nullable=False, server_default=sa.false()),
+    #: ``held``: when its release batch is due (the rule holding it is ``error_code``).
+    sa.Column("release_at", sa.Float, nullable=True),
     sa.Index("ix_deliveries_publish_status", "publish_id", "status"),
     sa.Index(
         "ix_deliveries_dead",
@@ -277,4 +286,83 @@ storage_probe = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+
+# ---- policy (docs/policy.md): what decides when and whether a notification may go -------------
+
+#: One row per app that changed its policy through the API (``PUT /v1/policy``): default time
+#: zone, quiet hours and default frequency caps, as JSON (``domain/policy.py:AppPolicy``). Config
+#: (``[policy]``, ``[apps.<name>.policy]``) gives the defaults an app without a row uses.
+app_policies = sa.Table(
+    "app_policies",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: Notification categories a publish may name (``category``) and users opt in or out of.
+categories = sa.Table(
+    "categories",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("description", sa.String(500), nullable=False, server_default=""),
+    #: A user who never chose receives the category when true.
+    sa.Column("default_opt_in", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: A user's explicit choice for one category (absent: the category's default).
+user_preferences = sa.Table(
+    "user_preferences",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("user", sa.String(200), primary_key=True),
+    sa.Column("category", sa.String(64), primary_key=True),
+    sa.Column("opted_in", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    #: The planner's lookup: one category's choices for a page of users.
+    sa.Index("ix_user_preferences_category", "app_id", "category", "user"),
+)
+
+#: A user's own quiet hours (over the app's).
+user_quiet_hours = sa.Table(
+    "user_quiet_hours",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("user", sa.String(200), primary_key=True),
+    #: ``domain/policy.py:QuietHours`` as JSON.
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+#: Frequency-cap counters: notifications counted in one fixed window of one scope (a device or a
+#: user, optionally one category). Moved only by ``count = count + 1 … WHERE count < limit``, so
+#: concurrent planners never exceed a cap (store/caps.py).
+cap_counters = sa.Table(
+    "cap_counters",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("scope", sa.String(320), primary_key=True),
+    sa.Column("window_start", sa.Float, primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False, server_default="0"),
+    #: The retention sweep drops windows that ended.
+    sa.Column("window_end", sa.Float, nullable=False),
+    sa.Index("ix_cap_counters_end", "window_end"),
+)
+
+#: What a cap decided for one publish and one scope: a user's second device on a later page of the
+#: same publish gets the same decision, counted once.
+cap_marks = sa.Table(
+    "cap_marks",
+    metadata,
+    sa.Column("publish_id", sa.String(40), primary_key=True),
+    sa.Column("scope", sa.String(320), primary_key=True),
+    #: When the notification may go (now, or a later window's start); None: dropped.
+    sa.Column("release_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_cap_marks_created", "created_at"),
 )

@@ -183,6 +183,9 @@ async def test_expire_at_stops_retries(gateway: Gateway, lab: Lab) -> None:
         "retrying": 0,
         "expired": 1,
         "cancelled": 0,
+        "suppressed": 0,
+        "skipped": 0,
+        "held": 0,
     }
     [d] = await gateway.deliveries(pub_id)
     assert d["status"] == "expired" and d["attempts"] == 1

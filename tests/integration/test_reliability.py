@@ -138,6 +138,9 @@ async def test_cancel_retrying_delivery_and_conflicts(gateway: Gateway, lab: Lab
         "retrying": 0,
         "expired": 0,
         "cancelled": 1,
+        "suppressed": 0,
+        "skipped": 0,
+        "held": 0,
     }
     [d] = await gateway.deliveries(pub_id)
     assert d["status"] == "cancelled"

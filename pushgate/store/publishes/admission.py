@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain import clock
 from pushgate.domain.ids import new_id
 from pushgate.domain.jobs import PlanPayload, PlanStats, dispatch_batches
 from pushgate.domain.status import COUNTERS, PublishStatus
@@ -126,7 +126,7 @@ class _GroupCommit:
             released = [{"old_id": old} for old in sorted(old for _, old, _ in group if old is not None)]
             if released:
                 await conn.execute(_RELEASE_KEY, released)
-            now = time.time()
+            now = clock.now()
             planned: dict[str, list[dict[str, Any]]] = {}
             small = [(p, plan) for p, _, plan in group if plan is not None]
             wants = [
@@ -250,7 +250,7 @@ def _new_publish(app_id: str, request: dict[str, Any], key: str | None, expire_a
         planning_done=False,
         error_code=None,
         error_message=None,
-        created_at=time.time(),
+        created_at=clock.now(),
         started_at=None,
         completed_at=None,
         counts=dict.fromkeys(COUNTERS, 0),
@@ -281,7 +281,7 @@ class Admission(Planning):
         """
         for _ in range(3):
             existing = await self._by_key(app_id, idempotency_key) if idempotency_key else None
-            now = time.time()
+            now = clock.now()
             if existing is not None and existing.created_at >= now - window_seconds:
                 return existing, False
             pub = _new_publish(app_id, request, idempotency_key, expire_at)
@@ -305,7 +305,7 @@ class Admission(Planning):
         for _ in range(3):
             keys = {i.idempotency_key for i in items if i.idempotency_key is not None}
             known = await self._by_keys(app_id, keys) if keys else {}
-            oldest = time.time() - window_seconds
+            oldest = clock.now() - window_seconds
             out: list[tuple[Publish, bool]] = []
             new: list[tuple[Publish, str | None, InlinePlan | None]] = []
             taken: dict[str, Publish] = {}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from pushgate.domain import clock
 from pushgate.store.dialect import lock_rows
 from pushgate.store.publishes.model import DeadLetter, Repository
 from pushgate.store.publishes.outcomes import bump
@@ -122,7 +122,7 @@ class DeadLetters(Repository):
         publish is reopened so the dispatcher runs the jobs and closes it again.
         """
         by_id = {t[0]: t for t in targets}
-        now = time.time()
+        now = clock.now()
         async with self.db.write() as conn:
             # An exclusive row lock from the start: two replays of one publish taking it shared
             # and then both updating it would deadlock on PostgreSQL.

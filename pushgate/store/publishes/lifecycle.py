@@ -8,14 +8,14 @@ every later one sees it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from functools import lru_cache
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pushgate.domain.status import OPEN_DELIVERY, DeliveryStatus
+from pushgate.domain import clock
+from pushgate.domain.status import OPEN_DELIVERY, OPEN_PUBLISH, DeliveryStatus
 from pushgate.store.dialect import lock_rows
 from pushgate.store.publishes.model import Publish
 from pushgate.store.publishes.outcomes import bump
@@ -23,14 +23,17 @@ from pushgate.store.publishes.reads import Reads
 from pushgate.store.queue import JobQueue
 from pushgate.store.schema import deliveries, jobs, publish_stats, publishes
 
+#: The publish statuses a cancel or a failure closes.
+_OPEN = tuple(s.value for s in OPEN_PUBLISH)
 _START = (
     sa.update(publishes)
-    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.status == "accepted")
+    # ``scheduled``: its plan job came due (the planner's first page starts it).
+    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.status.in_(("accepted", "scheduled")))
     .values(status="dispatching", started_at=sa.bindparam("now"))
 )
 _FAIL = (
     sa.update(publishes)
-    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.status.in_(("accepted", "dispatching")))
+    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.status.in_(_OPEN))
     .values(
         status="failed",
         error_code=sa.bindparam("code"),
@@ -54,6 +57,8 @@ _TOTALS = sa.select(
             + publish_stats.c.failed
             + publish_stats.c.invalid_token
             + publish_stats.c.expired
+            + publish_stats.c.suppressed
+            + publish_stats.c.skipped
         ),
         0,
     ),
@@ -73,7 +78,12 @@ def _stat_sum(expr: sa.ColumnElement[int]) -> sa.ScalarSelect[int]:
 _PLANNED = _stat_sum(publish_stats.c.planned)
 _EXPIRED = _stat_sum(publish_stats.c.expired)
 _FINAL = _stat_sum(
-    publish_stats.c.sent + publish_stats.c.failed + publish_stats.c.invalid_token + publish_stats.c.expired
+    publish_stats.c.sent
+    + publish_stats.c.failed
+    + publish_stats.c.invalid_token
+    + publish_stats.c.expired
+    + publish_stats.c.suppressed
+    + publish_stats.c.skipped
 )
 #: :meth:`Lifecycle.close_if_done` for many publishes in one statement: those whose every
 #: planned recipient is final close, ``expired`` when all of them expired.
@@ -149,18 +159,18 @@ async def close_open_deliveries(
     )
     moved: dict[str, dict[str, int]] = {}
     for provider, status, n in rows:
-        c = moved.setdefault(provider, {to.value: 0, "retrying": 0})
+        c = moved.setdefault(provider, {to.value: 0, "retrying": 0, "held": 0})
         c[to.value] += int(n)
-        if status == DeliveryStatus.RETRYING:
-            c["retrying"] -= int(n)
+        if status in ("retrying", "held"):
+            c[status] -= int(n)
     for provider, deltas in moved.items():
         await bump(conn, dialect, publish_id, provider, **deltas)
 
 
 class Lifecycle(Reads):
     async def mark_started(self, conn: AsyncConnection, publish_id: str) -> None:
-        """``accepted`` → ``dispatching`` (planning began)."""
-        await conn.execute(_START, {"pid": publish_id, "now": time.time()})
+        """``accepted`` (or ``scheduled``) → ``dispatching`` (planning began)."""
+        await conn.execute(_START, {"pid": publish_id, "now": clock.now()})
 
     async def set_planning_done(self, conn: AsyncConnection, publish_id: str) -> None:
         await conn.execute(_SET_PLANNING_DONE, {"pid": publish_id})
@@ -176,7 +186,7 @@ class Lifecycle(Reads):
         Used when planning cannot proceed (or keeps crashing): dispatch jobs it already queued
         would otherwise be dropped unrecorded and leave their deliveries ``pending`` forever.
         """
-        now = time.time()
+        now = clock.now()
         res = await conn.execute(_FAIL, {"pid": publish_id, "code": code, "msg": message, "now": now})
         if res.rowcount:
             await close_open_deliveries(
@@ -228,7 +238,7 @@ class Lifecycle(Reads):
         status = await self._closable(conn, publish_id, lock=True)
         if status is None:
             return None
-        await conn.execute(_CLOSE, {"pid": publish_id, "st": status, "now": time.time()})
+        await conn.execute(_CLOSE, {"pid": publish_id, "st": status, "now": clock.now()})
         return status
 
     async def close_done_many(self, conn: AsyncConnection, publish_ids: Sequence[str]) -> list[str]:
@@ -237,7 +247,7 @@ class Lifecycle(Reads):
         (:meth:`statuses_locked`), so no other outcome of theirs commits in between."""
         if not publish_ids:
             return []
-        rows = await conn.execute(_CLOSE_DONE, {"pids": list(publish_ids), "now": time.time()})
+        rows = await conn.execute(_CLOSE_DONE, {"pids": list(publish_ids), "now": clock.now()})
         return [r.id for r in rows.all()]
 
     async def statuses_locked(self, conn: AsyncConnection, publish_ids: Sequence[str]) -> dict[str, str]:
@@ -275,20 +285,21 @@ class Lifecycle(Reads):
         return (await conn.execute(q, {"pid": publish_id})).scalar()
 
     async def cancel(self, app_id: str, publish_id: str) -> tuple[Publish | None, bool]:
-        """Cancel an open publish: returns ``(publish, changed)``; ``(None, False)`` if unknown.
+        """Cancel an open publish (a scheduled one too): returns ``(publish, changed)``;
+        ``(None, False)`` if unknown.
 
-        In one transaction: the status, every ``pending``/``retrying`` delivery becomes
+        In one transaction: the status, every ``pending``/``retrying``/``held`` delivery becomes
         ``cancelled`` (counters moved to match) and the publish's queued jobs are deleted.
         Batches already being sent finish and record their real outcome.
         """
-        now = time.time()
+        now = clock.now()
         async with self.db.write() as conn:
             res = await conn.execute(
                 sa.update(publishes)
                 .where(
                     publishes.c.id == publish_id,
                     publishes.c.app_id == app_id,
-                    publishes.c.status.in_(("accepted", "dispatching")),
+                    publishes.c.status.in_(_OPEN),
                 )
                 .values(status="cancelled", completed_at=now)
             )

@@ -24,7 +24,11 @@ class Publish:
     started_at: float | None
     completed_at: float | None
     counts: dict[str, int] = field(default_factory=dict)
+    #: A ``scheduled`` publish's start (its plan job's ``run_at``).
+    send_at: float | None = None
     by_provider: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: ``suppressed``/``skipped`` counts by reason (read with one publish's counts).
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -54,6 +58,7 @@ def publish_from_row(row: Any) -> Publish:
         created_at=row.created_at,
         started_at=row.started_at,
         completed_at=row.completed_at,
+        send_at=row.send_at,
     )
 
 

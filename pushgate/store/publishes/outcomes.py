@@ -6,7 +6,6 @@ built once per dialect: see :data:`RECORDED` and :func:`bump`.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from operator import attrgetter
@@ -15,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain import clock
 from pushgate.domain.accounting import DeliveryUpdate
 from pushgate.domain.status import COUNTERS, FINAL, DeliveryStatus
 from pushgate.store.dialect import insert_ignoring_conflicts, placeholders
@@ -112,7 +112,7 @@ class Outcomes(Repository):
     ) -> dict[str, set[str]]:
         """:meth:`insert_planned` for several publishes in one statement (admission plans a
         group's small publishes at once); returns the new recipient ids by publish."""
-        now = time.time()
+        now = clock.now()
         params = []
         for publish_id, rows in rows_by_publish.items():
             # Two references to one device inside one page collapse here.
@@ -164,7 +164,7 @@ class Outcomes(Repository):
         rows = [(pid, u) for pid, updates in updates_by_publish.items() for u in updates]
         if not rows:
             return
-        now = time.time()
+        now = clock.now()
         sql = _record_sql(self.db.dialect)
         if self.db.dialect == "postgresql":
             columns = list(zip(*(_recorded_values(u) for _, u in rows), strict=True))

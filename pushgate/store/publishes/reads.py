@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pushgate.domain.status import COUNTERS
+from pushgate.domain.status import COUNTERS, DeliveryStatus
 from pushgate.store.publishes.model import Publish, Repository, publish_from_row
 from pushgate.store.schema import deliveries, publish_stats, publishes
 
@@ -18,6 +18,15 @@ _BY_ID_IN_APP = _BY_ID.where(publishes.c.app_id == sa.bindparam("app"))
 _MANY = sa.select(publishes).where(publishes.c.id.in_(sa.bindparam("pids", expanding=True)))
 _STATUS = sa.select(publishes.c.status).where(publishes.c.id == sa.bindparam("pid"))
 _STATS_OF = sa.select(publish_stats).where(publish_stats.c.publish_id == sa.bindparam("pid"))
+#: A publish's policy outcomes by reason (``ix_deliveries_publish_status`` finds the rows).
+_REASONS = (
+    sa.select(deliveries.c.status, deliveries.c.error_code, sa.func.count())
+    .where(
+        deliveries.c.publish_id == sa.bindparam("pid"),
+        deliveries.c.status.in_((DeliveryStatus.SUPPRESSED.value, DeliveryStatus.SKIPPED.value)),
+    )
+    .group_by(deliveries.c.status, deliveries.c.error_code)
+)
 
 
 class Reads(Repository):
@@ -33,6 +42,9 @@ class Reads(Repository):
             pub = publish_from_row(row)
             if with_counts:
                 await self._attach_counts(conn, [pub])
+                if pub.counts["suppressed"] or pub.counts["skipped"]:
+                    for status, reason, n in (await conn.execute(_REASONS, {"pid": pub.id})).all():
+                        pub.reasons.setdefault(status, {})[reason or "unknown"] = int(n)
         return pub
 
     async def get_many(self, publish_ids: Sequence[str]) -> dict[str, Publish]:
@@ -87,6 +99,7 @@ class Reads(Repository):
         provider: str | None,
         cursor: str | None,
         limit: int,
+        reason: str | None = None,
     ) -> tuple[list[Any], str | None]:
         # Scoped by app here too, not only by the caller's check of the publish.
         owned = sa.exists().where(publishes.c.id == publish_id, publishes.c.app_id == app_id)
@@ -95,6 +108,8 @@ class Reads(Repository):
             cond.append(deliveries.c.status == status)
         if provider:
             cond.append(deliveries.c.provider == provider)
+        if reason:
+            cond.append(deliveries.c.error_code == reason)
         if cursor:
             cond.append(deliveries.c.recipient_id > cursor)
         q = sa.select(deliveries).where(*cond).order_by(deliveries.c.recipient_id).limit(limit + 1)
