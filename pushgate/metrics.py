@@ -22,6 +22,13 @@ QUARANTINED = Gauge(
     ["app_id", "provider"],
 )
 
+POLICY_OUTCOMES = Counter(
+    "pushgate_policy_outcomes_total",
+    "Recipients the policy layer held, suppressed or skipped at planning, by status and reason "
+    "(delivery_window, local_time, quiet_hours, preference, frequency_cap, no_payload_for_provider, …).",
+    ["status", "reason"],
+)
+
 DEFERRED = Counter(
     "pushgate_deferred_batches_total",
     "Dispatch batches deferred without an attempt, by provider and reason (quarantine, rate).",

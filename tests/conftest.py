@@ -21,6 +21,8 @@ from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab, lab_process
 from support.postgres import PostgresServer, start_postgres
 
+from pushgate.domain.clock import CLOCK
+
 UNIT = pathlib.Path(__file__).parent / "unit"
 #: Fixtures that start a server, a database or a subprocess: not for the unit tier.
 HEAVY_FIXTURES = frozenset({"lab", "postgres", "database_url", "gateway"})
@@ -62,3 +64,11 @@ async def gateway(database_url: str, lab: Lab) -> AsyncIterator[Gateway]:
     settings = gateway_settings(database_url, lab)
     async with running_gateway(settings) as gw:
         yield gw
+
+
+@pytest.fixture(autouse=True)
+def _real_clock() -> Iterator[None]:
+    """Every test starts and ends on the real clock (policy tests move ``CLOCK`` forward)."""
+    CLOCK.reset()
+    yield
+    CLOCK.reset()

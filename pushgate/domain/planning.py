@@ -29,12 +29,24 @@ def target_row(r: dict[str, Any]) -> list[str]:
     return [r["recipient_id"], r["token"], env] if env else [r["recipient_id"], r["token"]]
 
 
+#: Statuses a row is planned in that need no send now, each moving its own counter.
+_COUNTED_AT_PLANNING = frozenset(
+    {DeliveryStatus.EXPIRED, DeliveryStatus.SUPPRESSED, DeliveryStatus.SKIPPED, DeliveryStatus.HELD}
+)
+
+
 def tally(
-    rows: list[dict[str, Any]], fresh: set[str], stats: PlanStats
+    rows: list[dict[str, Any]],
+    fresh: set[str],
+    stats: PlanStats,
+    held: dict[tuple[str, float], list[list[str]]] | None = None,
 ) -> tuple[dict[str, dict[str, int]], dict[str, list[list[str]]]]:
     """The counter deltas by provider for the newly planned rows (``fresh``: the recipient ids
     the insert reported new; a repeat inside the page counts once) and their targets by
-    provider; ``stats`` moves with them."""
+    provider; ``stats`` moves with them.
+
+    Rows policy holds (``held``, with ``release_at``) go into ``held`` by (provider, release
+    time) instead: one release batch per time zone's window start, not a timer per device."""
     per_provider: dict[str, dict[str, int]] = {}
     batches: dict[str, list[list[str]]] = {}
     for r in rows:
@@ -44,11 +56,16 @@ def tally(
         c = per_provider.setdefault(r["provider"], {"planned": 0, "failed": 0, "expired": 0})
         c["planned"] += 1
         status = r.get("status")
-        if status == DeliveryStatus.EXPIRED:
-            c["expired"] += 1
-        elif status == DeliveryStatus.FAILED:
+        if status == DeliveryStatus.FAILED:
             c["failed"] += 1
             stats.no_credentials += 1
+        elif status in _COUNTED_AT_PLANNING:
+            c[status] = c.get(status, 0) + 1
+            if status == DeliveryStatus.HELD:
+                if held is None:
+                    raise ValueError("a held row needs a place for its release batch")
+                held.setdefault((r["provider"], r["release_at"]), []).append(target_row(r))
+                stats.dispatched += 1
         else:
             batches.setdefault(r["provider"], []).append(target_row(r))
         stats.planned += 1

@@ -20,6 +20,7 @@ from pushgate.domain.status import PublishStatus
 from pushgate.store.audience import Audience
 from pushgate.store.db import Database
 from pushgate.store.publishes import Publish, PublishStore
+from pushgate.store.publishes.policy import PagePolicy
 from pushgate.store.queue import Job, JobQueue, LeaseLost
 
 
@@ -35,6 +36,8 @@ class PlanContext:
     #: The worker's lease owner: the publish's last batch is enqueued claimed by it, to be run by
     #: the same worker right away (None: every batch goes through the queue).
     owner: str | None = None
+    #: The publish's policy, read once per plan job (None: every row goes now).
+    policy: PagePolicy | None = None
 
 
 class Planner:
@@ -131,6 +134,8 @@ class Planner:
                 expired=pub.expire_at is not None and now >= pub.expire_at,
                 configured=ctx.configured,
                 app_name=ctx.app_name,
+                policy=ctx.policy,
+                batch_size=ctx.batch_size,
             )
             inline: Job[DispatchPayload] | None = None
             if last and batches and ctx.owner is not None:

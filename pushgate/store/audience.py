@@ -28,6 +28,9 @@ def _row(r: Any) -> dict[str, Any]:
         "provider": r.provider,
         "token": r.token,
         "environment": r.environment,
+        # What the policy layer reads (preferences and caps by user, windows by time zone).
+        "user": r.user,
+        "timezone": r.timezone,
     }
 
 
@@ -35,7 +38,14 @@ def raw_recipient_id(provider: str, token_key: str) -> str:
     return "tok_" + token_hash(provider, token_key)[:32]
 
 
-_COLUMNS = (devices.c.id, devices.c.provider, devices.c.token, devices.c.environment)
+_COLUMNS = (
+    devices.c.id,
+    devices.c.provider,
+    devices.c.token,
+    devices.c.environment,
+    devices.c.user,
+    devices.c.timezone,
+)
 
 
 @lru_cache(maxsize=16)
@@ -136,12 +146,12 @@ _PARTS_PER_STATEMENT = 200
 #: (:func:`_page_query`) as text, with the part's number.
 _PART_SQL = {
     "user": (
-        "SELECT {k} AS part, id, provider, token, environment, last_seen_at FROM devices "
+        'SELECT {k} AS part, id, provider, token, environment, "user", timezone, last_seen_at FROM devices '
         "WHERE app_id = {0} AND \"user\" = {1} AND status = 'active' AND last_seen_at >= {2} "
         "ORDER BY id LIMIT {3}"
     ),
     "channel": (
-        "SELECT {k} AS part, d.id, d.provider, d.token, d.environment, d.last_seen_at "
+        'SELECT {k} AS part, d.id, d.provider, d.token, d.environment, d."user", d.timezone, d.last_seen_at '
         "FROM device_channels dc JOIN devices d ON d.id = dc.device_id "
         "WHERE dc.app_id = {0} AND dc.channel = {1} AND d.status = 'active' "
         "AND d.last_seen_at >= {2} ORDER BY dc.device_id LIMIT {3}"

@@ -128,6 +128,7 @@ class Outcomes(Repository):
                     "status": r.get("status", DeliveryStatus.PENDING.value),
                     "error_code": r.get("error_code"),
                     "error_message": r.get("error_message"),
+                    "release_at": r.get("release_at"),
                     "attempts": 0,
                     "updated_at": now,
                 }

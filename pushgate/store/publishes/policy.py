@@ -1,0 +1,179 @@
+"""Policy at planning: which of a page's recipients may go now, later, or not at all.
+
+Applied inside the page's own transaction (the planner's page, or admission's commit for a small
+publish), before the delivery records are inserted, so a decision and its records commit
+together: a crash re-plans the page and the frequency-cap counters it took roll back with it.
+Each row leaves with a status the counters understand: untouched (sent now), ``held`` with a
+``release_at`` and the rule (its release batch is queued to run then), ``suppressed`` or
+``skipped`` with the reason, or ``expired`` when its window opens after the notification's
+deadline. Nothing policy decides is dropped without a record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.domain.policy import AppPolicy, PublishPolicy, QuietHours, TimeRules
+from pushgate.domain.status import DeliveryStatus
+from pushgate.store.caps import CapRequest, take
+from pushgate.store.policies import opted_out, user_quiet_hours_of
+
+#: A release later than this after "now" is a hold; anything sooner goes with the page.
+_HOLD_AFTER = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class PagePolicy:
+    """What policy planning needs about one publish, loaded once per plan job (or admission)."""
+
+    app_id: str
+    publish: PublishPolicy
+    app: AppPolicy
+    expire_at: float | None = None
+    #: Only these providers have a payload (a publish of native payloads only); None: all.
+    payload_providers: frozenset[str] | None = None
+    #: The publish's category's default (True: opted in unless the user said no).
+    category_default: bool = True
+    #: Whether the app has users with quiet hours of their own (else no lookup per page).
+    user_quiet: bool = False
+
+    @property
+    def active(self) -> bool:
+        """Whether any rule can change a row (else planning skips this module entirely)."""
+        p, a = self.publish, self.app
+        return bool(
+            self.payload_providers is not None
+            or p.category is not None
+            or p.window is not None
+            or p.local_time is not None
+            or p.caps_for(a)
+            or (not p.critical and (a.quiet_hours is not None or self.user_quiet))
+        )
+
+
+def _stop(r: dict[str, Any], status: DeliveryStatus, reason: str, message: str) -> None:
+    r["status"], r["error_code"], r["error_message"] = status.value, reason, message
+
+
+def _hold(r: dict[str, Any], reason: str, release_at: float) -> None:
+    r["status"], r["error_code"], r["release_at"] = DeliveryStatus.HELD.value, reason, release_at
+
+
+async def apply_policy(
+    conn: AsyncConnection,
+    dialect: str,
+    publish_id: str,
+    rows: Sequence[dict[str, Any]],
+    pp: PagePolicy,
+    now: float,
+) -> None:
+    """Decide every row not already final (expired, no credentials) in place."""
+    open_rows = [r for r in rows if "status" not in r]
+    if not open_rows:
+        return
+    if pp.payload_providers is not None:
+        for r in open_rows:
+            if r["provider"] not in pp.payload_providers:
+                _stop(
+                    r,
+                    DeliveryStatus.SKIPPED,
+                    "no_payload_for_provider",
+                    f"the publish gave a payload only for {', '.join(sorted(pp.payload_providers))}",
+                )
+        open_rows = [r for r in open_rows if "status" not in r]
+    category = pp.publish.category
+    if category is not None and open_rows:
+        users = sorted({r["user"] for r in open_rows if r.get("user")})
+        out = await opted_out(conn, pp.app_id, category, users, pp.category_default) if users else set()
+        for r in open_rows:
+            user = r.get("user")
+            if (user and user in out) or (not user and not pp.category_default):
+                who = f"user {user!r}" if user else "a device without a user"
+                _stop(r, DeliveryStatus.SUPPRESSED, "preference", f"{who} is not opted in to {category!r}")
+        open_rows = [r for r in open_rows if "status" not in r]
+    if not open_rows:
+        return
+    await _time_rules(conn, pp, open_rows, now)
+    open_rows = [r for r in open_rows if r.get("status") in (None, DeliveryStatus.HELD.value)]
+    caps = pp.publish.caps_for(pp.app)
+    if caps and open_rows:
+        await _caps(conn, dialect, publish_id, pp, open_rows, now)
+
+
+async def _time_rules(conn: AsyncConnection, pp: PagePolicy, rows: list[dict[str, Any]], now: float) -> None:
+    """Delivery windows, local time and quiet hours: decided per (time zone, quiet hours), so a
+    page of thousands of devices in a few zones costs a few decisions."""
+    p = pp.publish
+    quiet_rules = not p.critical and (pp.app.quiet_hours is not None or pp.user_quiet)
+    if p.window is None and p.local_time is None and not quiet_rules:
+        return
+    user_quiet: dict[str, QuietHours] = {}
+    if pp.user_quiet and not p.critical:
+        users = sorted({r["user"] for r in rows if r.get("user")})
+        if users:
+            found = await user_quiet_hours_of(conn, pp.app_id, users)
+            user_quiet = {u: QuietHours.from_dict(body) for u, body in found.items()}
+    rules = TimeRules(p, pp.app, now, pp.expire_at)
+    for r in rows:
+        d = rules.decide(r.get("timezone"), user_quiet.get(r.get("user") or ""))
+        if d.status == DeliveryStatus.PENDING:
+            continue
+        if d.status == DeliveryStatus.HELD and d.release_at is not None:
+            if d.release_at - now > _HOLD_AFTER:
+                _hold(r, d.reason or "policy", d.release_at)
+        elif d.status == DeliveryStatus.EXPIRED:
+            _stop(
+                r,
+                DeliveryStatus.EXPIRED,
+                "expired",
+                "the delivery window opens after the notification expires",
+            )
+        elif d.status == DeliveryStatus.SUPPRESSED:
+            _stop(r, DeliveryStatus.SUPPRESSED, d.reason or "policy", "inside quiet hours (action drop)")
+        else:
+            _stop(
+                r,
+                DeliveryStatus.SKIPPED,
+                d.reason or "policy",
+                "the device has no time zone (no_timezone: skip)",
+            )
+
+
+async def _caps(
+    conn: AsyncConnection,
+    dialect: str,
+    publish_id: str,
+    pp: PagePolicy,
+    rows: list[dict[str, Any]],
+    now: float,
+) -> None:
+    """Frequency caps: one slot per scope (device or user) per publish, taken atomically in the
+    window the notification goes in (store/caps.py)."""
+    caps = pp.publish.caps_for(pp.app)
+    wants: dict[str, CapRequest] = {}
+    scopes_of: list[list[str]] = []
+    for r in rows:
+        earliest = r.get("release_at") or now
+        scopes = []
+        for cap in caps:
+            scope = cap.scope(r.get("device_id") or r["recipient_id"], r.get("user"))
+            scopes.append(scope)
+            wants.setdefault(scope, CapRequest(scope, cap.limit, cap.window_seconds, cap.action, earliest))
+        scopes_of.append(scopes)
+    got = await take(conn, dialect, pp.app_id, publish_id, sorted(wants.values(), key=lambda w: w.scope))
+    for r, scopes in zip(rows, scopes_of, strict=True):
+        releases = [got.get(s) for s in scopes]
+        if any(t is None for t in releases):
+            r.pop("release_at", None)
+            _stop(r, DeliveryStatus.SUPPRESSED, "frequency_cap", "over a frequency cap (action drop)")
+            continue
+        at = max(t for t in releases if t is not None)
+        if pp.expire_at is not None and at >= pp.expire_at:
+            r.pop("release_at", None)
+            _stop(r, DeliveryStatus.EXPIRED, "expired", "a frequency cap delays it past its expiry")
+        elif at - max(now, r.get("release_at") or now) > _HOLD_AFTER:
+            _hold(r, "frequency_cap", at)
