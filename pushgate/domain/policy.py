@@ -180,10 +180,10 @@ def next_open(w: DailyWindow, tz: ZoneInfo, at: float) -> float:
 
 
 def window_close(w: DailyWindow, tz: ZoneInfo, at: float) -> float:
-    """When the occurrence of ``w`` that contains ``at`` ends; ``at`` itself if not inside."""
+    """When the occurrence of ``w`` containing ``at`` ends (``at`` if outside); local time is past it then."""
     if not w.contains(seconds_of_day(at, tz)):
         return at
-    return _next_instant(w.end, tz, at, strict=True, accept=lambda x: True)
+    return _next_instant(w.end, tz, at, strict=True, accept=lambda x: not w.contains(seconds_of_day(x, tz)))
 
 
 def next_local_time(tod: int, tz: ZoneInfo, at: float) -> float:
