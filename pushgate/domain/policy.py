@@ -156,15 +156,15 @@ def _instants(day: date, tod: int, tz: ZoneInfo) -> list[float]:
     return [float(hi)]
 
 
-def _next_instant(tod: int, tz: ZoneInfo, at: float, *, strict: bool, accept: Accept) -> float:
-    """The earliest instant after ``at`` (or at it, unless ``strict``) whose local time resolves
-    from ``tod`` and that ``accept`` admits."""
+def _next_instant(tod: int, tz: ZoneInfo, at: float, accept: Accept) -> float:
+    """The earliest instant ``>= at`` whose local time resolves from ``tod`` and that ``accept``
+    admits (for a window's boundary ``at`` is on the side where it cannot be one)."""
     today = _wall(at, tz).date()
     found = [
         x
         for k in range(-1, _SCAN_DAYS)
         for x in _instants(today + timedelta(days=k), tod, tz)
-        if (x > at or (not strict and x == at)) and accept(x)
+        if x >= at and accept(x)
     ]
     if not found:
         raise ValueError(f"{format_time_of_day(tod)} does not occur in {tz.key} after {at}")
@@ -176,20 +176,20 @@ def next_open(w: DailyWindow, tz: ZoneInfo, at: float) -> float:
     the window: a window wholly in a skipped hour is passed over)."""
     if w.contains(seconds_of_day(at, tz)):
         return at
-    return _next_instant(w.start, tz, at, strict=True, accept=lambda x: w.contains(seconds_of_day(x, tz)))
+    return _next_instant(w.start, tz, at, lambda x: w.contains(seconds_of_day(x, tz)))
 
 
 def window_close(w: DailyWindow, tz: ZoneInfo, at: float) -> float:
     """When the occurrence of ``w`` containing ``at`` ends (``at`` if outside); local time is past it then."""
     if not w.contains(seconds_of_day(at, tz)):
         return at
-    return _next_instant(w.end, tz, at, strict=True, accept=lambda x: not w.contains(seconds_of_day(x, tz)))
+    return _next_instant(w.end, tz, at, lambda x: not w.contains(seconds_of_day(x, tz)))
 
 
 def next_local_time(tod: int, tz: ZoneInfo, at: float) -> float:
     """The first instant ``>= at`` whose local time of day is ``tod`` (today if not yet passed,
     else tomorrow)."""
-    return _next_instant(tod, tz, at, strict=False, accept=lambda x: True)
+    return _next_instant(tod, tz, at, lambda x: True)
 
 
 def _mapping(d: Any, what: str, keys: tuple[str, ...]) -> dict[str, Any]:
