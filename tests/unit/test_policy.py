@@ -637,7 +637,11 @@ instants = st.one_of(
 times_of_day = st.one_of(st.integers(0, DAY - 1), st.integers(0, 47).map(lambda h: h * 1800))
 windows = st.tuples(times_of_day, times_of_day).filter(lambda p: p[0] != p[1]).map(lambda p: DailyWindow(*p))
 PROPERTY = settings(
-    max_examples=400, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    database=None,
+    max_examples=400,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 
@@ -708,3 +712,20 @@ def test_decide_is_pure_of_the_real_clock() -> None:
     )
     future = datetime(2039, 1, 1, 10, tzinfo=UTC) + timedelta(minutes=1)
     assert rules(future.timestamp(), window=W("09:00", "17:00")).decide("UTC").status == "pending"
+
+
+@PROPERTY
+@given(w=windows, q=windows, name=st.sampled_from(PROPERTY_ZONES), now=instants)
+def test_property_window_with_quiet_hours(w: DailyWindow, q: DailyWindow, name: str, now: float) -> None:
+    tz = ZoneInfo(name)
+    d = rules(now, app=AppPolicy(quiet_hours=QuietHours(q, None, "defer")), window=w).decide(name)
+    if d.status == "pending":
+        assert w.contains(seconds_of_day(now, tz)) and not q.contains(seconds_of_day(now, tz))
+    else:
+        assert d.status == "held" and d.reason in ("delivery_window", "quiet_hours")
+        assert d.release_at is not None and d.release_at > now
+        # Whichever rule moved it last, it is released inside the window.
+        assert w.contains(seconds_of_day(d.release_at, tz))
+        if d.reason == "quiet_hours":
+            assert not q.contains(seconds_of_day(d.release_at, tz))
+            assert q.contains(seconds_of_day(d.release_at - 1, tz))
