@@ -103,6 +103,14 @@ async def user_quiet_hours_of(
     return out
 
 
+async def has_user_quiet_hours(conn: AsyncConnection, app_id: str) -> bool:
+    """Whether any user of the app set quiet hours (else the planner skips the lookup per page)."""
+    found = await conn.execute(
+        sa.select(user_quiet_hours.c.user).where(user_quiet_hours.c.app_id == app_id).limit(1)
+    )
+    return found.first() is not None
+
+
 @dataclass(slots=True)
 class _Snapshot:
     categories: dict[str, Category]
