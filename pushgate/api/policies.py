@@ -7,7 +7,7 @@ like the user's channel bindings.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Controller, delete, get, post, put
@@ -79,11 +79,11 @@ def _check_user(user: str) -> None:
 
 
 def _category_out(c: Category) -> CategoryOut:
-    return CategoryOut(id=c.id, description=c.description, default_opt_in=c.default_opt_in, source=c.source)  # type: ignore[arg-type]
+    return CategoryOut(id=c.id, description=c.description, default_opt_in=c.default_opt_in, source=c.source)
 
 
-def _policy_out(policy: dict[str, Any], source: str) -> PolicyOut:
-    return PolicyOut(source=source, policy=msgspec.convert(policy, AppPolicyOut))  # type: ignore[arg-type]
+def _policy_out(policy: dict[str, Any], source: Literal["api", "config"]) -> PolicyOut:
+    return PolicyOut(source=source, policy=msgspec.convert(policy, AppPolicyOut))
 
 
 async def _preferences(store: PolicyStore, app_id: str, user: str) -> PreferencesOut:

@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,7 +52,7 @@ class Category:
     description: str
     default_opt_in: bool
     #: ``api`` (a row of ``categories``) or ``config``.
-    source: str
+    source: Literal["api", "config"]
 
 
 def _no_config(_app_id: str, _app_name: str) -> dict[str, Any]:
@@ -124,6 +124,7 @@ class PolicyStore:
         #: App id -> name (apps are never renamed): the configuration is keyed by either.
         self._names: dict[str, str] = {}
         self._snapshots: dict[str, _Snapshot] = {}
+        self._policies: dict[str, tuple[float, dict[str, Any], Literal["api", "config"]]] = {}
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -155,17 +156,38 @@ class PolicyStore:
 
     async def put_app_policy(self, app_id: str, body: dict[str, Any]) -> None:
         values = {"body": json.dumps(body, separators=(",", ":")), "updated_at": clock.now()}
-        async with self.db.write() as conn:
-            await conn.execute(upsert_replacing(self.db.dialect, app_policies, {"app_id": app_id}, values))
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(
+                    upsert_replacing(self.db.dialect, app_policies, {"app_id": app_id}, values)
+                )
+        finally:
+            self._policies.pop(app_id, None)
 
     async def delete_app_policy(self, app_id: str) -> bool:
-        async with self.db.write() as conn:
-            gone = await conn.execute(sa.delete(app_policies).where(app_policies.c.app_id == app_id))
+        try:
+            async with self.db.write() as conn:
+                gone = await conn.execute(sa.delete(app_policies).where(app_policies.c.app_id == app_id))
+        finally:
+            self._policies.pop(app_id, None)
         return bool(gone.rowcount)
+
+    async def cached_policy(
+        self, app_id: str, conn: AsyncConnection | None = None
+    ) -> tuple[dict[str, Any], Literal["api", "config"]]:
+        """:meth:`effective_policy` from a per-process snapshot of ``SNAPSHOT_SECONDS`` (admission
+        and the planner: a query per publish saved; the API's own writes drop it at once). The dict
+        is shared: read it, never change it."""
+        found = self._policies.get(app_id)
+        if found is not None and found[0] > time.monotonic():
+            return found[1], found[2]
+        policy, source = await self.effective_policy(app_id, conn)
+        self._policies[app_id] = (time.monotonic() + SNAPSHOT_SECONDS, policy, source)
+        return policy, source
 
     async def effective_policy(
         self, app_id: str, conn: AsyncConnection | None = None
-    ) -> tuple[dict[str, Any], str]:
+    ) -> tuple[dict[str, Any], Literal["api", "config"]]:
         """``(policy, source)``: the ``app_policies`` row (``api``) or the configuration's
         (``config``), in the shape ``domain/policy.py:AppPolicy.from_dict`` reads."""
         if conn is None:

@@ -5,6 +5,7 @@ transaction of a real database."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import re
@@ -244,6 +245,9 @@ async def test_categories_created_changed_and_deleted(gw: Gateway) -> None:
     error(await gw.client.delete("/v1/categories/news"), 404)
     error(await gw.client.put("/v1/categories/news", json={}), 404)
     assert "news" not in [c["id"] for c in (await gw.client.get("/v1/categories")).json()["items"]]
+    # The same id created twice at once: one is created, the other is a conflict.
+    both = await asyncio.gather(*(gw.client.post("/v1/categories", json={"id": "race"}) for _ in range(2)))
+    assert sorted(r.status_code for r in both) == [201, 409], [r.text for r in both]
 
 
 BAD_CATEGORIES: list[tuple[dict[str, Any], str]] = [
@@ -542,3 +546,25 @@ def test_the_configuration_pages_policy_example_loads(tmp_path: pathlib.Path) ->
     assert default["categories"] == [
         {"id": "marketing", "description": "Deals and offers", "default_opt_in": False}
     ]
+
+
+async def test_the_cached_policy_is_the_tables_over_the_configuration(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configured = {"default_timezone": "Asia/Tokyo", "quiet_hours": None, "frequency_caps": []}
+    mine = PolicyStore(db, lambda _id, _name: {**configured, "categories": []})
+    other_process = PolicyStore(db, lambda _id, _name: {})
+    assert await mine.cached_policy("app_a") == (configured, "config")
+    assert await mine.get_app_policy("app_a") is None
+    set_elsewhere = {"default_timezone": "UTC", "quiet_hours": None, "frequency_caps": []}
+    await other_process.put_app_policy("app_a", set_elsewhere)
+    assert await mine.cached_policy("app_a") == (configured, "config")  # within the snapshot
+    assert await mine.effective_policy("app_a") == (set_elsewhere, "api")  # never cached
+    monkeypatch.setattr("pushgate.store.policies.SNAPSHOT_SECONDS", 0.0)  # from here on: none
+    mine_now = {**set_elsewhere, "default_timezone": "Europe/Oslo"}
+    await mine.put_app_policy("app_a", mine_now)
+    async with db.write() as conn:
+        assert await mine.cached_policy("app_a", conn) == (mine_now, "api")
+    assert await other_process.delete_app_policy("app_a")
+    assert not await other_process.delete_app_policy("app_a")
+    assert await mine.cached_policy("app_a") == (configured, "config")
