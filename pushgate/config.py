@@ -16,10 +16,11 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from pushgate.domain.registry import valid_timezone
 from pushgate.providers import registry
 from pushgate.providers.base import ProviderSettings
 from pushgate.providers.outbound import HostPattern, OutboundSettings
@@ -250,6 +251,88 @@ class AppRetention(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     days: NonNegative | None = None
 
 
+#: ``HH:MM`` or ``HH:MM:SS``: the pattern of ``api/schemas_policy.py:TimeOfDay`` (config sits
+#: below the API, so it cannot import it).
+ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$(?!\n)")]
+PolicyCategoryId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$(?!\n)")
+]
+
+
+def _zone(name: str | None, key: str) -> None:
+    if name is not None and not valid_timezone(name):
+        raise ValueError(f"{key}: {name!r} is not an IANA time zone (e.g. Europe/Paris)")
+
+
+def _seconds(time_of_day: str) -> int:
+    hours, minutes, *rest = time_of_day.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + (int(rest[0]) if rest else 0)
+
+
+class QuietHoursSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """A daily window (``start`` after ``end`` crosses midnight) in which notifications wait
+    (``defer``, to its end) or are dropped (``drop``: outcome ``suppressed``, ``quiet_hours``)."""
+
+    start: ClockTime
+    end: ClockTime
+    #: An IANA zone; unset: each device's own zone.
+    timezone: str | None = None
+    action: Literal["defer", "drop"] = "defer"
+
+    def __post_init__(self) -> None:
+        _zone(self.timezone, "timezone")
+        if _seconds(self.start) == _seconds(self.end):
+            raise ValueError("start and end must differ (the window would be empty)")
+
+
+class FrequencyCapSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """At most ``limit`` notifications per ``window_seconds`` per user or device."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    window_seconds: Annotated[int, msgspec.Meta(ge=1, le=366 * 86400)]
+    per: Literal["user", "device"] = "user"
+    #: Count only this category's notifications (unset: every notification).
+    category: PolicyCategoryId | None = None
+    action: Literal["drop", "delay"] = "drop"
+
+
+class CategorySettings(msgspec.Struct, forbid_unknown_fields=True):
+    """A notification category a publish may name and users opt in or out of."""
+
+    id: PolicyCategoryId
+    description: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    #: A user who never chose receives the category when true.
+    default_opt_in: bool = True
+
+
+class PolicySettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[policy]``: every app's policy unless its ``[apps.<name>.policy]`` or ``PUT /v1/policy``
+    says otherwise (docs/policy.md)."""
+
+    #: The zone of devices that have none, for delivery windows and quiet hours.
+    default_timezone: str = "UTC"
+    quiet_hours: QuietHoursSettings | None = None
+    frequency_caps: list[FrequencyCapSettings] = msgspec.field(default_factory=list)
+    categories: list[CategorySettings] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _zone(self.default_timezone, "default_timezone")
+
+
+class AppPolicySettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[apps.<name>.policy]``: each key given replaces ``[policy]``'s; ``categories`` are
+    added to ``[policy]``'s (the app's wins for the same id)."""
+
+    default_timezone: str | None = None
+    quiet_hours: QuietHoursSettings | None = None
+    #: ``[]`` turns ``[policy]``'s caps off for this app.
+    frequency_caps: list[FrequencyCapSettings] | None = None
+    categories: list[CategorySettings] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _zone(self.default_timezone, "default_timezone")
+
+
 class AppSection(msgspec.Struct, forbid_unknown_fields=True):
     """``[apps.<name>]``: one app's credentials (``[apps.<name>.<provider>]``), rates, limits, retention."""
 
@@ -261,6 +344,7 @@ class AppSection(msgspec.Struct, forbid_unknown_fields=True):
     upload_hosts: list[HostPattern] = msgspec.field(default_factory=list)
     retention: AppRetention | None = None
     limits: AppQueueLimits | None = None
+    policy: AppPolicySettings | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -281,6 +365,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     health: HealthSettings = msgspec.field(default_factory=HealthSettings)
     outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
+    policy: PolicySettings = msgspec.field(default_factory=PolicySettings)
     #: Credentials of the ``default`` app: provider name → its settings Struct, written in
     #: TOML as top-level ``[fcm]``, ``[apns]``, …
     providers: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -305,6 +390,23 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
                 return own.days
         return self.retention.days
 
+    def policy_config(self, app_id: str, app_name: str) -> dict[str, Any]:
+        """The app's configured policy in the JSON shape of ``PUT /v1/policy`` plus its
+        ``categories`` (a list of ``{id, description, default_opt_in}``): ``[policy]`` with the
+        keys ``[apps.<name or id>.policy]`` gives (by id first) replacing it."""
+        base = self.policy
+        own = next((s.policy for k in (app_id, app_name) if (s := self.apps.get(k)) and s.policy), None)
+        own = own or AppPolicySettings()
+        categories = {c.id: c for c in base.categories} | {c.id: c for c in own.categories}
+        quiet = own.quiet_hours or base.quiet_hours
+        caps = base.frequency_caps if own.frequency_caps is None else own.frequency_caps
+        return {
+            "default_timezone": own.default_timezone or base.default_timezone,
+            "quiet_hours": None if quiet is None else msgspec.to_builtins(quiet),
+            "frequency_caps": [msgspec.to_builtins(c) for c in caps],
+            "categories": [msgspec.to_builtins(c) for c in categories.values()],
+        }
+
     def provider_settings(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
         """:meth:`provider_sections` as plain mappings (for display)."""
         return {k: msgspec.to_builtins(v) for k, v in self.provider_sections(app_id, app_name).items()}
@@ -312,7 +414,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECTIONS = tuple(
-    "server auth engine limits devices retry quarantine rate_limits health outbound retention".split()
+    "server auth engine limits devices retry quarantine rate_limits health outbound retention policy".split()
 )
 _SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential", "pem", "p12")
 

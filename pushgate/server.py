@@ -27,6 +27,7 @@ from pushgate.api.devices import DeviceController
 from pushgate.api.errors import exception_handlers
 from pushgate.api.health import healthz, readyz
 from pushgate.api.keys import KeyController
+from pushgate.api.policies import PolicyController
 from pushgate.api.provider_health import providers_health
 from pushgate.api.publish_batch import PublishBatchController
 from pushgate.api.publishes import PublishController
@@ -38,6 +39,7 @@ from pushgate.runtime import open_runtime
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import check_secret_key
 from pushgate.store.db import serving_requests
+from pushgate.store.policies import PolicyStore
 from pushgate.store.secretbox import SecretKeyError
 
 log = logging.getLogger("pushgate")
@@ -213,6 +215,7 @@ def create_app(
                 publishes=rt.publishes,
                 pool=rt.pool,
                 creds=rt.creds,
+                policies=PolicyStore(rt.db, settings.policy_config),
                 engine=rt.engine,
                 backpressure=rt.backpressure,
             )
@@ -230,6 +233,7 @@ def create_app(
             CredentialController,
             DeadLetterController,
             KeyController,
+            PolicyController,
             providers_health,
         ],
         before_request=_before_v1,

@@ -41,3 +41,107 @@ class FrequencyCapIn(Strict):
     #: ``drop``: outcome ``suppressed`` (reason ``frequency_cap``); ``delay``: held until a
     #: window has room.
     action: Literal["drop", "delay"] = "drop"
+
+
+class QuietHoursIn(Strict):
+    """A daily window (``start`` after ``end`` crosses midnight) in ``timezone`` (null: each
+    device's own zone) in which notifications wait (``defer``) or are dropped (``drop``)."""
+
+    start: TimeOfDay
+    end: TimeOfDay
+    timezone: ZoneName | None = None
+    action: Literal["defer", "drop"] = "defer"
+
+
+class AppPolicyIn(Strict):
+    """``PUT /v1/policy``: the app's whole policy (it replaces the configured one)."""
+
+    #: The zone of devices that have none.
+    default_timezone: ZoneName = "UTC"
+    quiet_hours: QuietHoursIn | None = None
+    frequency_caps: Annotated[list[FrequencyCapIn], msgspec.Meta(max_length=16)] = msgspec.field(
+        default_factory=list
+    )
+
+
+class QuietHoursOut(msgspec.Struct):
+    start: str
+    end: str
+    timezone: str | None
+    action: Literal["defer", "drop"]
+
+
+class FrequencyCapOut(msgspec.Struct):
+    limit: int
+    window_seconds: int
+    per: Literal["device", "user"]
+    category: str | None
+    action: Literal["drop", "delay"]
+
+
+class AppPolicyOut(msgspec.Struct):
+    default_timezone: str
+    quiet_hours: QuietHoursOut | None
+    frequency_caps: list[FrequencyCapOut]
+
+
+class PolicyOut(msgspec.Struct):
+    """The app's effective policy and where it comes from: ``api`` (``PUT /v1/policy``) or
+    ``config`` (``[policy]`` and ``[apps.<name>.policy]``)."""
+
+    source: Literal["api", "config"]
+    policy: AppPolicyOut
+
+
+class CategoryIn(Strict):
+    """``POST /v1/categories``."""
+
+    id: CategoryId
+    description: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    #: A user who never chose receives the category when true.
+    default_opt_in: bool = True
+
+
+class CategoryUpdateIn(Strict):
+    """``PUT /v1/categories/{id}``: the category's description and default, both replaced."""
+
+    description: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    default_opt_in: bool = True
+
+
+class CategoryOut(msgspec.Struct):
+    id: str
+    description: str
+    default_opt_in: bool
+    #: ``api`` (created or changed through the API) or ``config``.
+    source: Literal["api", "config"]
+
+
+class CategoryPage(msgspec.Struct):
+    items: list[CategoryOut]
+
+
+class PreferencesIn(Strict):
+    """``PUT /v1/users/{user}/preferences``: a choice per category named (the others keep theirs)."""
+
+    categories: Annotated[dict[CategoryId, bool], msgspec.Meta(max_length=1000)]
+
+
+class PreferenceIn(Strict):
+    """``PUT /v1/users/{user}/preferences/{category}``."""
+
+    opted_in: bool
+
+
+class PreferencesOut(msgspec.Struct):
+    """Every category of the app with what the user gets: their own choice where they made one
+    (listed in ``explicit``), the category's default otherwise."""
+
+    user: str
+    categories: dict[str, bool]
+    explicit: list[str]
+
+
+class UserQuietHoursOut(msgspec.Struct):
+    user: str
+    quiet_hours: QuietHoursOut

@@ -20,6 +20,7 @@ from pushgate.store.channels import ChannelStore
 from pushgate.store.credentials import CredentialStore
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
+from pushgate.store.policies import PolicyStore
 from pushgate.store.publishes import PublishStore
 
 
@@ -35,6 +36,8 @@ class Services:
     #: Which providers each app has credentials for (admission size-checks only those).
     pool: ProviderPool
     creds: CredentialStore
+    #: Categories, preferences, quiet hours and the app's policy (``[policy]`` under the API's).
+    policies: PolicyStore
     engine: Engine | None = None
     #: Admission's queue check (None: off).
     backpressure: Backpressure | None = None
