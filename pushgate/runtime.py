@@ -33,7 +33,9 @@ from pushgate.store.credentials import CredentialStore, credential_store
 from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.memberships import Caps
+from pushgate.store.policies import PolicyStore
 from pushgate.store.publishes import PublishStore
+from pushgate.store.publishes.policy import PolicyLoader
 from pushgate.store.queue import JobQueue
 
 
@@ -57,6 +59,11 @@ class Runtime:
     backpressure: Backpressure
     #: None in an API-only process (``serve --no-workers``).
     engine: Engine | None
+    #: Categories, preferences, app and user policy (one per process: its snapshots are
+    #: dropped by this process's own writes, which the planner then sees at once).
+    policies: PolicyStore
+    #: A publish's policy for planning (shared by admission and the engine's planner).
+    policy_loader: PolicyLoader
 
 
 def provider_transport(settings: Settings) -> Transport:
@@ -98,7 +105,9 @@ async def open_runtime(
     try:
         if settings.server.auto_migrate:
             await db.migrate()
-        engine = Engine(settings, db, transport) if workers else None
+        policies = PolicyStore(db, settings.policy_config)
+        loader = PolicyLoader(db, policies)
+        engine = Engine(settings, db, transport, policy_loader=loader) if workers else None
         creds = engine.pool.creds if engine else credential_store(settings.secret_key, db)
         limits = settings.limits
         caps = Caps(limits.max_channels_per_device, limits.max_rows_per_request)
@@ -115,6 +124,8 @@ async def open_runtime(
             pool=engine.pool if engine else ProviderPool(settings, transport, creds),
             backpressure=Backpressure(JobQueue(db), settings.limits, settings.apps),
             engine=engine,
+            policies=policies,
+            policy_loader=loader,
         )
     finally:
         if engine is not None:

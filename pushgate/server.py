@@ -39,7 +39,6 @@ from pushgate.runtime import open_runtime
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import check_secret_key
 from pushgate.store.db import serving_requests
-from pushgate.store.policies import PolicyStore
 from pushgate.store.secretbox import SecretKeyError
 
 log = logging.getLogger("pushgate")
@@ -215,7 +214,8 @@ def create_app(
                 publishes=rt.publishes,
                 pool=rt.pool,
                 creds=rt.creds,
-                policies=PolicyStore(rt.db, settings.policy_config),
+                policies=rt.policies,
+                policy_loader=rt.policy_loader,
                 engine=rt.engine,
                 backpressure=rt.backpressure,
             )

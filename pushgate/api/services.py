@@ -22,6 +22,7 @@ from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.policies import PolicyStore
 from pushgate.store.publishes import PublishStore
+from pushgate.store.publishes.policy import PolicyLoader
 
 
 @dataclass
@@ -38,6 +39,8 @@ class Services:
     creds: CredentialStore
     #: Categories, preferences, quiet hours and the app's policy (``[policy]`` under the API's).
     policies: PolicyStore
+    #: A publish's policy, for planning a small publish at admission.
+    policy_loader: PolicyLoader
     engine: Engine | None = None
     #: Admission's queue check (None: off).
     backpressure: Backpressure | None = None

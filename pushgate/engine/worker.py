@@ -44,7 +44,9 @@ from pushgate.store.db import Database
 from pushgate.store.devices import DeviceStore
 from pushgate.store.faults import StorageUnavailable
 from pushgate.store.health import ProviderHealthStore
+from pushgate.store.policies import PolicyStore
 from pushgate.store.publishes import Publish, PublishStore
+from pushgate.store.publishes.policy import PolicyLoader
 from pushgate.store.queue import Job, JobQueue, LeaseLost
 
 log = logging.getLogger("pushgate.engine")
@@ -69,7 +71,14 @@ class Handler(Generic[P]):
 
 
 class Engine:
-    def __init__(self, settings: Settings, db: Database, transport: Transport) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        transport: Transport,
+        *,
+        policy_loader: PolicyLoader | None = None,
+    ) -> None:
         self.settings = settings
         self.db = db
         self.queue = JobQueue(db)
@@ -78,6 +87,8 @@ class Engine:
         self.devices = DeviceStore(db)
         self.pool = ProviderPool(settings, transport, credential_store(settings.secret_key, db))
         self.planner = Planner(db, self.publishes, self.notify)
+        #: Each publish's policy, read when its plan job runs.
+        self.policy = policy_loader or PolicyLoader(db, PolicyStore(db, settings.policy_config))
         self.health_store = ProviderHealthStore(db)
         q = settings.quarantine
         self.health = HealthMonitor(self.health_store, settings.health)
@@ -434,6 +445,7 @@ class Engine:
             lease_seconds=e.lease_seconds,
             seen_after=self._seen_after(),
             owner=self.owner,
+            policy=await self.policy.for_request(job.app_id, pub.request, pub.expire_at),
         )
         try:
             inline = await self.planner.run(job, pub, ctx)

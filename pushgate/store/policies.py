@@ -363,6 +363,8 @@ class PolicyStore:
         key: dict[str, object] = {"app_id": app_id, "user": user}
         async with self.db.write() as conn:
             await conn.execute(upsert_replacing(self.db.dialect, user_quiet_hours, key, values))
+        # The planner's loader re-reads "does the app have user quiet hours" with a new snapshot.
+        self._policies.pop(app_id, None)
 
     async def delete_user_quiet_hours(self, app_id: str, user: str) -> bool:
         async with self.db.write() as conn:
@@ -371,6 +373,7 @@ class PolicyStore:
                     user_quiet_hours.c.app_id == app_id, user_quiet_hours.c.user == user
                 )
             )
+        self._policies.pop(app_id, None)
         return bool(gone.rowcount)
 
 

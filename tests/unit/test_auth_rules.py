@@ -44,6 +44,21 @@ EXPECTED = {
     ("GET", "/v1/keys"): Scope.ADMIN,
     ("POST", "/v1/keys"): Scope.ADMIN,
     ("DELETE", "/v1/keys/{key_id:str}"): Scope.ADMIN,
+    ("GET", "/v1/policy"): Scope.READ,
+    ("PUT", "/v1/policy"): Scope.ADMIN,
+    ("DELETE", "/v1/policy"): Scope.ADMIN,
+    ("GET", "/v1/categories"): Scope.READ,
+    ("POST", "/v1/categories"): Scope.ADMIN,
+    ("GET", "/v1/categories/{category:str}"): Scope.READ,
+    ("PUT", "/v1/categories/{category:str}"): Scope.ADMIN,
+    ("DELETE", "/v1/categories/{category:str}"): Scope.ADMIN,
+    ("GET", "/v1/users/{user:str}/preferences"): Scope.READ,
+    ("PUT", "/v1/users/{user:str}/preferences"): Scope.REGISTER,
+    ("PUT", "/v1/users/{user:str}/preferences/{category:str}"): Scope.REGISTER,
+    ("DELETE", "/v1/users/{user:str}/preferences/{category:str}"): Scope.REGISTER,
+    ("GET", "/v1/users/{user:str}/quiet_hours"): Scope.READ,
+    ("PUT", "/v1/users/{user:str}/quiet_hours"): Scope.REGISTER,
+    ("DELETE", "/v1/users/{user:str}/quiet_hours"): Scope.REGISTER,
 }
 
 

@@ -11,6 +11,7 @@ deadline. Nothing policy decides is dropped without a record.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pushgate.domain.policy import AppPolicy, PublishPolicy, QuietHours, TimeRules
 from pushgate.domain.status import DeliveryStatus
 from pushgate.store.caps import CapRequest, take
-from pushgate.store.policies import opted_out, user_quiet_hours_of
+from pushgate.store.db import Database
+from pushgate.store.policies import (
+    SNAPSHOT_SECONDS,
+    PolicyStore,
+    has_user_quiet_hours,
+    opted_out,
+    user_quiet_hours_of,
+)
 
 #: A release later than this after "now" is a hold; anything sooner goes with the page.
 _HOLD_AFTER = 0.5
@@ -177,3 +185,53 @@ async def _caps(
             _stop(r, DeliveryStatus.EXPIRED, "expired", "a frequency cap delays it past its expiry")
         elif at - max(now, r.get("release_at") or now) > _HOLD_AFTER:
             _hold(r, "frequency_cap", at)
+
+
+class PolicyLoader:
+    """Builds a publish's :class:`PagePolicy` once per plan job (or admission), from snapshots
+    kept ``SNAPSHOT_SECONDS`` per process (the app's policy, whether it has user quiet hours):
+    a publish without any rule costs no query."""
+
+    def __init__(self, db: Database, store: PolicyStore) -> None:
+        self.db = db
+        self.store = store
+        #: app id → (expiry, policy body it was parsed from, parsed policy, has user quiet hours).
+        self._apps: dict[str, tuple[float, dict[str, Any], AppPolicy, bool]] = {}
+
+    async def _app(self, app_id: str) -> tuple[AppPolicy, bool]:
+        body, _ = await self.store.cached_policy(app_id)
+        found = self._apps.get(app_id)
+        if found is not None and found[0] > time.monotonic() and found[1] is body:
+            return found[2], found[3]
+        async with self.db.read() as conn:
+            user_quiet = await has_user_quiet_hours(conn, app_id)
+        parsed = AppPolicy.from_dict(body)
+        self._apps[app_id] = (time.monotonic() + SNAPSHOT_SECONDS, body, parsed, user_quiet)
+        return parsed, user_quiet
+
+    def forget(self, app_id: str) -> None:
+        """Drop the app's snapshot (this process changed a user's quiet hours)."""
+        self._apps.pop(app_id, None)
+
+    async def for_request(
+        self, app_id: str, request: dict[str, Any], expire_at: float | None
+    ) -> PagePolicy | None:
+        """The publish's policy, or None when no rule can change any of its rows."""
+        publish = PublishPolicy.from_request(request.get("policy"))
+        app, user_quiet = await self._app(app_id)
+        payload = request.get("payload_providers")
+        default = True
+        if publish.category is not None:
+            # A category deleted after admission: its users' explicit choices still count.
+            found = await self.store.category_default(app_id, publish.category)
+            default = True if found is None else found
+        pp = PagePolicy(
+            app_id=app_id,
+            publish=publish,
+            app=app,
+            expire_at=expire_at,
+            payload_providers=frozenset(payload) if payload is not None else None,
+            category_default=default,
+            user_quiet=user_quiet,
+        )
+        return pp if pp.active else None
