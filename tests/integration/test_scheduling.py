@@ -23,6 +23,8 @@ from support.wait import wait_for
 from pushgate.domain import clock
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
 from pushgate.store.db import Database
+from pushgate.store.publishes import PublishStore
+from pushgate.store.queue import JobQueue
 from pushgate.store.schema import jobs
 
 
@@ -288,3 +290,48 @@ async def test_the_test_clock_makes_an_hour_ahead_publish_due(
     assert (await publish_status(gateway.client, pid))["status"] == "scheduled"
     test_clock.advance(3600)
     await served_after(gateway, lab, pid, tokens, send_at)
+
+
+async def test_a_claimed_plan_job_is_not_retimed_and_a_lapsed_claim_is_fenced(database_url: str) -> None:
+    """The store's re-time, against a worker holding the plan job: while its lease runs, the
+    publish is starting (nothing changes); once it lapsed, the job moves and the old claim's
+    number no longer matches (its writes would be refused)."""
+    db = Database(database_url)
+    await db.migrate()
+    try:
+        store = PublishStore(db)
+        request = {"recipients": [{"type": "user", "user": "u"}], "notification": {"title": "t"}}
+        send_at, _ = ahead(60)
+        pub, _ = await store.admit(
+            "app_s", request, idempotency_key=None, expire_at=None, window_seconds=60, send_at=send_at
+        )
+        assert pub.status == "scheduled"
+
+        async def hold(lease_until: float) -> None:
+            async with db.write() as conn:
+                await conn.execute(
+                    sa.update(jobs)
+                    .where(jobs.c.publish_id == pub.id)
+                    .values(lease_owner="worker-a", lease_until=lease_until, claims=1)
+                )
+
+        await hold(clock.now() + 30)
+        same, changed = await store.reschedule("app_s", pub.id, send_at + 60)
+        assert same is not None and not changed
+        assert (same.status, same.send_at) == ("scheduled", send_at)
+        assert await store.reschedule("app_other", pub.id, send_at + 60) == (None, False)
+
+        await hold(clock.now() - 1)  # the worker died
+        moved, changed = await store.reschedule("app_s", pub.id, send_at + 60)
+        assert changed and moved is not None and moved.send_at == send_at + 60
+        async with db.read() as conn:
+            job = (await conn.execute(sa.select(jobs).where(jobs.c.publish_id == pub.id))).one()
+        assert (job.run_at, job.lease_owner, job.lease_until) == (send_at + 60, None, None)
+        assert (job.claims, job.deferrals) == (2, 1)  # fenced, and not held against it as a failure
+
+        # A time not ahead of the clock starts it now.
+        started, changed = await store.reschedule("app_s", pub.id, send_at - 3600)
+        assert changed and started is not None and started.status == "accepted"
+        assert await JobQueue(db).next_due() == pytest.approx(clock.now(), abs=5)
+    finally:
+        await db.dispose()
