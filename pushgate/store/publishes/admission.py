@@ -128,7 +128,8 @@ class _GroupCommit:
                 await conn.execute(_RELEASE_KEY, released)
             now = clock.now()
             planned: dict[str, list[dict[str, Any]]] = {}
-            small = [(p, plan) for p, _, plan in group if plan is not None]
+            # Never a scheduled one: it is planned when its time comes, not at admission.
+            small = [(p, plan) for p, _, plan in group if plan is not None and not _scheduled(p)]
             wants = [
                 SmallAudience(p.app_id, p.request.get("recipients", []), plan.seen_after, plan.max_rows)
                 for p, plan in small
@@ -158,11 +159,17 @@ class _GroupCommit:
                         "created_at": p.created_at,
                         "started_at": p.started_at,
                         "completed_at": p.completed_at,
+                        "send_at": p.send_at,
                     }
                     for p, _, _ in group
                 ],
             )
-            jobs = [NewJob(p.app_id, p.id, PlanPayload()) for p, _, _ in group if not p.planning_done]
+            # A scheduled publish's plan job waits in the queue until its ``send_at``.
+            jobs = [
+                NewJob(p.app_id, p.id, PlanPayload(), run_at=p.send_at if _scheduled(p) else None)
+                for p, _, _ in group
+                if not p.planning_done
+            ]
             jobs += await self._plan(
                 conn, [(p, plan) for p, _, plan in group if p.id in planned and plan], planned, now
             )
@@ -208,8 +215,15 @@ class _GroupCommit:
         return jobs
 
 
+def _scheduled(pub: Publish) -> bool:
+    return pub.status == PublishStatus.SCHEDULED
+
+
 def _reset(pub: Publish) -> None:
-    """Back to unplanned: a group that failed is retried one publish at a time."""
+    """Back to unplanned: a group that failed is retried one publish at a time (a scheduled
+    publish was never planned: it stays as it is)."""
+    if _scheduled(pub):
+        return
     pub.status, pub.started_at, pub.completed_at, pub.planning_done = (
         PublishStatus.ACCEPTED.value,
         None,
@@ -237,23 +251,35 @@ class NewPublish:
     expire_at: float | None
     #: How admission may plan it (a small publish), as for a single publish.
     plan: InlinePlan | None = None
+    #: Its ``send_at`` (epoch seconds), as for :meth:`Admission.admit`.
+    send_at: float | None = None
 
 
-def _new_publish(app_id: str, request: dict[str, Any], key: str | None, expire_at: float | None) -> Publish:
+def _new_publish(
+    app_id: str, request: dict[str, Any], key: str | None, expire_at: float | None, send_at: float | None
+) -> Publish:
+    """A publish to write: ``scheduled`` when ``send_at`` is still ahead (a past or present one
+    means now, and is recorded all the same)."""
+    now = clock.now()
     return Publish(
         id=new_id("pub"),
         app_id=app_id,
-        status=PublishStatus.ACCEPTED.value,
+        status=(
+            PublishStatus.SCHEDULED.value
+            if send_at is not None and send_at > now
+            else PublishStatus.ACCEPTED.value
+        ),
         request=request,
         idempotency_key=key,
         expire_at=expire_at,
         planning_done=False,
         error_code=None,
         error_message=None,
-        created_at=clock.now(),
+        created_at=now,
         started_at=None,
         completed_at=None,
         counts=dict.fromkeys(COUNTERS, 0),
+        send_at=send_at,
     )
 
 
@@ -271,9 +297,13 @@ class Admission(Planning):
         expire_at: float | None,
         window_seconds: float,
         plan: InlinePlan | None = None,
+        send_at: float | None = None,
     ) -> tuple[Publish, bool]:
         """Write the publish and its plan job in one transaction; with ``plan``, a publish whose
         recipients resolve to at most ``plan.max_rows`` rows is planned in it instead.
+
+        ``send_at`` ahead of the clock: the publish is ``scheduled`` and its plan job runs then
+        (never planned here, whatever ``plan`` says); a past one means now.
 
         Returns ``(publish, created)``; with a known idempotency key inside the window the
         first publish comes back and nothing new is written. Concurrent admissions share one
@@ -284,7 +314,7 @@ class Admission(Planning):
             now = clock.now()
             if existing is not None and existing.created_at >= now - window_seconds:
                 return existing, False
-            pub = _new_publish(app_id, request, idempotency_key, expire_at)
+            pub = _new_publish(app_id, request, idempotency_key, expire_at, send_at)
             try:
                 await self._admissions.submit(pub, existing.id if existing is not None else None, plan)
             except IntegrityError:
@@ -318,7 +348,7 @@ class Admission(Planning):
                 if old is not None and old.created_at >= oldest:
                     out.append((old, False))
                 else:
-                    pub = _new_publish(app_id, item.request, key, item.expire_at)
+                    pub = _new_publish(app_id, item.request, key, item.expire_at, item.send_at)
                     new.append((pub, old.id if old is not None else None, item.plan))
                     out.append((pub, True))
                 if key is not None:

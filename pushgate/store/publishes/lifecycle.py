@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain import clock
-from pushgate.domain.status import OPEN_DELIVERY, OPEN_PUBLISH, DeliveryStatus
+from pushgate.domain.jobs import JobKind
+from pushgate.domain.status import OPEN_DELIVERY, OPEN_PUBLISH, DeliveryStatus, PublishStatus
 from pushgate.store.dialect import lock_rows
 from pushgate.store.publishes.model import Publish
 from pushgate.store.publishes.outcomes import bump
@@ -101,6 +102,40 @@ _CLOSE_DONE = (
     )
     .returning(publishes.c.id)
 )
+
+
+_SCHEDULED = PublishStatus.SCHEDULED.value
+#: A scheduled publish's plan job moved to its new time, unless a worker holds it (then it is
+#: starting: too late). A lapsed claim's worker is fenced out (``claims`` grows, so its writes
+#: match no more), counted as a deferral so the poison check does not hold it against the job.
+_RETIME_JOB = (
+    sa.update(jobs)
+    .where(
+        jobs.c.publish_id == sa.bindparam("pid"),
+        jobs.c.kind == JobKind.PLAN.value,
+        sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < sa.bindparam("now")),
+    )
+    .values(
+        run_at=sa.bindparam("run_at"),
+        claims=sa.case((jobs.c.lease_until.is_(None), jobs.c.claims), else_=jobs.c.claims + 1),
+        deferrals=sa.case((jobs.c.lease_until.is_(None), jobs.c.deferrals), else_=jobs.c.deferrals + 1),
+        lease_until=None,
+        lease_owner=None,
+    )
+)
+_RETIME_PUBLISH = (
+    sa.update(publishes)
+    .where(publishes.c.id == sa.bindparam("pid"))
+    .values(send_at=sa.bindparam("send_at"), status=sa.bindparam("st"))
+)
+
+
+@lru_cache(maxsize=4)
+def _own_status_locked(dialect: str) -> sa.Select:
+    q = sa.select(publishes.c.status).where(
+        publishes.c.id == sa.bindparam("pid"), publishes.c.app_id == sa.bindparam("app")
+    )
+    return lock_rows(dialect, q)
 
 
 @lru_cache(maxsize=4)
@@ -307,4 +342,30 @@ class Lifecycle(Reads):
             if changed:
                 await close_open_deliveries(conn, self.db.dialect, publish_id, DeliveryStatus.CANCELLED, now)
                 await JobQueue.delete_for_publish(conn, publish_id)
+        return await self.get(app_id, publish_id), changed
+
+    async def reschedule(self, app_id: str, publish_id: str, send_at: float) -> tuple[Publish | None, bool]:
+        """Move a ``scheduled`` publish to ``send_at``: returns ``(publish, changed)``;
+        ``(None, False)`` if unknown, ``changed`` False when it is no longer scheduled (or its
+        plan job is already claimed: it is starting).
+
+        One transaction with the publish row locked first (as every transaction that updates it
+        locks it), so it is ordered against the planner's first page, which flips the status:
+        either that page sees the new time's job (not due, not claimed) or this sees it started.
+        A ``send_at`` not ahead of the clock means now: the publish becomes ``accepted``.
+        """
+        now = clock.now()
+        changed = False
+        async with self.db.write() as conn:
+            params = {"pid": publish_id, "app": app_id}
+            status = (await conn.execute(_own_status_locked(self.db.dialect), params)).scalar()
+            if status is None:
+                return None, False
+            if status == _SCHEDULED:
+                run_at = max(send_at, now)
+                moved = await conn.execute(_RETIME_JOB, {"pid": publish_id, "now": now, "run_at": run_at})
+                if moved.rowcount:
+                    st = _SCHEDULED if send_at > now else PublishStatus.ACCEPTED.value
+                    await conn.execute(_RETIME_PUBLISH, {"pid": publish_id, "send_at": send_at, "st": st})
+                    changed = True
         return await self.get(app_id, publish_id), changed

@@ -58,9 +58,13 @@ class Reads(Repository):
             return (await conn.execute(_STATUS, {"pid": publish_id})).scalar()
 
     async def list_publishes(
-        self, app_id: str, *, cursor: str | None, limit: int
+        self, app_id: str, *, cursor: str | None, limit: int, status: str | None = None
     ) -> tuple[list[Publish], str | None]:
+        """A page of the app's publishes, newest first; ``status``: only those in it (one range
+        of ``ix_publishes_app_status``, however many publishes of other statuses the app has)."""
         cond = [publishes.c.app_id == app_id]
+        if status is not None:
+            cond.append(publishes.c.status == status)
         if cursor:
             cond.append(publishes.c.id < cursor)
         q = sa.select(publishes).where(*cond).order_by(publishes.c.id.desc()).limit(limit + 1)
