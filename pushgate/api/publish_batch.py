@@ -243,12 +243,32 @@ def admission_request(
     return request
 
 
+async def check_categories(app: AppDep, services: ServicesDep, data: PublishIn) -> None:
+    """400 for a ``category`` (of the publish or of one of its caps) the app does not define."""
+    named = [("category", data.category)] if data.category else []
+    named += [
+        (f"frequency_caps[{i}].category", c.category)
+        for i, c in enumerate(data.frequency_caps or [])
+        if c.category
+    ]
+    for field, category in named:
+        if await services.policies.category_default(app.id, category) is None:
+            raise bad_request(
+                f"{field}: unknown category {category!r}; define it with POST /v1/categories "
+                "or [policy] categories in the config"
+            )
+
+
 async def inline_plan(
-    app: AppDep, services: ServicesDep, recipients: list[dict[str, Any]]
+    app: AppDep,
+    services: ServicesDep,
+    recipients: list[dict[str, Any]],
+    request: dict[str, Any],
+    expire_at: float | None,
 ) -> InlinePlan | None:
     """How admission may plan this publish itself (``engine.plan_at_admission``), or None for a
     long list: it goes to the planner, page by page (so does one whose users or channels turn out
-    to reach more devices)."""
+    to reach more devices). Its policy applies there as in the planner."""
     e = services.settings.engine
     if len(recipients) > e.plan_at_admission or any(r["type"] not in SMALL_KINDS for r in recipients):
         return None
@@ -262,6 +282,7 @@ async def inline_plan(
         batch_size=e.batch_size,
         max_rows=e.plan_at_admission,
         seen_after=time.time() - days * 86400 if days > 0 else None,
+        policy=await services.policy_loader.for_request(app.id, request, expire_at),
     )
 
 
@@ -293,9 +314,10 @@ class _Validator:
         if key not in self._targeted:
             self._targeted[key] = await targeted_providers(self.app, self.services, set(direct))
         request = admission_request(data, recipients, self._targeted[key], self.now)
+        await check_categories(self.app, self.services, data)
         if send_at is not None and send_at > self.now:  # scheduled: planned when it is due
             return NewPublish(request, data.idempotency_key, expire_at, None, send_at)
-        plan = await inline_plan(self.app, self.services, recipients)
+        plan = await inline_plan(self.app, self.services, recipients, request, expire_at)
         return NewPublish(request, data.idempotency_key, expire_at, plan, send_at)
 
 

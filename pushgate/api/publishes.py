@@ -23,6 +23,7 @@ from pushgate.api.errors import ApiError, bad_request, error_responses, not_foun
 from pushgate.api.publish_batch import (
     WORK_NOW,
     admission_request,
+    check_categories,
     checked_bounds,
     inline_plan,
     parse_time_field,
@@ -135,6 +136,7 @@ class PublishController(Controller):
         targeted = await targeted_providers(app, services, token_providers)
         now = clock.now()
         request = admission_request(data, recipients, targeted, now)
+        await check_categories(app, services, data)
         scheduled = send_at is not None and send_at > now
         pub, created = await services.publishes.admit(
             app.id,
@@ -143,7 +145,7 @@ class PublishController(Controller):
             expire_at=expire_at,
             window_seconds=limits.idempotency_window_hours * 3600,
             # A scheduled publish is planned when its time comes (by then its audience changed).
-            plan=None if scheduled else await inline_plan(app, services, recipients),
+            plan=None if scheduled else await inline_plan(app, services, recipients, request, expire_at),
             send_at=send_at,
         )
         # A publish closed in its own commit (nobody to reach) queued no job, and a scheduled

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pushgate.config import AppSection, LimitSettings
+from pushgate.domain import clock
 from pushgate.store.queue import JobQueue
 
 CACHE_SECONDS = 1.0
@@ -83,7 +84,7 @@ class Backpressure:
         limits = self.thresholds(app_id, app_name)
         # Counting one past the limit is enough to know it is over.
         depth, oldest = await self.queue.pressure(app_id, limits.max_depth + 1 if limits.max_depth else 0)
-        return self.evaluate(depth, oldest, time.time(), limits)
+        return self.evaluate(depth, oldest, clock.now(), limits)
 
     async def _any_app(self) -> Pressure | None:
         for app_id, app_name in await self.queue.apps_with_jobs():

@@ -157,6 +157,10 @@ def _delete_claimed_many(dialect: str) -> ReturningDelete[tuple[int]]:
     return sa.delete(jobs).where(jobs.c.id.in_(ours.scalar_subquery())).returning(jobs.c.id)
 
 
+#: Jobs due later than this (seconds) are not counted as admission backpressure.
+PRESSURE_HORIZON = 60.0
+
+
 class JobQueue:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -435,11 +439,18 @@ class JobQueue:
         The count stops at ``count_up_to`` (0: not counted), so it costs at most that many
         index entries however deep the app's backlog is. Jobs waiting out a provider's
         quarantine (``deferred_by``) are not counted: they are not work the workers are behind
-        on, and a broken credential must not turn into 429s.
+        on, and a broken credential must not turn into 429s. Nor are jobs due more than
+        :data:`PRESSURE_HORIZON` seconds from now (scheduled publishes, release batches that policy
+        holds until tomorrow's window): a million notifications scheduled for tomorrow are not a
+        backlog today.
         """
         now = clock.now()
         mine = jobs.c.app_id == app_id
-        counted = sa.select(jobs.c.id).where(mine, jobs.c.deferred_by.is_(None)).limit(count_up_to)
+        counted = (
+            sa.select(jobs.c.id)
+            .where(mine, jobs.c.run_at <= now + PRESSURE_HORIZON, jobs.c.deferred_by.is_(None))
+            .limit(count_up_to)
+        )
         due = (jobs.c.run_at <= now, sa.or_(jobs.c.lease_until.is_(None), jobs.c.lease_until < now))
         async with self.db.read() as conn:
             count = sa.select(sa.func.count()).select_from(counted.subquery())

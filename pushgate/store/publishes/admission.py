@@ -27,6 +27,7 @@ from pushgate.store.audience import SmallAudience, resolve_small
 from pushgate.store.db import Database
 from pushgate.store.publishes.model import Publish, publish_from_row
 from pushgate.store.publishes.planning import PlannedPage, Planning
+from pushgate.store.publishes.policy import PagePolicy
 from pushgate.store.queue import JobQueue, NewJob
 from pushgate.store.schema import publishes
 
@@ -49,6 +50,8 @@ class InlinePlan:
     max_rows: int
     #: Devices last seen before this epoch time are skipped (``devices.max_inactive_days``).
     seen_after: float | None = None
+    #: The publish's policy (None: every row goes now).
+    policy: PagePolicy | None = None
 
 
 _Item = tuple[Publish, str | None, asyncio.Future[None], InlinePlan | None]
@@ -196,6 +199,8 @@ class _GroupCommit:
                 p.expire_at is not None and now >= p.expire_at,
                 plan.configured,
                 plan.app_name,
+                plan.policy,
+                plan.batch_size,
             )
             for p, plan in members
         ]
