@@ -131,7 +131,7 @@ async def take(
         # Another transaction of this publish decided these scopes while we counted (it
         # committed first: our insert waited for it). Its decision stands; give our slots back.
         earlier = await _marks(conn, publish_id, taken_before)
-        await _give_back(conn, app_id, {s: (counted[s], fresh[s]) for s in taken_before})
+        await _give_back(conn, app_id, {s: (counted[s], fresh[s]) for s in earlier})
         counted.update(earlier)
     decided.update(counted)
     return decided
@@ -234,7 +234,7 @@ async def _take_window(
         if not mixed:
             # The conditional increment: an existing row is incremented under its row lock
             # only while it has room; the rows returned got a slot.
-            got = await conn.exec_driver_sql(sql, (*params, *limits))
+            got = await conn.exec_driver_sql(sql, (*params, min(*limits, _NO_LIMIT)))
             won.update(scope for (scope,) in got.all())
             continue
         # Mixed limits: lock every row in order with a no-op upsert that returns its count (the
