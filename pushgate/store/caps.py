@@ -20,30 +20,30 @@ statement runs alone there.
 
 Why no deadlocks (PostgreSQL). Two planners whose pages share users take the same counter rows,
 and a transaction that holds row A and waits for B deadlocks with one that holds B and waits for
-A. Every ``take`` therefore acquires its rows in one global order: first its ``cap_marks`` rows
-(sorted by scope), then its counter rows in ascending (window start, scope). One multi-row
-``INSERT … VALUES`` processes its rows in the order given, locking each (new or existing) as it
-reaches it, so a statement whose rows are sorted locks in sorted order; chunks of 500 are sorted
-ranges run one after another, and window starts are visited in ascending order (a heap), so a
-delayed notification's next window comes after every window already taken. This is why the
-increment is an upsert and not ``INSERT … DO NOTHING`` + ``UPDATE … WHERE scope IN (…)``: the
-insert would hold the *new* rows first and the update lock the existing ones afterwards (and in
-whatever order its scan visits them), two different orders. ``SELECT … FOR UPDATE ORDER BY`` would
-fix the update's order but not the insert's. Requests of one window start with different limits
-cannot share the conditional statement, so such a chunk locks every row with a no-op upsert
-(``SET count = count``, which returns the current count under the lock) and then increments the
-rows that have room: two statements, the same lock order. A caller should make one ``take`` per
-transaction (all of a page's requests at once): rows locked by an earlier call are outside this
-order.
+A. Every ``take`` therefore acquires its rows in one global order: its counter rows in ascending
+(window start, scope), then its ``cap_marks`` rows (sorted by scope). One multi-row insert
+processes its rows in the order given, locking each (new or existing) as it reaches it, so a
+statement whose rows are sorted locks in sorted order; chunks of 500 are sorted ranges run one
+after another, and window starts are visited in ascending order (a heap), so a delayed
+notification's next window comes after every window already taken. This is why the increment is
+an upsert and not ``INSERT … DO NOTHING`` + ``UPDATE … WHERE scope IN (…)``: the insert would hold
+the *new* rows first and the update lock the existing ones afterwards (and in whatever order its
+scan visits them), two different orders; ``SELECT … FOR UPDATE ORDER BY`` would fix the update's
+order but not the insert's. Requests of one window start with different limits cannot share the
+conditional statement, so such a chunk locks every row with a no-op upsert (``SET count =
+count``, which returns the current count under the lock) and then increments the rows with room
+(rows it already holds). A caller should make one ``take`` per transaction (all of a page's
+requests at once): rows locked by an earlier call are outside this order. The two-process test
+passes the same caps in opposite orders; with the callers' orders PostgreSQL reported deadlocks.
 
 Why marks. A user's second device on a later planning page of the same publish must get the same
-decision without taking a second slot. ``take`` first claims ``(publish_id, scope)`` in
-``cap_marks`` (``INSERT … ON CONFLICT DO NOTHING RETURNING scope``): the scopes it inserted are
-decided now and their decision is written into the mark; the others were decided before and their
-mark is read back. Claiming first (rather than reading the marks, then inserting) also covers two
-pages of one publish planned at once: the second waits on the first's uncommitted mark and then
-reads its decision. A rolled-back page takes its marks and its counts with it, so a re-run decides
-afresh.
+decision without taking a second slot. ``take`` reads the marks of (publish, scopes) first (one
+query per 500 scopes) and answers those from them; it counts only the others and inserts their
+marks with the decision (``INSERT … ON CONFLICT DO NOTHING RETURNING scope``). Two pages of one
+publish planned at once: the second waits on the first's counter rows, then its mark insert
+waits on the first's uncommitted mark and finds it; it reads that decision and gives back the
+slot it took (it still holds those rows, so nobody saw it). A rolled-back page takes its marks
+and its counts with it, so a re-run decides afresh.
 """
 
 from __future__ import annotations
@@ -53,14 +53,13 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from functools import lru_cache
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain import clock
-from pushgate.store.dialect import insert_ignoring_conflicts
 from pushgate.store.schema import cap_counters, cap_marks
 
 DROP = "drop"
@@ -68,9 +67,10 @@ DELAY = "delay"
 ACTIONS = (DROP, DELAY)
 #: Scopes per statement: IN lists and multi-row VALUES stay well under both drivers' limits.
 CHUNK = 500
+#: A limit no counter reaches (PostgreSQL's int4 maximum).
+_NO_LIMIT = 2**31 - 1
 
 _COUNT = cap_counters.c["count"]
-_KEY = ["app_id", "scope", "window_start"]
 T = TypeVar("T")
 
 
@@ -121,24 +121,67 @@ async def take(
     if not wanted:
         return {}
     scopes = sorted(wanted)
-    now = clock.now()
-    ours: set[str] = set()
-    for chunk in _chunks(scopes):
-        rows = [{"publish_id": publish_id, "scope": s, "release_at": None, "created_at": now} for s in chunk]
-        claim = insert_ignoring_conflicts(dialect, cap_marks, ["publish_id", "scope"]).values(rows)
-        ours.update((await conn.execute(claim.returning(cap_marks.c.scope))).scalars())
-    decided: dict[str, float | None] = {}
-    earlier = [s for s in scopes if s not in ours]
-    for chunk in _chunks(earlier):
-        q = sa.select(cap_marks.c.scope, cap_marks.c.release_at).where(
-            cap_marks.c.publish_id == publish_id, cap_marks.c.scope.in_(chunk)
-        )
-        decided.update({scope: release for scope, release in (await conn.execute(q)).all()})
-    if ours:
-        counted = await _count(conn, dialect, app_id, {s: wanted[s] for s in ours}, max_windows)
-        await _record(conn, publish_id, counted)
-        decided.update(counted)
+    decided = await _marks(conn, publish_id, scopes)
+    fresh = {s: wanted[s] for s in scopes if s not in decided}
+    if not fresh:
+        return decided
+    counted = await _count(conn, dialect, app_id, fresh, max_windows)
+    taken_before = await _remember(conn, dialect, publish_id, counted)
+    if taken_before:
+        # Another transaction of this publish decided these scopes while we counted (it
+        # committed first: our insert waited for it). Its decision stands; give our slots back.
+        earlier = await _marks(conn, publish_id, taken_before)
+        await _give_back(conn, app_id, {s: (counted[s], fresh[s]) for s in earlier})
+        counted.update(earlier)
+    decided.update(counted)
     return decided
+
+
+async def _marks(conn: AsyncConnection, publish_id: str, scopes: Sequence[str]) -> dict[str, float | None]:
+    """The decisions already made for ``publish_id`` among ``scopes``."""
+    found: dict[str, float | None] = {}
+    for chunk in _chunks(scopes):
+        rows: list[Any] = list(
+            (await conn.execute(_MARKS, {"b_publish": publish_id, "b_scopes": chunk})).all()
+        )
+        found.update({str(scope): release for scope, release in rows})
+    return found
+
+
+async def _remember(
+    conn: AsyncConnection, dialect: str, publish_id: str, decided: dict[str, float | None]
+) -> list[str]:
+    """Insert the marks of ``decided``; the scopes whose mark was already there."""
+    now = clock.now()
+    scopes = sorted(decided)
+    inserted: set[str] = set()
+    for chunk in _chunks(scopes):
+        params: tuple[Any, ...] = (
+            (publish_id, now, list(chunk), [decided[s] for s in chunk])
+            if dialect == "postgresql"
+            else tuple(x for s in chunk for x in (publish_id, s, decided[s], now))
+        )
+        rows: list[Any] = list((await conn.exec_driver_sql(_remember_sql(dialect, len(chunk)), params)).all())
+        inserted.update(str(scope) for (scope,) in rows)
+    return [s for s in scopes if s not in inserted]
+
+
+async def _give_back(
+    conn: AsyncConnection, app_id: str, taken: dict[str, tuple[float | None, CapRequest]]
+) -> None:
+    """Undo the slots this transaction took for ``taken`` (scope: (release, request)); rare."""
+    for scope, (release, request) in sorted(taken.items()):
+        if release is None:
+            continue
+        await conn.execute(
+            sa.update(cap_counters)
+            .where(
+                cap_counters.c.app_id == app_id,
+                cap_counters.c.scope == scope,
+                cap_counters.c.window_start == window_start(release, request.window_seconds),
+            )
+            .values({_COUNT: _COUNT - 1})
+        )
 
 
 async def _count(
@@ -183,61 +226,35 @@ async def _take_window(
     won: set[str] = set()
     for chunk in _chunks(items):
         limits = {request.limit for _, request in chunk}
-        rows = [
-            {
-                "app_id": app_id,
-                "scope": scope,
-                "window_start": start,
-                "count": 1 if len(limits) == 1 else 0,
-                "window_end": start + request.window_seconds,
-            }
-            for scope, request in chunk
-        ]
-        insert = _insert(dialect).values(rows)
-        if len(limits) == 1:
-            # The conditional increment: a new row starts at 1 (every limit here is >= 1), an
-            # existing one is incremented under its row lock only while it has room.
-            (limit,) = limits
-            take_slot = insert.on_conflict_do_update(
-                index_elements=_KEY, set_={"count": _COUNT + 1}, where=_COUNT < limit
-            )
-            won.update((await conn.execute(take_slot.returning(cap_counters.c.scope))).scalars())
+        mixed = len(limits) > 1
+        # A new row starts at 1 (every limit here is >= 1) unless the chunk has mixed limits.
+        initial = 0 if mixed else 1
+        params = _take_params(dialect, app_id, start, initial, chunk)
+        sql = _take_sql(dialect, len(chunk), mixed)
+        if not mixed:
+            # The conditional increment: an existing row is incremented under its row lock
+            # only while it has room; the rows returned got a slot.
+            got = await conn.exec_driver_sql(sql, (*params, min(*limits, _NO_LIMIT)))
+            won.update(scope for (scope,) in got.all())
             continue
         # Mixed limits: lock every row in order with a no-op upsert that returns its count (the
         # newest committed one: DO UPDATE waited for the lock), then count the ones with room.
-        lock = insert.on_conflict_do_update(index_elements=_KEY, set_={"count": _COUNT})
-        locked = await conn.execute(lock.returning(cap_counters.c.scope, _COUNT))
-        counts: dict[str, int] = {scope: int(count) for scope, count in locked.all()}
+        locked = await conn.exec_driver_sql(sql, tuple(params))
+        rows: list[Any] = list(locked.all())
+        counts = {str(scope): int(count) for scope, count in rows}
         request_of = dict(chunk)
         room = [scope for scope, count in counts.items() if count < request_of[scope].limit]
         if room:
-            await conn.execute(
-                sa.update(cap_counters)
-                .where(
-                    cap_counters.c.app_id == app_id,
-                    cap_counters.c.window_start == start,
-                    cap_counters.c.scope.in_(room),
-                )
-                .values({_COUNT: _COUNT + 1})
+            # The rows are ours (locked): the conditional upsert with a limit no count reaches
+            # finds each by its key (an ``UPDATE … WHERE scope IN (…)`` was planned as a scan of
+            # the app's whole window on a table without statistics yet: 60 ms per chunk).
+            rooms = [(s, request_of[s]) for s in room]
+            await conn.exec_driver_sql(
+                _take_sql(dialect, len(rooms), False),
+                (*_take_params(dialect, app_id, start, 1, rooms), _NO_LIMIT),
             )
             won.update(room)
     return won
-
-
-async def _record(conn: AsyncConnection, publish_id: str, decided: dict[str, float | None]) -> None:
-    """Write the decisions into the marks this call claimed (claimed as dropped: ``None``), one
-    ``UPDATE`` per release time and chunk."""
-    by_release: dict[float, list[str]] = defaultdict(list)
-    for scope, release in decided.items():
-        if release is not None:
-            by_release[release].append(scope)
-    for release, scopes in by_release.items():
-        for chunk in _chunks(sorted(scopes)):
-            await conn.execute(
-                sa.update(cap_marks)
-                .where(cap_marks.c.publish_id == publish_id, cap_marks.c.scope.in_(chunk))
-                .values(release_at=release)
-            )
 
 
 async def prune(conn: AsyncConnection, before: float) -> int:
@@ -249,8 +266,62 @@ async def prune(conn: AsyncConnection, before: float) -> int:
     return int(counters.rowcount) + int(marks.rowcount)
 
 
-def _insert(dialect: str) -> postgresql.Insert | sqlite.Insert:
-    return postgresql.insert(cap_counters) if dialect == "postgresql" else sqlite.insert(cap_counters)
+_MARKS = sa.select(cap_marks.c.scope, cap_marks.c.release_at).where(
+    cap_marks.c.publish_id == sa.bindparam("b_publish"),
+    cap_marks.c.scope.in_(sa.bindparam("b_scopes", expanding=True)),
+)
+
+# The two multi-row inserts are text SQL: SQLAlchemy compiled a 500-row ``VALUES`` anew on every
+# call (most of the time ``take`` took). PostgreSQL gets one text per statement, its rows as
+# arrays (``unnest`` yields them in array order, so the rows are still locked in sorted order);
+# SQLite one ``VALUES`` list per row count.
+
+
+@lru_cache(maxsize=64)
+def _remember_sql(dialect: str, rows: int) -> str:
+    """Insert (publish, scope, release) marks, returning the scopes inserted (not there before)."""
+    if dialect == "postgresql":
+        source = "SELECT $1::varchar, s, r, $2::float8 FROM unnest($3::varchar[], $4::float8[]) AS u(s, r)"
+    else:
+        source = "VALUES " + ", ".join(["(?, ?, ?, ?)"] * rows)
+    return (
+        f"INSERT INTO cap_marks (publish_id, scope, release_at, created_at) {source} "
+        "ON CONFLICT (publish_id, scope) DO NOTHING RETURNING scope"
+    )
+
+
+def _take_params(
+    dialect: str, app_id: str, start: float, initial: int, chunk: Sequence[tuple[str, CapRequest]]
+) -> list[Any]:
+    """The parameters of :func:`_take_sql` but its limit."""
+    if dialect == "postgresql":
+        return [app_id, start, initial, [s for s, _ in chunk], [float(r.window_seconds) for _, r in chunk]]
+    return [x for s, r in chunk for x in (app_id, s, start, initial, start + r.window_seconds)]
+
+
+@lru_cache(maxsize=64)
+def _take_sql(dialect: str, rows: int, mixed: bool) -> str:
+    """The counter upsert: with one limit (the last parameter), the conditional increment
+    returning the scopes that got a slot; with mixed limits, the no-op lock returning every
+    scope's count."""
+    if dialect == "postgresql":
+        source = (
+            "SELECT $1::varchar, s, $2::float8, $3::int, $2::float8 + w "
+            "FROM unnest($4::varchar[], $5::float8[]) AS u(s, w)"
+        )
+        limit = "$6::int"
+    else:
+        source = "VALUES " + ", ".join(["(?, ?, ?, ?, ?)"] * rows)
+        limit = "?"
+    action = (
+        "SET count = cap_counters.count RETURNING scope, count"
+        if mixed
+        else f"SET count = cap_counters.count + 1 WHERE cap_counters.count < {limit} RETURNING scope"
+    )
+    return (
+        f"INSERT INTO cap_counters (app_id, scope, window_start, count, window_end) {source} "
+        f"ON CONFLICT (app_id, scope, window_start) DO UPDATE {action}"
+    )
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
