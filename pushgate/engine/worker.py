@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pushgate.domain.status import OPEN_PUBLISH
 from pushgate.engine.dispatcher import Dispatcher, Guards
 from pushgate.engine.grouped import GroupDispatch
 from pushgate.engine.health import HealthMonitor
+from pushgate.engine.housekeeping import Housekeeping, seen_after
 from pushgate.engine.leases import Heartbeat
 from pushgate.engine.limits import RateLimits
 from pushgate.engine.planner import PlanContext, Planner
@@ -54,8 +54,6 @@ log = logging.getLogger("pushgate.engine")
 #: A job claimed this many times keeps killing its worker (or the worker keeps dying with it):
 #: record it as failed rather than retry it forever.
 MAX_CLAIMS = 8
-#: Seconds between two runs of the stale-device pruning (``devices.prune_inactive``).
-PRUNE_INTERVAL = 3600.0
 
 P = TypeVar("P", PlanPayload, DispatchPayload)
 
@@ -145,59 +143,13 @@ class Engine:
         for n in range(self.settings.engine.concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"pushgate-worker-{n}"))
         self._tasks.append(asyncio.create_task(self._idle_apps_loop(), name="pushgate-worker-idle-apps"))
-        if self._seen_after() is not None and self.settings.devices.prune_inactive:
-            self._tasks.append(asyncio.create_task(self._prune_loop(), name="pushgate-prune"))
-        self._tasks.append(asyncio.create_task(self._sweep_loop(), name="pushgate-sweep"))
+        chores = Housekeeping(self.settings, self.db, self.publishes, self.health_store, self._stop_event)
+        if seen_after(self.settings) is not None and self.settings.devices.prune_inactive:
+            self._tasks.append(asyncio.create_task(chores.prune_loop(), name="pushgate-prune"))
+        self._tasks.append(asyncio.create_task(chores.sweep_loop(), name="pushgate-sweep"))
         self._tasks.append(
             asyncio.create_task(self.retention.run(self._stop_event), name="pushgate-retention")
         )
-
-    async def _sweep_loop(self) -> None:
-        """Close publishes whose last batch committed but whose completion check never ran."""
-        while not self._stopping:
-            try:
-                await asyncio.wait_for(self._stop_event.wait(), self.settings.engine.sweep_interval)
-                return
-            except TimeoutError:
-                pass
-            try:
-                for publish_id in await self.publishes.stuck():
-                    if await self.publishes.finish_if_done(publish_id):
-                        log.info("sweep closed publish %s", publish_id)
-                # Health minutes that left the rolling window (kept one minute longer).
-                await self.health_store.prune_events(time.time() - self.settings.health.window_seconds - 60)
-            except Exception:
-                log.exception("sweeping stuck publishes failed; retrying at the next run")
-
-    def _seen_after(self) -> float | None:
-        """Devices last seen before this time are stale (``devices.max_inactive_days``)."""
-        days = self.settings.devices.max_inactive_days
-        return time.time() - days * 86400 if days > 0 else None
-
-    async def _prune_loop(self) -> None:
-        """Delete stale devices at start and then every ``PRUNE_INTERVAL`` seconds."""
-        while not self._stopping:
-            cutoff = self._seen_after()
-            try:
-                total = 0
-                while cutoff is not None and not self._stopping:
-                    n = await self.devices.prune_inactive(cutoff)
-                    total += n
-                    await asyncio.sleep(0)  # let the API and the senders run between batches
-                    if n == 0:
-                        break
-                if total:
-                    log.info(
-                        "pruned %d device(s) not seen for %g days",
-                        total,
-                        self.settings.devices.max_inactive_days,
-                    )
-            except Exception:
-                log.exception("pruning inactive devices failed; retrying at the next run")
-            try:
-                await asyncio.wait_for(self._stop_event.wait(), PRUNE_INTERVAL)
-            except TimeoutError:
-                pass
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let in-flight jobs finish for up to ``grace`` seconds, give back the rest."""
@@ -443,7 +395,7 @@ class Engine:
             batch_size=e.batch_size,
             page_size=e.plan_page_size,
             lease_seconds=e.lease_seconds,
-            seen_after=self._seen_after(),
+            seen_after=seen_after(self.settings),
             owner=self.owner,
             policy=await self.policy.for_request(job.app_id, pub.request, pub.expire_at),
         )

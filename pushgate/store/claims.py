@@ -12,8 +12,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import sqlalchemy as sa
+from sqlalchemy.sql.dml import ReturningDelete
 
-from pushgate.store.dialect import lock_skip_locked
+from pushgate.store.dialect import lock_rows, lock_skip_locked
 from pushgate.store.schema import apps, jobs
 
 
@@ -157,3 +158,40 @@ def _claiming(ids: sa.Select[tuple[int]]) -> sa.Update:
             jobs.c.group_key,
         )
     )
+
+
+# ---- statements that lock a worker's own jobs in id order (store/queue.py) ----------------
+
+
+@lru_cache(maxsize=4)
+def renew_statement(dialect: str) -> sa.Update:
+    """The heartbeat's renewal of an owner's leases, its rows locked in id order first (on
+    PostgreSQL): a group's outcome transaction deletes several of the same rows, in id order
+    too, and two multi-row statements that lock in different orders can deadlock."""
+    mine = lock_rows(
+        dialect,
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.lease_owner == sa.bindparam("owner"), jobs.c.id.in_(sa.bindparam("ids", expanding=True))
+        )
+        .order_by(jobs.c.id),
+    )
+    return (
+        sa.update(jobs)
+        .where(jobs.c.id.in_(mine.scalar_subquery()))
+        .values(lease_until=sa.bindparam("until"))
+        .returning(jobs.c.id)
+    )
+
+
+@lru_cache(maxsize=4)
+def delete_claimed_many_statement(dialect: str) -> ReturningDelete[tuple[int]]:
+    """A group's jobs deleted under their claim number, locked in id order first (see
+    :func:`renew_statement`)."""
+    ours = lock_rows(
+        dialect,
+        sa.select(jobs.c.id)
+        .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.claims == sa.bindparam("cl"))
+        .order_by(jobs.c.id),
+    )
+    return sa.delete(jobs).where(jobs.c.id.in_(ours.scalar_subquery())).returning(jobs.c.id)

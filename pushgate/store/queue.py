@@ -18,12 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.dml import ReturningDelete
 
 from pushgate.domain import clock
 from pushgate.domain.jobs import (
@@ -35,9 +33,14 @@ from pushgate.domain.jobs import (
     encode_payload,
     group_key,
 )
-from pushgate.store.claims import apps_statement, claim_statement, group_claim_statement
+from pushgate.store.claims import (
+    apps_statement,
+    claim_statement,
+    delete_claimed_many_statement,
+    group_claim_statement,
+    renew_statement,
+)
 from pushgate.store.db import Database
-from pushgate.store.dialect import lock_rows
 from pushgate.store.schema import jobs
 
 P = TypeVar("P", bound=Payload | Unreadable)
@@ -121,40 +124,6 @@ _ADVANCE = (
     .where(jobs.c.id == sa.bindparam("jid"), jobs.c.claims == sa.bindparam("cl"))
     .values(progress=sa.bindparam("pr"), lease_until=sa.bindparam("lu"))
 )
-
-
-@lru_cache(maxsize=4)
-def _renew_statement(dialect: str) -> sa.Update:
-    """The heartbeat's renewal of an owner's leases, its rows locked in id order first (on
-    PostgreSQL): a group's outcome transaction deletes several of the same rows, in id order
-    too, and two multi-row statements that lock in different orders can deadlock."""
-    mine = lock_rows(
-        dialect,
-        sa.select(jobs.c.id)
-        .where(
-            jobs.c.lease_owner == sa.bindparam("owner"), jobs.c.id.in_(sa.bindparam("ids", expanding=True))
-        )
-        .order_by(jobs.c.id),
-    )
-    return (
-        sa.update(jobs)
-        .where(jobs.c.id.in_(mine.scalar_subquery()))
-        .values(lease_until=sa.bindparam("until"))
-        .returning(jobs.c.id)
-    )
-
-
-@lru_cache(maxsize=4)
-def _delete_claimed_many(dialect: str) -> ReturningDelete[tuple[int]]:
-    """A group's jobs deleted under their claim number, locked in id order first (see
-    :func:`_renew_statement`)."""
-    ours = lock_rows(
-        dialect,
-        sa.select(jobs.c.id)
-        .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.claims == sa.bindparam("cl"))
-        .order_by(jobs.c.id),
-    )
-    return sa.delete(jobs).where(jobs.c.id.in_(ours.scalar_subquery())).returning(jobs.c.id)
 
 
 #: Jobs due later than this (seconds) are not counted as admission backpressure.
@@ -306,7 +275,7 @@ class JobQueue:
         owner is one process: ``lease_owner`` tells its claims from every other's)."""
         params = {"owner": owner, "ids": list(job_ids), "until": clock.now() + lease_seconds}
         async with self.db.write() as conn:
-            return {int(r.id) for r in (await conn.execute(_renew_statement(self.db.dialect), params)).all()}
+            return {int(r.id) for r in (await conn.execute(renew_statement(self.db.dialect), params)).all()}
 
     async def taken_over(self, owner: str, job_ids: Collection[int]) -> set[int]:
         """Which of ``job_ids`` still exist under another claim than ``owner``'s."""
@@ -337,7 +306,9 @@ class JobQueue:
             by_claims.setdefault(claims, []).append(job_id)
         kept: set[int] = set()
         for claims, ids in by_claims.items():  # one statement: a group's jobs share their claim number
-            rows = await conn.execute(_delete_claimed_many(conn.dialect.name), {"ids": ids, "cl": claims})
+            rows = await conn.execute(
+                delete_claimed_many_statement(conn.dialect.name), {"ids": ids, "cl": claims}
+            )
             kept.update(int(r.id) for r in rows.all())
         return kept
 

@@ -70,6 +70,8 @@ async def test_policy_fields_are_checked(gateway: Gateway) -> None:
 
 
 async def test_policy_fields_are_stored_for_the_planner(gateway: Gateway) -> None:
+    r = await gateway.client.post("/v1/categories", json={"id": "marketing", "description": "offers"})
+    assert r.status_code == 201, r.text
     cap = {"limit": 3, "window_seconds": 86400, "category": "marketing"}
     bodies: list[tuple[dict[str, Any], dict[str, Any] | None]] = [
         ({}, None),

@@ -328,6 +328,7 @@ async def test_native_only_payload_skips_other_providers(gateway: Gateway, lab: 
     pub = await publish(
         gateway.client,
         recipients=[{"type": "channel", "channel": "mixed"}],
+        notification={},
         providers={"fcm": {"message": {"data": {"k": "v"}}}},
     )
     done = await wait_final(gateway.client, pub, 10)
