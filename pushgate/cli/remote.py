@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pushgate.cli.common import KeyOpt, UrlOpt, call_api, console, err, need_key
+from pushgate.domain.status import FINAL_COUNTERS
 
 creds_cli = typer.Typer(
     help="Manage provider credentials of an app through a running gateway (needs PUSHGATE_SECRET_KEY there).",
@@ -71,7 +72,7 @@ def _follow(url: str, key: str, pub_id: str) -> dict[str, Any]:
         while True:
             status: dict[str, Any] = call_api(url, key, "GET", f"/v1/publishes/{pub_id}")
             c = status["counts"]
-            done = c["sent"] + c["failed"] + c["invalid_token"] + c["expired"]
+            done = sum(c.get(k, 0) for k in FINAL_COUNTERS)
             progress.update(task, description=status["status"], total=c["planned"] or None, completed=done)
             if status["status"] in ("completed", "failed", "expired", "cancelled"):
                 return status
