@@ -2,7 +2,7 @@
 fairness, transactional, plan).
 
 Long because: each mode's options, with their help texts, are declared here; the work itself
-is in runner.py, fairness.py and transactional.py.
+is in runner.py, fairness.py, transactional.py and planning.py.
 """
 
 from __future__ import annotations

@@ -247,3 +247,19 @@ async def test_bench_plan_window_publish(gateway: Any, lab: Any, tmp_path: Path)
     assert after["status"] == "cancelled" and after["counts"]["held"] == 0
     assert after["counts"]["cancelled"] == plan["held"]
     assert lab.ledger("fcm")["total"] == plan["sent_now"]
+
+
+def test_plan_default_window_is_open_for_a_minority_at_any_hour() -> None:
+    """Whenever ``bench plan`` runs, its default window holds most zones and serves some now."""
+    from datetime import UTC, datetime, timedelta
+
+    from pushgate.bench.planning import default_window, open_zones, zones_for
+
+    zones = zones_for(20)
+    assert len(set(zones)) == 20 and "Pacific/Honolulu" in zones and "Australia/Sydney" in zones
+    for quarter in range(4 * 24 * 2):  # every 15 minutes of two days, one in each DST season
+        now = datetime(2026, 7 if quarter < 96 else 12, 7, tzinfo=UTC) + timedelta(
+            minutes=15 * (quarter % 96)
+        )
+        start, end = default_window(zones, now)
+        assert 1 <= len(open_zones(zones, start, end, now)) <= 20 // 3, (now, start, end)
