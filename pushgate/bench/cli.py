@@ -1,8 +1,8 @@
 """``pushgate bench``: the load generator's command line (seed, admission, e2e, latency,
-fairness, transactional).
+fairness, transactional, plan).
 
 Long because: each mode's options, with their help texts, are declared here; the work itself
-is in runner.py, fairness.py and transactional.py.
+is in runner.py, fairness.py, transactional.py and planning.py.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from pushgate.bench.http import BenchHttpError
+from pushgate.bench.planning import ZONES
 from pushgate.bench.runner import Endpoints, run_admission, run_e2e, run_latency, run_seed
 from pushgate.bench.transactional import run_transactional
 
@@ -94,6 +95,15 @@ def seed(
     batch_size: Annotated[
         int, typer.Option(min=1, max=1000, help="Devices per POST /v1/devices/batch.")
     ] = 1000,
+    timezones: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=len(ZONES),
+            help="Give devices, round-robin, one of this many real IANA zones spread over the "
+            "offsets, DST ones included (for `bench plan`); 0: no timezone.",
+        ),
+    ] = 0,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = "",
     lab_url: LabOpt = DEFAULT_LAB,
@@ -122,6 +132,7 @@ def seed(
                 channel=channel or None,
                 concurrency=concurrency,
                 batch_size=batch_size,
+                timezones=timezones,
                 progress=lambda n: bar.advance(task, n),
             )
         )
@@ -130,6 +141,7 @@ def seed(
         [
             ("devices registered", result["devices"]),
             ("by provider", ", ".join(f"{k}={v}" for k, v in result["by_provider"].items())),
+            ("time zones", len(result["by_timezone"]) or "none"),
             ("errors", result["errors"] or "none"),
             ("seconds", result["seconds"]),
             ("devices/s", result["devices_per_second"]),
@@ -522,3 +534,89 @@ def transactional(
         ],
     )
     _write_json(json_out, result)
+
+
+def _window(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    start, sep, end = value.partition("-")
+    if not sep or not start or not end:
+        err.print("[red]error:[/red] --window: START-END, e.g. 09:00-21:00")
+        raise typer.Exit(2)
+    return start, end
+
+
+@bench_cli.command()
+def plan(
+    channel: Annotated[str, typer.Option(help="Channel to publish one notification to.")] = "orders",
+    local_time: Annotated[
+        str | None, typer.Option("--local-time", help="HH:MM: send at this device-local time.")
+    ] = None,
+    window: Annotated[
+        str | None,
+        typer.Option(
+            "--window",
+            help="START-END device-local window (e.g. 09:00-21:00). Default: a 4-hour window open "
+            "right now for a minority of the seeded zones.",
+        ),
+    ] = None,
+    timezones: Annotated[
+        int, typer.Option(min=0, max=len(ZONES), help="The --timezones the channel was seeded with.")
+    ] = 20,
+    baseline: Annotated[
+        bool,
+        typer.Option(
+            "--baseline", help="Then the same publish without a window (all sent now), for the ratio."
+        ),
+    ] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the publish held (default: cancel it at the end).")
+    ] = False,
+    sample: Annotated[
+        int, typer.Option(min=1, help="Held deliveries to read for the distinct release times.")
+    ] = 5000,
+    server_pid: Annotated[
+        int | None, typer.Option(help="pushgate's pid (default: whoever listens on --url's port).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    lab_url: LabOpt = DEFAULT_LAB,
+    json_out: JsonOpt = None,
+) -> None:
+    """One device-local-window publish to a big channel, followed until planned: planned/s, held
+    vs sent now, distinct release times, pushgate CPU seconds and peak RSS while planning."""
+    from pushgate.bench.planning import run_plan
+
+    ep = _endpoints(url, key, lab_url)
+    result = _run(
+        run_plan(
+            ep, channel=channel, timezones=timezones, local_time=local_time, window=_window(window),
+            baseline=baseline, keep=keep, server_pid=server_pid, sample=sample, give_up_after=timeout,
+        )
+    )  # fmt: skip
+    r, w = result, result["window"]
+    rows: list[tuple[str, Any]] = [
+        ("rule", f"local_time {r['local_time']}" if r["local_time"] else f"window {w['start']}-{w['end']}"),
+        ("zones open now", f"{len(r['zones_open_now'])} of {len(r['timezones'])}"),
+        ("devices planned", f"{r['planned']} of {r['devices']}"),
+        ("held / sent now / other", f"{r['held']} / {r['sent_now']} / {r['not_sent_now']}"),
+        ("distinct release_at (held sample)", f"{r['distinct_release_at']} in {r['held_sampled']}"),
+        ("planning seconds (created → all planned)", r["planning_seconds"]),
+        ("planned/s", r["planned_per_second"]),
+        ("µs per device", r["us_per_device"]),
+        ("pushgate CPU seconds (planning)", r["cpu_seconds"]),
+        ("pushgate RSS before / peak (MB)", f"{r['rss_before_mb']} / {r['peak_rss_mb']}"),
+        ("publish cancelled", "yes" if r["cancelled"] else "no (--keep)" if keep else "no"),
+    ]
+    if "baseline" in r:
+        b = r["baseline"]
+        rows += [
+            ("baseline (no window): planning seconds", b["planning_seconds"]),
+            ("baseline: planned/s", b["planned_per_second"]),
+            ("window ÷ baseline planning time", r["ratio_vs_baseline"]),
+        ]
+    _table("pushgate bench plan", rows)
+    _write_json(json_out, result)
+    if r["planned"] != r["devices"]:
+        raise typer.Exit(1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "peak_rss_mb", "pid_listening_on"]
+__all__ = ["cpu_seconds", "peak_rss_mb", "pid_listening_on", "reset_peak_rss", "rss_mb"]
 
 _PROC = Path("/proc")
 
@@ -40,6 +40,17 @@ def peak_rss_mb(pid: int) -> float | None:
     """Peak resident set size (VmHWM) of ``pid`` in MiB, over the process's lifetime."""
     kb = _status_kb(pid, "VmHWM")
     return None if kb is None else kb / 1024
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset ``pid``'s VmHWM to its current RSS (``/proc/PID/clear_refs`` ← 5, Linux ≥ 4.0), so
+    a later :func:`peak_rss_mb` is the peak of one phase, not of the process's whole life.
+    ``False`` when not allowed (another user's process) or not supported."""
+    try:
+        (_PROC / str(pid) / "clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def rss_mb(pid: int) -> float | None:

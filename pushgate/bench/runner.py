@@ -104,10 +104,13 @@ async def run_seed(
     channel: str | None = "orders",
     concurrency: int = 4,
     batch_size: int = 1000,
+    timezones: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Register ``devices`` devices, round-robin over ``providers`` and over the channels
     ``{prefix}-0 … {prefix}-(channels-1)``; every device also joins ``channel`` if given.
+    With ``timezones`` > 0 each device gets, round-robin, one of that many real IANA zones
+    (``planning.zones_for``): the audience of ``bench plan``; 0 leaves ``timezone`` unset.
 
     Devices go in ``POST /v1/devices/batch`` requests of ``batch_size``, ``concurrency`` of them
     in flight; the lab mints the Web Push subscriptions and WNS channel URIs for each batch
@@ -116,6 +119,10 @@ async def run_seed(
     unknown = [p for p in providers if p not in PLATFORMS]
     if unknown:
         raise ValueError(f"unknown provider(s): {', '.join(unknown)}")
+    from pushgate.bench.planning import zones_for
+
+    zones = zones_for(timezones) if timezones else []
+    by_zone: Counter[str] = Counter()
     run_id = secrets.token_hex(4)
     batches = iter(range(0, devices, batch_size))
     by_provider: Counter[str] = Counter()
@@ -130,7 +137,10 @@ async def run_seed(
                 chans.append(channel)
             async with mint_slots:
                 token = await _mint_token(lab, provider, n, run_id)
-            return {"provider": provider, "platform": PLATFORMS[provider], "token": token, "channels": chans}
+            item = {"provider": provider, "platform": PLATFORMS[provider], "token": token, "channels": chans}
+            if zones:
+                item["timezone"] = zones[n % len(zones)]
+            return item
 
         async def worker() -> None:
             for first in batches:
@@ -139,6 +149,7 @@ async def run_seed(
                 status, _h, data = await api.request("POST", "/v1/devices/batch", {"devices": items})
                 if status == 200:
                     by_provider.update(item["provider"] for item in items)
+                    by_zone.update(item["timezone"] for item in items if "timezone" in item)
                 else:
                     errors[str(status)] += len(items)
                     if not by_provider:  # nothing has worked yet: a setup problem, stop at once
@@ -160,6 +171,7 @@ async def run_seed(
         + (["…"] if channels > 10 else []),
         "channel": channel,
         "batch_size": batch_size,
+        "by_timezone": {z: by_zone[z] for z in zones if by_zone[z]},
         "seconds": round(elapsed, 3),
         "devices_per_second": round(registered / elapsed, 1) if elapsed > 0 else 0.0,
     }

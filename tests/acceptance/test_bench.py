@@ -210,3 +210,56 @@ async def test_bench_fairness(database_url: str, lab: Any, tmp_path: Path) -> No
         async with gw.as_app(backlog_key) as backlog_app:
             listed = (await backlog_app.get("/v1/credentials")).json()["items"]
         assert [i["provider"] for i in listed] == ["fcm"]  # uploaded from the lab's directory
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_bench_plan_window_publish(gateway: Any, lab: Any, tmp_path: Path) -> None:
+    """``bench seed --timezones`` then ``bench plan`` end to end (acceptance 7's measurement at a
+    small size): every seeded device planned once, held or sent now, the held ones released at
+    one time per zone at most, the publish cancelled afterwards."""
+    seed_json, plan_json = tmp_path / "seed.json", tmp_path / "plan.json"
+    code, out = await bench(
+        gateway, lab, "seed", "--devices", "360", "--channels", "0", "--providers", "fcm",
+        "--channel", "tz", "--timezones", "6", "--batch-size", "100", "--json", str(seed_json),
+    )  # fmt: skip
+    assert code == 0, out
+    seed = json.loads(seed_json.read_text())
+    assert seed["devices"] == 360 and len(seed["by_timezone"]) == 6
+    assert set(seed["by_timezone"].values()) == {60}  # round-robin over the zones
+
+    code, out = await bench(
+        gateway, lab, "plan", "--channel", "tz", "--timezones", "6", "--server-pid", str(os.getpid()),
+        "--json", str(plan_json),
+    )  # fmt: skip
+    assert code == 0, out
+    plan = json.loads(plan_json.read_text())
+    assert plan["devices"] == plan["planned"] == 360
+    open_now = len(plan["zones_open_now"])
+    assert 1 <= open_now <= 2, plan  # the default window: open for a minority of the zones
+    assert plan["sent_now"] == 60 * open_now and plan["held"] == 360 - 60 * open_now, plan
+    assert plan["held"] + plan["sent_now"] == plan["planned"]
+    assert plan["held_sampled"] == plan["held"]
+    assert 1 <= plan["distinct_release_at"] <= 6 - open_now
+    assert plan["planning_seconds"] > 0 and plan["planned_per_second"] > 0
+    assert plan["cancelled"] is True
+    assert "devices planned" in out and "distinct release_at" in out
+    after = (await gateway.client.get(f"/v1/publishes/{plan['publish_id']}")).json()
+    assert after["status"] == "cancelled" and after["counts"]["held"] == 0
+    assert after["counts"]["cancelled"] == plan["held"]
+    assert lab.ledger("fcm")["total"] == plan["sent_now"]
+
+
+def test_plan_default_window_is_open_for_a_minority_at_any_hour() -> None:
+    """Whenever ``bench plan`` runs, its default window holds most zones and serves some now."""
+    from datetime import UTC, datetime, timedelta
+
+    from pushgate.bench.planning import default_window, open_zones, zones_for
+
+    zones = zones_for(20)
+    assert len(set(zones)) == 20 and "Pacific/Honolulu" in zones and "Australia/Sydney" in zones
+    for quarter in range(4 * 24 * 2):  # every 15 minutes of two days, one in each DST season
+        now = datetime(2026, 7 if quarter < 96 else 12, 7, tzinfo=UTC) + timedelta(
+            minutes=15 * (quarter % 96)
+        )
+        start, end = default_window(zones, now)
+        assert 1 <= len(open_zones(zones, start, end, now)) <= 20 // 3, (now, start, end)
