@@ -30,8 +30,8 @@ from pushgate.store.policies import (
     user_quiet_hours_of,
 )
 
-#: A release later than this after "now" is a hold; anything sooner goes with the page.
-_HOLD_AFTER = 0.5
+#: A release any later than "now" is a hold (a window opening in 0.3 s is not opened early).
+_HOLD_AFTER = 0.0
 
 
 @dataclass(frozen=True, slots=True)
