@@ -37,6 +37,7 @@ from pushgate.api.schemas import (
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain import clock
 from pushgate.domain.notification import Notification, ProviderOverrides
+from pushgate.domain.planning import deadline
 from pushgate.domain.registry import valid_timezone
 from pushgate.domain.rendering import NotificationError, oversize, render_for
 from pushgate.domain.status import PublishStatus
@@ -272,6 +273,14 @@ async def inline_plan(
     e = services.settings.engine
     if len(recipients) > e.plan_at_admission or any(r["type"] not in SMALL_KINDS for r in recipients):
         return None
+    # The TTL counts from now: the publish is due now (a scheduled one is never planned here).
+    due_by = deadline(request, clock.now(), None, expire_at)
+    policy = await services.policy_loader.for_request(app.id, request, due_by)
+    if policy is not None and policy.publish.caps_for(policy.app):
+        # Caps are counted by the planner, one page per transaction: admission's transaction
+        # plans many publishes, and cap rows taken for several of them in one transaction would
+        # be locked out of their global order (two admissions could deadlock on PostgreSQL).
+        return None
     days = services.settings.devices.max_inactive_days
     return InlinePlan(
         app_name=app.name,
@@ -282,7 +291,7 @@ async def inline_plan(
         batch_size=e.batch_size,
         max_rows=e.plan_at_admission,
         seen_after=time.time() - days * 86400 if days > 0 else None,
-        policy=await services.policy_loader.for_request(app.id, request, expire_at),
+        policy=policy,
     )
 
 

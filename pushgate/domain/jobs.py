@@ -63,6 +63,13 @@ class DispatchPayload(msgspec.Struct, omit_defaults=True):
     #: A release batch: policy held its recipients (status ``held``, counted in ``held``) until
     #: this job's ``run_at``; their outcome moves them out of that counter.
     held: bool = False
+    #: When the recipients became due (a release batch's release time; a retry carries its
+    #: batch's): the retry ladder's ``max_age_seconds`` counts from here, not from admission.
+    since: float | None = None
+
+    def due_since(self, created_at: float, send_at: float | None) -> float:
+        """When this batch's notification was due: the retry age counts from it."""
+        return max(created_at, send_at or 0.0, self.since or 0.0)
 
     @property
     def was_retrying(self) -> bool:
@@ -128,10 +135,11 @@ def dispatch_batches(
     size: int | None = None,
     replay: bool = False,
     held: bool = False,
+    since: float | None = None,
 ) -> list[DispatchPayload]:
     """``targets`` cut into dispatch payloads of at most ``size`` (None: one payload)."""
     step = size or len(targets) or 1
     return [
-        DispatchPayload(provider, attempt, list(targets[k : k + step]), replay, held)
+        DispatchPayload(provider, attempt, list(targets[k : k + step]), replay, held, since)
         for k in range(0, len(targets), step)
     ]

@@ -10,6 +10,18 @@ from pushgate.domain.jobs import PlanStats
 from pushgate.domain.status import DeliveryStatus
 
 
+def deadline(
+    request: dict[str, Any], created_at: float, send_at: float | None, expire_at: float | None
+) -> float | None:
+    """No attempt after ``expire_at`` or after the notification's TTL ran out, the TTL counted
+    from when the publish was due (its ``send_at`` when scheduled, else its admission)."""
+    limits: list[float] = [] if expire_at is None else [expire_at]
+    ttl = (request.get("notification") or {}).get("ttl_seconds")
+    if ttl:
+        limits.append(max(created_at, send_at or 0.0) + ttl)
+    return min(limits) if limits else None
+
+
 def mark_unsendable(
     rows: list[dict[str, Any]], *, expired: bool, configured: set[str] | frozenset[str], app_name: str
 ) -> None:

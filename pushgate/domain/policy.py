@@ -442,6 +442,10 @@ class TimeRules:
                 t, reason = window_close(quiet.window, qtz, t), "quiet_hours"
                 if window is not None and (opened := next_open(window, tz, t)) > t:
                     t, reason = opened, "delivery_window"
+            if quiet.window.contains(seconds_of_day(t, qtz)):
+                # The window never opens outside quiet hours (it lies inside them): deferring
+                # would only send it during quiet hours days later.
+                return Decision(DeliveryStatus.SUPPRESSED, "quiet_hours", None)
         if self.expire_at is not None and t >= self.expire_at:
             return Decision(DeliveryStatus.EXPIRED, "expired", None)
         if t <= self.now:

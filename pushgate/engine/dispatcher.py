@@ -31,6 +31,7 @@ from pushgate.domain.accounting import (
 )
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.planning import deadline
 from pushgate.domain.quarantine import Gate
 from pushgate.domain.retry import RetryPolicy
 from pushgate.domain.status import CLOSED, PublishStatus
@@ -134,7 +135,7 @@ class Dispatcher:
             provider=p.provider,
             attempt=p.attempt,
             policy=self.policies[p.provider],
-            created_at=pub.created_at,
+            created_at=p.due_since(pub.created_at, pub.send_at),
             deadline=deadline,
             was_retrying=p.was_retrying,
             was_held=p.held,
@@ -409,10 +410,4 @@ class Dispatcher:
 
 def deadline_of(pub: Publish) -> float | None:
     """No attempt happens after ``expire_at`` or after the notification's TTL ran out."""
-    limits: list[float] = []
-    if pub.expire_at is not None:
-        limits.append(pub.expire_at)
-    ttl = (pub.request.get("notification") or {}).get("ttl_seconds")
-    if ttl:
-        limits.append(pub.created_at + ttl)
-    return min(limits) if limits else None
+    return deadline(pub.request, pub.created_at, pub.send_at, pub.expire_at)

@@ -212,7 +212,7 @@ class GroupDispatch:
             provider=provider_name,
             attempt=p.attempt,
             policy=self.d.policies[provider_name],
-            created_at=m.pub.created_at,
+            created_at=p.due_since(m.pub.created_at, m.pub.send_at),
             deadline=m.deadline,
             was_retrying=p.was_retrying,
             was_held=p.held,

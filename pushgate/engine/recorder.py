@@ -40,6 +40,13 @@ from pushgate.store.queue import Job, JobQueue, LeaseLost
 log = logging.getLogger("pushgate.engine")
 
 
+def _since(batch: Batch, pub: Publish) -> float | None:
+    """What a retry (or a handed-back part) carries as ``since``: the batch's due time when it is
+    later than the publish's admission (a release batch, a scheduled publish), so the retry
+    ladder's age limit keeps counting from it."""
+    return batch.created_at if batch.created_at > pub.created_at else None
+
+
 @dataclass(frozen=True, slots=True)
 class GroupEntry:
     """One job of a group (``engine/grouped.py``): its targets and their answers, in order."""
@@ -185,6 +192,7 @@ class Recorder:
                     batch.provider,
                     {run_at: [t.row() for t in retry] for run_at, retry in out.retries.items()},
                     attempt=batch.attempt + 1,
+                    since=_since(batch, pub),
                 )
             if c.held:
                 await JobQueue.enqueue_dispatch(
@@ -197,6 +205,7 @@ class Recorder:
                     replay=batch.was_retrying and batch.attempt == 1,
                     deferred_by=batch.provider,
                     held=batch.was_held,
+                    since=_since(batch, pub),
                 )
             if c.classes:
                 await self.health_store.add_events(conn, pub.app_id, batch.provider, c.now, c.classes)
@@ -287,6 +296,7 @@ class Recorder:
                         {run_at: [t.row() for t in retry] for run_at, retry in out.retries.items()},
                         attempt=e.batch.attempt + 1,
                         grouped=True,
+                        since=_since(e.batch, e.pub),
                     )
             await self.publishes.record_many(conn, updates)
             await bump_many(conn, self.db.dialect, moves)

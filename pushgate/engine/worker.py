@@ -27,7 +27,7 @@ from pushgate.domain import clock
 from pushgate.domain.jobs import DispatchPayload, JobKind, Payload, PlanPayload, Unreadable, group_key
 from pushgate.domain.quarantine import BreakerRules
 from pushgate.domain.status import OPEN_PUBLISH
-from pushgate.engine.dispatcher import Dispatcher, Guards
+from pushgate.engine.dispatcher import Dispatcher, Guards, deadline_of
 from pushgate.engine.grouped import GroupDispatch
 from pushgate.engine.health import HealthMonitor
 from pushgate.engine.housekeeping import Housekeeping, seen_after
@@ -397,7 +397,7 @@ class Engine:
             lease_seconds=e.lease_seconds,
             seen_after=seen_after(self.settings),
             owner=self.owner,
-            policy=await self.policy.for_request(job.app_id, pub.request, pub.expire_at),
+            policy=await self.policy.for_request(job.app_id, pub.request, deadline_of(pub)),
         )
         try:
             inline = await self.planner.run(job, pub, ctx)

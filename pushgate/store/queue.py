@@ -173,12 +173,14 @@ class JobQueue:
         deferred_by: str | None = None,
         grouped: bool = False,
         held: bool = False,
+        since: float | None = None,
     ) -> None:
         """Queue ``targets`` (``Target.row()`` lists) for ``provider`` in jobs of at most
         ``batch_size`` (None: one job per run time): the planner's batches, a replay, or a
         chunk's retries. A list runs now; a mapping gives each group its run time (retries are
         jittered, so a chunk's come back as many groups, still written in one statement).
-        ``held``: release batches of recipients policy holds until their run time."""
+        ``held``: release batches of recipients policy holds until their run time (due since
+        then, unless ``since`` says otherwise). ``since``: when the recipients became due."""
         groups = targets.items() if isinstance(targets, Mapping) else [(None, targets)]
         await JobQueue.enqueue(
             conn,
@@ -186,7 +188,13 @@ class JobQueue:
                 NewJob(app_id, publish_id, payload, run_at, deferred_by, grouped)
                 for run_at, group in groups
                 for payload in dispatch_batches(
-                    provider, group, attempt=attempt, size=batch_size, replay=replay, held=held
+                    provider,
+                    group,
+                    attempt=attempt,
+                    size=batch_size,
+                    replay=replay,
+                    held=held,
+                    since=since if since is not None or not held else run_at,
                 )
             ],
         )

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pushgate.domain.policy import AppPolicy, PublishPolicy, QuietHours, TimeRules
+from pushgate.domain.policy import AppPolicy, Decision, PublishPolicy, QuietHours, TimeRules
 from pushgate.domain.status import DeliveryStatus
 from pushgate.store.caps import CapRequest, take
 from pushgate.store.db import Database
@@ -105,50 +105,46 @@ async def apply_policy(
         open_rows = [r for r in open_rows if "status" not in r]
     if not open_rows:
         return
-    await _time_rules(conn, pp, open_rows, now)
+    user_quiet = await _user_quiet(conn, pp, open_rows)
+    rules = TimeRules(pp.publish, pp.app, now, pp.expire_at)
+    for r in open_rows:
+        _apply(r, rules.decide(r.get("timezone"), user_quiet.get(r.get("user") or "")), None)
     open_rows = [r for r in open_rows if r.get("status") in (None, DeliveryStatus.HELD.value)]
     caps = pp.publish.caps_for(pp.app)
     if caps and open_rows:
-        await _caps(conn, dialect, publish_id, pp, open_rows, now)
+        await _caps(conn, dialect, publish_id, pp, open_rows, now, user_quiet)
 
 
-async def _time_rules(conn: AsyncConnection, pp: PagePolicy, rows: list[dict[str, Any]], now: float) -> None:
-    """Delivery windows, local time and quiet hours: decided per (time zone, quiet hours), so a
-    page of thousands of devices in a few zones costs a few decisions."""
-    p = pp.publish
-    quiet_rules = not p.critical and (pp.app.quiet_hours is not None or pp.user_quiet)
-    if p.window is None and p.local_time is None and not quiet_rules:
+async def _user_quiet(
+    conn: AsyncConnection, pp: PagePolicy, rows: list[dict[str, Any]]
+) -> dict[str, QuietHours]:
+    """The quiet hours of the page's users who set their own (none for a critical publish)."""
+    if not pp.user_quiet or pp.publish.critical:
+        return {}
+    users = sorted({r["user"] for r in rows if r.get("user")})
+    found = await user_quiet_hours_of(conn, pp.app_id, users) if users else {}
+    return {u: QuietHours.from_dict(body) for u, body in found.items()}
+
+
+def _apply(r: dict[str, Any], d: Decision, capped_at: float | None) -> None:
+    """Write a time decision onto the row. ``capped_at``: the decision was re-made from the time a
+    frequency cap delayed the row to (that time is then its release if no other rule moves it)."""
+    if d.status == DeliveryStatus.PENDING:
+        if capped_at is not None:
+            _hold(r, "frequency_cap", capped_at)
         return
-    user_quiet: dict[str, QuietHours] = {}
-    if pp.user_quiet and not p.critical:
-        users = sorted({r["user"] for r in rows if r.get("user")})
-        if users:
-            found = await user_quiet_hours_of(conn, pp.app_id, users)
-            user_quiet = {u: QuietHours.from_dict(body) for u, body in found.items()}
-    rules = TimeRules(p, pp.app, now, pp.expire_at)
-    for r in rows:
-        d = rules.decide(r.get("timezone"), user_quiet.get(r.get("user") or ""))
-        if d.status == DeliveryStatus.PENDING:
-            continue
-        if d.status == DeliveryStatus.HELD and d.release_at is not None:
-            if d.release_at - now > _HOLD_AFTER:
-                _hold(r, d.reason or "policy", d.release_at)
-        elif d.status == DeliveryStatus.EXPIRED:
-            _stop(
-                r,
-                DeliveryStatus.EXPIRED,
-                "expired",
-                "the delivery window opens after the notification expires",
-            )
-        elif d.status == DeliveryStatus.SUPPRESSED:
-            _stop(r, DeliveryStatus.SUPPRESSED, d.reason or "policy", "inside quiet hours (action drop)")
-        else:
-            _stop(
-                r,
-                DeliveryStatus.SKIPPED,
-                d.reason or "policy",
-                "the device has no time zone (no_timezone: skip)",
-            )
+    r.pop("release_at", None)
+    if d.status == DeliveryStatus.HELD and d.release_at is not None:
+        _hold(r, d.reason or "policy", d.release_at)
+    elif d.status == DeliveryStatus.EXPIRED:
+        why = "a frequency cap delays it" if capped_at is not None else "the delivery window opens"
+        _stop(r, DeliveryStatus.EXPIRED, "expired", f"{why} past the notification's expiry")
+    elif d.status == DeliveryStatus.SUPPRESSED:
+        _stop(r, DeliveryStatus.SUPPRESSED, d.reason or "policy", "inside quiet hours (action drop)")
+    else:
+        _stop(
+            r, DeliveryStatus.SKIPPED, d.reason or "policy", "the device has no time zone (no_timezone: skip)"
+        )
 
 
 async def _caps(
@@ -158,33 +154,42 @@ async def _caps(
     pp: PagePolicy,
     rows: list[dict[str, Any]],
     now: float,
+    user_quiet: dict[str, QuietHours],
 ) -> None:
-    """Frequency caps: one slot per scope (device or user) per publish, taken atomically in the
-    window the notification goes in (store/caps.py)."""
+    """Frequency caps: one slot per scope (device or user) per publish, taken atomically
+    (store/caps.py) in the window of the scope's earliest release (a user's devices in several
+    zones count once, where the first of them goes). Within the cap, each device keeps its own
+    release; a ``delay`` cap moves the devices that would go before its window to that window's
+    start, and their windows and quiet hours are decided again from there."""
     caps = pp.publish.caps_for(pp.app)
-    wants: dict[str, CapRequest] = {}
+    earliest: dict[str, float] = {}
+    limits: dict[str, tuple[int, int, str]] = {}
     scopes_of: list[list[str]] = []
     for r in rows:
-        earliest = r.get("release_at") or now
+        at = r.get("release_at") or now
         scopes = []
         for cap in caps:
             scope = cap.scope(r.get("device_id") or r["recipient_id"], r.get("user"))
             scopes.append(scope)
-            wants.setdefault(scope, CapRequest(scope, cap.limit, cap.window_seconds, cap.action, earliest))
+            earliest[scope] = min(at, earliest.get(scope, at))
+            limits.setdefault(scope, (cap.limit, cap.window_seconds, cap.action))
         scopes_of.append(scopes)
-    got = await take(conn, dialect, pp.app_id, publish_id, sorted(wants.values(), key=lambda w: w.scope))
+    wants = [CapRequest(sc, *limits[sc][:2], limits[sc][2], earliest[sc]) for sc in sorted(earliest)]
+    got = await take(conn, dialect, pp.app_id, publish_id, wants)
+    again: dict[float, TimeRules] = {}
     for r, scopes in zip(rows, scopes_of, strict=True):
-        releases = [got.get(s) for s in scopes]
+        releases = [got.get(sc) for sc in scopes]
         if any(t is None for t in releases):
             r.pop("release_at", None)
             _stop(r, DeliveryStatus.SUPPRESSED, "frequency_cap", "over a frequency cap (action drop)")
             continue
         at = max(t for t in releases if t is not None)
-        if pp.expire_at is not None and at >= pp.expire_at:
-            r.pop("release_at", None)
-            _stop(r, DeliveryStatus.EXPIRED, "expired", "a frequency cap delays it past its expiry")
-        elif at - max(now, r.get("release_at") or now) > _HOLD_AFTER:
-            _hold(r, "frequency_cap", at)
+        if at <= (r.get("release_at") or now) + _HOLD_AFTER:
+            continue  # inside the cap where its own rules put it
+        rules = again.get(at)
+        if rules is None:
+            rules = again[at] = TimeRules(pp.publish, pp.app, at, pp.expire_at)
+        _apply(r, rules.decide(r.get("timezone"), user_quiet.get(r.get("user") or "")), at)
 
 
 class PolicyLoader:
@@ -216,7 +221,9 @@ class PolicyLoader:
     async def for_request(
         self, app_id: str, request: dict[str, Any], expire_at: float | None
     ) -> PagePolicy | None:
-        """The publish's policy, or None when no rule can change any of its rows."""
+        """The publish's policy, or None when no rule can change any of its rows. ``expire_at``:
+        its deadline (``expire_at`` or the TTL, whichever ends first): a release after it is
+        ``expired``."""
         publish = PublishPolicy.from_request(request.get("policy"))
         app, user_quiet = await self._app(app_id)
         payload = request.get("payload_providers")
