@@ -74,8 +74,8 @@ async def test_cancel_mid_fanout_stops_sending(gateway: Gateway, lab: Lab) -> No
 
     Runs on both databases, and the fan-out runs at full speed (no injected latency), the hard
     case for cancel. The 50,000 devices are inserted straight into the store (``seed_channel``,
-    ~3 s): through the batch route they took ~10 s, two thirds of the run, and how the devices
-    were registered is not what this test is about.
+    a few seconds): 50 requests to the batch route took three quarters of the run, and how the
+    devices were registered is not what this test is about.
     """
     n = 50_000
     await seed_channel(gateway, "big", n)
