@@ -1,10 +1,10 @@
 """Issue 4, acceptance 1 and 2: fault storms and credential revocation, through the gateway and the lab.
 
-1. 20% of tokens terminal, 10% answering 429 with Retry-After twice, and a 30-second run of 503s
-   from one provider for one app: every device ends with the right outcome, only the terminal
-   ones are pruned, attempts match what the lab answered and the ladder's timing, and the
-   quarantined pair's neighbours (the same app's other providers, another app on the same
-   provider) finish while the storm is still on.
+1. 20% of tokens terminal, 10% answering 429 with Retry-After twice, and a run of 503s (the
+   issue's 30 s; 15 s here, see ``STORM_SECONDS``) from one provider for one app: every device
+   ends with the right outcome, only the terminal ones are pruned, attempts match what the lab
+   answered and the ladder's timing, and the quarantined pair's neighbours (the same app's other
+   providers, another app on the same provider) finish while the storm is still on.
 2. Credential revocation mid-run: the pair is quarantined, the deliveries that met the refusal
    fail with a credential code (as dead letters), devices stay active, the rest is deferred, and
    restoring the credential resumes it.
@@ -22,14 +22,14 @@ import httpx
 import pytest
 from support.api import (
     fcm_token,
-    gather_limited,
     ledger_token,
     paged,
     publish,
-    register,
     register_fcm,
+    register_fcm_batched,
     wait_final,
 )
+from support.bulk import register_many, subscriptions
 from support.gateway import MASTER, gateway_settings, running_gateway
 from support.lab import Lab, service_account
 from support.wait import wait_for
@@ -37,7 +37,13 @@ from support.wait import wait_for
 from pushgate.lab.faults import in_fraction
 
 LADDER = [0.5, 1.0, 2.0, 4.0]
-STORM_SECONDS = 30.0
+#: The outage's length. The issue's scenario says 30 s; 15 s proves the same: it is still 3-10
+#: times what the neighbours need to finish (1-4 s, asserted to be well inside the storm), longer
+#: than the whole retry ladder (0.5 + 1 + 2 + 4 s) so attempts reach its last step, and long
+#: enough for the breaker to reopen after failed probes up to its longest cooldown (1, 2, 4 s),
+#: while without quarantine its 150 tokens would take ~6 attempts each (the bound on hits below
+#: allows 150 + 60). The other 15 s only added probes to wait through.
+STORM_SECONDS = 15.0
 PER_GROUP = 150
 
 
@@ -81,22 +87,31 @@ async def test_fault_storm(database_url: str, lab: Lab) -> None:
     )
     async with running_gateway(settings) as gw:
         _, key_b = await gw.app.state.services.apps.create("neighbour")
-        subs = await asyncio.to_thread(lambda: [lab.subscription() for _ in range(PER_GROUP)])
-        a_devices = await gather_limited(
+        # Registered through the batch route (the registrations are not what this test is about).
+        subs = await asyncio.to_thread(subscriptions, lab, PER_GROUP)
+        storm = {"channels": ["storm"]}
+        a_devices = await register_many(
+            gw,
             [
-                register(gw, provider="fcm", token=fcm_token(), platform="android", channels=["storm"])
+                {"provider": "fcm", "token": fcm_token(), "platform": "android", **storm}
                 for _ in range(PER_GROUP)
             ]
-            + [register(gw, provider="webpush", token=s, platform="web", channels=["storm"]) for s in subs]
+            + [{"provider": "webpush", "token": s, "platform": "web", **storm} for s in subs]
             + [
-                register(gw, provider="apns", token=secrets.token_hex(32), platform="ios", channels=["storm"])
+                {"provider": "apns", "token": secrets.token_hex(32), "platform": "ios", **storm}
                 for _ in range(PER_GROUP)
-            ]
+            ],
         )
         async with gw.as_app(key_b) as b:
             r = await b.put("/v1/credentials/fcm", json={"service_account": service_account(lab)})
             assert r.status_code == 200, r.text
-            b_devices = await register_fcm(b, PER_GROUP, "calm")
+            b_devices = await register_many(
+                b,
+                [
+                    {"provider": "fcm", "token": fcm_token(), "platform": "android", "channels": ["calm"]}
+                    for _ in range(PER_GROUP)
+                ],
+            )
         fcm_a = [ledger_token(d) for d in a_devices if d["provider"] == "fcm"]
         # The outage first (it wins over later faults while it lasts), then terminal tokens, then
         # the 429s (tokens in [0.2, 0.3): the terminal fault already answers those under 0.2).
@@ -216,7 +231,7 @@ async def test_credential_revocation_quarantines_then_resumes(database_url: str,
         async with gw.as_app(key) as c:
             sa_json = service_account(lab)
             assert (await c.put("/v1/credentials/fcm", json={"service_account": sa_json})).status_code == 200
-            devices = await register_fcm(c, 300, "all")
+            tokens = await register_fcm_batched(c, "all", 300)
             # The provider starts refusing our credential (a revoked service account).
             lab.fault(provider="fcm", error="auth")
             pub = await publish(c, recipients=[{"type": "channel", "channel": "all"}])
@@ -259,7 +274,7 @@ async def test_credential_revocation_quarantines_then_resumes(database_url: str,
             done = await wait_final(c, pub, 20, interval=0.2)
             assert done["counts"]["sent"] == 300
             assert lab.ledger("fcm")["total"] == 300
-            assert {i["token"] for i in lab.ledger("fcm")["items"]} == {d["token"] for d in devices}
+            assert {i["token"] for i in lab.ledger("fcm")["items"]} == set(tokens)
             health = {p["provider"]: p for p in (await c.get("/v1/health/providers")).json()["providers"]}
             assert health["fcm"]["quarantine"]["state"] == "closed"
 
@@ -277,7 +292,7 @@ async def test_deferral_past_the_deadline_expires_instead_of_waiting(database_ur
         PUSHGATE_ENGINE_CONCURRENCY="1",
     )
     async with running_gateway(settings) as gw:
-        await register_fcm(gw, 150, "ttl")
+        await register_fcm_batched(gw, "ttl", 150)
         lab.fault(provider="fcm", error="auth")
         started = time.monotonic()
         pub = await publish(

@@ -141,6 +141,18 @@ FUZZ = settings(
 )
 
 
+def nothing_to_make_invalid(operation: Any) -> bool:
+    """Whether the operation takes no body and only unconstrained string path parameters: every
+    value of those is a valid path segment, so negative generation can only give up
+    (``Unsatisfiable``, after ~1 s of rejected attempts each, for eight operations) and sends
+    nothing."""
+    raw = operation.definition.raw
+    params = raw.get("parameters", [])
+    return "requestBody" not in raw and all(
+        p.get("in") == "path" and p.get("schema") == {"type": "string"} for p in params
+    )
+
+
 def test_openapi_fuzz(api_schema: Any, fuzz_gateway: str) -> None:
     """Positive and negative cases for every operation; all failures are reported together."""
     failures: list[str] = []
@@ -149,6 +161,8 @@ def test_openapi_fuzz(api_schema: Any, fuzz_gateway: str) -> None:
     with requests.Session() as session:
         for operation in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                if mode is GenerationMode.NEGATIVE and nothing_to_make_invalid(operation):
+                    continue
 
                 @FUZZ
                 @given(case=operation.as_strategy(generation_mode=mode, headers=AUTH))
