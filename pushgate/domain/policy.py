@@ -20,9 +20,8 @@ database; this module only describes caps (:class:`Cap`) and leaves counting to 
 3. **Quiet hours** (the user's if they have any, else the app's; skipped for ``critical``),
    evaluated at ``t`` in the quiet hours' own zone (the device's when they name none). Inside
    them, ``drop`` makes the delivery ``suppressed`` / ``quiet_hours``; ``defer`` moves ``t`` to the
-   end of that quiet period and re-applies the delivery window from there (a window can push it
-   into the next quiet period, so this repeats, at most 8 times; if it never settles the delivery
-   is held at the last ``t``). The reason is the rule that moved ``t`` last.
+   end of that quiet period and re-applies the delivery window from there (at most 8 times; a
+   window that never opens outside them is ``suppressed`` / ``quiet_hours``).
 4. **Expiry.** ``t >= expire_at`` makes the delivery ``expired``: a notification whose window opens
    after its deadline is not sent late.
 5. ``t <= now`` is ``pending`` (send now); later is ``held`` until ``t`` with the reason.
@@ -442,9 +441,7 @@ class TimeRules:
                 t, reason = window_close(quiet.window, qtz, t), "quiet_hours"
                 if window is not None and (opened := next_open(window, tz, t)) > t:
                     t, reason = opened, "delivery_window"
-            if quiet.window.contains(seconds_of_day(t, qtz)):
-                # The window never opens outside quiet hours (it lies inside them): deferring
-                # would only send it during quiet hours days later.
+            if quiet.window.contains(seconds_of_day(t, qtz)):  # the window lies inside them
                 return Decision(DeliveryStatus.SUPPRESSED, "quiet_hours", None)
         if self.expire_at is not None and t >= self.expire_at:
             return Decision(DeliveryStatus.EXPIRED, "expired", None)

@@ -354,11 +354,12 @@ def test_window_opening_into_quiet_drop_is_suppressed() -> None:
     assert r.decide("UTC") == Decision("suppressed", "quiet_hours", None)
 
 
-def test_never_settling_holds_at_the_last_instant() -> None:
-    # Every window opening (06:00-09:00) lies inside quiet hours (05:00-10:00): 8 pushes, then held.
+def test_never_settling_is_suppressed_by_quiet_hours() -> None:
+    # Every window opening (06:00-09:00) lies inside quiet hours (05:00-10:00): deferring would
+    # only send it during quiet hours days later, so it is suppressed.
     quiet = AppPolicy(quiet_hours=QuietHours(W("05:00", "10:00"), None, "defer"))
     r = rules(utc(2026, 3, 10, 7, 0), app=quiet, window=W("06:00", "09:00"))
-    assert r.decide("UTC") == Decision("held", "delivery_window", utc(2026, 3, 18, 6, 0))
+    assert r.decide("UTC") == Decision("suppressed", "quiet_hours", None)
     assert policy.MAX_DEFERRALS == 8
 
 
@@ -721,6 +722,10 @@ def test_property_window_with_quiet_hours(w: DailyWindow, q: DailyWindow, name: 
     d = rules(now, app=AppPolicy(quiet_hours=QuietHours(q, None, "defer")), window=w).decide(name)
     if d.status == "pending":
         assert w.contains(seconds_of_day(now, tz)) and not q.contains(seconds_of_day(now, tz))
+    elif d.status == "suppressed":
+        # Only when the window never opens outside the quiet hours.
+        assert d.reason == "quiet_hours" and d.release_at is None
+        assert q.contains(w.start) or q.contains((w.end - 1) % 86400)
     else:
         assert d.status == "held" and d.reason in ("delivery_window", "quiet_hours")
         assert d.release_at is not None and d.release_at > now
