@@ -1,9 +1,11 @@
 """Scheduled publishes (issue 11, acceptance 1): ``send_at`` holds a publish back until its time.
 
 A scheduled publish is only queue rows (its publish row and a ``plan`` job due at ``send_at``),
-so it is listed, cancelled, re-timed and survives a restart like any other row. The real-clock
-tests wait a few seconds for a time a few seconds ahead and check the lab's ledger just before
-it; the test-clock test moves :data:`pushgate.domain.clock.CLOCK` an hour instead of waiting.
+so it is listed, cancelled, re-timed and survives a restart like any other row. The first two
+tests wait on the real clock for a time a few seconds ahead and check the lab's ledger just
+before it; the restart and batch tests check that nothing went during a few poll intervals, then
+move :data:`pushgate.domain.clock.CLOCK` to the time (``jump_to``), as the test-clock test moves
+it an hour.
 """
 
 from __future__ import annotations
@@ -61,6 +63,13 @@ def arrived(lab: Lab, tokens: list[str]) -> list[dict[str, Any]]:
 async def until(t: float) -> None:
     """Sleep until the clock reads ``t``."""
     await asyncio.sleep(max(0.0, t - clock.now()))
+
+
+async def jump_to(t: float) -> None:
+    """Let a few poll intervals pass on the real clock (nothing may go early), then move the
+    test clock to ``t`` (the one test above waits for its time on the real clock)."""
+    await asyncio.sleep(0.3)
+    clock.CLOCK.advance(max(0.0, t - clock.now()))
 
 
 async def served_after(gw: Gateway, lab: Lab, publish_id: str, tokens: list[str], send_at: float) -> None:
@@ -211,8 +220,9 @@ async def test_scheduled_publish_survives_a_restart(database_url: str, lab: Lab)
     async with running_gateway(settings) as gw:
         assert (await publish_status(gw.client, pid))["status"] == "scheduled"
         assert await plan_jobs(gw, pid) == [send_at]
-        await until(send_at - 0.4)
+        await asyncio.sleep(0.3)  # several poll intervals of the new process
         assert arrived(lab, tokens) == []
+        await jump_to(send_at)
         await served_after(gw, lab, pid, tokens, send_at)
 
 
@@ -261,9 +271,10 @@ async def test_batch_items_with_send_at(gateway: Gateway, lab: Lab) -> None:
         assert (await gateway.wait_done(o["publish_id"]))["status"] == "completed"
         assert len(arrived(lab, tokens)) == 2
     assert (await publish_status(gateway.client, out[2]["publish_id"]))["send_at"] == past
-    await until(send_at - 0.4)
+    await asyncio.sleep(0.3)
     assert arrived(lab, later_tokens) == []
     assert await listed(gateway, "scheduled") == {out[0]["publish_id"]}
+    await jump_to(send_at)
     await served_after(gateway, lab, out[0]["publish_id"], later_tokens, send_at)
 
 

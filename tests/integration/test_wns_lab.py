@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from support.bulk import register_many
 from support.gateway import Gateway
 from support.lab import Lab, lab_outbound
 
@@ -90,23 +91,16 @@ async def test_lab_checks_credentials_headers_and_xml(lab: Lab) -> None:
         await transport.aclose()
 
 
-async def _register(gw: Gateway, uri: str, channel: str) -> dict[str, Any]:
-    r = await gw.client.post(
-        "/v1/devices", json={"provider": "wns", "token": uri, "platform": "windows", "channels": [channel]}
-    )
-    assert r.status_code == 200, r.text
-    return dict(r.json()["device"])
-
-
 async def _devices(gw: Gateway, lab: Lab, n: int, channel: str) -> list[dict[str, Any]]:
-    uris = await asyncio.to_thread(lambda: [_channel(lab) for _ in range(n)])
-    sem = asyncio.Semaphore(20)
+    """``n`` WNS devices: channel URIs minted over one lab connection, registered in batches."""
 
-    async def one(uri: str) -> dict[str, Any]:
-        async with sem:
-            return await _register(gw, uri, channel)
+    def mint() -> list[str]:
+        with lab.client() as c:
+            return [str(c.post("/wns/channels").raise_for_status().json()["channel_uri"]) for _ in range(n)]
 
-    return list(await asyncio.gather(*(one(u) for u in uris)))
+    uris = await asyncio.to_thread(mint)
+    items = [{"provider": "wns", "token": u, "platform": "windows", "channels": [channel]} for u in uris]
+    return await register_many(gw, items)
 
 
 async def _publish(gw: Gateway, channel: str, **notification: Any) -> str:

@@ -639,7 +639,7 @@ times_of_day = st.one_of(st.integers(0, DAY - 1), st.integers(0, 47).map(lambda 
 windows = st.tuples(times_of_day, times_of_day).filter(lambda p: p[0] != p[1]).map(lambda p: DailyWindow(*p))
 PROPERTY = settings(
     database=None,
-    max_examples=400,
+    max_examples=150,
     derandomize=True,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
