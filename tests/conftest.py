@@ -25,7 +25,7 @@ from pushgate.domain.clock import CLOCK
 
 UNIT = pathlib.Path(__file__).parent / "unit"
 #: Fixtures that start a server, a database or a subprocess: not for the unit tier.
-HEAVY_FIXTURES = frozenset({"lab", "postgres", "database_url", "gateway"})
+HEAVY_FIXTURES = frozenset({"lab", "postgres", "database_url", "empty_database_url", "gateway"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,8 +53,16 @@ def postgres() -> Iterator[PostgresServer]:
 
 @pytest.fixture(params=KINDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[str]:
-    """Every store-touching test runs once per database."""
+    """Every store-touching test runs once per database (a copy of one migrated to the head)."""
     with fresh_database(request.param, tmp_path, lambda: request.getfixturevalue("postgres")) as url:
+        yield url
+
+
+@pytest.fixture(params=KINDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[str]:
+    """A database with no schema at all, for tests of the migrations themselves."""
+    postgres = lambda: request.getfixturevalue("postgres")  # noqa: E731
+    with fresh_database(request.param, tmp_path, postgres, migrated=False) as url:
         yield url
 
 

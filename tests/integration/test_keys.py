@@ -129,8 +129,8 @@ async def test_bad_key_requests_are_clear_400s(gateway: Gateway) -> None:
     assert len((await gateway.client.get("/v1/keys")).json()["items"]) == 1  # nothing was created
 
 
-async def test_existing_keys_get_every_scope_when_migrated(database_url: str) -> None:
-    db = Database(database_url)
+async def test_existing_keys_get_every_scope_when_migrated(empty_database_url: str) -> None:
+    db = Database(empty_database_url)
     try:
         async with db.write() as conn:
             await conn.run_sync(lambda c: _upgrade_to(c, "0006"))

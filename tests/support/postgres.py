@@ -126,9 +126,11 @@ class PostgresServer:
     def url_for(self, name: str) -> str:
         return self._url.set(database=name).render_as_string(hide_password=False)
 
-    def create_database(self, name: str) -> str:
-        """Create database ``name`` (dropping any previous one) and return its SQLAlchemy URL."""
-        _run_sync(self._admin, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create database ``name`` (dropping any previous one), a copy of ``template`` when given,
+        and return its SQLAlchemy URL."""
+        copy = f' TEMPLATE "{template}"' if template else ""
+        _run_sync(self._admin, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"{copy}')
         return self.url_for(name)
 
     def drop_database(self, name: str) -> None:
