@@ -22,10 +22,11 @@ from support.lab import Lab, lab_process
 from support.postgres import PostgresServer, start_postgres
 
 from pushgate.domain.clock import CLOCK
+from pushgate.store.db import Database
 
 UNIT = pathlib.Path(__file__).parent / "unit"
 #: Fixtures that start a server, a database or a subprocess: not for the unit tier.
-HEAVY_FIXTURES = frozenset({"lab", "postgres", "database_url", "empty_database_url", "gateway"})
+HEAVY_FIXTURES = frozenset({"lab", "postgres", "database_url", "empty_database_url", "db", "gateway"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,6 +65,17 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -
     postgres = lambda: request.getfixturevalue("postgres")  # noqa: E731
     with fresh_database(request.param, tmp_path, postgres, migrated=False) as url:
         yield url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The test's database, opened (and migrated) as the gateway would."""
+    database = Database(database_url)
+    await database.migrate()
+    try:
+        yield database
+    finally:
+        await database.dispose()
 
 
 @pytest.fixture

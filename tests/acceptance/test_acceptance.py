@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 from support.api import endpoint, fcm_token, publish, register, wait_final
 from support.bulk import register_many, subscriptions
@@ -16,7 +17,7 @@ async def test_fanout_1000_devices_to_a_channel(gateway: Gateway, lab: Lab) -> N
     # Set up through the batch route and one lab connection: a request (and a lab connection)
     # a device took most of this test's run, and the fan-out is what it is about.
     subs = await asyncio.to_thread(subscriptions, lab, 500)
-    items = [
+    items: list[dict[str, Any]] = [
         {"provider": "fcm", "token": fcm_token(), "platform": "android", "channels": ["orders"]}
         for _ in range(500)
     ]

@@ -36,16 +36,6 @@ TAKER = pathlib.Path(__file__).parent.parent / "support" / "cap_taker.py"
 ROOT = pathlib.Path(__file__).parent.parent.parent
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.migrate()
-    try:
-        yield database
-    finally:
-        await database.dispose()
-
-
 def cap(
     scope: str = "user:alice|*|3600",
     limit: int = 2,

@@ -12,7 +12,6 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -31,16 +30,6 @@ from pushgate.store.devices import token_hash
 from pushgate.store.publishes import InlinePlan, Publish, PublishStore
 from pushgate.store.queue import JobQueue
 from pushgate.store.schema import deliveries, device_channels, devices, jobs
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.migrate()
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def _devices(db: Database, app_id: str, specs: list[tuple[str, str | None]]) -> list[str]:

@@ -160,7 +160,11 @@ async def test_the_configured_policy_applies_until_the_api_replaces_it(gw: Gatew
         },
     }
     assert r.json() == configured
-    mine = {"default_timezone": "America/Sao_Paulo", "quiet_hours": None, "frequency_caps": []}
+    mine: dict[str, Any] = {
+        "default_timezone": "America/Sao_Paulo",
+        "quiet_hours": None,
+        "frequency_caps": [],
+    }
     put = await gw.client.put("/v1/policy", json=mine)
     assert put.status_code == 200, put.text
     assert put.json() == {"source": "api", "policy": mine}
@@ -278,7 +282,7 @@ async def test_preferences_show_every_category_with_the_users_choice_or_its_defa
         "/v1/users/u1/preferences", json={"categories": {"marketing": True, "alerts": False}}
     )
     assert r.status_code == 200, r.text
-    mine = {
+    mine: dict[str, Any] = {
         "user": "u1",
         "categories": {**defaults, "marketing": True, "alerts": False},
         "explicit": ["alerts", "marketing"],
@@ -457,14 +461,6 @@ def test_an_apps_policy_section_replaces_the_global_keys_it_gives(tmp_path: path
 # -- the planner's lookups ---------------------------------------------------------------------
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database(database_url)
-    await database.migrate()
-    yield database
-    await database.dispose()
-
-
 async def test_opted_out_in_a_write_transaction(db: Database) -> None:
     store = PolicyStore(db)
     users = [f"user{i:04d}" for i in range(1200)]  # more than one query's worth
@@ -551,12 +547,12 @@ def test_the_configuration_pages_policy_example_loads(tmp_path: pathlib.Path) ->
 async def test_the_cached_policy_is_the_tables_over_the_configuration(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    configured = {"default_timezone": "Asia/Tokyo", "quiet_hours": None, "frequency_caps": []}
+    configured: dict[str, Any] = {"default_timezone": "Asia/Tokyo", "quiet_hours": None, "frequency_caps": []}
     mine = PolicyStore(db, lambda _id, _name: {**configured, "categories": []})
     other_process = PolicyStore(db, lambda _id, _name: {})
     assert await mine.cached_policy("app_a") == (configured, "config")
     assert await mine.get_app_policy("app_a") is None
-    set_elsewhere = {"default_timezone": "UTC", "quiet_hours": None, "frequency_caps": []}
+    set_elsewhere: dict[str, Any] = {"default_timezone": "UTC", "quiet_hours": None, "frequency_caps": []}
     await other_process.put_app_policy("app_a", set_elsewhere)
     assert await mine.cached_policy("app_a") == (configured, "config")  # within the snapshot
     assert await mine.effective_policy("app_a") == (set_elsewhere, "api")  # never cached

@@ -8,6 +8,7 @@ wrong DST resolution in the module shows up as a different epoch.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -39,18 +40,20 @@ DAY = 86400
 
 def at(zone_name: str, *wall: int, fold: int = 0) -> float:
     """The epoch of a local wall time (``fold=1``: the second of a repeated hour)."""
-    return datetime(*wall, tzinfo=ZoneInfo(zone_name), fold=fold).timestamp()  # type: ignore[misc]
+    return datetime(*wall, tzinfo=ZoneInfo(zone_name), fold=fold).timestamp()  # type: ignore[misc,arg-type]
 
 
 def utc(*wall: int) -> float:
-    return datetime(*wall, tzinfo=UTC).timestamp()  # type: ignore[misc]
+    return datetime(*wall, tzinfo=UTC).timestamp()  # type: ignore[misc,arg-type]
 
 
 def W(start: str, end: str) -> DailyWindow:
     return DailyWindow.parse(start, end)
 
 
-def rules(now: float, expire_at: float | None = None, app: AppPolicy | None = None, **publish) -> TimeRules:
+def rules(
+    now: float, expire_at: float | None = None, app: AppPolicy | None = None, **publish: Any
+) -> TimeRules:
     return TimeRules(PublishPolicy(**publish), app or AppPolicy(), now, expire_at)
 
 
@@ -168,7 +171,8 @@ FIVE = {
 
 @pytest.mark.parametrize("name", sorted(FIVE))
 def test_next_open_five_zones(name: str) -> None:
-    expected = NOW if FIVE[name] is None else at(name, *FIVE[name])
+    wall = FIVE[name]
+    expected = NOW if wall is None else at(name, *wall)
     assert next_open(W("09:00", "17:00"), ZoneInfo(name), NOW) == expected
 
 
