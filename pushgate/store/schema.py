@@ -61,10 +61,21 @@ devices = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("last_seen_at", sa.Float, nullable=False),
+    #: The app's version as the device reported it (``2.10.0``) ...
+    sa.Column("app_version", sa.String(64), nullable=True),
+    #: ... and its sortable form (``domain/filters.py:version_key``): ``version_gte`` compares
+    #: these as strings, so ``2.10.0 > 2.9.9`` in SQL on both databases.
+    sa.Column("app_version_key", sa.String(120), nullable=True),
     sa.UniqueConstraint("app_id", "provider", "token_hash", name="uq_devices_app_provider_token"),
     sa.Index("ix_devices_app_id_id", "app_id", "id"),
     sa.Index("ix_devices_app_user", "app_id", "user", "id"),
     sa.Index("ix_devices_last_seen", "last_seen_at"),
+    # The filter language's indexes (docs/filters.md).
+    sa.Index("ix_devices_app_provider", "app_id", "provider", "id"),
+    sa.Index("ix_devices_app_locale", "app_id", "locale"),
+    sa.Index("ix_devices_app_version", "app_id", "app_version_key"),
+    sa.Index("ix_devices_app_seen", "app_id", "last_seen_at"),
+    sa.Index("ix_devices_app_created", "app_id", "created_at"),
 )
 
 device_tags = sa.Table(
@@ -114,6 +125,13 @@ publishes = sa.Table(
     sa.Column("completed_at", sa.Float, nullable=True),
     #: When a ``scheduled`` publish's plan job is due (its ``send_at``); None: sent at admission.
     sa.Column("send_at", sa.Float, nullable=True),
+    #: ``campaign`` and ``labels`` (JSON string map) as the publish gave them.
+    sa.Column("campaign", sa.String(200), nullable=True),
+    sa.Column("labels", sa.Text, nullable=True),
+    #: A client-chosen publish id (``publish_id`` on the request): unique per app.
+    sa.Column("client_id", sa.String(200), nullable=True),
+    #: Planned and recorded (outcome ``dry_run``), never sent.
+    sa.Column("dry_run", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("app_id", "idempotency_key", name="uq_publishes_idempotency"),
     sa.Index("ix_publishes_app_id_id", "app_id", "id"),
     sa.Index("ix_publishes_status", "status"),
@@ -121,6 +139,9 @@ publishes = sa.Table(
     sa.Index("ix_publishes_retention", "app_id", "completed_at"),
     #: ``GET /v1/publishes?status=``: one app's publishes of one status, newest first.
     sa.Index("ix_publishes_app_status", "app_id", "status", "id"),
+    #: ``GET /v1/publishes?campaign=`` and ``/v1/campaigns/{c}/stats``.
+    sa.Index("ix_publishes_app_campaign", "app_id", "campaign", "id"),
+    sa.Index("uq_publishes_client_id", "app_id", "client_id", unique=True),
 )
 
 # Counters per (publish, provider), moved with atomic ``x = x + n`` updates: no read-modify-write.
@@ -139,6 +160,7 @@ publish_stats = sa.Table(
     sa.Column("suppressed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
     sa.Column("held", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("dry_run", sa.Integer, nullable=False, server_default="0"),
 )
 
 # One record per (publish, recipient). The recipient is a device id, or ``tok_<hash>`` for a raw
@@ -365,4 +387,31 @@ cap_marks = sa.Table(
     sa.Column("release_at", sa.Float, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_cap_marks_created", "created_at"),
+)
+
+
+# ---- what to say (docs/templates.md) ----------------------------------------------------------
+
+#: Versioned templates: every ``PUT`` adds a version (a publish records the one it used and
+#: keeps a copy of it, so editing never changes an accepted publish); ``DELETE`` marks them.
+templates = sa.Table(
+    "templates",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    #: The template (title/body/data/image/url, native fragments, locale variants) as JSON.
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+)
+
+#: A dry run's rendered payloads: the first one per (provider, locale), shown on the publish.
+publish_samples = sa.Table(
+    "publish_samples",
+    metadata,
+    sa.Column("publish_id", sa.String(40), primary_key=True),
+    sa.Column("provider", sa.String(16), primary_key=True),
+    sa.Column("locale", sa.String(35), primary_key=True),
+    sa.Column("payload", sa.Text, nullable=False),
 )
