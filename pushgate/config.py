@@ -377,6 +377,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     #: Master key that encrypts credentials uploaded through the API (16+ characters). Without it,
     #: ``PUT /v1/credentials/…`` answers 409; credentials in this file keep working.
     secret_key: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+    #: Redis (``redis://host:6379/0``) shared by every node: realtime messages and presence
+    #: across ``serve`` processes. Unset: one process serves realtime alone.
+    redis_url: Annotated[str, msgspec.Meta(pattern=r"^(redis|rediss|unix)://")] | None = None
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
@@ -505,7 +508,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 target[key] = raw if section in providers else _env_value(raw)
                 break
         else:
-            if rest in ("database_url", "default_app_key", "secret_key"):
+            if rest in ("database_url", "redis_url", "default_app_key", "secret_key"):
                 data[rest] = raw
 
 
@@ -641,7 +644,7 @@ def _mask(value: Any, key: str) -> Any:
         if key.endswith("_file"):
             return value
         return "****" + (value[-4:] if len(value) > 16 else "")
-    if isinstance(value, str) and key == "database_url":
+    if isinstance(value, str) and key in ("database_url", "redis_url"):
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:****@", value)
     return value
 

@@ -230,6 +230,7 @@ def create_app(
             cors_allowed_origins=rs.cors_allowed_origins,
             ping_interval=rs.ping_interval_seconds,
             ping_timeout=rs.ping_timeout_seconds,
+            redis_url=settings.redis_url,
         )
         if rs.enabled
         else None
@@ -261,6 +262,7 @@ def create_app(
                 realtime=realtime,
             )
             if realtime is not None:
+                await realtime.start()
                 realtime.bind(_secret_lookup(rt.apps, settings, app.state.services.realtime_secrets))
             if rt.engine is not None:
                 await rt.engine.start()

@@ -93,7 +93,7 @@ class RealtimeController(Controller):
     async def presence(self, user: FromPath[str], app: AppDep, services: ServicesDep) -> PresenceOut:
         if services.realtime is None:
             raise _disabled()
-        return PresenceOut(user, services.realtime.sessions(app.id, user))
+        return PresenceOut(user, await services.realtime.sessions(app.id, user))
 
     @get("/secret", summary="The app's connection-token secret", responses=error_responses(401, 403))
     async def secret(self, app: AppDep, services: ServicesDep) -> SecretOut:
