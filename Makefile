@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv postgres run test test-fast demo lint mutation mutation-score clean
+.PHONY: help venv postgres redis run test test-fast demo lint mutation mutation-score clean
 
 help:
 	@echo "make venv       - create $(VENV) and install pushgate with test and bench extras"
 	@echo "make run        - start the gateway (pushgate serve)"
-	@echo "make test       - run the test suite (installs PostgreSQL via apt if missing)"
+	@echo "make test       - run the test suite (installs PostgreSQL and Redis via apt if missing)"
 	@echo "make test-fast  - run the unit tier only (tests/unit: no servers, no database; < 30 s)"
 	@echo "make demo       - run scripts/demo.sh"
 	@echo "make lint       - ruff check, ruff format --check, mypy (package and tests)"
@@ -34,10 +34,13 @@ $(STAMP): pyproject.toml
 postgres:
 	@bash scripts/ensure-postgres.sh
 
+redis:
+	@bash scripts/ensure-redis.sh
+
 run: venv
 	$(BIN)/pushgate serve
 
-test: venv postgres
+test: venv postgres redis
 	@echo ">> running tests"
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 

@@ -333,6 +333,28 @@ class AppPolicySettings(msgspec.Struct, forbid_unknown_fields=True, omit_default
         _zone(self.default_timezone, "default_timezone")
 
 
+class RealtimeSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[realtime]``: the socket.io gateway at ``/socket.io/`` (docs/realtime.md)."""
+
+    #: Serve socket.io on the API's port.
+    enabled: bool = True
+    #: Browser origins allowed to connect (``["*"]``: any; ``[]``: same origin only).
+    cors_allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    #: socket.io's heartbeat: a session silent for this long plus ``ping_timeout_seconds`` is
+    #: closed (and a long-polling request is answered at least this often).
+    ping_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 25.0
+    ping_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 20.0
+    #: The longest ``ttl_seconds`` ``POST /v1/realtime/tokens`` grants.
+    max_token_ttl_seconds: Annotated[int, msgspec.Meta(ge=60)] = 86_400
+    #: Signs the default app's connection tokens instead of its stored random secret (32+
+    #: characters; ``[apps.<name>.realtime] token_secret`` for another app).
+    token_secret: Annotated[str, msgspec.Meta(min_length=32)] | None = None
+
+
+class AppRealtime(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    token_secret: Annotated[str, msgspec.Meta(min_length=32)] | None = None
+
+
 class AppSection(msgspec.Struct, forbid_unknown_fields=True):
     """``[apps.<name>]``: one app's credentials (``[apps.<name>.<provider>]``), rates, limits, retention."""
 
@@ -345,6 +367,7 @@ class AppSection(msgspec.Struct, forbid_unknown_fields=True):
     retention: AppRetention | None = None
     limits: AppQueueLimits | None = None
     policy: AppPolicySettings | None = None
+    realtime: AppRealtime | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -354,6 +377,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     #: Master key that encrypts credentials uploaded through the API (16+ characters). Without it,
     #: ``PUT /v1/credentials/…`` answers 409; credentials in this file keep working.
     secret_key: Annotated[str, msgspec.Meta(min_length=16)] | None = None
+    #: Redis (``redis://host:6379/0``) shared by every node: realtime messages and presence
+    #: across ``serve`` processes. Unset: one process serves realtime alone.
+    redis_url: Annotated[str, msgspec.Meta(pattern=r"^(redis|rediss|unix)://")] | None = None
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     engine: EngineSettings = msgspec.field(default_factory=EngineSettings)
@@ -366,6 +392,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     outbound: OutboundSettings = msgspec.field(default_factory=OutboundSettings)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     policy: PolicySettings = msgspec.field(default_factory=PolicySettings)
+    realtime: RealtimeSettings = msgspec.field(default_factory=RealtimeSettings)
     #: Credentials of the ``default`` app: provider name → its settings Struct, written in
     #: TOML as top-level ``[fcm]``, ``[apns]``, …
     providers: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -407,6 +434,14 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             "categories": [msgspec.to_builtins(c) for c in categories.values()],
         }
 
+    def realtime_secret(self, app_id: str, app_name: str) -> str | None:
+        """The configured connection-token secret of the app (None: its stored random one)."""
+        for key in (app_id, app_name):
+            own = self.apps[key].realtime if key in self.apps else None
+            if own is not None and own.token_secret:
+                return own.token_secret
+        return self.realtime.token_secret if app_name == "default" else None
+
     def provider_settings(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
         """:meth:`provider_sections` as plain mappings (for display)."""
         return {k: msgspec.to_builtins(v) for k, v in self.provider_sections(app_id, app_name).items()}
@@ -414,7 +449,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECTIONS = tuple(
-    "server auth engine limits devices retry quarantine rate_limits health outbound retention policy".split()
+    "server auth engine limits devices retry quarantine rate_limits health outbound retention policy "
+    "realtime".split()
 )
 _SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential", "pem", "p12")
 
@@ -472,7 +508,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 target[key] = raw if section in providers else _env_value(raw)
                 break
         else:
-            if rest in ("database_url", "default_app_key", "secret_key"):
+            if rest in ("database_url", "redis_url", "default_app_key", "secret_key"):
                 data[rest] = raw
 
 
@@ -608,7 +644,7 @@ def _mask(value: Any, key: str) -> Any:
         if key.endswith("_file"):
             return value
         return "****" + (value[-4:] if len(value) > 16 else "")
-    if isinstance(value, str) and key == "database_url":
+    if isinstance(value, str) and key in ("database_url", "redis_url"):
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:****@", value)
     return value
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Request, Router, get
+from litestar import Litestar, Request, Router, asgi, get
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -31,14 +31,18 @@ from pushgate.api.policies import PolicyController
 from pushgate.api.provider_health import providers_health
 from pushgate.api.publish_batch import PublishBatchController
 from pushgate.api.publishes import PublishController
+from pushgate.api.realtime import RealtimeController
 from pushgate.api.services import Services, provide_app, provide_key, provide_services
 from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
+from pushgate.realtime.gateway import PATH, RealtimeGateway
+from pushgate.realtime.tokens import SecretOf
 from pushgate.runtime import open_runtime
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import check_secret_key
 from pushgate.store.db import serving_requests
+from pushgate.store.realtime import RealtimeSecrets
 from pushgate.store.secretbox import SecretKeyError
 
 log = logging.getLogger("pushgate")
@@ -185,6 +189,31 @@ async def _provider_report(
         )
 
 
+def _secret_lookup(apps: AppStore, settings: Settings, stored: RealtimeSecrets) -> SecretOf:
+    """A connection token's ``iss`` (app name or id) → the app's id and signing secret."""
+
+    async def secret_of(issuer: str) -> tuple[str, str] | None:
+        app = await apps.find(issuer)
+        if app is None:
+            return None
+        configured = settings.realtime_secret(app.id, app.name)
+        return app.id, configured if configured is not None else await stored.secret(app.id)
+
+    return secret_of
+
+
+def _socketio_mount(realtime: RealtimeGateway) -> Any:
+    """socket.io at ``/socket.io/`` on the API's port (WebSocket and long-polling). Litestar
+    strips the mount path; python-socketio routes on the full one, so it is put back."""
+
+    @asgi(f"/{PATH}", is_mount=True, copy_scope=True, include_in_schema=False)
+    async def socketio_mount(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["path"] = f"/{PATH}" + scope["path"]
+        await realtime.asgi(scope, receive, send)
+
+    return socketio_mount
+
+
 def create_app(
     settings: Settings,
     *,
@@ -195,6 +224,17 @@ def create_app(
     """``transport``: what every provider sends through (default: the production HTTP client,
     built and closed here); a caller that passes one (a test's mock) owns and closes it."""
     say = echo or (lambda line: print(line, flush=True))
+    rs = settings.realtime
+    realtime = (
+        RealtimeGateway(
+            cors_allowed_origins=rs.cors_allowed_origins,
+            ping_interval=rs.ping_interval_seconds,
+            ping_timeout=rs.ping_timeout_seconds,
+            redis_url=settings.redis_url,
+        )
+        if rs.enabled
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -218,10 +258,19 @@ def create_app(
                 policy_loader=rt.policy_loader,
                 engine=rt.engine,
                 backpressure=rt.backpressure,
+                realtime_secrets=RealtimeSecrets(rt.db),
+                realtime=realtime,
             )
+            if realtime is not None:
+                await realtime.start()
+                realtime.bind(_secret_lookup(rt.apps, settings, app.state.services.realtime_secrets))
             if rt.engine is not None:
                 await rt.engine.start()
-            yield
+            try:
+                yield
+            finally:
+                if realtime is not None:
+                    await realtime.close()
 
     v1 = Router(
         "/v1",
@@ -234,6 +283,7 @@ def create_app(
             DeadLetterController,
             KeyController,
             PolicyController,
+            RealtimeController,
             providers_health,
         ],
         before_request=_before_v1,
@@ -243,8 +293,11 @@ def create_app(
         },
         security=[{"bearer": []}],
     )
+    handlers: list[Any] = [healthz, readyz, metrics, openapi_json, v1]
+    if realtime is not None:
+        handlers.append(_socketio_mount(realtime))
     return Litestar(
-        route_handlers=[healthz, readyz, metrics, openapi_json, v1],
+        route_handlers=handlers,
         dependencies={"services": Provide(provide_services, sync_to_thread=False)},
         exception_handlers=exception_handlers,
         lifespan=[lifespan],

@@ -20,13 +20,16 @@ from support.database import KINDS, fresh_database
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab, lab_process
 from support.postgres import PostgresServer, start_postgres
+from support.redis import RedisServer, start_redis
 
 from pushgate.domain.clock import CLOCK
 from pushgate.store.db import Database
 
 UNIT = pathlib.Path(__file__).parent / "unit"
 #: Fixtures that start a server, a database or a subprocess: not for the unit tier.
-HEAVY_FIXTURES = frozenset({"lab", "postgres", "database_url", "empty_database_url", "db", "gateway"})
+HEAVY_FIXTURES = frozenset(
+    {"lab", "postgres", "redis_server", "database_url", "empty_database_url", "db", "gateway"}
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -43,6 +46,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     creds = tmp_path_factory.mktemp("lab")
     with lab_process(creds) as url:
         yield Lab(url=url, creds_dir=creds)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = start_redis()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

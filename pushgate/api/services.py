@@ -14,6 +14,7 @@ from pushgate.config import Settings
 from pushgate.engine.backpressure import Backpressure
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.worker import Engine
+from pushgate.realtime.gateway import RealtimeGateway
 from pushgate.store.apps import ApiKey, App, AppStore
 from pushgate.store.bindings import BindingStore
 from pushgate.store.channels import ChannelStore
@@ -23,6 +24,7 @@ from pushgate.store.devices import DeviceStore
 from pushgate.store.policies import PolicyStore
 from pushgate.store.publishes import PublishStore
 from pushgate.store.publishes.policy import PolicyLoader
+from pushgate.store.realtime import RealtimeSecrets
 
 
 @dataclass
@@ -41,9 +43,13 @@ class Services:
     policies: PolicyStore
     #: A publish's policy, for planning a small publish at admission.
     policy_loader: PolicyLoader
+    #: Each app's connection-token secret (made on first use).
+    realtime_secrets: RealtimeSecrets
     engine: Engine | None = None
     #: Admission's queue check (None: off).
     backpressure: Backpressure | None = None
+    #: This process's socket.io server (None: ``[realtime] enabled = false``).
+    realtime: RealtimeGateway | None = None
     #: Key cache and authentication throttles (``[auth]``), built from ``settings``.
     gate: Gatekeeper = field(init=False)
 

@@ -72,6 +72,8 @@ def shown_settings(settings: Settings) -> dict[str, Any]:
     """The effective settings with every secret masked, for ``config show`` and the banner."""
     shown = masked(settings)
     shown["database_url"] = redact_database_url(settings.database_url)
+    if settings.redis_url:
+        shown["redis_url"] = redact_database_url(settings.redis_url)
     return shown
 
 

@@ -415,3 +415,17 @@ publish_samples = sa.Table(
     sa.Column("locale", sa.String(35), primary_key=True),
     sa.Column("payload", sa.Text, nullable=False),
 )
+
+
+# ---- realtime (docs/realtime.md) ---------------------------------------------------------------
+
+#: Each app's HS256 secret for realtime connection tokens, made on first use (random, 32
+#: bytes) so that every node of a cluster signs and verifies with the same one. A configured
+#: ``[apps.<name>.realtime] token_secret`` replaces it (and is never stored).
+realtime_secrets = sa.Table(
+    "realtime_secrets",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

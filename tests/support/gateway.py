@@ -58,6 +58,9 @@ def gateway_settings(database_url: str, lab: Lab, **env: str) -> Any:
         "PUSHGATE_QUARANTINE_CREDENTIAL_COOLDOWN": "0.5",
         "PUSHGATE_HEALTH_THROTTLE_PER_SECOND": "0",
         "PUSHGATE_SERVER_ACCESS_LOG": "false",
+        # Realtime heartbeats in test time: a long-polling client's disconnect waits them out.
+        "PUSHGATE_REALTIME_PING_INTERVAL_SECONDS": "1",
+        "PUSHGATE_REALTIME_PING_TIMEOUT_SECONDS": "1",
     }
     base.update(env)
     return load_settings(lab.toml, env={**os.environ, **base})

@@ -28,3 +28,12 @@ from pushgate.cli.common import redact_database_url
 )
 def test_database_passwords_are_masked_wherever_they_are_written(url: str, shown: str) -> None:
     assert redact_database_url(url) == shown
+
+
+def test_the_redis_password_is_masked_in_config_show() -> None:
+    from pushgate.cli.common import shown_settings
+    from pushgate.config import load_settings
+
+    settings = load_settings(None, env={"PUSHGATE_REDIS_URL": "redis://:hunter2-secret@r.internal:6379/0"})
+    assert shown_settings(settings)["redis_url"] == "redis://:****@r.internal:6379/0"
+    assert "hunter2" not in str(shown_settings(settings))

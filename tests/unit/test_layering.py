@@ -9,6 +9,7 @@ above, never a sibling on its own row)::
     runtime                  the composition root: builds database, stores, pool, engine
     api                      HTTP only
     engine                   planning, dispatch, retries, limits
+    realtime                 the socket.io gateway (the engine delivers through it)
     config                   settings: each provider's section is the Struct its module owns
     providers | store        talk to provider services | to the database
     metrics                  the metrics every layer above may count on
@@ -34,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("runtime",),
     ("api",),
     ("engine",),
+    ("realtime",),
     ("config",),
     ("providers", "store"),
     ("metrics",),

@@ -1,0 +1,118 @@
+"""The socket.io server: authenticated sessions, their rooms, and presence.
+
+python-socketio (ASGI mode) speaks the socket.io v4 protocol, WebSocket and long-polling, so
+the official JavaScript client and every other socket.io client connect unchanged; we add only
+what is pushgate's: the handshake checks a connection token (``auth: {"token": …}``, socket.io
+v4's standard place), and a session joins one room for its user and one per channel the token
+allows. Rooms are per app (``<app id>|u|<user>``, ``<app id>|c|<channel>``): two apps' users
+with the same name never meet.
+
+With ``redis_url``, python-socketio's Redis manager carries every emit to the nodes holding the
+room's sessions, and presence is counted across nodes (``presence.py``); without it one process
+serves realtime alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import socketio
+
+from pushgate.realtime.presence import RedisPresence
+from pushgate.realtime.tokens import SecretOf, TokenError, verify
+
+log = logging.getLogger("pushgate.realtime")
+
+#: Where the server answers, on pushgate's own port (socket.io's default path).
+PATH = "socket.io"
+
+
+def user_room(app_id: str, user: str) -> str:
+    return f"{app_id}|u|{user}"
+
+
+def channel_room(app_id: str, channel: str) -> str:
+    return f"{app_id}|c|{channel}"
+
+
+class RealtimeGateway:
+    """One process's socket.io server. ``secret_of`` resolves a token's ``iss`` to the app and
+    its secret (set once the database is open: :meth:`bind`)."""
+
+    def __init__(
+        self,
+        *,
+        cors_allowed_origins: list[str] | str,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
+        redis_url: str | None = None,
+    ) -> None:
+        self.presence = RedisPresence(redis_url) if redis_url else None
+        manager = socketio.AsyncRedisManager(redis_url, channel="pushgate-realtime") if redis_url else None
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            client_manager=manager,
+            cors_allowed_origins=cors_allowed_origins,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.asgi = socketio.ASGIApp(self.sio, socketio_path=PATH)
+        self._secret_of: SecretOf | None = None
+        self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
+
+    def bind(self, secret_of: SecretOf) -> None:
+        self._secret_of = secret_of
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if self._secret_of is None:
+            raise socketio.exceptions.ConnectionRefusedError("pushgate is starting; retry shortly")
+        token = auth.get("token") if isinstance(auth, dict) else None
+        try:
+            claims = await verify(token, self._secret_of)
+        except TokenError as exc:
+            # The reason reaches the client as connect_error's message (socket.io v4).
+            raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
+        await self.sio.save_session(sid, {"app_id": claims.app_id, "user": claims.user})
+        room = user_room(claims.app_id, claims.user)
+        await self.sio.enter_room(sid, room)
+        await self._count(room, +1)
+        for channel in claims.channels:
+            await self.sio.enter_room(sid, channel_room(claims.app_id, channel))
+        log.debug("realtime session %s of app %s opened", sid, claims.app_id)
+
+    async def _disconnect(self, sid: str, *_reason: Any) -> None:
+        session = await self.sio.get_session(sid)
+        if session:
+            await self._count(user_room(session["app_id"], session["user"]), -1)
+        log.debug("realtime session %s closed", sid)
+
+    async def _count(self, room: str, change: int) -> None:
+        if self.presence is None:
+            return
+        try:
+            await (self.presence.opened(room) if change > 0 else self.presence.closed(room))
+        except Exception as exc:  # Redis down: the session works, only the shared count is off
+            log.warning("realtime presence not updated in Redis: %s", exc)
+
+    async def start(self) -> None:
+        if self.presence is not None:
+            await self.presence.start()
+
+    async def sessions(self, app_id: str, user: str) -> int:
+        """Open sessions of the user: on every node with Redis, else on this process."""
+        room = user_room(app_id, user)
+        if self.presence is not None:
+            return await self.presence.count(room)
+        return sum(1 for _ in self.sio.manager.get_participants("/", room))
+
+    async def close(self) -> None:
+        """Disconnect every session (shutdown): clients reconnect to another node."""
+        # Room None holds every session of the namespace (python-socketio's convention).
+        for sid, _eio_sid in list(self.sio.manager.get_participants("/", None)):
+            await self.sio.disconnect(sid)
+        if self.presence is not None:
+            await self.presence.stop()
