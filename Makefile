@@ -6,12 +6,12 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv postgres redis run test test-fast demo lint mutation mutation-score clean
+.PHONY: help venv postgres redis node run test test-fast demo lint mutation mutation-score clean
 
 help:
 	@echo "make venv       - create $(VENV) and install pushgate with test and bench extras"
 	@echo "make run        - start the gateway (pushgate serve)"
-	@echo "make test       - run the test suite (installs PostgreSQL and Redis via apt if missing)"
+	@echo "make test       - run the test suite (installs PostgreSQL, Redis and Node.js via apt if missing)"
 	@echo "make test-fast  - run the unit tier only (tests/unit: no servers, no database; < 30 s)"
 	@echo "make demo       - run scripts/demo.sh"
 	@echo "make lint       - ruff check, ruff format --check, mypy (package and tests)"
@@ -37,10 +37,13 @@ postgres:
 redis:
 	@bash scripts/ensure-redis.sh
 
+node:
+	@bash scripts/ensure-node.sh
+
 run: venv
 	$(BIN)/pushgate serve
 
-test: venv postgres redis
+test: venv postgres redis node
 	@echo ">> running tests"
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
