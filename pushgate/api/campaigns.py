@@ -3,7 +3,7 @@
 A campaign is only a name its publishes carry (``"campaign"`` on ``POST /v1/publish``): there is
 nothing to create or delete. The sums cover the campaign's newest
 ``store/publishes/campaigns.py:MAX_CAMPAIGN_PUBLISHES`` publishes (``truncated`` says when there
-are more), read in one snapshot with three grouped queries.
+are more), read with four grouped queries in one read transaction.
 """
 
 from __future__ import annotations

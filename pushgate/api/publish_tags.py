@@ -62,7 +62,7 @@ def tags_out(p: Publish) -> dict[str, Any]:
         "campaign": p.campaign,
         "labels": p.labels,
         "dry_run": p.dry_run,
-        "samples": p.samples if p.dry_run else None,
+        "samples": (p.samples or None) if p.dry_run else None,
     }
 
 

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, get, patch, post
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
@@ -137,7 +138,15 @@ class PublishController(Controller):
         "/publish",
         status_code=HTTP_202_ACCEPTED,
         summary="Publish a notification",
-        responses=error_responses(400, 401, 413, 429),
+        responses={
+            **error_responses(400, 401, 413, 429),
+            200: ResponseSpec(
+                PublishOut,
+                generate_examples=False,
+                description="A dry run (`dry_run: true`) that finished within the route's wait "
+                "(docs/campaigns.md); otherwise 202",
+            ),
+        },
     )
     async def publish(
         self, data: JSONBody[PublishIn], app: AppDep, services: ServicesDep

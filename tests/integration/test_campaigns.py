@@ -14,6 +14,12 @@ from support.api import deliveries, fcm_token, publish, publish_status, register
 from support.gateway import Gateway
 from support.lab import Lab
 
+from pushgate.store.apps import AppStore
+from pushgate.store.db import Database
+from pushgate.store.publishes import PublishStore
+from pushgate.store.publishes.campaigns import campaign_totals
+from pushgate.store.publishes.model import PublishTags
+
 NOTE = {"title": "Hello", "body": "World"}
 COUNTERS = (
     *("planned", "sent", "failed", "invalid_token", "retrying", "expired", "cancelled"),
@@ -228,6 +234,9 @@ async def test_a_dry_run_counts_what_the_real_publish_then_does(gateway: Gateway
         assert done["counts"][c] == dry["counts"][c], c
     assert done["counts"]["dry_run"] == 0 and "samples" not in done and "dry_run" not in done
     assert _served(lab, devices) == 3  # the ledger does see real pushes
+    listed = {p["id"]: p for p in (await gateway.client.get("/v1/publishes?campaign=spring")).json()["items"]}
+    assert set(listed) == {"dry-1", real} and listed["dry-1"]["dry_run"] is True
+    assert "samples" not in listed["dry-1"]  # shown on one publish only
 
 
 async def test_a_dry_run_waits_for_no_policy_hold_and_takes_no_cap(gateway: Gateway, lab: Lab) -> None:
@@ -318,3 +327,27 @@ async def test_campaign_stats_add_up_across_publishes_with_faults(gateway: Gatew
     assert all(p["campaign"] == f"launch-{tag}" and "reasons" in p for p in listed["items"])
     empty = (await gateway.client.get("/v1/campaigns/none/stats")).json()
     assert empty["publishes"] == 0 and empty["reasons"] == [] and empty["counts"]["planned"] == 0
+
+
+async def test_campaign_stats_are_bounded_to_the_newest_publishes(db: Database) -> None:
+    """Over ``max_publishes`` the newest are summed and the answer says ``truncated``."""
+    app, _ = await AppStore(db).create("default")
+    store = PublishStore(db)
+    request = {"recipients": [{"type": "user", "user": "nobody"}], "notification": NOTE}
+    for n in range(3):
+        await store.admit(
+            app.id,
+            request,
+            idempotency_key=None,
+            expire_at=None,
+            window_seconds=60,
+            tags=PublishTags(campaign="c", client_id=f"c-{n}"),
+        )
+    await store.admit(app.id, request, idempotency_key=None, expire_at=None, window_seconds=60)
+    whole = await campaign_totals(db, app.id, "c")
+    assert (whole.publishes, whole.truncated, whole.by_status) == (3, False, {"accepted": 3})
+    some = await campaign_totals(db, app.id, "c", max_publishes=2)
+    assert (some.publishes, some.truncated) == (2, True)
+    assert (await campaign_totals(db, app.id, "none")).publishes == 0
+    pubs, _ = await store.list_publishes(app.id, cursor=None, limit=10, campaign="c")
+    assert [p.client_id for p in pubs] == ["c-2", "c-1", "c-0"]

@@ -123,9 +123,9 @@ class CampaignTotals:
 async def campaign_totals(
     db: Database, app_id: str, campaign: str, *, max_publishes: int = MAX_CAMPAIGN_PUBLISHES
 ) -> CampaignTotals:
-    """Counters, statuses and failure reasons summed over the campaign's newest publishes: three
-    grouped reads over one ``LIMIT``ed range of ``ix_publishes_app_campaign``, in one snapshot
-    (a campaign being sent moves between the reads otherwise)."""
+    """Counters, statuses and failure reasons summed over the campaign's newest publishes: four
+    grouped reads over one ``LIMIT``ed range of ``ix_publishes_app_campaign``, in one read
+    transaction (on PostgreSQL, read committed: a campaign still sending may move between them)."""
 
     def newest(n: int) -> sa.Select[Any]:
         return (
