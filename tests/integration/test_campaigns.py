@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 from support.api import deliveries, fcm_token, publish, publish_status, register, wait_final
-from support.gateway import Gateway
+from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
 
 from pushgate.store.apps import AppStore
@@ -179,6 +179,25 @@ async def test_bad_campaign_fields_are_400s(gateway: Gateway) -> None:
     assert (await gateway.client.get("/v1/publishes")).json()["items"] == []
     r = await gateway.client.get("/v1/publishes", params={"campaign": "x" * 201})
     assert r.status_code == 400, r.text
+
+
+async def test_dead_letters_filter_and_reasons_by_client_id(database_url: str, lab: Lab) -> None:
+    """Retryable failures that exhaust their attempts: dead letters found by the client id (and
+    replayed by it), and the publish's reasons say why."""
+    settings = gateway_settings(database_url, lab, PUSHGATE_RETRY_MAX_ATTEMPTS="2")
+    async with running_gateway(settings) as gw:
+        down = await _fcm(gw, "dl")
+        await _fcm(gw, "dl")
+        lab.fault(provider="fcm", tokens=[down["token"]], error="503")
+        pid = await publish(gw.client, recipients=[{"type": "channel", "channel": "dl"}], publish_id="dl-1")
+        done = await gw.wait_done(pid, within=20)
+        assert pid == "dl-1" and done["counts"]["failed"] == 1 and done["counts"]["sent"] == 1
+        assert done["reasons"] == [{"error_class": "provider_transient", "code": "UNAVAILABLE", "count": 1}]
+        [dead] = (await gw.client.get("/v1/dead-letters", params={"publish_id": "dl-1"})).json()["items"]
+        assert dead["device_id"] == down["id"] and dead["publish_id"] == done["server_id"]
+        assert (await gw.client.get("/v1/dead-letters", params={"publish_id": "dl-2"})).json()["items"] == []
+        r = await gw.client.post("/v1/dead-letters/replay", json={"filter": {"publish_id": "dl-1"}})
+        assert r.status_code == 200 and r.json()["replayed"] == 1, r.text
 
 
 # ---- acceptance 4: dry runs ---------------------------------------------------------------------
