@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pushgate import __version__
 from pushgate.api.auth import authenticate
+from pushgate.api.campaigns import CampaignController
 from pushgate.api.channels import ChannelController
 from pushgate.api.common import reject_unstorable
 from pushgate.api.connections import body_timeout
@@ -279,6 +280,7 @@ def create_app(
             ChannelController,
             PublishController,
             PublishBatchController,
+            CampaignController,
             CredentialController,
             DeadLetterController,
             KeyController,

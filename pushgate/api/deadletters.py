@@ -38,6 +38,8 @@ class DeadLetterController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: Annotated[int | None, QueryParameter(ge=1)] = None,
     ) -> DeadLetterPage:
+        if publish_id:  # a client-chosen publish_id filters as its server id (docs/campaigns.md)
+            publish_id = await services.publishes.resolve(app.id, publish_id) or publish_id
         items, nxt = await services.publishes.dead_letters(
             app.id,
             provider=provider,
@@ -82,6 +84,8 @@ class DeadLetterController(Controller):
             keys = [(k.publish_id, k.recipient_id) for k in data.ids]
         elif data.filter is not None:
             provider, publish_id = data.filter.provider, data.filter.publish_id
+            if publish_id:
+                publish_id = await services.publishes.resolve(app.id, publish_id) or publish_id
         replayed, skipped = await replay(
             services.publishes,
             app.id,

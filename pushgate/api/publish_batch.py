@@ -23,6 +23,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from pushgate.api.common import check_channels, normalize_token, provider_spec
 from pushgate.api.errors import ApiError, bad_request, error_responses
+from pushgate.api.publish_tags import publish_tags, with_dry_run
 from pushgate.api.schemas import (
     ChannelRecipient,
     DeviceRecipient,
@@ -46,6 +47,7 @@ from pushgate.providers import registry
 from pushgate.store.audience import SMALL_KINDS
 from pushgate.store.publishes import InlinePlan
 from pushgate.store.publishes.admission import NewPublish
+from pushgate.store.publishes.client_ids import IdConflict
 
 #: The publish's policy fields, stored as given under ``request["policy"]`` for the planner.
 _POLICY_FIELDS = ("deliver_between", "local_time", "no_timezone", "priority", "category", "frequency_caps")
@@ -322,12 +324,13 @@ class _Validator:
         key = frozenset(direct)
         if key not in self._targeted:
             self._targeted[key] = await targeted_providers(self.app, self.services, set(direct))
-        request = admission_request(data, recipients, self._targeted[key], self.now)
+        tags = publish_tags(data, send_at, self.now)
+        request = with_dry_run(admission_request(data, recipients, self._targeted[key], self.now), tags)
         await check_categories(self.app, self.services, data)
         if send_at is not None and send_at > self.now:  # scheduled: planned when it is due
-            return NewPublish(request, data.idempotency_key, expire_at, None, send_at)
+            return NewPublish(request, data.idempotency_key, expire_at, None, send_at, tags)
         plan = await inline_plan(self.app, self.services, recipients, request, expire_at)
-        return NewPublish(request, data.idempotency_key, expire_at, plan, send_at)
+        return NewPublish(request, data.idempotency_key, expire_at, plan, send_at, tags)
 
 
 class PublishBatchController(Controller):
@@ -368,8 +371,15 @@ class PublishBatchController(Controller):
             [item for _, item in valid],
             window_seconds=services.settings.limits.idempotency_window_hours * 3600,
         )
-        for (i, _), (pub, created) in zip(valid, admitted, strict=True):
-            items[i] = PublishBatchItem(publish_id=pub.id, status=pub.status, replayed=not created)
-        if services.engine is not None and any(c and p.status in WORK_NOW for p, c in admitted):
+        for (i, _), got in zip(valid, admitted, strict=True):
+            if isinstance(got, IdConflict):
+                items[i] = PublishBatchItem(error=ErrorInfo("invalid_request", str(got)))
+            else:
+                items[i] = PublishBatchItem(
+                    publish_id=got[0].public_id, status=got[0].status, replayed=not got[1]
+                )
+        done = [got for got in admitted if not isinstance(got, IdConflict)]
+        if services.engine is not None and any(c and p.status in WORK_NOW for p, c in done):
             services.engine.notify()
-        return PublishBatchOut(items=items, admitted=len(valid), rejected=len(items) - len(valid))
+        admitted_n = len(done)
+        return PublishBatchOut(items=items, admitted=admitted_n, rejected=len(items) - admitted_n)

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import msgspec
 from litestar import Controller, Response, get, patch, post
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
@@ -30,6 +31,14 @@ from pushgate.api.publish_batch import (
     refuse_if_backpressured,
     stored_recipients,
     targeted_providers,
+)
+from pushgate.api.publish_tags import (
+    id_conflict,
+    publish_tags,
+    server_id,
+    tags_out,
+    wait_dry_run,
+    with_dry_run,
 )
 from pushgate.api.schemas import (
     Counts,
@@ -50,9 +59,13 @@ from pushgate.domain.status import POLICY_STATUSES, DeliveryStatus, PublishStatu
 from pushgate.domain.timefmt import rfc3339
 from pushgate.providers import registry
 from pushgate.store.publishes import COUNTERS, Publish
+from pushgate.store.publishes.client_ids import IdConflict
 
 _DELIVERY_STATUSES = tuple(s.value for s in DeliveryStatus)
 _PUBLISH_STATUSES = tuple(s.value for s in PublishStatus)
+#: A dry run's record that policy had held keeps its rule and release time.
+_WITH_REASON = (*POLICY_STATUSES, DeliveryStatus.DRY_RUN)
+_WITH_RELEASE = (DeliveryStatus.HELD, DeliveryStatus.DRY_RUN)
 
 
 class PublishPatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -62,17 +75,17 @@ class PublishPatch(msgspec.Struct, forbid_unknown_fields=True):
     send_at: Annotated[str, msgspec.Meta(max_length=64)]
 
 
-def _counts(d: dict[str, int]) -> Counts:
+def counts_of(d: dict[str, int]) -> Counts:
     return Counts(**{c: int(d.get(c, 0)) for c in COUNTERS})
 
 
 def publish_out(p: Publish) -> PublishOut:
     return PublishOut(
-        id=p.id,
+        id=p.public_id,
         status=p.status,
         created_at=rfc3339(p.created_at) or "",
-        counts=_counts(p.counts),
-        by_provider={k: _counts(v) for k, v in sorted(p.by_provider.items())},
+        counts=counts_of(p.counts),
+        by_provider={k: counts_of(v) for k, v in sorted(p.by_provider.items())},
         completed_at=rfc3339(p.completed_at),
         started_at=rfc3339(p.started_at),
         expire_at=rfc3339(p.expire_at),
@@ -81,6 +94,7 @@ def publish_out(p: Publish) -> PublishOut:
         send_at=rfc3339(p.send_at),
         suppressed_by_reason=p.reasons.get("suppressed"),
         skipped_by_reason=p.reasons.get("skipped"),
+        **tags_out(p),
     )
 
 
@@ -124,37 +138,56 @@ class PublishController(Controller):
         "/publish",
         status_code=HTTP_202_ACCEPTED,
         summary="Publish a notification",
-        responses=error_responses(400, 401, 413, 429),
+        responses={
+            **error_responses(400, 401, 413, 429),
+            200: ResponseSpec(
+                PublishOut,
+                generate_examples=False,
+                description="A dry run (`dry_run: true`) that finished within the route's wait "
+                "(docs/campaigns.md); otherwise 202",
+            ),
+        },
     )
     async def publish(
         self, data: JSONBody[PublishIn], app: AppDep, services: ServicesDep
-    ) -> Response[PublishAccepted]:
+    ) -> Response[PublishAccepted | PublishOut]:
         await refuse_if_backpressured(app, services)
         limits = services.settings.limits
         expire_at, send_at = checked_bounds(data, limits.max_recipients_per_publish, clock.now())
         recipients, token_providers = stored_recipients(data, services)
         targeted = await targeted_providers(app, services, token_providers)
         now = clock.now()
-        request = admission_request(data, recipients, targeted, now)
+        tags = publish_tags(data, send_at, now)
+        request = with_dry_run(admission_request(data, recipients, targeted, now), tags)
         await check_categories(app, services, data)
         scheduled = send_at is not None and send_at > now
-        pub, created = await services.publishes.admit(
-            app.id,
-            request,
-            idempotency_key=data.idempotency_key,
-            expire_at=expire_at,
-            window_seconds=limits.idempotency_window_hours * 3600,
-            # A scheduled publish is planned when its time comes (by then its audience changed).
-            plan=None if scheduled else await inline_plan(app, services, recipients, request, expire_at),
-            send_at=send_at,
-        )
+        try:
+            pub, created = await services.publishes.admit(
+                app.id,
+                request,
+                idempotency_key=data.idempotency_key,
+                expire_at=expire_at,
+                window_seconds=limits.idempotency_window_hours * 3600,
+                # A scheduled publish is planned when its time comes (by then its audience changed).
+                plan=None if scheduled else await inline_plan(app, services, recipients, request, expire_at),
+                send_at=send_at,
+                tags=tags,
+            )
+        except IdConflict as exc:
+            raise id_conflict(exc) from None
         # A publish closed in its own commit (nobody to reach) queued no job, and a scheduled
         # one's job is not due: waking the workers would only make each run an empty claim (a
         # sixth of the CPU of bench admission).
         if created and services.engine is not None and pub.status in WORK_NOW:
             services.engine.notify()
         headers = {} if created else {"Idempotent-Replayed": "true"}
-        return Response(PublishAccepted(pub.id, pub.status), status_code=HTTP_202_ACCEPTED, headers=headers)
+        if pub.dry_run:  # answered with its outcome when it is done within DRY_RUN_WAIT
+            done = await wait_dry_run(services, pub)
+            if done is not None:
+                return Response(publish_out(done), status_code=HTTP_200_OK, headers=headers)
+        return Response(
+            PublishAccepted(pub.public_id, pub.status), status_code=HTTP_202_ACCEPTED, headers=headers
+        )
 
     @get("/publishes", summary="Publishes, newest first", responses=error_responses(400, 401))
     async def list_publishes(
@@ -164,6 +197,7 @@ class PublishController(Controller):
         cursor: FromQuery[str | None] = None,
         limit: Annotated[int | None, QueryParameter(ge=1)] = None,
         status: FromQuery[str | None] = None,
+        campaign: Annotated[str | None, QueryParameter(min_length=1, max_length=200)] = None,
     ) -> PublishPage:
         if status is not None and status not in _PUBLISH_STATUSES:
             raise bad_request(f"status: one of {', '.join(_PUBLISH_STATUSES)}")
@@ -172,6 +206,7 @@ class PublishController(Controller):
             cursor=cursors.decode_one(cursor),
             limit=page_limit(limit, services.settings),
             status=status,
+            campaign=campaign,
         )
         return PublishPage([publish_out(p) for p in pubs], cursors.encode_next(nxt))
 
@@ -195,6 +230,7 @@ class PublishController(Controller):
         self, publish_id: FromPath[str], data: JSONBody[PublishPatch], app: AppDep, services: ServicesDep
     ) -> PublishOut:
         send_at = parse_time_field(data.send_at, "send_at")
+        publish_id = await server_id(services, app.id, publish_id)
         pub = await services.publishes.get(app.id, publish_id, with_counts=False)
         if pub is None:
             raise not_found("publish", publish_id)
@@ -224,7 +260,7 @@ class PublishController(Controller):
     async def cancel_publish(
         self, publish_id: FromPath[str], app: AppDep, services: ServicesDep
     ) -> PublishOut:
-        pub, changed = await services.publishes.cancel(app.id, publish_id)
+        pub, changed = await services.publishes.cancel(app.id, await server_id(services, app.id, publish_id))
         if pub is None:
             raise not_found("publish", publish_id)
         if not changed and pub.status != "cancelled":
@@ -251,6 +287,7 @@ class PublishController(Controller):
     ) -> DeliveryPage:
         if status is not None and status not in _DELIVERY_STATUSES:
             raise bad_request(f"status: one of {', '.join(_DELIVERY_STATUSES)}")
+        publish_id = await server_id(services, app.id, publish_id)
         pub = await services.publishes.get(app.id, publish_id, with_counts=False)
         if pub is None:
             raise not_found("publish", publish_id)
@@ -276,8 +313,8 @@ class PublishController(Controller):
                     attempts=r.attempts,
                     sent_at=rfc3339(r.sent_at),
                     provider_message_id=r.provider_message_id,
-                    reason=r.error_code if r.status in POLICY_STATUSES else None,
-                    release_at=rfc3339(r.release_at) if r.status == DeliveryStatus.HELD else None,
+                    reason=r.error_code if r.status in _WITH_REASON and r.error_code != "dry_run" else None,
+                    release_at=rfc3339(r.release_at) if r.status in _WITH_RELEASE else None,
                 )
                 for r in rows
             ],

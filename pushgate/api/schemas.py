@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 import msgspec
 
+from pushgate.api.schemas_campaigns import PublishTagsIn, PublishTagsOut
 from pushgate.api.schemas_policy import CategoryId, DeliveryWindowIn, FrequencyCapIn, TimeOfDay
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.providers import registry
@@ -185,7 +186,7 @@ else:
     Recipient = Union[(DeviceRecipient, ChannelRecipient, UserRecipient, TokenRecipient, *NATIVE_RECIPIENTS)]
 
 
-class PublishIn(Strict):
+class PublishIn(PublishTagsIn):  # + campaign, labels, publish_id, dry_run (schemas_campaigns.py)
     recipients: Annotated[list[Recipient], msgspec.Meta(min_length=1)]
     notification: Notification = msgspec.field(default_factory=Notification)
     providers: ProviderOverrides | None = None
@@ -273,6 +274,8 @@ class Counts(msgspec.Struct):
     skipped: int
     #: Held by policy right now, each until its ``release_at``.
     held: int
+    #: A dry run's would-be deliveries (nothing was sent).
+    dry_run: int
 
 
 class ProviderPreview(msgspec.Struct, omit_defaults=True):
@@ -315,7 +318,7 @@ class PublishBatchOut(msgspec.Struct):
     rejected: int
 
 
-class PublishOut(msgspec.Struct, omit_defaults=True):
+class PublishOut(PublishTagsOut, omit_defaults=True):  # + reasons, campaign, … (schemas_campaigns.py)
     id: str
     status: str
     created_at: str

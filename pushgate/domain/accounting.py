@@ -29,6 +29,8 @@ class Skip(enum.StrEnum):
     DEFERRED_TOO_LONG = "deferred_too_long"
     #: The device was deleted (or marked invalid) after planning: failed, not a dead letter.
     DEVICE_REMOVED = "device_removed"
+    #: A dry run: recorded, never sent (``engine/dryrun.py``).
+    DRY_RUN = "dry_run"
 
 
 _SKIP_MESSAGES = {
@@ -60,6 +62,7 @@ EXPIRED = NotAttempted(Skip.EXPIRED)
 CANCELLED = NotAttempted(Skip.CANCELLED)
 DEFERRED_TOO_LONG = NotAttempted(Skip.DEFERRED_TOO_LONG)
 DEVICE_REMOVED = NotAttempted(Skip.DEVICE_REMOVED)
+DRY_RUN = NotAttempted(Skip.DRY_RUN)
 
 #: What happened to one target: a provider's answer (or a local failure classified like one),
 #: or no attempt at all.
@@ -130,7 +133,7 @@ class Accounting(Generic[T]):
     #: Deltas for the publish's counters of this provider (zero entries included).
     counts: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
-            ("sent", "failed", "invalid_token", "expired", "retrying", "cancelled", "held"), 0
+            ("sent", "failed", "invalid_token", "expired", "retrying", "cancelled", "held", "dry_run"), 0
         )
     )
     #: Device ids to switch off → (reason, the token that was refused).
@@ -148,6 +151,8 @@ def judge(batch: Batch, result: Attempt, *, now: float, cancelled: bool) -> Verd
     if isinstance(result, NotAttempted):
         if result.reason is Skip.EXPIRED:
             return Verdict(DeliveryStatus.EXPIRED)
+        if result.reason is Skip.DRY_RUN:
+            return Verdict(DeliveryStatus.DRY_RUN)
         if result.reason is Skip.DEFERRED_TOO_LONG:
             return Verdict(DeliveryStatus.FAILED, dead=True)
         if result.reason is Skip.DEVICE_REMOVED:

@@ -34,6 +34,9 @@ class DeliveryStatus(enum.StrEnum):
     #: Nothing to send to this recipient (``no_payload_for_provider``: the publish gave only
     #: other providers' native payloads; ``no_timezone``: a window publish said ``skip``).
     SKIPPED = "skipped"
+    #: A dry run's would-be delivery (``"dry_run": true`` on the publish): planned, policy
+    #: applied, rendered, never sent. A policy hold keeps its rule and ``release_at``.
+    DRY_RUN = "dry_run"
 
 
 #: Delivery statuses that end a recipient's story for its publish (a re-run batch skips them).
@@ -45,6 +48,7 @@ FINAL: tuple[DeliveryStatus, ...] = (
     DeliveryStatus.CANCELLED,
     DeliveryStatus.SUPPRESSED,
     DeliveryStatus.SKIPPED,
+    DeliveryStatus.DRY_RUN,
 )
 #: Delivery statuses a cancel or a failed publish closes.
 OPEN_DELIVERY: tuple[DeliveryStatus, ...] = (
@@ -105,7 +109,16 @@ COUNTERS: tuple[str, ...] = (
     "suppressed",
     "skipped",
     "held",
+    "dry_run",
 )
 #: Counters whose recipients are done (a publish closes when they add up to ``planned``; a cancel
 #: closes the rest itself).
-FINAL_COUNTERS: tuple[str, ...] = ("sent", "failed", "invalid_token", "expired", "suppressed", "skipped")
+FINAL_COUNTERS: tuple[str, ...] = (
+    "sent",
+    "failed",
+    "invalid_token",
+    "expired",
+    "suppressed",
+    "skipped",
+    "dry_run",
+)

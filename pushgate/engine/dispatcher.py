@@ -35,6 +35,7 @@ from pushgate.domain.planning import deadline
 from pushgate.domain.quarantine import Gate
 from pushgate.domain.retry import RetryPolicy
 from pushgate.domain.status import CLOSED, PublishStatus
+from pushgate.engine.dryrun import dry_run
 from pushgate.engine.health import HealthMonitor
 from pushgate.engine.limits import RateLimits
 from pushgate.engine.providers import ProviderPool
@@ -163,6 +164,8 @@ class Dispatcher:
                 await record([], [], final=True)
             elif record.deadline is not None and clock.now() >= record.deadline:
                 await record(targets, [EXPIRED for _ in targets], final=True, observed=False)
+            elif pub.dry_run:  # recorded, never sent (engine/dryrun.py)
+                await dry_run(self.db, self.renders, record, pub, job.payload, targets)
             else:
                 await self._send(record, pub, app_name, job.payload.provider, targets)
         except LeaseLost:

@@ -186,6 +186,7 @@ async def test_expire_at_stops_retries(gateway: Gateway, lab: Lab) -> None:
         "suppressed": 0,
         "skipped": 0,
         "held": 0,
+        "dry_run": 0,
     }
     [d] = await gateway.deliveries(pub_id)
     assert d["status"] == "expired" and d["attempts"] == 1

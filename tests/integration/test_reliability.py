@@ -143,6 +143,7 @@ async def test_cancel_retrying_delivery_and_conflicts(gateway: Gateway, lab: Lab
         "suppressed": 0,
         "skipped": 0,
         "held": 0,
+        "dry_run": 0,
     }
     [d] = await gateway.deliveries(pub_id)
     assert d["status"] == "cancelled"

@@ -36,6 +36,7 @@ EXPECTED = {
     ("GET", "/v1/publishes/{publish_id:str}/deliveries"): Scope.READ,
     ("POST", "/v1/publishes/{publish_id:str}/cancel"): Scope.PUBLISH,
     ("PATCH", "/v1/publishes/{publish_id:str}"): Scope.PUBLISH,
+    ("GET", "/v1/campaigns/{campaign:str}/stats"): Scope.READ,
     ("GET", "/v1/dead-letters"): Scope.READ,
     ("POST", "/v1/dead-letters/replay"): Scope.PUBLISH,
     ("GET", "/v1/health/providers"): Scope.READ,

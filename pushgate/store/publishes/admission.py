@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +25,8 @@ from pushgate.domain.jobs import PlanPayload, PlanStats, dispatch_batches
 from pushgate.domain.status import COUNTERS, PublishStatus
 from pushgate.store.audience import SmallAudience, resolve_small
 from pushgate.store.db import Database
-from pushgate.store.publishes.model import Publish, publish_from_row
+from pushgate.store.publishes.client_ids import IdConflict, decide
+from pushgate.store.publishes.model import Publish, PublishTags, publish_from_row
 from pushgate.store.publishes.planning import PlannedPage, Planning
 from pushgate.store.publishes.policy import PagePolicy
 from pushgate.store.queue import JobQueue, NewJob
@@ -163,6 +164,10 @@ class _GroupCommit:
                         "started_at": p.started_at,
                         "completed_at": p.completed_at,
                         "send_at": p.send_at,
+                        "campaign": p.campaign,
+                        "labels": json.dumps(p.labels, separators=(",", ":")) if p.labels else None,
+                        "client_id": p.client_id,
+                        "dry_run": p.dry_run,
                     }
                     for p, _, _ in group
                 ],
@@ -213,7 +218,8 @@ class _GroupCommit:
                 if ended is not None:
                     p.status, p.completed_at = ended, now
             jobs += [
-                NewJob(p.app_id, p.id, payload, grouped=True)
+                # A dry run's jobs run alone: the dispatcher records them (engine/dryrun.py).
+                NewJob(p.app_id, p.id, payload, grouped=not p.dry_run)
                 for provider, targets in batches.items()
                 for payload in dispatch_batches(provider, targets, size=plan.batch_size)
             ]
@@ -258,10 +264,17 @@ class NewPublish:
     plan: InlinePlan | None = None
     #: Its ``send_at`` (epoch seconds), as for :meth:`Admission.admit`.
     send_at: float | None = None
+    #: Its campaign, labels, client id and dry-run flag, as for :meth:`Admission.admit`.
+    tags: PublishTags = field(default_factory=PublishTags)
 
 
 def _new_publish(
-    app_id: str, request: dict[str, Any], key: str | None, expire_at: float | None, send_at: float | None
+    app_id: str,
+    request: dict[str, Any],
+    key: str | None,
+    expire_at: float | None,
+    send_at: float | None,
+    tags: PublishTags,
 ) -> Publish:
     """A publish to write: ``scheduled`` when ``send_at`` is still ahead (a past or present one
     means now, and is recorded all the same)."""
@@ -285,6 +298,10 @@ def _new_publish(
         completed_at=None,
         counts=dict.fromkeys(COUNTERS, 0),
         send_at=send_at,
+        campaign=tags.campaign,
+        labels=tags.labels,
+        client_id=tags.client_id,
+        dry_run=tags.dry_run,
     )
 
 
@@ -303,6 +320,7 @@ class Admission(Planning):
         window_seconds: float,
         plan: InlinePlan | None = None,
         send_at: float | None = None,
+        tags: PublishTags | None = None,
     ) -> tuple[Publish, bool]:
         """Write the publish and its plan job in one transaction; with ``plan``, a publish whose
         recipients resolve to at most ``plan.max_rows`` rows is planned in it instead.
@@ -310,80 +328,82 @@ class Admission(Planning):
         ``send_at`` ahead of the clock: the publish is ``scheduled`` and its plan job runs then
         (never planned here, whatever ``plan`` says); a past one means now.
 
-        Returns ``(publish, created)``; with a known idempotency key inside the window the
-        first publish comes back and nothing new is written. Concurrent admissions share one
-        transaction (:class:`_GroupCommit`); each returns only after that commit.
+        Returns ``(publish, created)``; with a known idempotency key inside the window, or a
+        known client id (``tags.client_id``, no window), the first publish comes back and nothing
+        new is written (:class:`IdConflict` when the two name different publishes). Concurrent
+        admissions share one transaction (:class:`_GroupCommit`); each returns only after that
+        commit; the loser of a race for a key or client id gets the winner's publish.
         """
+        tags = tags or PublishTags()
         for _ in range(3):
-            existing = await self._by_key(app_id, idempotency_key) if idempotency_key else None
-            now = clock.now()
-            if existing is not None and existing.created_at >= now - window_seconds:
-                return existing, False
-            pub = _new_publish(app_id, request, idempotency_key, expire_at, send_at)
+            [found] = decide(
+                await self._known(app_id, [(idempotency_key, tags.client_id)]),
+                [(idempotency_key, tags.client_id)],
+                clock.now() - window_seconds,
+                lambda: _new_publish(app_id, request, idempotency_key, expire_at, send_at, tags),
+            )
+            if isinstance(found, IdConflict):
+                raise found
+            pub, created, old = found
+            if not created:
+                return pub, False
             try:
-                await self._admissions.submit(pub, existing.id if existing is not None else None, plan)
+                await self._admissions.submit(pub, old, plan)
             except IntegrityError:
-                continue  # a concurrent request with the same key won: return its publish
+                continue  # a concurrent request with the same key or id won: return its publish
             return pub, True
         raise RuntimeError("idempotency key contention")
 
     async def admit_many(
         self, app_id: str, items: Sequence[NewPublish], *, window_seconds: float
-    ) -> list[tuple[Publish, bool]]:
-        """Admit a batch's publishes in one transaction; ``(publish, created)`` per item, in order.
+    ) -> list[tuple[Publish, bool] | IdConflict]:
+        """Admit a batch's publishes in one transaction; ``(publish, created)`` per item, in order
+        (an :class:`IdConflict` for an item whose key and client id name different publishes).
 
-        Idempotency keys behave as for :meth:`admit`, each item in turn: a key known inside the
-        window gives back its publish, and a key repeated inside the batch gives the later item
-        the earlier item's publish (what a retried single publish would get). If a concurrent
-        request takes one of the keys first, the whole batch is looked up and written again.
+        Idempotency keys and client ids behave as for :meth:`admit`, each item in turn: a known
+        one gives back its publish, and one repeated inside the batch gives the later item the
+        earlier item's publish (what a retried single publish would get). If a concurrent
+        request takes one of them first, the whole batch is looked up and written again.
         """
         for _ in range(3):
-            keys = {i.idempotency_key for i in items if i.idempotency_key is not None}
-            known = await self._by_keys(app_id, keys) if keys else {}
-            oldest = clock.now() - window_seconds
-            out: list[tuple[Publish, bool]] = []
+            pairs = [(i.idempotency_key, i.tags.client_id) for i in items]
+            makers = [
+                lambda i=i: _new_publish(app_id, i.request, i.idempotency_key, i.expire_at, i.send_at, i.tags)
+                for i in items
+            ]
+            decided = decide(await self._known(app_id, pairs), pairs, clock.now() - window_seconds, *makers)
             new: list[tuple[Publish, str | None, InlinePlan | None]] = []
-            taken: dict[str, Publish] = {}
-            for item in items:
-                key = item.idempotency_key
-                if key is not None and key in taken:
-                    out.append((taken[key], False))
-                    continue
-                old = known.get(key) if key is not None else None
-                if old is not None and old.created_at >= oldest:
-                    out.append((old, False))
-                else:
-                    pub = _new_publish(app_id, item.request, key, item.expire_at, item.send_at)
-                    new.append((pub, old.id if old is not None else None, item.plan))
-                    out.append((pub, True))
-                if key is not None:
-                    taken[key] = out[-1][0]
+            for item, d in zip(items, decided, strict=True):
+                if not isinstance(d, IdConflict) and d[1]:
+                    new.append((d[0], d[2], item.plan))
             try:
                 if new:
                     await self._admissions.write_together(new)
             except IntegrityError:
                 continue  # a concurrent request took one of the keys: look them up again
-            return out
+            return [d if isinstance(d, IdConflict) else (d[0], d[1]) for d in decided]
         raise RuntimeError("idempotency key contention")
 
-    async def _by_keys(self, app_id: str, keys: set[str]) -> dict[str, Publish]:
+    async def _known(
+        self, app_id: str, pairs: Sequence[tuple[str | None, str | None]]
+    ) -> tuple[dict[str, Publish], dict[str, Publish]]:
+        """The app's publishes with these idempotency keys and client ids, in one read (both
+        are unique per app: each condition is one index lookup)."""
+        keys = sorted({k for k, _ in pairs if k is not None})
+        cids = sorted({c for _, c in pairs if c is not None})
+        if not keys and not cids:
+            return {}, {}
         async with self.db.read() as conn:
             rows = (
                 await conn.execute(
                     sa.select(publishes).where(
-                        publishes.c.app_id == app_id, publishes.c.idempotency_key.in_(sorted(keys))
+                        publishes.c.app_id == app_id,
+                        sa.or_(publishes.c.idempotency_key.in_(keys), publishes.c.client_id.in_(cids)),
                     )
                 )
             ).all()
-        return {r.idempotency_key: publish_from_row(r) for r in rows}
-
-    async def _by_key(self, app_id: str, key: str) -> Publish | None:
-        async with self.db.read() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(publishes).where(
-                        publishes.c.app_id == app_id, publishes.c.idempotency_key == key
-                    )
-                )
-            ).first()
-        return publish_from_row(row) if row else None
+        pubs = [publish_from_row(r) for r in rows]
+        return (
+            {p.idempotency_key: p for p in pubs if p.idempotency_key is not None},
+            {p.client_id: p for p in pubs if p.client_id is not None},
+        )

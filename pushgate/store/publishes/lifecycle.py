@@ -60,6 +60,7 @@ _TOTALS = sa.select(
             + publish_stats.c.expired
             + publish_stats.c.suppressed
             + publish_stats.c.skipped
+            + publish_stats.c.dry_run
         ),
         0,
     ),
@@ -85,6 +86,7 @@ _FINAL = _stat_sum(
     + publish_stats.c.expired
     + publish_stats.c.suppressed
     + publish_stats.c.skipped
+    + publish_stats.c.dry_run
 )
 #: :meth:`Lifecycle.close_if_done` for many publishes in one statement: those whose every
 #: planned recipient is final close, ``expired`` when all of them expired.

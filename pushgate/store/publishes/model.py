@@ -29,6 +29,32 @@ class Publish:
     by_provider: dict[str, dict[str, int]] = field(default_factory=dict)
     #: ``suppressed``/``skipped`` counts by reason (read with one publish's counts).
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The publish's campaign, labels, client-chosen id and dry-run flag (docs/campaigns.md).
+    campaign: str | None = None
+    labels: dict[str, str] | None = None
+    client_id: str | None = None
+    dry_run: bool = False
+    #: Failure reasons of its deliveries ``(error_class, code, count)`` (read with one
+    #: publish's counts, and for pages of them).
+    failures: list[tuple[str | None, str | None, int]] = field(default_factory=list)
+    #: A dry run's rendered samples: provider → locale → the provider request.
+    samples: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def public_id(self) -> str:
+        """The id the API shows: the client's ``publish_id`` when it chose one."""
+        return self.client_id or self.id
+
+
+@dataclass(frozen=True, slots=True)
+class PublishTags:
+    """What a publish says about itself rather than what to send (docs/campaigns.md)."""
+
+    campaign: str | None = None
+    labels: dict[str, str] | None = None
+    #: The client's ``publish_id`` (unique per app; also the idempotency key).
+    client_id: str | None = None
+    dry_run: bool = False
 
 
 @dataclass(slots=True)
@@ -59,6 +85,10 @@ def publish_from_row(row: Any) -> Publish:
         started_at=row.started_at,
         completed_at=row.completed_at,
         send_at=row.send_at,
+        campaign=row.campaign,
+        labels=json.loads(row.labels) if row.labels else None,
+        client_id=row.client_id,
+        dry_run=bool(row.dry_run),
     )
 
 

@@ -104,6 +104,8 @@ class Planning(Lifecycle, Outcomes):
                 by_provider.setdefault(provider, {})[release_at] = targets
             app_id = p.policy.app_id if p.policy is not None else ""  # only policy holds rows
             for provider, waves in by_provider.items():
+                if p.policy is not None and p.policy.dry_run:  # a dry run waits for nobody
+                    waves = {now: [t for targets in waves.values() for t in targets]}
                 await JobQueue.enqueue_dispatch(
                     conn, app_id, p.publish_id, provider, waves, batch_size=p.batch_size, held=True
                 )

@@ -48,6 +48,9 @@ class PagePolicy:
     category_default: bool = True
     #: Whether the app has users with quiet hours of their own (else no lookup per page).
     user_quiet: bool = False
+    #: A dry run (docs/campaigns.md): takes no frequency-cap slots (every row is inside its
+    #: caps), and its held rows are released at once (``planning.py``).
+    dry_run: bool = False
 
     @property
     def active(self) -> bool:
@@ -111,7 +114,7 @@ async def apply_policy(
         _apply(r, rules.decide(r.get("timezone"), user_quiet.get(r.get("user") or "")), None)
     open_rows = [r for r in open_rows if r.get("status") in (None, DeliveryStatus.HELD.value)]
     caps = pp.publish.caps_for(pp.app)
-    if caps and open_rows:
+    if caps and open_rows and not pp.dry_run:
         await _caps(conn, dialect, publish_id, pp, open_rows, now, user_quiet)
 
 
@@ -240,5 +243,6 @@ class PolicyLoader:
             payload_providers=frozenset(payload) if payload is not None else None,
             category_default=default,
             user_quiet=user_quiet,
+            dry_run=bool(request.get("dry_run")),
         )
         return pp if pp.active else None

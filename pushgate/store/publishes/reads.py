@@ -10,11 +10,19 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.status import COUNTERS, DeliveryStatus
+from pushgate.store.publishes.campaigns import FAILED_COUNTERS, failure_reasons, samples_of
 from pushgate.store.publishes.model import Publish, Repository, publish_from_row
 from pushgate.store.schema import deliveries, publish_stats, publishes
 
 _BY_ID = sa.select(publishes).where(publishes.c.id == sa.bindparam("pid"))
 _BY_ID_IN_APP = _BY_ID.where(publishes.c.app_id == sa.bindparam("app"))
+#: A publish by its client-chosen id (``uq_publishes_client_id``).
+_BY_CLIENT_ID = sa.select(publishes).where(
+    publishes.c.app_id == sa.bindparam("app"), publishes.c.client_id == sa.bindparam("pid")
+)
+_ID_OF_CLIENT_ID = sa.select(publishes.c.id).where(
+    publishes.c.app_id == sa.bindparam("app"), publishes.c.client_id == sa.bindparam("pid")
+)
 _MANY = sa.select(publishes).where(publishes.c.id.in_(sa.bindparam("pids", expanding=True)))
 _STATUS = sa.select(publishes.c.status).where(publishes.c.id == sa.bindparam("pid"))
 _STATS_OF = sa.select(publish_stats).where(publish_stats.c.publish_id == sa.bindparam("pid"))
@@ -29,12 +37,20 @@ _REASONS = (
 )
 
 
+def is_server_id(publish_id: str) -> bool:
+    """Server ids are ``pub_…``; a client's ``publish_id`` may not start so (docs/campaigns.md)."""
+    return publish_id.startswith("pub_")
+
+
 class Reads(Repository):
     async def get(self, app_id: str | None, publish_id: str, *, with_counts: bool = True) -> Publish | None:
+        """One publish, by its server id or (with ``app_id``) the client's ``publish_id``; with
+        its counts, reasons and (a dry run) samples unless ``with_counts`` is False."""
         if app_id is None:
             q, params = _BY_ID, {"pid": publish_id}
         else:
-            q, params = _BY_ID_IN_APP, {"pid": publish_id, "app": app_id}
+            q = _BY_ID_IN_APP if is_server_id(publish_id) else _BY_CLIENT_ID
+            params = {"pid": publish_id, "app": app_id}
         async with self.db.read() as conn:
             row = (await conn.execute(q, params)).first()
             if row is None:
@@ -45,7 +61,28 @@ class Reads(Repository):
                 if pub.counts["suppressed"] or pub.counts["skipped"]:
                     for status, reason, n in (await conn.execute(_REASONS, {"pid": pub.id})).all():
                         pub.reasons.setdefault(status, {})[reason or "unknown"] = int(n)
+                await self._attach_failures(conn, [pub])
+                if pub.dry_run:
+                    pub.samples = await samples_of(conn, pub.id)
         return pub
+
+    async def resolve(self, app_id: str, publish_id: str) -> str | None:
+        """The server id of the app's publish named by ``publish_id`` (a server id is taken as
+        it is: the callers check that it is the app's); None: no such client id."""
+        if is_server_id(publish_id):
+            return publish_id
+        async with self.db.read() as conn:
+            found: str | None = (
+                await conn.execute(_ID_OF_CLIENT_ID, {"app": app_id, "pid": publish_id})
+            ).scalar()
+        return found
+
+    async def _attach_failures(self, conn: AsyncConnection, pubs: list[Publish]) -> None:
+        """Failure reasons, read only for publishes whose counters say they have failures."""
+        failing = [p for p in pubs if any(p.counts.get(c) for c in FAILED_COUNTERS)]
+        found = await failure_reasons(conn, [p.id for p in failing])
+        for p in failing:
+            p.failures = found.get(p.id, [])
 
     async def get_many(self, publish_ids: Sequence[str]) -> dict[str, Publish]:
         """Several publishes (without counts) in one read, by id; unknown ids are left out."""
@@ -58,13 +95,22 @@ class Reads(Repository):
             return (await conn.execute(_STATUS, {"pid": publish_id})).scalar()
 
     async def list_publishes(
-        self, app_id: str, *, cursor: str | None, limit: int, status: str | None = None
+        self,
+        app_id: str,
+        *,
+        cursor: str | None,
+        limit: int,
+        status: str | None = None,
+        campaign: str | None = None,
     ) -> tuple[list[Publish], str | None]:
         """A page of the app's publishes, newest first; ``status``: only those in it (one range
-        of ``ix_publishes_app_status``, however many publishes of other statuses the app has)."""
+        of ``ix_publishes_app_status``, however many publishes of other statuses the app has);
+        ``campaign``: only the campaign's (one range of ``ix_publishes_app_campaign``)."""
         cond = [publishes.c.app_id == app_id]
         if status is not None:
             cond.append(publishes.c.status == status)
+        if campaign is not None:
+            cond.append(publishes.c.campaign == campaign)
         if cursor:
             cond.append(publishes.c.id < cursor)
         q = sa.select(publishes).where(*cond).order_by(publishes.c.id.desc()).limit(limit + 1)
@@ -72,6 +118,7 @@ class Reads(Repository):
             rows = (await conn.execute(q)).all()
             pubs = [publish_from_row(r) for r in rows[:limit]]
             await self._attach_counts(conn, pubs)
+            await self._attach_failures(conn, pubs)
         return pubs, (pubs[-1].id if len(rows) > limit else None)
 
     async def _attach_counts(self, conn: AsyncConnection, pubs: list[Publish]) -> None:

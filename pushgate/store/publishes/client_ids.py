@@ -1,0 +1,58 @@
+"""Which publish an admission gives back: idempotency keys and client-chosen publish ids.
+
+Pure: :func:`decide` takes what the store found for the keys and ids of one admission (a
+single publish or a batch) and says, per item, whether it is new, a replay, or a contradiction.
+Both are unique per app (``uq_publishes_idempotency``, ``uq_publishes_client_id``); a client id
+never lapses, a key lapses after the idempotency window (docs/campaigns.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from pushgate.store.publishes.model import Publish
+
+
+class IdConflict(ValueError):
+    """``idempotency_key`` and ``publish_id`` name two different publishes (a 400)."""
+
+
+#: One item's fate: ``(publish, created, the id of a publish whose lapsed key it takes over)``.
+Decision = tuple[Publish, bool, str | None] | IdConflict
+
+
+def decide(
+    known: tuple[dict[str, Publish], dict[str, Publish]],
+    pairs: Sequence[tuple[str | None, str | None]],
+    oldest: float,
+    *makers: Callable[[], Publish],
+) -> list[Decision]:
+    """Per ``(idempotency key, client id)`` in order: ``(publish, created, key to release)``
+    or an :class:`IdConflict`. A client id finds its publish at any age; a key only inside
+    the window (an older one is released for the new publish). Within the list, a later
+    item with an earlier item's key or client id gets that item's publish."""
+    by_key, by_cid = dict(known[0]), dict(known[1])
+    out: list[Decision] = []
+    for (key, cid), make in zip(pairs, makers, strict=True):
+        old = by_key.get(key) if key is not None else None
+        live = old if old is not None and old.created_at >= oldest else None
+        mine = by_cid.get(cid) if cid is not None else None
+        if live is not None and cid is not None and live is not mine:
+            out.append(
+                IdConflict(
+                    f"idempotency_key: {key!r} belongs to publish {live.public_id!r}, not to "
+                    f"publish_id {cid!r}; give the same pair again, or only one of them"
+                )
+            )
+            continue
+        found = mine if mine is not None else live
+        if found is not None:
+            out.append((found, False, None))
+            continue
+        pub = make()
+        out.append((pub, True, old.id if old is not None else None))
+        if key is not None:
+            by_key[key] = pub
+        if cid is not None:
+            by_cid[cid] = pub
+    return out
