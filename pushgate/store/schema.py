@@ -429,3 +429,59 @@ realtime_secrets = sa.Table(
     sa.Column("secret", sa.String(128), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+
+# ---- webhooks (docs/webhooks.md) ---------------------------------------------------------------
+
+#: An app's HTTPS endpoint for signed events. ``failures`` counts consecutive failed attempts;
+#: past ``[webhooks] max_failures`` the endpoint is disabled (``disabled_at``, ``disabled_reason``)
+#: and its events wait until it is enabled again.
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("app_id", sa.String(40), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    #: The HMAC-SHA256 key of ``X-Pushgate-Signature``.
+    sa.Column("secret", sa.String(128), nullable=False),
+    #: Space-separated event types (``*``: all).
+    sa.Column("events", sa.Text, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("disabled_at", sa.Float, nullable=True),
+    sa.Column("disabled_reason", sa.Text, nullable=True),
+    sa.Column("last_success_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_webhooks_app", "app_id"),
+)
+
+#: Events waiting to be posted (one row per event and endpoint): written in the transaction of
+#: what they report, deleted once the endpoint answered 2xx, retried with backoff otherwise.
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("webhook_id", sa.String(40), nullable=False),
+    sa.Column("app_id", sa.String(40), nullable=False),
+    #: The event's own id (``evt_…``), the same for every endpoint: receivers dedupe on it.
+    sa.Column("event_id", sa.String(40), nullable=False),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_at", sa.Float, nullable=False),
+    sa.Column("lease_until", sa.Float, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_webhook_events_due", "next_at"),
+    sa.Index("ix_webhook_events_webhook", "webhook_id", "id"),
+)
+
+#: Channels a device token may join only when its token names them (docs/api.md, client tokens).
+private_channels = sa.Table(
+    "private_channels",
+    metadata,
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("channel", sa.String(200), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
