@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
 import msgspec
 
+from pushgate.api.schemas_filter import FilterRecipient
 from pushgate.api.schemas_policy import CategoryId, DeliveryWindowIn, FrequencyCapIn, TimeOfDay
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.providers import registry
@@ -66,6 +67,7 @@ class DeviceIn(Strict):
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     #: APNs only: which APNs environment issued the token (default: the credential's).
     environment: Environment | None = None
+    app_version: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class DevicePatch(Strict):
@@ -78,6 +80,7 @@ class DevicePatch(Strict):
     locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     environment: Environment | None = None
+    app_version: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class ProviderToken(Strict):
@@ -179,10 +182,12 @@ NATIVE_RECIPIENTS: tuple[type[NativeRecipient], ...] = tuple(
     _native_recipient(tag, kind) for spec in registry.specs() for tag, kind in spec.native.items()
 )
 
+_NAMED = (DeviceRecipient, ChannelRecipient, UserRecipient, TokenRecipient)
 if TYPE_CHECKING:
-    Recipient = DeviceRecipient | ChannelRecipient | UserRecipient | TokenRecipient | NativeRecipient
+    _Named = DeviceRecipient | ChannelRecipient | UserRecipient | TokenRecipient
+    Recipient = _Named | FilterRecipient | NativeRecipient
 else:
-    Recipient = Union[(DeviceRecipient, ChannelRecipient, UserRecipient, TokenRecipient, *NATIVE_RECIPIENTS)]
+    Recipient = Union[(*_NAMED, FilterRecipient, *NATIVE_RECIPIENTS)]
 
 
 class PublishIn(Strict):
@@ -245,6 +250,7 @@ class DeviceOut(msgspec.Struct, omit_defaults=True):
     environment: str | None = None
     invalid_reason: str | None = None
     invalidated_at: str | None = None
+    app_version: str | None = None
     meta: dict[str, str] | None = None
     tags: dict[str, str] | None = None
     channels: list[str] | None = None
@@ -254,9 +260,10 @@ class DeviceEnvelope(msgspec.Struct):
     device: DeviceOut
 
 
-class DevicePage(msgspec.Struct):
+class DevicePage(msgspec.Struct, omit_defaults=True):
     items: list[DeviceOut]
     next_cursor: str | None
+    total_count: int | None = None  # with a filter and include_total_count (docs/filters.md)
 
 
 class Counts(msgspec.Struct):
