@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pushgate.domain.filters import Leaf, Node, Not
+from pushgate.domain.filters import Group, Leaf, Node, Not
 from pushgate.store.db import Database
 from pushgate.store.devices import Device, device_from_row
 from pushgate.store.registrations import token_hash
@@ -170,23 +170,61 @@ def recipient_condition(
     return sa.false()
 
 
+def page_query(
+    columns: Sequence[Any],
+    app_id: str,
+    where: sa.ColumnElement[bool],
+    after: str | None,
+    limit: int,
+    seen_after: float | None = None,
+    *,
+    sort: bool = False,
+) -> sa.Select[Any]:
+    """A keyset page of the app's active devices ``where`` matches, after device id ``after``.
+
+    ``sort``: hide the id from SQLite's index choice (``+id``), so that it takes the filter's
+    narrow index and sorts the few rows, rather than walking the app's devices in id order (its
+    choice without statistics, see :func:`narrow`)."""
+    ident: Any = sa.literal_column("+devices.id", sa.String) if sort else devices.c.id
+    cond = [*scope(app_id, seen_after), where]
+    if after:
+        cond.append(ident > after)
+    return sa.select(*columns).where(*cond).order_by(ident).limit(limit)
+
+
+#: Leaves whose equality narrows the devices to an index range of their own.
+_NARROW = {"user": ("is", "in"), "locale": ("is", "in"), "app_version": ("is",)}
+
+
+def narrow(node: Node) -> bool:
+    """Whether the filter requires an equality on an indexed column (``user``, ``locale``,
+    exact ``app_version``): then its matches are few, and a page is best read through that
+    index and sorted. (Tags and channels are ``IN`` lists SQLite drives the query from anyway;
+    PostgreSQL weighs both plans by its statistics.)"""
+    if isinstance(node, Leaf):
+        return node.op in _NARROW.get(node.field, ())
+    if isinstance(node, Group) and node.op == "all":
+        return any(narrow(i) for i in node.items)
+    return False
+
+
+def count_query(
+    app_id: str, where: sa.ColumnElement[bool], seen_after: float | None = None
+) -> sa.Select[int, int]:
+    """``(n, users)``: the app's active devices ``where`` matches and their distinct users."""
+    user = devices.c.user
+    return sa.select(
+        sa.func.count().label("n"),
+        sa.func.count(sa.distinct(sa.case((user != "", user)))).label("users"),
+    ).where(*scope(app_id, seen_after), where)
+
+
 class FilterStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _page(
-        self,
-        columns: Sequence[Any],
-        app_id: str,
-        where: sa.ColumnElement[bool],
-        after: str | None,
-        limit: int,
-        seen_after: float | None,
-    ) -> sa.Select[Any]:
-        cond = [*scope(app_id, seen_after), where]
-        if after:
-            cond.append(devices.c.id > after)
-        return sa.select(*columns).where(*cond).order_by(devices.c.id).limit(limit)
+    def _sorts(self, node: Node) -> bool:
+        return self.db.dialect == "sqlite" and narrow(node)
 
     async def page_rows(
         self,
@@ -199,7 +237,8 @@ class FilterStore:
     ) -> list[Any]:
         """Up to ``limit`` rows (``columns``) of the app's active devices ``node`` matches, after
         device id ``after``, in id order: one page of a ``filter`` recipient's planning."""
-        q = self._page(columns, app_id, condition(node, app_id, self.db.dialect), after, limit, seen_after)
+        where = condition(node, app_id, self.db.dialect)
+        q = page_query(columns, app_id, where, after, limit, seen_after, sort=self._sorts(node))
         async with self.db.read() as conn:
             return list((await conn.execute(q)).all())
 
@@ -207,7 +246,8 @@ class FilterStore:
         self, app_id: str, node: Node, *, cursor: str | None, limit: int
     ) -> tuple[list[Device], str | None]:
         """A page of the app's active devices ``node`` matches; the next cursor or None."""
-        q = self._page([devices], app_id, condition(node, app_id, self.db.dialect), cursor, limit + 1, None)
+        where = condition(node, app_id, self.db.dialect)
+        q = page_query([devices], app_id, where, cursor, limit + 1, sort=self._sorts(node))
         async with self.db.read() as conn:
             rows = (await conn.execute(q)).all()
         devs = [device_from_row(r) for r in rows[:limit]]
@@ -218,13 +258,8 @@ class FilterStore:
     ) -> tuple[int, int]:
         """``(devices, distinct users)`` of the app's active devices ``where`` matches, in at
         most :data:`COUNT_SECONDS` (else :class:`CountTimeout`)."""
-        user = devices.c.user
-        q = sa.select(
-            sa.func.count().label("n"),
-            sa.func.count(sa.distinct(sa.case((user != "", user)))).label("users"),
-        ).where(*scope(app_id, seen_after), where)
         async with self.db.read() as conn:
-            row = await _bounded(conn, self.db.dialect, q)
+            row = await _bounded(conn, self.db.dialect, count_query(app_id, where, seen_after))
         return int(row.n), int(row.users)
 
 
