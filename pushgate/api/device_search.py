@@ -27,7 +27,7 @@ from pushgate.api.publish_batch import stored_recipients
 from pushgate.api.schemas import DeviceOut, DevicePage, PublishIn, Recipient, Strict
 from pushgate.api.schemas_filter import AudienceCountOut, DeviceSearchIn, DeviceStatsOut
 from pushgate.api.services import AppDep, ServicesDep
-from pushgate.domain.filters import FilterError, Node, parse
+from pushgate.domain.filters import MAX_DEPTH, FilterError, Node, parse
 from pushgate.engine.housekeeping import seen_after
 from pushgate.store.devices import DeviceFilter
 from pushgate.store.filters import CountTimeout, FilterStore, condition, device_stats, recipient_condition
@@ -57,6 +57,8 @@ def query_filter(text: str) -> Node:
         raw = msgspec.json.decode(text)
     except msgspec.DecodeError as exc:
         raise bad_request(f"filter: not JSON ({exc})") from None
+    except RecursionError:
+        raise bad_request(f"filter: nested too deep: at most {MAX_DEPTH} levels of all/any/not") from None
     return parsed(raw, "filter")
 
 

@@ -253,6 +253,9 @@ async def test_bad_filters_are_400s_naming_the_place(
 async def test_query_filter_errors(gateway: Gateway) -> None:
     r = await gateway.client.get("/v1/devices", params={"filter": "{not json"})
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("filter: not JSON")
+    # Deeper than the JSON decoder goes (within the 8192 characters of a ?filter=): still a 400.
+    r = await gateway.client.get("/v1/devices", params={"filter": "[" * 1000 + "]" * 1000})
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("filter: nested too deep")
     r = await gateway.client.get("/v1/devices", params={"filter": '{"user": "present"}', "users": "ann"})
     assert r.status_code == 400 and "alone" in r.json()["error"]["message"]
     r = await gateway.client.post("/v1/devices/search", json={"filter": {"user": "present"}, "sort": "id"})
