@@ -120,7 +120,7 @@ class DeviceSearchController(Controller):
             node,
             cursor=data.cursor,
             limit=data.limit,
-            include=set(),
+            include=set(data.include or ()),
             total=data.include_total_count,
         )
 

@@ -4,7 +4,7 @@ the exact place inside it), so here it is any JSON object."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -35,6 +35,8 @@ class DeviceSearchIn(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     limit: Annotated[int, msgspec.Meta(ge=1)] | None = None
     #: Also count every match (time-bounded, like ``POST /v1/audience/count``).
     include_total_count: bool = False
+    #: Attach these to each device (as ``GET /v1/devices?include=``).
+    include: Annotated[list[Literal["meta", "tags", "channels"]], msgspec.Meta(max_length=3)] | None = None
 
 
 class AudienceCountOut(msgspec.Struct):

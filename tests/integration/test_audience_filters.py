@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from support.api import publish
 from support.filters import evaluate
@@ -23,10 +24,11 @@ from support.gateway import Gateway
 from support.lab import Lab
 
 from pushgate.domain.filters import parse, version_key
+from pushgate.store import filters
 from pushgate.store.apps import AppStore
 from pushgate.store.db import Database
 from pushgate.store.devices import token_hash
-from pushgate.store.filters import condition, count_query, narrow, page_query
+from pushgate.store.filters import CountTimeout, FilterStore, condition, count_query, narrow, page_query
 from pushgate.store.schema import device_tags, devices
 
 N = 50_000
@@ -237,3 +239,25 @@ async def test_selective_filters_use_an_index(db: Database) -> None:
             print(f"--- {db.dialect} {name} {query}\n{plan}")
             assert index is None or index in plan, plan
             assert "Seq Scan on devices" not in plan and "SCAN devices" not in plan, plan
+
+
+async def test_a_count_past_its_time_bound_is_abandoned(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count that runs past ``COUNT_SECONDS`` raises CountTimeout (the API's 503), and leaves
+    the pooled connection as it found it: the next count, with the usual bound, answers."""
+    app = (await AppStore(db).create("slow"))[0]
+    specs = population(20_000, seed=9)
+    await insert(db, app.id, specs)
+    store = FilterStore(db)
+    where = condition(parse({"not": {"tag": "nothing", "exists": True}}), app.id, db.dialect)
+    # SQLite: a deadline already past interrupts at the first check; PostgreSQL: 1 ms, far less
+    # than reading 20,000 rows.
+    monkeypatch.setattr(filters, "COUNT_SECONDS", 0.001 if db.dialect == "postgresql" else -1.0)
+    with pytest.raises(CountTimeout):
+        await store.count(app.id, where)
+    monkeypatch.undo()
+    assert await store.count(app.id, where) == (
+        sum(1 for d in specs if d["status"] == "active"),
+        len({d["user"] for d in specs if d["status"] == "active" and d["user"]}),
+    )

@@ -191,9 +191,11 @@ async def test_app_versions_are_stored_with_their_keys(gateway: Gateway, db: Dat
     assert [d["id"] for d in r.json()["items"]] == sorted([one["id"], two["id"]])
     assert "total_count" not in r.json()
     r = await gateway.client.post(
-        "/v1/devices/search", json={"filter": {"app_version": "present"}, "include_total_count": True}
+        "/v1/devices/search",
+        json={"filter": {"app_version": "present"}, "include_total_count": True, "include": ["tags", "meta"]},
     )
     assert r.json()["total_count"] == 3
+    assert [(d["tags"], d["meta"], "channels" in d) for d in r.json()["items"]] == [({}, {}, False)] * 3
 
 
 def _deep(depth: int) -> dict[str, Any]:
