@@ -165,3 +165,37 @@ def test_errors_name_the_field_and_say_how(raw: Any, path: str, words: str) -> N
     err = _error(raw)
     assert (err.path, words in err.message) == (path, True), err
     assert str(err).startswith(path + ": ")
+
+
+def _sql(raw: dict[str, Any], dialect: str = "sqlite") -> str:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from pushgate.store.filters import condition
+
+    d = postgresql.dialect() if dialect == "postgresql" else sqlite.dialect()
+    return str(
+        condition(parse(raw), "app_1", dialect).compile(dialect=d, compile_kwargs={"literal_binds": True})
+    )
+
+
+def test_leaves_compile_to_their_indexed_columns() -> None:
+    assert _sql({"app_version": {"gte": "2.10.0"}}) == f"devices.app_version_key >= '{_key('2.10.0')}'"
+    assert (
+        "device_tags.app_id = 'app_1' AND device_tags.\"key\" = 'plan' AND device_tags.value = 'pro'"
+        in _sql({"tag": "plan", "is": "pro"})
+    )
+    assert "(devices.id NOT IN (SELECT device_tags.device_id" in _sql({"tag": "plan", "not": "free"})
+    assert _sql({"meta": "name", "is": "Ann"}) == "json_extract(devices.meta, '$.\"name\"') = 'Ann'"
+    assert (
+        _sql({"meta": "name", "is": "Ann"}, "postgresql") == "(CAST(devices.meta AS JSON) ->> 'name') = 'Ann'"
+    )
+
+
+def test_narrow_filters_are_the_ones_with_an_indexed_equality() -> None:
+    from pushgate.store.filters import narrow
+
+    assert narrow(parse({"all": [{"user": {"is": "u"}}, {"provider": {"is": "fcm"}}]}))
+    assert narrow(parse({"app_version": {"is": "2.10"}}))
+    assert not narrow(parse({"app_version": {"gte": "2.10"}}))
+    assert not narrow(parse({"any": [{"user": {"is": "u"}}, {"provider": {"is": "fcm"}}]}))
+    assert not narrow(parse({"not": {"user": {"is": "u"}}}))
