@@ -24,6 +24,7 @@ from pushgate.api.common import reject_unstorable
 from pushgate.api.connections import body_timeout
 from pushgate.api.credentials import CredentialController
 from pushgate.api.deadletters import DeadLetterController
+from pushgate.api.device_search import AudienceController, DeviceSearchController
 from pushgate.api.devices import DeviceController
 from pushgate.api.errors import exception_handlers
 from pushgate.api.health import healthz, readyz
@@ -277,6 +278,8 @@ def create_app(
         "/v1",
         route_handlers=[
             DeviceController,
+            DeviceSearchController,
+            AudienceController,
             ChannelController,
             PublishController,
             PublishBatchController,

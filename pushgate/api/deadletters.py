@@ -11,7 +11,7 @@ from litestar.status_codes import HTTP_200_OK
 from pushgate.api import cursors
 from pushgate.api.common import page_limit
 from pushgate.api.errors import bad_request, error_responses
-from pushgate.api.schemas import DeadLetterOut, DeadLetterPage, ReplayIn, ReplayOut
+from pushgate.api.schemas_deadletters import DeadLetterOut, DeadLetterPage, ReplayIn, ReplayOut
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain.timefmt import rfc3339
 from pushgate.engine.deadletters import replay

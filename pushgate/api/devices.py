@@ -11,6 +11,8 @@ from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from pushgate.api import cursors
 from pushgate.api.common import check_channels, normalize_token, page_limit, provider_spec, split_list
+from pushgate.api.device_search import query_filter, search_page
+from pushgate.api.device_views import device_out as device_out  # also the channel routes'
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
 from pushgate.api.limits import within_limits
 from pushgate.api.schemas import (
@@ -18,7 +20,6 @@ from pushgate.api.schemas import (
     DeviceEnvelope,
     DeviceFilterIn,
     DeviceIn,
-    DeviceOut,
     DevicePage,
     DevicePatch,
     Matched,
@@ -27,7 +28,6 @@ from pushgate.api.schemas import (
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.config import Settings
 from pushgate.domain.registry import valid_channel, valid_timezone
-from pushgate.domain.timefmt import rfc3339
 from pushgate.providers import registry
 from pushgate.store.devices import Device, DeviceFilter
 from pushgate.store.registrations import (
@@ -64,28 +64,6 @@ class DeviceBatchOut(msgspec.Struct):
     devices: list[DeviceBatchItem]
     created: int
     updated: int
-
-
-def device_out(d: Device) -> DeviceOut:
-    return DeviceOut(
-        id=d.id,
-        provider=d.provider,
-        token=d.token,
-        platform=d.platform,
-        status=d.status,
-        created_at=rfc3339(d.created_at) or "",
-        updated_at=rfc3339(d.updated_at) or "",
-        last_seen_at=rfc3339(d.last_seen_at) or "",
-        user=d.user,
-        locale=d.locale,
-        timezone=d.timezone,
-        environment=d.environment,
-        invalid_reason=d.invalid_reason,
-        invalidated_at=rfc3339(d.invalidated_at),
-        meta=d.meta,
-        tags=d.tags,
-        channels=d.channels,
-    )
 
 
 def _check_common(timezone: str | None, channels: list[str] | None) -> None:
@@ -128,6 +106,7 @@ def _registration(data: DeviceIn, settings: Settings) -> Registration:
         locale=data.locale if data.locale is not None else UNSET,
         timezone=data.timezone if data.timezone is not None else UNSET,
         environment=data.environment if data.environment is not None else UNSET,
+        app_version=data.app_version if data.app_version is not None else UNSET,
     )
 
 
@@ -251,11 +230,21 @@ class DeviceController(Controller):
         include: FromQuery[list[str] | None] = None,
         cursor: FromQuery[str | None] = None,
         limit: Annotated[int | None, QueryParameter(ge=1)] = None,
+        filter: FromQuery[str | None] = None,
+        include_total_count: FromQuery[bool] = False,
     ) -> DevicePage:
         inc = set(split_list(include) or ())
         if inc - _INCLUDES:
             raise bad_request(
                 f"include: unknown value(s) {sorted(inc - _INCLUDES)}; use meta, tags, channels"
+            )
+        if filter is not None:
+            # The audience filter language (api/device_search.py): active devices only.
+            if ids or users or providers or platforms or channels or status:
+                raise bad_request("filter: give the filter alone (the other list filters go inside it)")
+            node = query_filter(filter)
+            return await search_page(
+                services, app.id, node, cursor=cursor, limit=limit, include=inc, total=include_total_count
             )
         if status is not None and status not in ("active", "invalid"):
             raise bad_request("status: use active or invalid")
@@ -320,6 +309,7 @@ class DeviceController(Controller):
             locale=data.locale if data.locale is not None else UNSET,
             timezone=data.timezone if data.timezone is not None else UNSET,
             environment=data.environment if data.environment is not None else UNSET,
+            app_version=data.app_version if data.app_version is not None else UNSET,
         )
         try:
             with within_limits():

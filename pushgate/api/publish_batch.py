@@ -35,8 +35,11 @@ from pushgate.api.schemas import (
     TokenRecipient,
     UserRecipient,
 )
+from pushgate.api.schemas_filter import FilterRecipient
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain import clock
+from pushgate.domain.filters import FilterError
+from pushgate.domain.filters import parse as parse_filter
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.planning import deadline
 from pushgate.domain.registry import valid_timezone
@@ -76,6 +79,12 @@ def stored_recipients(data: PublishIn, services: ServicesDep) -> tuple[list[dict
                 raise bad_request(f"{where}.{exc.message}") from None
             direct.add(r.provider)
             out.append({"type": "token", "provider": r.provider, "token": token, "token_key": key})
+        elif isinstance(r, FilterRecipient):
+            try:
+                parse_filter(r.filter, f"{where}.filter")
+            except FilterError as exc:
+                raise bad_request(str(exc)) from None
+            out.append({"type": "filter", "filter": r.filter})
         else:
             provider, kind, value = _native(r, where)
             direct.add(provider)

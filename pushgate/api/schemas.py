@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 import msgspec
 
 from pushgate.api.schemas_campaigns import PublishTagsIn, PublishTagsOut
+from pushgate.api.schemas_filter import FilterRecipient
 from pushgate.api.schemas_policy import CategoryId, DeliveryWindowIn, FrequencyCapIn, TimeOfDay
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.providers import registry
@@ -67,6 +68,7 @@ class DeviceIn(Strict):
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     #: APNs only: which APNs environment issued the token (default: the credential's).
     environment: Environment | None = None
+    app_version: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class DevicePatch(Strict):
@@ -79,6 +81,7 @@ class DevicePatch(Strict):
     locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
     timezone: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     environment: Environment | None = None
+    app_version: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class ProviderToken(Strict):
@@ -180,10 +183,12 @@ NATIVE_RECIPIENTS: tuple[type[NativeRecipient], ...] = tuple(
     _native_recipient(tag, kind) for spec in registry.specs() for tag, kind in spec.native.items()
 )
 
+_NAMED = (DeviceRecipient, ChannelRecipient, UserRecipient, TokenRecipient)
 if TYPE_CHECKING:
-    Recipient = DeviceRecipient | ChannelRecipient | UserRecipient | TokenRecipient | NativeRecipient
+    _Named = DeviceRecipient | ChannelRecipient | UserRecipient | TokenRecipient
+    Recipient = _Named | FilterRecipient | NativeRecipient
 else:
-    Recipient = Union[(DeviceRecipient, ChannelRecipient, UserRecipient, TokenRecipient, *NATIVE_RECIPIENTS)]
+    Recipient = Union[(*_NAMED, FilterRecipient, *NATIVE_RECIPIENTS)]
 
 
 class PublishIn(PublishTagsIn):  # + campaign, labels, publish_id, dry_run (schemas_campaigns.py)
@@ -246,6 +251,7 @@ class DeviceOut(msgspec.Struct, omit_defaults=True):
     environment: str | None = None
     invalid_reason: str | None = None
     invalidated_at: str | None = None
+    app_version: str | None = None
     meta: dict[str, str] | None = None
     tags: dict[str, str] | None = None
     channels: list[str] | None = None
@@ -255,9 +261,10 @@ class DeviceEnvelope(msgspec.Struct):
     device: DeviceOut
 
 
-class DevicePage(msgspec.Struct):
+class DevicePage(msgspec.Struct, omit_defaults=True):
     items: list[DeviceOut]
     next_cursor: str | None
+    total_count: int | None = None  # with a filter and include_total_count (docs/filters.md)
 
 
 class Counts(msgspec.Struct):
@@ -401,44 +408,3 @@ class ErrorBody(msgspec.Struct):
     """The one error shape of the API (docs/api.md, "Errors"), for every 4xx and 5xx."""
 
     error: ErrorInfo
-
-
-class DeadLetterOut(msgspec.Struct):
-    publish_id: str
-    recipient_id: str
-    device_id: str | None
-    provider: str
-    attempts: int
-    error_code: str | None
-    error_message: str | None
-    error_class: str | None
-    failed_at: str
-
-
-class DeadLetterPage(msgspec.Struct):
-    items: list[DeadLetterOut]
-    next_cursor: str | None
-
-
-class DeadLetterKey(Strict):
-    publish_id: str
-    recipient_id: str
-
-
-class DeadLetterFilter(Strict):
-    provider: str | None = None
-    publish_id: str | None = None
-
-
-class ReplayIn(Strict):
-    #: Replay these dead letters (at most 1000) …
-    ids: list[DeadLetterKey] | None = None
-    #: … or every dead letter matching the filter (``{}``: all of the app's).
-    filter: DeadLetterFilter | None = None
-
-
-class ReplayOut(msgspec.Struct):
-    #: Dead letters put back in the queue.
-    replayed: int
-    #: Matched but not replayable: the device is no longer active or its token is unknown.
-    skipped: int

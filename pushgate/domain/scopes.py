@@ -55,6 +55,8 @@ _PUBLISH_PATHS = ("/v1/publish", "/v1/publishes/", "/v1/dead-letters/replay", "/
 #: Writes that change the audience: devices, their channels, users' channels.
 _REGISTER_PATHS = ("/v1/devices", "/v1/users/")
 _READ_METHODS = frozenset({"GET", "HEAD"})
+#: Questions asked with a body (a filter or a recipient list too long for a URL): reads.
+_READ_POSTS = ("/v1/devices/search", "/v1/audience/count")
 
 
 def _under(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -66,7 +68,7 @@ def required_scope(method: str, path: str) -> Scope:
     then any read, then publish and register writes; any other write needs ``admin``."""
     if _under(path, _ADMIN_PATHS):
         return Scope.ADMIN
-    if method.upper() in _READ_METHODS:
+    if method.upper() in _READ_METHODS or (method.upper() == "POST" and path in _READ_POSTS):
         return Scope.READ
     if _under(path, _PUBLISH_PATHS):
         return Scope.PUBLISH

@@ -15,8 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain.filters import parse as parse_filter
 from pushgate.store.db import Database
 from pushgate.store.dialect import placeholders
+from pushgate.store.filters import FilterStore
 from pushgate.store.registrations import token_hash
 from pushgate.store.schema import device_channels, devices
 
@@ -305,5 +307,14 @@ class Audience:
             yield rows_out, None
         elif kind == "native":
             yield [_native_row(entry)], None
+        elif kind == "filter":
+            # Keyset pages on the device id over the filter's SQL (store/filters.py), like a channel.
+            node, store = parse_filter(entry["filter"]), FilterStore(self.db)
+            while True:
+                found = await store.page_rows(_COLUMNS, app_id, node, cursor, page_size, seen_after)
+                cursor = found[-1].id if len(found) == page_size else None
+                yield [_row(r) for r in found], cursor
+                if cursor is None:
+                    return
         else:  # pragma: no cover - admission validated the types
             raise ValueError(f"unknown recipient type {kind!r}")

@@ -52,6 +52,7 @@ class Device:
     created_at: float
     updated_at: float
     last_seen_at: float
+    app_version: str | None = None
     meta: dict[str, str] | None = None
     tags: dict[str, str] | None = None
     channels: list[str] | None = None
@@ -92,6 +93,7 @@ def device_from_row(row: Any) -> Device:
         created_at=row.created_at,
         updated_at=row.updated_at,
         last_seen_at=row.last_seen_at,
+        app_version=row.app_version,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain.filters import version_key
 from pushgate.domain.ids import new_id
 from pushgate.store.bindings import rebind_user
 from pushgate.store.dialect import upsert_many_replacing
@@ -82,7 +83,7 @@ _ALWAYS_SET = (
     "updated_at",
     "last_seen_at",
 )
-_OPTIONAL = ("user", "locale", "timezone", "environment", "meta")
+_OPTIONAL = ("user", "locale", "timezone", "environment", "meta", "app_version")
 
 
 @dataclass(slots=True)
@@ -105,10 +106,13 @@ class Registration:
     locale: str | None = UNSET
     timezone: str | None = UNSET
     environment: str | None = UNSET
+    #: As the app reports it; stored with its sortable ``app_version_key`` (version filters).
+    app_version: str | None = UNSET
 
     def given(self) -> tuple[str, ...]:
-        """The optional ``devices`` columns this registration sets."""
-        return tuple(name for name in _OPTIONAL if getattr(self, name) is not UNSET)
+        """The optional ``devices`` columns this registration sets (a version with its key)."""
+        names = tuple(name for name in _OPTIONAL if getattr(self, name) is not UNSET)
+        return (*names, "app_version_key") if "app_version" in names else names
 
     def values(self, th: str, now: float) -> dict[str, Any]:
         """The ``devices`` columns this registration writes (``id``/``app_id``/``created_at`` aside)."""
@@ -129,6 +133,9 @@ class Registration:
                 values[key] = val
         if self.meta is not UNSET:
             values["meta"] = json.dumps(self.meta) if self.meta else None
+        if self.app_version is not UNSET:
+            values["app_version"] = self.app_version or None
+            values["app_version_key"] = version_key(self.app_version) if self.app_version else None
         return values
 
 

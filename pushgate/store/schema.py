@@ -1,5 +1,8 @@
 """The database schema, one definition for SQLite and PostgreSQL.
 
+Long because: it is every table in one place (the migrations are checked against it), each
+with the comment that says why its columns exist.
+
 Times are stored as epoch seconds (double precision): identical semantics on both databases,
 cheap comparisons for the queue, and formatted as RFC 3339 only at the API edge.
 """
