@@ -32,6 +32,7 @@ from pushgate.api.provider_health import providers_health
 from pushgate.api.publish_batch import PublishBatchController
 from pushgate.api.publishes import PublishController
 from pushgate.api.services import Services, provide_app, provide_key, provide_services
+from pushgate.api.templates import TemplateController
 from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
@@ -234,6 +235,7 @@ def create_app(
             DeadLetterController,
             KeyController,
             PolicyController,
+            TemplateController,
             providers_health,
         ],
         before_request=_before_v1,

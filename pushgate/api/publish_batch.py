@@ -23,6 +23,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from pushgate.api.common import check_channels, normalize_token, provider_spec
 from pushgate.api.errors import ApiError, bad_request, error_responses
+from pushgate.api.publish_content import load_template, variants_checked
 from pushgate.api.schemas import (
     ChannelRecipient,
     DeviceRecipient,
@@ -37,6 +38,7 @@ from pushgate.api.schemas import (
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain import clock
 from pushgate.domain.notification import Notification, ProviderOverrides
+from pushgate.domain.personalize import Personalized
 from pushgate.domain.planning import deadline
 from pushgate.domain.registry import valid_timezone
 from pushgate.domain.rendering import NotificationError, oversize, render_for
@@ -224,19 +226,34 @@ def render_checked(
 
 
 def admission_request(
-    data: PublishIn, recipients: list[dict[str, Any]], targeted: list[str], now: float
+    data: PublishIn,
+    recipients: list[dict[str, Any]],
+    targeted: list[str],
+    now: float,
+    template: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The publish's stored request, every check of its content passed (400 otherwise): the
     single and the batch route store the same thing. ``policy`` and ``payload_providers``
-    appear only when they say something."""
+    appear only when they say something; ``template`` (:func:`load_template`'s copy) and
+    ``localizations`` only when the publish has them (its content is then rendered per device)."""
     overrides = data.providers or ProviderOverrides()
     policy = policy_of(data)
-    payload_providers = render_checked(data.notification, overrides, targeted, now)
     request: dict[str, Any] = {
         "recipients": recipients,
         "notification": msgspec.to_builtins(data.notification),
         "providers": msgspec.to_builtins(overrides),
     }
+    if data.template is not None:
+        if template is None:
+            raise bad_request("template: this route cannot use templates")
+        request["template"] = template
+    if data.localizations:
+        request["localizations"] = data.localizations
+    personal = Personalized.from_request(request)
+    if personal is None:
+        payload_providers = render_checked(data.notification, overrides, targeted, now)
+    else:
+        payload_providers = variants_checked(personal, targeted, now, render_checked)
     if policy is not None:
         request["policy"] = policy
     if payload_providers is not None:
@@ -322,7 +339,8 @@ class _Validator:
         key = frozenset(direct)
         if key not in self._targeted:
             self._targeted[key] = await targeted_providers(self.app, self.services, set(direct))
-        request = admission_request(data, recipients, self._targeted[key], self.now)
+        template = await load_template(self.app, self.services, data)
+        request = admission_request(data, recipients, self._targeted[key], self.now, template)
         await check_categories(self.app, self.services, data)
         if send_at is not None and send_at > self.now:  # scheduled: planned when it is due
             return NewPublish(request, data.idempotency_key, expire_at, None, send_at)

@@ -31,6 +31,7 @@ from pushgate.api.publish_batch import (
     stored_recipients,
     targeted_providers,
 )
+from pushgate.api.publish_content import load_template
 from pushgate.api.schemas import (
     Counts,
     DeliveryOut,
@@ -135,7 +136,7 @@ class PublishController(Controller):
         recipients, token_providers = stored_recipients(data, services)
         targeted = await targeted_providers(app, services, token_providers)
         now = clock.now()
-        request = admission_request(data, recipients, targeted, now)
+        request = admission_request(data, recipients, targeted, now, await load_template(app, services, data))
         await check_categories(app, services, data)
         scheduled = send_at is not None and send_at > now
         pub, created = await services.publishes.admit(

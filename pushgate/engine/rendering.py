@@ -1,14 +1,34 @@
-"""Rendering at dispatch: one rendering per (publish, provider), shared by all its batches."""
+"""Rendering at dispatch: one rendering per (publish, provider), shared by all its batches; per
+device for a publish with a template or inline localizations (docs/templates.md).
+
+A personalized publish is rendered device by device (its template with the device's
+variables, or the locale variant the device's locale picks), and the targets of a chunk whose
+content came out the same are sent together with one provider rendering (cached by that
+content, so a thousand German devices cost one rendering, not a thousand). A device whose
+rendering fails gets its own ``payload`` outcome (``template_error``), final and not retried:
+the same template with the same device fails again. The others are sent.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
 
 from pushgate.domain.notification import Notification, ProviderOverrides
-from pushgate.domain.rendering import render_for
-from pushgate.providers import registry
+from pushgate.domain.outcomes import Outcome, SendResult
+from pushgate.domain.personalize import DeviceVars, Personalized
+from pushgate.domain.rendering import oversize, render_for
+from pushgate.domain.templating import TemplateError
+from pushgate.providers import answers, registry
+from pushgate.providers.base import Provider, Target
+
+#: ``(rendered, its targets, None)`` to send, or ``(None, targets, the failure to record)``.
+Group = tuple[Any, list[Target], SendResult | None]
+#: Reads the template variables of devices by id (``store/device_vars.py``).
+VarsReader = Callable[[Sequence[str]], Awaitable[dict[str, DeviceVars]]]
 
 
 def parse_request(request: dict[str, Any]) -> tuple[Notification, ProviderOverrides]:
@@ -17,12 +37,27 @@ def parse_request(request: dict[str, Any]) -> tuple[Notification, ProviderOverri
     return notification, overrides
 
 
+def _failure(code: str, message: str) -> SendResult:
+    return SendResult(Outcome.PAYLOAD, error_code=code, error_message=message[:1000])
+
+
+def _bounded_put(items: dict[Any, Any], key: Any, value: Any, size: int) -> None:
+    if len(items) >= size:
+        items.pop(next(iter(items)))
+    items[key] = value
+
+
 class RenderCache:
     """Keep the renderings of recently dispatched publishes."""
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, read_vars: VarsReader | None = None) -> None:
         self._size = size
         self._items: dict[tuple[str, str], Any] = {}
+        #: Personalized publishes (None: the same for every device), by publish id.
+        self._personal: dict[str, Personalized | None] = {}
+        #: Provider renderings of personalized content: (publish, provider, content) -> rendering.
+        self._contents: dict[tuple[str, str, bytes], Any] = {}
+        self._read_vars = read_vars
 
     def get(self, publish_id: str, provider: str, request: dict[str, Any], created_at: float) -> Any:
         key = (publish_id, provider)
@@ -30,7 +65,99 @@ class RenderCache:
         if hit is None:
             notification, overrides = parse_request(request)
             hit = render_for(registry.get(provider).renderer, notification, overrides, created_at)
-            if len(self._items) >= self._size:
-                self._items.pop(next(iter(self._items)))
-            self._items[key] = hit
+            _bounded_put(self._items, key, hit, self._size)
         return hit
+
+    def personalized(self, publish_id: str, request: dict[str, Any]) -> Personalized | None:
+        """The publish's per-device content, or None when it renders the same for everyone."""
+        if publish_id not in self._personal:
+            _bounded_put(self._personal, publish_id, Personalized.from_request(request), self._size)
+        return self._personal[publish_id]
+
+    async def render_targets(
+        self,
+        publish_id: str,
+        provider: str,
+        request: dict[str, Any],
+        created_at: float,
+        targets: list[Target],
+    ) -> list[Group]:
+        """The targets grouped by what they are sent: one group for a publish that is the same
+        for everyone (its one cached rendering), else one per distinct content, plus a group per
+        failure (``rendered`` None, the :class:`SendResult` to record for its targets).
+
+        Raises what :meth:`get` raises for a publish that is not personalized (admission
+        checked it); a personalized one never raises: failures are groups.
+        """
+        personal = self.personalized(publish_id, request)
+        if personal is None:
+            return [(self.get(publish_id, provider, request, created_at), targets, None)]
+        ids = [t.recipient_id for t in targets if t.recipient_id.startswith("dev_")]
+        found = await self._read_vars(ids) if self._read_vars is not None and ids else {}
+        renderer = registry.get(provider).renderer
+        groups: dict[bytes, Group] = {}
+        for target in targets:
+            device = found.get(target.recipient_id) or DeviceVars(provider=provider)
+            try:
+                _, n, overrides = personal.render(device)
+            except TemplateError as exc:
+                key = b"!" + str(exc).encode()
+                failed = groups.setdefault(key, (None, [], _failure("template_error", str(exc))))
+                failed[1].append(target)
+                continue
+            content = msgspec.json.encode((n, overrides))
+            if content not in groups:
+                groups[content] = self._provider_rendering(
+                    publish_id, provider, renderer, n, overrides, content, created_at
+                )
+            groups[content][1].append(target)
+        return list(groups.values())
+
+    def _provider_rendering(
+        self,
+        publish_id: str,
+        provider: str,
+        renderer: Any,
+        n: Notification,
+        overrides: ProviderOverrides,
+        content: bytes,
+        created_at: float,
+    ) -> Group:
+        """An empty group for one content: its cached rendering, or the failure to record."""
+        key = (publish_id, provider, content)
+        hit = self._contents.get(key)
+        if hit is None:
+            try:
+                hit = render_for(renderer, n, overrides, created_at)
+            except (ValueError, TypeError) as exc:
+                return (None, [], _failure("render_error", f"{provider}: {exc}"))
+            too_big = oversize(renderer, hit)
+            if too_big:
+                size, limit = too_big
+                message = f"rendered payload for {provider} is {size} bytes, over its {limit}-byte limit"
+                return (None, [], _failure("payload_too_large", message))
+            _bounded_put(self._contents, key, hit, self._size * 16)
+        return (hit, [], None)
+
+
+async def send_groups(
+    provider: Provider, provider_name: str, groups: list[Group], order: list[Target]
+) -> list[SendResult]:
+    """Send each group with its rendering (concurrently) and return one result per target of
+    ``order``, in its order; a failed group's targets get its failure without a request."""
+    if len(groups) == 1 and groups[0][2] is None:
+        rendered, targets, _ = groups[0]
+        return await answers.group(provider_name, provider.send_batch(rendered, targets), len(targets))
+
+    async def one(group: Group) -> list[SendResult]:
+        rendered, targets, failure = group
+        if failure is not None:
+            return [failure for _ in targets]
+        return await answers.group(provider_name, provider.send_batch(rendered, targets), len(targets))
+
+    answered = await asyncio.gather(*(one(g) for g in groups))
+    by_target: dict[int, SendResult] = {}
+    for (_, targets, _), results in zip(groups, answered, strict=True):
+        for t, r in zip(targets, results, strict=True):
+            by_target[id(t)] = r
+    return [by_target[id(t)] for t in order]
