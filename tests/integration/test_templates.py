@@ -9,6 +9,9 @@ otherwise.
 
 from __future__ import annotations
 
+import json
+import pathlib
+import re
 import time
 from typing import Any
 
@@ -264,3 +267,41 @@ async def test_template_versions_and_errors(gateway: Gateway) -> None:
     again = await create_template(gateway, {"id": "t1", "title": "new life"})
     assert again["version"] == 3
     assert (await gateway.client.get("/v1/templates/t1", params={"version": 1})).status_code == 404
+
+
+# -- docs/templates.md ---------------------------------------------------------------------------
+
+DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "templates.md"
+#: Answer fields that differ from run to run: compared by kind, not value.
+VARYING = ("publish_id", "status", "created_at", "updated_at")
+
+
+def doc_exchanges() -> list[tuple[str, str, Any, int, Any]]:
+    """``(method, path, body, status, answer)`` for each request block and the response after it."""
+    blocks = re.findall(r"```http\n(.*?)```", DOC.read_text(), re.S)
+    out = []
+    for request, response in zip(blocks[::2], blocks[1::2], strict=True):
+        head, _, body = request.partition("\n\n")
+        method, path = head.split()
+        status_line, _, answer = response.partition("\n\n")
+        assert status_line.startswith("HTTP/1.1 "), status_line
+        parsed = json.loads(answer) if answer.strip() else None
+        out.append(
+            (method, path, json.loads(body) if body.strip() else None, int(status_line.split()[1]), parsed)
+        )
+    return out
+
+
+def steady(answer: Any) -> Any:
+    if isinstance(answer, dict):
+        return {k: (type(v).__name__ if k in VARYING else steady(v)) for k, v in answer.items()}
+    return answer
+
+
+async def test_the_docs_examples_answer_as_written(gateway: Gateway) -> None:
+    exchanges = doc_exchanges()
+    assert len(exchanges) >= 8
+    for method, path, body, status, answer in exchanges:
+        r = await gateway.client.request(method, path, json=body)
+        got = r.json() if r.content else None
+        assert (r.status_code, steady(got)) == (status, steady(answer)), (method, path, r.text)
