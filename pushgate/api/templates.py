@@ -84,7 +84,7 @@ class TemplateController(Controller):
     @get(
         "/{template_id:str}",
         summary="A template (current or given version)",
-        responses=error_responses(401, 404),
+        responses=error_responses(400, 401, 404),
     )
     async def get_template(
         self,

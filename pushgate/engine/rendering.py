@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -25,8 +25,18 @@ from pushgate.domain.templating import TemplateError
 from pushgate.providers import answers, registry
 from pushgate.providers.base import Provider, Target
 
-#: ``(rendered, its targets, None)`` to send, or ``(None, targets, the failure to record)``.
-Group = tuple[Any, list[Target], SendResult | None]
+
+class Group(NamedTuple):
+    """Targets sent with one rendering, or failed with one result."""
+
+    #: The provider rendering to send them (None: ``failure`` is their outcome, nothing is sent).
+    rendered: Any
+    targets: list[Target]
+    failure: SendResult | None = None
+    #: The locale variant chosen for them (None: the base content, or not personalized).
+    locale: str | None = None
+
+
 #: Reads the template variables of devices by id (``store/device_vars.py``).
 VarsReader = Callable[[Sequence[str]], Awaitable[dict[str, DeviceVars]]]
 
@@ -91,7 +101,7 @@ class RenderCache:
         """
         personal = self.personalized(publish_id, request)
         if personal is None:
-            return [(self.get(publish_id, provider, request, created_at), targets, None)]
+            return [Group(self.get(publish_id, provider, request, created_at), targets)]
         ids = [t.recipient_id for t in targets if t.recipient_id.startswith("dev_")]
         found = await self._read_vars(ids) if self._read_vars is not None and ids else {}
         renderer = registry.get(provider).renderer
@@ -99,18 +109,19 @@ class RenderCache:
         for target in targets:
             device = found.get(target.recipient_id) or DeviceVars(provider=provider)
             try:
-                _, n, overrides = personal.render(device)
+                locale, n, overrides = personal.render(device)
             except TemplateError as exc:
                 key = b"!" + str(exc).encode()
-                failed = groups.setdefault(key, (None, [], _failure("template_error", str(exc))))
-                failed[1].append(target)
+                failed = groups.setdefault(key, Group(None, [], _failure("template_error", str(exc))))
+                failed.targets.append(target)
                 continue
             content = msgspec.json.encode((n, overrides))
             if content not in groups:
-                groups[content] = self._provider_rendering(
+                rendered, failure = self._provider_rendering(
                     publish_id, provider, renderer, n, overrides, content, created_at
                 )
-            groups[content][1].append(target)
+                groups[content] = Group(rendered, [], failure, locale)
+            groups[content].targets.append(target)
         return list(groups.values())
 
     def _provider_rendering(
@@ -122,22 +133,22 @@ class RenderCache:
         overrides: ProviderOverrides,
         content: bytes,
         created_at: float,
-    ) -> Group:
-        """An empty group for one content: its cached rendering, or the failure to record."""
+    ) -> tuple[Any, SendResult | None]:
+        """One content's cached provider rendering, or the failure to record for it."""
         key = (publish_id, provider, content)
         hit = self._contents.get(key)
         if hit is None:
             try:
                 hit = render_for(renderer, n, overrides, created_at)
             except (ValueError, TypeError) as exc:
-                return (None, [], _failure("render_error", f"{provider}: {exc}"))
+                return None, _failure("render_error", f"{provider}: {exc}")
             too_big = oversize(renderer, hit)
             if too_big:
                 size, limit = too_big
                 message = f"rendered payload for {provider} is {size} bytes, over its {limit}-byte limit"
-                return (None, [], _failure("payload_too_large", message))
+                return None, _failure("payload_too_large", message)
             _bounded_put(self._contents, key, hit, self._size * 16)
-        return (hit, [], None)
+        return hit, None
 
 
 async def send_groups(
@@ -145,19 +156,21 @@ async def send_groups(
 ) -> list[SendResult]:
     """Send each group with its rendering (concurrently) and return one result per target of
     ``order``, in its order; a failed group's targets get its failure without a request."""
-    if len(groups) == 1 and groups[0][2] is None:
-        rendered, targets, _ = groups[0]
-        return await answers.group(provider_name, provider.send_batch(rendered, targets), len(targets))
+    if len(groups) == 1 and groups[0].failure is None:
+        only = groups[0]
+        return await answers.group(
+            provider_name, provider.send_batch(only.rendered, only.targets), len(only.targets)
+        )
 
     async def one(group: Group) -> list[SendResult]:
-        rendered, targets, failure = group
-        if failure is not None:
-            return [failure for _ in targets]
-        return await answers.group(provider_name, provider.send_batch(rendered, targets), len(targets))
+        if group.failure is not None:
+            return [group.failure for _ in group.targets]
+        sent = provider.send_batch(group.rendered, group.targets)
+        return await answers.group(provider_name, sent, len(group.targets))
 
     answered = await asyncio.gather(*(one(g) for g in groups))
     by_target: dict[int, SendResult] = {}
-    for (_, targets, _), results in zip(groups, answered, strict=True):
-        for t, r in zip(targets, results, strict=True):
+    for group, results in zip(groups, answered, strict=True):
+        for t, r in zip(group.targets, results, strict=True):
             by_target[id(t)] = r
     return [by_target[id(t)] for t in order]

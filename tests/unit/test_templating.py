@@ -176,3 +176,53 @@ def test_check_body_compiles_every_field() -> None:
     with pytest.raises(TemplateError) as caught:
         check_body(msgspec.convert({"locales": {"de": {"data": {"k": "{% for %}"}}}}, TemplateBody))
     assert caught.value.field == "locales.de.data.k"
+
+
+async def test_render_targets_groups_devices_by_content_and_fails_them_alone() -> None:
+    from pushgate.engine.rendering import RenderCache
+    from pushgate.providers.base import Target
+
+    devices = {
+        "dev_a": DeviceVars(id="dev_a", user="u", locale="de-AT", meta={"name": "Ann"}),
+        "dev_b": DeviceVars(id="dev_b", user="u", locale="de", meta={"name": "Ann"}),
+        "dev_c": DeviceVars(id="dev_c", user="u", locale="pt-BR", meta={"name": "Ann"}),
+        "dev_d": DeviceVars(id="dev_d", user="u", locale="de"),  # no meta.name
+    }
+    reads: list[list[str]] = []
+
+    async def read(ids: Any) -> dict[str, DeviceVars]:
+        reads.append(list(ids))
+        return {i: devices[i] for i in ids}
+
+    cache = RenderCache(read_vars=read)
+    request = {
+        "template": {"id": "t", "version": 1, "body": BODY, "data": {"order": "A1"}},
+        "localizations": {},
+    }
+    request["localizations"] = {"pt-BR": {"shipped": "enviado"}}
+    targets = [Target(i, "fcm_" + i) for i in devices]
+    groups = await cache.render_targets("pub_1", "fcm", request, 0.0, targets)
+    assert reads == [list(devices)]  # one read for the chunk
+    shape = [([t.recipient_id for t in g.targets], g.locale, g.failure is None) for g in groups]
+    assert shape == [(["dev_a", "dev_b"], "de", True), (["dev_c"], "pt-BR", True), (["dev_d"], None, False)]
+    failure = groups[2].failure
+    assert failure is not None and failure.error_code == "template_error"
+    assert failure.error_message == (
+        "template.locales.de.title: device.meta.name is undefined (give it, or use '| default(...)')"
+    )
+    assert groups[0].rendered["notification"]["title"] == "Hallo Ann"
+
+
+async def test_render_targets_of_a_plain_publish_is_its_one_rendering() -> None:
+    from pushgate.engine.rendering import RenderCache
+    from pushgate.providers.base import Target
+
+    async def never(ids: Any) -> dict[str, DeviceVars]:
+        raise AssertionError("a plain publish reads no device")
+
+    cache = RenderCache(read_vars=never)
+    request = {"notification": {"title": "x"}}
+    targets = [Target("dev_a", "fcm_a"), Target("dev_b", "fcm_b")]
+    (group,) = await cache.render_targets("pub_2", "fcm", request, 0.0, targets)
+    assert group.targets == targets and group.failure is None
+    assert group.rendered is cache.get("pub_2", "fcm", request, 0.0)
