@@ -23,7 +23,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from pushgate.api.common import check_channels, normalize_token, provider_spec
 from pushgate.api.errors import ApiError, bad_request, error_responses
-from pushgate.api.publish_content import load_template, variants_checked
+from pushgate.api.publish_content import TemplateCache, load_template, variants_checked
 from pushgate.api.schemas import (
     ChannelRecipient,
     DeviceRecipient,
@@ -329,6 +329,7 @@ class _Validator:
         self.services = services
         self.limits = services.settings.limits
         self._targeted: dict[frozenset[str], list[str]] = {}
+        self._templates: TemplateCache = {}
         self.now = clock.now()
 
     async def check(self, raw: dict[str, Any]) -> NewPublish:
@@ -339,7 +340,7 @@ class _Validator:
         key = frozenset(direct)
         if key not in self._targeted:
             self._targeted[key] = await targeted_providers(self.app, self.services, set(direct))
-        template = await load_template(self.app, self.services, data)
+        template = await load_template(self.app, self.services, data, self._templates)
         request = admission_request(data, recipients, self._targeted[key], self.now, template)
         await check_categories(self.app, self.services, data)
         if send_at is not None and send_at > self.now:  # scheduled: planned when it is due

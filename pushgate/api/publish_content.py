@@ -15,19 +15,31 @@ from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.personalize import Personalized
 from pushgate.domain.templating import TemplateError
+from pushgate.store.templates import Template
 
+#: Templates read for one batch, by (id, version asked).
+TemplateCache = dict[tuple[str, int | None], Template | None]
 #: ``publish_batch.render_checked``: one variant's rendering and size checks.
 Check = Callable[[Notification, ProviderOverrides, list[str], float], list[str] | None]
 
 
-async def load_template(app: AppDep, services: ServicesDep, data: PublishIn) -> dict[str, Any] | None:
+async def load_template(
+    app: AppDep, services: ServicesDep, data: PublishIn, cache: TemplateCache | None = None
+) -> dict[str, Any] | None:
     """The publish's ``template`` as its stored request keeps it: a copy of the template's body
     and its version, with the publish's data (editing the template later changes nothing for
-    this publish); None without one. 400 for an unknown template or version."""
+    this publish); None without one. 400 for an unknown template or version. ``cache``: the
+    templates already read for other items of the same batch (one read per template)."""
     ref = data.template
     if ref is None:
         return None
-    found = await services.templates.get(app.id, ref.id, ref.version)
+    key = (ref.id, ref.version)
+    if cache is not None and key in cache:
+        found = cache[key]
+    else:
+        found = await services.templates.get(app.id, ref.id, ref.version)
+        if cache is not None:
+            cache[key] = found
     if found is None:
         which = f"version {ref.version} of template" if ref.version is not None else "template"
         raise bad_request(f"template.id: no {which} {ref.id!r} (GET /v1/templates lists them)")

@@ -26,6 +26,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 MAX_OUTPUT = 8192
 #: The largest exponent ``**`` accepts (``10 ** 10 ** 10`` would hold a worker for ever).
 MAX_EXPONENT = 64
+#: The largest integer ``**`` makes (``(9 ** 64) ** 64 ** …`` grows without bound otherwise).
+MAX_BITS = 4096
 #: Compiled templates kept (by source text).
 CACHE_SIZE = 4096
 
@@ -97,6 +99,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if op == "**":
             if isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
                 raise SecurityError(f"'**' takes exponents up to {MAX_EXPONENT}")
+            if isinstance(left, int) and isinstance(right, int) and left.bit_length() * right > MAX_BITS:
+                raise SecurityError(f"'**' would make a number over {MAX_BITS} bits")
             return operator.pow(left, right)
         if isinstance(left, str):
             raise SecurityError("'%' formatting of strings is not allowed; use '~' to join text")
