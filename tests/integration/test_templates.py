@@ -269,6 +269,34 @@ async def test_template_versions_and_errors(gateway: Gateway) -> None:
     assert (await gateway.client.get("/v1/templates/t1", params={"version": 1})).status_code == 404
 
 
+async def test_batch_items_and_older_versions(gateway: Gateway, lab: Lab) -> None:
+    await create_template(gateway, {"id": "promo", "title": "v1 {{ data.code }}"})
+    r = await gateway.client.put("/v1/templates/promo", json={"title": "v2 {{ data.code }}"})
+    assert r.json()["version"] == 2
+    d = await register(gateway, provider="fcm", token=fcm_token(), platform="android")
+    to = [{"type": "device", "device_id": d["id"]}]
+    r = await gateway.client.post(
+        "/v1/publish/batch",
+        json={
+            "publishes": [
+                {"recipients": to, "template": {"id": "promo", "data": {"code": "A"}}},
+                {"recipients": to, "template": {"id": "promo", "data": {}}},
+                {"recipients": to, "template": {"id": "promo", "version": 1, "data": {"code": "B"}}},
+                {"recipients": to, "template": {"id": "promo", "version": 3, "data": {"code": "C"}}},
+            ]
+        },
+    )
+    items = r.json()["items"]
+    assert items[1]["error"]["message"].startswith("template.title: data.code is undefined")
+    assert (
+        items[3]["error"]["message"]
+        == "template.id: no version 3 of template 'promo' (GET /v1/templates lists them)"
+    )
+    for item in (items[0], items[2]):
+        await gateway.wait_done(item["publish_id"])
+    assert sorted(x["title"] for x in delivered(lab, d)) == ["v1 B", "v2 A"]
+
+
 # -- docs/templates.md ---------------------------------------------------------------------------
 
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "templates.md"

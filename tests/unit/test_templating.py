@@ -226,3 +226,41 @@ async def test_render_targets_of_a_plain_publish_is_its_one_rendering() -> None:
     (group,) = await cache.render_targets("pub_2", "fcm", request, 0.0, targets)
     assert group.targets == targets and group.failure is None
     assert group.rendered is cache.get("pub_2", "fcm", request, 0.0)
+
+
+def test_native_fragments_are_rendered_and_replace_the_publishs_own() -> None:
+    body = {
+        "title": "t",
+        "providers": {"apns": {"payload": {"order": "{{ data.order }}", "n": 1}}},
+        "locales": {
+            "de": {
+                "providers": {"fcm": {"message": {"android": {"ttl": "{{ l10n.ttl }}"}}}},
+                "l10n": {"ttl": "60s"},
+            }
+        },
+    }
+    request: dict[str, Any] = {
+        "notification": {},
+        "providers": {
+            "apns": {"headers": {"apns-priority": "5"}},
+            "webpush": {"headers": {"Urgency": "low"}},
+        },
+        "template": {"id": "t", "version": 1, "body": body, "data": {"order": "A1"}},
+    }
+    p = Personalized.from_request(request)
+    assert p is not None
+    _, _, overrides = p.render(DeviceVars(locale="de"))
+    assert overrides.apns is not None and overrides.apns.payload == {"order": "A1", "n": 1}
+    assert overrides.apns.headers is None  # the template's apns replaces the publish's
+    assert overrides.webpush is not None and overrides.webpush.headers == {"Urgency": "low"}
+    assert overrides.fcm is not None and overrides.fcm.message == {"android": {"ttl": "60s"}}
+    _, _, overrides = p.render(DeviceVars(locale="fr"))
+    assert overrides.fcm is None
+
+
+def test_a_rendered_value_a_field_refuses_names_the_field() -> None:
+    p = _personal({"title": "{{ data.t }}"}, {"t": "x" * 2000})
+    with pytest.raises(TemplateError) as caught:
+        p.render(DeviceVars())
+    assert caught.value.field == "template.title"
+    assert "the rendered value is refused: Expected `str` of length <= 1024" in caught.value.reason
