@@ -178,10 +178,12 @@ class Personalized:
         return chosen, notification, overrides
 
     def variants(self) -> list[tuple[str | None, Notification, ProviderOverrides]]:
-        """Every locale variant rendered with :func:`sample_device` (and the base, for devices
-        no variant matches): admission's check of what it can know."""
+        """Every locale variant rendered with :func:`sample_device` (and the base when a device
+        may match no variant): admission's check of what it can know."""
         out = []
-        for locale in [None, *self.locales]:
+        # The base is only ever sent when some device can match no variant (no default).
+        base = [] if self.choose(None) is not None else [None]
+        for locale in [*base, *self.locales]:
             out.append(self.render(sample_device(locale), sample=True, locale=locale))
         return out
 

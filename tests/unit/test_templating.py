@@ -153,9 +153,12 @@ def test_a_device_lacking_a_variable_fails_alone_naming_field_and_variable() -> 
 
 def test_admission_variants_know_data_but_not_the_device() -> None:
     p = _personal(BODY, {"order": "A1"}, {"pt-BR": {"shipped": "enviado"}})
+    assert [v[0] for v in p.variants()] == ["de", "pt-BR"]  # with a default, the base is never sent
+    no_default = {k: v for k, v in BODY.items() if k != "default_locale"}
+    p = _personal(no_default, {"order": "A1"}, {"pt-BR": {"shipped": "enviado"}})
     assert [v[0] for v in p.variants()] == [None, "de", "pt-BR"]
     with pytest.raises(TemplateError, match=r"data\.order is undefined"):
-        _personal(BODY, {}).variants()
+        _personal(no_default, {}).variants()
     with pytest.raises(TemplateError, match=r"template\.locales\.pt-BR\.body: l10n\.shipped is undefined"):
         _personal(BODY, {"order": "A1"}).variants()
 
