@@ -20,6 +20,7 @@ from pushgate.domain.templating import (
     TemplateError,
     Vars,
     compile_source,
+    names_read,
     render_tree,
     sources,
     wrap,
@@ -121,6 +122,14 @@ class Personalized:
     data: dict[str, Any]
     localizations: dict[str, dict[str, str]]
     locales: list[str]
+    #: ``data`` as template variables, built once for every device.
+    variables: Any = None
+    #: No template field reads ``device`` or ``user``: devices differ only by their locale, so
+    #: each variant is rendered once (``_by_locale``) rather than once per device.
+    device_free: bool = False
+    _by_locale: dict[str | None, tuple[str | None, Notification, ProviderOverrides] | TemplateError] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def from_request(cls, request: dict[str, Any]) -> Personalized | None:
@@ -131,13 +140,16 @@ class Personalized:
             return None
         body = msgspec.convert(tmpl["body"], TemplateBody) if tmpl is not None else None
         locales = list(dict.fromkeys([*((body.locales or {}) if body else {}), *localizations]))
+        data = (tmpl or {}).get("data") or {}
         return cls(
             base=msgspec.convert(request.get("notification") or {}, Notification),
             overrides=msgspec.convert(request.get("providers") or {}, ProviderOverrides),
             template=body,
-            data=(tmpl or {}).get("data") or {},
+            data=data,
             localizations=localizations,
             locales=locales,
+            variables=wrap("data", data),
+            device_free=body is None or not _reads_device(body),
         )
 
     def choose(self, device_locale: str | None) -> str | None:
@@ -150,6 +162,22 @@ class Personalized:
         """``(chosen locale, notification, overrides)`` for ``device``; raises
         :class:`TemplateError`. ``sample``: admission's check, ``locale`` the variant to check."""
         chosen = locale if sample else self.choose(device.locale)
+        if self.device_free and not sample:
+            hit = self._by_locale.get(chosen)
+            if hit is None:
+                try:
+                    hit = self._render(device, chosen, sample)
+                except TemplateError as exc:
+                    hit = exc
+                self._by_locale[chosen] = hit
+            if isinstance(hit, TemplateError):
+                raise hit
+            return hit
+        return self._render(device, chosen, sample)
+
+    def _render(
+        self, device: DeviceVars, chosen: str | None, sample: bool
+    ) -> tuple[str | None, Notification, ProviderOverrides]:
         inline = self.localizations.get(chosen, {}) if chosen is not None else {}
         if self.template is None:
             texts = {k: inline[k] for k in TEXT_KEYS if k in inline}
@@ -158,7 +186,7 @@ class Personalized:
         content, origin = _merged(self.template, variant, chosen)
         dev, user = _device_namespace(device, sample)
         l10n = {**(self.template.l10n or {}), **((variant.l10n or {}) if variant else {}), **inline}
-        variables = {"data": wrap("data", self.data), "device": dev, "user": user, "l10n": Vars("l10n", l10n)}
+        variables = {"data": self.variables, "device": dev, "user": user, "l10n": Vars("l10n", l10n)}
         fields: dict[str, Any] = msgspec.to_builtins(self.base)
         for name in CONTENT_FIELDS:
             source = getattr(content, name)
@@ -186,6 +214,16 @@ class Personalized:
         for locale in [*base, *self.locales]:
             out.append(self.render(sample_device(locale), sample=True, locale=locale))
         return out
+
+
+def _reads_device(body: TemplateBody) -> bool:
+    """Whether any field of any variant reads ``device`` or ``user``."""
+    for content in [body, *(body.locales or {}).values()]:
+        for name in (*CONTENT_FIELDS, "data", "providers"):
+            for _, source in sources(name, getattr(content, name)):
+                if names_read(source) & {"device", "user"}:
+                    return True
+    return False
 
 
 def _merged(

@@ -17,7 +17,7 @@ import operator
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -168,6 +168,18 @@ def compile_source(field: str, source: str) -> None:
         raise TemplateError(field, f"syntax error on line {exc.lineno}: {exc.message}") from None
     except SecurityError as exc:
         raise TemplateError(field, f"not allowed: {exc}") from None
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def names_read(source: str) -> frozenset[str]:
+    """The top-level variables ``source`` reads (``data``, ``device``, …); empty for plain text
+    or a template that does not compile (its rendering reports that)."""
+    if "{" not in source:
+        return frozenset()
+    try:
+        return frozenset(meta.find_undeclared_variables(ENV.parse(source)))
+    except TemplateSyntaxError:
+        return frozenset()
 
 
 def render_field(field: str, source: str, variables: Mapping[str, Any]) -> str:

@@ -267,3 +267,16 @@ def test_a_rendered_value_a_field_refuses_names_the_field() -> None:
         p.render(DeviceVars())
     assert caught.value.field == "template.title"
     assert "the rendered value is refused: Expected `str` of length <= 1024" in caught.value.reason
+
+
+def test_a_template_that_reads_no_device_renders_once_per_locale() -> None:
+    p = _personal(
+        {"title": "{{ data.x }}", "locales": {"de": {"title": "{{ l10n.x }}", "l10n": {"x": "X"}}}}, {"x": 1}
+    )
+    assert p.device_free
+    first = p.render(DeviceVars(id="dev_1", locale="de-AT"))
+    assert first[1].title == "X"
+    assert p.render(DeviceVars(id="dev_2", locale="de")) is first  # the same rendering, reused
+    assert p.render(DeviceVars(id="dev_3"))[1].title == "1"
+    assert not _personal({"title": "{{ data.x }}", "data": {"k": "{{ user.id }}"}}, {"x": 1}).device_free
+    assert not _personal({"locales": {"de": {"body": "{{ device.meta.x }}"}}}, {}).device_free
