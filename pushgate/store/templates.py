@@ -9,7 +9,9 @@ own copy of the body it used (``request["template"]``), so dispatch never reads 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +25,10 @@ from pushgate.store.schema import templates
 
 #: The most templates ``list`` returns (an app's templates are a handful, not a fleet).
 MAX_LISTED = 1000
-#: Tries of a write that raced another write of the same template (both took the same version).
-_TRIES = 3
+#: Tries of a write that raced another write of the same template (both took the same version:
+#: the primary key refuses the second, which reads the new highest version and tries again,
+#: after a short random pause so a crowd of writers spreads out).
+_TRIES = 20
 
 
 class TemplateExists(Exception):
@@ -93,6 +97,7 @@ class TemplateStore:
             except IntegrityError:
                 if attempt == _TRIES - 1:
                     raise
+                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
         raise AssertionError("unreachable")
 
     async def create(self, app_id: str, template_id: str, body: dict[str, Any]) -> Template:

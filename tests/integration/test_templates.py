@@ -9,6 +9,7 @@ otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pathlib
 import re
@@ -20,6 +21,8 @@ from support.gateway import Gateway
 from support.lab import Lab
 
 from pushgate.domain.timefmt import rfc3339
+from pushgate.store.db import Database
+from pushgate.store.templates import TemplateStore
 
 ORDER_SHIPPED: dict[str, Any] = {
     "id": "order_shipped",
@@ -333,3 +336,17 @@ async def test_the_docs_examples_answer_as_written(gateway: Gateway) -> None:
         r = await gateway.client.request(method, path, json=body)
         got = r.json() if r.content else None
         assert (r.status_code, steady(got)) == (status, steady(answer)), (method, path, r.text)
+
+
+async def test_concurrent_writes_each_add_their_own_version(db: Database) -> None:
+    store = TemplateStore(db)
+    await store.create("app_1", "t", {"title": "v1"})
+    written = await asyncio.gather(*(store.replace("app_1", "t", {"title": f"w{i}"}) for i in range(6)))
+    assert sorted(t.version for t in written if t is not None) == [2, 3, 4, 5, 6, 7]
+    current = await store.get("app_1", "t")
+    assert current is not None and current.version == 7
+    by_version = {t.version: t.body["title"] for t in written if t is not None}
+    for version, title in by_version.items():
+        got = await store.get("app_1", "t", version)
+        assert got is not None and got.body == {"title": title}
+    assert await store.get("app_2", "t") is None  # per app
