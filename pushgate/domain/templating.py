@@ -34,13 +34,13 @@ CACHE_SIZE = 4096
 #: Filters a template may use: text shaping whose output is bounded by its input.
 ALLOWED_FILTERS = (
     "abs", "capitalize", "count", "d", "default", "e", "escape", "first", "float", "int", "last",
-    "length", "list", "lower", "round", "string", "title", "tojson", "trim", "truncate", "upper",
-    "urlencode", "join", "sort", "unique", "min", "max", "sum", "reverse", "striptags",
+    "length", "list", "lower", "round", "string", "title", "trim", "truncate", "upper",
+    "urlencode", "sort", "unique", "min", "max", "sum", "reverse", "striptags",
 )  # fmt: skip
 #: ``str`` methods that make a string as long as an argument says (``'x'.ljust(10**9)``) or
 #: square one (``replace``): refused like the sandbox refuses ``__class__``.
 _UNBOUNDED_STR_METHODS = frozenset(
-    {"center", "ljust", "rjust", "zfill", "expandtabs", "replace", "format", "format_map", "join"}
+    "center ljust rjust zfill expandtabs replace format format_map join translate maketrans".split()
 )
 
 
@@ -82,8 +82,15 @@ def wrap(path: str, value: Any) -> Any:
     return value
 
 
-def _bounded_len(value: Any) -> int | None:
-    return len(value) if isinstance(value, str | list | tuple) else None
+def _join(value: Any, d: str = "", attribute: Any = None) -> str:
+    """The ``join`` filter, refusing a result over :data:`MAX_OUTPUT` before building it
+    (``data.long | join(data.long)`` would otherwise square the input)."""
+    del attribute
+    items = [str(x) for x in value]
+    size = sum(len(x) for x in items) + len(str(d)) * max(len(items) - 1, 0)
+    if size > MAX_OUTPUT:
+        raise SecurityError(f"'join' would make a value over {MAX_OUTPUT} characters")
+    return str(d).join(items)
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -91,9 +98,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def call_binop(self, context: Context, op: str, left: Any, right: Any) -> Any:
         if op == "*":
-            for seq, times in ((left, right), (right, left)):
-                n = _bounded_len(seq)
-                if n is not None and isinstance(times, int) and n * times > MAX_OUTPUT:
+            numbers = (int, float)
+            if not (isinstance(left, numbers) and isinstance(right, numbers)):
+                text, times = (left, right) if isinstance(left, str) else (right, left)
+                if not (isinstance(text, str) and isinstance(times, int)):
+                    raise SecurityError("'*' repeats only text (and multiplies numbers)")
+                if len(text) * times > MAX_OUTPUT:
                     raise SecurityError(f"'*' would make a value over {MAX_OUTPUT} characters")
             return operator.mul(left, right)
         if op == "**":
@@ -133,6 +143,7 @@ def _environment() -> _Sandbox:
     env = _Sandbox(undefined=StrictUndefined, autoescape=False, loader=None)
     env.globals.clear()
     env.filters = {name: env.filters[name] for name in ALLOWED_FILTERS}
+    env.filters["join"] = _join
     env.tests = {name: env.tests[name] for name in ("defined", "undefined", "none", "number", "string")}
     return env
 
@@ -140,10 +151,24 @@ def _environment() -> _Sandbox:
 ENV = _environment()
 
 
+#: Statements a notification template may not use, by the keyword that writes them.
+_REFUSED: dict[type[nodes.Node], str] = {
+    nodes.Macro: "macro",
+    nodes.CallBlock: "call",
+    nodes.Import: "import",
+    nodes.FromImport: "from import",
+    nodes.Include: "include",
+    nodes.Assign: "set",
+    nodes.AssignBlock: "set",
+    nodes.With: "with",
+}
+
+
 def _check_tree(tree: nodes.Template) -> None:
-    """Constructs the sandbox does not bound: macros (recursion), imports, nested loops."""
-    for node in tree.find_all((nodes.Macro, nodes.CallBlock, nodes.Import, nodes.FromImport, nodes.Include)):
-        raise SecurityError(f"'{type(node).__name__.lower()}' is not allowed in a notification template")
+    """Constructs the sandbox does not bound: macros (recursion), imports, nested loops, and
+    assignments (``{% set a = a ~ a %}`` forty times over is a terabyte)."""
+    for node in tree.find_all(tuple(_REFUSED)):
+        raise SecurityError(f"'{_REFUSED[type(node)]}' is not allowed in a notification template")
     for loop in tree.find_all(nodes.For):
         if loop.recursive:
             raise SecurityError("recursive loops are not allowed")

@@ -63,6 +63,14 @@ def _vars(**data: Any) -> dict[str, Any]:
         ("{{ data.x.format(1) }}", "unsafe"),
         ("{{ data.x.ljust(100000000) }}", "unsafe"),
         ("{{ data.x * 100000 }}", "'*' would make a value over"),
+        ("{{ [data.x] * 1000 }}", "'*' repeats only text"),
+        ("{{ data.x.encode() * 1000 }}", "'*' repeats only text"),
+        ("{{ data.big | join(data.big) }}", "'join' would make a value over"),
+        ("{{ data.x.translate({120: data.big}) }}", "unsafe"),
+        ("{% set a = data.x ~ data.x %}{{ a }}", "'set' is not allowed"),
+        ("{% set a %}x{% endset %}", "'set' is not allowed"),
+        ("{% with a = 1 %}{{ a }}{% endwith %}", "'with' is not allowed"),
+        ("{{ data.x | tojson(indent=100000) }}", "No filter named 'tojson'"),
         ("{{ 2 ** 1000 }}", "'**' takes exponents up to"),
         ("{{ (9 ** 64) ** 64 }}", "'**' would make a number over"),
         ("{{ '%s' % data.x }}", "'%' formatting"),
@@ -81,7 +89,7 @@ def _vars(**data: Any) -> dict[str, Any]:
 )
 def test_the_sandbox_refuses(source: str, reason: str) -> None:
     with pytest.raises(TemplateError) as caught:
-        render_field("template.title", source, _vars(x="x", l=[1, 2]))
+        render_field("template.title", source, _vars(x="x", l=[1, 2], big="b" * 5000))
     assert caught.value.field == "template.title"
     assert reason in caught.value.reason
 
@@ -98,6 +106,10 @@ def test_what_templates_may_do() -> None:
     v = _vars(order={"id": 42, "items": ["a", "b"]}, name="bob")
     assert render_field("f", "Order {{ data.order.id }} for {{ data.name | title }}", v) == "Order 42 for Bob"
     assert render_field("f", "{{ data.order.items | join(', ') }}", v) == "a, b"  # a member, not dict.items
+    assert (
+        render_field("f", "{{ data.name * 3 }} {{ 2 * 3 }} {{ 2 ** 10 }} {{ 7 % 4 }}", v)
+        == "bobbobbob 6 1024 3"
+    )
     assert render_field("f", "{{ data['name'] }}/{{ device.meta.name }}", v) == "bob/Ann"
     assert render_field("f", "{{ user.id | default('friend') }}", v) == "friend"
     assert render_field("f", "{% if device.meta.age is defined %}a{% else %}b{% endif %}", v) == "b"
