@@ -35,6 +35,7 @@ from pushgate.api.publish_batch import PublishBatchController
 from pushgate.api.publishes import PublishController
 from pushgate.api.realtime import RealtimeController
 from pushgate.api.services import Services, provide_app, provide_key, provide_services
+from pushgate.api.templates import TemplateController
 from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
@@ -289,6 +290,7 @@ def create_app(
             KeyController,
             PolicyController,
             RealtimeController,
+            TemplateController,
             providers_health,
         ],
         before_request=_before_v1,

@@ -23,6 +23,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from pushgate.api.common import check_channels, normalize_token, provider_spec
 from pushgate.api.errors import ApiError, bad_request, error_responses
+from pushgate.api.publish_content import TemplateCache, load_template, variants_checked
 from pushgate.api.publish_tags import publish_tags, with_dry_run
 from pushgate.api.schemas import (
     ChannelRecipient,
@@ -41,6 +42,7 @@ from pushgate.domain import clock
 from pushgate.domain.filters import FilterError
 from pushgate.domain.filters import parse as parse_filter
 from pushgate.domain.notification import Notification, ProviderOverrides
+from pushgate.domain.personalize import Personalized
 from pushgate.domain.planning import deadline
 from pushgate.domain.registry import valid_timezone
 from pushgate.domain.rendering import NotificationError, oversize, render_for
@@ -235,19 +237,34 @@ def render_checked(
 
 
 def admission_request(
-    data: PublishIn, recipients: list[dict[str, Any]], targeted: list[str], now: float
+    data: PublishIn,
+    recipients: list[dict[str, Any]],
+    targeted: list[str],
+    now: float,
+    template: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The publish's stored request, every check of its content passed (400 otherwise): the
     single and the batch route store the same thing. ``policy`` and ``payload_providers``
-    appear only when they say something."""
+    appear only when they say something; ``template`` (:func:`load_template`'s copy) and
+    ``localizations`` only when the publish has them (its content is then rendered per device)."""
     overrides = data.providers or ProviderOverrides()
     policy = policy_of(data)
-    payload_providers = render_checked(data.notification, overrides, targeted, now)
     request: dict[str, Any] = {
         "recipients": recipients,
         "notification": msgspec.to_builtins(data.notification),
         "providers": msgspec.to_builtins(overrides),
     }
+    if data.template is not None:
+        if template is None:
+            raise bad_request("template: this route cannot use templates")
+        request["template"] = template
+    if data.localizations:
+        request["localizations"] = data.localizations
+    personal = Personalized.from_request(request)
+    if personal is None:
+        payload_providers = render_checked(data.notification, overrides, targeted, now)
+    else:
+        payload_providers = variants_checked(personal, targeted, now, render_checked)
     if policy is not None:
         request["policy"] = policy
     if payload_providers is not None:
@@ -323,6 +340,7 @@ class _Validator:
         self.services = services
         self.limits = services.settings.limits
         self._targeted: dict[frozenset[str], list[str]] = {}
+        self._templates: TemplateCache = {}
         self.now = clock.now()
 
     async def check(self, raw: dict[str, Any]) -> NewPublish:
@@ -334,7 +352,10 @@ class _Validator:
         if key not in self._targeted:
             self._targeted[key] = await targeted_providers(self.app, self.services, set(direct))
         tags = publish_tags(data, send_at, self.now)
-        request = with_dry_run(admission_request(data, recipients, self._targeted[key], self.now), tags)
+        template = await load_template(self.app, self.services, data, self._templates)
+        request = with_dry_run(
+            admission_request(data, recipients, self._targeted[key], self.now, template), tags
+        )
         await check_categories(self.app, self.services, data)
         if send_at is not None and send_at > self.now:  # scheduled: planned when it is due
             return NewPublish(request, data.idempotency_key, expire_at, None, send_at, tags)

@@ -32,6 +32,7 @@ from pushgate.api.publish_batch import (
     stored_recipients,
     targeted_providers,
 )
+from pushgate.api.publish_content import load_template
 from pushgate.api.publish_tags import (
     id_conflict,
     publish_tags,
@@ -158,7 +159,8 @@ class PublishController(Controller):
         targeted = await targeted_providers(app, services, token_providers)
         now = clock.now()
         tags = publish_tags(data, send_at, now)
-        request = with_dry_run(admission_request(data, recipients, targeted, now), tags)
+        template = await load_template(app, services, data)
+        request = with_dry_run(admission_request(data, recipients, targeted, now, template), tags)
         await check_categories(app, services, data)
         scheduled = send_at is not None and send_at > now
         try:

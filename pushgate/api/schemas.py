@@ -9,6 +9,7 @@ import msgspec
 from pushgate.api.schemas_campaigns import PublishTagsIn, PublishTagsOut
 from pushgate.api.schemas_filter import FilterRecipient
 from pushgate.api.schemas_policy import CategoryId, DeliveryWindowIn, FrequencyCapIn, TimeOfDay
+from pushgate.api.schemas_template import Localizations, TemplateRef
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.providers import registry
 
@@ -213,6 +214,8 @@ class PublishIn(PublishTagsIn):  # + campaign, labels, publish_id, dry_run (sche
     category: CategoryId | None = None
     #: Caps for this publish instead of the app's defaults (``[]``: none).
     frequency_caps: Annotated[list[FrequencyCapIn], msgspec.Meta(max_length=8)] | None = None
+    template: TemplateRef | None = None  # docs/templates.md
+    localizations: Localizations | None = None
 
 
 #: The most publishes one ``POST /v1/publish/batch`` takes.

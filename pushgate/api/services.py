@@ -25,6 +25,7 @@ from pushgate.store.policies import PolicyStore
 from pushgate.store.publishes import PublishStore
 from pushgate.store.publishes.policy import PolicyLoader
 from pushgate.store.realtime import RealtimeSecrets
+from pushgate.store.templates import TemplateStore
 
 
 @dataclass
@@ -52,9 +53,12 @@ class Services:
     realtime: RealtimeGateway | None = None
     #: Key cache and authentication throttles (``[auth]``), built from ``settings``.
     gate: Gatekeeper = field(init=False)
+    #: Versioned notification templates (``/v1/templates``), over ``db``.
+    templates: TemplateStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.gate = Gatekeeper(self.settings.auth)
+        self.templates = TemplateStore(self.db)
 
 
 def provide_services(state: State) -> Services:

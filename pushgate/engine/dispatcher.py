@@ -41,11 +41,12 @@ from pushgate.engine.limits import RateLimits
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.recorder import JobRecorder, Recorder
-from pushgate.engine.rendering import RenderCache
+from pushgate.engine.rendering import RenderCache, send_groups
 from pushgate.metrics import DEFERRED, SEND_SECONDS
-from pushgate.providers import answers, registry
+from pushgate.providers import registry
 from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.store.db import Database
+from pushgate.store.device_vars import device_vars
 from pushgate.store.devices import DeviceStore
 from pushgate.store.health import ProviderHealthStore
 from pushgate.store.publishes import Publish, PublishStore
@@ -126,7 +127,7 @@ class Dispatcher:
         self.recorder = Recorder(
             db, publishes, guards.quarantine, guards.store, settings.engine.lease_seconds
         )
-        self.renders = RenderCache()
+        self.renders = RenderCache(read_vars=lambda ids: device_vars(db, ids))
         self.devices = DeviceStore(db)
         self._cancel_checks: dict[str, tuple[float, bool]] = {}
 
@@ -202,7 +203,6 @@ class Dispatcher:
         probing = gate.probe
         origin_of = registry.get(provider_name).origin_of
         await g.health.refresh(pub.app_id)
-        rendered = self.renders.get(pub.id, provider_name, pub.request, pub.created_at)
         # Sent and recorded chunk by chunk: a crash re-sends at most the chunks in flight, and a
         # cancel stops a big batch within about one chunk's round trip (the rest is recorded
         # cancelled). A probe is a chunk of one.
@@ -233,13 +233,17 @@ class Dispatcher:
                 g.limits.refund(pub.app_id, provider_name, len(removed))
             results: list[SendResult] = []
             if split.send:
+                # One rendering per publish and provider, or per distinct content of a
+                # templated/localized publish (engine/rendering.py).
+                groups = await self.renders.render_targets(
+                    pub.id, provider_name, pub.request, pub.created_at, split.send
+                )
                 async with g.limits.in_flight.hold(len(split.send)):
                     started = time.perf_counter()
                     # The last net: a provider whose send_batch raises fails this chunk's targets
                     # (invalid_response, retried) instead of crashing the batch into re-claims. The
                     # built-in providers isolate each target (providers/answers.py) before this.
-                    sent = provider.send_batch(rendered, split.send)
-                    results = await answers.group(provider_name, sent, len(split.send))
+                    results = await send_groups(provider, provider_name, groups, split.send)
                     SEND_SECONDS.labels(provider_name).observe(time.perf_counter() - started)
             k += len(chunk)
             stale = await self.rotated_meanwhile(pub.app_id, app_name, provider_name, provider, results)

@@ -8,9 +8,12 @@ progress, the job's end: one transaction, as a real chunk), without touching the
 pool, rate limits, quarantine or health. A target policy had held (a release batch, queued to
 run at once for a dry run) keeps its rule as ``error_code`` and its ``release_at``.
 
-One rendered payload per (provider, device locale) is kept as the publish's sample
-(``publish_samples``, first one wins): the request the provider would receive, with the
-``<device token>`` placeholder of the preview route, so no sample holds a device's token.
+Targets are rendered as the dispatcher renders them (``RenderCache.render_targets``: per device
+for a templated or localized publish), so a device whose template fails is recorded ``failed``
+(``payload``) as it would be for real. One rendered payload per (provider, locale) is kept as
+the publish's sample (``publish_samples``, first one wins; the locale variant chosen, else the
+device's locale): the request the provider would receive, with the ``<device token>``
+placeholder of the preview route, so no sample holds a device's token.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ import sqlalchemy as sa
 
 from pushgate.domain.accounting import DRY_RUN, Attempt, NotAttempted, Skip
 from pushgate.domain.jobs import DispatchPayload
+from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.status import DeliveryStatus
 from pushgate.engine.recorder import JobRecorder
-from pushgate.engine.rendering import RenderCache
+from pushgate.engine.rendering import Group, RenderCache
 from pushgate.providers import registry
 from pushgate.providers.base import Target
 from pushgate.store.db import Database
@@ -44,16 +48,9 @@ class HeldDryRun(NotAttempted):
         return self.rule
 
 
-def render_sample(renders: RenderCache, pub: Publish, provider: str, locale: str) -> dict[str, Any]:
-    """What ``provider`` would receive for a device of ``locale``: the rendering is per publish
-    for now (every locale gets the same payload; per-device rendering replaces this call)."""
-    del locale
-    renderer = registry.get(provider).renderer
-    try:
-        rendered = renders.get(pub.id, provider, pub.request, pub.created_at)
-    except (ValueError, TypeError) as exc:
-        return {"error": str(exc)}
-    return dict(renderer.preview(rendered))
+def _preview(provider: str, rendered: Any) -> dict[str, Any]:
+    """What ``provider`` would receive, with the preview route's ``<device token>`` placeholder."""
+    return dict(registry.get(provider).renderer.preview(rendered))
 
 
 async def _held_rules(db: Database, publish_id: str, targets: list[Target]) -> dict[str, str]:
@@ -81,15 +78,33 @@ async def dry_run(
 ) -> None:
     """Record the batch's ``targets`` ``dry_run`` and keep one sample per (provider, locale)."""
     provider = payload.provider
+    try:
+        # The dispatcher's own rendering: per device for a templated or localized publish, so a
+        # device whose template fails is recorded as it would be for real (``payload``).
+        groups = await renders.render_targets(pub.id, provider, pub.request, pub.created_at, targets)
+    except (ValueError, TypeError) as exc:
+        failed = SendResult(Outcome.PAYLOAD, error_code="render_error", error_message=f"{provider}: {exc}")
+        groups = [Group(None, targets, failed)]
     device_ids = [t.recipient_id for t in targets if t.recipient_id.startswith("dev_")]
     locales = await device_locales(db, device_ids)
-    wanted = {locales.get(t.recipient_id) or DEFAULT_LOCALE for t in targets}
-    await write_samples(
-        db, pub.id, {(provider, loc): render_sample(renders, pub, provider, loc) for loc in sorted(wanted)}
-    )
+    samples: dict[tuple[str, str], dict[str, Any]] = {}
+    failures: dict[str, SendResult] = {}
+    for group in groups:
+        if group.failure is not None:
+            failures.update((t.recipient_id, group.failure) for t in group.targets)
+            continue
+        for t in group.targets:
+            locale = group.locale or locales.get(t.recipient_id) or DEFAULT_LOCALE
+            if (provider, locale) not in samples:
+                samples[(provider, locale)] = _preview(provider, group.rendered)
+    await write_samples(db, pub.id, samples)
     rules = await _held_rules(db, pub.id, targets) if payload.held else {}
     results: list[Attempt] = [
-        HeldDryRun(Skip.DRY_RUN, rules[t.recipient_id]) if t.recipient_id in rules else DRY_RUN
+        failures[t.recipient_id]
+        if t.recipient_id in failures
+        else HeldDryRun(Skip.DRY_RUN, rules[t.recipient_id])
+        if t.recipient_id in rules
+        else DRY_RUN
         for t in targets
     ]
     await record(targets, results, final=True, observed=False)

@@ -35,8 +35,9 @@ from pushgate.domain.outcomes import SendResult
 from pushgate.domain.status import CLOSED
 from pushgate.engine.dispatcher import MAX_INLINE_WAIT, SEND_CHUNK, Dispatcher, deadline_of
 from pushgate.engine.recorder import GroupEntry
+from pushgate.engine.rendering import send_groups
 from pushgate.metrics import GROUP_JOBS, SEND_SECONDS
-from pushgate.providers import answers, registry
+from pushgate.providers import registry
 from pushgate.providers.base import Provider, ProviderConfigError, Target
 from pushgate.store.publishes import Publish
 from pushgate.store.queue import Job, LeaseLost
@@ -196,8 +197,11 @@ class GroupDispatch:
         work: list[Any] = []
         busy = [m for m in members if m.send]
         for m in busy:
-            rendered = renders.get(m.pub.id, provider_name, m.pub.request, m.pub.created_at)
-            work.append(answers.group(provider_name, provider.send_batch(rendered, m.send), len(m.send)))
+            # One rendering per publish, or per distinct content of a templated one.
+            groups = await renders.render_targets(
+                m.pub.id, provider_name, m.pub.request, m.pub.created_at, m.send
+            )
+            work.append(send_groups(provider, provider_name, groups, m.send))
         async with self.d.guards.limits.in_flight.hold(total):
             started = time.perf_counter()
             for m, results in zip(busy, await asyncio.gather(*work), strict=True):

@@ -68,6 +68,11 @@ EXPECTED = {
     ("GET", "/v1/users/{user:str}/quiet_hours"): Scope.READ,
     ("PUT", "/v1/users/{user:str}/quiet_hours"): Scope.REGISTER,
     ("DELETE", "/v1/users/{user:str}/quiet_hours"): Scope.REGISTER,
+    ("GET", "/v1/templates"): Scope.READ,
+    ("POST", "/v1/templates"): Scope.ADMIN,
+    ("GET", "/v1/templates/{template_id:str}"): Scope.READ,
+    ("PUT", "/v1/templates/{template_id:str}"): Scope.ADMIN,
+    ("DELETE", "/v1/templates/{template_id:str}"): Scope.ADMIN,
 }
 
 
