@@ -351,6 +351,22 @@ class RealtimeSettings(msgspec.Struct, forbid_unknown_fields=True):
     token_secret: Annotated[str, msgspec.Meta(min_length=32)] | None = None
 
 
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[webhooks]``: how events are posted to apps' endpoints (docs/webhooks.md)."""
+
+    #: Seconds before each retry of a failed post; the last step repeats.
+    retry_ladder: Annotated[list[Annotated[float, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=1)] = (
+        msgspec.field(default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0])
+    )
+    #: Failed posts in a row after which an endpoint is disabled (its events wait for it).
+    max_failures: Annotated[int, msgspec.Meta(ge=1)] = 50
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    #: Posts in flight per worker process.
+    concurrency: Annotated[int, msgspec.Meta(ge=1)] = 10
+    #: How often each worker process looks for due events and newly closed publishes.
+    poll_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+
+
 class AppRealtime(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     token_secret: Annotated[str, msgspec.Meta(min_length=32)] | None = None
 
@@ -393,6 +409,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     policy: PolicySettings = msgspec.field(default_factory=PolicySettings)
     realtime: RealtimeSettings = msgspec.field(default_factory=RealtimeSettings)
+    webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
     #: Credentials of the ``default`` app: provider name → its settings Struct, written in
     #: TOML as top-level ``[fcm]``, ``[apns]``, …
     providers: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -450,7 +467,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECTIONS = tuple(
     "server auth engine limits devices retry quarantine rate_limits health outbound retention policy "
-    "realtime".split()
+    "realtime webhooks".split()
 )
 _SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential", "pem", "p12")
 

@@ -67,3 +67,9 @@ RETENTION_DELETED = Counter(
     "Rows the retention sweep deleted, by kind (publish, delivery, dead_letter, publish_stats, job).",
     ["kind"],
 )
+
+WEBHOOK_POSTS = Counter(
+    "pushgate_webhook_posts_total",
+    "Webhook event posts, by result (delivered: a 2xx answer; failed: anything else, retried).",
+    ["result"],
+)

@@ -36,6 +36,7 @@ from pushgate.api.publishes import PublishController
 from pushgate.api.realtime import RealtimeController
 from pushgate.api.services import Services, provide_app, provide_key, provide_services
 from pushgate.api.templates import TemplateController
+from pushgate.api.webhooks import WebhookController
 from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
@@ -291,6 +292,7 @@ def create_app(
             PolicyController,
             RealtimeController,
             TemplateController,
+            WebhookController,
             providers_health,
         ],
         before_request=_before_v1,

@@ -26,6 +26,7 @@ from pushgate.store.publishes import PublishStore
 from pushgate.store.publishes.policy import PolicyLoader
 from pushgate.store.realtime import RealtimeSecrets
 from pushgate.store.templates import TemplateStore
+from pushgate.store.webhooks import WebhookStore
 
 
 @dataclass
@@ -55,10 +56,13 @@ class Services:
     gate: Gatekeeper = field(init=False)
     #: Versioned notification templates (``/v1/templates``), over ``db``.
     templates: TemplateStore = field(init=False)
+    #: The app's webhooks (``/v1/webhooks``).
+    webhooks: WebhookStore = field(init=False)
 
     def __post_init__(self) -> None:
         self.gate = Gatekeeper(self.settings.auth)
         self.templates = TemplateStore(self.db)
+        self.webhooks = WebhookStore(self.db)
 
 
 def provide_services(state: State) -> Services:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from pushgate.domain.accounting import Recipient
 from pushgate.domain.outcomes import Outcome, SendResult
 
 CLOSED = "closed"
@@ -167,3 +168,17 @@ def _open(b: Breaker, now: float, cooldown: float, why: SendResult, failures: in
         reason_code=why.error_code,
         reason_message=(why.error_message or "")[:500] or None,
     )
+
+
+def failed_by_origin(
+    targets: Sequence[Recipient], results: Sequence[object], origins: Sequence[str | None]
+) -> dict[str, str]:
+    """Per origin, a recipient whose answer was a failure that can open its breaker."""
+    out: dict[str, str] = {}
+    for target, result, origin in zip(targets, results, origins, strict=False):
+        if origin is not None and isinstance(result, SendResult) and result.outcome in _OPENS:
+            out[origin] = target.recipient_id
+    return out
+
+
+_OPENS = frozenset({Outcome.CREDENTIAL, Outcome.PROVIDER_TRANSIENT})

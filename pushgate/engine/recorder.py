@@ -24,10 +24,11 @@ from pushgate.domain import clock
 from pushgate.domain.accounting import Accounting, Attempt, Batch, DeliveryUpdate, account
 from pushgate.domain.jobs import DispatchPayload
 from pushgate.domain.outcomes import Outcome, SendResult
-from pushgate.domain.quarantine import CLOSED, OPEN, Breaker, by_scope
+from pushgate.domain.quarantine import CLOSED, OPEN, Breaker, by_scope, failed_by_origin
 from pushgate.domain.status import PublishStatus
 from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.storage import StorageGate
+from pushgate.engine.webhooks import report_outcomes
 from pushgate.metrics import DELIVERIES, RECORD_SECONDS
 from pushgate.providers.base import Target
 from pushgate.store.db import Database
@@ -36,6 +37,7 @@ from pushgate.store.health import ProviderHealthStore, wake_deferred
 from pushgate.store.publishes import Publish, PublishStore
 from pushgate.store.publishes.outcomes import bump_many
 from pushgate.store.queue import Job, JobQueue, LeaseLost
+from pushgate.store.webhooks import WebhookStore
 
 log = logging.getLogger("pushgate.engine")
 
@@ -107,6 +109,8 @@ class Recorder:
         #: Retries outcome commits while storage is down and holds the process's claims and
         #: sends meanwhile (the engine's claim loop and the dispatcher wait on it).
         self.storage = StorageGate(db)
+        #: Failed and invalid-token outcomes become webhook events in their own transaction.
+        self.webhooks = WebhookStore(db)
 
     def for_job(self, job: Job[DispatchPayload], pub: Publish, batch: Batch) -> JobRecorder:
         return JobRecorder(self, job, pub, batch)
@@ -182,6 +186,7 @@ class Recorder:
             out = account(batch, c.targets, c.results, now=c.now, cancelled=cancelled)
             await self.publishes.record(conn, pub.id, out.updates)
             await self.publishes.bump(conn, pub.id, batch.provider, **out.counts)
+            await report_outcomes(self.webhooks, conn, pub, batch.provider, out)
             if out.invalid:
                 await DeviceStore.invalidate(conn, out.invalid, c.now)
             if out.retries:
@@ -222,7 +227,7 @@ class Recorder:
                         and not (c.stale_credential and r.outcome is Outcome.CREDENTIAL)
                     ]
                     judged, per_origin = by_scope([o for o, _ in scoped], [r for _, r in scoped])
-                    failed = _failed_by_origin(c.targets, c.results, c.origins)
+                    failed = failed_by_origin(c.targets, c.results, c.origins)
                     origin_changes = await self.quarantine.observe_origins(
                         conn, pub.app_id, batch.provider, per_origin, c.origin_probes, failed
                     )
@@ -284,6 +289,7 @@ class Recorder:
                     lost.append(e)
                     continue
                 out = account(e.batch, e.targets, e.results, now=now, cancelled=cancelled)
+                await report_outcomes(self.webhooks, conn, e.pub, provider, out)
                 updates.setdefault(e.pub.id, []).extend(out.updates)
                 moves.append((e.pub.id, provider, out.counts))
                 invalid.update(out.invalid)
@@ -345,7 +351,7 @@ class Recorder:
         judged, per_origin = by_scope([o for o, _ in scoped], [r for _, r in scoped])
         origin_changes: dict[str, Breaker] = {}
         if per_origin:
-            failed = _failed_by_origin(targets, results, origins)
+            failed = failed_by_origin(targets, results, origins)
             origin_changes = await self.quarantine.observe_origins(
                 conn, app_id, provider, per_origin, frozenset(), failed
             )
@@ -379,20 +385,6 @@ class Recorder:
 
         # Held like outcomes: the deferral often follows a chunk whose answers parked the pair.
         await self.storage.commit(commit, f"deferring job {job.id}")
-
-
-def _failed_by_origin(
-    targets: Sequence[Target], results: Sequence[Attempt], origins: Sequence[str | None]
-) -> dict[str, str]:
-    """Per origin, a recipient whose answer was a failure that can open its breaker."""
-    out: dict[str, str] = {}
-    for target, result, origin in zip(targets, results, origins, strict=False):
-        if origin is not None and isinstance(result, SendResult) and result.outcome in _OPENS:
-            out[origin] = target.recipient_id
-    return out
-
-
-_OPENS = frozenset({Outcome.CREDENTIAL, Outcome.PROVIDER_TRANSIENT})
 
 
 class JobRecorder:

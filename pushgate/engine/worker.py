@@ -37,6 +37,7 @@ from pushgate.engine.planner import PlanContext, Planner
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.quarantine import Quarantine
 from pushgate.engine.retention import Retention
+from pushgate.engine.webhooks import WebhookSender
 from pushgate.providers.transport import Transport
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import credential_store
@@ -48,6 +49,7 @@ from pushgate.store.policies import PolicyStore
 from pushgate.store.publishes import Publish, PublishStore
 from pushgate.store.publishes.policy import PolicyLoader
 from pushgate.store.queue import Job, JobQueue, LeaseLost
+from pushgate.store.webhooks import WebhookStore
 
 log = logging.getLogger("pushgate.engine")
 
@@ -104,6 +106,8 @@ class Engine:
         self.dispatcher = Dispatcher(db, self.publishes, self.pool, settings, self.guards)
         self.grouped = GroupDispatch(self.dispatcher)
         self.retention = Retention(settings, db)
+        #: Posts webhook events (engine/webhooks.py) through the providers' transport.
+        self.webhooks = WebhookSender(WebhookStore(db), transport, settings.webhooks)
         # jobs.lease_owner is VARCHAR(64): a long host name (cloud FQDNs reach 63) must not
         # overflow it, or every claim fails on PostgreSQL. 40 + pid (<= 7) + nonce (8) + 2 <= 64.
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -150,6 +154,7 @@ class Engine:
         self._tasks.append(
             asyncio.create_task(self.retention.run(self._stop_event), name="pushgate-retention")
         )
+        self._tasks.append(asyncio.create_task(self.webhooks.run(self._stop_event), name="pushgate-webhooks"))
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stop claiming, let in-flight jobs finish for up to ``grace`` seconds, give back the rest."""

@@ -454,13 +454,18 @@ webhooks = sa.Table(
     sa.Column("disabled_at", sa.Float, nullable=True),
     sa.Column("disabled_reason", sa.Text, nullable=True),
     sa.Column("last_success_at", sa.Float, nullable=True),
+    #: Publishes that closed up to here were turned into ``publish.finished`` events (the
+    #: scan re-reads a margin before it; the events' unique key drops what it saw twice).
+    sa.Column("publish_cursor", sa.Float, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_webhooks_app", "app_id"),
 )
 
-#: Events waiting to be posted (one row per event and endpoint): written in the transaction of
-#: what they report, deleted once the endpoint answered 2xx, retried with backoff otherwise.
+#: Events to post (one row per event and endpoint): written in the transaction of what they
+#: report, marked ``sent_at`` once the endpoint answered 2xx (and deleted an hour later: the
+#: row keeps the scan of closed publishes from writing the event again), retried with backoff
+#: otherwise.
 webhook_events = sa.Table(
     "webhook_events",
     metadata,
@@ -475,9 +480,11 @@ webhook_events = sa.Table(
     sa.Column("next_at", sa.Float, nullable=False),
     sa.Column("lease_until", sa.Float, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("sent_at", sa.Float, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_webhook_events_due", "next_at"),
     sa.Index("ix_webhook_events_webhook", "webhook_id", "id"),
+    sa.Index("uq_webhook_events_event", "webhook_id", "event_id", unique=True),
 )
 
 #: Channels a device token may join only when its token names them (docs/api.md, client tokens).

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("disabled_at", sa.Float(), nullable=True),
         sa.Column("disabled_reason", sa.Text(), nullable=True),
         sa.Column("last_success_at", sa.Float(), nullable=True),
+        sa.Column("publish_cursor", sa.Float(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
     )
@@ -46,10 +47,12 @@ def upgrade() -> None:
         sa.Column("next_at", sa.Float(), nullable=False),
         sa.Column("lease_until", sa.Float(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("sent_at", sa.Float(), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
     )
     op.create_index("ix_webhook_events_due", "webhook_events", ["next_at"])
     op.create_index("ix_webhook_events_webhook", "webhook_events", ["webhook_id", "id"])
+    op.create_index("uq_webhook_events_event", "webhook_events", ["webhook_id", "event_id"], unique=True)
     op.create_table(
         "private_channels",
         sa.Column("app_id", sa.String(40), primary_key=True),
