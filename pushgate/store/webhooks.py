@@ -298,6 +298,11 @@ class WebhookStore:
             .order_by(webhook_events.c.next_at)
             .limit(limit)
         )
+        # A read first: the common answer is "nothing due", which then costs no write
+        # transaction (on SQLite, no turn at the one writer) every poll of every worker.
+        async with self.db.read() as conn:
+            if (await conn.execute(pick.limit(1))).first() is None:
+                return []
         async with self.db.write() as conn:
             ids = [r.id for r in (await conn.execute(lock_skip_locked(self.db.dialect, pick))).all()]
             if not ids:

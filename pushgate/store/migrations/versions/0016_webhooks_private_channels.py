@@ -50,7 +50,13 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.Float(), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
     )
-    op.create_index("ix_webhook_events_due", "webhook_events", ["next_at"])
+    op.create_index(
+        "ix_webhook_events_due",
+        "webhook_events",
+        ["next_at"],
+        postgresql_where=sa.text("sent_at IS NULL"),
+        sqlite_where=sa.text("sent_at IS NULL"),
+    )
     op.create_index("ix_webhook_events_webhook", "webhook_events", ["webhook_id", "id"])
     op.create_index("uq_webhook_events_event", "webhook_events", ["webhook_id", "event_id"], unique=True)
     op.create_table(
