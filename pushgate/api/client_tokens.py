@@ -119,7 +119,7 @@ async def registration_in(
         raise _forbidden("id: a client token registers a device by its push token, never by id; leave id out")
     if data.user is not None and data.user != principal.subject:
         mine = f"user {principal.subject!r}" if principal.subject else "no user (an anonymous device)"
-        raise _forbidden(f"user: this client token registers devices of {mine}; leave user out")
+        raise _forbidden(f"user: this client token registers devices of {mine} only; leave user out")
     await check_joins(request, services, app, data.channels or ())
     if principal.subject is not None:
         data = msgspec.structs.replace(data, user=principal.subject)

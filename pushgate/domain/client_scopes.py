@@ -79,15 +79,16 @@ def device_refusal(method: str, path: str, own_id: str) -> str | None:
     parsed = _device_path(path)
     if parsed is not None:
         device_id, what, channel = parsed
-        if device_id != own_id:
+        device_route = (what is None and (method in _READS or method in ("PATCH", "DELETE"))) or (
+            what == "channels" and channel is not None and method in ("PUT", "DELETE")
+        )
+        if device_route and device_id == own_id:
+            return None
+        if device_route:
             return (
                 f"this device token acts only on its own device ({own_id}): it cannot read or "
                 "change another device; the app key can"
             )
-        if what is None and (method in _READS or method in ("PATCH", "DELETE")):
-            return None
-        if what == "channels" and channel is not None and method in ("PUT", "DELETE"):
-            return None
     return (
         f"a device token may only read, update and delete its own device (/v1/devices/{own_id}), "
         f"(un)subscribe it (PUT/DELETE /v1/devices/{own_id}/channels/{{channel}}) and post its "
