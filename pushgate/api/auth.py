@@ -233,7 +233,7 @@ async def _authenticate_token(
         principal = await check_device(services, principal)
     except TokenRefused as exc:
         raise _token_refused(exc) from None
-    _take_rate(gate, principal.rate_key, f"{principal.kind} token")
+    _take_rate(gate, principal.rate_key(token), f"{principal.kind} token")
     method, path = request.method, request.scope["path"]
     if principal.kind is TokenKind.CLIENT:
         refusal = client_refusal(method, path)

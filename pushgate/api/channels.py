@@ -157,8 +157,7 @@ class ChannelController(Controller):
     async def make_private(self, channel: FromPath[str], app: AppDep, services: ServicesDep) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
-        with within_limits():
-            await PrivateChannelStore(services.db).mark(app.id, channel)
+        await PrivateChannelStore(services.db).mark(app.id, channel)
 
     @delete(
         "/channels/{channel:str}/private",
@@ -169,7 +168,6 @@ class ChannelController(Controller):
     async def make_public(self, channel: FromPath[str], app: AppDep, services: ServicesDep) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
-        with within_limits():
-            found = await PrivateChannelStore(services.db).unmark(app.id, channel)
+        found = await PrivateChannelStore(services.db).unmark(app.id, channel)
         if not found:
             raise ApiError(404, "not_found", f"channel {channel!r} is not private")

@@ -58,10 +58,12 @@ class ClientPrincipal:
     def device_id(self) -> str | None:
         return self.subject if self.kind is TokenKind.DEVICE else None
 
-    @property
-    def rate_key(self) -> str:
-        """The per-credential rate bucket: one per device, one per anonymous/user client token."""
-        return f"{self.kind}:{self.app.id}:{self.subject or '-'}"
+    def rate_key(self, token: str) -> str:
+        """The rate bucket: one per device (all its tokens), one per client token (its
+        signature: anonymous client tokens have no subject to share a bucket by)."""
+        if self.device_id is not None:
+            return f"device:{self.app.id}:{self.device_id}"
+        return f"client:{token.rpartition('.')[2]}"
 
 
 class TokenRefused(Exception):

@@ -151,7 +151,9 @@ class DeviceController(Controller):
         "/",
         status_code=HTTP_200_OK,
         summary="Register or update a device",
-        responses=error_responses(400, 401, 404, 409, 413),
+        description="The answer carries a device token for the device (docs/clients.md). With a "
+        "client token instead of the app key, the device belongs to the token's user.",
+        responses=error_responses(400, 401, 403, 404, 409, 413),
     )
     async def register(
         self, request: Request[Any, Any, Any], data: JSONBody[DeviceIn], app: AppDep, services: ServicesDep
@@ -282,7 +284,9 @@ class DeviceController(Controller):
             raise not_found("device", device_id)
         return DeviceEnvelope(device_out(device))
 
-    @patch("/{device_id:str}", summary="Update a device", responses=error_responses(400, 401, 404, 409, 413))
+    @patch(
+        "/{device_id:str}", summary="Update a device", responses=error_responses(400, 401, 403, 404, 409, 413)
+    )
     async def patch_device(
         self,
         request: Request[Any, Any, Any],

@@ -207,3 +207,20 @@ async def test_the_docs_example_runs(gateway: Gateway) -> None:
     assert device["user"] == "alice" and device["locale"] == "de-DE"
     assert sorted(device["channels"]) == ["news", "team-42"]
     assert (await gateway.client.get(f"/v1/devices/{device['id']}")).status_code == 404  # it left
+
+
+async def test_a_device_over_the_request_rate_gets_429_and_others_go_on(database_url: str, lab: Lab) -> None:
+    settings = gateway_settings(database_url, lab, PUSHGATE_AUTH_KEY_REQUESTS_PER_SECOND="2")
+    async with running_gateway(settings) as gw:
+        r = await gw.client.post(
+            "/v1/devices", json={"provider": "fcm", "token": fcm_token(), "platform": "ios"}
+        )
+        device_id, token = r.json()["device"]["id"], r.json()["device_token"]
+        async with as_token(gw, token) as me:
+            answers = [await me.get(f"/v1/devices/{device_id}") for _ in range(10)]
+        limited = [a for a in answers if a.status_code == 429]
+        assert limited and limited[0].json()["error"]["code"] == "rate_limited"
+        assert (
+            "this device token is limited to 2 requests per second" in limited[0].json()["error"]["message"]
+        )
+        assert (await gw.client.get(f"/v1/devices/{device_id}")).status_code == 200  # the key's own bucket
