@@ -1,5 +1,9 @@
 """Bearer-key authentication and authorisation for every ``/v1`` route.
 
+A bearer credential shaped like a JWT is a client or device token instead (docs/clients.md,
+``api/client_auth.py``): it goes through the same wrong-credential throttle and request rate,
+and the token's own route rules (``domain/client_scopes.py``) replace the key's scopes.
+
 Runs as the router's ``before_request`` hook, i.e. before the body is read, so a request with
 a wrong key is a 401 whatever its body. In order: an address that sent too many wrong keys is
 refused (429) before its key is looked at; the key is resolved (cached briefly, so a database
@@ -216,8 +220,8 @@ async def _authenticate_token(
 ) -> None:
     """A client or device token (``api/client_auth.py``): its signature is checked inside the
     wrong-credential throttle (a forged token counts like a wrong key; an expired one does not:
-    it was genuine), then its device is read, its rate taken and its route checked
-    (``domain/client_scopes.py``). The app's scopes do not apply: the token's own rules do."""
+    it was genuine), then its rate is taken, its route checked (``domain/client_scopes.py``) and
+    its device read. The app key's scopes do not apply: the token's own rules do."""
     services = request.app.state.services
     if not gate.failures.reserve(address):
         raise _lookup_refused(gate, address)
@@ -229,10 +233,6 @@ async def _authenticate_token(
         raise _token_refused(exc) from None
     finally:
         gate.failures.release(address, failed=guess)
-    try:
-        principal = await check_device(services, principal)
-    except TokenRefused as exc:
-        raise _token_refused(exc) from None
     _take_rate(gate, principal.rate_key(token), f"{principal.kind} token")
     method, path = request.method, request.scope["path"]
     if principal.kind is TokenKind.CLIENT:
@@ -241,6 +241,10 @@ async def _authenticate_token(
         refusal = device_refusal(method, path, principal.subject or "")
     if refusal is not None:
         raise ApiError(403, "forbidden", refusal)
+    try:  # last: a refused or over-rate request costs no database read
+        principal = await check_device(services, principal)
+    except TokenRefused as exc:
+        raise _token_refused(exc) from None
     request.state.app = principal.app
     request.state.client = principal
 
