@@ -128,6 +128,13 @@ async def test_a_device_token_opens_only_its_own_device(gateway: Gateway) -> Non
         r = await them.get(f"/v1/devices/{theirs['id']}")
         assert r.status_code == 200 and r.json()["device"]["user"] == "u9"
     assert "not found" in error(await gateway.client.post("/v1/devices/nope/token"), 404)
+    # A client token without a user registers devices without one, and may not name one.
+    async with as_token(gateway, await client_token(gateway)) as anonymous:
+        body = {"provider": "fcm", "token": fcm_token(), "platform": "web"}
+        refused = await anonymous.post("/v1/devices", json={**body, "user": "u9"})
+        assert "devices of no user (an anonymous device) only" in error(refused, 403)
+        r = await anonymous.post("/v1/devices", json=body)
+        assert r.status_code == 200 and "user" not in r.json()["device"], r.text
     services = gateway.app.state.services
     assert (await authenticate_device_token(services, token))[1] == me_id
     with pytest.raises(TokenRefused, match="client token"):
