@@ -20,6 +20,7 @@ from pushgate import __version__
 from pushgate.api.auth import authenticate
 from pushgate.api.campaigns import CampaignController
 from pushgate.api.channels import ChannelController
+from pushgate.api.client_tokens import ClientTokenController
 from pushgate.api.common import reject_unstorable
 from pushgate.api.connections import body_timeout
 from pushgate.api.credentials import CredentialController
@@ -283,6 +284,7 @@ def create_app(
             DeviceSearchController,
             AudienceController,
             ChannelController,
+            ClientTokenController,
             PublishController,
             PublishBatchController,
             CampaignController,

@@ -1,5 +1,9 @@
 """Bearer-key authentication and authorisation for every ``/v1`` route.
 
+A bearer credential shaped like a JWT is a client or device token instead (docs/clients.md,
+``api/client_auth.py``): it goes through the same wrong-credential throttle and request rate,
+and the token's own route rules (``domain/client_scopes.py``) replace the key's scopes.
+
 Runs as the router's ``before_request`` hook, i.e. before the body is read, so a request with
 a wrong key is a 401 whatever its body. In order: an address that sent too many wrong keys is
 refused (429) before its key is looked at; the key is resolved (cached briefly, so a database
@@ -16,9 +20,11 @@ from typing import Any
 
 from litestar import Request
 
+from pushgate.api.client_auth import AppCache, ClientPrincipal, TokenRefused, check_device, verify_signature
 from pushgate.api.errors import ApiError
 from pushgate.api.throttle import FailureThrottle, KeyRateLimiter, client_key, retry_after_header
 from pushgate.config import AuthSettings
+from pushgate.domain.client_scopes import TokenKind, client_refusal, device_refusal, looks_like_jwt
 from pushgate.domain.scopes import allows, format_scopes, required_scope
 from pushgate.store.apps import LAST_USED_EVERY, AppStore, Principal, hash_key
 
@@ -55,6 +61,8 @@ class Gatekeeper:
 
     def __init__(self, settings: AuthSettings) -> None:
         self.cache = KeyCache()
+        #: Apps found by client and device tokens' ``iss`` (``api/client_auth.py``).
+        self.apps = AppCache()
         self.failures = FailureThrottle(settings)
         self.rates = KeyRateLimiter(settings.key_requests_per_second)
         #: key hash → its lookup under way (concurrent requests with one new key share it).
@@ -77,8 +85,8 @@ class Gatekeeper:
 _UNAUTHORIZED = "missing or invalid API key: send 'Authorization: Bearer <app key>'"
 
 
-def _unauthorized() -> ApiError:
-    return ApiError(401, "unauthorized", _UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(message: str = _UNAUTHORIZED) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
 def _blocked(seconds: float) -> ApiError:
@@ -91,12 +99,28 @@ def _blocked(seconds: float) -> ApiError:
     )
 
 
-async def _resolve(request: Request[Any, Any, Any], gate: Gatekeeper, address: str) -> Principal:
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key:
+def _credential(request: Request[Any, Any, Any]) -> str:
+    """The ``Authorization: Bearer`` value: an API key, a client token or a device token."""
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
         raise _unauthorized()
+    return credential
+
+
+def _lookup_refused(gate: Gatekeeper, address: str) -> ApiError:
+    blocked = gate.failures.retry_after(address)
+    if blocked > 0:
+        return _blocked(blocked)
+    return ApiError(
+        429,
+        "too_many_failures",
+        "too many unrecognised API keys from this address at once; retry in a second",
+        headers=retry_after_header(1),
+    )
+
+
+async def _resolve(request: Request[Any, Any, Any], gate: Gatekeeper, address: str, key: str) -> Principal:
     kh = hash_key(key)
     principal = gate.cache.get(kh)
     if principal is not None:
@@ -122,17 +146,7 @@ async def _lookup(
 ) -> Principal | None:
     """One database lookup of a key not in the cache, counted against the client's address."""
     if not gate.failures.reserve(address):
-        blocked = gate.failures.retry_after(address)
-        raise (
-            _blocked(blocked)
-            if blocked > 0
-            else ApiError(
-                429,
-                "too_many_failures",
-                "too many unrecognised API keys from this address at once; retry in a second",
-                headers=retry_after_header(1),
-            )
-        )
+        raise _lookup_refused(gate, address)
     store: AppStore = request.app.state.services.apps
     future: asyncio.Future[Principal | None] = asyncio.get_running_loop().create_future()
     gate.lookups[kh] = future
@@ -169,16 +183,12 @@ async def authenticate(request: Request[Any, Any, Any]) -> None:
     blocked = gate.failures.retry_after(address)
     if blocked > 0:
         raise _blocked(blocked)
-    principal = await _resolve(request, gate, address)
-    wait = gate.rates.take(principal.key.id)
-    if wait > 0:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"this API key is limited to {gate.rates.rate:g} requests per second "
-            "([auth] key_requests_per_second); retry after Retry-After seconds",
-            headers=retry_after_header(wait),
-        )
+    credential = _credential(request)
+    if looks_like_jwt(credential):
+        await _authenticate_token(request, gate, address, credential)
+        return
+    principal = await _resolve(request, gate, address, credential)
+    _take_rate(gate, principal.key.id, "API key")
     needed = required_scope(request.method, request.scope["path"])
     if not allows(principal.key.scopes, needed):
         raise ApiError(
@@ -190,3 +200,57 @@ async def authenticate(request: Request[Any, Any, Any]) -> None:
         )
     request.state.app = principal.app
     request.state.key = principal.key
+    request.state.client = None
+
+
+def _take_rate(gate: Gatekeeper, bucket: str, what: str) -> None:
+    wait = gate.rates.take(bucket)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this {what} is limited to {gate.rates.rate:g} requests per second "
+            "([auth] key_requests_per_second); retry after Retry-After seconds",
+            headers=retry_after_header(wait),
+        )
+
+
+async def _authenticate_token(
+    request: Request[Any, Any, Any], gate: Gatekeeper, address: str, token: str
+) -> None:
+    """A client or device token (``api/client_auth.py``): its signature is checked inside the
+    wrong-credential throttle (a forged token counts like a wrong key; an expired one does not:
+    it was genuine), then its rate is taken, its route checked (``domain/client_scopes.py``) and
+    its device read. The app key's scopes do not apply: the token's own rules do."""
+    services = request.app.state.services
+    if not gate.failures.reserve(address):
+        raise _lookup_refused(gate, address)
+    guess = False
+    try:
+        principal: ClientPrincipal = await verify_signature(services, gate.apps, token)
+    except TokenRefused as exc:
+        guess = exc.guess
+        raise _token_refused(exc) from None
+    finally:
+        gate.failures.release(address, failed=guess)
+    _take_rate(gate, principal.rate_key(token), f"{principal.kind} token")
+    method, path = request.method, request.scope["path"]
+    if principal.kind is TokenKind.CLIENT:
+        refusal = client_refusal(method, path)
+    else:
+        refusal = device_refusal(method, path, principal.subject or "")
+    if refusal is not None:
+        raise ApiError(403, "forbidden", refusal)
+    try:  # last: a refused or over-rate request costs no database read
+        principal = await check_device(services, principal)
+    except TokenRefused as exc:
+        raise _token_refused(exc) from None
+    request.state.app = principal.app
+    request.state.client = principal
+
+
+def _token_refused(exc: TokenRefused) -> ApiError:
+    return _unauthorized(
+        f"invalid client or device token: {exc.message} "
+        "(send 'Authorization: Bearer <token>' as POST /v1/client-tokens or POST /v1/devices returned it)"
+    )

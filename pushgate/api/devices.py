@@ -9,7 +9,7 @@ from litestar import Controller, Request, delete, get, patch, post, put
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
-from pushgate.api import cursors
+from pushgate.api import client_tokens, cursors
 from pushgate.api.common import check_channels, normalize_token, page_limit, provider_spec, split_list
 from pushgate.api.device_search import query_filter, search_page
 from pushgate.api.device_views import device_out as device_out  # also the channel routes'
@@ -151,9 +151,14 @@ class DeviceController(Controller):
         "/",
         status_code=HTTP_200_OK,
         summary="Register or update a device",
-        responses=error_responses(400, 401, 404, 409, 413),
+        description="The answer carries a device token for the device (docs/clients.md). With a "
+        "client token instead of the app key, the device belongs to the token's user.",
+        responses=error_responses(400, 401, 403, 404, 409, 413),
     )
-    async def register(self, data: JSONBody[DeviceIn], app: AppDep, services: ServicesDep) -> DeviceEnvelope:
+    async def register(
+        self, request: Request[Any, Any, Any], data: JSONBody[DeviceIn], app: AppDep, services: ServicesDep
+    ) -> client_tokens.RegisteredDevice:
+        data = await client_tokens.registration_in(request, services, app, data)  # a client token's rules
         reg = _registration(data, services.settings)
         try:
             with within_limits():
@@ -164,7 +169,7 @@ class DeviceController(Controller):
             raise ApiError(
                 409, "conflict", f"this token is already registered as device {exc.args[0]}"
             ) from None
-        return DeviceEnvelope(device_out(device))
+        return await client_tokens.registered(request, services, app, device)
 
     @post(
         "/batch",
@@ -279,13 +284,21 @@ class DeviceController(Controller):
             raise not_found("device", device_id)
         return DeviceEnvelope(device_out(device))
 
-    @patch("/{device_id:str}", summary="Update a device", responses=error_responses(400, 401, 404, 409, 413))
+    @patch(
+        "/{device_id:str}", summary="Update a device", responses=error_responses(400, 401, 403, 404, 409, 413)
+    )
     async def patch_device(
-        self, device_id: FromPath[str], data: JSONBody[DevicePatch], app: AppDep, services: ServicesDep
+        self,
+        request: Request[Any, Any, Any],
+        device_id: FromPath[str],
+        data: JSONBody[DevicePatch],
+        app: AppDep,
+        services: ServicesDep,
     ) -> DeviceEnvelope:
         device = await services.devices.get(app.id, device_id)
         if device is None:
             raise not_found("device", device_id)
+        await client_tokens.check_patch(request, services, app, device, data.user, data.channels)
         _check_common(data.timezone, data.channels)
         platform = data.platform or device.platform
         err = _platform_error(device.provider, platform)
@@ -379,13 +392,19 @@ class DeviceController(Controller):
         "/{device_id:str}/channels/{channel:str}",
         status_code=HTTP_204_NO_CONTENT,
         summary="Subscribe a device",
-        responses=error_responses(400, 401, 404),
+        responses=error_responses(400, 401, 403, 404),
     )
     async def subscribe(
-        self, device_id: FromPath[str], channel: FromPath[str], app: AppDep, services: ServicesDep
+        self,
+        request: Request[Any, Any, Any],
+        device_id: FromPath[str],
+        channel: FromPath[str],
+        app: AppDep,
+        services: ServicesDep,
     ) -> None:
         if not valid_channel(channel):
             check_channels([channel], "channel")
+        await client_tokens.check_joins(request, services, app, [channel])  # private: a token's claim
         with within_limits():
             found = await services.channels.set_channel(app.id, device_id, channel, True)
         if not found:
