@@ -18,7 +18,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
-from pushgate.api import cursors
+from pushgate.api import cursors, publish_preview
 from pushgate.api.common import page_limit
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
 from pushgate.api.publish_batch import (
@@ -45,20 +45,16 @@ from pushgate.api.schemas import (
     Counts,
     DeliveryOut,
     DeliveryPage,
-    ProviderPreview,
     PublishAccepted,
     PublishIn,
     PublishOut,
     PublishPage,
-    PublishPreview,
 )
+from pushgate.api.schemas_preview import PublishPreview, TemplateUsed
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain import clock
-from pushgate.domain.notification import ProviderOverrides
-from pushgate.domain.rendering import render_for
 from pushgate.domain.status import POLICY_STATUSES, DeliveryStatus, PublishStatus
 from pushgate.domain.timefmt import rfc3339
-from pushgate.providers import registry
 from pushgate.store.publishes import COUNTERS, Publish
 from pushgate.store.publishes.client_ids import IdConflict
 
@@ -95,8 +91,15 @@ def publish_out(p: Publish) -> PublishOut:
         send_at=rfc3339(p.send_at),
         suppressed_by_reason=p.reasons.get("suppressed"),
         skipped_by_reason=p.reasons.get("skipped"),
+        template=template_used(p),
         **tags_out(p),
     )
+
+
+def template_used(p: Publish) -> TemplateUsed | None:
+    """The template and version ``p``'s stored request copied at admission (None without one)."""
+    t = p.request.get("template")
+    return TemplateUsed(t["id"], int(t["version"])) if t else None
 
 
 class PublishController(Controller):
@@ -110,30 +113,7 @@ class PublishController(Controller):
         responses=error_responses(400, 401, 413),
     )
     async def preview(self, data: JSONBody[PublishIn], app: AppDep, services: ServicesDep) -> PublishPreview:
-        _, direct = stored_recipients(data, services)
-        n = data.notification
-        overrides = data.providers or ProviderOverrides()
-        targeted = await targeted_providers(app, services, direct)
-        # Providers given native overrides are shown too, even without credentials yet.
-        targeted = sorted(
-            set(targeted) | {p for p in registry.names() if overrides.for_provider(p) is not None}
-        )
-        now = clock.now()
-        out: dict[str, ProviderPreview] = {}
-        for provider in targeted:
-            r = registry.get(provider).renderer
-            try:
-                if r.check is not None:
-                    r.check(n)
-                rendered = render_for(r, n, overrides, now)
-            except (ValueError, TypeError) as exc:
-                out[provider] = ProviderPreview(error=str(exc))
-                continue
-            size, limit = r.size(rendered), r.limit(rendered)
-            out[provider] = ProviderPreview(
-                request=r.preview(rendered), size=size, limit=limit, fits=size <= limit
-            )
-        return PublishPreview(out)
+        return await publish_preview.preview(app, services, data)
 
     @post(
         "/publish",

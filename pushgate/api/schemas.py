@@ -9,6 +9,7 @@ import msgspec
 from pushgate.api.schemas_campaigns import PublishTagsIn, PublishTagsOut
 from pushgate.api.schemas_filter import FilterRecipient
 from pushgate.api.schemas_policy import CategoryId, DeliveryWindowIn, FrequencyCapIn, TimeOfDay
+from pushgate.api.schemas_preview import TemplateUsed
 from pushgate.api.schemas_template import Localizations, TemplateRef
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.providers import registry
@@ -288,20 +289,6 @@ class Counts(msgspec.Struct):
     dry_run: int
 
 
-class ProviderPreview(msgspec.Struct, omit_defaults=True):
-    #: The request as the provider would receive it (``<device token>`` placeholders).
-    request: dict[str, Any] | None = None
-    size: int | None = None
-    limit: int | None = None
-    fits: bool | None = None
-    #: Why nothing can be sent to this provider (e.g. nothing to render, reserved data key).
-    error: str | None = None
-
-
-class PublishPreview(msgspec.Struct):
-    providers: dict[str, ProviderPreview]
-
-
 class PublishAccepted(msgspec.Struct):
     publish_id: str
     status: str
@@ -345,6 +332,8 @@ class PublishOut(PublishTagsOut, omit_defaults=True):  # + reasons, campaign, â€
     suppressed_by_reason: dict[str, int] | None = None
     #: ``counts.skipped`` by reason (``no_payload_for_provider``, ``no_timezone``).
     skipped_by_reason: dict[str, int] | None = None
+    #: The stored template the publish used (its ``template``), and its version.
+    template: TemplateUsed | None = None
 
 
 class PublishPage(msgspec.Struct):
