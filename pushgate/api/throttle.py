@@ -114,21 +114,45 @@ class FailureThrottle:
 
 
 class KeyRateLimiter:
-    """A token bucket per key: ``rate`` requests a second, bursts of one second's worth."""
+    """A token bucket per key: ``rate`` requests a second, bursts of one second's worth.
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    Keys include device tokens (one bucket per device), so the table is bounded: past
+    ``max_buckets`` the refilled ones are dropped (a full bucket is the same as none), then, if
+    that is not enough, the least recently refilled.
+    """
+
+    def __init__(
+        self, rate: float, clock: Callable[[], float] = time.monotonic, max_buckets: int = 100_000
+    ) -> None:
         self.rate = rate
         self.capacity = max(1.0, rate)
         self.clock = clock
+        self.max_buckets = max_buckets
         self._buckets: dict[str, tuple[float, float]] = {}
+
+    def _prune(self, now: float) -> None:
+        full = [
+            k
+            for k, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.rate >= self.capacity
+        ]
+        for k in full:
+            del self._buckets[k]
+        excess = len(self._buckets) - self.max_buckets // 2
+        if excess > 0:
+            # dicts keep insertion order, and take() re-inserts a key it updates: oldest first.
+            for k in list(self._buckets)[:excess]:
+                del self._buckets[k]
 
     def take(self, key_id: str) -> float:
         """Spend one request of ``key_id``: 0 when allowed, else the seconds until it would be."""
         if self.rate <= 0:
             return 0.0
         now = self.clock()
-        tokens, last = self._buckets.get(key_id, (self.capacity, now))
+        tokens, last = self._buckets.pop(key_id, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if len(self._buckets) >= self.max_buckets:
+            self._prune(now)
         if tokens < 1.0:
             self._buckets[key_id] = (tokens, now)
             return (1.0 - tokens) / self.rate

@@ -207,6 +207,19 @@ def test_a_key_gets_its_rate_and_a_burst_of_one_second() -> None:
     assert retry_after_header(2.1) == {"Retry-After": "3"}
 
 
+def test_the_rate_limiter_table_stays_bounded() -> None:
+    clock = Clock()
+    limiter = KeyRateLimiter(1, clock, max_buckets=100)
+    for n in range(1000):  # many devices, each once: every bucket is spent
+        limiter.take(f"dev-{n}")
+    assert len(limiter._buckets) <= 100
+    assert limiter.take("dev-999") > 0  # the most recent keys keep their state
+    clock.now += 2  # every bucket refilled: the next prune drops them all (a full bucket = none)
+    for n in range(100):
+        limiter.take(f"new-{n}")
+    assert len(limiter._buckets) <= 100 and all(k.startswith("new-") for k in limiter._buckets)
+
+
 def test_the_default_connection_cap_stays_below_the_descriptor_limit() -> None:
     assert default_max_connections(1024) == 768
     assert default_max_connections(256) == 192
