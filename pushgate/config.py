@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from pushgate.domain.client_scopes import looks_like_jwt
 from pushgate.domain.registry import valid_timezone
 from pushgate.providers import registry
 from pushgate.providers.base import ProviderSettings
@@ -648,6 +649,12 @@ _RULES: tuple[tuple[str, Callable[[Settings], bool], str], ...] = (
         "quarantine.max_cooldown",
         lambda s: s.quarantine.max_cooldown < s.quarantine.cooldown,
         "must be at least quarantine.cooldown",
+    ),
+    (
+        "default_app_key",
+        # A bearer credential shaped like a JWT is read as a client/device token (docs/clients.md).
+        lambda s: s.default_app_key is not None and looks_like_jwt(s.default_app_key),
+        "must not look like a JWT (eyJ….….…): choose another key, e.g. openssl rand -base64 24",
     ),
 )
 
