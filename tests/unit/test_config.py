@@ -74,7 +74,7 @@ def test_env_file_path_and_database_url(tmp_path: Path) -> None:
         ("", {"PUSHGATE_DEFAULT_APP_KEY": "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl"}, "default_app_key"),
         ("", {"PUSHGATE_REDIS_URL": "http://redis:6379"}, "redis_url"),
         ("[webhooks]\nretry_ladder = []\n", {}, "webhooks.retry_ladder"),
-        ("[realtime]\ntoken_secret = \"short\"\n", {}, "realtime.token_secret"),
+        ('[realtime]\ntoken_secret = "short"\n', {}, "realtime.token_secret"),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path: Path, text: str, env: dict[str, str], names: str) -> None:
