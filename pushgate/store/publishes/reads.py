@@ -77,6 +77,19 @@ class Reads(Repository):
             ).scalar()
         return found
 
+    async def resolve_many(self, app_id: str, publish_ids: Sequence[str]) -> dict[str, str]:
+        """:meth:`resolve` for several ids in one read (a dead-letter replay by ``ids``): client
+        id → server id for those the app has; server ids map to themselves."""
+        out = {p: p for p in publish_ids if is_server_id(p)}
+        cids = sorted({p for p in publish_ids if not is_server_id(p)})
+        if cids:
+            q = sa.select(publishes.c.client_id, publishes.c.id).where(
+                publishes.c.app_id == app_id, publishes.c.client_id.in_(cids)
+            )
+            async with self.db.read() as conn:
+                out.update({r.client_id: r.id for r in (await conn.execute(q)).all()})
+        return out
+
     async def _attach_failures(self, conn: AsyncConnection, pubs: list[Publish]) -> None:
         """Failure reasons, read only for publishes whose counters say they have failures."""
         failing = [p for p in pubs if any(p.counts.get(c) for c in FAILED_COUNTERS)]
