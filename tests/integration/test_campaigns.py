@@ -235,9 +235,10 @@ async def test_a_dry_run_counts_what_the_real_publish_then_does(gateway: Gateway
         "campaign": "spring",
         "labels": {"variant": "a"},
     }
-    r = await gateway.client.post("/v1/publish", json={**body, "dry_run": True, "publish_id": "dry-1"})
+    r = await gateway.client.post("/v1/publish", json={**body, "dry_run": True})
     assert r.status_code in (200, 202), r.text
-    dry = await wait_final(gateway.client, "dry-1", 20)
+    dry_id = r.json()["id"] if r.status_code == 200 else r.json()["publish_id"]
+    dry = await wait_final(gateway.client, dry_id, 20)
     if r.status_code == 200:  # answered with the finished dry run
         assert r.json() == dry
     assert dry["dry_run"] is True and dry["status"] == "completed"
@@ -248,7 +249,7 @@ async def test_a_dry_run_counts_what_the_real_publish_then_does(gateway: Gateway
     sample = dry["samples"]["fcm"]["de"]
     assert sample["body"]["message"]["notification"] == {"title": "Sale", "body": "Today"}
     assert sample["body"]["message"]["token"] == "<device token>"  # a placeholder, never a token
-    statuses = Counter(d["status"] for d in await deliveries(gateway.client, "dry-1"))
+    statuses = Counter(d["status"] for d in await deliveries(gateway.client, dry_id))
     assert statuses == {"dry_run": 3, "suppressed": 1, "skipped": 1}
     assert _served(lab, devices) == 0
 
@@ -260,8 +261,8 @@ async def test_a_dry_run_counts_what_the_real_publish_then_does(gateway: Gateway
     assert done["counts"]["dry_run"] == 0 and "samples" not in done and "dry_run" not in done
     assert _served(lab, devices) == 3  # the ledger does see real pushes
     listed = {p["id"]: p for p in (await gateway.client.get("/v1/publishes?campaign=spring")).json()["items"]}
-    assert set(listed) == {"dry-1", real} and listed["dry-1"]["dry_run"] is True
-    assert "samples" not in listed["dry-1"]  # shown on one publish only
+    assert set(listed) == {dry_id, real} and listed[dry_id]["dry_run"] is True
+    assert "samples" not in listed[dry_id]  # shown on one publish only
 
 
 async def test_a_dry_run_waits_for_no_policy_hold_and_takes_no_cap(gateway: Gateway, lab: Lab) -> None:
