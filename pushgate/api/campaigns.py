@@ -34,6 +34,8 @@ class CampaignStatsOut(msgspec.Struct, omit_defaults=True):
     reasons: list[ReasonOut]
     #: More publishes than ``MAX_CAMPAIGN_PUBLISHES``: the oldest were left out.
     truncated: bool = False
+    #: Their failed records outnumber ``MAX_REASON_ROWS``: ``reasons`` counts the first of them.
+    reasons_truncated: bool = False
     first_created_at: str | None = None
     last_created_at: str | None = None
 
@@ -63,6 +65,7 @@ class CampaignController(Controller):
             by_provider={k: counts_of(v) for k, v in sorted(t.by_provider.items())},
             reasons=[ReasonOut(cls, code, n) for cls, code, n in t.reasons],
             truncated=t.truncated,
+            reasons_truncated=t.reasons_truncated,
             first_created_at=rfc3339(t.first_created_at),
             last_created_at=rfc3339(t.last_created_at),
         )

@@ -81,7 +81,10 @@ class DeadLetterController(Controller):
         if data.ids is not None:
             if len(data.ids) > MAX_REPLAY_IDS:
                 raise bad_request(f"ids: at most {MAX_REPLAY_IDS} per request (use a filter)")
-            keys = [(k.publish_id, k.recipient_id) for k in data.ids]
+            # Client publish ids name their server ids (one read for all of them); an unknown
+            # one stays as given and so matches no dead letter (docs/campaigns.md).
+            named = await services.publishes.resolve_many(app.id, [k.publish_id for k in data.ids])
+            keys = [(named.get(k.publish_id, k.publish_id), k.recipient_id) for k in data.ids]
         elif data.filter is not None:
             provider, publish_id = data.filter.provider, data.filter.publish_id
             if publish_id:

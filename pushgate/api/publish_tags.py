@@ -34,6 +34,18 @@ def publish_tags(data: PublishIn, send_at: float | None, now: float) -> PublishT
             raise bad_request(f"labels: the name {name!r} is 1-64 letters, digits and _ . : -")
     if data.dry_run and send_at is not None and send_at > now:
         raise bad_request("send_at: a dry run is planned now; leave send_at out (or give a past time)")
+    # A dry run's id would be used up by it: the real send with the same id would replay the dry
+    # run and send nothing (review finding 10). Dry runs send nothing, so repeating one is harmless.
+    if data.dry_run and data.publish_id is not None:
+        raise bad_request(
+            "publish_id: a dry run takes no publish_id (the real send with it would replay the dry "
+            "run); leave it out and read the dry run by the server id it answers"
+        )
+    if data.dry_run and data.idempotency_key is not None:
+        raise bad_request(
+            "idempotency_key: a dry run takes no idempotency_key (the real send with it would "
+            "replay the dry run); leave it out"
+        )
     return PublishTags(
         campaign=data.campaign,
         labels=dict(data.labels) if data.labels else None,
@@ -57,7 +69,8 @@ def id_conflict(exc: IdConflict) -> ApiError:
 def tags_out(p: Publish) -> dict[str, Any]:
     """``PublishOut``'s campaign, client id and dry-run fields for ``p``."""
     return {
-        "reasons": [ReasonOut(cls, code, n) for cls, code, n in p.failures],
+        "reasons": None if p.failures is None else [ReasonOut(cls, code, n) for cls, code, n in p.failures],
+        "reasons_truncated": p.failures_truncated,
         "server_id": p.id if p.client_id else None,
         "campaign": p.campaign,
         "labels": p.labels,

@@ -66,8 +66,11 @@ class PublishTagsOut(msgspec.Struct, omit_defaults=True, kw_only=True):
     """What ``PublishOut`` says about campaigns, client ids and dry runs."""
 
     #: Failure reasons of the publish's ``failed``, ``invalid_token`` and ``expired``
-    #: deliveries, most frequent first (at most 50); ``[]`` when there are none.
-    reasons: list[ReasonOut]
+    #: deliveries, most frequent first (at most 50); ``[]`` when there are none. Read from at
+    #: most 10,000 of its failed records; left out of ``GET /v1/publishes`` pages.
+    reasons: list[ReasonOut] | None = None
+    #: ``reasons`` counted only the first 10,000 failed records (``counts`` has the totals).
+    reasons_truncated: bool = False
     #: The server's id (``pub_…``) when ``id`` is the client's ``publish_id``.
     server_id: str | None = None
     campaign: str | None = None

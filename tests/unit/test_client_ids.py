@@ -32,12 +32,12 @@ def test_a_client_id_replays_at_any_age_and_a_key_only_inside_the_window() -> No
     known = ({"k": old}, {"c": old})
     made: list[Publish] = []
     [by_id] = decide(known, [(None, "c")], NOW - 60, _maker(made))
-    assert by_id == (old, False, None) and made == []
+    assert by_id == (old, False, None, None) and made == []
     [by_key] = decide(known, [("k", None)], NOW - 60, _maker(made))
     assert not isinstance(by_key, IdConflict)
     assert by_key[1] is True and by_key[2] == "pub_old"  # the lapsed key is taken over
     [both] = decide(known, [("k", "c")], NOW - 60, _maker(made))
-    assert both == (old, False, None)
+    assert both == (old, False, None, None)
 
 
 def test_a_key_of_another_publish_contradicts_the_client_id() -> None:
@@ -62,3 +62,19 @@ def test_repeats_inside_one_batch_share_the_first_items_publish() -> None:
     ]
     assert isinstance(out[3], IdConflict)  # "k" is now pub_new1's, which is not "d"
     assert len(made) == 2
+
+
+def test_a_key_given_after_the_client_id_is_stored_on_its_publish() -> None:
+    """The id alone first, then with a key: the key is to be stored on the id's publish (taking a
+    lapsed holder's over), and a later item with the key alone finds that publish."""
+    mine = _pub("pub_mine", cid="c")
+    lapsed = _pub("pub_old", key="k", at=NOW - 10_000)
+    made: list[Publish] = []
+    pairs: list[tuple[str | None, str | None]] = [("k", "c"), ("k", None)]
+    out = decide(({"k": lapsed}, {"c": mine}), pairs, NOW - 60, _maker(made), _maker(made))
+    assert out == [(mine, False, "pub_old", "k"), (mine, False, None, None)]
+    assert made == []
+    # A publish with another key: a contradiction, nothing stored.
+    keyed = _pub("pub_keyed", key="k0", cid="d")
+    [other] = decide(({}, {"d": keyed}), [("k1", "d")], NOW - 60, _maker(made))
+    assert isinstance(other, IdConflict) and str(other).startswith("idempotency_key: publish_id 'd'")

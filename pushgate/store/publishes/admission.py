@@ -36,6 +36,12 @@ _INSERT_PUBLISH = sa.insert(publishes)
 _RELEASE_KEY = (
     sa.update(publishes).where(publishes.c.id == sa.bindparam("old_id")).values(idempotency_key=None)
 )
+#: A key given after the client id: stored on its publish if it has none yet.
+_ATTACH_KEY = (
+    sa.update(publishes)
+    .where(publishes.c.id == sa.bindparam("pid"), publishes.c.idempotency_key.is_(None))
+    .values(idempotency_key=sa.bindparam("key"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +232,10 @@ class _GroupCommit:
         return jobs
 
 
+class _KeyTaken(Exception):
+    """A publish got an idempotency key while its key was being stored (rolled back)."""
+
+
 def _scheduled(pub: Publish) -> bool:
     return pub.status == PublishStatus.SCHEDULED
 
@@ -344,8 +354,13 @@ class Admission(Planning):
             )
             if isinstance(found, IdConflict):
                 raise found
-            pub, created, old = found
+            pub, created, old, attach = found
             if not created:
+                try:
+                    if attach is not None and not await self._attach_keys([(pub, old, attach)]):
+                        continue  # another request gave it a key meanwhile: decide again
+                except IntegrityError:
+                    continue  # a concurrent request took the key: decide again
                 return pub, False
             try:
                 await self._admissions.submit(pub, old, plan)
@@ -373,16 +388,39 @@ class Admission(Planning):
             ]
             decided = decide(await self._known(app_id, pairs), pairs, clock.now() - window_seconds, *makers)
             new: list[tuple[Publish, str | None, InlinePlan | None]] = []
+            attach: list[tuple[Publish, str | None, str]] = []
             for item, d in zip(items, decided, strict=True):
                 if not isinstance(d, IdConflict) and d[1]:
                     new.append((d[0], d[2], item.plan))
+                elif not isinstance(d, IdConflict) and d[3] is not None:
+                    attach.append((d[0], d[2], d[3]))
             try:
+                if attach and not await self._attach_keys(attach):
+                    continue  # another request gave one of them a key meanwhile
                 if new:
                     await self._admissions.write_together(new)
             except IntegrityError:
                 continue  # a concurrent request took one of the keys: look them up again
             return [d if isinstance(d, IdConflict) else (d[0], d[1]) for d in decided]
         raise RuntimeError("idempotency key contention")
+
+    async def _attach_keys(self, items: Sequence[tuple[Publish, str | None, str]]) -> bool:
+        """Store each key on its (client id's) publish, releasing a lapsed holder's first, in one
+        transaction; False (nothing written) if one of them got a key meanwhile. A key taken
+        concurrently by another publish raises ``IntegrityError`` (the caller decides again)."""
+        try:
+            async with self.db.write() as conn:
+                released = sorted({old for _, old, _ in items if old is not None})
+                if released:
+                    await conn.execute(_RELEASE_KEY, [{"old_id": old} for old in released])
+                for pub, _, key in sorted(items, key=lambda i: i[0].id):
+                    if (await conn.execute(_ATTACH_KEY, {"pid": pub.id, "key": key})).rowcount != 1:
+                        raise _KeyTaken  # rolls the transaction back
+        except _KeyTaken:
+            return False
+        for pub, _, key in items:
+            pub.idempotency_key = key
+        return True
 
     async def _known(
         self, app_id: str, pairs: Sequence[tuple[str | None, str | None]]

@@ -2,9 +2,14 @@
 
 Failure reasons are read from the delivery records themselves (``failed``, ``invalid_token``,
 ``expired``), grouped by ``(error_class, error_code)``: ``ix_deliveries_publish_status`` finds
-exactly those rows of each publish, so the cost is the number of failed records, never the
-publish's size. A campaign's stats sum the counters of its newest ``MAX_CAMPAIGN_PUBLISHES``
-publishes (``ix_publishes_app_campaign``); older ones are left out and the answer says so.
+exactly those rows of each publish, and at most ``MAX_REASON_ROWS`` of them are read (a
+``LIMIT`` under the ``GROUP BY``): when credentials break, every delivery of a large publish
+fails, and reading them all on every read would cost the publish's size (review finding 6).
+Beyond the bound the reasons are those of the first records the index yields and the answer says
+``reasons_truncated`` (the counters still have the totals). Only a single publish's read (and
+campaign stats) reads them; a page of ``GET /v1/publishes`` reads none. A campaign's stats sum
+the counters of its newest ``MAX_CAMPAIGN_PUBLISHES`` publishes (``ix_publishes_app_campaign``);
+older ones are left out and the answer says so.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ FAILED_STATUSES: tuple[str, ...] = (
 FAILED_COUNTERS: tuple[str, ...] = ("failed", "invalid_token", "expired")
 #: Reasons listed per publish (or campaign) at most, the most frequent first.
 MAX_REASONS = 50
+#: Failed records read at most for one publish's (or one campaign's) reasons.
+MAX_REASON_ROWS = 10_000
 #: A campaign's stats cover at most its newest this many publishes.
 MAX_CAMPAIGN_PUBLISHES = 10_000
 #: The key of a sample for devices without a locale (raw tokens and topics included).
@@ -41,14 +48,16 @@ DEFAULT_LOCALE = "default"
 Reason = tuple[str | None, str | None, int]
 
 
-def _reasons_query(publish_ids: sa.ColumnElement[bool], *, per_publish: bool) -> sa.Select[Any]:
-    cols: list[Any] = [deliveries.c.error_class, deliveries.c.error_code]
-    if per_publish:
-        cols.insert(0, deliveries.c.publish_id)
-    return (
-        sa.select(*cols, sa.func.count().label("n"))
+def _reasons_query(publish_ids: sa.ColumnElement[bool], max_rows: int) -> sa.Select[Any]:
+    """Reasons grouped over at most ``max_rows`` failed records (the ``LIMIT`` is inside)."""
+    some = (
+        sa.select(deliveries.c.error_class, deliveries.c.error_code)
         .where(publish_ids, deliveries.c.status.in_(FAILED_STATUSES))
-        .group_by(*cols)
+        .limit(max_rows)
+        .subquery()
+    )
+    return sa.select(some.c.error_class, some.c.error_code, sa.func.count().label("n")).group_by(
+        some.c.error_class, some.c.error_code
     )
 
 
@@ -57,15 +66,17 @@ def _sorted(rows: Sequence[Reason]) -> list[Reason]:
     return sorted(rows, key=lambda r: (-r[2], r[0] or "", r[1] or ""))[:MAX_REASONS]
 
 
-async def failure_reasons(conn: AsyncConnection, publish_ids: Sequence[str]) -> dict[str, list[Reason]]:
-    """Each publish's failure reasons (publishes without any are left out)."""
-    if not publish_ids:
-        return {}
-    q = _reasons_query(deliveries.c.publish_id.in_(list(publish_ids)), per_publish=True)
-    found: dict[str, list[Reason]] = {}
-    for pid, cls, code, n in (await conn.execute(q)).all():
-        found.setdefault(pid, []).append((cls, code, int(n)))
-    return {pid: _sorted(rows) for pid, rows in found.items()}
+async def failure_reasons(
+    conn: AsyncConnection, publish_id: str, failed: int, *, max_rows: int = MAX_REASON_ROWS
+) -> tuple[list[Reason], bool]:
+    """One publish's failure reasons and whether they are truncated. ``failed``: its counters'
+    ``failed + invalid_token + expired`` (0: nothing is read; more than ``max_rows``: only the
+    first ``max_rows`` records are, and the answer says so)."""
+    if failed <= 0:
+        return [], False
+    q = _reasons_query(deliveries.c.publish_id == publish_id, max_rows)
+    rows = [(cls, code, int(n)) for cls, code, n in (await conn.execute(q)).all()]
+    return _sorted(rows), failed > max_rows
 
 
 async def samples_of(conn: AsyncConnection, publish_id: str) -> dict[str, dict[str, Any]]:
@@ -114,6 +125,8 @@ class CampaignTotals:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     by_provider: dict[str, dict[str, int]] = field(default_factory=dict)
     reasons: list[Reason] = field(default_factory=list)
+    #: The campaign had more than ``MAX_REASON_ROWS`` failed records: ``reasons`` counts those.
+    reasons_truncated: bool = False
     #: More than ``MAX_CAMPAIGN_PUBLISHES`` publishes: only the newest were summed.
     truncated: bool = False
     first_created_at: float | None = None
@@ -121,7 +134,12 @@ class CampaignTotals:
 
 
 async def campaign_totals(
-    db: Database, app_id: str, campaign: str, *, max_publishes: int = MAX_CAMPAIGN_PUBLISHES
+    db: Database,
+    app_id: str,
+    campaign: str,
+    *,
+    max_publishes: int = MAX_CAMPAIGN_PUBLISHES,
+    max_reason_rows: int = MAX_REASON_ROWS,
 ) -> CampaignTotals:
     """Counters, statuses and failure reasons summed over the campaign's newest publishes: four
     grouped reads over one ``LIMIT``ed range of ``ix_publishes_app_campaign``, in one read
@@ -167,7 +185,8 @@ async def campaign_totals(
             out.by_provider[provider] = per
             for c, v in per.items():
                 out.counts[c] += v
-        if any(out.counts[c] for c in FAILED_COUNTERS):
-            q = _reasons_query(deliveries.c.publish_id.in_(pids), per_publish=False)
+        if failed := sum(out.counts[c] for c in FAILED_COUNTERS):
+            q = _reasons_query(deliveries.c.publish_id.in_(pids), max_reason_rows)
             out.reasons = _sorted([(cls, code, int(n)) for cls, code, n in (await conn.execute(q)).all()])
+            out.reasons_truncated = failed > max_reason_rows
     return out

@@ -34,9 +34,12 @@ class Publish:
     labels: dict[str, str] | None = None
     client_id: str | None = None
     dry_run: bool = False
-    #: Failure reasons of its deliveries ``(error_class, code, count)`` (read with one
-    #: publish's counts, and for pages of them).
-    failures: list[tuple[str | None, str | None, int]] = field(default_factory=list)
+    #: Failure reasons of its deliveries ``(error_class, code, count)``, read with one
+    #: publish's counts from at most ``campaigns.MAX_REASON_ROWS`` failed records; None: not
+    #: read (a page of publishes reads none: review finding 6).
+    failures: list[tuple[str | None, str | None, int]] | None = field(default_factory=list)
+    #: More failed records than were read for ``failures``: the counts are of a sample.
+    failures_truncated: bool = False
     #: A dry run's rendered samples: provider → locale → the provider request.
     samples: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -61,7 +61,8 @@ class Reads(Repository):
                 if pub.counts["suppressed"] or pub.counts["skipped"]:
                     for status, reason, n in (await conn.execute(_REASONS, {"pid": pub.id})).all():
                         pub.reasons.setdefault(status, {})[reason or "unknown"] = int(n)
-                await self._attach_failures(conn, [pub])
+                failed = sum(pub.counts.get(c, 0) for c in FAILED_COUNTERS)
+                pub.failures, pub.failures_truncated = await failure_reasons(conn, pub.id, failed)
                 if pub.dry_run:
                     pub.samples = await samples_of(conn, pub.id)
         return pub
@@ -77,12 +78,18 @@ class Reads(Repository):
             ).scalar()
         return found
 
-    async def _attach_failures(self, conn: AsyncConnection, pubs: list[Publish]) -> None:
-        """Failure reasons, read only for publishes whose counters say they have failures."""
-        failing = [p for p in pubs if any(p.counts.get(c) for c in FAILED_COUNTERS)]
-        found = await failure_reasons(conn, [p.id for p in failing])
-        for p in failing:
-            p.failures = found.get(p.id, [])
+    async def resolve_many(self, app_id: str, publish_ids: Sequence[str]) -> dict[str, str]:
+        """:meth:`resolve` for several ids in one read (a dead-letter replay by ``ids``): client
+        id → server id for those the app has; server ids map to themselves."""
+        out = {p: p for p in publish_ids if is_server_id(p)}
+        cids = sorted({p for p in publish_ids if not is_server_id(p)})
+        if cids:
+            q = sa.select(publishes.c.client_id, publishes.c.id).where(
+                publishes.c.app_id == app_id, publishes.c.client_id.in_(cids)
+            )
+            async with self.db.read() as conn:
+                out.update({r.client_id: r.id for r in (await conn.execute(q)).all()})
+        return out
 
     async def get_many(self, publish_ids: Sequence[str]) -> dict[str, Publish]:
         """Several publishes (without counts) in one read, by id; unknown ids are left out."""
@@ -103,7 +110,8 @@ class Reads(Repository):
         status: str | None = None,
         campaign: str | None = None,
     ) -> tuple[list[Publish], str | None]:
-        """A page of the app's publishes, newest first; ``status``: only those in it (one range
+        """A page of the app's publishes, newest first, without failure reasons (each publish's
+        own read has them: a page costs no delivery records); ``status``: only those in it (one range
         of ``ix_publishes_app_status``, however many publishes of other statuses the app has);
         ``campaign``: only the campaign's (one range of ``ix_publishes_app_campaign``)."""
         cond = [publishes.c.app_id == app_id]
@@ -118,7 +126,8 @@ class Reads(Repository):
             rows = (await conn.execute(q)).all()
             pubs = [publish_from_row(r) for r in rows[:limit]]
             await self._attach_counts(conn, pubs)
-            await self._attach_failures(conn, pubs)
+        for p in pubs:  # a page reads no delivery records: its reasons are on the publish itself
+            p.failures = None
         return pubs, (pubs[-1].id if len(rows) > limit else None)
 
     async def _attach_counts(self, conn: AsyncConnection, pubs: list[Publish]) -> None:
