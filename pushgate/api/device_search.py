@@ -14,7 +14,6 @@ import time
 from typing import Annotated, Any
 
 import msgspec
-import sqlalchemy as sa
 from litestar import Controller, get, post
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK
@@ -30,7 +29,7 @@ from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain.filters import MAX_DEPTH, FilterError, Node, parse
 from pushgate.engine.housekeeping import seen_after
 from pushgate.store.devices import DeviceFilter
-from pushgate.store.filters import CountTimeout, FilterStore, condition, device_stats, recipient_condition
+from pushgate.store.filters import CountTimeout, FilterStore, condition, device_stats, recipients_condition
 
 #: The longest ``?filter=`` (a longer filter goes in the body of ``POST /v1/devices/search``).
 MAX_QUERY_FILTER = 8192
@@ -143,14 +142,10 @@ class AudienceController(Controller):
         limit = services.settings.limits.max_recipients_per_publish
         if len(data.recipients) > limit:
             raise bad_request(f"recipients: at most {limit} entries (limits.max_recipients_per_publish)")
+        # Checks every filter against one budget for the whole list (a 400 past it).
         entries, _ = stored_recipients(PublishIn(recipients=data.recipients), services)
-        dialect = services.db.dialect
-        where = sa.or_(
-            *(
-                recipient_condition(e, app.id, dialect, parse(e["filter"]) if e["type"] == "filter" else None)
-                for e in entries
-            )
-        )
+        nodes = [parse(e["filter"]) if e["type"] == "filter" else None for e in entries]
+        where = recipients_condition(entries, app.id, services.db.dialect, nodes)
         try:
             n, users = await FilterStore(services.db).count(app.id, where, seen_after(services.settings))
         except CountTimeout:

@@ -243,17 +243,27 @@ class DeviceController(Controller):
             raise bad_request(
                 f"include: unknown value(s) {sorted(inc - _INCLUDES)}; use meta, tags, channels"
             )
+        tags = {k[4:]: v for k, v in request.query_params.items() if k.startswith("tag.") and len(k) > 4}
         if filter is not None:
             # The audience filter language (api/device_search.py): active devices only.
             if ids or users or providers or platforms or channels or status:
                 raise bad_request("filter: give the filter alone (the other list filters go inside it)")
+            if tags:
+                raise bad_request(
+                    f"tag.{min(tags)}: not with filter; put the tag inside it, e.g. "
+                    f'{{"all": [..., {{"tag": "{min(tags)}", "is": "..."}}]}}'
+                )
             node = query_filter(filter)
             return await search_page(
                 services, app.id, node, cursor=cursor, limit=limit, include=inc, total=include_total_count
             )
+        if include_total_count:
+            raise bad_request(
+                "include_total_count: only with filter (a count of the active devices a filter "
+                'matches); e.g. filter={"provider": {"in": ["fcm", "apns"]}}, or GET /v1/stats/devices'
+            )
         if status is not None and status not in ("active", "invalid"):
             raise bad_request("status: use active or invalid")
-        tags = {k[4:]: v for k, v in request.query_params.items() if k.startswith("tag.") and len(k) > 4}
         if len(tags) > MAX_TAG_FILTERS:
             # Each is a join: a thousand of them passed SQLite's expression depth (a 500).
             raise bad_request(f"tag.*: at most {MAX_TAG_FILTERS} tag filters in one request")

@@ -39,7 +39,7 @@ from pushgate.api.schemas import (
 from pushgate.api.schemas_filter import FilterRecipient
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain import clock
-from pushgate.domain.filters import FilterError
+from pushgate.domain.filters import FilterError, RequestBudget
 from pushgate.domain.filters import parse as parse_filter
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.personalize import Personalized
@@ -64,6 +64,7 @@ def stored_recipients(data: PublishIn, services: ServicesDep) -> tuple[list[dict
     """Normalise the recipients for storage; returns them and the providers they name directly."""
     out: list[dict[str, Any]] = []
     direct: set[str] = set()
+    budget = RequestBudget()  # one for all the filters of the list (docs/filters.md, Limits)
     for i, r in enumerate(data.recipients):
         where = f"recipients[{i}]"
         if isinstance(r, DeviceRecipient):
@@ -83,7 +84,7 @@ def stored_recipients(data: PublishIn, services: ServicesDep) -> tuple[list[dict
             out.append({"type": "token", "provider": r.provider, "token": token, "token_key": key})
         elif isinstance(r, FilterRecipient):
             try:
-                parse_filter(r.filter, f"{where}.filter")
+                parse_filter(r.filter, f"{where}.filter", budget)
             except FilterError as exc:
                 raise bad_request(str(exc)) from None
             out.append({"type": "filter", "filter": r.filter})

@@ -14,7 +14,7 @@ Shapes (one key per object, except tag/meta leaves which name their key and one 
     {"provider": {"is": "fcm"}}            {"provider": {"in": ["fcm", "apns"]}}
     {"platform": {"is" | "in": ...}}       {"timezone": {"is" | "in": ...}} or "present" / "absent"
     {"locale": {"is" | "in": ...}}         (exact), or "present" / "absent"
-    {"language": {"is" | "in": ...}}       (locale equal to it, or starting with it and "-")
+    {"language": {"is" | "in": ...}}       (locale equal to it, or starting with it and "-" or "_")
     {"user": "present"} {"user": "absent"} {"user": {"is" | "in": ...}}
     {"channels": {"any": [...]}}           {"channels": {"all": [...]}}
     {"tag": "plan", "is": "pro"}  {"tag": "plan", "in": [...]}  {"tag": "plan", "exists": true}
@@ -40,6 +40,11 @@ MAX_NODES = 100
 MAX_LIST = 500
 #: Values in all the lists of one filter together (each is a bound parameter).
 MAX_VALUES = 2000
+
+#: Conditions in all the filters of one request together (a publish's or a count's recipients).
+MAX_REQUEST_NODES = 200
+#: List values in all the filters of one request together.
+MAX_REQUEST_VALUES = 4000
 
 #: Fields compared with ``is``/``in`` (and ``present``/``absent`` where the column may be empty).
 _SCALARS = {
@@ -133,16 +138,51 @@ def version_key(version: str) -> str | None:
 
 
 @dataclass
-class _Budget:
+class RequestBudget:
+    """What all the filters of one request have used so far: pass one to every :func:`parse` of
+    a recipient list, so that a thousand filters of the per-filter maximum are refused
+    (:data:`MAX_REQUEST_NODES`, :data:`MAX_REQUEST_VALUES`) rather than compiled for a minute
+    and sent past PostgreSQL's 32767 bind parameters."""
+
     nodes: int = 0
     values: int = 0
 
 
-def parse(raw: Any, path: str = "") -> Node:
+@dataclass
+class _Budget:
+    request: RequestBudget
+    nodes: int = 0
+    values: int = 0
+
+    def node(self, path: str) -> None:
+        self.nodes += 1
+        self.request.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise FilterError(path, f"too large: at most {MAX_NODES} conditions in one filter")
+        if self.request.nodes > MAX_REQUEST_NODES:
+            raise FilterError(
+                path, f"too large: at most {MAX_REQUEST_NODES} conditions in all the filters of one request"
+            )
+
+    def add_values(self, n: int, where: str) -> None:
+        self.values += n
+        self.request.values += n
+        if self.values > MAX_VALUES:
+            raise FilterError(where, f"too large: at most {MAX_VALUES} list values in one filter")
+        if self.request.values > MAX_REQUEST_VALUES:
+            raise FilterError(
+                where,
+                f"too large: at most {MAX_REQUEST_VALUES} list values in all the filters of one request",
+            )
+
+
+def parse(raw: Any, path: str = "", request: RequestBudget | None = None) -> Node:
     """The checked tree of filter ``raw`` (decoded JSON); raises :class:`FilterError`.
 
-    ``path`` prefixes every error's path (``recipients[0].filter``)."""
-    return _node(raw, path, 1, _Budget())
+    ``path`` prefixes every error's path (``recipients[0].filter``). ``request``: the budget
+    shared by the other filters of the same request (a recipient list); without it the filter
+    is alone."""
+    return _node(raw, path, 1, _Budget(request if request is not None else RequestBudget()))
 
 
 def _at(path: str, part: str) -> str:
@@ -154,9 +194,7 @@ def _at(path: str, part: str) -> str:
 def _node(raw: Any, path: str, depth: int, budget: _Budget) -> Node:
     if depth > MAX_DEPTH:
         raise FilterError(path, f"nested too deep: at most {MAX_DEPTH} levels of all/any/not")
-    budget.nodes += 1
-    if budget.nodes > MAX_NODES:
-        raise FilterError(path, f"too large: at most {MAX_NODES} conditions in one filter")
+    budget.node(path)
     if not isinstance(raw, dict) or not raw:
         raise FilterError(path, 'must be an object such as {"provider": {"is": "fcm"}} (see docs/filters.md)')
     if "tag" in raw or "meta" in raw:
@@ -209,9 +247,7 @@ def _strings(value: Any, where: str, budget: _Budget) -> tuple[str, ...]:
         raise FilterError(where, "must be a non-empty list of strings")
     if len(value) > MAX_LIST:
         raise FilterError(where, f"too long: at most {MAX_LIST} values in one list")
-    budget.values += len(value)
-    if budget.values > MAX_VALUES:
-        raise FilterError(where, f"too large: at most {MAX_VALUES} list values in one filter")
+    budget.add_values(len(value), where)
     return tuple(_string(v, _at(where, f"[{i}]")) for i, v in enumerate(value))
 
 

@@ -63,15 +63,33 @@ def _tag_ids(app_id: str, key: str, values: Sequence[str] | None) -> sa.ColumnEl
     return devices.c.id.in_(sa.select(device_tags.c.device_id).where(*cond))
 
 
-def _channel_ids(app_id: str, channels: Sequence[str]) -> sa.ColumnElement[bool]:
-    """``devices.id IN`` the devices in any of ``channels`` (the ``device_channels`` key)."""
-    names = (
-        device_channels.c.channel.in_(list(channels))
-        if len(channels) > 1
-        else device_channels.c.channel == channels[0]
-    )
-    return devices.c.id.in_(
-        sa.select(device_channels.c.device_id).where(device_channels.c.app_id == app_id, names)
+def _channel_ids(app_id: str, channels: Sequence[str], every: bool = False) -> sa.ColumnElement[bool]:
+    """``devices.id IN`` the devices in any of ``channels`` (the ``device_channels`` key), or,
+    ``every``, in all of them: one grouped subquery however many channels (an ``AND`` of 500
+    subqueries passed SQLite's expression depth of 1000)."""
+    names = sorted(set(channels))
+    cond = device_channels.c.channel.in_(names) if len(names) > 1 else device_channels.c.channel == names[0]
+    q = sa.select(device_channels.c.device_id).where(device_channels.c.app_id == app_id, cond)
+    if every and len(names) > 1:
+        q = q.group_by(device_channels.c.device_id).having(sa.func.count() == len(names))
+    return devices.c.id.in_(q)
+
+
+def _language(values: Sequence[str]) -> sa.ColumnElement[bool]:
+    """The locale (lower case, ``_`` read as ``-``) is one of ``values`` or starts with one and
+    ``-``: one ``IN`` per length of language code (at most 8), so a list of 500 codes is a
+    handful of terms, not 1000 ``OR``s."""
+    norm = sa.func.replace(sa.func.lower(devices.c.locale), "_", "-")
+    langs = sorted(set(values))
+    by_len: dict[int, list[str]] = {}
+    for lang in langs:
+        by_len.setdefault(len(lang), []).append(lang + "-")
+
+    def one_of(expr: Any, xs: list[str]) -> sa.ColumnElement[bool]:
+        return expr == xs[0] if len(xs) == 1 else expr.in_(xs)
+
+    return sa.or_(
+        one_of(norm, langs), *(one_of(sa.func.substr(norm, 1, n + 1), xs) for n, xs in sorted(by_len.items()))
     )
 
 
@@ -87,15 +105,9 @@ def _leaf(leaf: Leaf, app_id: str, dialect: str) -> sa.ColumnElement[bool]:
     if f in ("provider", "platform", "locale", "timezone", "user"):
         return _cmp(devices.c[f], op, v)
     if f == "language":
-        langs = [v] if op == "is" else list(v)
-        low = sa.func.lower(devices.c.locale)
-        return sa.or_(
-            *(sa.or_(low == lang, sa.func.substr(low, 1, len(lang) + 1) == lang + "-") for lang in langs)
-        )
+        return _language([v] if op == "is" else list(v))
     if f == "channels":
-        if op == "any":
-            return _channel_ids(app_id, v)
-        return sa.and_(*(_channel_ids(app_id, [c]) for c in v))
+        return _channel_ids(app_id, v, every=op == "all")
     if f == "tag":
         assert leaf.key is not None
         if op == "exists":
@@ -126,13 +138,37 @@ def _leaf(leaf: Leaf, app_id: str, dialect: str) -> sa.ColumnElement[bool]:
     raise ValueError(f"unknown field {f!r}")  # pragma: no cover - parse checked it
 
 
+#: Fields whose column may be NULL (no user, locale, time zone, meta key, parsable app version).
+_NULLABLE = {"user", "locale", "language", "timezone", "meta", "app_version"}
+
+
+def nullable(node: Node) -> bool:
+    """Whether the SQL of ``node`` can be NULL rather than false: a comparison on an empty
+    column. ``present``/``absent``/``exists`` test for NULL themselves; tags, channels and the
+    other columns are never NULL."""
+    if isinstance(node, Leaf):
+        return node.field in _NULLABLE and node.op not in ("present", "absent", "exists")
+    if isinstance(node, Not):
+        return False
+    return any(nullable(i) for i in node.items)
+
+
 def condition(node: Node, app_id: str, dialect: str) -> sa.ColumnElement[bool]:
     """The WHERE clause over ``devices`` that a parsed filter means (without the app and status
-    scope, which :func:`scope` adds)."""
+    scope, which :func:`scope` adds).
+
+    A comparison on an empty column is false in the language (docs/filters.md, "Empty
+    fields"), but NULL in SQL, and ``NOT NULL`` is NULL, which drops the device: so ``not``
+    of something that can be NULL is ``NOT COALESCE(x, false)``. Under ``all``/``any`` a NULL
+    already acts as false (they are monotone), so only ``not`` needs it; a ``not`` that cannot be
+    NULL (``{"not": {"user": "absent"}}``) keeps its plain form, and its plan."""
     if isinstance(node, Leaf):
         return _leaf(node, app_id, dialect)
     if isinstance(node, Not):
-        return sa.not_(condition(node.item, app_id, dialect))
+        inner = condition(node.item, app_id, dialect)
+        return sa.not_(
+            sa.func.coalesce(inner, sa.false(), type_=sa.Boolean) if nullable(node.item) else inner
+        )
     parts = [condition(i, app_id, dialect) for i in node.items]
     return sa.and_(*parts) if node.op == "all" else sa.or_(*parts)
 
@@ -168,6 +204,45 @@ def recipient_condition(
         assert parsed is not None
         return condition(parsed, app_id, dialect)
     return sa.false()
+
+
+def recipients_condition(
+    entries: Sequence[dict[str, Any]], app_id: str, dialect: str, parsed: Sequence[Node | None]
+) -> sa.ColumnElement[bool]:
+    """The devices any of ``entries`` reaches (``parsed[i]``: the parsed filter of entry ``i``),
+    as one WHERE clause of bounded size: device ids, users, channels and tokens (per provider)
+    each become one ``IN`` list, so a list of 1000 recipients is a few terms, not an ``OR``
+    1000 deep (past SQLite's expression depth of 1000). The filters are ``OR``-ed: the
+    request's budget (``domain/filters.py:MAX_REQUEST_NODES``) keeps that a few hundred terms
+    deep at most, and their bind parameters (about two per list value and four per condition)
+    far below PostgreSQL's 32767."""
+    ids: list[str] = []
+    users: list[str] = []
+    channels: list[str] = []
+    tokens: dict[str, list[str]] = {}
+    terms: list[sa.ColumnElement[bool]] = []
+    for entry, node in zip(entries, parsed, strict=True):
+        kind = entry["type"]
+        if kind == "device":
+            ids.append(entry["device_id"])
+        elif kind == "user":
+            users.append(entry["user"])
+        elif kind == "channel":
+            channels.append(entry["channel"])
+        elif kind == "token":
+            hashes = tokens.setdefault(entry["provider"], [])
+            hashes.append(token_hash(entry["provider"], entry["token_key"]))
+        elif kind == "filter":
+            terms.append(recipient_condition(entry, app_id, dialect, node))
+    if ids:
+        terms.append(devices.c.id.in_(sorted(set(ids))))
+    if users:
+        terms.append(devices.c.user.in_(sorted(set(users))))
+    if channels:
+        terms.append(_channel_ids(app_id, channels))
+    for provider, hashes in sorted(tokens.items()):
+        terms.append(sa.and_(devices.c.provider == provider, devices.c.token_hash.in_(sorted(set(hashes)))))
+    return sa.or_(*terms) if terms else sa.false()
 
 
 def page_query(

@@ -4,6 +4,10 @@ Written without the package's parser or SQL: the tests hold the SQL to this eval
 device. A device is a dict with the fields of a registration (``provider``, ``platform``,
 ``user``, ``tags``, ``meta``, ``channels``, ``locale``, ``timezone``, ``app_version``) and
 ``created_at``/``last_seen_at`` as epoch seconds.
+
+An empty field (``None``: no user, locale, time zone, meta key or parsable app version) makes
+every comparison on it false, so ``not`` of that comparison is true (docs/filters.md, "Empty
+fields"): plain two-valued logic, never SQL's NULL.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def evaluate(f: dict[str, Any], d: dict[str, Any]) -> bool:
     ((op, want),) = arg.items()
     wants = [want] if op == "is" else want
     if field == "language":
-        low = (value or "").lower()
+        # ``_`` reads as ``-`` (``pt_BR`` is ``pt-BR``), as template locale choice reads it.
+        low = (value or "").lower().replace("_", "-")
         return any(low == w.lower() or low.startswith(w.lower() + "-") for w in wants)
     return value in wants
