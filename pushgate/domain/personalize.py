@@ -16,10 +16,12 @@ import msgspec
 from pushgate.domain.locales import choose_locale
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.templating import (
+    MAX_DATA_DEPTH,
     Anything,
     TemplateError,
     Vars,
     compile_source,
+    data_depth,
     deadline,
     names_read,
     render_tree,
@@ -93,6 +95,10 @@ def check_body(body: TemplateBody, where: str = "") -> None:
     variants += [(f"{where}locales.{tag}", v) for tag, v in (body.locales or {}).items()]
     for prefix, content in variants:
         at = f"{prefix}." if prefix else ""
+        depth = data_depth(content.providers)
+        if depth > MAX_DATA_DEPTH:
+            reason = f"nested {depth} levels deep; at most {MAX_DATA_DEPTH} are accepted"
+            raise TemplateError(f"{at}providers", reason)
         for name in (*CONTENT_FIELDS, "data", "providers"):
             for path, source in sources(f"{at}{name}", getattr(content, name)):
                 compile_source(path, source)

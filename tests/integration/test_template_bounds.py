@@ -100,3 +100,11 @@ async def test_unknown_inline_localization_keys_are_a_400(gateway: Gateway) -> N
     assert r.status_code == 400 and "localizations.de.titel" in r.text, r.text
     ok = {"notification": {"title": "Hello"}, "localizations": {"de": {"title": "Hallo"}}}
     assert (await _publish(gateway, [d], **ok)).status_code == 202
+
+
+async def test_a_template_with_deeply_nested_providers_is_a_400(gateway: Gateway) -> None:
+    nested = '{"a":' * 900 + '"leaf"' + "}" * 900  # written by hand: too deep for json.dumps
+    body = '{"id": "deep", "title": "Hi", "providers": {"fcm": {"message": ' + nested + "}}}"
+    r = await gateway.client.post("/v1/templates", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text[-300:]
+    assert r.json()["error"]["message"].startswith("providers: nested "), r.text
