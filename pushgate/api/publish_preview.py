@@ -7,12 +7,13 @@ Nothing is stored or sent; what admission would refuse is shown as the entry's `
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
 
 from pushgate.api.publish_batch import stored_recipients, targeted_providers
-from pushgate.api.publish_content import load_template
+from pushgate.api.publish_content import check_localization_keys, load_template
 from pushgate.api.schemas import PublishIn
 from pushgate.api.schemas_preview import LocalePreview, ProviderPreview, PublishPreview
 from pushgate.api.services import AppDep, ServicesDep
@@ -20,7 +21,7 @@ from pushgate.domain import clock
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.personalize import Personalized, sample_device
 from pushgate.domain.rendering import render_for
-from pushgate.domain.templating import TemplateError
+from pushgate.domain.templating import ADMISSION_BUDGET, TemplateError, deadline
 from pushgate.providers import registry
 from pushgate.store.publishes.campaigns import DEFAULT_LOCALE
 
@@ -47,17 +48,19 @@ def provider_preview(
 def variants(personal: Personalized) -> list[Variant]:
     """Every locale variant admission checks (``Personalized.variants``), each rendered with a
     sample device, a variant's template error kept as its message rather than raised (the
-    other variants are still shown). The base content is keyed ``default``."""
+    other variants are still shown). The base content is keyed ``default``. All of them within
+    admission's time budget (call it in a worker thread, as :func:`preview` does)."""
     base = [] if personal.choose(None) is not None else [None]
     out: list[Variant] = []
-    for locale in [*base, *personal.locales]:
-        key = DEFAULT_LOCALE if locale is None else locale
-        try:
-            _, n, overrides = personal.render(sample_device(locale), sample=True, locale=locale)
-        except TemplateError as exc:
-            out.append((key, f"{exc.field}: {exc.reason}"))
-            continue
-        out.append((key, (n, overrides)))
+    with deadline(ADMISSION_BUDGET):
+        for locale in [*base, *personal.locales]:
+            key = DEFAULT_LOCALE if locale is None else locale
+            try:
+                _, n, overrides = personal.render(sample_device(locale), sample=True, locale=locale)
+            except TemplateError as exc:
+                out.append((key, f"{exc.field}: {exc.reason}"))
+                continue
+            out.append((key, (n, overrides)))
     return out
 
 
@@ -87,13 +90,17 @@ async def preview(app: AppDep, services: ServicesDep, data: PublishIn) -> Publis
         "notification": msgspec.to_builtins(data.notification),
         "providers": msgspec.to_builtins(overrides),
     }
-    template = await load_template(app, services, data)
+    template = await load_template(app, services, data, render=False)
     if template is not None:
         request["template"] = template
     if data.localizations:
         request["localizations"] = data.localizations
     personal = Personalized.from_request(request)
-    rendered = variants(personal) if personal is not None else [("", (data.notification, overrides))]
+    if personal is None:
+        rendered: list[Variant] = [("", (data.notification, overrides))]
+    else:
+        check_localization_keys(personal)
+        rendered = await asyncio.to_thread(variants, personal) if template else variants(personal)
     # Providers given native overrides (by the publish or a template variant) are shown too,
     # even without credentials yet.
     for _, r in rendered:

@@ -16,10 +16,13 @@ import msgspec
 from pushgate.domain.locales import choose_locale
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.templating import (
+    MAX_DATA_DEPTH,
     Anything,
     TemplateError,
     Vars,
     compile_source,
+    data_depth,
+    deadline,
     names_read,
     render_tree,
     sources,
@@ -42,6 +45,24 @@ L10n = Annotated[
 CONTENT_FIELDS = ("title", "body", "image", "url")
 #: Keys of an inline localization that replace the notification's own text.
 TEXT_KEYS = ("title", "body")
+#: Devices of one publish whose rendering may be cut by the deadline before the rest of the
+#: publish's devices fail at once (``{% if device.meta.x != 'sample' %}<heavy>{% endif %}``
+#: passes admission, then would cost a full render budget per device).
+MAX_TIMEOUTS = 10
+
+
+def unknown_localization_keys(localizations: dict[str, dict[str, str]], *, templated: bool) -> list[str]:
+    """The fields (``localizations.de.titel``) of inline localizations that nothing would read:
+    without a template only ``title`` and ``body`` are used (a typo would be sent untranslated);
+    with one, every key is a translation key (``l10n.<key>``) the template may read."""
+    if templated:
+        return []
+    return [
+        f"localizations.{tag}.{key}"
+        for tag, texts in localizations.items()
+        for key in texts
+        if key not in TEXT_KEYS
+    ]
 
 
 class TemplateContent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -74,6 +95,10 @@ def check_body(body: TemplateBody, where: str = "") -> None:
     variants += [(f"{where}locales.{tag}", v) for tag, v in (body.locales or {}).items()]
     for prefix, content in variants:
         at = f"{prefix}." if prefix else ""
+        depth = data_depth(content.providers)
+        if depth > MAX_DATA_DEPTH:
+            reason = f"nested {depth} levels deep; at most {MAX_DATA_DEPTH} are accepted"
+            raise TemplateError(f"{at}providers", reason)
         for name in (*CONTENT_FIELDS, "data", "providers"):
             for path, source in sources(f"{at}{name}", getattr(content, name)):
                 compile_source(path, source)
@@ -130,6 +155,10 @@ class Personalized:
     _by_locale: dict[str | None, tuple[str | None, Notification, ProviderOverrides] | TemplateError] = field(
         default_factory=dict
     )
+    #: The stored request's ``template`` object itself (admission finds what it rendered by it).
+    source: dict[str, Any] | None = None
+    #: Renderings cut by the deadline so far (past :data:`MAX_TIMEOUTS`, the rest fail at once).
+    timeouts: int = 0
 
     @classmethod
     def from_request(cls, request: dict[str, Any]) -> Personalized | None:
@@ -150,6 +179,7 @@ class Personalized:
             locales=locales,
             variables=wrap("data", data),
             device_free=body is None or not _reads_device(body),
+            source=tmpl,
         )
 
     def choose(self, device_locale: str | None) -> str | None:
@@ -166,14 +196,43 @@ class Personalized:
             hit = self._by_locale.get(chosen)
             if hit is None:
                 try:
-                    hit = self._render(device, chosen, sample)
+                    hit = self._timed(device, chosen, sample)
                 except TemplateError as exc:
                     hit = exc
                 self._by_locale[chosen] = hit
             if isinstance(hit, TemplateError):
                 raise hit
             return hit
-        return self._render(device, chosen, sample)
+        return self._timed(device, chosen, sample)
+
+    def is_cheap(self) -> bool:
+        """Whether rendering any device is a dictionary look-up (inline localizations only, or
+        every variant of a device-free template already rendered): no worker thread needed."""
+        if self.template is None:
+            return True
+        variants = len(self.locales) + (1 if self.choose(None) is None else 0)
+        return self.device_free and len(self._by_locale) >= variants
+
+    def _timed(
+        self, device: DeviceVars, chosen: str | None, sample: bool
+    ) -> tuple[str | None, Notification, ProviderOverrides]:
+        """:meth:`_render` under one deadline for all of the device's fields; counts the
+        renderings cut, and past :data:`MAX_TIMEOUTS` of them fails at once."""
+        if self.template is None:
+            return self._render(device, chosen, sample)
+        if self.timeouts >= MAX_TIMEOUTS:
+            raise TemplateError(
+                "template",
+                f"rendering gave up: {self.timeouts} devices' renderings took longer than the "
+                "render budget, so the rest of this publish's devices are not rendered",
+            )
+        try:
+            with deadline():
+                return self._render(device, chosen, sample)
+        except TemplateError as exc:
+            if exc.timed_out:
+                self.timeouts += 1
+            raise
 
     def _render(
         self, device: DeviceVars, chosen: str | None, sample: bool

@@ -5,8 +5,10 @@ A personalized publish is rendered device by device (its template with the devic
 variables, or the locale variant the device's locale picks), and the targets of a chunk whose
 content came out the same are sent together with one provider rendering (cached by that
 content, so a thousand German devices cost one rendering, not a thousand). A device whose
-rendering fails gets its own ``payload`` outcome (``template_error``), final and not retried:
-the same template with the same device fails again. The others are sent.
+rendering fails (an error, or its time budget, ``templating.RENDER_BUDGET``, overrun) gets its
+own ``payload`` outcome (``template_error``), final and not retried: the same template with the
+same device fails again. The others are sent. Templates are rendered in a worker thread, all of
+a chunk's devices in one hop, so a slow one never holds the event loop.
 """
 
 from __future__ import annotations
@@ -105,16 +107,19 @@ class RenderCache:
         ids = [t.recipient_id for t in targets if t.recipient_id.startswith("dev_")]
         found = await self._read_vars(ids) if self._read_vars is not None and ids else {}
         renderer = registry.get(provider).renderer
+        devices = [found.get(t.recipient_id) or DeviceVars(provider=provider) for t in targets]
+        if personal.is_cheap():
+            outputs = _render_all(personal, devices)
+        else:
+            outputs = await asyncio.to_thread(_render_all, personal, devices)
         groups: dict[bytes, Group] = {}
-        for target in targets:
-            device = found.get(target.recipient_id) or DeviceVars(provider=provider)
-            try:
-                locale, n, overrides = personal.render(device)
-            except TemplateError as exc:
-                key = b"!" + str(exc).encode()
-                failed = groups.setdefault(key, Group(None, [], _failure("template_error", str(exc))))
+        for target, output in zip(targets, outputs, strict=True):
+            if isinstance(output, TemplateError):
+                key = b"!" + str(output).encode()
+                failed = groups.setdefault(key, Group(None, [], _failure("template_error", str(output))))
                 failed.targets.append(target)
                 continue
+            locale, n, overrides = output
             content = msgspec.json.encode((n, overrides))
             if content not in groups:
                 rendered, failure = self._provider_rendering(
@@ -149,6 +154,20 @@ class RenderCache:
                 return None, _failure("payload_too_large", message)
             _bounded_put(self._contents, key, hit, self._size * 16)
         return hit, None
+
+
+def _render_all(
+    personal: Personalized, devices: list[DeviceVars]
+) -> list[tuple[str | None, Notification, ProviderOverrides] | TemplateError]:
+    """Each device's content, or its template error (pure CPU: run in a worker thread unless
+    :meth:`Personalized.is_cheap`)."""
+    out: list[tuple[str | None, Notification, ProviderOverrides] | TemplateError] = []
+    for device in devices:
+        try:
+            out.append(personal.render(device))
+        except TemplateError as exc:
+            out.append(exc)
+    return out
 
 
 async def send_groups(

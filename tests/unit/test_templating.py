@@ -64,7 +64,7 @@ def _vars(**data: Any) -> dict[str, Any]:
         ("{{ data.x.ljust(100000000) }}", "unsafe"),
         ("{{ data.x * 100000 }}", "'*' would make a value over"),
         ("{{ [data.x] * 1000 }}", "'*' repeats only text"),
-        ("{{ data.x.encode() * 1000 }}", "'*' repeats only text"),
+        ("{{ data.x.encode() * 1000 }}", "unsafe"),
         ("{{ data.big | join(data.big) }}", "'join' would make a value over"),
         ("{{ data.x.translate({120: data.big}) }}", "unsafe"),
         ("{% set a = data.x ~ data.x %}{{ a }}", "'set' is not allowed"),
@@ -292,3 +292,108 @@ def test_a_template_that_reads_no_device_renders_once_per_locale() -> None:
     assert p.render(DeviceVars(id="dev_3"))[1].title == "1"
     assert not _personal({"title": "{{ data.x }}", "data": {"k": "{{ user.id }}"}}, {"x": 1}).device_free
     assert not _personal({"locales": {"de": {"body": "{{ device.meta.x }}"}}}, {}).device_free
+
+
+# Review of issue 12, finding 1: ``bytes``/``int`` methods bypassed the output bound.
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ('x'.encode().ljust(100000000)) | length }}",
+        "{{ 'x'.encode() }}",
+        "{{ (1).to_bytes(100000000, 'big') | length }}",
+        "{{ (1).to_bytes(2 ** 40, 'big') }}",
+        "{{ data.x.encode().zfill(100000000) | length }}",
+        "{{ data.x.encode().center(100000000) | length }}",
+        "{{ data.x.encode().expandtabs(100000000) | length }}",
+        "{{ (5).bit_length() }}",
+        "{{ data.l.copy() }}",
+    ],
+)
+def test_only_a_short_list_of_attributes_is_reachable(source: str) -> None:
+    with pytest.raises(TemplateError, match="not allowed by the sandbox"):
+        render_field("template.title", source, _vars(x="x", l=[1, 2]))
+
+
+def test_allowed_attributes_still_work() -> None:
+    v = _vars(x=" Ab ", l=["a", "b"])
+    assert render_field("f", "{{ data.x.strip().lower() }}|{{ data.x.startswith(' A') }}", v) == "ab|True"
+    assert render_field("f", "{{ data.x.split() | length }}", v) == "1"
+    source = (
+        "{% for i in data.l %}{{ loop.index }}{{ i.upper() }}{% if not loop.last %},{% endif %}{% endfor %}"
+    )
+    assert render_field("f", source, v) == "1A,2B"
+
+
+@pytest.mark.parametrize("source", ["{{ 5 % data.x }}", "{{ data.x % 5 }}", "{{ '%999999999d' % 1 }}"])
+def test_percent_is_for_numbers_only(source: str) -> None:
+    with pytest.raises(TemplateError, match="'%'"):
+        render_field("f", source, _vars(x="x"))
+
+
+def test_memory_error_in_a_rendering_is_a_template_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A filter standing for any operation that runs out of memory (what ``(1).to_bytes(2**40)``
+    # did before it was refused): the rendering fails with a TemplateError, never a crash.
+    from pushgate.domain import templating
+
+    def boom(value: Any) -> Any:
+        raise MemoryError
+
+    monkeypatch.setitem(templating.ENV.filters, "upper", boom)
+    with pytest.raises(TemplateError, match="MemoryError"):
+        render_field("f", "{{ 'memory' | upper }}", _vars())
+
+
+# Finding 2: no CPU budget.
+def test_a_cpu_heavy_template_is_cut_by_the_render_deadline() -> None:
+    source = (
+        "{% for c in 'x'*512 %}{% if (('y'*8192)|list|sort|sort|sort|length) < 0 %}{% endif %}{% endfor %}"
+    )
+    with pytest.raises(TemplateError) as caught:
+        render_field("template.body", source, _vars())
+    assert caught.value.field == "template.body"
+    assert "took longer than" in caught.value.reason and caught.value.timed_out
+
+
+def test_a_cpu_heavy_device_is_cut_at_dispatch_and_the_others_render() -> None:
+    heavy = (
+        "{% for c in 'x'*512 %}{% if (('y'*8192)|list|sort|sort|sort|length) < 0 %}{% endif %}{% endfor %}"
+    )
+    p = _personal({"title": "{% if device.meta.x == 'slow' %}" + heavy + "{% endif %}ok"}, {})
+    with pytest.raises(TemplateError, match="took longer than"):
+        p.render(DeviceVars(id="dev_1", meta={"x": "slow"}))
+    assert p.render(DeviceVars(id="dev_2", meta={"x": "fast"}))[1].title == "ok"
+
+
+def test_after_enough_cut_renderings_a_publish_gives_up_fast() -> None:
+    from pushgate.domain.personalize import MAX_TIMEOUTS
+
+    heavy = (
+        "{% for c in 'x'*512 %}{% if (('y'*8192)|list|sort|sort|sort|length) < 0 %}{% endif %}{% endfor %}"
+    )
+    p = _personal({"title": "{% if device.meta.x == 'slow' %}" + heavy + "{% endif %}ok"}, {})
+    for i in range(MAX_TIMEOUTS):
+        with pytest.raises(TemplateError, match="took longer than"):
+            p.render(DeviceVars(id=f"dev_{i}", meta={"x": "slow"}))
+    with pytest.raises(TemplateError, match="gave up"):
+        p.render(DeviceVars(id="dev_last", meta={"x": "slow"}))
+
+
+# Finding 5: deeply nested ``template.data``.
+def test_data_depth() -> None:
+    from pushgate.domain.templating import MAX_DATA_DEPTH, data_depth
+
+    nested: Any = "leaf"
+    for _ in range(5000):
+        nested = {"a": [nested]}
+    assert data_depth(nested) > MAX_DATA_DEPTH  # no RecursionError
+    assert data_depth({"a": 1, "b": [1, {"c": 2}]}) == 3
+    assert data_depth({}) == 1 and data_depth("x") == 0
+
+
+# Finding 8: inline localization keys other than title/body, without a template.
+def test_unknown_inline_localization_keys_are_named() -> None:
+    from pushgate.domain.personalize import unknown_localization_keys
+
+    given = {"de": {"titel": "Hallo", "body": "x"}, "fr": {"title": "Salut"}}
+    assert unknown_localization_keys(given, templated=False) == ["localizations.de.titel"]
+    assert unknown_localization_keys(given, templated=True) == []
