@@ -366,6 +366,9 @@ class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
     concurrency: Annotated[int, msgspec.Meta(ge=1)] = 10
     #: How often each worker process looks for due events and newly closed publishes.
     poll_interval_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    #: ``publish.finished`` is written for publishes closed at least this long ago (their
+    #: closing transaction has committed by then, so none is skipped).
+    settle_seconds: Annotated[float, msgspec.Meta(ge=0)] = 10.0
 
 
 class AppRealtime(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -29,18 +29,26 @@ from pushgate.store.webhooks import DueEvent, WebhookStore
 
 log = logging.getLogger("pushgate.webhooks")
 
-#: Events leased per round.
-ROUND = 100
 #: Sent events are deleted every this many rounds (they are kept an hour: store/webhooks.py).
 FORGET_EVERY = 300
 
 
 class WebhookSender:
+    """One worker process's poster. A round leases at most ``concurrency`` due events; each
+    endpoint's events of the round are posted one after the other, the endpoints side by side.
+    The first failure of an endpoint ends its round: that event and the endpoint's remaining
+    ones wait for the next step of the ladder, and the endpoint's failure streak grows by one
+    (an outage is one failure per round, not one per waiting event)."""
+
     def __init__(self, store: WebhookStore, transport: Transport, settings: WebhookSettings) -> None:
         self.store = store
         self.transport = transport
         self.settings = settings
-        self._slots = asyncio.Semaphore(settings.concurrency)
+
+    @property
+    def lease_seconds(self) -> float:
+        """Long enough for a round: an endpoint's events are posted one after the other."""
+        return self.settings.timeout_seconds * self.settings.concurrency + 30.0
 
     async def run(self, stop: asyncio.Event) -> None:
         rounds = 0
@@ -50,7 +58,7 @@ class WebhookSender:
                     await self.store.forget_sent()
                 rounds += 1
                 await self.store.scan_finished()
-                while not stop.is_set() and await self.round() == ROUND:
+                while not stop.is_set() and await self.round() == self.settings.concurrency:
                     pass
             except Exception as exc:  # the database may be away: try again next round
                 log.warning("webhook round failed: %s", exc)
@@ -61,48 +69,58 @@ class WebhookSender:
 
     async def round(self) -> int:
         """Post one lease of due events; returns how many were leased."""
-        due = await self.store.claim_due(ROUND)
-        await asyncio.gather(*(self._post(e) for e in due))
+        due = await self.store.claim_due(self.settings.concurrency, self.lease_seconds)
+        by_endpoint: dict[str, list[DueEvent]] = {}
+        for e in due:
+            by_endpoint.setdefault(e.webhook_id, []).append(e)
+        await asyncio.gather(*(self._endpoint(wid, events) for wid, events in by_endpoint.items()))
         return len(due)
 
-    async def _post(self, event: DueEvent) -> None:
-        async with self._slots:
-            body = event.body.encode()
-            now = int(clock.now())
-            request = HttpRequest(
-                "POST",
-                event.url,
-                {
-                    "content-type": "application/json",
-                    "user-agent": "pushgate-webhooks",
-                    "x-pushgate-event": event.type,
-                    "x-pushgate-event-id": event.event_id,
-                    "x-pushgate-signature": signature(event.secret, now, body),
-                },
-                body,
-                timeout=self.settings.timeout_seconds,
-            )
-            try:
-                answer = await self.transport.request(request)
-                error = None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
-            except TransportError as exc:
-                error = f"{exc.code}: {exc}"[:300]
-            except Exception as exc:  # a refused URL (outbound rules) and the like: not our crash
-                error = f"{type(exc).__name__}: {exc}"[:300]
-        if error is None:
-            WEBHOOK_POSTS.labels("delivered").inc()
-            await self.store.delivered(event)
+    async def _endpoint(self, webhook_id: str, events: list[DueEvent]) -> None:
+        sent: list[DueEvent] = []
+        for i, event in enumerate(events):
+            error = await self._post(event)
+            if error is None:
+                WEBHOOK_POSTS.labels("delivered").inc()
+                sent.append(event)
+                continue
+            WEBHOOK_POSTS.labels("failed").inc()
+            await self.store.delivered(webhook_id, sent)
+            delay = retry_delay(event.attempts + 1, self.settings.retry_ladder)
+            retry_at = clock.now() + delay * (1 + random.uniform(0, 0.1))
+            if await self.store.failed(event, error, retry_at, self.settings.max_failures, events[i + 1 :]):
+                log.warning(
+                    "webhook %s disabled after %d failed attempts in a row (last: %s)",
+                    webhook_id,
+                    self.settings.max_failures,
+                    error,
+                )
             return
-        WEBHOOK_POSTS.labels("failed").inc()
-        delay = retry_delay(event.attempts + 1, self.settings.retry_ladder)
-        retry_at = clock.now() + delay * (1 + random.uniform(0, 0.1))
-        if await self.store.failed(event, error, retry_at, self.settings.max_failures):
-            log.warning(
-                "webhook %s disabled after %d failed attempts in a row (last: %s)",
-                event.webhook_id,
-                self.settings.max_failures,
-                error,
-            )
+        await self.store.delivered(webhook_id, sent)
+
+    async def _post(self, event: DueEvent) -> str | None:
+        """Post one event: None when the endpoint answered 2xx, else what went wrong."""
+        body = event.body.encode()
+        request = HttpRequest(
+            "POST",
+            event.url,
+            {
+                "content-type": "application/json",
+                "user-agent": "pushgate-webhooks",
+                "x-pushgate-event": event.type,
+                "x-pushgate-event-id": event.event_id,
+                "x-pushgate-signature": signature(event.secret, int(clock.now()), body),
+            },
+            body,
+            timeout=self.settings.timeout_seconds,
+        )
+        try:
+            answer = await self.transport.request(request)
+        except TransportError as exc:
+            return f"{exc.code}: {exc}"[:300]
+        except Exception as exc:  # a refused URL (outbound rules) and the like: not our crash
+            return f"{type(exc).__name__}: {exc}"[:300]
+        return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
 
 
 async def report_outcomes(

@@ -107,7 +107,8 @@ class Engine:
         self.grouped = GroupDispatch(self.dispatcher)
         self.retention = Retention(settings, db)
         #: Posts webhook events (engine/webhooks.py) through the providers' transport.
-        self.webhooks = WebhookSender(WebhookStore(db), transport, settings.webhooks)
+        hooks = settings.webhooks
+        self.webhooks = WebhookSender(WebhookStore(db, hooks.settle_seconds), transport, hooks)
         # jobs.lease_owner is VARCHAR(64): a long host name (cloud FQDNs reach 63) must not
         # overflow it, or every claim fails on PostgreSQL. 40 + pid (<= 7) + nonce (8) + 2 <= 64.
         self.owner = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -454,9 +454,11 @@ webhooks = sa.Table(
     sa.Column("disabled_at", sa.Float, nullable=True),
     sa.Column("disabled_reason", sa.Text, nullable=True),
     sa.Column("last_success_at", sa.Float, nullable=True),
-    #: Publishes that closed up to here were turned into ``publish.finished`` events (the
-    #: scan re-reads a margin before it; the events' unique key drops what it saw twice).
+    #: ``(completed_at, id)`` of the last closed publish turned into a ``publish.finished``
+    #: event: the scan reads on from there, only publishes closed long enough ago to have
+    #: committed (store/webhooks.py).
     sa.Column("publish_cursor", sa.Float, nullable=False),
+    sa.Column("publish_cursor_id", sa.String(40), nullable=False, server_default=""),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Index("ix_webhooks_app", "app_id"),
@@ -473,7 +475,7 @@ webhook_events = sa.Table(
     sa.Column("webhook_id", sa.String(40), nullable=False),
     sa.Column("app_id", sa.String(40), nullable=False),
     #: The event's own id (``evt_…``), the same for every endpoint: receivers dedupe on it.
-    sa.Column("event_id", sa.String(40), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
     sa.Column("type", sa.String(40), nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import sqlalchemy as sa
 from aiohttp import web
 from support.api import fcm_token, publish, register
 from support.gateway import Gateway, gateway_settings, running_gateway
@@ -19,6 +20,7 @@ from support.lab import Lab, free_port
 from support.wait import wait_for
 
 from pushgate.domain.webhooks import verify
+from pushgate.store.schema import webhook_events
 
 
 class Receiver:
@@ -68,13 +70,13 @@ async def receiver() -> AsyncIterator[Receiver]:
 @asynccontextmanager
 async def hooked_gateway(database_url: str, lab: Lab, **env: str) -> AsyncIterator[Gateway]:
     lab.reset()
-    settings = gateway_settings(
-        database_url,
-        lab,
-        PUSHGATE_WEBHOOKS_RETRY_LADDER="[0.5, 1]",
-        PUSHGATE_WEBHOOKS_POLL_INTERVAL_SECONDS="0.2",
+    env = {
+        "PUSHGATE_WEBHOOKS_RETRY_LADDER": "[0.5, 1]",
+        "PUSHGATE_WEBHOOKS_POLL_INTERVAL_SECONDS": "0.2",
+        "PUSHGATE_WEBHOOKS_SETTLE_SECONDS": "0.3",
         **env,
-    )
+    }
+    settings = gateway_settings(database_url, lab, **env)
     async with running_gateway(settings) as gw:
         yield gw
 
@@ -172,6 +174,36 @@ async def test_an_endpoint_that_keeps_failing_is_disabled_then_re_enabled(
             lambda: rx.got and json.loads(rx.got[-1][1])["data"]["publish_id"] == pid, 10, "resent"
         )
         assert len({json.loads(b)["id"] for _, b in rx.got}) == 1  # the same event, retried
+
+
+async def test_closed_publishes_are_read_page_by_page_from_the_cursor(database_url: str, lab: Lab) -> None:
+    """Many publishes closing close together: the scan reads on from its cursor, page by page,
+    and writes each publish's event once (more than a page of them, none skipped)."""
+    # The workers' own scans wait an hour: only the scan below, five publishes a page, writes.
+    async with hooked_gateway(database_url, lab, PUSHGATE_WEBHOOKS_SETTLE_SECONDS="3600") as gw:
+        hook_id, _ = await add_webhook(gw, "https://example.com/hooks", ["publish.finished"])
+        await register(gw, provider="fcm", token=fcm_token(), platform="android", channels=["many"])
+        pids = [
+            await publish(gw.client, recipients=[{"type": "channel", "channel": "many"}]) for _ in range(12)
+        ]
+        for pid in pids:
+            await gw.wait_done(pid)
+        await asyncio.sleep(0.4)  # past the settle time
+        store = gw.app.state.services.webhooks
+        store.settle_seconds = 0.3
+        assert await store.scan_finished(limit=5) == 12  # three pages
+        assert await store.scan_finished(limit=5) == 0  # read on from the cursor: nothing twice
+        db = gw.app.state.services.db
+        async with db.read() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(webhook_events.c.event_id, webhook_events.c.body).where(
+                        webhook_events.c.webhook_id == hook_id
+                    )
+                )
+            ).all()
+        published = sorted(json.loads(r.body)["data"]["publish_id"] for r in rows)
+        assert published == sorted(pids)  # each once
 
 
 async def test_webhook_requests_are_checked(gateway: Gateway) -> None:

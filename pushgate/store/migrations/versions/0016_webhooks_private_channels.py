@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("disabled_reason", sa.Text(), nullable=True),
         sa.Column("last_success_at", sa.Float(), nullable=True),
         sa.Column("publish_cursor", sa.Float(), nullable=False),
+        sa.Column("publish_cursor_id", sa.String(40), nullable=False, server_default=""),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
     )
@@ -40,7 +41,7 @@ def upgrade() -> None:
         sa.Column("id", _BigId, primary_key=True, autoincrement=True),
         sa.Column("webhook_id", sa.String(40), nullable=False),
         sa.Column("app_id", sa.String(40), nullable=False),
-        sa.Column("event_id", sa.String(40), nullable=False),
+        sa.Column("event_id", sa.String(64), nullable=False),
         sa.Column("type", sa.String(40), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
