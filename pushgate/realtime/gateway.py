@@ -7,6 +7,15 @@ v4's standard place), and a session joins one room for its user and one per chan
 allows. Rooms are per app (``<app id>|u|<user>``, ``<app id>|c|<channel>``): two apps' users
 with the same name never meet.
 
+A handshake is checked inside the API's wrong-credential throttle (:meth:`RealtimeGateway.bind`
+hands it over): a forged or unknown-app token counts against the client's address like a wrong
+API key, and a blocked address is refused before its token is looked at, so a flood of forged
+tokens costs no database read.
+
+CORS: ``[]`` in the configuration means the same origin only (engine.io's ``None``: engine.io
+itself reads ``[]`` as "no origin check at all"), and no origin is ever told it may send
+credentials (the token is in the handshake, never in a cookie).
+
 With ``redis_url``, python-socketio's Redis manager carries every emit to the nodes holding the
 room's sessions, and presence is counted across nodes (``presence.py``); without it one process
 serves realtime alone.
@@ -15,7 +24,9 @@ serves realtime alone.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import socketio
 
@@ -28,6 +39,21 @@ log = logging.getLogger("pushgate.realtime")
 PATH = "socket.io"
 
 
+class Throttle(Protocol):
+    """The wrong-credential throttle (``api/throttle.py:FailureThrottle``), by client address."""
+
+    def retry_after(self, address: str) -> float: ...
+
+    def reserve(self, address: str) -> bool: ...
+
+    def release(self, address: str, *, failed: bool) -> None: ...
+
+
+def _refused(message: str) -> socketio.exceptions.ConnectionRefusedError:
+    # The message reaches the client as connect_error's message (socket.io v4).
+    return socketio.exceptions.ConnectionRefusedError(message)
+
+
 def user_room(app_id: str, user: str) -> str:
     return f"{app_id}|u|{user}"
 
@@ -38,12 +64,13 @@ def channel_room(app_id: str, channel: str) -> str:
 
 class RealtimeGateway:
     """One process's socket.io server. ``secret_of`` resolves a token's ``iss`` to the app and
-    its secret (set once the database is open: :meth:`bind`)."""
+    its secret, ``throttle`` counts forged tokens by client address (both set once the database
+    is open: :meth:`bind`)."""
 
     def __init__(
         self,
         *,
-        cors_allowed_origins: list[str] | str,
+        cors_allowed_origins: list[str],
         ping_interval: float = 25.0,
         ping_timeout: float = 20.0,
         redis_url: str | None = None,
@@ -53,7 +80,9 @@ class RealtimeGateway:
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=manager,
-            cors_allowed_origins=cors_allowed_origins,
+            # engine.io: None is the same origin only, [] is no check at all.
+            cors_allowed_origins=cors_allowed_origins or None,
+            cors_credentials=False,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             logger=False,
@@ -61,21 +90,50 @@ class RealtimeGateway:
         )
         self.asgi = socketio.ASGIApp(self.sio, socketio_path=PATH)
         self._secret_of: SecretOf | None = None
+        self._throttle: Throttle | None = None
+        self._address_of: Callable[[str | None], str] = lambda host: host or "-"
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
 
-    def bind(self, secret_of: SecretOf) -> None:
+    def bind(
+        self,
+        secret_of: SecretOf,
+        throttle: Throttle | None = None,
+        address_of: Callable[[str | None], str] | None = None,
+    ) -> None:
+        """``address_of``: the key a client's IP counts under (``api/throttle.py:client_key``)."""
         self._secret_of = secret_of
+        self._throttle = throttle
+        if address_of is not None:
+            self._address_of = address_of
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if self._secret_of is None:
-            raise socketio.exceptions.ConnectionRefusedError("pushgate is starting; retry shortly")
+            raise _refused("pushgate is starting; retry shortly")
+        # engine.io's ASGI environ says REMOTE_ADDR 127.0.0.1 always: the ASGI scope's client is
+        # the peer (or, behind [server] trusted_proxies, the forwarded address uvicorn put there).
+        peer = (environ.get("asgi.scope") or {}).get("client")
+        address = self._address_of(peer[0] if peer else None)
+        throttle = self._throttle
+        if throttle is not None:
+            blocked = throttle.retry_after(address)
+            if blocked > 0:
+                raise _refused(
+                    f"too many failed handshakes from this address (forged or unknown tokens); "
+                    f"retry in {math.ceil(blocked)} s"
+                )
+            if not throttle.reserve(address):
+                raise _refused("too many failed handshakes from this address at once; retry in a second")
+        failed = False
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
             claims = await verify(token, self._secret_of)
         except TokenError as exc:
-            # The reason reaches the client as connect_error's message (socket.io v4).
-            raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
+            failed = exc.guess
+            raise _refused(str(exc)) from None
+        finally:
+            if throttle is not None:
+                throttle.release(address, failed=failed)
         await self.sio.save_session(sid, {"app_id": claims.app_id, "user": claims.user})
         room = user_room(claims.app_id, claims.user)
         await self.sio.enter_room(sid, room)
