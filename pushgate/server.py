@@ -43,7 +43,7 @@ from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
 from pushgate.realtime.gateway import PATH, RealtimeGateway
-from pushgate.realtime.tokens import IssuerCache, SecretOf
+from pushgate.realtime.tokens import FindApp, SecretFor
 from pushgate.runtime import open_runtime
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import check_secret_key
@@ -195,25 +195,20 @@ async def _provider_report(
         )
 
 
-def _secret_lookup(apps: AppStore, settings: Settings, stored: RealtimeSecrets) -> SecretOf:
-    """A connection token's ``iss`` (app name or id) → the app's id and signing secret. The
-    app (or its absence) is cached 30 s (``IssuerCache``), the stored secret 5 s
-    (``store/realtime.py``): a handshake reads the database only on a cache miss."""
-    known = IssuerCache()
+def _app_lookup(apps: AppStore, settings: Settings, stored: RealtimeSecrets) -> tuple[FindApp, SecretFor]:
+    """What the realtime gateway resolves a connection token's ``iss`` with: the app by name or
+    id (the gateway caches it, misses too), and its signing secret (configured, else stored:
+    ``store/realtime.py`` caches it 5 s)."""
 
-    async def find(issuer: str) -> tuple[str, str] | None:
+    async def find_app(issuer: str) -> tuple[str, str] | None:
         app = await apps.find(issuer)
         return (app.id, app.name) if app is not None else None
 
-    async def secret_of(issuer: str) -> tuple[str, str] | None:
-        found = await known.resolve(issuer, find)
-        if found is None:
-            return None
-        app_id, name = found
+    async def secret_for(app_id: str, name: str) -> str:
         configured = settings.realtime_secret(app_id, name)
-        return app_id, configured if configured is not None else await stored.secret(app_id)
+        return configured if configured is not None else await stored.secret(app_id)
 
-    return secret_of
+    return find_app, secret_for
 
 
 def _socketio_mount(realtime: RealtimeGateway) -> Any:
@@ -279,7 +274,7 @@ def create_app(
                 await realtime.start()
                 services = app.state.services
                 realtime.bind(
-                    _secret_lookup(rt.apps, settings, services.realtime_secrets),
+                    *_app_lookup(rt.apps, settings, services.realtime_secrets),
                     throttle=services.gate.failures,  # one throttle with the API's wrong keys
                     address_of=client_key,
                 )

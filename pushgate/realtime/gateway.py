@@ -10,7 +10,10 @@ with the same name never meet.
 A handshake is checked inside the API's wrong-credential throttle (:meth:`RealtimeGateway.bind`
 hands it over): a forged or unknown-app token counts against the client's address like a wrong
 API key, and a blocked address is refused before its token is looked at, so a flood of forged
-tokens costs no database read.
+tokens costs no database read. The app a token's ``iss`` names is cached, misses too
+(``tokens.IssuerCache``); only a handshake that reads it from the database holds one of its
+address's ``max_failures`` places for lookups under way, so a storm of genuine reconnections
+from one address (a NAT) is not refused while the first of them looks the app up.
 
 CORS: ``[]`` in the configuration means the same origin only (engine.io's ``None``: engine.io
 itself reads ``[]`` as "no origin check at all"), and no origin is ever told it may send
@@ -31,7 +34,7 @@ from typing import Any, Protocol
 import socketio
 
 from pushgate.realtime.presence import RedisPresence
-from pushgate.realtime.tokens import SecretOf, TokenError, verify
+from pushgate.realtime.tokens import FindApp, IssuerCache, SecretFor, TokenError, verify
 
 log = logging.getLogger("pushgate.realtime")
 
@@ -63,9 +66,9 @@ def channel_room(app_id: str, channel: str) -> str:
 
 
 class RealtimeGateway:
-    """One process's socket.io server. ``secret_of`` resolves a token's ``iss`` to the app and
-    its secret, ``throttle`` counts forged tokens by client address (both set once the database
-    is open: :meth:`bind`)."""
+    """One process's socket.io server. ``find_app`` resolves a token's ``iss`` to the app,
+    ``secret_for`` gives its secret, ``throttle`` counts forged tokens by client address (all
+    set once the database is open: :meth:`bind`)."""
 
     def __init__(
         self,
@@ -89,7 +92,9 @@ class RealtimeGateway:
             engineio_logger=False,
         )
         self.asgi = socketio.ASGIApp(self.sio, socketio_path=PATH)
-        self._secret_of: SecretOf | None = None
+        self._find_app: FindApp | None = None
+        self._secret_for: SecretFor | None = None
+        self._issuers = IssuerCache()
         self._throttle: Throttle | None = None
         self._address_of: Callable[[str | None], str] = lambda host: host or "-"
         self.sio.on("connect", self._connect)
@@ -97,43 +102,59 @@ class RealtimeGateway:
 
     def bind(
         self,
-        secret_of: SecretOf,
+        find_app: FindApp,
+        secret_for: SecretFor,
         throttle: Throttle | None = None,
         address_of: Callable[[str | None], str] | None = None,
     ) -> None:
         """``address_of``: the key a client's IP counts under (``api/throttle.py:client_key``)."""
-        self._secret_of = secret_of
+        self._find_app, self._secret_for = find_app, secret_for
         self._throttle = throttle
         if address_of is not None:
             self._address_of = address_of
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        if self._secret_of is None:
+        find_app, secret_for = self._find_app, self._secret_for
+        if find_app is None or secret_for is None:
             raise _refused("pushgate is starting; retry shortly")
         # engine.io's ASGI environ says REMOTE_ADDR 127.0.0.1 always: the ASGI scope's client is
         # the peer (or, behind [server] trusted_proxies, the forwarded address uvicorn put there).
         peer = (environ.get("asgi.scope") or {}).get("client")
         address = self._address_of(peer[0] if peer else None)
         throttle = self._throttle
-        if throttle is not None:
-            blocked = throttle.retry_after(address)
-            if blocked > 0:
-                raise _refused(
-                    f"too many failed handshakes from this address (forged or unknown tokens); "
-                    f"retry in {math.ceil(blocked)} s"
-                )
-            if not throttle.reserve(address):
-                raise _refused("too many failed handshakes from this address at once; retry in a second")
+        blocked = throttle.retry_after(address) if throttle is not None else 0.0
+        if blocked > 0:
+            raise _refused(
+                "too many failed handshakes from this address (forged or unknown tokens); "
+                f"retry in {math.ceil(blocked)} s"
+            )
+        reserved = False
+
+        async def secret_of(issuer: str) -> tuple[str, str] | None:
+            nonlocal reserved
+            if throttle is not None and not self._issuers.known(issuer):  # a database read follows
+                if not throttle.reserve(address):
+                    raise TokenError(
+                        "too many failed handshakes from this address at once; retry in a second",
+                        guess=False,
+                    )
+                reserved = True
+            found = await self._issuers.resolve(issuer, find_app)
+            return None if found is None else (found[0], await secret_for(*found))
+
         failed = False
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
-            claims = await verify(token, self._secret_of)
+            claims = await verify(token, secret_of)
         except TokenError as exc:
             failed = exc.guess
             raise _refused(str(exc)) from None
         finally:
-            if throttle is not None:
+            if throttle is not None and reserved:
                 throttle.release(address, failed=failed)
+            elif throttle is not None and failed and throttle.reserve(address):
+                # A forged token naming a cached app read nothing, but it counts all the same.
+                throttle.release(address, failed=True)
         await self.sio.save_session(sid, {"app_id": claims.app_id, "user": claims.user})
         room = user_room(claims.app_id, claims.user)
         await self.sio.enter_room(sid, room)

@@ -60,6 +60,8 @@ def mint(secret: str, *, app_id: str, user: str, expires_at: float, channels: li
 SecretOf = Callable[[str], Awaitable[tuple[str, str] | None]]
 #: ``iss`` → ``(app id, app name)`` read from the database, or None for no such app.
 FindApp = Callable[[str], Awaitable[tuple[str, str] | None]]
+#: ``(app id, app name)`` → the app's signing secret (configured, or stored and cached briefly).
+SecretFor = Callable[[str, str], Awaitable[str]]
 
 
 class IssuerCache:
@@ -71,6 +73,11 @@ class IssuerCache:
         self.ttl = ttl
         self._items: dict[str, tuple[tuple[str, str] | None, float]] = {}
         self._loading: dict[str, asyncio.Task[tuple[str, str] | None]] = {}
+
+    def known(self, issuer: str) -> bool:
+        """Resolving ``issuer`` now reads nothing (it is cached, or its lookup is under way)."""
+        hit = self._items.get(issuer)
+        return (hit is not None and hit[1] > time.monotonic()) or issuer in self._loading
 
     async def resolve(self, issuer: str, find: FindApp) -> tuple[str, str] | None:
         hit = self._items.get(issuer)

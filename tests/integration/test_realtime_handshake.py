@@ -6,6 +6,7 @@ says: ``[]`` is the same origin only, and no origin is told it may send credenti
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,7 @@ import socketio
 from sqlalchemy import event
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
+from support.wait import wait_for
 
 OTHER_SITE = "https://app.example"
 
@@ -141,3 +143,43 @@ async def test_the_default_allows_any_origin_without_credentials(gateway: Gatewa
     r = await polling_handshake(gateway, "https://anywhere.example")
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://anywhere.example"
     assert "access-control-allow-credentials" not in r.headers
+
+
+async def test_genuine_handshakes_waiting_for_one_app_lookup_are_not_refused(
+    database_url: str, lab: Lab
+) -> None:
+    """Only a handshake that reads the database holds one of its address's places: ten sessions
+    from one address arriving while their app is being looked up all connect, with
+    ``max_failures`` 2 (a NAT's users reconnecting together after a restart)."""
+    settings = gateway_settings(database_url, lab, PUSHGATE_AUTH_MAX_FAILURES="2")
+    async with running_gateway(settings) as gw:
+        token = (await gw.client.post("/v1/realtime/tokens", json={"user": "u1"})).json()["token"]
+        issuer = jwt.decode(token, options={"verify_signature": False})["iss"]
+        realtime = gw.app.state.services.realtime
+        release = asyncio.Event()
+
+        async def slow_find(name: str) -> tuple[str, str] | None:
+            await release.wait()  # the database is slow to answer
+            return await realtime._find_app(name)
+
+        lookup = asyncio.ensure_future(realtime._issuers.resolve(issuer, slow_find))
+        clients = [socketio.AsyncClient(reconnection=False) for _ in range(10)]
+        connecting = [
+            asyncio.ensure_future(
+                c.connect(gw.url, auth={"token": token}, transports=["websocket"], wait_timeout=10)
+            )
+            for c in clients
+        ]
+        await wait_for(
+            lambda: len(realtime.sio.eio.sockets) == 10 or any(c.done() for c in connecting),
+            10,
+            "ten engine.io sessions open (or a refusal)",
+        )
+        await asyncio.sleep(0.3)  # their socket.io CONNECT packets reach the handler and wait
+        release.set()
+        outcomes = await asyncio.gather(*connecting, return_exceptions=True)
+        assert await lookup is not None
+        assert [o for o in outcomes if o is not None] == []
+        assert all(c.connected for c in clients)
+        for c in clients:
+            await c.disconnect()
