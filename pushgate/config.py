@@ -339,7 +339,9 @@ class RealtimeSettings(msgspec.Struct, forbid_unknown_fields=True):
 
     #: Serve socket.io on the API's port.
     enabled: bool = True
-    #: Browser origins allowed to connect (``["*"]``: any; ``[]``: same origin only).
+    #: Browser origins allowed to connect (``["*"]``: any; ``[]``: the same origin only, which
+    #: ``realtime/gateway.py`` passes to engine.io as ``None``: engine.io reads ``[]`` as no check
+    #: at all). Credentials (cookies) are never allowed: the token is in the handshake.
     cors_allowed_origins: list[str] = msgspec.field(default_factory=lambda: ["*"])
     #: socket.io's heartbeat: a session silent for this long plus ``ping_timeout_seconds`` is
     #: closed (and a long-polling request is answered at least this often).

@@ -37,12 +37,13 @@ from pushgate.api.publishes import PublishController
 from pushgate.api.realtime import RealtimeController
 from pushgate.api.services import Services, provide_app, provide_key, provide_services
 from pushgate.api.templates import TemplateController
+from pushgate.api.throttle import client_key
 from pushgate.api.webhooks import WebhookController
 from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
 from pushgate.realtime.gateway import PATH, RealtimeGateway
-from pushgate.realtime.tokens import SecretOf
+from pushgate.realtime.tokens import FindApp, SecretFor
 from pushgate.runtime import open_runtime
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import check_secret_key
@@ -194,17 +195,20 @@ async def _provider_report(
         )
 
 
-def _secret_lookup(apps: AppStore, settings: Settings, stored: RealtimeSecrets) -> SecretOf:
-    """A connection token's ``iss`` (app name or id) → the app's id and signing secret."""
+def _app_lookup(apps: AppStore, settings: Settings, stored: RealtimeSecrets) -> tuple[FindApp, SecretFor]:
+    """What the realtime gateway resolves a connection token's ``iss`` with: the app by name or
+    id (the gateway caches it, misses too), and its signing secret (configured, else stored:
+    ``store/realtime.py`` caches it 5 s)."""
 
-    async def secret_of(issuer: str) -> tuple[str, str] | None:
+    async def find_app(issuer: str) -> tuple[str, str] | None:
         app = await apps.find(issuer)
-        if app is None:
-            return None
-        configured = settings.realtime_secret(app.id, app.name)
-        return app.id, configured if configured is not None else await stored.secret(app.id)
+        return (app.id, app.name) if app is not None else None
 
-    return secret_of
+    async def secret_for(app_id: str, name: str) -> str:
+        configured = settings.realtime_secret(app_id, name)
+        return configured if configured is not None else await stored.secret(app_id)
+
+    return find_app, secret_for
 
 
 def _socketio_mount(realtime: RealtimeGateway) -> Any:
@@ -268,7 +272,12 @@ def create_app(
             )
             if realtime is not None:
                 await realtime.start()
-                realtime.bind(_secret_lookup(rt.apps, settings, app.state.services.realtime_secrets))
+                services = app.state.services
+                realtime.bind(
+                    *_app_lookup(rt.apps, settings, services.realtime_secrets),
+                    throttle=services.gate.failures,  # one throttle with the API's wrong keys
+                    address_of=client_key,
+                )
             if rt.engine is not None:
                 await rt.engine.start()
             try:

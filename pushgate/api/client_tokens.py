@@ -35,8 +35,9 @@ from pushgate.domain.client_scopes import (
 )
 from pushgate.domain.timefmt import rfc3339
 from pushgate.store.apps import App
-from pushgate.store.devices import Device
+from pushgate.store.devices import Device, DeviceFilter
 from pushgate.store.private_channels import PrivateChannelStore
+from pushgate.store.registrations import DeviceConflict, Registration, token_hash
 
 User = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 Channels = Annotated[list[str], msgspec.Meta(max_length=MAX_TOKEN_CHANNELS)]
@@ -124,6 +125,40 @@ async def registration_in(
     if principal.subject is not None:
         data = msgspec.structs.replace(data, user=principal.subject)
     return data
+
+
+async def check_takeover(
+    request: Request[Any, Any, Any], services: Services, app: App, reg: Registration
+) -> None:
+    """403 when an anonymous client token registers a push token whose device has a user.
+
+    Re-registering a push token updates its device and answers a device token for it; an
+    anonymous token would leave the user as it is and hand its holder that user's device (its
+    meta, tags, deletion). A client token with a user may (the device becomes its user's: the
+    push token is the device's proof), and so may the app key."""
+    principal = client_of(request)
+    if principal is None or principal.subject is not None:
+        return
+    same = DeviceFilter(provider_token_hashes=[token_hash(reg.provider, reg.token_key)])
+    found, _ = await services.devices.list_devices(app.id, same, cursor=None, limit=1)
+    if found and found[0].user is not None:
+        raise _forbidden(
+            "token: this push token's device belongs to a user, and this client token has none; "
+            "register it with a client token minted for that user (POST /v1/client-tokens with user)"
+        )
+
+
+def conflict(request: Request[Any, Any, Any], exc: DeviceConflict) -> ApiError:
+    """The 409 of a push token registered as another device: the app key is told which; a
+    token caller is not (it cannot learn other devices' ids, docs/clients.md)."""
+    if client_of(request) is not None:
+        return ApiError(
+            409,
+            "conflict",
+            "token: this push token is already registered as another device; keep the current one "
+            "or ask the backend (the app key) to remove the other device",
+        )
+    return ApiError(409, "conflict", f"this token is already registered as device {exc.args[0]}")
 
 
 async def check_patch(

@@ -160,15 +160,14 @@ class DeviceController(Controller):
     ) -> client_tokens.RegisteredDevice:
         data = await client_tokens.registration_in(request, services, app, data)  # a client token's rules
         reg = _registration(data, services.settings)
+        await client_tokens.check_takeover(request, services, app, reg)  # an anonymous token's limit
         try:
             with within_limits():
                 device, _created = await services.devices.register(app.id, reg)
         except DeviceNotFound:
             raise not_found("device", data.id or "") from None
         except DeviceConflict as exc:
-            raise ApiError(
-                409, "conflict", f"this token is already registered as device {exc.args[0]}"
-            ) from None
+            raise client_tokens.conflict(request, exc) from None
         return await client_tokens.registered(request, services, app, device)
 
     @post(
@@ -340,9 +339,7 @@ class DeviceController(Controller):
         except DeviceNotFound:
             raise not_found("device", device_id) from None
         except DeviceConflict as exc:
-            raise ApiError(
-                409, "conflict", f"this token is already registered as device {exc.args[0]}"
-            ) from None
+            raise client_tokens.conflict(request, exc) from None
         return DeviceEnvelope(device_out(updated))
 
     @delete(

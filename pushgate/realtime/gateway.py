@@ -7,6 +7,18 @@ v4's standard place), and a session joins one room for its user and one per chan
 allows. Rooms are per app (``<app id>|u|<user>``, ``<app id>|c|<channel>``): two apps' users
 with the same name never meet.
 
+A handshake is checked inside the API's wrong-credential throttle (:meth:`RealtimeGateway.bind`
+hands it over): a forged or unknown-app token counts against the client's address like a wrong
+API key, and a blocked address is refused before its token is looked at, so a flood of forged
+tokens costs no database read. The app a token's ``iss`` names is cached, misses too
+(``tokens.IssuerCache``); only a handshake that reads it from the database holds one of its
+address's ``max_failures`` places for lookups under way, so a storm of genuine reconnections
+from one address (a NAT) is not refused while the first of them looks the app up.
+
+CORS: ``[]`` in the configuration means the same origin only (engine.io's ``None``: engine.io
+itself reads ``[]`` as "no origin check at all"), and no origin is ever told it may send
+credentials (the token is in the handshake, never in a cookie).
+
 With ``redis_url``, python-socketio's Redis manager carries every emit to the nodes holding the
 room's sessions, and presence is counted across nodes (``presence.py``); without it one process
 serves realtime alone.
@@ -15,17 +27,34 @@ serves realtime alone.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import socketio
 
 from pushgate.realtime.presence import RedisPresence
-from pushgate.realtime.tokens import SecretOf, TokenError, verify
+from pushgate.realtime.tokens import FindApp, IssuerCache, SecretFor, TokenError, verify
 
 log = logging.getLogger("pushgate.realtime")
 
 #: Where the server answers, on pushgate's own port (socket.io's default path).
 PATH = "socket.io"
+
+
+class Throttle(Protocol):
+    """The wrong-credential throttle (``api/throttle.py:FailureThrottle``), by client address."""
+
+    def retry_after(self, address: str) -> float: ...
+
+    def reserve(self, address: str) -> bool: ...
+
+    def release(self, address: str, *, failed: bool) -> None: ...
+
+
+def _refused(message: str) -> socketio.exceptions.ConnectionRefusedError:
+    # The message reaches the client as connect_error's message (socket.io v4).
+    return socketio.exceptions.ConnectionRefusedError(message)
 
 
 def user_room(app_id: str, user: str) -> str:
@@ -37,13 +66,14 @@ def channel_room(app_id: str, channel: str) -> str:
 
 
 class RealtimeGateway:
-    """One process's socket.io server. ``secret_of`` resolves a token's ``iss`` to the app and
-    its secret (set once the database is open: :meth:`bind`)."""
+    """One process's socket.io server. ``find_app`` resolves a token's ``iss`` to the app,
+    ``secret_for`` gives its secret, ``throttle`` counts forged tokens by client address (all
+    set once the database is open: :meth:`bind`)."""
 
     def __init__(
         self,
         *,
-        cors_allowed_origins: list[str] | str,
+        cors_allowed_origins: list[str],
         ping_interval: float = 25.0,
         ping_timeout: float = 20.0,
         redis_url: str | None = None,
@@ -53,29 +83,78 @@ class RealtimeGateway:
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
             client_manager=manager,
-            cors_allowed_origins=cors_allowed_origins,
+            # engine.io: None is the same origin only, [] is no check at all.
+            cors_allowed_origins=cors_allowed_origins or None,
+            cors_credentials=False,
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             logger=False,
             engineio_logger=False,
         )
         self.asgi = socketio.ASGIApp(self.sio, socketio_path=PATH)
-        self._secret_of: SecretOf | None = None
+        self._find_app: FindApp | None = None
+        self._secret_for: SecretFor | None = None
+        self._issuers = IssuerCache()
+        self._throttle: Throttle | None = None
+        self._address_of: Callable[[str | None], str] = lambda host: host or "-"
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
 
-    def bind(self, secret_of: SecretOf) -> None:
-        self._secret_of = secret_of
+    def bind(
+        self,
+        find_app: FindApp,
+        secret_for: SecretFor,
+        throttle: Throttle | None = None,
+        address_of: Callable[[str | None], str] | None = None,
+    ) -> None:
+        """``address_of``: the key a client's IP counts under (``api/throttle.py:client_key``)."""
+        self._find_app, self._secret_for = find_app, secret_for
+        self._throttle = throttle
+        if address_of is not None:
+            self._address_of = address_of
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        if self._secret_of is None:
-            raise socketio.exceptions.ConnectionRefusedError("pushgate is starting; retry shortly")
+        find_app, secret_for = self._find_app, self._secret_for
+        if find_app is None or secret_for is None:
+            raise _refused("pushgate is starting; retry shortly")
+        # engine.io's ASGI environ says REMOTE_ADDR 127.0.0.1 always: the ASGI scope's client is
+        # the peer (or, behind [server] trusted_proxies, the forwarded address uvicorn put there).
+        peer = (environ.get("asgi.scope") or {}).get("client")
+        address = self._address_of(peer[0] if peer else None)
+        throttle = self._throttle
+        blocked = throttle.retry_after(address) if throttle is not None else 0.0
+        if blocked > 0:
+            raise _refused(
+                "too many failed handshakes from this address (forged or unknown tokens); "
+                f"retry in {math.ceil(blocked)} s"
+            )
+        reserved = False
+
+        async def secret_of(issuer: str) -> tuple[str, str] | None:
+            nonlocal reserved
+            if throttle is not None and not self._issuers.known(issuer):  # a database read follows
+                if not throttle.reserve(address):
+                    raise TokenError(
+                        "too many failed handshakes from this address at once; retry in a second",
+                        guess=False,
+                    )
+                reserved = True
+            found = await self._issuers.resolve(issuer, find_app)
+            return None if found is None else (found[0], await secret_for(*found))
+
+        failed = False
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
-            claims = await verify(token, self._secret_of)
+            claims = await verify(token, secret_of)
         except TokenError as exc:
-            # The reason reaches the client as connect_error's message (socket.io v4).
-            raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
+            failed = exc.guess
+            raise _refused(str(exc)) from None
+        finally:
+            if throttle is not None and reserved:
+                throttle.release(address, failed=failed)
+            elif throttle is not None and failed and throttle.reserve(address):
+                # A forged token naming a cached app read nothing, but it counts all the same.
+                throttle.release(address, failed=True)
         await self.sio.save_session(sid, {"app_id": claims.app_id, "user": claims.user})
         room = user_room(claims.app_id, claims.user)
         await self.sio.enter_room(sid, room)

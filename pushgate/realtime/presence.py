@@ -26,6 +26,18 @@ HEARTBEAT_SECONDS = 5.0
 NODES_KEY = "pg:nodes"
 
 
+#: A close in one step: decrement, and drop the room from the hash once no session is left. Two
+#: separate commands (HINCRBY, then HDEL when it said 0) let an open landing in between (a page
+#: reload) be deleted with the room, counting 0 sessions while one was open.
+_CLOSE = """
+local left = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+if left <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return left
+"""
+
+
 def _hash_key(node: str) -> str:
     return f"pg:presence:{node}"
 
@@ -38,6 +50,8 @@ class RedisPresence:
         #: This process's name in Redis: random, so a restarted node never inherits a dead one's counts.
         self.node = secrets.token_hex(8)
         self._beat: asyncio.Task[None] | None = None
+        #: Run as EVALSHA (redis-py loads the script on the first NOSCRIPT answer).
+        self._close = self.redis.register_script(_CLOSE)
 
     async def start(self) -> None:
         await self._heartbeat_once()
@@ -75,9 +89,9 @@ class RedisPresence:
         await self.redis.hincrby(_hash_key(self.node), room, 1)
 
     async def closed(self, room: str) -> None:
-        left = await self.redis.hincrby(_hash_key(self.node), room, -1)
-        if left <= 0:
-            await self.redis.hdel(_hash_key(self.node), room)
+        """One session of ``room`` closed: atomic in Redis (``_CLOSE``), so it never wipes an
+        open that arrives meanwhile, and the hash keeps only rooms with sessions."""
+        await self._close(keys=[_hash_key(self.node)], args=[room])
 
     async def count(self, room: str) -> int:
         alive = await self.redis.zrangebyscore(NODES_KEY, time.time() - NODE_TTL_SECONDS, "+inf")

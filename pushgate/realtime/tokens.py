@@ -9,6 +9,8 @@ the signing and the checks (signature, ``exp`` with a small leeway, required cla
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +24,20 @@ MAX_CHANNELS = 100
 MAX_NAME = 200
 
 
+#: How long an ``iss`` resolved to an app (or to no app) is trusted without asking the database.
+ISSUER_CACHE_SECONDS = 30.0
+#: Issuers remembered at most (past it the cache starts over: memory stays bounded).
+MAX_ISSUERS = 10_000
+
+
 class TokenError(ValueError):
-    """Why a token does not connect; the message is safe to show the client (no secret)."""
+    """Why a token does not connect; the message is safe to show the client (no secret).
+    ``guess``: the token may be forged (counted against the client's address like a wrong API
+    key); an expired token was genuine once and a missing one cost nothing, so they are not."""
+
+    def __init__(self, message: str, *, guess: bool = True) -> None:
+        super().__init__(message)
+        self.guess = guess
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +58,46 @@ def mint(secret: str, *, app_id: str, user: str, expires_at: float, channels: li
 
 #: ``iss`` (an app name or id) → ``(app id, its secret)``, or None for an unknown app.
 SecretOf = Callable[[str], Awaitable[tuple[str, str] | None]]
+#: ``iss`` → ``(app id, app name)`` read from the database, or None for no such app.
+FindApp = Callable[[str], Awaitable[tuple[str, str] | None]]
+#: ``(app id, app name)`` → the app's signing secret (configured, or stored and cached briefly).
+SecretFor = Callable[[str, str], Awaitable[str]]
+
+
+class IssuerCache:
+    """Which app a token's ``iss`` names, misses included, for ``ISSUER_CACHE_SECONDS``: a
+    reconnect storm or a flood of tokens naming made-up apps does not read the database per
+    handshake. Concurrent handshakes naming one uncached issuer share one lookup."""
+
+    def __init__(self, ttl: float = ISSUER_CACHE_SECONDS) -> None:
+        self.ttl = ttl
+        self._items: dict[str, tuple[tuple[str, str] | None, float]] = {}
+        self._loading: dict[str, asyncio.Task[tuple[str, str] | None]] = {}
+
+    def known(self, issuer: str) -> bool:
+        """Resolving ``issuer`` now reads nothing (it is cached, or its lookup is under way)."""
+        hit = self._items.get(issuer)
+        return (hit is not None and hit[1] > time.monotonic()) or issuer in self._loading
+
+    async def resolve(self, issuer: str, find: FindApp) -> tuple[str, str] | None:
+        hit = self._items.get(issuer)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        task = self._loading.get(issuer)
+        if task is None:
+            task = asyncio.ensure_future(find(issuer))
+            self._loading[issuer] = task
+            task.add_done_callback(lambda done: self._loaded(issuer, done))
+        # Shielded: one handshake given up (its client left) does not cancel the others' lookup.
+        return await asyncio.shield(task)
+
+    def _loaded(self, issuer: str, task: asyncio.Task[tuple[str, str] | None]) -> None:
+        self._loading.pop(issuer, None)
+        if task.cancelled() or task.exception() is not None:  # retrieved: each waiter re-raises it
+            return
+        if len(self._items) >= MAX_ISSUERS:
+            self._items.clear()
+        self._items[issuer] = (task.result(), time.monotonic() + self.ttl)
 
 
 def _channels(raw: Any) -> tuple[str, ...]:
@@ -59,7 +113,7 @@ def _channels(raw: Any) -> tuple[str, ...]:
 async def verify(token: Any, secret_of: SecretOf) -> Claims:
     """The token's claims once its signature, expiry and shape check out (TokenError otherwise)."""
     if not isinstance(token, str) or not token:
-        raise TokenError('missing token: connect with auth: {"token": "<connection token>"}')
+        raise TokenError('missing token: connect with auth: {"token": "<connection token>"}', guess=False)
     try:
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.InvalidTokenError:
@@ -67,9 +121,11 @@ async def verify(token: Any, secret_of: SecretOf) -> Claims:
     issuer = unverified.get("iss")
     if not isinstance(issuer, str) or not issuer:
         raise TokenError("token: no iss claim (the app's name or id)")
+    if len(issuer) > MAX_NAME:
+        raise TokenError(f"token: iss is longer than {MAX_NAME} characters; no app is named so")
     found = await secret_of(issuer)
     if found is None:
-        raise TokenError(f"token: unknown app {issuer[:MAX_NAME]!r} in iss")
+        raise TokenError(f"token: unknown app {issuer!r} in iss")
     app_id, secret = found
     try:
         claims = jwt.decode(
@@ -80,7 +136,7 @@ async def verify(token: Any, secret_of: SecretOf) -> Claims:
             options={"require": ["sub", "exp", "iss"]},
         )
     except jwt.ExpiredSignatureError:
-        raise TokenError("token: expired; get a new one from POST /v1/realtime/tokens") from None
+        raise TokenError("token: expired; get a new one from POST /v1/realtime/tokens", guess=False) from None
     except jwt.InvalidTokenError as exc:
         raise TokenError(f"token: {exc}") from None
     user = claims["sub"]

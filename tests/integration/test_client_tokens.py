@@ -231,3 +231,44 @@ async def test_a_device_over_the_request_rate_gets_429_and_others_go_on(database
             "this device token is limited to 2 requests per second" in limited[0].json()["error"]["message"]
         )
         assert (await gw.client.get(f"/v1/devices/{device_id}")).status_code == 200  # the key's own bucket
+
+
+async def test_an_anonymous_client_token_cannot_take_over_a_users_device(gateway: Gateway) -> None:
+    push = fcm_token()
+    alices = await register(
+        gateway, provider="fcm", token=push, platform="android", user="alice", meta={"k": "v"}
+    )
+    body = {"provider": "fcm", "token": push, "platform": "android"}
+    async with as_token(gateway, await client_token(gateway)) as anonymous:
+        refused = await anonymous.post("/v1/devices", json={**body, "meta": {"k": "taken"}})
+        message = error(refused, 403)
+        assert "belongs to a user" in message and alices["id"] not in message
+        # An anonymous device's push token: the anonymous client token re-registers it (updates it).
+        lone = {"provider": "fcm", "token": fcm_token(), "platform": "android"}
+        first = await anonymous.post("/v1/devices", json=lone)
+        again = await anonymous.post("/v1/devices", json={**lone, "locale": "fr-FR"})
+        assert first.status_code == again.status_code == 200, again.text
+        assert again.json()["device"]["id"] == first.json()["device"]["id"]
+        assert again.json()["device"]["locale"] == "fr-FR"
+    device = (await gateway.client.get(f"/v1/devices/{alices['id']}")).json()["device"]
+    assert device["user"] == "alice" and device["meta"] == {"k": "v"}  # untouched
+    # A client token with a user still adopts a registered push token (the push token is the proof).
+    async with as_token(gateway, await client_token(gateway, user="bob")) as bobs:
+        r = await bobs.post("/v1/devices", json=body)
+        assert r.status_code == 200 and r.json()["device"] | {"user": "bob"} == r.json()["device"], r.text
+        assert r.json()["device"]["id"] == alices["id"]
+
+
+async def test_a_device_tokens_409_does_not_name_the_other_device(gateway: Gateway) -> None:
+    theirs_push = fcm_token()
+    theirs = await register(gateway, provider="fcm", token=theirs_push, platform="android", user="u9")
+    r = await gateway.client.post(
+        "/v1/devices", json={"provider": "fcm", "token": fcm_token(), "platform": "android"}
+    )
+    mine, token = r.json()["device"]["id"], r.json()["device_token"]
+    async with as_token(gateway, token) as me:
+        message = error(await me.patch(f"/v1/devices/{mine}", json={"token": theirs_push}), 409)
+    assert "already registered as another device" in message and theirs["id"] not in message
+    # The app key is told which device holds it.
+    r = await gateway.client.patch(f"/v1/devices/{mine}", json={"token": theirs_push})
+    assert theirs["id"] in error(r, 409)
