@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -93,15 +94,23 @@ async def to_user(client: httpx.AsyncClient, user: str, **body: object) -> str:
     return await publish(client, recipients=[{"type": "user", "user": user}], **body)
 
 
-async def queued_behind_a_slow_one(gw: Gateway, lab: Lab, prefix: str, n: int, **bodies: object) -> list[str]:
-    """Make the only worker wait 600 ms on a first publish, queue ``n`` more (``bodies``: the
-    body of publish ``i``, by ``str(i)``) and wait until one claim holds them all."""
+async def queued_behind_a_slow_one(
+    gw: Gateway, lab: Lab, prefix: str, n: int, latency_ms: int = 600, **bodies: Any
+) -> list[str]:
+    """Make the only worker wait ``latency_ms`` on a first publish, queue ``n`` more (``bodies``:
+    the body of publish ``i``, by ``str(i)``, or a function returning it when it is sent) and
+    wait until one claim holds them all."""
     c = gw.client
     await users(c, prefix, n + 1)
-    lab.fault(provider="fcm", latency_ms=600, times=1)
+    lab.fault(provider="fcm", latency_ms=latency_ms, times=1)
     first = await to_user(c, f"{prefix}-0")
     await wait_for(lambda: _leased(gw, [first]), 10, "the first publish to be claimed", interval=0.01)
-    ids = [await to_user(c, f"{prefix}-{i}", **(bodies.get(str(i)) or {})) for i in range(1, n + 1)]  # type: ignore[arg-type]
+
+    def body(i: int) -> dict[str, Any]:
+        given = bodies.get(str(i)) or {}
+        return dict(given() if callable(given) else given)
+
+    ids = [await to_user(c, f"{prefix}-{i}", **body(i)) for i in range(1, n + 1)]
     await wait_for(lambda: _leased(gw, ids), 10, "the queued publishes to be claimed together", interval=0.01)
     return ids
 
@@ -227,8 +236,13 @@ async def test_a_publish_expired_in_the_queue_is_expired_and_its_group_sent(
     """Acceptance 4, expiry: a queued publish whose ``expire_at`` passed before its group was
     claimed is recorded ``expired`` and never sent; the others of the group go."""
     async with one_worker(database_url, lab) as gw:
-        soon = datetime.fromtimestamp(time.time() + 0.3, UTC).isoformat().replace("+00:00", "Z")
-        ids = await queued_behind_a_slow_one(gw, lab, "ex", 4, **{"2": {"expire_at": soon}})
+        # Expires 0.3 s after it is admitted, long before the slow first batch (2 s) lets the
+        # group be claimed, however slowly the machine admits the publishes.
+        def soon() -> dict[str, str]:
+            at = datetime.fromtimestamp(time.time() + 0.3, UTC).isoformat().replace("+00:00", "Z")
+            return {"expire_at": at}
+
+        ids = await queued_behind_a_slow_one(gw, lab, "ex", 4, latency_ms=2000, **{"2": soon})
         finals = [await gw.wait_done(pid) for pid in ids]
         assert [f["status"] for f in finals] == ["completed", "expired", "completed", "completed"]
         assert finals[1]["counts"]["expired"] == 1 and finals[1]["counts"]["sent"] == 0
