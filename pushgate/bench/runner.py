@@ -290,7 +290,7 @@ async def run_e2e(
         if template:
             template_version = await ensure_template(api, FANOUT_TEMPLATE)
             tdata = {"discount": 20, "campaign": "bench"}
-            body["template"] = {"id": FANOUT_TEMPLATE["id"], "data": tdata, "version": template_version}
+            body["template"] = {"id": FANOUT_TEMPLATE["id"], "data": tdata}
         else:
             body["notification"] = _notification(0)
         if dry_run:

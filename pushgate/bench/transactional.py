@@ -74,16 +74,13 @@ async def _register(api: BenchClient, n: int, prefix: str, provider: str, attrib
     await asyncio.gather(*(worker() for _ in range(4)))
 
 
-def _publish(prefix: str, n: int, template: int | None = None) -> dict[str, Any]:
-    """Publish ``n``: to user ``n``, a plain notification or (``template``: its version) the
-    bench template with the same code and sequence number as data."""
+def _publish(prefix: str, n: int, template: bool = False) -> dict[str, Any]:
+    """Publish ``n``: to user ``n``, a plain notification or the bench template (its current
+    version, as an application names it: by id only) with the same code and number as data."""
     recipients = [{"type": "user", "user": _user(prefix, n)}]
-    if template is not None:
+    if template:
         data = {"code": f"{n:06d}", "seq": str(n)}
-        return {
-            "recipients": recipients,
-            "template": {"id": TX_TEMPLATE["id"], "data": data, "version": template},
-        }
+        return {"recipients": recipients, "template": {"id": TX_TEMPLATE["id"], "data": data}}
     return {
         "recipients": recipients,
         "notification": {"title": "Your code", "body": f"{n:06d}", "data": {"seq": str(n)}},
@@ -101,9 +98,7 @@ class _Publisher:
     """Sends publishes ``0..n-1`` from ``concurrency`` loops, ``batch`` per request (0: the
     single route), retrying a 429 after its ``Retry-After``; records when each was sent."""
 
-    def __init__(
-        self, api: BenchClient, prefix: str, n: int, batch: int, template: int | None = None
-    ) -> None:
+    def __init__(self, api: BenchClient, prefix: str, n: int, batch: int, template: bool = False) -> None:
         self.api, self.prefix, self.n, self.batch, self.template = api, prefix, n, batch, template
         self.sent_at: list[float] = [math.nan] * n
         self.statuses: Counter[str] = Counter()
@@ -239,7 +234,7 @@ async def run_transactional(
         metrics0 = await bench_metrics.scrape(api)
         cpu0 = procstat.cpu_seconds(server_pid) if server_pid else None
         lab_cpu0 = procstat.cpu_seconds(lab_pid) if lab_pid else None
-        publisher = _Publisher(api, prefix, publishes, batch, version)
+        publisher = _Publisher(api, prefix, publishes, batch, template)
         watch = _LabWatch(lab)
         say(
             f"publishing {publishes}, {concurrency} requests in flight"
