@@ -1,8 +1,8 @@
 """``pushgate bench``: the load generator's command line (seed, admission, e2e, latency,
-fairness, transactional, plan).
+fairness, transactional, plan, audience).
 
 Long because: each mode's options, with their help texts, are declared here; the work itself
-is in runner.py, fairness.py, transactional.py and planning.py.
+is in runner.py, fairness.py, transactional.py, planning.py and audience.py.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from pushgate.bench.content import FILTERS, resolve_filter
 from pushgate.bench.http import BenchHttpError
 from pushgate.bench.planning import ZONES
 from pushgate.bench.runner import Endpoints, run_admission, run_e2e, run_latency, run_seed
@@ -104,6 +105,14 @@ def seed(
             "offsets, DST ones included (for `bench plan`); 0: no timezone.",
         ),
     ] = 0,
+    attributes: Annotated[
+        bool,
+        typer.Option(
+            "--attributes",
+            help="Also give each device a user, locale, app version, tags and meta (for `bench "
+            "audience`, `plan --filter` and the --template runs).",
+        ),
+    ] = False,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = "",
     lab_url: LabOpt = DEFAULT_LAB,
@@ -133,6 +142,7 @@ def seed(
                 concurrency=concurrency,
                 batch_size=batch_size,
                 timezones=timezones,
+                attributes=attributes,
                 progress=lambda n: bar.advance(task, n),
             )
         )
@@ -223,6 +233,25 @@ def e2e(
     plot: Annotated[
         Path | None, typer.Option("--plot", help="Draw throughput and queue depth over time to this PNG.")
     ] = None,
+    template: Annotated[
+        bool,
+        typer.Option(
+            "--template",
+            help="Publish with the bench template (created or updated first), rendered per device "
+            "from device.meta.* and its locale (devices from `bench seed --attributes`).",
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="A dry run of the publish: planned and recorded, nothing sent.")
+    ] = False,
+    reset_peak_rss: Annotated[
+        bool,
+        typer.Option(
+            "--reset-peak-rss",
+            help="Reset pushgate's VmHWM at the publish, so the peak RSS is this run's, not the "
+            "process's whole life (needs /proc/PID/clear_refs: your own process, or root).",
+        ),
+    ] = False,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = "",
     lab_url: LabOpt = DEFAULT_LAB,
@@ -231,6 +260,9 @@ def e2e(
     """One publish to a big channel, followed to the end: pushes/s, CPU seconds, peak RSS; with
     --baseline/--raw, the same sends without pushgate in the same run, and the ratios."""
     ep = _endpoints(url, key, lab_url)
+    if dry_run and (baseline or raw):
+        err.print("[red]error:[/red] --dry-run sends nothing: no --baseline/--raw to compare with")
+        raise typer.Exit(2)
     if (baseline or raw) and lab_credentials is None:
         err.print(
             "[red]error:[/red] --baseline and --raw need --lab-credentials DIR "
@@ -240,8 +272,9 @@ def e2e(
 
     async def everything() -> dict[str, Any]:
         result = await run_e2e(
-            ep, channel=channel, server_pid=server_pid, lab_pid=lab_pid, give_up_after=timeout
-        )
+            ep, channel=channel, server_pid=server_pid, lab_pid=lab_pid, give_up_after=timeout,
+            template=template, dry_run=dry_run, reset_peak=reset_peak_rss,
+        )  # fmt: skip
         if (baseline or raw) and lab_credentials is not None:
             from pushgate.bench.compare import run_comparisons
 
@@ -272,7 +305,8 @@ def e2e(
     _table(
         "pushgate bench e2e",
         [
-            ("status", result["status"]),
+            ("status", result["status"] + (" (dry run)" if dry_run else "")),
+            ("template", f"{result['template']} v{result['template_version']}" if template else "none"),
             (
                 "planned / sent / failed / invalid",
                 f"{result['planned']} / {result['sent']} / {result['failed']} / {result['invalid_token']}",
@@ -280,10 +314,18 @@ def e2e(
             ("lab received", result["lab_received"]),
             ("time to last delivery (s)", result["seconds"]),
             ("pushes/s", result["pushes_per_second"]),
+            (
+                "dry-run records / records per s",
+                f"{result['dry_run_recorded']} / {result['recorded_per_second']}",
+            ),
             ("pushgate pid", result["server_pid"]),
             ("pushgate CPU seconds", result["cpu_seconds"]),
             ("pushgate CPU-s per 10,000 pushes", result["cpu_seconds_per_10k"]),
             ("pushgate peak RSS (MB, VmHWM)", result["peak_rss_mb"]),
+            (
+                "pushgate RSS before / peak of this run (MB)",
+                f"{result['rss_before_mb']} / {result['peak_rss_mb']}" if result["peak_rss_reset"] else None,
+            ),
             ("lab pid", result["lab_pid"]),
             ("lab CPU seconds", result["lab_cpu_seconds"]),
             ("error classes", _classes(result.get("error_classes") or {})),
@@ -489,6 +531,14 @@ def transactional(
         int | None, typer.Option(help="The lab's pid (default: whoever listens on --lab-url's port).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600.0,
+    template: Annotated[
+        bool,
+        typer.Option(
+            "--template",
+            help="Register the devices with locales and meta, and publish with the bench template "
+            "(3 locale variants, device and user variables) instead of a notification.",
+        ),
+    ] = False,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = "",
     lab_url: LabOpt = DEFAULT_LAB,
@@ -509,6 +559,7 @@ def transactional(
             server_pid=server_pid,
             lab_pid=lab_pid,
             give_up_after=timeout,
+            template=template,
             progress=lambda line: err.print(line),
         )
     )
@@ -517,6 +568,7 @@ def transactional(
         "pushgate bench transactional",
         [
             ("publishes / concurrency / batch", f"{publishes} / {concurrency} / {batch or 'single'}"),
+            ("template", f"{result['template']} v{result['template_version']}" if template else "none"),
             ("admitted", result["admitted"]),
             ("request statuses", ", ".join(f"{k}={v}" for k, v in sorted(result["statuses"].items()))),
             ("admitted/s", result["admitted_per_second"]),
@@ -579,6 +631,14 @@ def plan(
         int | None, typer.Option(help="pushgate's pid (default: whoever listens on --url's port).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+    filter_: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help=f"Publish to this audience filter instead of --channel: {', '.join(FILTERS)} "
+            "(for `bench seed --attributes` devices) or a filter as JSON.",
+        ),
+    ] = None,
     url: UrlOpt = DEFAULT_URL,
     key: KeyOpt = "",
     lab_url: LabOpt = DEFAULT_LAB,
@@ -589,14 +649,17 @@ def plan(
     from pushgate.bench.planning import run_plan
 
     ep = _endpoints(url, key, lab_url)
+    flt = _filters([filter_])[0][1] if filter_ else None
     result = _run(
         run_plan(
             ep, channel=channel, timezones=timezones, local_time=local_time, window=_window(window),
             baseline=baseline, keep=keep, server_pid=server_pid, sample=sample, give_up_after=timeout,
+            audience_filter=flt,
         )
     )  # fmt: skip
     r, w = result, result["window"]
     rows: list[tuple[str, Any]] = [
+        ("recipient", f"filter {filter_}" if filter_ else f"channel {channel}"),
         ("rule", f"local_time {r['local_time']}" if r["local_time"] else f"window {w['start']}-{w['end']}"),
         ("zones open now", f"{len(r['zones_open_now'])} of {len(r['timezones'])}"),
         ("devices planned", f"{r['planned']} of {r['devices']}"),
@@ -620,3 +683,52 @@ def plan(
     _write_json(json_out, result)
     if r["planned"] != r["devices"]:
         raise typer.Exit(1)
+
+
+def _filters(values: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    try:
+        return [resolve_filter(v) for v in values]
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] --filter: {exc}")
+        raise typer.Exit(2) from None
+
+
+@bench_cli.command()
+def audience(
+    filter_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            help=f"A filter to count (repeatable): {', '.join(FILTERS)} (for `bench seed "
+            "--attributes` devices) or a filter as JSON. Default: selective and broad.",
+        ),
+    ] = None,
+    calls: Annotated[int, typer.Option(min=1, help="Timed calls per filter, one at a time.")] = 200,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls per filter first.")] = 5,
+    server_pid: Annotated[
+        int | None, typer.Option(help="pushgate's pid (default: whoever listens on --url's port).")
+    ] = None,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    lab_url: LabOpt = DEFAULT_LAB,
+    json_out: JsonOpt = None,
+) -> None:
+    """POST /v1/audience/count, CALLS times per filter, one at a time: devices and users
+    reached, latency p50/p95/p99/max, pushgate CPU per call."""
+    from pushgate.bench.audience import run_audience
+
+    ep = _endpoints(url, key, lab_url)
+    named = _filters(filter_ or ["selective", "broad"])
+    result = _run(run_audience(ep, filters=named, calls=calls, warmup=warmup, server_pid=server_pid))
+    table = Table(
+        "filter", "devices", "users", "calls", "p50 ms", "p95 ms", "p99 ms", "max ms", "CPU ms/call",
+        title="pushgate bench audience (POST /v1/audience/count)",
+    )  # fmt: skip
+    for f in result["filters"]:
+        lat = f["latency"]
+        table.add_row(
+            f["name"], str(f["devices"]), str(f["users"]), str(f["calls"]), str(lat["p50_ms"]),
+            str(lat["p95_ms"]), str(lat["p99_ms"]), str(lat["max_ms"]), str(f["cpu_ms_per_call"] or "—"),
+        )  # fmt: skip
+    console.print(table)
+    _write_json(json_out, result)

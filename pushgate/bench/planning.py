@@ -8,6 +8,10 @@ UTC offset). This mode measures what that costs the gateway: planning seconds an
 its CPU seconds and peak RSS while planning, and how many distinct release times the held
 deliveries got. Run it at two sizes: flat RSS and a constant time per device mean the plan
 does not keep per-device state or timers.
+
+With ``audience_filter`` (issue 12) the recipient is ``{"type": "filter", ...}`` instead of the
+channel: the planner pages the filter's devices as it pages a channel's, and the expected count
+is what ``POST /v1/audience/count`` answers first.
 """
 
 from __future__ import annotations
@@ -202,6 +206,7 @@ async def run_plan(
     server_pid: int | None = None,
     sample: int = SAMPLE_HELD,
     give_up_after: float = 3600.0,
+    audience_filter: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Publish once to ``channel`` with ``local_time`` or ``window`` (default: a window open now
     for a minority of the first ``timezones`` zones of the seed), follow it until planned, read
@@ -215,17 +220,24 @@ async def run_plan(
         window = default_window(zones or ["UTC"], now)
     server_pid = resolve_pid(server_pid, ep.url)
     notification = {"title": "pushgate bench", "body": "planned once, released per zone"}
-    body: dict[str, Any] = {
-        "recipients": [{"type": "channel", "channel": channel}],
-        "notification": notification,
-    }
+    recipient: dict[str, Any] = {"type": "channel", "channel": channel}
+    if audience_filter is not None:
+        recipient = {"type": "filter", "filter": audience_filter}
+    body: dict[str, Any] = {"recipients": [recipient], "notification": notification}
     if local_time is not None:
         body["local_time"] = local_time
     else:
         assert window is not None
         body["deliver_between"] = {"start": window[0], "end": window[1]}
     async with BenchClient(ep.url, ep.key) as api:
-        expected = await _channel_devices(api, channel)
+        if audience_filter is None:
+            expected = await _channel_devices(api, channel)
+        else:
+            from pushgate.bench.audience import count_audience
+
+            expected = (await count_audience(api, [recipient]))[0]
+            if not expected:
+                raise ValueError("the filter matches no device (seed with: pushgate bench seed --attributes)")
         result = await _follow(api, body, expected, server_pid, give_up_after)
         held_read, releases = await _release_times(api, result["publish_id"], sample)
         result["cancelled"] = False if keep else await _cancel(api, result["publish_id"])
@@ -238,7 +250,8 @@ async def run_plan(
     result.update(
         {
             "mode": "plan",
-            "channel": channel,
+            "channel": None if audience_filter is not None else channel,
+            "filter": audience_filter,
             "devices": expected,
             "timezones": zones,
             "local_time": local_time,

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from pushgate.bench import metrics as bench_metrics
 from pushgate.bench import procstat
+from pushgate.bench.content import FANOUT_TEMPLATE, device_attributes, ensure_template
 from pushgate.bench.http import BenchClient, BenchHttpError
 
 __all__ = [
@@ -105,12 +106,15 @@ async def run_seed(
     concurrency: int = 4,
     batch_size: int = 1000,
     timezones: int = 0,
+    attributes: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Register ``devices`` devices, round-robin over ``providers`` and over the channels
     ``{prefix}-0 … {prefix}-(channels-1)``; every device also joins ``channel`` if given.
     With ``timezones`` > 0 each device gets, round-robin, one of that many real IANA zones
     (``planning.zones_for``): the audience of ``bench plan``; 0 leaves ``timezone`` unset.
+    With ``attributes`` each device also gets a user, locale, app version, tags and meta
+    (``content.device_attributes``): the audience of ``bench audience`` and the templates.
 
     Devices go in ``POST /v1/devices/batch`` requests of ``batch_size``, ``concurrency`` of them
     in flight; the lab mints the Web Push subscriptions and WNS channel URIs for each batch
@@ -140,6 +144,8 @@ async def run_seed(
             item = {"provider": provider, "platform": PLATFORMS[provider], "token": token, "channels": chans}
             if zones:
                 item["timezone"] = zones[n % len(zones)]
+            if attributes:
+                item.update(device_attributes(n))
             return item
 
         async def worker() -> None:
@@ -172,6 +178,7 @@ async def run_seed(
         "channel": channel,
         "batch_size": batch_size,
         "by_timezone": {z: by_zone[z] for z in zones if by_zone[z]},
+        "attributes": attributes,
         "seconds": round(elapsed, 3),
         "devices_per_second": round(registered / elapsed, 1) if elapsed > 0 else 0.0,
     }
@@ -252,6 +259,11 @@ def _lab_total(stats: dict[str, int]) -> int:
     return sum(v for v in stats.values() if isinstance(v, int))
 
 
+def _recorded(counts: dict[str, int]) -> int:
+    """Deliveries with a final outcome: what a dry run's rate is counted in (it sends none)."""
+    return sum(counts.get(k, 0) for k in ("sent", "failed", "invalid_token", "expired", "dry_run"))
+
+
 async def run_e2e(
     ep: Endpoints,
     *,
@@ -260,19 +272,39 @@ async def run_e2e(
     lab_pid: int | None = None,
     sample_interval: float = 0.25,
     give_up_after: float = 3600.0,
+    template: bool = False,
+    dry_run: bool = False,
+    reset_peak: bool = False,
 ) -> dict[str, Any]:
-    """Reset the lab counters, publish once to ``channel``, follow the publish to its end."""
+    """Reset the lab counters, publish once to ``channel``, follow the publish to its end.
+
+    ``template``: the publish uses ``content.FANOUT_TEMPLATE`` (created or replaced first),
+    rendered per device from its meta and locale. ``dry_run``: a dry run of the same publish
+    (nothing is sent; its ``dry_run`` count is the would-be sends). ``reset_peak``: the peak RSS
+    is the run's (VmHWM reset at the publish), not the process's whole life (the seed's too)."""
     server_pid = resolve_pid(server_pid, ep.url)
     lab_pid = resolve_pid(lab_pid, ep.lab_url)
+    body: dict[str, Any] = {"recipients": [{"type": "channel", "channel": channel}]}
     async with BenchClient(ep.url, ep.key) as api, BenchClient(ep.lab_url) as lab:
+        template_version = None
+        if template:
+            template_version = await ensure_template(api, FANOUT_TEMPLATE)
+            tdata = {"discount": 20, "campaign": "bench"}
+            body["template"] = {"id": FANOUT_TEMPLATE["id"], "data": tdata}
+        else:
+            body["notification"] = _notification(0)
+        if dry_run:
+            body["dry_run"] = True
         await lab.json("DELETE", "/ledger")
         metrics0 = await bench_metrics.scrape(api)
         cpu0 = procstat.cpu_seconds(server_pid) if server_pid else None
         lab_cpu0 = procstat.cpu_seconds(lab_pid) if lab_pid else None
+        rss_before = procstat.rss_mb(server_pid) if server_pid else None
+        peak_reset = bool(reset_peak and server_pid and procstat.reset_peak_rss(server_pid))
         t0 = time.perf_counter()
-        body = {"recipients": [{"type": "channel", "channel": channel}], "notification": _notification(0)}
         accepted = await api.json("POST", "/v1/publish", body)
-        publish_id = accepted["publish_id"]
+        # A dry run that closed within the POST's wait answers the publish object (``id``).
+        publish_id = accepted.get("publish_id") or accepted["id"]
         timeline: list[dict[str, Any]] = []
         next_sample = 0.0
         peak_rss_seen = 0.0
@@ -283,7 +315,9 @@ async def run_e2e(
             if elapsed >= next_sample or done:
                 counts = pub.get("counts", {})
                 stats = await lab.json("GET", "/ledger/stats")
-                final = sum(counts.get(k, 0) for k in ("sent", "failed", "invalid_token", "expired"))
+                final = sum(
+                    counts.get(k, 0) for k in ("sent", "failed", "invalid_token", "expired", "dry_run")
+                )
                 rss = procstat.rss_mb(server_pid) if server_pid else None
                 peak_rss_seen = max(peak_rss_seen, rss or 0.0)
                 timeline.append(
@@ -325,12 +359,17 @@ async def run_e2e(
         "mode": "e2e",
         "publish_id": publish_id,
         "channel": channel,
+        "template": FANOUT_TEMPLATE["id"] if template else None,
+        "template_version": template_version,
+        "dry_run": dry_run,
         "status": pub["status"],
         "planned": counts.get("planned", 0),
         "sent": sent,
         "failed": counts.get("failed", 0),
         "invalid_token": counts.get("invalid_token", 0),
         "expired": counts.get("expired", 0),
+        "dry_run_recorded": counts.get("dry_run", 0),
+        "recorded_per_second": round(_recorded(counts) / seconds, 1) if seconds > 0 else 0.0,
         "by_provider": pub.get("by_provider", {}),
         "lab_received": _lab_total(lab_stats),
         "lab_by_provider": {k: v for k, v in lab_stats.items() if v},
@@ -341,6 +380,8 @@ async def run_e2e(
         "cpu_seconds": cpu,
         "cpu_seconds_per_10k": round(cpu / sent * 10_000, 3) if cpu is not None and sent else None,
         "peak_rss_mb": None if peak is None else round(peak, 1),
+        "peak_rss_reset": peak_reset,
+        "rss_before_mb": None if rss_before is None else round(rss_before, 1),
         "peak_rss_sampled_mb": round(peak_rss_seen, 1) if peak_rss_seen else None,
         "lab_pid": lab_pid,
         "lab_cpu_seconds": lab_cpu,

@@ -5,6 +5,12 @@ What issue 10 measures: publishes admitted per second, notifications delivered p
 end, pushgate's CPU per notification, and publish → lab latency. Publishes go one per
 ``POST /v1/publish`` or, with ``batch``, ``batch`` per ``POST /v1/publish/batch``.
 
+With ``template`` (issue 12) the devices are registered with locales and meta
+(``content.device_attributes``) and each publish names ``content.TX_TEMPLATE`` instead of
+giving a notification: admission renders its three locale variants, the dispatcher renders it per
+device (locale choice, ``device.meta.name``, ``user.id``). The same run without it is the
+plain figure to compare with.
+
 Latency: the lab's ledger keeps each delivery's arrival time unless it runs ``--lean``; then only
 counters move, so the run polls ``/ledger/stats`` and pairs the k-th arrival with the k-th
 publish sent (exact when deliveries arrive in publish order, an approximation otherwise). The
@@ -26,6 +32,7 @@ import msgspec
 
 from pushgate.bench import metrics as bench_metrics
 from pushgate.bench import procstat
+from pushgate.bench.content import TX_TEMPLATE, device_attributes, ensure_template
 from pushgate.bench.http import BenchClient, BenchHttpError
 from pushgate.bench.runner import PLATFORMS, Endpoints, percentiles, resolve_pid
 
@@ -44,15 +51,17 @@ def _user(prefix: str, n: int) -> str:
     return f"{prefix}-{n}"
 
 
-async def _register(api: BenchClient, n: int, prefix: str, provider: str) -> None:
+async def _register(api: BenchClient, n: int, prefix: str, provider: str, attributes: bool = False) -> None:
     """Devices ``0..n-1``, device ``i`` of user ``<prefix>-<i>``, 1000 a request, 4 in flight
-    (an already registered token is updated, so this also reuses a previous run's devices)."""
+    (an already registered token is updated, so this also reuses a previous run's devices);
+    with ``attributes`` also device ``i``'s locale, tags, meta and app version."""
     starts = iter(range(0, n, 1000))
 
     async def worker() -> None:
         for first in starts:
             items = [
                 {
+                    **({k: v for k, v in device_attributes(i).items() if k != "user"} if attributes else {}),
                     "provider": provider,
                     "platform": PLATFORMS[provider],
                     "token": device_token(prefix, i),
@@ -65,9 +74,15 @@ async def _register(api: BenchClient, n: int, prefix: str, provider: str) -> Non
     await asyncio.gather(*(worker() for _ in range(4)))
 
 
-def _publish(prefix: str, n: int) -> dict[str, Any]:
+def _publish(prefix: str, n: int, template: bool = False) -> dict[str, Any]:
+    """Publish ``n``: to user ``n``, a plain notification or the bench template (its current
+    version, as an application names it: by id only) with the same code and number as data."""
+    recipients = [{"type": "user", "user": _user(prefix, n)}]
+    if template:
+        data = {"code": f"{n:06d}", "seq": str(n)}
+        return {"recipients": recipients, "template": {"id": TX_TEMPLATE["id"], "data": data}}
     return {
-        "recipients": [{"type": "user", "user": _user(prefix, n)}],
+        "recipients": recipients,
         "notification": {"title": "Your code", "body": f"{n:06d}", "data": {"seq": str(n)}},
     }
 
@@ -83,8 +98,8 @@ class _Publisher:
     """Sends publishes ``0..n-1`` from ``concurrency`` loops, ``batch`` per request (0: the
     single route), retrying a 429 after its ``Retry-After``; records when each was sent."""
 
-    def __init__(self, api: BenchClient, prefix: str, n: int, batch: int) -> None:
-        self.api, self.prefix, self.n, self.batch = api, prefix, n, batch
+    def __init__(self, api: BenchClient, prefix: str, n: int, batch: int, template: bool = False) -> None:
+        self.api, self.prefix, self.n, self.batch, self.template = api, prefix, n, batch, template
         self.sent_at: list[float] = [math.nan] * n
         self.statuses: Counter[str] = Counter()
         self.admitted = 0
@@ -100,11 +115,13 @@ class _Publisher:
                 self.sent_at[i] = t0
             try:
                 if self.batch:
-                    body = {"publishes": [_publish(self.prefix, i) for i in range(first, last)]}
+                    body = {
+                        "publishes": [_publish(self.prefix, i, self.template) for i in range(first, last)]
+                    }
                     status, headers, data = await self.api.request("POST", "/v1/publish/batch", body)
                 else:
                     status, headers, data = await self.api.request(
-                        "POST", "/v1/publish", _publish(self.prefix, first)
+                        "POST", "/v1/publish", _publish(self.prefix, first, self.template)
                     )
             except BenchHttpError:
                 self.statuses["transport_error"] += 1
@@ -197,10 +214,12 @@ async def run_transactional(
     server_pid: int | None = None,
     lab_pid: int | None = None,
     give_up_after: float = 600.0,
+    template: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Register ``publishes`` one-device users (unless ``register`` is false), reset the lab's
-    counters, then publish once to each user and follow until the lab counted them all."""
+    counters, then publish once to each user and follow until the lab counted them all
+    (``template``: with the bench template, on devices registered with locales and meta)."""
     if provider not in PLATFORMS:
         raise ValueError(f"unknown provider {provider!r}: one of {', '.join(PLATFORMS)}")
     server_pid = resolve_pid(server_pid, ep.url)
@@ -209,12 +228,13 @@ async def run_transactional(
     async with BenchClient(ep.url, ep.key) as api, BenchClient(ep.lab_url) as lab:
         if register:
             say(f"registering {publishes} devices of {publishes} users")
-            await _register(api, publishes, prefix, provider)
+            await _register(api, publishes, prefix, provider, attributes=template)
+        version = await ensure_template(api, TX_TEMPLATE) if template else None
         await lab.json("DELETE", "/ledger")
         metrics0 = await bench_metrics.scrape(api)
         cpu0 = procstat.cpu_seconds(server_pid) if server_pid else None
         lab_cpu0 = procstat.cpu_seconds(lab_pid) if lab_pid else None
-        publisher = _Publisher(api, prefix, publishes, batch)
+        publisher = _Publisher(api, prefix, publishes, batch, template)
         watch = _LabWatch(lab)
         say(
             f"publishing {publishes}, {concurrency} requests in flight"
@@ -246,6 +266,8 @@ async def run_transactional(
         "concurrency": concurrency,
         "batch": batch,
         "provider": provider,
+        "template": TX_TEMPLATE["id"] if template else None,
+        "template_version": version,
         "admitted": publisher.admitted,
         "statuses": dict(publisher.statuses),
         "admit_seconds": round(admit_s, 3),

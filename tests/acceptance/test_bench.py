@@ -16,6 +16,8 @@ import pytest
 from support.gateway import MASTER, gateway_settings, running_gateway
 
 from pushgate.bench import procstat
+from pushgate.bench.content import device_attributes
+from pushgate.bench.transactional import device_token
 
 PUSHGATE = [sys.executable, "-c", "from pushgate.cli import app; app()"]
 
@@ -263,3 +265,74 @@ def test_plan_default_window_is_open_for_a_minority_at_any_hour() -> None:
         )
         start, end = default_window(zones, now)
         assert 1 <= len(open_zones(zones, start, end, now)) <= 20 // 3, (now, start, end)
+
+
+def _brute_broad(n: int) -> bool:
+    """The ``broad`` filter of ``bench audience``, evaluated in Python on device ``n``'s
+    attributes: a German or Portuguese locale, or app version 3.6.0 or later."""
+    a = device_attributes(n)
+    language = (a.get("locale") or "").split("-")[0].lower()
+    version = tuple(int(p) for p in a["app_version"].split("."))
+    return language in ("de", "pt") or version >= (3, 6, 0)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_bench_issue12_templates_filters_dry_run(gateway: Any, lab: Any, tmp_path: Path) -> None:
+    """Issue 12's workloads at a small size: ``seed --attributes``, ``audience`` (counts equal a
+    brute-force evaluation), ``plan --filter``, ``e2e --template`` (each device got its locale's
+    text with its own name), ``e2e --dry-run`` (nothing sent) and ``transactional --template``."""
+    out = tmp_path / "out.json"
+    code, text = await bench(
+        gateway, lab, "seed", "--devices", "240", "--channels", "0", "--providers", "fcm,apns",
+        "--channel", "fan", "--attributes", "--batch-size", "100", "--json", str(out),
+    )  # fmt: skip
+    assert code == 0, text
+    assert json.loads(out.read_text())["attributes"] is True
+
+    code, text = await bench(gateway, lab, "audience", "--filter", "broad", "--filter", '{"user": "present"}',
+                             "--calls", "3", "--warmup", "1", "--json", str(out))  # fmt: skip
+    assert code == 0, text
+    broad, everyone = json.loads(out.read_text())["filters"]
+    matching = [n for n in range(240) if _brute_broad(n)]
+    assert 0 < broad["devices"] == len(matching) < 240, broad
+    assert broad["users"] == len({n // 2 for n in matching})  # two devices per user
+    assert (everyone["name"], everyone["devices"], everyone["users"]) == ("json", 240, 120)
+    assert broad["calls"] == 3 and 0 < broad["latency"]["p50_ms"] <= broad["latency"]["max_ms"]
+    assert "audience/count" in text
+
+    code, text = await bench(gateway, lab, "plan", "--filter", "broad", "--local-time", "09:00",
+                             "--timezones", "0", "--json", str(out))  # fmt: skip
+    assert code == 0, text
+    plan = json.loads(out.read_text())
+    assert plan["devices"] == plan["planned"] == plan["held"] == len(matching) and plan["cancelled"]
+    assert plan["filter"] == {"any": [{"language": {"in": ["de", "pt"]}}, {"app_version": {"gte": "3.6.0"}}]}
+
+    code, text = await bench(gateway, lab, "e2e", "--channel", "fan", "--template", "--reset-peak-rss",
+                             "--server-pid", str(os.getpid()), "--json", str(out))  # fmt: skip
+    assert code == 0, text
+    e2e = json.loads(out.read_text())
+    assert (e2e["template"], e2e["sent"], e2e["lab_received"]) == ("bench_fanout", 240, 240)
+    assert e2e["peak_rss_reset"] is True and e2e["peak_rss_mb"] >= e2e["rss_before_mb"] > 10
+    hello = {"de": "Hallo", "pt": "Olá"}
+    items = lab.ledger("fcm")["items"]
+    assert len(items) == 120
+    for item in items:
+        n = int(item["token"].rsplit("-", 1)[1])
+        language = (device_attributes(n).get("locale") or "en").split("-")[0]
+        assert item["message"]["notification"]["title"] == f"{hello.get(language, 'Hello')}, User {n}", item
+
+    code, text = await bench(gateway, lab, "e2e", "--channel", "fan", "--dry-run", "--json", str(out))
+    assert code == 0, text
+    dry = json.loads(out.read_text())
+    assert dry["dry_run"] is True and dry["status"] == "completed"
+    assert (dry["dry_run_recorded"], dry["sent"], dry["lab_received"]) == (240, 0, 0)
+    assert dry["recorded_per_second"] > 0 and "dry run" in text
+
+    code, text = await bench(gateway, lab, "transactional", "--publishes", "40", "--template",
+                             "--prefix", "ttx", "--concurrency", "4", "--json", str(out))  # fmt: skip
+    assert code == 0, text
+    tx = json.loads(out.read_text())
+    assert (tx["template"], tx["admitted"], tx["statuses"]) == ("bench_tx", 40, {"202": 40, "item_errors": 0})
+    [de_at] = lab.ledger("fcm", token=device_token("ttx", 1))["items"]  # device 1: locale de-AT
+    assert de_at["message"]["notification"] == {"title": "Dein Code, User 1", "body": "Code 000001 für ttx-1"}
+    assert de_at["message"]["data"]["seq"] == "1"
