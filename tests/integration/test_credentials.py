@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+from functools import partial
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from support.api import fcm_token, publish, register_fcm_batched, wait_final
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab, service_account
+from support.wait import wait_for
 
 from pushgate.store.schema import credentials
 
@@ -127,9 +129,21 @@ async def test_rotation_during_fanout_loses_nothing(database_url: str, lab: Lab)
             await register_fcm_batched(c, "all", 5000)
             lab.fault(provider="fcm", latency_ms=20)  # keep the fan-out running while we rotate
             pub = await publish(c, recipients=[{"type": "channel", "channel": "all"}])
-            versions, sent_at_rotation = [], []
+            versions: list[int] = []
+            sent_at_rotation: list[int] = []
+
+            async def sent() -> int:
+                return int((await c.get(f"/v1/publishes/{pub}")).json()["counts"]["sent"])
+
             for _ in range(3):
-                await asyncio.sleep(0.3)
+                # Each rotation after more went out (not after a fixed sleep: planning a slow
+                # machine's first page may take longer than any fixed wait).
+                await wait_for(
+                    partial(_above, sent, sent_at_rotation[-1] if sent_at_rotation else 0),
+                    20,
+                    "more sent",
+                    interval=0.05,
+                )
                 r = await c.put("/v1/credentials/fcm", json={"service_account": sa_json})
                 versions.append(r.json()["credential"]["version"])
                 sent_at_rotation.append((await c.get(f"/v1/publishes/{pub}")).json()["counts"]["sent"])
@@ -139,6 +153,10 @@ async def test_rotation_during_fanout_loses_nothing(database_url: str, lab: Lab)
             assert status["status"] == "completed"
             assert status["counts"]["sent"] == 5000 and status["counts"]["failed"] == 0
             assert lab.ledger("fcm")["total"] == 5000
+
+
+async def _above(read: Any, floor: int) -> bool:
+    return bool(await read() > floor)
 
 
 async def test_metrics_endpoint_exposes_credential_expiry(gateway: Gateway) -> None:
