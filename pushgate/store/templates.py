@@ -120,24 +120,20 @@ class TemplateStore:
         return bool(gone.rowcount)
 
     async def get(self, app_id: str, template_id: str, version: int | None = None) -> Template | None:
-        """The current version (or ``version``) of a live template."""
+        """The current version (or ``version``) of a live template: one statement (every
+        templated publish reads its template at admission)."""
+        mine = sa.and_(templates.c.app_id == app_id, templates.c.id == template_id, _LIVE)
+        live = sa.select(sa.func.max(templates.c.version)).where(mine).scalar_subquery()
+        first = sa.select(sa.func.min(templates.c.created_at)).where(mine).scalar_subquery()
+        wanted = live if version is None else sa.literal(version)
+        stmt = sa.select(
+            templates.c.version, templates.c.body, templates.c.created_at, first.label("first")
+        ).where(mine, templates.c.version == wanted)
         async with self.db.read() as conn:
-            _, live, first = await _versions(conn, app_id, template_id)
-            if not live or (version is not None and not 1 <= version <= live):
-                return None
-            row = (
-                await conn.execute(
-                    sa.select(templates.c.version, templates.c.body, templates.c.created_at).where(
-                        templates.c.app_id == app_id,
-                        templates.c.id == template_id,
-                        templates.c.version == (version or live),
-                        _LIVE,
-                    )
-                )
-            ).first()
-        if row is None or first is None:
+            row = (await conn.execute(stmt)).first()
+        if row is None or row.first is None:
             return None
-        return Template(template_id, row.version, json.loads(row.body), first, row.created_at)
+        return Template(template_id, row.version, json.loads(row.body), row.first, row.created_at)
 
     async def list(self, app_id: str) -> list[Template]:
         """The current version of every live template, by id."""
