@@ -9,6 +9,10 @@ import msgspec
 
 from pushgate.domain.personalize import LocaleTag, TemplateBody
 
+#: Versions are 32-bit integers in the database; a larger one cannot exist (a 404 for it would
+#: need the database to compare an out-of-range number, which PostgreSQL refuses).
+MAX_VERSION = 2**31 - 1
+
 #: An app-chosen template id (``order_shipped``).
 TemplateId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -41,7 +45,7 @@ class TemplateRef(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     id: TemplateId
     data: Annotated[dict[str, Any], msgspec.Meta(max_length=200)] = msgspec.field(default_factory=dict)
     #: A version of the template (default: its current one).
-    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    version: Annotated[int, msgspec.Meta(ge=1, le=MAX_VERSION)] | None = None
 
 
 #: A publish's inline ``localizations``: per locale, ``title``/``body`` (replacing the

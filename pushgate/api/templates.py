@@ -16,7 +16,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from pushgate.api.errors import ApiError, bad_request, error_responses, not_found
-from pushgate.api.schemas_template import TemplateCreate, TemplateOut, TemplatePage
+from pushgate.api.schemas_template import MAX_VERSION, TemplateCreate, TemplateOut, TemplatePage
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain.personalize import TemplateBody, check_body
 from pushgate.domain.templating import TemplateError
@@ -91,7 +91,7 @@ class TemplateController(Controller):
         template_id: FromPath[str],
         app: AppDep,
         services: ServicesDep,
-        version: Annotated[int | None, QueryParameter(ge=1)] = None,
+        version: Annotated[int | None, QueryParameter(ge=1, le=MAX_VERSION)] = None,
     ) -> TemplateOut:
         found = await services.templates.get(app.id, template_id, version)
         if found is None:

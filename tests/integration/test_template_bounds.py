@@ -108,3 +108,17 @@ async def test_a_template_with_deeply_nested_providers_is_a_400(gateway: Gateway
     r = await gateway.client.post("/v1/templates", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text[-300:]
     assert r.json()["error"]["message"].startswith("providers: nested "), r.text
+
+
+async def test_versions_beyond_the_database_integer_are_a_400(gateway: Gateway) -> None:
+    """CI's fuzzing found ``?version=<30 digits>`` a 500 (the database refused the number)."""
+    await _template(gateway, {"id": "v", "title": "Hi"})
+    huge = 2**31
+    r = await gateway.client.get(f"/v1/templates/v?version={huge}")
+    assert r.status_code == 400, r.text
+    r = await gateway.client.get(f"/v1/templates/v?version={huge - 1}")
+    assert r.status_code == 404, r.text
+    d = await register(gateway, provider="fcm", token=fcm_token(), platform="android")
+    r = await _publish(gateway, [d], template={"id": "v", "version": huge})
+    assert r.status_code == 400, r.text
+    assert "version" in r.text
