@@ -164,6 +164,11 @@ publish_stats = sa.Table(
     sa.Column("skipped", sa.Integer, nullable=False, server_default="0"),
     sa.Column("held", sa.Integer, nullable=False, server_default="0"),
     sa.Column("dry_run", sa.Integer, nullable=False, server_default="0"),
+    #: Receipts (docs/receipts.md): deliveries of this provider that reported each event (once each).
+    sa.Column("delivered", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("opened", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("dismissed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("clicked", sa.Integer, nullable=False, server_default="0"),
 )
 
 # One record per (publish, recipient). The recipient is a device id, or ``tok_<hash>`` for a raw
@@ -188,6 +193,11 @@ deliveries = sa.Table(
     sa.Column("dead", sa.Boolean, nullable=False, server_default=sa.false()),
     #: ``held``: when its release batch is due (the rule holding it is ``error_code``).
     sa.Column("release_at", sa.Float, nullable=True),
+    #: Receipts: when the device (or a realtime session's ack) first reported each event.
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Column("opened_at", sa.Float, nullable=True),
+    sa.Column("dismissed_at", sa.Float, nullable=True),
+    sa.Column("clicked_at", sa.Float, nullable=True),
     sa.Index("ix_deliveries_publish_status", "publish_id", "status"),
     sa.Index(
         "ix_deliveries_dead",
@@ -502,4 +512,14 @@ private_channels = sa.Table(
     sa.Column("app_id", sa.String(40), primary_key=True),
     sa.Column("channel", sa.String(200), primary_key=True),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# ``realtime: "first"`` (docs/realtime.md): the users one of whose sessions acked a publish's
+# ``notification`` event; planning skips their devices (outcome ``skipped``, ``realtime_acked``).
+realtime_acks = sa.Table(
+    "realtime_acks",
+    metadata,
+    sa.Column("publish_id", sa.String(40), primary_key=True),
+    sa.Column("user", sa.String(200), primary_key=True),
+    sa.Column("acked_at", sa.Float, nullable=False),
 )
