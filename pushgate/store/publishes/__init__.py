@@ -10,7 +10,8 @@ One repository per job, each in its own module, combined into :class:`PublishSto
 - ``outcomes.py``: delivery records and counters, written by planning and dispatch;
 - ``lifecycle.py``: started, planning done, closed, failed, cancelled (extends ``reads``:
   a cancel answers with the publish);
-- ``deadletters.py``: dead letters listed and replayed.
+- ``deadletters.py``: dead letters listed and replayed;
+- ``receipts.py``: receipts (delivered, opened, …) on delivery records and their counters.
 
 Why one class made of them rather than separate objects: they share one database and one set of
 tables, the API and the engine hold one ``PublishStore``, and a transaction often spans
@@ -28,6 +29,7 @@ from pushgate.store.publishes.deadletters import DeadLetters
 from pushgate.store.publishes.lifecycle import Lifecycle
 from pushgate.store.publishes.model import DeadLetter, Publish
 from pushgate.store.publishes.outcomes import RECORDED, Outcomes
+from pushgate.store.publishes.receipts import Receipt, ReceiptResult, Receipts, Recorded
 
 __all__ = [
     "CLOSED",
@@ -39,8 +41,11 @@ __all__ = [
     "InlinePlan",
     "Publish",
     "PublishStore",
+    "Receipt",
+    "ReceiptResult",
+    "Recorded",
 ]
 
 
-class PublishStore(Admission, Lifecycle, Outcomes, DeadLetters):
+class PublishStore(Admission, Lifecycle, Outcomes, DeadLetters, Receipts):
     """Every publish repository on one database (see the module docstring)."""

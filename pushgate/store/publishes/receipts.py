@@ -1,0 +1,95 @@
+"""Receipts on delivery records (docs/receipts.md): ``<event>_at`` set once, counted once.
+
+One conditional update per (delivery, event) — ``SET opened_at = :at WHERE opened_at IS NULL``
+— decides whether the report is the first; only a first moves the publish's counter, in the
+same transaction, so a counter equals the number of deliveries with that time set, whatever
+retries or concurrent reports (two tabs acking one notification) do.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pushgate.domain.receipts import ReceiptEvent, implied
+from pushgate.store.publishes.model import Repository
+from pushgate.store.schema import deliveries, publish_stats, publishes
+
+
+class ReceiptResult(enum.StrEnum):
+    #: At least one of the report's events was new on the delivery.
+    RECORDED = "recorded"
+    #: Every event it implies was already recorded (a retry, a second tab).
+    DUPLICATE = "duplicate"
+    #: No such delivery of the app (or not the device's own, for a device token).
+    NOT_FOUND = "not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """One report: which delivery (its publish and recipient id: the payload's ``p`` and
+    ``d``), what happened, when (epoch seconds)."""
+
+    publish_id: str
+    recipient_id: str
+    event: ReceiptEvent
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a report changed: the events that were new (empty for a duplicate) and the
+    delivery's provider and device (for the ``receipt`` webhook)."""
+
+    result: ReceiptResult
+    new_events: tuple[ReceiptEvent, ...] = ()
+    provider: str | None = None
+    device_id: str | None = None
+
+
+class Receipts(Repository):
+    """Receipts recorded on deliveries and counted on their publish."""
+
+    async def record_receipt(
+        self, conn: AsyncConnection, app_id: str, receipt: Receipt, *, device_id: str | None = None
+    ) -> Recorded:
+        """Record one report inside the caller's transaction. ``device_id``: the reporter is
+        that device (a device token), so only its own deliveries are found."""
+        where = [
+            deliveries.c.publish_id == receipt.publish_id,
+            deliveries.c.recipient_id == receipt.recipient_id,
+            # The publish is the app's: one app never touches another's records.
+            sa.exists().where(publishes.c.id == deliveries.c.publish_id, publishes.c.app_id == app_id),
+        ]
+        if device_id is not None:
+            where.append(deliveries.c.device_id == device_id)
+        found = (
+            await conn.execute(sa.select(deliveries.c.provider, deliveries.c.device_id).where(*where))
+        ).first()
+        if found is None:
+            return Recorded(ReceiptResult.NOT_FOUND)
+        new: list[ReceiptEvent] = []
+        for event in implied(receipt.event):
+            column = deliveries.c[f"{event.value}_at"]
+            done = await conn.execute(
+                sa.update(deliveries).where(*where[:2], column.is_(None)).values({column.name: receipt.at})
+            )
+            if done.rowcount:
+                new.append(event)
+                await conn.execute(
+                    sa.update(publish_stats)
+                    .where(
+                        publish_stats.c.publish_id == receipt.publish_id,
+                        publish_stats.c.provider == found.provider,
+                    )
+                    .values({event.value: publish_stats.c[event.value] + 1})
+                )
+        return Recorded(
+            ReceiptResult.RECORDED if new else ReceiptResult.DUPLICATE,
+            tuple(new),
+            found.provider,
+            found.device_id,
+        )
