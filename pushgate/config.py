@@ -354,6 +354,37 @@ class RealtimeSettings(msgspec.Struct, forbid_unknown_fields=True):
     token_secret: Annotated[str, msgspec.Meta(min_length=32)] | None = None
 
 
+#: A front-end's path prefix: empty (the system's own paths) or ``/segment[/segment…]``.
+CompatPrefix = Annotated[str, msgspec.Meta(pattern=r"^(/[A-Za-z0-9._~-]+)*$", max_length=100)]
+
+
+class CompatFrontEnd(msgspec.Struct, forbid_unknown_fields=True):
+    """``[compat.<system>]``: one foreign API served by ``pushgate serve`` (docs/compat.md)."""
+
+    enabled: bool = True
+    #: Served under this prefix instead of the system's own paths (e.g. ``/centrifugo``).
+    prefix: CompatPrefix = ""
+
+
+class GorushCompat(CompatFrontEnd, forbid_unknown_fields=True):
+    """``[compat.gorush]``: gorush has no keys of its own, so the front-end serves one app."""
+
+    #: The app (name or id) whose devices and credentials gorush's requests use.
+    app: str = "default"
+    #: Require that app's key as ``Authorization: Bearer``; ``false`` is for private networks only.
+    require_key: bool = True
+
+
+class CompatSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """``[compat]``: the seed systems' APIs, each a thin translation onto the native engine."""
+
+    centrifugo: CompatFrontEnd = msgspec.field(default_factory=CompatFrontEnd)
+    sockudo: CompatFrontEnd = msgspec.field(default_factory=CompatFrontEnd)
+    sentori: CompatFrontEnd = msgspec.field(default_factory=CompatFrontEnd)
+    notification_socketio: CompatFrontEnd = msgspec.field(default_factory=CompatFrontEnd)
+    gorush: GorushCompat = msgspec.field(default_factory=GorushCompat)
+
+
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
     """``[webhooks]``: how events are posted to apps' endpoints (docs/webhooks.md)."""
 
@@ -416,6 +447,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     policy: PolicySettings = msgspec.field(default_factory=PolicySettings)
     realtime: RealtimeSettings = msgspec.field(default_factory=RealtimeSettings)
     webhooks: WebhookSettings = msgspec.field(default_factory=WebhookSettings)
+    compat: CompatSettings = msgspec.field(default_factory=CompatSettings)
     #: Credentials of the ``default`` app: provider name → its settings Struct, written in
     #: TOML as top-level ``[fcm]``, ``[apns]``, …
     providers: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -473,7 +505,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _SECTIONS = tuple(
     "server auth engine limits devices retry quarantine rate_limits health outbound retention policy "
-    "realtime webhooks".split()
+    "realtime webhooks compat".split()
 )
 _SECRET_WORDS = ("key", "secret", "password", "private", "token", "json", "credential", "pem", "p12")
 
@@ -519,13 +551,14 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 target = data.setdefault(section, {})
                 if not isinstance(target, dict):
                     raise ConfigError(f"{section}: must be a table")
-                if section == "retry":
-                    # PUSHGATE_RETRY_FCM_MAX_ATTEMPTS → [retry.fcm] max_attempts
-                    for provider in providers:
-                        if key.startswith(provider + "_"):
-                            target = target.setdefault(provider, {})
-                            key = key[len(provider) + 1 :]
-                            break
+                # PUSHGATE_RETRY_FCM_MAX_ATTEMPTS → [retry.fcm] max_attempts,
+                # PUSHGATE_COMPAT_GORUSH_REQUIRE_KEY → [compat.gorush] require_key
+                subsections = {"retry": providers, "compat": CompatSettings.__struct_fields__}
+                for sub in subsections.get(section, ()):
+                    if key.startswith(sub + "_"):
+                        target = target.setdefault(sub, {})
+                        key = key[len(sub) + 1 :]
+                        break
                 # Provider values stay strings (a key or project id must not turn into a number);
                 # msgspec's lax conversion still turns "50" into 50 where the field is an int.
                 target[key] = raw if section in providers else _env_value(raw)

@@ -22,6 +22,7 @@ from pushgate.api.campaigns import CampaignController
 from pushgate.api.channels import ChannelController
 from pushgate.api.client_tokens import ClientTokenController
 from pushgate.api.common import reject_unstorable
+from pushgate.api.compat.mount import compat_routers
 from pushgate.api.connections import body_timeout
 from pushgate.api.credentials import CredentialController
 from pushgate.api.deadletters import DeadLetterController
@@ -314,6 +315,8 @@ def create_app(
         security=[{"bearer": []}],
     )
     handlers: list[Any] = [healthz, readyz, metrics, openapi_json, v1]
+    # Refuses (ConfigError) two front-ends, or one and the native API, answering one route.
+    handlers += compat_routers(settings, native=[v1, Router("/", route_handlers=handlers[:4])])
     if realtime is not None:
         handlers.append(_socketio_mount(realtime))
     return Litestar(

@@ -25,7 +25,7 @@ from pushgate.api.errors import ApiError
 from pushgate.api.throttle import FailureThrottle, KeyRateLimiter, client_key, retry_after_header
 from pushgate.config import AuthSettings
 from pushgate.domain.client_scopes import TokenKind, client_refusal, device_refusal, looks_like_jwt
-from pushgate.domain.scopes import allows, format_scopes, required_scope
+from pushgate.domain.scopes import Scope, allows, format_scopes, required_scope
 from pushgate.store.apps import LAST_USED_EVERY, AppStore, Principal, hash_key
 
 log = logging.getLogger("pushgate.api")
@@ -187,9 +187,23 @@ async def authenticate(request: Request[Any, Any, Any]) -> None:
     if looks_like_jwt(credential):
         await _authenticate_token(request, gate, address, credential)
         return
-    principal = await _resolve(request, gate, address, credential)
+    await authenticate_key(request, credential, required_scope(request.method, request.scope["path"]))
+
+
+async def authenticate_key(request: Request[Any, Any, Any], key: str, needed: Scope) -> Principal:
+    """An app key taken from wherever the caller's API carries it (``Authorization: Bearer``
+    natively; a compat front-end's own header): the wrong-key throttle, the key's rate and its
+    scope apply the same everywhere, so one key works, and is guarded, on every front-end."""
+    gate: Gatekeeper = request.app.state.services.gate
+    peer = request.scope.get("client")
+    address = client_key(peer[0] if peer else None)
+    blocked = gate.failures.retry_after(address)
+    if blocked > 0:
+        raise _blocked(blocked)
+    if not key:
+        raise _unauthorized()
+    principal = await _resolve(request, gate, address, key)
     _take_rate(gate, principal.key.id, "API key")
-    needed = required_scope(request.method, request.scope["path"])
     if not allows(principal.key.scopes, needed):
         raise ApiError(
             403,
@@ -201,6 +215,7 @@ async def authenticate(request: Request[Any, Any, Any]) -> None:
     request.state.app = principal.app
     request.state.key = principal.key
     request.state.client = None
+    return principal
 
 
 def _take_rate(gate: Gatekeeper, bucket: str, what: str) -> None:

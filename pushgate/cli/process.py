@@ -9,6 +9,7 @@ import signal
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from pushgate.cli.common import ConfigOpt, console, err, run, settings_or_exit, setup_logging, shown_settings
 from pushgate.config import ConfigError, Settings
@@ -38,14 +39,15 @@ def serve(
     try:
         run(check_credentials(settings))
         run(_check_secret_key(settings))
+        # Before anything starts: it refuses compat front-ends whose routes collide.
+        app = create_app(settings, run_workers=workers)
     except (ConfigError, SecretKeyError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     console.print(
         f"pushgate {_version()} on http://{settings.server.host}:{settings.server.port} "
         f"(database {shown_settings(settings)['database_url']}, workers {'on' if workers else 'off'})"
     )
-    app = create_app(settings, run_workers=workers)
     server = GracefulServer(
         http_config(app, host=settings.server.host, port=settings.server.port, server=settings.server)
     )
@@ -79,7 +81,7 @@ def worker(config: ConfigOpt = None) -> None:
         tune_gc()
         run(main())
     except (ConfigError, SecretKeyError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 

@@ -206,3 +206,20 @@ def test_a_chosen_default_app_key_has_a_floor() -> None:
     assert load_settings(None, env={"PUSHGATE_DEFAULT_APP_KEY": key}).default_app_key == key
     with pytest.raises(ConfigError, match=r"default_app_key.*at least 24 characters"):
         load_settings(None, env={"PUSHGATE_DEFAULT_APP_KEY": "k" * 23})
+
+
+def test_compat_sections_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[compat.centrifugo]\nprefix = "/centrifugo"\n[compat.gorush]\napp = "shop"\n')
+    s = load_settings(
+        cfg,
+        env={
+            "PUSHGATE_COMPAT_GORUSH_REQUIRE_KEY": "false",
+            "PUSHGATE_COMPAT_NOTIFICATION_SOCKETIO_ENABLED": "0",
+        },
+    )
+    assert s.compat.centrifugo.prefix == "/centrifugo" and s.compat.centrifugo.enabled
+    assert (s.compat.gorush.app, s.compat.gorush.require_key) == ("shop", False)
+    assert not s.compat.notification_socketio.enabled and s.compat.sockudo.enabled
+    with pytest.raises(ConfigError, match=r"compat\.sentori\.prefix"):
+        load_settings(None, env={"PUSHGATE_COMPAT_SENTORI_PREFIX": "no-slash"})
