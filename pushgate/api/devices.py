@@ -25,10 +25,11 @@ from pushgate.api.schemas import (
     Matched,
     Strict,
 )
-from pushgate.api.services import AppDep, ServicesDep
+from pushgate.api.services import AppDep, Services, ServicesDep
 from pushgate.config import Settings
 from pushgate.domain.registry import valid_channel, valid_timezone
 from pushgate.providers import registry
+from pushgate.store.apps import App
 from pushgate.store.devices import Device, DeviceFilter
 from pushgate.store.registrations import (
     UNSET,
@@ -84,8 +85,18 @@ def _check_environment(provider: str, environment: str | None) -> None:
         raise bad_request(f"environment: only {have} devices have an environment (production or sandbox)")
 
 
-def _registration(data: DeviceIn, settings: Settings) -> Registration:
-    """Validate one ``POST /v1/devices`` body (400 on the first problem) and normalise its token."""
+async def register_device(app: App, services: Services, reg: Registration) -> tuple[Device, bool]:
+    """The one registration path of every front-end (``DeviceConflict``: the caller's to answer)."""
+    try:
+        with within_limits():
+            return await services.devices.register(app.id, reg)
+    except DeviceNotFound:
+        raise not_found("device", reg.device_id or "") from None
+
+
+def registration(data: DeviceIn, settings: Settings) -> Registration:
+    """Validate one ``POST /v1/devices`` body (400 on the first problem) and normalise its token
+    (a compat front-end builds a ``DeviceIn`` and hands this to :func:`register_device`)."""
     provider_spec(data.provider)
     err = _platform_error(data.provider, data.platform)
     if err:
@@ -159,13 +170,10 @@ class DeviceController(Controller):
         self, request: Request[Any, Any, Any], data: JSONBody[DeviceIn], app: AppDep, services: ServicesDep
     ) -> client_tokens.RegisteredDevice:
         data = await client_tokens.registration_in(request, services, app, data)  # a client token's rules
-        reg = _registration(data, services.settings)
+        reg = registration(data, services.settings)
         await client_tokens.check_takeover(request, services, app, reg)  # an anonymous token's limit
         try:
-            with within_limits():
-                device, _created = await services.devices.register(app.id, reg)
-        except DeviceNotFound:
-            raise not_found("device", data.id or "") from None
+            device, _created = await register_device(app, services, reg)
         except DeviceConflict as exc:
             raise client_tokens.conflict(request, exc) from None
         return await client_tokens.registered(request, services, app, device)
@@ -186,7 +194,7 @@ class DeviceController(Controller):
         problems: list[dict[str, Any]] = []
         for i, item in enumerate(data.devices):
             try:
-                regs.append(_registration(item, services.settings))
+                regs.append(registration(item, services.settings))
             except ApiError as exc:
                 problems.append(_batch_problem(i, exc.message))
         if problems:

@@ -51,10 +51,11 @@ from pushgate.api.schemas import (
     PublishPage,
 )
 from pushgate.api.schemas_preview import PublishPreview, TemplateUsed
-from pushgate.api.services import AppDep, ServicesDep
+from pushgate.api.services import AppDep, Services, ServicesDep
 from pushgate.domain import clock
 from pushgate.domain.status import POLICY_STATUSES, DeliveryStatus, PublishStatus
 from pushgate.domain.timefmt import rfc3339
+from pushgate.store.apps import App
 from pushgate.store.publishes import COUNTERS, Publish
 from pushgate.store.publishes.client_ids import IdConflict
 
@@ -63,6 +64,44 @@ _PUBLISH_STATUSES = tuple(s.value for s in PublishStatus)
 #: A dry run's record that policy had held keeps its rule and release time.
 _WITH_REASON = (*POLICY_STATUSES, DeliveryStatus.DRY_RUN)
 _WITH_RELEASE = (DeliveryStatus.HELD, DeliveryStatus.DRY_RUN)
+
+
+async def admit_publish(app: App, services: Services, data: PublishIn) -> tuple[Publish, bool]:
+    """Admit one publish (validated, stored with its first job, small ones planned in that
+    commit) and wake the workers: the one path every API that sends takes, native or compat
+    (a compat front-end builds a ``PublishIn`` and calls this). Returns the publish and whether
+    it was created (False: an idempotent replay)."""
+    await refuse_if_backpressured(app, services)
+    limits = services.settings.limits
+    expire_at, send_at = checked_bounds(data, limits.max_recipients_per_publish, clock.now())
+    recipients, token_providers = stored_recipients(data, services)
+    targeted = await targeted_providers(app, services, token_providers)
+    now = clock.now()
+    tags = publish_tags(data, send_at, now)
+    template = await load_template(app, services, data)
+    request = with_dry_run(admission_request(data, recipients, targeted, now, template), tags)
+    await check_categories(app, services, data)
+    scheduled = send_at is not None and send_at > now
+    try:
+        pub, created = await services.publishes.admit(
+            app.id,
+            request,
+            idempotency_key=data.idempotency_key,
+            expire_at=expire_at,
+            window_seconds=limits.idempotency_window_hours * 3600,
+            # A scheduled publish is planned when its time comes (by then its audience changed).
+            plan=None if scheduled else await inline_plan(app, services, recipients, request, expire_at),
+            send_at=send_at,
+            tags=tags,
+        )
+    except IdConflict as exc:
+        raise id_conflict(exc) from None
+    # A publish closed in its own commit (nobody to reach) queued no job, and a scheduled one's
+    # job is not due: waking the workers would only make each run an empty claim (a sixth of
+    # the CPU of bench admission).
+    if created and services.engine is not None and pub.status in WORK_NOW:
+        services.engine.notify()
+    return pub, created
 
 
 class PublishPatch(msgspec.Struct, forbid_unknown_fields=True):
@@ -132,36 +171,7 @@ class PublishController(Controller):
     async def publish(
         self, data: JSONBody[PublishIn], app: AppDep, services: ServicesDep
     ) -> Response[PublishAccepted | PublishOut]:
-        await refuse_if_backpressured(app, services)
-        limits = services.settings.limits
-        expire_at, send_at = checked_bounds(data, limits.max_recipients_per_publish, clock.now())
-        recipients, token_providers = stored_recipients(data, services)
-        targeted = await targeted_providers(app, services, token_providers)
-        now = clock.now()
-        tags = publish_tags(data, send_at, now)
-        template = await load_template(app, services, data)
-        request = with_dry_run(admission_request(data, recipients, targeted, now, template), tags)
-        await check_categories(app, services, data)
-        scheduled = send_at is not None and send_at > now
-        try:
-            pub, created = await services.publishes.admit(
-                app.id,
-                request,
-                idempotency_key=data.idempotency_key,
-                expire_at=expire_at,
-                window_seconds=limits.idempotency_window_hours * 3600,
-                # A scheduled publish is planned when its time comes (by then its audience changed).
-                plan=None if scheduled else await inline_plan(app, services, recipients, request, expire_at),
-                send_at=send_at,
-                tags=tags,
-            )
-        except IdConflict as exc:
-            raise id_conflict(exc) from None
-        # A publish closed in its own commit (nobody to reach) queued no job, and a scheduled
-        # one's job is not due: waking the workers would only make each run an empty claim (a
-        # sixth of the CPU of bench admission).
-        if created and services.engine is not None and pub.status in WORK_NOW:
-            services.engine.notify()
+        pub, created = await admit_publish(app, services, data)
         headers = {} if created else {"Idempotent-Replayed": "true"}
         if pub.dry_run:  # answered with its outcome when it is done within DRY_RUN_WAIT
             done = await wait_dry_run(services, pub)
