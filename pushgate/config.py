@@ -373,6 +373,10 @@ class GorushCompat(CompatFrontEnd, forbid_unknown_fields=True):
     app: str = "default"
     #: Require that app's key as ``Authorization: Bearer``; ``false`` is for private networks only.
     require_key: bool = True
+    #: gorush's ``core.sync``: every ``POST /api/push`` waits for its sends and answers their logs.
+    sync: bool = False
+    #: gorush's ``core.max_notification``: the most notifications one ``POST /api/push`` takes.
+    max_notification: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
 
 
 class CompatSettings(msgspec.Struct, forbid_unknown_fields=True):
