@@ -262,7 +262,7 @@ async def test_stat_go_healthz_and_metrics(open_gateway: Gateway) -> None:
         assert metrics.status_code == 200 and "# TYPE" in metrics.text
 
 
-async def test_require_key(gateway: Gateway) -> None:
+async def test_require_key(gateway: Gateway, lab: Lab) -> None:
     body = {"notifications": [{"tokens": [fcm_token()], "platform": 2, "message": "k"}]}
     for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789"}, {"Authorization": "Basic x"}):
         r = await _push(gateway, body, headers=headers)
@@ -273,7 +273,14 @@ async def test_require_key(gateway: Gateway) -> None:
         assert (await c.get("/api/stat/go")).status_code == 401
         assert (await c.get("/api/stat/app", headers=_bearer(gateway))).status_code == 200
     r = await _push(gateway, body)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200 and r.json()["logs"] == [], r.text
+    # Sync is off in this configuration; a request turns it on for itself.
+    gone = fcm_token()
+    lab.fault(provider="fcm", tokens=[gone], error="unregistered")
+    r = await _push(
+        gateway, {"notifications": [{"tokens": [gone], "platform": 2, "message": "s"}], "sync": True}
+    )
+    assert [(e["token"], e["type"]) for e in r.json()["logs"]] == [(gone, "failed-push")], r.text
     # Another key of the app works (a publish-only key may push but not read the stats).
     made = await gateway.client.post("/v1/keys", json={"name": "publisher", "scopes": ["publish"]})
     assert made.status_code in (200, 201), made.text
@@ -357,6 +364,18 @@ async def test_malformed_json_and_a_refused_item_send_nothing(open_gateway: Gate
         headers={},
     )
     assert r.status_code == 400 and r.json()["message"].startswith("notifications[1]"), r.text
+    # So is one with nothing to send (no message, title, data or native payload).
+    r = await _push(
+        open_gateway,
+        {
+            "notifications": [
+                {"tokens": [fcm_token()], "platform": 2, "message": "ok"},
+                {"tokens": [_hms_token()], "platform": 3},
+            ]
+        },
+        headers={},
+    )
+    assert r.status_code == 400 and r.json()["message"].startswith("notifications[1]: notification"), r.text
     assert (await open_gateway.client.get("/v1/publishes")).json()["items"] == []
     assert lab.ledger()["total"] == 0
 

@@ -28,7 +28,12 @@ from pushgate.api.compat.gorush.schema import GorushPush, LogEntry, PushAnswer
 from pushgate.api.compat.gorush.stats import app_stat, go_stat
 from pushgate.api.compat.gorush.translate import check, is_topic, to_publish, tokens_of
 from pushgate.api.errors import STORAGE_RETRY_AFTER, ApiError
-from pushgate.api.publish_batch import checked_bounds, stored_recipients
+from pushgate.api.publish_batch import (
+    admission_request,
+    checked_bounds,
+    stored_recipients,
+    targeted_providers,
+)
 from pushgate.api.publishes import admit_publish
 from pushgate.api.schemas import PublishIn
 from pushgate.api.services import Services, ServicesDep
@@ -103,12 +108,15 @@ def _parse(raw: bytes, limit: int) -> GorushPush:
     return body
 
 
-def _precheck(index: int, data: PublishIn, services: Services) -> None:
-    """Admission's checks of the recipients (tokens normalised, their count), run on every
-    notification before the first is admitted, so that a bad token sends nothing at all."""
+async def _precheck(index: int, app: App, services: Services, data: PublishIn) -> None:
+    """Admission's checks of one notification's content and recipients (tokens normalised,
+    their count, each targeted provider's rendering and size), run on every notification before
+    the first is admitted, so that a request refused for its content sends nothing at all."""
     try:
-        checked_bounds(data, services.settings.limits.max_recipients_per_publish, clock.now())
-        stored_recipients(data, services)
+        now = clock.now()
+        checked_bounds(data, services.settings.limits.max_recipients_per_publish, now)
+        recipients, token_providers = stored_recipients(data, services)
+        admission_request(data, recipients, await targeted_providers(app, services, token_providers), now)
     except ApiError as exc:
         raise ApiError(exc.status, exc.code, f"notifications[{index}]: {exc.message}") from None
 
@@ -122,7 +130,7 @@ async def push(request: Request[Any, Any, Any], services: ServicesDep) -> Respon
         check(i, item)
     publishes = [to_publish(i, item) for i, item in enumerate(body.notifications)]
     for i, data in enumerate(publishes):
-        _precheck(i, data, services)
+        await _precheck(i, app, services, data)
     admitted: list[Admitted] = []
     logs: list[LogEntry] = []
     counts = 0
