@@ -100,7 +100,8 @@ async def test_every_common_and_ios_field_reaches_apns(gateway: Gateway, lab: La
         "notif_id": "n-1",
     }
     r = await _push(gateway, {"notifications": [item]})
-    assert r.json() == {"success": "ok", "counts": 1, "logs": []}, r.text
+    # gorush counts a set topic as one more, even the bundle id of an iOS notification.
+    assert r.json() == {"success": "ok", "counts": 2, "logs": []}, r.text
     [status] = await _wait_all(gateway, r)
     assert status["counts"]["sent"] == 1, status
     [got] = lab.ledger("apns")["items"]

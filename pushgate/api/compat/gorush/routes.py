@@ -26,7 +26,7 @@ from pushgate.api.auth import authenticate_key
 from pushgate.api.compat.gorush.outcomes import Admitted, failed_entries, failure_logs, wait_closed
 from pushgate.api.compat.gorush.schema import GorushPush, LogEntry, PushAnswer
 from pushgate.api.compat.gorush.stats import app_stat, go_stat
-from pushgate.api.compat.gorush.translate import check, is_topic, to_publish, tokens_of
+from pushgate.api.compat.gorush.translate import check, to_publish
 from pushgate.api.errors import STORAGE_RETRY_AFTER, ApiError
 from pushgate.api.publish_batch import (
     admission_request,
@@ -138,12 +138,14 @@ async def push(request: Request[Any, Any, Any], services: ServicesDep) -> Respon
         try:
             pub, _ = await admit_publish(app, services, data)
         except (ApiError, StorageUnavailable) as exc:
-            if not admitted and not logs:
+            if not admitted:
                 raise
             logs += failed_entries(item, exc.message if isinstance(exc, ApiError) else exc.fault.message)
         else:
             admitted.append(Admitted(item, pub))
-        counts += len(tokens_of(item)) + (1 if is_topic(item) else 0)
+        # gorush's own count: ``tokens`` (not ``to``), plus one when ``topic`` is set, whatever
+        # the platform (an iOS topic is the bundle id, yet counted: clients compare with it).
+        counts += len(item.tokens or ()) + (1 if item.topic else 0)
     sync = conf.sync if body.sync is None else body.sync
     if sync and admitted:
         closed = await wait_closed(services, admitted)
