@@ -425,3 +425,19 @@ async def test_fuzzed_pushes_answer_200_or_gorush_400(open_gateway: Gateway) -> 
             else:
                 assert set(got) == {"code", "message"} and got["code"] == 400 and got["message"], got
     assert seen[200] >= 10 and seen[400] >= 10, seen  # both kinds were exercised
+
+
+async def test_prefix_and_disabled(database_url: str, lab: Lab) -> None:
+    body = {"notifications": [{"tokens": [fcm_token()], "platform": 2, "message": "p"}]}
+    settings = gateway_settings(
+        database_url, lab, PUSHGATE_COMPAT_GORUSH_PREFIX="/gorush", PUSHGATE_COMPAT_GORUSH_REQUIRE_KEY="false"
+    )
+    async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.url) as c:
+        r = await c.post("/gorush/api/push", json=body)
+        assert r.json() == {"success": "ok", "counts": 1, "logs": []}, r.text
+        assert (await c.get("/gorush/api/stat/go")).status_code == 200
+        assert (await c.post("/api/push", json=body)).status_code in (404, 405)
+    settings = gateway_settings(database_url, lab, PUSHGATE_COMPAT_GORUSH_ENABLED="false")
+    async with running_gateway(settings) as gw, httpx.AsyncClient(base_url=gw.url) as c:
+        assert (await c.post("/api/push", json=body, headers=_bearer(gw))).status_code in (404, 405)
+        assert (await c.get("/api/stat/app", headers=_bearer(gw))).status_code == 404
