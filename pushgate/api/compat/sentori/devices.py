@@ -165,9 +165,7 @@ async def revoke(request: Request[Any, Any, Any], handle: FromPath[str]) -> Resp
     return Response({"status": "revoked", "spToken": handle_of(dev or "")}, status_code=HTTP_200_OK)
 
 
-async def _topic(
-    request: Request[Any, Any, Any], handle: FromPath[str], topic: FromPath[str], on: bool
-) -> Response[Any]:
+async def _topic(request: Request[Any, Any, Any], handle: str, topic: str, on: bool) -> Response[Any]:
     if not topic or not valid_channel(topic):
         raise _invalid(
             "invalid_topic", f"topic: {topic[:80]!r} is not a valid topic name (letters, digits, _-.:@)"
