@@ -56,7 +56,8 @@ class ExpoMessage(msgspec.Struct, rename="camel"):
     sound: str | dict[str, Any] | None = None
     badge: int | None = None
     ttl: int | None = None
-    expiration: int | None = None
+    #: UNIX seconds (bounded: a larger one is no date).
+    expiration: Annotated[int, msgspec.Meta(ge=0, le=2**33)] | None = None
     priority: Literal["default", "normal", "high"] | None = None
     channel_id: str | None = None
     category_id: str | None = None
