@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from litestar.routes import HTTPRoute
 
 from pushgate.api.compat.sentori.mapping import (
     TargetError,
@@ -17,6 +18,9 @@ from pushgate.api.compat.sentori.mapping import (
     text_map,
     trait_filter,
 )
+from pushgate.config import Settings
+from pushgate.domain.scopes import Scope
+from pushgate.server import create_app
 
 
 def test_handles_and_delivery_ids_round_trip() -> None:
@@ -129,3 +133,26 @@ def test_notification_options() -> None:
     }
     assert notification_of(None, None, None, None) == {}
     assert text_map(None) is None and text_map({"a": [1]}) == {"a": "[1]"}
+
+
+def test_every_sentori_route_names_its_scope() -> None:
+    """The front-end's routes are under ``/v1`` but not the native router's: each says the
+    scope it needs (reads ``read``; sends ``publish``; the rest ``register``), none falls to a
+    default."""
+    app = create_app(Settings())
+    scopes = {
+        (method, route.path): handler.opt.get("scope")
+        for route in app.routes
+        if isinstance(route, HTTPRoute) and route.path.startswith("/v1/push/")
+        for handler in route.route_handlers
+        for method in handler.http_methods
+        if method != "OPTIONS"
+    }
+    assert len(scopes) == 25
+    for (method, path), scope in scopes.items():
+        if method == "GET" or path.endswith(("/count", "/receipts", "/getReceipts")):
+            assert scope is Scope.READ, (method, path)
+        elif path.endswith(("/send", "/sends")):
+            assert scope is Scope.PUBLISH, (method, path)
+        else:
+            assert scope is Scope.REGISTER, (method, path)
