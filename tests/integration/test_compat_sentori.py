@@ -9,9 +9,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from support.api import fcm_token
 from support.gateway import Gateway
 from support.lab import Lab
+
+from pushgate.store.schema import publish_stats
 
 IPT_PREFIX = "ipt_"
 
@@ -30,6 +33,13 @@ async def send(gw: Gateway, path: str = "/v1/push/send", **body: Any) -> dict[st
     r = await gw.client.post(path, json=body)
     assert r.status_code == 202, r.text
     return dict(r.json())
+
+
+async def delivered_counter(gw: Gateway, publish_id: str) -> int:
+    """The publish's native ``delivered`` receipt counter (``publish_stats``), read from the store."""
+    async with gw.app.state.services.db.read() as conn:
+        q = sa.select(sa.func.sum(publish_stats.c.delivered)).where(publish_stats.c.publish_id == publish_id)
+        return int((await conn.execute(q)).scalar() or 0)
 
 
 def fcm_sent_to(lab: Lab, token: str) -> list[dict[str, Any]]:
@@ -199,6 +209,7 @@ async def test_preferences_and_ack(gateway: Gateway, lab: Lab) -> None:
     assert r.status_code == 202  # a second ack changes nothing and is no error
     again = (await gateway.client.get(f"/v1/push/deliveries/{ok['send_ids'][0]}")).json()
     assert again["deliveredAt"] == delivery["deliveredAt"]
+    assert await delivered_counter(gateway, ok["sendId"]) == 1  # counted once, natively
     r = await gateway.client.post(f"/v1/push/deliveries/{ok['sendId']}.dev_nope/ack")
     assert r.status_code == 404 and r.json()["error"] == "delivery_not_found"
 

@@ -80,9 +80,17 @@ async def test_expo_sdk_send_and_receipts(gateway: Gateway, lab: Lab) -> None:
     assert failed.value.errors[0]["code"] == "VALIDATION_ERROR"
 
 
-async def test_expo_compat_wire_and_bad_input(gateway: Gateway) -> None:
+async def test_expo_compat_wire_and_bad_input(gateway: Gateway, lab: Lab) -> None:
     expo, _ = await register_expo(gateway)
     c = gateway.client
+    gone_expo, gone = await register_expo(gateway)
+    lab.fault(provider="fcm", tokens=[gone], error="unregistered")
+    [dead] = (await c.post(f"{API_URL}/send", json={"to": gone_expo, "title": "gone"})).json()["data"]
+    await gateway.wait_done(dead["id"].split(".")[0])
+    r = await c.post(f"{API_URL}/push/getReceipts", json={"ids": [dead["id"]]})
+    assert r.json()["data"][dead["id"]]["details"] == {"error": "DeviceNotRegistered"}
+    [again] = (await c.post(f"{API_URL}/send", json={"to": gone_expo, "title": "gone"})).json()["data"]
+    assert again["details"]["error"] == "DeviceNotRegistered"  # the device is switched off now
     r = await c.post(f"{API_URL}/send", json={"to": expo, "title": "single object"})
     assert r.status_code == 200
     [ticket] = r.json()["data"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from litestar.routes import HTTPRoute
 
@@ -156,3 +157,15 @@ def test_every_sentori_route_names_its_scope() -> None:
             assert scope is Scope.PUBLISH, (method, path)
         else:
             assert scope is Scope.REGISTER, (method, path)
+
+
+def _sentori_paths(**section: object) -> set[str]:
+    settings = msgspec.convert({"compat": {"sentori": section}}, Settings)
+    return {r.path for r in create_app(settings).routes if "/push/" in r.path}
+
+
+def test_sentori_is_mounted_by_default_moved_by_its_prefix_and_off_when_disabled() -> None:
+    assert "/v1/push/send" in _sentori_paths() and "/v1/push/expo-compat/push/send" in _sentori_paths()
+    moved = _sentori_paths(prefix="/sentori")
+    assert "/sentori/v1/push/send" in moved and not any(p.startswith("/v1/push") for p in moved)
+    assert _sentori_paths(enabled=False) == set()
