@@ -280,6 +280,8 @@ async def test_bad_input_answers_sentoris_errors(gateway: Gateway) -> None:
         ),
         ("POST", "/v1/push/send", {"title": "no target"}, 400, "bad_target"),
         ("POST", "/v1/push/send", {"to": "somebody", "title": "t"}, 400, "bad_target"),
+        ("POST", "/v1/push/send", {"to": ["user:u"] * 1001, "title": "t"}, 400, "bad_target"),
+        ("POST", "/v1/push/send", {"to": 5, "title": "t"}, 400, "invalid_body"),
         ("POST", "/v1/push/sends", {"spTokens": ["not-a-handle"], "payload": {}}, 400, "bad_target"),
         ("POST", "/v1/push/sends", {"audience": {"trait": "x"}, "payload": {}}, 400, "bad_target"),
         ("POST", "/v1/push/send", {"to": "user:u", "title": "t", "sendAt": "tomorrow"}, 400, "invalid_body"),

@@ -109,7 +109,9 @@ async def test_expo_compat_wire_and_bad_input(gateway: Gateway, lab: Lab) -> Non
 
     cases: list[tuple[str, Any, str]] = [
         ("/send", [{"to": expo}] * 101, "PUSH_TOO_MANY_NOTIFICATIONS"),
+        ("/send", [{"to": [expo] * 600}, {"to": [expo] * 401}], "PUSH_TOO_MANY_NOTIFICATIONS"),
         ("/send", {"title": "no to"}, "VALIDATION_ERROR"),
+        ("/send", {"to": []}, "VALIDATION_ERROR"),
         ("/send", {"to": expo, "badge": "one"}, "VALIDATION_ERROR"),
         ("/send", {"to": expo, "ttl": -1}, "VALIDATION_ERROR"),
         ("/send", "text", "VALIDATION_ERROR"),

@@ -43,12 +43,14 @@ from pushgate.store.delivery_lookup import deliveries_by_key
 #: Expo's limits: messages per request, receipt ids per request.
 MAX_MESSAGES = 100
 MAX_RECEIPTS = 1000
+#: Recipients (``to`` entries) of all the messages of one request: each is a device lookup.
+MAX_RECIPIENTS = 1000
 
 
 class ExpoMessage(msgspec.Struct, rename="camel"):
     """One Expo push message (unknown fields ignored, as Expo's service does)."""
 
-    to: str | Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_MESSAGES * 10)]
+    to: str | Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_RECIPIENTS)]
     title: str | None = None
     body: str | None = None
     subtitle: str | None = None
@@ -88,9 +90,16 @@ def _messages(raw: bytes) -> list[ExpoMessage]:
             f"You are trying to send more than {MAX_MESSAGES} push notifications in one request.",
         )
     try:
-        return [msgspec.convert(item, ExpoMessage, strict=True) for item in items]
+        messages = [msgspec.convert(item, ExpoMessage, strict=True) for item in items]
     except msgspec.ValidationError as exc:
         raise _validation(f'"value" fails: {exc}') from None
+    if sum(1 if isinstance(m.to, str) else len(m.to) for m in messages) > MAX_RECIPIENTS:
+        raise ApiError(
+            400,
+            "PUSH_TOO_MANY_NOTIFICATIONS",
+            f"You are trying to send to more than {MAX_RECIPIENTS} recipients in one request.",
+        )
+    return messages
 
 
 def _notification(m: ExpoMessage) -> dict[str, Any]:

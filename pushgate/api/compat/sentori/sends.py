@@ -94,6 +94,8 @@ def targets_of(body: SendBody) -> Targets:
         if isinstance(body.to, str):
             t.add_expression(body.to)
         elif isinstance(body.to, list):
+            if len(body.to) > MAX_EXPLICIT:
+                raise TargetError(f"to: at most {MAX_EXPLICIT} targets in one send")
             for expr in body.to:
                 t.add_expression(expr)
         elif isinstance(body.to, dict):
