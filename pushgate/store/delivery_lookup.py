@@ -13,8 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from pushgate.domain.receipts import RECEIPT_EVENTS
 from pushgate.store.db import Database
-from pushgate.store.schema import deliveries, publishes
+from pushgate.store.schema import deliveries, publish_stats, publishes
 
 #: Keys read per statement (each is two bound parameters).
 _CHUNK = 250
@@ -46,3 +47,15 @@ async def deliveries_by_key(
             for row in (await conn.execute(q)).all():
                 out[(row.publish_id, row.recipient_id)] = row
     return out
+
+
+async def receipt_counts(db: Database, publish_id: str) -> dict[str, int]:
+    """The publish's receipt counters (``delivered``, ``opened``, ``dismissed``, ``clicked``)
+    summed over its providers: what Sentori's send status calls ``delivered`` (acks)."""
+    events = [e for e in RECEIPT_EVENTS if e in publish_stats.c]
+    q = sa.select(*(sa.func.coalesce(sa.func.sum(publish_stats.c[e]), 0) for e in events)).where(
+        publish_stats.c.publish_id == publish_id
+    )
+    async with db.read() as conn:
+        row = (await conn.execute(q)).one()
+    return {e: int(v) for e, v in zip(events, row, strict=True)}

@@ -210,6 +210,8 @@ async def test_preferences_and_ack(gateway: Gateway, lab: Lab) -> None:
     again = (await gateway.client.get(f"/v1/push/deliveries/{ok['send_ids'][0]}")).json()
     assert again["deliveredAt"] == delivery["deliveredAt"]
     assert await delivered_counter(gateway, ok["sendId"]) == 1  # counted once, natively
+    shown = (await gateway.client.get(f"/v1/push/sends/{ok['sendId']}")).json()
+    assert shown["counts"]["delivered"] == 1 and shown["counts"]["sent"] == 1
     r = await gateway.client.post(f"/v1/push/deliveries/{ok['sendId']}.dev_nope/ack")
     assert r.status_code == 404 and r.json()["error"] == "delivery_not_found"
 

@@ -40,7 +40,7 @@ from pushgate.api.services import Services
 from pushgate.domain.receipts import ReceiptEvent
 from pushgate.domain.scopes import Scope
 from pushgate.store.apps import App
-from pushgate.store.delivery_lookup import deliveries_by_key
+from pushgate.store.delivery_lookup import deliveries_by_key, receipt_counts
 from pushgate.store.publishes import Publish, Receipt, ReceiptResult
 
 #: Explicit ids (or native tokens) one send may list, as Sentori's ``MAX_EXPLICIT``.
@@ -242,8 +242,9 @@ async def _publish(services: Services, app: App, send_id: str) -> Publish:
 
 @get("/sends/{send_id:str}", opt={"scope": Scope.READ})
 async def send_status(request: Request[Any, Any, Any], send_id: FromPath[str]) -> Response[Any]:
-    pub = await _publish(services_of(request), app_of(request), send_id)
-    return Response(send_view(pub), status_code=HTTP_200_OK)
+    services = services_of(request)
+    pub = await _publish(services, app_of(request), send_id)
+    return Response(send_view(pub, await receipt_counts(services.db, pub.id)), status_code=HTTP_200_OK)
 
 
 @get("/sends/{send_id:str}/deliveries", opt={"scope": Scope.READ})

@@ -91,8 +91,9 @@ def ticket_view(row: Any) -> dict[str, Any]:
     return out
 
 
-def send_view(pub: Publish) -> dict[str, Any]:
-    """``GET /v1/push/sends/{sendId}``: the publish's state and counts in Sentori's words."""
+def send_view(pub: Publish, receipts: dict[str, int]) -> dict[str, Any]:
+    """``GET /v1/push/sends/{sendId}``: the publish's state and counts in Sentori's words
+    (``receipts``: its receipt counters; ``delivered`` is Sentori's acks)."""
     c = pub.counts
     planned = int(c.get("planned", 0))
     not_sent = sum(int(c.get(k, 0)) for k in _NOT_SENT)
@@ -115,8 +116,7 @@ def send_view(pub: Publish) -> dict[str, Any]:
             "queued": max(planned - sent - not_sent, 0),
             "sent": sent,
             "failed": not_sent,
-            # Acks: counted natively once receipts are counted per publish (0 until then).
-            "delivered": int(c.get("delivered", 0)),
+            "delivered": int(receipts.get("delivered", 0)),
         },
         "reasons": [{"reason": r, "count": n} for r, n in sorted(reasons.items(), key=lambda x: -x[1])],
     }
