@@ -311,6 +311,9 @@ async def test_bad_input_answers_sentoris_errors(gateway: Gateway) -> None:
         r = await c.request(method, path, json=body)
         assert (r.status_code, r.json().get("error")) == (status, code), (method, path, body, r.text)
         assert "detail" in r.json() or status == 404, r.text
+    big = {"to": "user:u", "title": "x" * (gateway.settings.server.max_body_bytes + 10)}
+    r = await c.post("/v1/push/send", json=big)
+    assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
     r = await c.post("/v1/push/send", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"] == "invalid_body"
     assert (await c.get("/v1/push/publishes")).status_code in (404, 405)

@@ -29,6 +29,14 @@ T = TypeVar("T")
 
 #: Sentori's codes for the native API's (the others are passed as they are).
 _SENTORI_CODES = {"invalid_request": "invalid_body", "not_found": "not_found", "rate_limited": "rate_limited"}
+#: Sentori's words for the framework's own refusals.
+_HTTP_CODES = {
+    400: "invalid_body",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 _EXPO_CODES = {
     400: "VALIDATION_ERROR",
     401: "UNAUTHORIZED",
@@ -92,9 +100,9 @@ def _sentori_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any
     if exc.status_code >= 500:
         log.error("internal error: %s", exc.detail)
         return sentori_error(500, "internal", "")
-    code = "invalid_body" if isinstance(exc, ValidationException) else "error"
-    if exc.status_code == 405:
-        code = "method_not_allowed"
+    code = (
+        "invalid_body" if isinstance(exc, ValidationException) else _HTTP_CODES.get(exc.status_code, "error")
+    )
     return sentori_error(exc.status_code, code, str(exc.detail or ""), exc.headers)
 
 

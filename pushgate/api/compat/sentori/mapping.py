@@ -209,13 +209,14 @@ def trait_filter(traits: dict[str, Any]) -> dict[str, Any]:
 
 # ---- notification content ----------------------------------------------------------------
 
+#: Sentori's (iOS's) interruption levels → the native ones (the native spelling is accepted too).
 _LEVELS = {
     "passive": "passive",
     "active": "active",
     "timeSensitive": "time-sensitive",
+    "time-sensitive": "time-sensitive",
     "critical": "critical",
 }
-_LEVELS.update({"time-sensitive": "time-sensitive"})
 
 
 def notification_of(
