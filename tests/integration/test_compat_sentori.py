@@ -4,6 +4,7 @@ and the provider lab; registrations seen through the native API; acks on native 
 
 from __future__ import annotations
 
+import json
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -224,7 +225,7 @@ async def test_current_code_shapes(gateway: Gateway, lab: Lab) -> None:
         gateway,
         "/v1/push/devices",
         kind="webpush",
-        nativeToken=web,
+        nativeToken=json.dumps(web),  # Sentori sends the subscription as its JSON text
         env="production",
         metadata={"model": "Pixel"},
         traits={"plan": "pro", "beta": True},
