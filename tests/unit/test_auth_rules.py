@@ -97,7 +97,8 @@ def test_every_v1_route_needs_the_scope_the_table_says() -> None:
     routes = {
         (method, route.path)
         for route in app.routes
-        if route.path.startswith("/v1")
+        # Sentori's compat routes (/v1/push/...) carry their scope on each handler (its own test).
+        if route.path.startswith("/v1") and not route.path.startswith("/v1/push/")
         for method in route.methods
         if method != "OPTIONS"
     }

@@ -19,7 +19,7 @@ from typing import Any
 from litestar import Router
 from litestar.types import ControllerRouterHandler
 
-from pushgate.api.compat import gorush
+from pushgate.api.compat import gorush, sentori
 from pushgate.config import CompatFrontEnd, ConfigError, Settings
 
 
@@ -36,7 +36,10 @@ class FrontEnd:
 
 
 #: Every compat front-end, in the order the docs list them.
-FRONT_ENDS: tuple[FrontEnd, ...] = (FrontEnd("gorush", "gorush", gorush.build, gorush.EXCEPTION_HANDLERS),)
+FRONT_ENDS: tuple[FrontEnd, ...] = (
+    FrontEnd("sentori", sentori.TITLE, sentori.build, sentori.EXCEPTION_HANDLERS),
+    FrontEnd("gorush", "gorush", gorush.build, gorush.EXCEPTION_HANDLERS),
+)
 
 
 def section(settings: Settings, name: str) -> CompatFrontEnd:
