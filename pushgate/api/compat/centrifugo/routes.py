@@ -15,6 +15,7 @@ from litestar.params import FromPath
 from litestar.types import ControllerRouterHandler
 
 from pushgate.api.auth import authenticate_key
+from pushgate.api.common import reject_unstorable
 from pushgate.api.compat.centrifugo import devices, push, topics
 from pushgate.api.compat.centrifugo.protocol import (
     BAD_REQUEST,
@@ -93,6 +94,7 @@ async def api_method(request: Request[Any, Any, Any], method: FromPath[str]) -> 
         raise CentrifugoError(NOT_FOUND, f"method not found: {method!r}", 404)
     found = METHODS[method]
     call = await _authenticated(request, found[1])
+    await reject_unstorable(request)  # NUL characters, a body that is not UTF-8
     return result(await found[0](call, await _body(request)))
 
 
@@ -101,6 +103,7 @@ async def api_command(request: Request[Any, Any, Any]) -> Response[Any]:
     """``POST /api``: ``{"method": ..., "params": {...}}`` (an unknown method is a method error:
     HTTP 200 with code 104, as Centrifugo answers it in this form)."""
     await _key_checked(request)
+    await reject_unstorable(request)
     body = await _body(request)
     if not isinstance(body, dict) or not isinstance(body.get("method"), str):
         raise CentrifugoError(BAD_REQUEST, 'give {"method": "<name>", "params": {...}}')

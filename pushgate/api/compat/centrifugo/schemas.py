@@ -18,7 +18,9 @@ Str200 = Annotated[str, msgspec.Meta(max_length=200)]
 Ids = Annotated[list[Str200], msgspec.Meta(max_length=1000)]
 Topics = Annotated[list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=1000)]
 Op = Literal["add", "remove", "set"]
-Limit = Annotated[int, msgspec.Meta(ge=0)]
+Limit = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+#: Unix seconds up to the year 9999 (0: not given).
+UnixTime = Annotated[int, msgspec.Meta(ge=0, le=253_402_300_799)]
 Cursor = Annotated[str, msgspec.Meta(max_length=1024)]
 
 
@@ -220,14 +222,14 @@ class PushNotification(Params):
     apns: ApnsNotification | None = None
     webpush: WebPushNotification | None = None
     #: Unix seconds after which nothing more is attempted.
-    expire_at: int = 0
+    expire_at: UnixTime = 0
     #: The seed document's place for ``uid``.
     uid: str = ""
 
 
 class RatePolicy(Params):
-    rate: Annotated[int, msgspec.Meta(ge=1)]
-    interval_ms: Annotated[int, msgspec.Meta(ge=1)]
+    rate: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    interval_ms: Annotated[int, msgspec.Meta(ge=1, le=366 * 86_400_000)]
 
 
 class RateLimit(Params):
@@ -255,8 +257,7 @@ class SendPushNotification(Params):
     recipient: PushRecipient
     notification: PushNotification
     uid: str = ""
-    #: Unix seconds.
-    send_at: int = 0
+    send_at: UnixTime = 0
     optimize_for_reliability: bool = False
     limit_strategy: LimitStrategy | None = None
     analytics_uid: str = ""
