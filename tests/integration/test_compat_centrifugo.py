@@ -513,3 +513,19 @@ async def test_send_to_topics_filter_reaches_subscribed_devices(gateway: Gateway
     assert status["counts"]["planned"] == 1 and status["counts"]["sent"] == 1
     [item] = lab.ledger("fcm")["items"]
     assert item["message"]["token"] == token and item["message"]["data"] == {"x": "1"}
+
+
+async def test_scopes_apply_like_on_the_native_api(gateway: Gateway) -> None:
+    """A key's scopes (docs/api.md) decide which Centrifugo methods it may call: a 403 with
+    Centrifugo's code 103, and nothing done."""
+    r = await gateway.client.post("/v1/keys", json={"name": "reader", "scopes": ["read"]})
+    assert r.status_code == 201, r.text
+    secret = r.json()["secret"]
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"X-API-Key": secret}, timeout=30) as reader:
+        assert (await call(reader, "device_list", {}))["items"] == []
+        params = {"provider": "fcm", "token": fcm_token(), "platform": "android"}
+        err = await error_of(reader, "device_register", params, status=403)
+        assert err["code"] == 103
+        r = await reader.post("/api", json={"method": "send_push_notification", "params": {}})
+        assert r.status_code == 403 and r.json()["error"]["code"] == 103
+    assert (await gateway.client.get("/v1/devices")).json()["items"] == []
