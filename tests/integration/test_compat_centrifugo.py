@@ -4,6 +4,7 @@ arrive at the lab, receipts that move the native counters, and Centrifugo's erro
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from typing import Any
@@ -529,3 +530,57 @@ async def test_scopes_apply_like_on_the_native_api(gateway: Gateway) -> None:
         r = await reader.post("/api", json={"method": "send_push_notification", "params": {}})
         assert r.status_code == 403 and r.json()["error"]["code"] == 103
     assert (await gateway.client.get("/v1/devices")).json()["items"] == []
+
+
+async def test_send_to_hms_and_webpush_tokens(gateway: Gateway, lab: Lab) -> None:
+    hms = "IQAAAACy0" + secrets.token_urlsafe(60)
+    sub = lab.subscription()
+    async with centrifugo(gateway) as c:
+        res = await call(
+            c,
+            "send_push_notification",
+            {
+                "recipient": {"hms_tokens": [hms]},
+                "notification": {"hms": {"message": {"data": '{"k":"v"}'}}},
+            },
+        )
+        assert (await gateway.wait_done(res["uid"]))["counts"]["sent"] == 1
+        res = await call(
+            c,
+            "send_push_notification",
+            {
+                "recipient": {"webpush_tokens": [json.dumps(sub)]},
+                "notification": {"webpush": {"headers": {"TTL": "60"}, "payload": '{"title": "web"}'}},
+            },
+        )
+        assert (await gateway.wait_done(res["uid"]))["counts"]["sent"] == 1
+    [h] = lab.ledger("hms")["items"]
+    assert h["message"]["data"] == '{"k":"v"}'
+    assert lab.ledger("webpush", token=sub["endpoint"])["total"] == 1
+
+
+async def test_device_topic_list_pages_through_a_sparse_registry(gateway: Gateway) -> None:
+    """A topic filter that few devices match answers short pages with a cursor (it reads at most
+    a few device pages per request) and every matching pair exactly once."""
+    async with centrifugo(gateway) as c:
+        ids = []
+        for i in range(13):
+            topics = ["zz-last"] if i == 12 else ["other"]
+            res = await call(
+                c,
+                "device_register",
+                {"provider": "fcm", "token": fcm_token(), "platform": "android", "topics": topics},
+            )
+            ids.append(res["id"])
+        seen: list[tuple[str, str]] = []
+        cursor, calls = "", 0
+        while True:
+            page = await call(
+                c, "device_topic_list", {"filter": {"topic_prefix": "zz"}, "limit": 1, "cursor": cursor}
+            )
+            calls += 1
+            seen += [(i["device"]["id"], i["topic"]) for i in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert seen == [(ids[12], "zz-last")] and calls >= 2
