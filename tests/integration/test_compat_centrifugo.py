@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from support.api import fcm_token
-from support.gateway import Gateway
+from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
 
 from pushgate.store.schema import publish_stats
@@ -584,3 +584,15 @@ async def test_device_topic_list_pages_through_a_sparse_registry(gateway: Gatewa
             if not cursor:
                 break
         assert seen == [(ids[12], "zz-last")] and calls >= 2
+
+
+async def test_prefix_and_disabled(database_url: str, lab: Lab) -> None:
+    """``[compat.centrifugo] prefix`` moves the routes; ``enabled = false`` takes them away."""
+    settings = gateway_settings(database_url, lab, PUSHGATE_COMPAT_CENTRIFUGO_PREFIX="/centrifugo")
+    async with running_gateway(settings) as gw, centrifugo(gw) as c:
+        assert (await c.post("/centrifugo/api/device_list", json={})).json()["result"]["items"] == []
+        assert (await c.post("/api/device_list", json={})).status_code == 404
+    settings = gateway_settings(database_url, lab, PUSHGATE_COMPAT_CENTRIFUGO_ENABLED="false")
+    async with running_gateway(settings) as gw, centrifugo(gw) as c:
+        r = await c.post("/api", json={"method": "device_list", "params": {}})
+        assert r.status_code in (404, 405) and "result" not in r.text
