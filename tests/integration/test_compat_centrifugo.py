@@ -476,6 +476,20 @@ BAD_PARAMS: list[tuple[str, Any, int]] = [
         107,
     ),
     ("send_push_notification", {"recipient": {"fcm_tokens": ["a" * 30]}}, 107),
+    (
+        "send_push_notification",
+        {"recipient": {"fcm_tokens": ["a" * 30]}, "notification": {"fcm": {"message": {}}}, "uid": "a b"},
+        107,
+    ),
+    (
+        "send_push_notification",
+        {
+            "recipient": {"fcm_tokens": ["a" * 30]},
+            "notification": {"fcm": {"message": {}}},
+            "analytics_uid": "a/b",
+        },
+        107,
+    ),
     ("update_push_status", {"analytics_uid": "x", "status": "delivered"}, 107),
     ("cancel_push", {}, 107),
 ]

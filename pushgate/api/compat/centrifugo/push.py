@@ -7,6 +7,7 @@ status a receipt on the delivery.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -30,6 +31,10 @@ from pushgate.domain.status import PublishStatus
 from pushgate.domain.timefmt import rfc3339
 from pushgate.store.publishes import Receipt, ReceiptResult
 
+#: What a uid may be: a publish's client id (``publish_id``, docs/campaigns.md); a UUID is one.
+_UID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,199}")
+#: An analytics uid other than the uid becomes the publish's campaign.
+_CAMPAIGN = re.compile(r"[^/\x00-\x1f\x7f]{1,200}")
 #: Centrifugo's push statuses → the native receipt events.
 _STATUSES = {"delivered": ReceiptEvent.DELIVERED, "interacted": ReceiptEvent.OPENED}
 #: Publishes of one ``analytics_uid`` (a campaign) an ``update_push_status`` looks through.
@@ -177,6 +182,13 @@ async def send_push_notification(call: Call, raw: Any) -> dict[str, Any]:
     # Centrifugo makes up a uid when none is given: so does this, so that every push can be
     # cancelled and reported on by the uid it answers.
     uid = p.uid or p.notification.uid or str(uuid.uuid4())
+    if not _UID.fullmatch(uid) or uid.startswith("pub_"):
+        raise bad(
+            "params.uid: 1-200 of A-Z a-z 0-9 _ . : -, starting with a letter or digit, "
+            "not pub_ (a UUID is fine)"
+        )
+    if p.analytics_uid and not _CAMPAIGN.fullmatch(p.analytics_uid):
+        raise bad("params.analytics_uid: 1-200 characters, no / and no control characters")
     data: PublishIn = params_of(publish_body(p, uid), PublishIn)
     pub, _created = await admit_publish(call.app, call.services, data)
     return {"uid": pub.public_id}
