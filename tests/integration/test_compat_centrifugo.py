@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from support.api import fcm_token
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
+from support.wait import wait_for
 
 from pushgate.store.schema import publish_stats
 
@@ -610,3 +611,52 @@ async def test_prefix_and_disabled(database_url: str, lab: Lab) -> None:
     async with running_gateway(settings) as gw, centrifugo(gw) as c:
         r = await c.post("/api", json={"method": "device_list", "params": {}})
         assert r.status_code in (404, 405) and "result" not in r.text
+
+
+async def test_limit_strategy_is_native_policy(gateway: Gateway, lab: Lab) -> None:
+    """``rate_limit`` is a frequency cap (a second push within the interval is dropped with
+    ``drop_if_rate_limited``); ``time_limit`` a delivery window (outside it: held)."""
+    async with centrifugo(gateway) as c:
+        token = fcm_token()
+        params = {"provider": "fcm", "token": token, "platform": "android", "timezone": "UTC"}
+        dev = (await call(c, "device_register", params))["id"]
+        capped = {
+            "recipient": {"filter": {"ids": [dev]}},
+            "notification": {"fcm": {"message": {"data": {"n": "1"}}}},
+            "limit_strategy": {
+                "rate_limit": {
+                    "key": "{{ .device.id }}",
+                    "policies": [{"rate": 1, "interval_ms": 3_600_000}],
+                    "drop_if_rate_limited": True,
+                }
+            },
+        }
+        first = await call(c, "send_push_notification", capped)
+        assert (await gateway.wait_done(first["uid"]))["counts"]["sent"] == 1
+        second = await call(c, "send_push_notification", capped)
+        status = await gateway.wait_done(second["uid"])
+        assert status["counts"]["sent"] == 0 and status["counts"]["suppressed"] == 1
+        assert status["suppressed_by_reason"] == {"frequency_cap": 1}
+        # A window that opens two hours from now (UTC, the device's zone): held until then.
+        hour = time.gmtime().tm_hour
+        window = {
+            "send_after_time": f"{(hour + 2) % 24:02d}:00:00",
+            "send_before_time": f"{(hour + 3) % 24:02d}:00:00",
+        }
+        later = await call(
+            c,
+            "send_push_notification",
+            {
+                "recipient": {"filter": {"ids": [dev]}},
+                "notification": {"fcm": {"message": {"data": {"n": "2"}}}},
+                "limit_strategy": {"time_limit": window},
+            },
+        )
+
+        async def held() -> dict[str, Any] | None:
+            pub = (await gateway.client.get(f"/v1/publishes/{later['uid']}")).json()
+            return pub if pub["counts"]["held"] == 1 else None
+
+        await wait_for(held, 30, "the push held by its time_limit")
+        await call(c, "cancel_push", {"uid": later["uid"]})
+    assert len(lab.ledger("fcm", token=token)["items"]) == 1
