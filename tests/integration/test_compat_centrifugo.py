@@ -174,13 +174,14 @@ async def test_device_update_remove_and_list_paging(gateway: Gateway) -> None:
 async def test_seed_document_names_still_work(gateway: Gateway) -> None:
     """The seed document's older shapes: ``channels``/``tags`` on register, the flat
     ``device_list`` filter with ``since``/``has_more``, ``push_user_channel_*``."""
+    token = fcm_token()
     async with centrifugo(gateway) as c:
         res = await call(
             c,
             "device_register",
             {
                 "provider": "fcm",
-                "token": fcm_token(),
+                "token": token,
                 "platform": "web",
                 "user": "u9",
                 "channels": ["a"],
@@ -194,6 +195,15 @@ async def test_seed_document_names_still_work(gateway: Gateway) -> None:
         assert page["has_more"] is False
         [d] = page["items"]
         assert d["channels"] == ["a", "bound"] and d["tags"] == {"plan": "pro"}
+        by_token = await call(c, "device_list", {"tokens": [token]})
+        assert [d["id"] for d in by_token["items"]] == [dev["id"]]
+        assert (await call(c, "device_list", {"tokens": [fcm_token()], "limit": 5}))["items"] == []
+        other = await call(c, "device_register", {"provider": "fcm", "token": fcm_token(), "platform": "ios"})
+        first = await call(c, "device_list", {"limit": 1})
+        assert first["has_more"] is True
+        rest = await call(c, "device_list", {"limit": 1, "since": first["next_cursor"]})
+        assert rest["has_more"] is False
+        assert {first["items"][0]["id"], rest["items"][0]["id"]} == {dev["id"], other["id"]}
         listed = await call(c, "push_user_channel_list", {"users": ["u9"]})
         assert [(i["user"], i["channel"]) for i in listed["items"]] == [("u9", "bound")] and listed["items"][
             0

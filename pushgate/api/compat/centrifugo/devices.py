@@ -13,6 +13,7 @@ from pushgate.api import cursors
 from pushgate.api.common import check_channels, normalize_token, page_limit
 from pushgate.api.compat.centrifugo import schemas as s
 from pushgate.api.compat.centrifugo.protocol import (
+    CONFLICT,
     INTERNAL,
     Call,
     CentrifugoError,
@@ -23,6 +24,7 @@ from pushgate.api.devices import register_device, registration
 from pushgate.api.errors import ApiError
 from pushgate.api.limits import within_limits
 from pushgate.api.schemas import DeviceIn
+from pushgate.api.services import Services
 from pushgate.domain.filters import FilterError, parse
 from pushgate.domain.registry import valid_timezone
 from pushgate.providers import registry
@@ -90,14 +92,14 @@ async def device_register(call: Call, raw: Any) -> dict[str, Any]:
         device, _created = await register_device(call.app, call.services, reg)
     except DeviceConflict as exc:
         raise CentrifugoError(
-            113, f"this token is already registered as device {exc.args[0]}; register with that id"
+            CONFLICT, f"this token is already registered as device {exc.args[0]}; register with that id"
         ) from None
     full = await call.services.devices.get(call.app.id, device.id)
     shown = full or device
     return {"id": device.id, "device": device_out(shown, meta=True, topics=True)}
 
 
-def _hashes(services: Any, tokens: list[s.ProviderToken]) -> list[str]:
+def _hashes(services: Services, tokens: list[s.ProviderToken]) -> list[str]:
     out = []
     for pt in tokens:
         _, key = normalize_token(pt.provider, pt.token, services.settings)
@@ -162,7 +164,7 @@ async def device_remove(call: Call, raw: Any) -> dict[str, Any]:
     return {}
 
 
-def _token_hashes(services: Any, tokens: list[str], providers: list[str] | None) -> list[str]:
+def _token_hashes(services: Services, tokens: list[str], providers: list[str] | None) -> list[str]:
     """A bare token (the seed's ``tokens`` filter) as the hash it would have under each
     provider it could belong to."""
     out = []
