@@ -154,3 +154,15 @@ async def test_mutated_params_get_the_centrifugo_envelope_never_a_server_error(g
                 check(method, bad, await c.post(f"/api/{method}", json=bad))
                 # The same through POST /api {"method", "params"}.
                 check(method, bad, await c.post("/api", json={"method": method, "params": bad}))
+
+
+async def test_odd_envelopes_of_post_api(gateway: Gateway) -> None:
+    """``POST /api`` with a method or a whole body of any JSON type: Centrifugo's 107 or 104,
+    never a server error."""
+    async with httpx.AsyncClient(base_url=gateway.url, headers={"X-API-Key": gateway.key}, timeout=60) as c:
+        for value in ODD_VALUES:
+            for body in ({"method": value, "params": {}}, value, {"method": "device_list", "params": value}):
+                r = await c.post("/api", json=body)
+                check("/api", body, r)
+                if "error" in r.json():
+                    assert r.json()["error"]["code"] in (104, 107), r.text

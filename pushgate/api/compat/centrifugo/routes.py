@@ -81,11 +81,6 @@ async def _key_checked(request: Request[Any, Any, Any]) -> None:
             raise
 
 
-async def _run(request: Request[Any, Any, Any], method: str, params: Any) -> Response[Any]:
-    implementation, scope = METHODS[method]
-    return result(await implementation(await _authenticated(request, scope), params))
-
-
 @post("/api/{method:str}", status_code=200, include_in_schema=False)
 async def api_method(request: Request[Any, Any, Any], method: FromPath[str]) -> Response[Any]:
     """``POST /api/<method>``: the body is the params."""
@@ -102,14 +97,24 @@ async def api_method(request: Request[Any, Any, Any], method: FromPath[str]) -> 
 async def api_command(request: Request[Any, Any, Any]) -> Response[Any]:
     """``POST /api``: ``{"method": ..., "params": {...}}`` (an unknown method is a method error:
     HTTP 200 with code 104, as Centrifugo answers it in this form)."""
-    await _key_checked(request)
+    if not api_key(request):
+        await _authenticated(request, Scope.READ)  # the 401
+    try:
+        body = await _body(request)
+    except CentrifugoError:
+        await _key_checked(request)  # a wrong key is a 401 before a malformed body is a 400
+        raise
+    method = body.get("method") if isinstance(body, dict) else None
+    if not isinstance(method, str) or method not in METHODS:
+        await _key_checked(request)
+        if not isinstance(method, str):
+            raise CentrifugoError(BAD_REQUEST, 'give {"method": "<name>", "params": {...}}')
+        raise CentrifugoError(NOT_FOUND, f"method not found: {method!r}")
+    # The key is checked once, with the scope the method needs.
+    implementation, scope = METHODS[method]
+    call = await _authenticated(request, scope)
     await reject_unstorable(request)
-    body = await _body(request)
-    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
-        raise CentrifugoError(BAD_REQUEST, 'give {"method": "<name>", "params": {...}}')
-    if body["method"] not in METHODS:
-        raise CentrifugoError(NOT_FOUND, f"method not found: {body['method']!r}")
-    return await _run(request, body["method"], body.get("params"))
+    return result(await implementation(call, body.get("params")))
 
 
 def build(settings: Settings) -> Sequence[ControllerRouterHandler]:
