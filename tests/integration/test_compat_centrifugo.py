@@ -414,7 +414,8 @@ async def test_auth_and_transport_errors(gateway: Gateway) -> None:
         assert r.status_code == 200 and r.json()["error"]["code"] == 104
         r = await c.post("/api/device_register", content=b"{not json")
         assert r.status_code == 400 and r.json()["error"]["code"] == 107
-        for body in ({"params": {}}, {"method": ["device_list"]}, [1], "device_list"):
+        bodies: list[Any] = [{"params": {}}, {"method": ["device_list"]}, [1], "device_list"]
+        for body in bodies:
             r = await c.post("/api", json=body)
             assert r.status_code == 200 and r.json()["error"]["code"] == 107, (body, r.text)
         r = await c.post("/api/device_list", content=b'{"x": "' + b"y" * 1_100_000 + b'"}')
