@@ -28,18 +28,23 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import socketio
 
 from pushgate.realtime.presence import RedisPresence
 from pushgate.realtime.tokens import FindApp, IssuerCache, SecretFor, TokenError, verify
+from pushgate.store.realtime_deliveries import session_recipient
 
 log = logging.getLogger("pushgate.realtime")
 
 #: Where the server answers, on pushgate's own port (socket.io's default path).
 PATH = "socket.io"
+#: The event a publish's notification arrives as (docs/realtime.md).
+EVENT = "notification"
+#: Called with ``(sid, user)`` when a session acks its ``notification`` event.
+OnAck = Callable[[str, str], None]
 
 
 class Throttle(Protocol):
@@ -176,6 +181,42 @@ class RealtimeGateway:
             await (self.presence.opened(room) if change > 0 else self.presence.closed(room))
         except Exception as exc:  # Redis down: the session works, only the shared count is off
             log.warning("realtime presence not updated in Redis: %s", exc)
+
+    async def emit_notification(
+        self, rooms: Mapping[str, str | None], payload: dict[str, Any], on_ack: OnAck
+    ) -> list[tuple[str, str]]:
+        """Emit the ``notification`` event to this node's sessions in ``rooms`` (room → the
+        channel it stands for, None for a user's room), each session once, and return them as
+        ``(sid, user)``. Each session gets ``payload`` plus its own ``delivery_id`` (and the
+        ``channel`` it was reached through, when not through its user's room), with a per-session
+        ack callback: a room-wide emit has none. Emitted here only (``ignore_queue``): the other
+        nodes emit to their own sessions (``delivery.py``)."""
+        reached: dict[str, str | None] = {}
+        for room, channel in rooms.items():
+            for sid, _eio_sid in list(self.sio.manager.get_participants("/", room)):
+                if channel is None:
+                    reached[sid] = None
+                else:
+                    reached.setdefault(sid, channel)
+        out: list[tuple[str, str]] = []
+        for sid, channel in reached.items():
+            try:
+                session = await self.sio.get_session(sid)
+            except KeyError:  # it closed meanwhile
+                continue
+            user = session.get("user") if session else None
+            if not user:
+                continue
+            event = {**payload, "delivery_id": session_recipient(sid)}
+            if channel is not None:
+                event["channel"] = channel
+
+            def acked(*_answer: Any, sid: str = sid, user: str = user) -> None:
+                on_ack(sid, user)
+
+            await self.sio.emit(EVENT, event, to=sid, callback=acked, ignore_queue=True)
+            out.append((sid, user))
+        return out
 
     async def start(self) -> None:
         if self.presence is not None:
