@@ -1,13 +1,17 @@
 """Realtime as a delivery path (issue 13, acceptance 1, 2, 3 and 6): a publish's ``realtime``
-mode reaches open socket.io sessions (python-socketio's client) as the ``notification`` event,
+mode reaches open socket.io sessions (python-socketio's client, and the npm ``socket.io-client``
+run by node: tests/js/notify.mjs) as the ``notification`` event,
 records one delivery per session, and decides the pushes (the provider lab) by the mode and the
 sessions' acks; with Redis, a session on one node is reached from another node's worker."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +27,7 @@ from pushgate.realtime.delivery import RealtimeDelivery
 from pushgate.realtime.gateway import user_room
 from pushgate.store.schema import deliveries, publish_stats, realtime_acks
 
+JS = Path(__file__).parents[1] / "js"
 #: ``first``'s wait for an ack in these tests (the sessions ack within milliseconds).
 ACK_TIMEOUT = 1.5
 
@@ -177,6 +182,32 @@ async def test_first_pushes_only_to_users_who_did_not_ack(rt_gateway: Gateway, l
     assert sent_at[silent_phone["id"]] >= emitted + ACK_TIMEOUT
     assert sent_at[offline_phone["id"]] < sent_at[silent_phone["id"]]
     assert done["by_provider"]["realtime"]["sent"] == 2 and done["by_provider"]["fcm"]["sent"] == 2
+
+
+async def test_the_npm_client_acks_and_first_sends_no_push(rt_gateway: Gateway, lab: Lab) -> None:
+    gw = rt_gateway
+    node = shutil.which("node")
+    if node is None or not (JS / "node_modules" / "socket.io-client").is_dir():
+        pytest.fail("node or tests/js/node_modules missing: run `make test` (it installs both)")
+    [phone] = await devices_of(gw, "js-first", 1)
+    pipe = asyncio.subprocess.PIPE
+    proc = await asyncio.create_subprocess_exec(
+        node, str(JS / "notify.mjs"), gw.url, await token(gw, "js-first"), stdin=pipe, stdout=pipe
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        hello = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
+        assert hello["event"] == "connected", hello
+        pid = await publish(gw.client, recipients=[{"type": "user", "user": "js-first"}], realtime="first")
+        heard = json.loads(await asyncio.wait_for(proc.stdout.readline(), 10))
+        assert heard["event"] == "notification" and heard["data"]["delivery_id"] == f"ses_{hello['sid']}"
+        done = await gw.wait_done(pid)
+    finally:
+        proc.stdin.close()
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    assert pushes(lab, phone) == 0
+    assert done["skipped_by_reason"] == {"realtime_acked": 1}, done
+    assert (await delivered(gw, pid))[f"ses_{hello['sid']}"] is not None
 
 
 async def test_only_marks_offline_users_and_pushes_nothing(rt_gateway: Gateway, lab: Lab) -> None:
