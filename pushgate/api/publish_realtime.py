@@ -2,8 +2,7 @@
 
 Checked here, with the rest of the request, so a publish that could never do what it asks is a
 400 naming the field, not a surprise at planning: ``only`` needs a user or channel recipient
-(nothing else stands for a session), and a publish rendered per device (a template or inline
-localizations) cannot go over realtime (its sessions have no device to render for). The mode a
+(nothing else stands for a session), and a dry run sends nothing. The mode a
 publish gets is stored in its request only when it is not ``off``; such a publish is never
 planned at admission (its plan job reaches the sessions first: ``engine/realtime_stage.py``).
 """
@@ -24,7 +23,7 @@ SESSION_KINDS = ("user", "channel")
 def with_realtime(request: dict[str, Any], data: PublishIn, settings: Settings) -> dict[str, Any]:
     """``request`` with its ``realtime`` mode (400 when the publish cannot use it). A mode the
     publish did not ask for (``[realtime] default_mode``) is not applied where it cannot be (a
-    dry run, a template, the gateway disabled): those go as push only."""
+    dry run, the gateway disabled): those go as push only."""
     asked = data.realtime is not None
     mode = data.realtime if asked else settings.realtime.default_mode
     if mode not in MODES:
@@ -36,11 +35,6 @@ def with_realtime(request: dict[str, Any], data: PublishIn, settings: Settings) 
         why_not = "the realtime gateway is disabled on this server ([realtime] enabled = false)"
     elif request.get("dry_run"):
         why_not = "a dry run sends nothing"
-    elif request.get("template") is not None or request.get("localizations"):
-        why_not = (
-            "a publish with a template or localizations is rendered per device, and a session has "
-            "none; send the rendered text in notification instead"
-        )
     if why_not is not None:
         if asked:
             raise bad_request(f'realtime: {why_not}; leave realtime out or set it to "off"')

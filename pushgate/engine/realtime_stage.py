@@ -28,7 +28,7 @@ import msgspec
 from pushgate.domain import clock
 from pushgate.domain.jobs import PlanPayload, RealtimePass
 from pushgate.domain.status import PublishStatus
-from pushgate.realtime.delivery import RealtimeDelivery
+from pushgate.realtime.delivery import Reach, RealtimeDelivery
 from pushgate.realtime.gateway import channel_room, user_room
 from pushgate.store.db import Database
 from pushgate.store.publishes import Publish, PublishStore
@@ -59,6 +59,14 @@ def rooms_of(app_id: str, recipients: list[dict[str, Any]]) -> dict[str, str | N
     return rooms
 
 
+def personal_of(request: dict[str, Any]) -> dict[str, Any] | None:
+    """What a personalized publish's sessions render their notification from (None: not one)."""
+    if request.get("template") is None and not request.get("localizations"):
+        return None
+    keys = ("notification", "providers", "template", "localizations")
+    return {k: request[k] for k in keys if k in request}
+
+
 class RealtimeStage:
     def __init__(self, db: Database, publishes: PublishStore, lease_seconds: float) -> None:
         self.db = db
@@ -75,12 +83,13 @@ class RealtimeStage:
         mode = mode_of(pub.request)
         recipients: list[dict[str, Any]] = pub.request.get("recipients", [])
         now = clock.now()
-        reached: list[tuple[str, str]] = []
+        reach = Reach()
         expired = pub.expire_at is not None and now >= pub.expire_at
         if self.delivery is not None and not expired:
             payload = {"publish_id": pub.id, "notification": pub.request.get("notification") or {}}
             rooms = rooms_of(pub.app_id, recipients)
-            reached = await self.delivery.deliver(pub.app_id, pub.id, rooms, payload)
+            reach = await self.delivery.deliver(pub.app_id, pub.id, rooms, payload, personal_of(pub.request))
+        reached = reach.sent
         stats = job.payload.stats
         async with self.db.write() as conn:
             await self.publishes.mark_started(conn, pub.id)
@@ -90,9 +99,11 @@ class RealtimeStage:
             new = await self.store.record_sessions(conn, pub.id, [sid for sid, _ in reached], now)
             stats.planned += new
             stats.dispatched += new
-            online = {user for _, user in reached}
+            stats.planned += await self.store.record_unrendered(conn, pub.id, reach.failed, now)
+            online = {user for _, user in reached}  # a session got the event
             if mode == "only":
-                offline = [r["user"] for r in recipients if r["type"] == "user" and r["user"] not in online]
+                present = online | {user for _, user, _ in reach.failed}  # had a session at all
+                offline = [r["user"] for r in recipients if r["type"] == "user" and r["user"] not in present]
                 stats.planned += await self.store.record_offline(conn, pub.app_id, pub.id, offline, now)
                 await self.publishes.set_planning_done(conn, pub.id)
                 if not await JobQueue.delete_claimed(conn, job.id, job.claims):

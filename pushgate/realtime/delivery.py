@@ -29,13 +29,16 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
 
 from pushgate.domain import clock
-from pushgate.realtime.gateway import RealtimeGateway
+from pushgate.domain.personalize import DeviceVars, Personalized
+from pushgate.domain.templating import TemplateError
+from pushgate.realtime.gateway import RealtimeGateway, Render
 from pushgate.store.publishes.receipts import ReceiptResult
 from pushgate.store.realtime_deliveries import RealtimeDeliveries
 
@@ -57,11 +60,51 @@ class _Request(msgspec.Struct):
     publish_id: str
     rooms: dict[str, str | None]
     payload: dict[str, Any]
+    personal: dict[str, Any] | None = None
 
 
 class _Answer(msgspec.Struct):
     node: str
     sessions: list[tuple[str, str]]
+    failed: list[tuple[str, str, str]] = msgspec.field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Reach:
+    """What a delivery reached: the sessions emitted to, ``(sid, user)``, and those whose
+    personalized notification did not render, ``(sid, user, why)`` (nothing was emitted)."""
+
+    sent: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _render_users(personal: Personalized, users: list[str]) -> dict[str, dict[str, Any] | str]:
+    out: dict[str, dict[str, Any] | str] = {}
+    for user in users:
+        try:
+            _, notification, _ = personal.render(DeviceVars(user=user))
+        except TemplateError as exc:
+            out[user] = str(exc)
+        else:
+            out[user] = msgspec.to_builtins(notification)
+    return out
+
+
+def renderer(personal: dict[str, Any] | None) -> Render | None:
+    """A personalized publish's notification per user (``personal``: the stored request's
+    ``notification``, ``providers``, ``template`` and ``localizations``): rendered with the
+    publish's data and the session's user only (no device: ``device.*`` reads nothing), in the
+    template's default locale, all of a delivery's users in one worker thread (a slow template
+    never holds the event loop). None: the same notification for everyone."""
+    found = Personalized.from_request(personal) if personal else None
+    if found is None:
+        return None
+    p = found
+
+    async def render(users: list[str]) -> dict[str, dict[str, Any] | str]:
+        return await asyncio.to_thread(_render_users, p, users)
+
+    return render
 
 
 class RealtimeDelivery:
@@ -108,14 +151,20 @@ class RealtimeDelivery:
             await self.redis.aclose()
 
     async def deliver(
-        self, app_id: str, publish_id: str, rooms: Mapping[str, str | None], payload: dict[str, Any]
-    ) -> list[tuple[str, str]]:
+        self,
+        app_id: str,
+        publish_id: str,
+        rooms: Mapping[str, str | None],
+        payload: dict[str, Any],
+        personal: dict[str, Any] | None = None,
+    ) -> Reach:
         """Emit the ``notification`` event to every session of ``rooms`` (room → its channel,
-        None for a user's room) on every node; returns the sessions reached, ``(sid, user)``."""
+        None for a user's room) on every node. ``personal``: a personalized publish's content
+        (:func:`renderer`), rendered per session's user where the session is."""
         if not rooms:
-            return []
+            return Reach()
         if self.redis is not None:
-            return await self._ask_nodes(app_id, publish_id, dict(rooms), payload)
+            return await self._ask_nodes(_Request("", app_id, publish_id, dict(rooms), payload, personal))
         if self.gateway is None:
             if not self._warned:
                 self._warned = True
@@ -123,20 +172,22 @@ class RealtimeDelivery:
                     "realtime publishes reach no session from this process: it has no gateway "
                     "and no redis_url (run the workers inside `pushgate serve`, or set redis_url)"
                 )
-            return []
-        return await self._emit_here(app_id, publish_id, rooms, payload)
+            return Reach()
+        return await self._emit_here(_Request("", app_id, publish_id, dict(rooms), payload, personal))
 
-    async def _emit_here(
-        self, app_id: str, publish_id: str, rooms: Mapping[str, str | None], payload: dict[str, Any]
-    ) -> list[tuple[str, str]]:
+    async def _emit_here(self, request: _Request) -> Reach:
         assert self.gateway is not None
+        app_id, publish_id = request.app_id, request.publish_id
 
         def on_ack(sid: str, user: str) -> None:
             task = asyncio.create_task(self._record_ack(app_id, publish_id, sid, user, clock.now()))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-        return await self.gateway.emit_notification(rooms, payload, on_ack)
+        sent, failed = await self.gateway.emit_notification(
+            request.rooms, request.payload, on_ack, renderer(request.personal)
+        )
+        return Reach(sent, failed)
 
     async def _record_ack(self, app_id: str, publish_id: str, sid: str, user: str, at: float) -> None:
         if self.acks is None:
@@ -153,13 +204,12 @@ class RealtimeDelivery:
         except Exception:
             log.exception("realtime ack of session %s for publish %s not recorded", sid, publish_id)
 
-    async def _ask_nodes(
-        self, app_id: str, publish_id: str, rooms: dict[str, str | None], payload: dict[str, Any]
-    ) -> list[tuple[str, str]]:
+    async def _ask_nodes(self, request: _Request) -> Reach:
         assert self.redis is not None
-        reply = f"pg:rt:reply:{secrets.token_hex(12)}"
-        request = _Request(reply, app_id, publish_id, rooms, payload)
+        request.reply = reply = f"pg:rt:reply:{secrets.token_hex(12)}"
+        publish_id = request.publish_id
         reached: dict[str, str] = {}
+        failed: dict[str, tuple[str, str, str]] = {}
         pubsub = self.redis.pubsub()
         try:
             await pubsub.subscribe(reply)  # before asking: no answer can be missed
@@ -185,13 +235,15 @@ class RealtimeDelivery:
                 answers += 1
                 for sid, user in answer.sessions:
                     reached.setdefault(sid, user)
+                for sid, user, why in answer.failed:
+                    failed.setdefault(sid, (sid, user, why))
         except Exception as exc:
             # Redis down: no session is reached (nor recorded); the pushes go as without realtime.
             log.warning("realtime publish %s: Redis request failed: %s", publish_id, exc)
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
-        return list(reached.items())
+        return Reach(list(reached.items()), list(failed.values()))
 
     async def _listen(self, pubsub: Any) -> None:
         """This node's side: emit to local sessions and answer on the request's reply channel."""
@@ -202,10 +254,8 @@ class RealtimeDelivery:
                 if message is None or message.get("type") != "message":
                     continue
                 request = msgspec.json.decode(message["data"], type=_Request)
-                reached = await self._emit_here(
-                    request.app_id, request.publish_id, request.rooms, request.payload
-                )
-                answer = _Answer(self.node, [(sid, user) for sid, user in reached])
+                reach = await self._emit_here(request)
+                answer = _Answer(self.node, reach.sent, reach.failed)
                 await self.redis.publish(request.reply, msgspec.json.encode(answer))
             except asyncio.CancelledError:
                 raise

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import socketio
@@ -45,6 +45,8 @@ PATH = "socket.io"
 EVENT = "notification"
 #: Called with ``(sid, user)`` when a session acks its ``notification`` event.
 OnAck = Callable[[str, str], None]
+#: A personalized notification per user: its JSON object, or why it did not render.
+Render = Callable[[list[str]], Awaitable[dict[str, dict[str, Any] | str]]]
 
 
 class Throttle(Protocol):
@@ -183,14 +185,22 @@ class RealtimeGateway:
             log.warning("realtime presence not updated in Redis: %s", exc)
 
     async def emit_notification(
-        self, rooms: Mapping[str, str | None], payload: dict[str, Any], on_ack: OnAck
-    ) -> list[tuple[str, str]]:
+        self,
+        rooms: Mapping[str, str | None],
+        payload: dict[str, Any],
+        on_ack: OnAck,
+        render: Render | None = None,
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
         """Emit the ``notification`` event to this node's sessions in ``rooms`` (room → the
-        channel it stands for, None for a user's room), each session once, and return them as
-        ``(sid, user)``. Each session gets ``payload`` plus its own ``delivery_id`` (and the
-        ``channel`` it was reached through, when not through its user's room), with a per-session
-        ack callback: a room-wide emit has none. Emitted here only (``ignore_queue``): the other
-        nodes emit to their own sessions (``delivery.py``)."""
+        channel it stands for, None for a user's room), each session once. Each session gets
+        ``payload`` plus its own ``delivery_id`` (and the ``channel`` it was reached through,
+        when not through its user's room), with a per-session ack callback: a room-wide emit has
+        none. Emitted here only (``ignore_queue``): the other nodes emit to their own sessions
+        (``delivery.py``).
+
+        ``render``: a personalized publish's notification per user (or why it could not be
+        rendered), called once for all the sessions' users. Returns the sessions emitted to,
+        ``(sid, user)``, and those whose notification did not render, ``(sid, user, why)``."""
         reached: dict[str, str | None] = {}
         for room, channel in rooms.items():
             for sid, _eio_sid in list(self.sio.manager.get_participants("/", room)):
@@ -198,16 +208,26 @@ class RealtimeGateway:
                     reached[sid] = None
                 else:
                     reached.setdefault(sid, channel)
-        out: list[tuple[str, str]] = []
-        for sid, channel in reached.items():
+        users: dict[str, str] = {}
+        for sid in reached:
             try:
                 session = await self.sio.get_session(sid)
             except KeyError:  # it closed meanwhile
                 continue
-            user = session.get("user") if session else None
-            if not user:
-                continue
+            if session and session.get("user"):
+                users[sid] = session["user"]
+        rendered = await render(sorted(set(users.values()))) if render is not None and users else {}
+        sent: list[tuple[str, str]] = []
+        failed: list[tuple[str, str, str]] = []
+        for sid, user in users.items():
             event = {**payload, "delivery_id": session_recipient(sid)}
+            own = rendered.get(user)
+            if isinstance(own, str):
+                failed.append((sid, user, own))
+                continue
+            if own is not None:
+                event["notification"] = own
+            channel = reached[sid]
             if channel is not None:
                 event["channel"] = channel
 
@@ -215,8 +235,8 @@ class RealtimeGateway:
                 on_ack(sid, user)
 
             await self.sio.emit(EVENT, event, to=sid, callback=acked, ignore_queue=True)
-            out.append((sid, user))
-        return out
+            sent.append((sid, user))
+        return sent, failed
 
     async def start(self) -> None:
         if self.presence is not None:

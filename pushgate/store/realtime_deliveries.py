@@ -76,6 +76,31 @@ class RealtimeDeliveries:
         await bump(conn, self.db.dialect, publish_id, PROVIDER, planned=new, sent=new)
         return new
 
+    async def record_unrendered(
+        self, conn: AsyncConnection, publish_id: str, failed: Sequence[tuple[str, str, str]], now: float
+    ) -> int:
+        """One ``failed`` record (``template_error``, class ``payload``: the same template fails
+        the same way again, so it is final) per session ``(sid, user, why)`` whose personalized
+        notification did not render; returns how many were new."""
+        rows = [
+            {
+                "publish_id": publish_id,
+                "recipient_id": session_recipient(sid),
+                "device_id": None,
+                "provider": PROVIDER,
+                "status": DeliveryStatus.FAILED.value,
+                "error_code": "template_error",
+                "error_class": "payload",
+                "error_message": why[:1000],
+                "attempts": 0,
+                "updated_at": now,
+            }
+            for sid, _user, why in {f[0]: f for f in failed}.values()
+        ]
+        new = await self._insert(conn, rows)
+        await bump(conn, self.db.dialect, publish_id, PROVIDER, planned=new, failed=new)
+        return new
+
     async def record_offline(
         self, conn: AsyncConnection, app_id: str, publish_id: str, users: Collection[str], now: float
     ) -> int:

@@ -250,6 +250,34 @@ async def test_a_channel_publish_reaches_the_channels_sessions(rt_gateway: Gatew
     assert done["status"] == "completed" and done["by_provider"]["realtime"]["sent"] == 1, done
 
 
+async def test_a_template_is_rendered_per_session_user(rt_gateway: Gateway) -> None:
+    gw = rt_gateway
+    hello = {"id": "rt-hello", "title": "Hi {{ user.id }}", "body": "Order {{ data.order }}"}
+    nick = {"id": "rt-nick", "title": "Hi {{ device.meta.nick }}"}  # a session has no device
+    for body in (hello, nick):
+        r = await gw.client.post("/v1/templates", json=body)
+        assert r.status_code == 201, r.text
+    async with sessions(gw, ("tpl-u1", {}), ("tpl-u2", {})) as (first, second):
+        pid = await publish(
+            gw.client,
+            recipients=[{"type": "user", "user": "tpl-u1"}],
+            template={"id": "rt-hello", "data": {"order": "A-1"}},
+            realtime="only",
+        )
+        await gw.wait_done(pid)
+        await wait_for(lambda: first.got, 10, "the rendered notification")
+        assert first.got[0]["notification"] == {"title": "Hi tpl-u1", "body": "Order A-1"}
+        to_u2 = [{"type": "user", "user": "tpl-u2"}]
+        bad = await publish(gw.client, recipients=to_u2, template={"id": "rt-nick"}, realtime="only")
+        done = await gw.wait_done(bad)
+        assert second.got == []
+    [record] = await gw.deliveries(bad)
+    assert (record["recipient_id"], record["status"]) == (f"ses_{second.sid}", "failed"), record
+    assert (record["error_code"], record["error_class"]) == ("template_error", "payload")
+    assert "device.meta" in record["error_message"]
+    assert done["counts"]["failed"] == done["counts"]["planned"] == 1, done
+
+
 async def test_realtime_is_checked_at_admission(rt_gateway: Gateway) -> None:
     gw = rt_gateway
     user = [{"type": "user", "user": "x"}]
@@ -257,7 +285,6 @@ async def test_realtime_is_checked_at_admission(rt_gateway: Gateway) -> None:
         ({"recipients": user, "realtime": "sometimes"}, "realtime: one of off"),
         ({"recipients": [{"type": "device", "device_id": "dev_x"}], "realtime": "only"}, 'realtime: "only"'),
         ({"recipients": user, "realtime": "also", "dry_run": True}, "dry run"),
-        ({"recipients": user, "realtime": "first", "localizations": {"fr": {"title": "B"}}}, "per device"),
     ]
     for body, said in cases:
         r = await gw.client.post("/v1/publish", json={"notification": {"title": "t"}, **body})
@@ -293,14 +320,11 @@ async def test_two_nodes_a_session_on_one_is_reached_once_from_the_other(
         # A process with no gateway (a `pushgate worker`) reaches it through Redis as well.
         requester = RealtimeDelivery(None, None, redis_server.url)
         try:
-            app_id = next(r for r in a.app.state.services.realtime.sio.rooms(s.sid) if "|u|" in r).split("|")[
-                0
-            ]
-            reached = await requester.deliver(
-                app_id, "pub_x", {user_room(app_id, "nodes-u1"): None}, {"n": 2}
-            )
+            rooms = a.app.state.services.realtime.sio.rooms(s.sid)
+            app_id = next(r for r in rooms if "|u|" in r).split("|")[0]
+            reach = await requester.deliver(app_id, "pub_x", {user_room(app_id, "nodes-u1"): None}, {"n": 2})
         finally:
             await requester.stop()
-        assert reached == [(s.sid, "nodes-u1")]
+        assert reach.sent == [(s.sid, "nodes-u1")] and reach.failed == []
         await wait_for(lambda: len(s.got) == 2, 5, "the second event")
         assert s.got[1] == {"n": 2, "delivery_id": f"ses_{s.sid}"}
