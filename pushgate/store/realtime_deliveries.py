@@ -14,7 +14,6 @@ import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.receipts import ReceiptEvent
@@ -23,15 +22,14 @@ from pushgate.store.db import Database
 from pushgate.store.dialect import insert_ignoring_conflicts
 from pushgate.store.publishes.outcomes import bump
 from pushgate.store.publishes.receipts import Receipt, Recorded
-from pushgate.store.schema import deliveries, realtime_acks
+from pushgate.store.realtime_acks import add_ack
+from pushgate.store.schema import deliveries
 
-if TYPE_CHECKING:  # the publishes package imports this module (policy.py)
+if TYPE_CHECKING:
     from pushgate.store.publishes import PublishStore
 
 #: The provider name realtime deliveries are recorded and counted under.
 PROVIDER = "realtime"
-#: Outcome of a ``first`` user's device when a session of the user acked (``skipped``).
-ACKED = "realtime_acked"
 #: Outcome of an ``only`` user with no open session (``skipped``).
 OFFLINE = "offline"
 
@@ -137,20 +135,6 @@ class RealtimeDeliveries:
         ``first`` mode (``realtime_acks``, once per user). Returns what the receipt changed
         (``not_found`` while the emitting worker has not committed the session's record yet)."""
         async with self.db.write() as conn:
-            await conn.execute(
-                insert_ignoring_conflicts(self.db.dialect, realtime_acks, ("publish_id", "user")),
-                {"publish_id": publish_id, "user": user, "acked_at": at},
-            )
+            await add_ack(conn, self.db.dialect, publish_id, user, at)
             receipt = Receipt(publish_id, session_recipient(sid), ReceiptEvent.DELIVERED, at)
             return await self.publishes.record_receipt(conn, app_id, receipt)
-
-    @staticmethod
-    async def acked_users(conn: AsyncConnection, publish_id: str, users: Collection[str]) -> set[str]:
-        """Which of ``users`` acked the publish on some session (read in the planning page's
-        transaction, so the page's skip and its records commit together)."""
-        if not users:
-            return set()
-        q = sa.select(realtime_acks.c.user).where(
-            realtime_acks.c.publish_id == publish_id, realtime_acks.c.user.in_(sorted(set(users)))
-        )
-        return {r.user for r in (await conn.execute(q)).all()}

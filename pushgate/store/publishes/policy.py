@@ -29,7 +29,7 @@ from pushgate.store.policies import (
     opted_out,
     user_quiet_hours_of,
 )
-from pushgate.store.realtime_deliveries import ACKED, RealtimeDeliveries
+from pushgate.store.realtime_acks import ACKED, acked_users
 
 #: A release any later than "now" is a hold (a window opening in 0.3 s is not opened early).
 _HOLD_AFTER = 0.0
@@ -94,9 +94,7 @@ async def apply_policy(
     if pp.realtime_first:
         # Decided here, in the transaction that inserts the device's record: once per device,
         # whatever acks arrive later (a late ack is a receipt; the push already went).
-        acked = await RealtimeDeliveries.acked_users(
-            conn, publish_id, {r["user"] for r in open_rows if r.get("user")}
-        )
+        acked = await acked_users(conn, publish_id, {r["user"] for r in open_rows if r.get("user")})
         for r in open_rows:
             if r.get("user") in acked:
                 _stop(r, DeliveryStatus.SKIPPED, ACKED, f"user {r['user']!r} acked it on a realtime session")
