@@ -1,8 +1,8 @@
 """Realtime as a delivery path (issue 13, acceptance 1, 2, 3 and 6): a publish's ``realtime``
-mode reaches open socket.io sessions (python-socketio's client, and the npm ``socket.io-client``
-run by node: tests/js/notify.mjs) as the ``notification`` event,
-records one delivery per session, and decides the pushes (the provider lab) by the mode and the
-sessions' acks; with Redis, a session on one node is reached from another node's worker."""
+mode reaches open socket.io sessions as the ``notification`` event (python-socketio's client,
+and the npm ``socket.io-client`` run by node: tests/js/notify.mjs), records one delivery per
+session, and decides the pushes (the provider lab) by the mode and the sessions' acks; with
+Redis, a session on one node is reached from another node's worker."""
 
 from __future__ import annotations
 
