@@ -426,7 +426,8 @@ class Engine:
             page_size=e.plan_page_size,
             lease_seconds=e.lease_seconds,
             seen_after=seen_after(self.settings),
-            owner=self.owner,
+            # A first pass gives its job back to the queue: no batch of it is run under its hold.
+            owner=None if first_pass else self.owner,
             policy=await self.policy.for_request(job.app_id, pub.request, deadline_of(pub)),
             hold_back=frozenset(first_pass.users if first_pass else ()),
             next_pass_at=first_pass.at + self.settings.realtime.ack_timeout if first_pass else None,
