@@ -278,6 +278,24 @@ async def test_a_template_is_rendered_per_session_user(rt_gateway: Gateway) -> N
     assert done["counts"]["failed"] == done["counts"]["planned"] == 1, done
 
 
+async def test_the_configured_default_mode_applies_where_it_can(database_url: str, lab: Lab) -> None:
+    settings = gateway_settings(database_url, lab, PUSHGATE_REALTIME_DEFAULT_MODE="also")
+    async with running_gateway(settings) as gw, sessions(gw, ("default-u1", {})) as [s]:
+        to_user = [{"type": "user", "user": "default-u1"}]
+        pid = await publish(gw.client, recipients=to_user)
+        done = await gw.wait_done(pid)
+        assert done["by_provider"]["realtime"]["sent"] == 1, done
+        await wait_for(lambda: s.got, 10, "the notification")
+        off = await publish(gw.client, recipients=to_user, realtime="off")
+        assert "realtime" not in (await gw.wait_done(off))["by_provider"]
+        # A dry run sends nothing: the default does not make it a 400.
+        r = await gw.client.post(
+            "/v1/publish", json={"recipients": to_user, "notification": {"title": "t"}, "dry_run": True}
+        )
+        assert r.status_code in (200, 202), r.text
+    assert len(s.got) == 1
+
+
 async def test_realtime_is_checked_at_admission(rt_gateway: Gateway) -> None:
     gw = rt_gateway
     user = [{"type": "user", "user": "x"}]
