@@ -129,10 +129,13 @@ async def test_also_reaches_every_session_once_and_every_device(rt_gateway: Gate
             assert event["publish_id"] == pid and event["delivery_id"] == f"ses_{s.sid}", event
             assert event["notification"] == {"title": "Hello", "body": "World"} and "channel" not in event
         assert other.got == []
+
         # Each session's ack is its delivery's ``delivered`` receipt, counted once.
-        await wait_for(lambda: stat(gw, pid, "realtime", "delivered"), 10, "the acks recorded", interval=0.1)
-        times = await delivered(gw, pid)
-        assert all(times[f"ses_{s.sid}"] for s in mine), times
+        async def all_acked() -> bool:
+            times = await delivered(gw, pid)
+            return all(times[f"ses_{s.sid}"] for s in mine)
+
+        await wait_for(all_acked, 10, "the three acks recorded", interval=0.1)
         assert await stat(gw, pid, "realtime", "delivered") == 3
     assert done["status"] == "completed", done
     assert [pushes(lab, d) for d in phones] == [1, 1]
