@@ -16,6 +16,10 @@ The worker planning a publish calls :meth:`RealtimeDelivery.deliver` with the pu
   and never learns a session twice. A node that answers too late still emitted: its sessions
   got the event without a delivery record (logged).
 
+A personalized publish (a template, inline localizations) is rendered where the session is, for
+its user (:func:`renderer`); a session whose notification does not render gets nothing and is
+answered as failed, for the requester to record.
+
 A session's ack is handled by the node that holds it (each node has the database):
 ``RealtimeDeliveries.record_ack`` records the ``delivered`` receipt and the user's ack for the
 ``first`` mode. The ack may arrive before the requester committed the session's record (a
