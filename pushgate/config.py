@@ -352,6 +352,11 @@ class RealtimeSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Signs the default app's connection tokens instead of its stored random secret (32+
     #: characters; ``[apps.<name>.realtime] token_secret`` for another app).
     token_secret: Annotated[str, msgspec.Meta(min_length=32)] | None = None
+    #: A publish's ``realtime`` when it says none: ``off`` (push only), ``also``, ``first`` or
+    #: ``only`` (docs/realtime.md, "Realtime as a delivery path").
+    default_mode: Literal["off", "also", "first", "only"] = "off"
+    #: ``first``: how long the sessions have to ack before the user's devices get the push.
+    ack_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
 
 
 #: A front-end's path prefix: empty (the system's own paths) or ``/segment[/segment…]``.

@@ -43,6 +43,7 @@ from pushgate.api.webhooks import WebhookController
 from pushgate.config import Settings
 from pushgate.engine.providers import ProviderPool
 from pushgate.providers.transport import Transport
+from pushgate.realtime.delivery import RealtimeDelivery
 from pushgate.realtime.gateway import PATH, RealtimeGateway
 from pushgate.realtime.tokens import FindApp, SecretFor
 from pushgate.runtime import open_runtime
@@ -50,6 +51,7 @@ from pushgate.store.apps import AppStore
 from pushgate.store.credentials import check_secret_key
 from pushgate.store.db import serving_requests
 from pushgate.store.realtime import RealtimeSecrets
+from pushgate.store.realtime_deliveries import RealtimeDeliveries
 from pushgate.store.secretbox import SecretKeyError
 
 log = logging.getLogger("pushgate")
@@ -271,8 +273,16 @@ def create_app(
                 realtime_secrets=RealtimeSecrets(rt.db),
                 realtime=realtime,
             )
+            delivery: RealtimeDelivery | None = None
             if realtime is not None:
                 await realtime.start()
+                # Realtime publishes reach this node's sessions: emitted by its own workers, or,
+                # with Redis, on request of any node's (docs/realtime.md).
+                acks = RealtimeDeliveries(rt.db, rt.publishes)
+                delivery = RealtimeDelivery(realtime, acks, settings.redis_url)
+                await delivery.start()
+                if rt.engine is not None:
+                    rt.engine.realtime_stage.delivery = delivery
                 services = app.state.services
                 realtime.bind(
                     *_app_lookup(rt.apps, settings, services.realtime_secrets),
@@ -286,6 +296,8 @@ def create_app(
             finally:
                 if realtime is not None:
                     await realtime.close()
+                if delivery is not None:
+                    await delivery.stop()
 
     v1 = Router(
         "/v1",

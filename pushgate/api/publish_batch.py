@@ -24,6 +24,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 from pushgate.api.common import check_channels, normalize_token, provider_spec
 from pushgate.api.errors import ApiError, bad_request, error_responses
 from pushgate.api.publish_content import TemplateCache, load_template, variants_checked
+from pushgate.api.publish_realtime import with_realtime
 from pushgate.api.publish_tags import publish_tags, with_dry_run
 from pushgate.api.schemas import (
     ChannelRecipient,
@@ -302,6 +303,8 @@ async def inline_plan(
     e = services.settings.engine
     if len(recipients) > e.plan_at_admission or any(r["type"] not in SMALL_KINDS for r in recipients):
         return None
+    if request.get("realtime"):  # its plan job reaches the sessions first (engine/realtime_stage.py)
+        return None
     # The TTL counts from now: the publish is due now (a scheduled one is never planned here).
     due_by = deadline(request, clock.now(), None, expire_at)
     policy = await services.policy_loader.for_request(app.id, request, due_by)
@@ -357,6 +360,7 @@ class _Validator:
         request = with_dry_run(
             admission_request(data, recipients, self._targeted[key], self.now, template), tags
         )
+        request = with_realtime(request, data, self.services.settings)
         await check_categories(self.app, self.services, data)
         if send_at is not None and send_at > self.now:  # scheduled: planned when it is due
             return NewPublish(request, data.idempotency_key, expire_at, None, send_at, tags)

@@ -33,6 +33,7 @@ from pushgate.api.publish_batch import (
     targeted_providers,
 )
 from pushgate.api.publish_content import load_template
+from pushgate.api.publish_realtime import with_realtime
 from pushgate.api.publish_tags import (
     id_conflict,
     publish_tags,
@@ -80,6 +81,7 @@ async def admit_publish(app: App, services: Services, data: PublishIn) -> tuple[
     tags = publish_tags(data, send_at, now)
     template = await load_template(app, services, data)
     request = with_dry_run(admission_request(data, recipients, targeted, now, template), tags)
+    request = with_realtime(request, data, services.settings)
     await check_categories(app, services, data)
     scheduled = send_at is not None and send_at > now
     try:

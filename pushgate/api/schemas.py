@@ -217,6 +217,9 @@ class PublishIn(PublishTagsIn):  # + campaign, labels, publish_id, dry_run (sche
     frequency_caps: Annotated[list[FrequencyCapIn], msgspec.Meta(max_length=8)] | None = None
     template: TemplateRef | None = None  # docs/templates.md
     localizations: Localizations | None = None
+    #: ``off`` | ``also`` | ``first`` | ``only``: the notification also (or only) goes to the
+    #: recipients' open realtime sessions (docs/realtime.md); default ``[realtime] default_mode``.
+    realtime: Annotated[str, msgspec.Meta(max_length=16)] | None = None
 
 
 #: The most publishes one ``POST /v1/publish/batch`` takes.

@@ -33,6 +33,21 @@ class PlanStats(msgspec.Struct):
     planned: int = 0
 
 
+class RealtimePass(msgspec.Struct, omit_defaults=True):
+    """Where a plan job of a publish with ``realtime`` on stands (docs/realtime.md, "Realtime as
+    a delivery path"): its sessions are reached once, before any device is planned."""
+
+    #: 1 (``first``): the sessions were reached; a first pass plans the devices of every user
+    #: but ``users``. 2: the pass that plans the rest (``also``: everything; ``first``: the users
+    #: who acked are ``skipped``, ``realtime_acked``).
+    stage: int = 1
+    #: ``first``: the users a session of whom the notification reached (their devices wait for
+    #: the second pass, ``ack_timeout`` after ``at``).
+    users: list[str] = msgspec.field(default_factory=list)
+    #: When the sessions were reached (epoch seconds).
+    at: float = 0.0
+
+
 class PlanPayload(msgspec.Struct):
     """A plan job's cursor: saved with each committed page, so a re-claim resumes there."""
 
@@ -43,6 +58,8 @@ class PlanPayload(msgspec.Struct):
     #: Keyset cursor inside that entry (channels and users are paged); None: its start.
     cursor: str | None = None
     stats: PlanStats = msgspec.field(default_factory=PlanStats)
+    #: None: the publish's sessions are not reached yet (or its ``realtime`` is off).
+    realtime: RealtimePass | None = None
 
 
 class DispatchPayload(msgspec.Struct, omit_defaults=True):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain import clock
@@ -38,6 +39,12 @@ class PlanContext:
     owner: str | None = None
     #: The publish's policy, read once per plan job (None: every row goes now).
     policy: PagePolicy | None = None
+    #: ``realtime: first``, first pass: these users' rows are left out (a session of theirs got
+    #: the notification: their devices wait for the ack timeout, ``engine/realtime_stage.py``).
+    hold_back: frozenset[str] = frozenset()
+    #: When set, the last page does not end planning: the job is saved for a second pass from
+    #: the first recipient and given back to run at this time.
+    next_pass_at: float | None = None
 
 
 class Planner:
@@ -67,9 +74,8 @@ class Planner:
                 last = next_i >= len(recipients)
                 if not rows and not last:
                     continue  # nothing to write (a resumed run reads this empty page again)
-                done = await self._commit_page(
-                    job, pub, ctx, rows, PlanPayload(next_i, next_cursor, stats), last=last
-                )
+                saved = msgspec.structs.replace(job.payload, i=next_i, cursor=next_cursor, stats=stats)
+                done = await self._commit_page(job, pub, ctx, rows, saved, last=last)
                 if done is False:
                     return None  # cancelled: the cancel deleted this job and closed the publish
                 self.on_batches()
@@ -83,8 +89,24 @@ class Planner:
                 await asyncio.sleep(0)
             i, cursor = i + 1, None
         async with self.db.write() as conn:  # no recipients at all
-            await self._finish(conn, job, pub, stats)
+            if ctx.next_pass_at is not None:
+                await self._next_pass(conn, job, job.payload, ctx.next_pass_at)
+            else:
+                await self._finish(conn, job, pub, stats)
         return None
+
+    async def _next_pass(
+        self, conn: AsyncConnection, job: Job[PlanPayload], cursor: PlanPayload, run_at: float
+    ) -> None:
+        """End ``realtime: first``'s first pass inside ``conn``'s transaction: the job restarts
+        from the first recipient at ``run_at`` (the ack timeout), its totals kept."""
+        rt = cursor.realtime
+        second = msgspec.structs.replace(
+            cursor, i=0, cursor=None, realtime=None if rt is None else msgspec.structs.replace(rt, stage=2)
+        )
+        saved = await JobQueue.save_progress(conn, job.id, job.claims, second, run_at)
+        if not saved or not await JobQueue.defer(conn, job.id, job.claims, job.progress, run_at):
+            raise LeaseLost(job.id)
 
     async def _finish(
         self, conn: AsyncConnection, job: Job[PlanPayload], pub: Publish, stats: PlanStats
@@ -115,6 +137,8 @@ class Planner:
         enqueued claimed by ``ctx.owner`` and returned, for the caller to run.
         """
         now = clock.now()
+        if ctx.hold_back:
+            rows = [r for r in rows if r.get("user") not in ctx.hold_back]
         async with self.db.write() as conn:
             # Checked under the publish's shared lock: a cancel is either seen here or waits
             # for this page, whose pending records it then cancels.
@@ -151,7 +175,9 @@ class Planner:
                 await JobQueue.enqueue_dispatch(
                     conn, pub.app_id, pub.id, provider, targets, batch_size=ctx.batch_size
                 )
-            if last:
+            if last and ctx.next_pass_at is not None:
+                await self._next_pass(conn, job, cursor, ctx.next_pass_at)
+            elif last:
                 await self._finish(conn, job, pub, cursor.stats)
             elif not await JobQueue.save_progress(conn, job.id, job.claims, cursor, now + ctx.lease_seconds):
                 raise LeaseLost(job.id)  # rolls this page back: the new claim plans it

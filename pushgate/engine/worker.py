@@ -36,9 +36,11 @@ from pushgate.engine.limits import RateLimits
 from pushgate.engine.planner import PlanContext, Planner
 from pushgate.engine.providers import ProviderPool
 from pushgate.engine.quarantine import Quarantine
+from pushgate.engine.realtime_stage import RealtimeStage, mode_of
 from pushgate.engine.retention import Retention
 from pushgate.engine.webhooks import WebhookSender
 from pushgate.providers.transport import Transport
+from pushgate.realtime.delivery import RealtimeDelivery
 from pushgate.store.apps import AppStore
 from pushgate.store.credentials import credential_store
 from pushgate.store.db import Database
@@ -87,6 +89,10 @@ class Engine:
         self.devices = DeviceStore(db)
         self.pool = ProviderPool(settings, transport, credential_store(settings.secret_key, db))
         self.planner = Planner(db, self.publishes, self.notify)
+        #: A realtime publish's first stage (its sessions); ``delivery`` is set by ``serve``
+        #: (its gateway), else :meth:`start` makes one that reaches sessions through Redis.
+        self.realtime_stage = RealtimeStage(db, self.publishes, settings.engine.lease_seconds)
+        self._own_delivery: RealtimeDelivery | None = None
         #: Each publish's policy, read when its plan job runs.
         self.policy = policy_loader or PolicyLoader(db, PolicyStore(db, settings.policy_config))
         self.health_store = ProviderHealthStore(db)
@@ -145,6 +151,9 @@ class Engine:
         self._stop_event.clear()
         self._beat_stop.clear()
         self._beat = asyncio.create_task(self.heartbeat.run(self._beat_stop), name="pushgate-leases")
+        if self.realtime_stage.delivery is None:  # a process without a gateway (pushgate worker)
+            self._own_delivery = RealtimeDelivery(None, None, self.settings.redis_url)
+            self.realtime_stage.delivery = self._own_delivery
         for n in range(self.settings.engine.concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"pushgate-worker-{n}"))
         self._tasks.append(asyncio.create_task(self._idle_apps_loop(), name="pushgate-worker-idle-apps"))
@@ -178,6 +187,9 @@ class Engine:
         except Exception:  # the database may already be gone at shutdown
             log.exception("could not release leases")
         await self.pool.aclose()
+        if self._own_delivery is not None:
+            await self._own_delivery.stop()
+            self.realtime_stage.delivery = self._own_delivery = None
 
     async def _app_name(self, app_id: str) -> str:
         name = self._app_names.get(app_id)
@@ -395,6 +407,18 @@ class Engine:
                 await JobQueue.delete(conn, job.id)
             return
         e = self.settings.engine
+        rt = job.payload.realtime
+        if rt is None and mode_of(pub.request) is not None:
+            try:
+                if not await self.realtime_stage.run(job, pub):
+                    self.notify()  # ``only``: a publish closed, or its job gone
+                    return
+            except LeaseLost:
+                log.warning("plan job %s was re-claimed while reaching its sessions", job.id)
+                return
+            rt = job.payload.realtime
+        # ``realtime: first`` with sessions reached: the reached users wait for the ack timeout.
+        first_pass = rt if rt is not None and rt.stage == 1 else None
         ctx = PlanContext(
             app_name=app_name,
             configured=await self.pool.available(job.app_id, app_name),
@@ -402,8 +426,11 @@ class Engine:
             page_size=e.plan_page_size,
             lease_seconds=e.lease_seconds,
             seen_after=seen_after(self.settings),
-            owner=self.owner,
+            # A first pass gives its job back to the queue: no batch of it is run under its hold.
+            owner=None if first_pass else self.owner,
             policy=await self.policy.for_request(job.app_id, pub.request, deadline_of(pub)),
+            hold_back=frozenset(first_pass.users if first_pass else ()),
+            next_pass_at=first_pass.at + self.settings.realtime.ack_timeout if first_pass else None,
         )
         try:
             inline = await self.planner.run(job, pub, ctx)

@@ -28,18 +28,25 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import socketio
 
 from pushgate.realtime.presence import RedisPresence
 from pushgate.realtime.tokens import FindApp, IssuerCache, SecretFor, TokenError, verify
+from pushgate.store.realtime_deliveries import session_recipient
 
 log = logging.getLogger("pushgate.realtime")
 
 #: Where the server answers, on pushgate's own port (socket.io's default path).
 PATH = "socket.io"
+#: The event a publish's notification arrives as (docs/realtime.md).
+EVENT = "notification"
+#: Called with ``(sid, user)`` when a session acks its ``notification`` event.
+OnAck = Callable[[str, str], None]
+#: A personalized notification per user: its JSON object, or why it did not render.
+Render = Callable[[list[str]], Awaitable[dict[str, dict[str, Any] | str]]]
 
 
 class Throttle(Protocol):
@@ -176,6 +183,60 @@ class RealtimeGateway:
             await (self.presence.opened(room) if change > 0 else self.presence.closed(room))
         except Exception as exc:  # Redis down: the session works, only the shared count is off
             log.warning("realtime presence not updated in Redis: %s", exc)
+
+    async def emit_notification(
+        self,
+        rooms: Mapping[str, str | None],
+        payload: dict[str, Any],
+        on_ack: OnAck,
+        render: Render | None = None,
+    ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str]]]:
+        """Emit the ``notification`` event to this node's sessions in ``rooms`` (room → the
+        channel it stands for, None for a user's room), each session once. Each session gets
+        ``payload`` plus its own ``delivery_id`` (and the ``channel`` it was reached through,
+        when not through its user's room), with a per-session ack callback: a room-wide emit has
+        none. Emitted here only (``ignore_queue``): the other nodes emit to their own sessions
+        (``delivery.py``).
+
+        ``render``: a personalized publish's notification per user (or why it could not be
+        rendered), called once for all the sessions' users. Returns the sessions emitted to,
+        ``(sid, user)``, and those whose notification did not render, ``(sid, user, why)``."""
+        reached: dict[str, str | None] = {}
+        for room, channel in rooms.items():
+            for sid, _eio_sid in list(self.sio.manager.get_participants("/", room)):
+                if channel is None:
+                    reached[sid] = None
+                else:
+                    reached.setdefault(sid, channel)
+        users: dict[str, str] = {}
+        for sid in reached:
+            try:
+                session = await self.sio.get_session(sid)
+            except KeyError:  # it closed meanwhile
+                continue
+            if session and session.get("user"):
+                users[sid] = session["user"]
+        rendered = await render(sorted(set(users.values()))) if render is not None and users else {}
+        sent: list[tuple[str, str]] = []
+        failed: list[tuple[str, str, str]] = []
+        for sid, user in users.items():
+            event = {**payload, "delivery_id": session_recipient(sid)}
+            own = rendered.get(user)
+            if isinstance(own, str):
+                failed.append((sid, user, own))
+                continue
+            if own is not None:
+                event["notification"] = own
+            channel = reached[sid]
+            if channel is not None:
+                event["channel"] = channel
+
+            def acked(*_answer: Any, sid: str = sid, user: str = user) -> None:
+                on_ack(sid, user)
+
+            await self.sio.emit(EVENT, event, to=sid, callback=acked, ignore_queue=True)
+            sent.append((sid, user))
+        return sent, failed
 
     async def start(self) -> None:
         if self.presence is not None:

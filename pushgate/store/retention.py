@@ -30,7 +30,15 @@ from sqlalchemy.sql.dml import ReturningDelete
 from pushgate.domain.status import CLOSED
 from pushgate.store.db import Database
 from pushgate.store.dialect import lock_skip_locked
-from pushgate.store.schema import apps, deliveries, jobs, publish_samples, publish_stats, publishes
+from pushgate.store.schema import (
+    apps,
+    deliveries,
+    jobs,
+    publish_samples,
+    publish_stats,
+    publishes,
+    realtime_acks,
+)
 
 
 @dataclass(slots=True)
@@ -124,5 +132,7 @@ class RetentionStore:
                 left = await conn.execute(sa.delete(jobs).where(jobs.c.publish_id.in_(gone)))
                 # A dry run's samples go with it (docs/campaigns.md).
                 await conn.execute(sa.delete(publish_samples).where(publish_samples.c.publish_id.in_(gone)))
+                # So do its realtime acks (docs/realtime.md).
+                await conn.execute(sa.delete(realtime_acks).where(realtime_acks.c.publish_id.in_(gone)))
                 out.publish_stats, out.job = stats.rowcount, left.rowcount
         return out

@@ -40,6 +40,7 @@ def test_encoded_payloads_keep_the_stored_field_names() -> None:
         "i": 1,
         "cursor": "c",
         "stats": {"dispatched": 0, "no_credentials": 0, "planned": 0},
+        "realtime": None,
     }
     assert PlanPayload.KIND == JobKind.PLAN == "plan"
     assert DispatchPayload.KIND == JobKind.DISPATCH == "dispatch"

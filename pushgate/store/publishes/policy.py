@@ -29,6 +29,7 @@ from pushgate.store.policies import (
     opted_out,
     user_quiet_hours_of,
 )
+from pushgate.store.realtime_acks import ACKED, acked_users
 
 #: A release any later than "now" is a hold (a window opening in 0.3 s is not opened early).
 _HOLD_AFTER = 0.0
@@ -51,13 +52,17 @@ class PagePolicy:
     #: A dry run (docs/campaigns.md): takes no frequency-cap slots (every row is inside its
     #: caps), and its held rows are released at once (``planning.py``).
     dry_run: bool = False
+    #: The publish is ``realtime: first`` and its sessions were reached: a user who acked on
+    #: one of them gets no push (``skipped``, ``realtime_acked``; docs/realtime.md).
+    realtime_first: bool = False
 
     @property
     def active(self) -> bool:
         """Whether any rule can change a row (else planning skips this module entirely)."""
         p, a = self.publish, self.app
         return bool(
-            self.payload_providers is not None
+            self.realtime_first
+            or self.payload_providers is not None
             or p.category is not None
             or p.window is not None
             or p.local_time is not None
@@ -86,6 +91,14 @@ async def apply_policy(
     open_rows = [r for r in rows if "status" not in r]
     if not open_rows:
         return
+    if pp.realtime_first:
+        # Decided here, in the transaction that inserts the device's record: once per device,
+        # whatever acks arrive later (a late ack is a receipt; the push already went).
+        acked = await acked_users(conn, publish_id, {r["user"] for r in open_rows if r.get("user")})
+        for r in open_rows:
+            if r.get("user") in acked:
+                _stop(r, DeliveryStatus.SKIPPED, ACKED, f"user {r['user']!r} acked it on a realtime session")
+        open_rows = [r for r in open_rows if "status" not in r]
     if pp.payload_providers is not None:
         for r in open_rows:
             if r["provider"] not in pp.payload_providers:
@@ -244,5 +257,6 @@ class PolicyLoader:
             category_default=default,
             user_quiet=user_quiet,
             dry_run=bool(request.get("dry_run")),
+            realtime_first=request.get("realtime") == "first",
         )
         return pp if pp.active else None
