@@ -79,6 +79,9 @@ HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://")]
 
 class Provider(abc.ABC):
     name: ClassVar[str]
+    #: Payloads carry ``pushgate: {"p", "d"}`` (docs/receipts.md); the provider pool sets it
+    #: per app from ``[apps.<name>] message_ids``.
+    message_ids: bool = True
 
     @classmethod
     @abc.abstractmethod
