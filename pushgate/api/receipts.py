@@ -13,7 +13,7 @@ One transaction per request: every item is recorded, or (a 400) none is.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, post
@@ -25,7 +25,7 @@ from pushgate.api.errors import bad_request, error_responses
 from pushgate.api.schemas import Strict
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain import clock
-from pushgate.domain.receipts import ReceiptEvent
+from pushgate.domain.receipts import RECEIPT_EVENTS, ReceiptEvent
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
 from pushgate.store.publishes.receipts import Receipt, ReceiptResult, ReceiptTooEarly
 
@@ -40,7 +40,8 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z
 class ReceiptIn(Strict):
     #: The publish: the payload's ``pushgate.p``.
     publish_id: Id
-    event: Literal["delivered", "opened", "dismissed", "clicked"]
+    #: ``delivered``, ``opened``, ``dismissed`` or ``clicked`` (checked by :func:`parse_items`).
+    event: Annotated[str, msgspec.Meta(max_length=64)]
     #: The delivery record: the payload's ``pushgate.d`` (give it or ``device_id``).
     delivery_id: Id | None = None
     #: The device, for payloads without ``d`` (HMS, MiPush): its delivery in that publish.
@@ -50,7 +51,8 @@ class ReceiptIn(Strict):
 
 
 class ReceiptsIn(Strict):
-    receipts: Annotated[list[ReceiptIn], msgspec.Meta(min_length=1, max_length=MAX_RECEIPTS)]
+    #: 1 to :data:`MAX_RECEIPTS` items (checked by :func:`parse_items`, for a clearer 400).
+    receipts: list[ReceiptIn]
 
 
 class ReceiptOut(msgspec.Struct):
@@ -74,9 +76,18 @@ class ReceiptsOut(msgspec.Struct):
 
 def parse_items(items: list[ReceiptIn], now: float) -> list[Receipt]:
     """The items as store reports (400 naming the item's field for a bad one)."""
+    if not 1 <= len(items) <= MAX_RECEIPTS:
+        raise bad_request(
+            f"receipts: give 1 to {MAX_RECEIPTS} receipts per request (got {len(items)}); "
+            "split a longer list into several requests"
+        )
     out: list[Receipt] = []
     for i, item in enumerate(items):
         where = f"receipts[{i}]"
+        if item.event not in RECEIPT_EVENTS:
+            raise bad_request(
+                f"{where}.event: {item.event!r} is not an event; use one of {', '.join(RECEIPT_EVENTS)}"
+            )
         if (item.delivery_id is None) == (item.device_id is None):
             raise bad_request(
                 f"{where}: give exactly one of delivery_id (the payload's pushgate.d) or device_id "
