@@ -217,6 +217,7 @@ class ApnsProvider(Provider):
     """Sends to APNs for one app (one team key or one client certificate)."""
 
     name: ClassVar[str] = "apns"
+    message_ids = True
 
     def __init__(
         self,

@@ -278,6 +278,7 @@ class FcmProvider(Provider):
     """Sends to FCM v1 for one Firebase project (one service account)."""
 
     name: ClassVar[str] = "fcm"
+    message_ids = True
 
     def __init__(
         self,

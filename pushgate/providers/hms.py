@@ -180,6 +180,7 @@ class HmsProvider(Provider):
     """Sends to Push Kit for one app (app id + secret)."""
 
     name: ClassVar[str] = "hms"
+    message_ids = True
 
     def __init__(
         self,

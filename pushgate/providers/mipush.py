@@ -166,6 +166,7 @@ class MiPushProvider(Provider):
     """Sends to MiPush for one app (app secret + package name, one region)."""
 
     name: ClassVar[str] = "mipush"
+    message_ids = True
 
     def __init__(
         self,

@@ -282,6 +282,7 @@ class WebPushProvider(Provider):
     """Sends to browser push services with one VAPID identity (one application server key)."""
 
     name: ClassVar[str] = "webpush"
+    message_ids = True
 
     def __init__(
         self,

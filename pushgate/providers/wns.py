@@ -132,6 +132,7 @@ class WnsProvider(Provider):
     """Sends to WNS for one app (Package SID + secret)."""
 
     name: ClassVar[str] = "wns"
+    message_ids = True
 
     def __init__(
         self,
