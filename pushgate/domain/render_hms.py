@@ -131,9 +131,9 @@ def render(n: Notification, overrides: ProviderOverrides, now: float = 0.0) -> d
     return msg
 
 
-#: ``"pushgate":{"p":…},`` inside ``data`` (a JSON string: each of its 8 quotes is escaped), plus
+#: ``"pushgate":{"p":…},`` inside ``data`` (a JSON string: each of its 6 quotes is escaped), plus
 #: ``"data":"{}",`` for a message that had none.
-_IDS_BYTES = message_ids.overhead(multicast=True) + 8 + len('"data":"{}",')
+_IDS_BYTES = message_ids.overhead(multicast=True) + 6 + len('"data":"{}",')
 
 
 def size(message: dict[str, Any]) -> int:

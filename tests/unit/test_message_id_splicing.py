@@ -80,3 +80,18 @@ def test_apps_opt_out_in_the_config(tmp_path: object) -> None:
     assert settings.message_ids("app_1", "shop") is False
     assert settings.message_ids("app_2", "blog") is True
     assert settings.message_ids("app_3", "other") is True
+
+
+def test_hms_and_mipush_sizes_cover_the_publish_id() -> None:
+    from pushgate.domain import render_hms, render_mipush
+    from pushgate.domain.notification import Notification, ProviderOverrides
+
+    for n in (Notification(title="T", data={"k": 'v"'}), Notification(title="T")):
+        msg = render_hms.render(n, ProviderOverrides())
+        data = msg.get("data", "{}")
+        stamped = {**msg, "data": with_publish_id(data, message_ids.MAX_PUBLISH_ID)}
+        assert render_hms.size(stamped) - render_hms._IDS_BYTES <= render_hms.RENDERER.size(msg)
+        assert render_hms.RENDERER.size(msg) - (render_hms.size(stamped) - render_hms._IDS_BYTES) <= 12
+        fields = render_mipush.render(n, ProviderOverrides()).fields
+        grown = len(with_publish_id(fields["payload"], message_ids.MAX_PUBLISH_ID).encode())
+        assert grown <= len(fields["payload"].encode()) + message_ids.overhead(multicast=True)
