@@ -430,6 +430,8 @@ class AppSection(msgspec.Struct, forbid_unknown_fields=True):
     limits: AppQueueLimits | None = None
     policy: AppPolicySettings | None = None
     realtime: AppRealtime | None = None
+    #: ``pushgate: {"p", "d"}`` in every payload (docs/receipts.md); false leaves them out.
+    message_ids: bool = True
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -505,6 +507,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
             if own is not None and own.token_secret:
                 return own.token_secret
         return self.realtime.token_secret if app_name == "default" else None
+
+    def message_ids(self, app_id: str, app_name: str) -> bool:
+        """Whether the app's payloads carry message ids: ``[apps.<id or name>] message_ids``."""
+        return all(self.apps[key].message_ids for key in (app_id, app_name) if key in self.apps)
 
     def provider_settings(self, app_id: str, app_name: str) -> dict[str, dict[str, Any]]:
         """:meth:`provider_sections` as plain mappings (for display)."""

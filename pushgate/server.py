@@ -36,6 +36,7 @@ from pushgate.api.provider_health import providers_health
 from pushgate.api.publish_batch import PublishBatchController
 from pushgate.api.publishes import PublishController
 from pushgate.api.realtime import RealtimeController
+from pushgate.api.receipts import ReceiptController
 from pushgate.api.services import Services, provide_app, provide_key, provide_services
 from pushgate.api.templates import TemplateController
 from pushgate.api.throttle import client_key
@@ -309,6 +310,7 @@ def create_app(
             ClientTokenController,
             PublishController,
             PublishBatchController,
+            ReceiptController,
             CampaignController,
             CredentialController,
             DeadLetterController,

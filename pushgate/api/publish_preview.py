@@ -18,6 +18,7 @@ from pushgate.api.schemas import PublishIn
 from pushgate.api.schemas_preview import LocalePreview, ProviderPreview, PublishPreview
 from pushgate.api.services import AppDep, ServicesDep
 from pushgate.domain import clock
+from pushgate.domain.message_ids import PREVIEW_PUBLISH_ID, Stamped
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.personalize import Personalized, sample_device
 from pushgate.domain.rendering import render_for
@@ -30,10 +31,11 @@ Variant = tuple[str, tuple[Notification, ProviderOverrides] | str]
 
 
 def provider_preview(
-    provider: str, n: Notification, overrides: ProviderOverrides, now: float
+    provider: str, n: Notification, overrides: ProviderOverrides, now: float, *, ids: bool = True
 ) -> LocalePreview:
     """The request ``provider`` would receive for ``n``, its size against the limit, or why
-    nothing can be rendered."""
+    nothing can be rendered. ``ids``: the payload carries message ids, shown with placeholder
+    values (docs/receipts.md); the size counts the longest ids either way, as admission does."""
     r = registry.get(provider).renderer
     try:
         if r.check is not None:
@@ -42,7 +44,8 @@ def provider_preview(
     except (ValueError, TypeError) as exc:
         return LocalePreview(error=str(exc))
     size, limit = r.size(rendered), r.limit(rendered)
-    return LocalePreview(request=r.preview(rendered), size=size, limit=limit, fits=size <= limit)
+    shown = Stamped(rendered, PREVIEW_PUBLISH_ID) if ids else rendered
+    return LocalePreview(request=r.preview(shown), size=size, limit=limit, fits=size <= limit)
 
 
 def variants(personal: Personalized) -> list[Variant]:
@@ -107,15 +110,18 @@ async def preview(app: AppDep, services: ServicesDep, data: PublishIn) -> Publis
         if not isinstance(r, str):
             targeted |= {p for p in registry.names() if r[1].for_provider(p) is not None}
     now = clock.now()
+    ids = services.settings.message_ids(app.id, app.name)
     out: dict[str, ProviderPreview] = {}
     for provider in sorted(targeted):
         if personal is None:
-            only = provider_preview(provider, data.notification, overrides, now)
+            only = provider_preview(provider, data.notification, overrides, now, ids=ids)
             out[provider] = ProviderPreview(**msgspec.structs.asdict(only))
             continue
         out[provider] = _summary(
             {
-                key: LocalePreview(error=r) if isinstance(r, str) else provider_preview(provider, *r, now)
+                key: LocalePreview(error=r)
+                if isinstance(r, str)
+                else provider_preview(provider, *r, now, ids=ids)
                 for key, r in rendered
             }
         )

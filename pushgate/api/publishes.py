@@ -57,7 +57,8 @@ from pushgate.domain import clock
 from pushgate.domain.status import POLICY_STATUSES, DeliveryStatus, PublishStatus
 from pushgate.domain.timefmt import rfc3339
 from pushgate.store.apps import App
-from pushgate.store.publishes import COUNTERS, Publish
+from pushgate.store.publishes import Publish
+from pushgate.store.publishes.campaigns import COUNTED
 from pushgate.store.publishes.client_ids import IdConflict
 
 _DELIVERY_STATUSES = tuple(s.value for s in DeliveryStatus)
@@ -114,7 +115,7 @@ class PublishPatch(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def counts_of(d: dict[str, int]) -> Counts:
-    return Counts(**{c: int(d.get(c, 0)) for c in COUNTERS})
+    return Counts(**{c: int(d.get(c, 0)) for c in COUNTED})
 
 
 def publish_out(p: Publish) -> PublishOut:
@@ -309,6 +310,10 @@ class PublishController(Controller):
                     provider_message_id=r.provider_message_id,
                     reason=r.error_code if r.status in _WITH_REASON and r.error_code != "dry_run" else None,
                     release_at=rfc3339(r.release_at) if r.status in _WITH_RELEASE else None,
+                    delivered_at=rfc3339(r.delivered_at),
+                    opened_at=rfc3339(r.opened_at),
+                    dismissed_at=rfc3339(r.dismissed_at),
+                    clicked_at=rfc3339(r.clicked_at),
                 )
                 for r in rows
             ],

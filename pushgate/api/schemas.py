@@ -290,6 +290,12 @@ class Counts(msgspec.Struct):
     held: int
     #: A dry run's would-be deliveries (nothing was sent).
     dry_run: int
+    #: Deliveries whose device reported each receipt, once each (docs/receipts.md); an
+    #: ``opened``, ``dismissed`` or ``clicked`` also counts as ``delivered``.
+    delivered: int = 0
+    opened: int = 0
+    dismissed: int = 0
+    clicked: int = 0
 
 
 class PublishAccepted(msgspec.Struct):
@@ -362,6 +368,11 @@ class DeliveryOut(msgspec.Struct):
     reason: str | None = None
     #: ``held``: when it goes out.
     release_at: str | None = None
+    #: When the device reported each receipt (RFC 3339; null: not reported): docs/receipts.md.
+    delivered_at: str | None = None
+    opened_at: str | None = None
+    dismissed_at: str | None = None
+    clicked_at: str | None = None
 
 
 class DeliveryPage(msgspec.Struct):

@@ -23,9 +23,10 @@ from typing import Any
 
 import msgspec
 
+from pushgate.domain import message_ids
 from pushgate.domain.notification import ApnsOverride, Notification, ProviderOverrides
 from pushgate.domain.render import deep_merge
-from pushgate.domain.rendering import Renderer, RenderError
+from pushgate.domain.rendering import NotificationError, Renderer, RenderError
 
 __all__ = [
     "LIMIT",
@@ -243,7 +244,8 @@ def _limit(r: ApnsRendered) -> int:
     return VOIP_LIMIT if r.push_type == "voip" else LIMIT
 
 
-def _preview(r: ApnsRendered) -> dict[str, Any]:
+def _preview(stamped: Any) -> dict[str, Any]:
+    r, publish_id = message_ids.for_preview(stamped)
     headers = dict(r.headers)
     headers.setdefault("apns-topic", "<bundle id>" + r.topic_suffix)
     headers["apns-id"] = "<uuid per request>"
@@ -252,9 +254,25 @@ def _preview(r: ApnsRendered) -> dict[str, Any]:
         body: Any = json.loads(r.payload)
     except ValueError:
         body = r.payload.decode(errors="replace")
+    if publish_id is not None and isinstance(body, dict):
+        body = {message_ids.KEY: message_ids.id_object(publish_id, message_ids.PREVIEW_DELIVERY_ID), **body}
     return {"method": "POST", "url": "{base_url}/3/device/<device token>", "headers": headers, "body": body}
 
 
+def _check(n: Notification) -> None:
+    reserved = message_ids.reserved_key_error(n.data)
+    if reserved is not None:
+        raise NotificationError("data", reserved)
+
+
+#: The ids, a custom key next to ``aps`` (docs/receipts.md), counted with the longest ids.
+_IDS_BYTES = message_ids.overhead()
+
 RENDERER = Renderer(
-    name="apns", render=_render, size=lambda r: len(r.payload), limit=_limit, preview=_preview
+    name="apns",
+    render=_render,
+    size=lambda r: len(r.payload) + _IDS_BYTES,
+    limit=_limit,
+    preview=_preview,
+    check=_check,
 )

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from pushgate.domain import message_ids
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.render import deep_merge
 from pushgate.domain.rendering import Renderer
@@ -130,9 +131,16 @@ def render(n: Notification, overrides: ProviderOverrides, now: float = 0.0) -> d
     return msg
 
 
+#: ``"pushgate":{"p":…},`` inside ``data`` (a JSON string: each of its 6 quotes is escaped), plus
+#: ``"data":"{}",`` for a message that had none.
+_IDS_BYTES = message_ids.overhead(multicast=True) + 6 + len('"data":"{}",')
+
+
 def size(message: dict[str, Any]) -> int:
-    """Compact JSON bytes of the message without its target, as Push Kit counts them."""
-    return len(_json_encode({k: v for k, v in message.items() if k not in ("token", "topic", "condition")}))
+    """Compact JSON bytes of the message without its target, as Push Kit counts them, with the
+    longest publish id counted (docs/receipts.md)."""
+    body = {k: v for k, v in message.items() if k not in ("token", "topic", "condition")}
+    return len(_json_encode(body)) + _IDS_BYTES
 
 
 def normalize_token(token: str, *, allow_lab: bool = False) -> str:
@@ -150,7 +158,14 @@ def normalize_token(token: str, *, allow_lab: bool = False) -> str:
     return token
 
 
-def _preview(message: dict[str, Any]) -> dict[str, Any]:
+def _preview(stamped: Any) -> dict[str, Any]:
+    message, publish_id = message_ids.for_preview(stamped)
+    if publish_id is not None:
+        data = message.get("data")
+        message = {
+            **message,
+            "data": message_ids.with_publish_id(data if isinstance(data, str) else "{}", publish_id),
+        }
     return {
         "method": "POST",
         "url": "{base_url}/v1/{app_id}/messages:send",

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 
+from pushgate.domain import message_ids
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.rendering import Renderer
 
@@ -118,7 +119,11 @@ def normalize_token(token: str, *, allow_lab: bool = False) -> str:
     return token
 
 
-def _preview(r: MiPushRendered) -> dict[str, Any]:
+def _preview(stamped: Any) -> dict[str, Any]:
+    r, publish_id = message_ids.for_preview(stamped)
+    fields = dict(r.fields)
+    if publish_id is not None and "payload" in fields:
+        fields["payload"] = message_ids.with_publish_id(fields["payload"], publish_id)
     return {
         "method": "POST",
         "url": "{region host}/v3/message/regid",
@@ -129,7 +134,7 @@ def _preview(r: MiPushRendered) -> dict[str, Any]:
         "body": {
             "registration_id": "<up to 1000 regIds, comma-separated>",
             "restricted_package_name": "<package name>",
-            **r.fields,
+            **fields,
         },
     }
 
@@ -137,7 +142,8 @@ def _preview(r: MiPushRendered) -> dict[str, Any]:
 RENDERER = Renderer(
     name="mipush",
     render=render,
-    size=lambda r: len(r.fields.get("payload", "").encode("utf-8")),
+    # The payload with the longest publish id (docs/receipts.md).
+    size=lambda r: len(r.fields.get("payload", "").encode("utf-8")) + message_ids.overhead(multicast=True),
     limit=lambda _r: LIMIT,
     preview=_preview,
 )

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from pushgate.domain import message_ids
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.render import b64url_encode
 from pushgate.domain.rendering import Renderer, RenderError
@@ -174,7 +175,8 @@ def normalize_token(token: str, *, allow_lab: bool | Allowance) -> str:
     return token
 
 
-def _preview(r: WnsRendered) -> dict[str, Any]:
+def _preview(stamped: Any) -> dict[str, Any]:
+    r, publish_id = message_ids.for_preview(stamped)
     text = r.body.decode("utf-8", "replace")
     body: Any = text
     if r.type == "raw":
@@ -182,6 +184,8 @@ def _preview(r: WnsRendered) -> dict[str, Any]:
             body = json.loads(text)
         except ValueError:
             pass
+    if publish_id is not None and isinstance(body, dict):
+        body = {message_ids.KEY: message_ids.id_object(publish_id, message_ids.PREVIEW_DELIVERY_ID), **body}
     return {
         "method": "POST",
         "url": "<channel URI>",
@@ -190,6 +194,9 @@ def _preview(r: WnsRendered) -> dict[str, Any]:
     }
 
 
-RENDERER = Renderer(
-    name="wns", render=render, size=lambda r: len(r.body), limit=lambda _r: LIMIT, preview=_preview
-)
+def _size(r: WnsRendered) -> int:
+    """The body's bytes; a raw one with the longest message ids (XML carries none)."""
+    return len(r.body) + (message_ids.overhead() if r.type == "raw" else 0)
+
+
+RENDERER = Renderer(name="wns", render=render, size=_size, limit=lambda _r: LIMIT, preview=_preview)

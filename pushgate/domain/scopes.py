@@ -54,8 +54,9 @@ _ADMIN_PATHS = ("/v1/credentials", "/v1/keys", "/v1/realtime/secret")
 _PUBLISH_PATHS = ("/v1/publish", "/v1/publishes/", "/v1/dead-letters/replay", "/v1/realtime/tokens")
 #: Writes that change the audience: devices, their channels, users' channels, and the client
 #: tokens that let an app's clients register their own devices (and device tokens, under
-#: ``/v1/devices/{id}/token``). Marking a channel private is not among them: it falls to admin.
-_REGISTER_PATHS = ("/v1/devices", "/v1/users/", "/v1/client-tokens")
+#: ``/v1/devices/{id}/token``), and the receipts devices report (docs/receipts.md). Marking a
+#: channel private is not among them: it falls to admin.
+_REGISTER_PATHS = ("/v1/devices", "/v1/users/", "/v1/client-tokens", "/v1/receipts")
 _READ_METHODS = frozenset({"GET", "HEAD"})
 #: Questions asked with a body (a filter or a recipient list too long for a URL): reads.
 _READ_POSTS = ("/v1/devices/search", "/v1/audience/count")

@@ -21,6 +21,8 @@ class EventType(StrEnum):
     DELIVERY_FAILED = "delivery.failed"
     #: Providers said these tokens are gone: the devices were switched off (clean your tables).
     DEVICE_INVALID_TOKEN = "device.invalid_token"
+    #: A device reported a receipt (delivered, opened, dismissed, clicked) new on its delivery.
+    RECEIPT = "receipt"
 
 
 ALL = "*"

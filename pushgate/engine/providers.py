@@ -95,6 +95,8 @@ class ProviderPool:
                 # its own HTTP/2 transport and would otherwise fall back to its own 10 s.
                 settings = msgspec.structs.replace(settings, timeout=self.settings.engine.http_timeout)
             inst = None if settings is None else await self.classes[provider].create(settings, self.transport)
+            if inst is not None and not self.settings.message_ids(app_id, app_name):
+                inst.message_ids = False  # [apps.<name>] message_ids = false (docs/receipts.md)
             cert_expiry = getattr(inst, "certificate_expires_at", None)
             if isinstance(cert_expiry, int | float):
                 CREDENTIAL_EXPIRY.labels(app_id, provider).set(cert_expiry)

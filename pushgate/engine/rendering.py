@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from pushgate.domain.message_ids import Stamped
 from pushgate.domain.notification import Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.personalize import DeviceVars, Personalized
@@ -37,6 +38,8 @@ class Group(NamedTuple):
     failure: SendResult | None = None
     #: The locale variant chosen for them (None: the base content, or not personalized).
     locale: str | None = None
+    #: The publish they belong to: the ``p`` of the message ids each payload carries.
+    publish_id: str | None = None
 
 
 #: Reads the template variables of devices by id (``store/device_vars.py``).
@@ -103,7 +106,9 @@ class RenderCache:
         """
         personal = self.personalized(publish_id, request)
         if personal is None:
-            return [Group(self.get(publish_id, provider, request, created_at), targets)]
+            return [
+                Group(self.get(publish_id, provider, request, created_at), targets, publish_id=publish_id)
+            ]
         ids = [t.recipient_id for t in targets if t.recipient_id.startswith("dev_")]
         found = await self._read_vars(ids) if self._read_vars is not None and ids else {}
         renderer = registry.get(provider).renderer
@@ -125,7 +130,7 @@ class RenderCache:
                 rendered, failure = self._provider_rendering(
                     publish_id, provider, renderer, n, overrides, content, created_at
                 )
-                groups[content] = Group(rendered, [], failure, locale)
+                groups[content] = Group(rendered, [], failure, locale, publish_id)
             groups[content].targets.append(target)
         return list(groups.values())
 
@@ -170,6 +175,14 @@ def _render_all(
     return out
 
 
+def _with_ids(provider: Provider, group: Group) -> Any:
+    """The rendering to send: with the message ids of the group's publish unless the app opted
+    out (``Provider.message_ids``, docs/receipts.md); the provider splices them per target."""
+    if group.publish_id is None or not provider.message_ids:
+        return group.rendered
+    return Stamped(group.rendered, group.publish_id)
+
+
 async def send_groups(
     provider: Provider, provider_name: str, groups: list[Group], order: list[Target]
 ) -> list[SendResult]:
@@ -178,13 +191,13 @@ async def send_groups(
     if len(groups) == 1 and groups[0].failure is None:
         only = groups[0]
         return await answers.group(
-            provider_name, provider.send_batch(only.rendered, only.targets), len(only.targets)
+            provider_name, provider.send_batch(_with_ids(provider, only), only.targets), len(only.targets)
         )
 
     async def one(group: Group) -> list[SendResult]:
         if group.failure is not None:
             return [group.failure for _ in group.targets]
-        sent = provider.send_batch(group.rendered, group.targets)
+        sent = provider.send_batch(_with_ids(provider, group), group.targets)
         return await answers.group(provider_name, sent, len(group.targets))
 
     answered = await asyncio.gather(*(one(g) for g in groups))

@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import pushgate.providers.settings as cfg
-from pushgate.domain import render_apns
+from pushgate.domain import message_ids, render_apns
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
 from pushgate.domain.render_apns import ApnsRendered, topic_for
@@ -217,6 +217,7 @@ class ApnsProvider(Provider):
     """Sends to APNs for one app (one team key or one client certificate)."""
 
     name: ClassVar[str] = "apns"
+    message_ids = True
 
     def __init__(
         self,
@@ -298,11 +299,20 @@ class ApnsProvider(Provider):
         """Send ``rendered`` (an :class:`ApnsRendered`) to every target concurrently."""
         if not targets:
             return []
+        rendered, publish_id = message_ids.unwrap(rendered)
         if not isinstance(rendered, ApnsRendered):
             raise TypeError("rendered APNs notification must be an ApnsRendered")
         headers = dict(rendered.headers)
         headers["apns-topic"] = topic_for(self.bundle_id, rendered)
-        sends = (answers.one(self.name, self._send_one(headers, rendered.payload, t)) for t in targets)
+        # The message ids: a custom key next to ``aps``, the delivery id spliced per target.
+        payload = (
+            message_ids.whole(rendered.payload)
+            if publish_id is None
+            else message_ids.prepend(rendered.payload, message_ids.object_value(publish_id))
+        )
+        sends = (
+            answers.one(self.name, self._send_one(headers, payload.body(t.recipient_id), t)) for t in targets
+        )
         return list(await asyncio.gather(*sends))
 
     async def _send_one(self, headers: dict[str, str], payload: bytes, target: Target) -> SendResult:

@@ -79,6 +79,11 @@ HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://")]
 
 class Provider(abc.ABC):
     name: ClassVar[str]
+    #: Payloads carry ``pushgate: {"p", "d"}`` (docs/receipts.md): ``send_batch`` then receives a
+    #: :class:`~pushgate.domain.message_ids.Stamped` rendering. A provider that can carry them
+    #: says True (every built-in one); the provider pool turns it off for an app whose
+    #: ``[apps.<name>] message_ids`` is false. A plugin that says nothing gets plain renderings.
+    message_ids: bool = False
 
     @classmethod
     @abc.abstractmethod

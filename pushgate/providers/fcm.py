@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 import pushgate.providers.settings as cfg
-from pushgate.domain import render_fcm
+from pushgate.domain import message_ids, render_fcm
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
 from pushgate.providers import answers
@@ -278,6 +278,7 @@ class FcmProvider(Provider):
     """Sends to FCM v1 for one Firebase project (one service account)."""
 
     name: ClassVar[str] = "fcm"
+    message_ids = True
 
     def __init__(
         self,
@@ -372,12 +373,12 @@ class FcmProvider(Provider):
             log.warning("fcm[%s]: OAuth token exchange failed: %s", self.project_id, exc)
             return [exc.result() for _ in targets]
 
-        # Encode the shared part once; splice each token in as bytes.
-        encoded = _json_encode(rendered)
-        if not encoded.startswith(b"{") or not encoded.endswith(b"}"):
-            raise TypeError("rendered FCM message must be a JSON object")
-        head = b'{"message":' + encoded[:-1] + (b"," if len(encoded) > 2 else b"")
-        sends = (answers.one(self.name, self._send_one(head, t.token, access_token)) for t in targets)
+        # Encode the shared part once; splice each message id and token in as bytes.
+        head = message_ids.fcm_head(rendered)
+        sends = (
+            answers.one(self.name, self._send_one(head.body(t.recipient_id), t.token, access_token))
+            for t in targets
+        )
         return list(await asyncio.gather(*sends))
 
     async def _send_one(self, head: bytes, token: str, access_token: str) -> SendResult:

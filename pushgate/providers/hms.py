@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import msgspec
 
 import pushgate.providers.settings as cfg
-from pushgate.domain import render_hms
+from pushgate.domain import message_ids, render_hms
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.registry import mask_token
 from pushgate.providers import answers
@@ -180,6 +180,7 @@ class HmsProvider(Provider):
     """Sends to Push Kit for one app (app id + secret)."""
 
     name: ClassVar[str] = "hms"
+    message_ids = True
 
     def __init__(
         self,
@@ -256,7 +257,12 @@ class HmsProvider(Provider):
             log.warning("hms[%s]: OAuth token exchange failed: %s", self.app_id, exc)
             return [exc.result() for _ in targets]
 
+        rendered, publish_id = message_ids.unwrap(rendered)
         message = self._prepare(rendered)
+        if publish_id is not None:
+            # One request carries many tokens: only the publish id fits (docs/receipts.md).
+            data = message.get("data")
+            message["data"] = message_ids.with_publish_id(data if isinstance(data, str) else "{}", publish_id)
         results: list[SendResult | None] = [None] * len(targets)
         groups: list[tuple[list[int], str, Any]] = []
         token_idx: list[int] = []

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import msgspec
 
 import pushgate.providers.settings as cfg
-from pushgate.domain import render_mipush
+from pushgate.domain import message_ids, render_mipush
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render_mipush import PACKAGE_PLACEHOLDER, MiPushRendered
 from pushgate.providers import answers
@@ -166,6 +166,7 @@ class MiPushProvider(Provider):
     """Sends to MiPush for one app (app secret + package name, one region)."""
 
     name: ClassVar[str] = "mipush"
+    message_ids = True
 
     def __init__(
         self,
@@ -214,9 +215,13 @@ class MiPushProvider(Provider):
         """Send to every target, ≤1,000 regIds per request, concurrently; results in order."""
         if not targets:
             return []
+        rendered, publish_id = message_ids.unwrap(rendered)
         if not isinstance(rendered, MiPushRendered):
             raise TypeError("rendered MiPush message must be a MiPushRendered")
         fields = self._fields(rendered)
+        if publish_id is not None and "payload" in fields:
+            # One request carries many regIds: only the publish id fits (docs/receipts.md).
+            fields["payload"] = message_ids.with_publish_id(fields["payload"], publish_id)
         regids = [t.token for t in targets]
         chunks = [
             regids[k : k + MAX_REGIDS_PER_REQUEST] for k in range(0, len(regids), MAX_REGIDS_PER_REQUEST)

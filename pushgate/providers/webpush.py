@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 import pushgate.providers.settings as cfg
-from pushgate.domain import render_webpush
+from pushgate.domain import message_ids, render_webpush
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render import (
     WEBPUSH_NOT_ON_CURVE,
@@ -282,6 +282,7 @@ class WebPushProvider(Provider):
     """Sends to browser push services with one VAPID identity (one application server key)."""
 
     name: ClassVar[str] = "webpush"
+    message_ids = True
 
     def __init__(
         self,
@@ -359,13 +360,21 @@ class WebPushProvider(Provider):
 
     async def send_batch(self, rendered: Any, targets: Sequence[Target]) -> list[SendResult]:
         """Encrypt ``rendered.payload`` to each subscription and POST it, concurrently."""
+        rendered, publish_id = message_ids.unwrap(rendered)
         if not isinstance(rendered, WebPushRendered):
             raise TypeError("WebPushProvider.send_batch expects a WebPushRendered")
-        return list(
-            await asyncio.gather(*(answers.one(self.name, self._send_one(rendered, t)) for t in targets))
+        # The message ids: the JSON body's first key, the delivery id spliced per target.
+        payload = (
+            message_ids.whole(rendered.payload)
+            if publish_id is None or not rendered.payload
+            else message_ids.prepend(rendered.payload, message_ids.object_value(publish_id))
         )
+        sends = (
+            answers.one(self.name, self._send_one(rendered, t, payload.body(t.recipient_id))) for t in targets
+        )
+        return list(await asyncio.gather(*sends))
 
-    async def _send_one(self, rendered: WebPushRendered, target: Target) -> SendResult:
+    async def _send_one(self, rendered: WebPushRendered, target: Target, payload: bytes) -> SendResult:
         try:
             sub = _prepare_subscription(target.token)
         except ValueError as exc:
@@ -373,8 +382,8 @@ class WebPushProvider(Provider):
         async with self._semaphore:
             headers = dict(rendered.headers)
             headers["Authorization"] = self._vapid_header(sub.origin)
-            if rendered.payload:
-                body = webpush_crypto.encrypt(rendered.payload, sub.recipient)
+            if payload:
+                body = webpush_crypto.encrypt(payload, sub.recipient)
                 headers["Content-Encoding"] = "aes128gcm"
                 headers["Content-Type"] = "application/octet-stream"
             else:

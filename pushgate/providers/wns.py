@@ -17,8 +17,10 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
+import msgspec
+
 import pushgate.providers.settings as cfg
-from pushgate.domain import render_wns
+from pushgate.domain import message_ids, render_wns
 from pushgate.domain.outcomes import Outcome, SendResult
 from pushgate.domain.render_wns import NOTIFY_HOST_SUFFIX, WnsRendered
 from pushgate.domain.urls import parse_target
@@ -130,6 +132,7 @@ class WnsProvider(Provider):
     """Sends to WNS for one app (Package SID + secret)."""
 
     name: ClassVar[str] = "wns"
+    message_ids = True
 
     def __init__(
         self,
@@ -204,6 +207,7 @@ class WnsProvider(Provider):
         """POST the rendered notification to every target's channel URI; results in order."""
         if not targets:
             return []
+        rendered, publish_id = message_ids.unwrap(rendered)
         if not isinstance(rendered, WnsRendered):
             raise TypeError("rendered WNS notification must be a WnsRendered")
         try:
@@ -211,7 +215,23 @@ class WnsProvider(Provider):
         except OAuthError as exc:
             log.warning("wns: OAuth token exchange failed: %s", exc)
             return [exc.result() for _ in targets]
-        sends = (answers.one(self.name, self._send_one(rendered, t.token, access_token)) for t in targets)
+        if publish_id is None or rendered.type != "raw":
+            # Toast, tile and badge XML carry no message ids (docs/receipts.md).
+            sends = (answers.one(self.name, self._send_one(rendered, t.token, access_token)) for t in targets)
+        else:
+            # A raw JSON object body: the ids are its first key, the delivery id spliced per target.
+            body = message_ids.prepend(rendered.body, message_ids.object_value(publish_id))
+            sends = (
+                answers.one(
+                    self.name,
+                    self._send_one(
+                        msgspec.structs.replace(rendered, body=body.body(t.recipient_id)),
+                        t.token,
+                        access_token,
+                    ),
+                )
+                for t in targets
+            )
         return list(await asyncio.gather(*sends))
 
     async def _send_one(self, rendered: WnsRendered, uri: str, access_token: str) -> SendResult:

@@ -136,7 +136,10 @@ async def test_fanout_200_devices_one_request_per_device(gateway: Gateway, lab: 
     ledger = lab.ledger("apns")
     assert ledger["total"] == 200
     assert Counter(i["token"] for i in ledger["items"]) == Counter(d["token"] for d in devices)
+    device_of = {d["token"]: d["id"] for d in devices}
     for item in ledger["items"]:
+        # Each payload names its own delivery record (docs/receipts.md).
+        assert item["payload"].pop("pushgate") == {"p": pub, "d": device_of[item["token"]]}
         h = item["headers"]
         assert h["apns-topic"] == BUNDLE_ID
         assert (h["apns-push-type"], h["apns-priority"], h["apns-collapse-id"]) == ("alert", "10", "order-42")
@@ -173,7 +176,8 @@ async def test_sandbox_devices_go_to_the_sandbox_host_over_h2c(gateway: Gateway,
     assert {by_token[d["token"]]["transport"] for d in sandbox} == {"h2c"}
     item = by_token[prod[0]["token"]]
     assert (item["headers"]["apns-push-type"], item["headers"]["apns-priority"]) == ("background", "5")
-    assert item["payload"] == {"aps": {"content-available": 1}, "sync": "1"}
+    ids = {"p": pub, "d": prod[0]["id"]}
+    assert item["payload"] == {"pushgate": ids, "aps": {"content-available": 1}, "sync": "1"}
 
 
 async def test_terminal_errors_mark_exactly_the_affected_devices(gateway: Gateway, lab: Lab) -> None:

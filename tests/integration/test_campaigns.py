@@ -24,6 +24,8 @@ NOTE = {"title": "Hello", "body": "World"}
 COUNTERS = (
     *("planned", "sent", "failed", "invalid_token", "retrying", "expired", "cancelled"),
     *("suppressed", "skipped", "held", "dry_run"),
+    # Receipts (docs/receipts.md).
+    *("delivered", "opened", "dismissed", "clicked"),
 )
 
 

@@ -187,6 +187,11 @@ async def test_expire_at_stops_retries(gateway: Gateway, lab: Lab) -> None:
         "skipped": 0,
         "held": 0,
         "dry_run": 0,
+        # Receipts (docs/receipts.md): none reported.
+        "delivered": 0,
+        "opened": 0,
+        "dismissed": 0,
+        "clicked": 0,
     }
     [d] = await gateway.deliveries(pub_id)
     assert d["status"] == "expired" and d["attempts"] == 1

@@ -6,6 +6,7 @@ The rendering and the provider over the mock transport are in ``test_mipush.py``
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import tomllib
 from collections import Counter
@@ -124,7 +125,8 @@ async def test_fanout_200_devices_one_request_field_set_each(gateway: Gateway, l
         f = item["fields"]
         assert item["batch_size"] <= 1000
         assert (f["title"], f["description"], f["pass_through"]) == ("Sale", "50% off today", "0")
-        assert f["payload"] == '{"deal":"7"}'
+        # Multicast: only the publish id fits (docs/receipts.md).
+        assert json.loads(f["payload"]) == {"pushgate": {"p": pub}, "deal": "7"}
         assert f["restricted_package_name"] == "com.example.pushgate.lab"
         assert f["time_to_live"] == "600000" and f["notify_id"] == str(mipush_notify_id("deal-7", 0))
         assert (f["extra.channel_id"], f["extra.notify_effect"], f["extra.web_uri"]) == (

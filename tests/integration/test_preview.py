@@ -26,7 +26,8 @@ async def test_preview_renders_without_sending(gateway: Gateway, lab: Lab) -> No
     fcm = providers["fcm"]
     message = fcm["request"]["body"]["message"]
     assert message["notification"] == {"title": "Shipped", "body": "Order 42"}
-    assert message["data"] == {"order": "42"}
+    # The message ids, with placeholders (docs/receipts.md).
+    assert message["data"] == {"pushgate": '{"p":"<publish id>","d":"<delivery id>"}', "order": "42"}
     assert message["android"]["ttl"] == "600s" and message["token"] == "<device token>"
     assert fcm["limit"] == 4096 and fcm["fits"] is True and 0 < fcm["size"] < 4096
     web = providers["webpush"]
@@ -54,7 +55,8 @@ async def test_preview_reports_oversize_and_unrenderable(gateway: Gateway) -> No
     }
     providers = (await gateway.client.post("/v1/publish/preview", json=only_web)).json()["providers"]
     assert "nothing to send to fcm" in providers["fcm"]["error"]
-    assert providers["webpush"]["request"]["body"] == {"custom": 1}
+    ids = {"p": "<publish id>", "d": "<delivery id>"}
+    assert providers["webpush"]["request"]["body"] == {"pushgate": ids, "custom": 1}
     # Published, it goes to the Web Push devices only (the others are ``skipped``,
     # ``no_payload_for_provider``: tests/integration/test_policy_planning.py).
     r = await gateway.client.post("/v1/publish", json=only_web)

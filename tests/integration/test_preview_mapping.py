@@ -45,8 +45,9 @@ ROWS: list[tuple[str, str, tuple[str, ...], Any]] = [
     ("data", "fcm", ("body", "message", "data", "k"), "v"),
     ("data", "apns", ("body", "k"), "v"),
     ("data", "webpush", ("body", "data"), {"k": "v"}),
-    ("data", "hms", ("body", "message", "data"), '{"k":"v"}'),
-    ("data", "mipush", ("body", "payload"), '{"k":"v"}'),
+    # With the publish's message id (docs/receipts.md), a placeholder in a preview.
+    ("data", "hms", ("body", "message", "data"), '{"pushgate":{"p":"<publish id>"},"k":"v"}'),
+    ("data", "mipush", ("body", "payload"), '{"pushgate":{"p":"<publish id>"},"k":"v"}'),
     ("image", "fcm", ("body", "message", "notification", "image"), "https://i.example/a.png"),
     ("image", "apns", ("body", "image_url"), "https://i.example/a.png"),
     ("image", "webpush", ("body", "image"), "https://i.example/a.png"),

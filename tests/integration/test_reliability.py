@@ -144,6 +144,11 @@ async def test_cancel_retrying_delivery_and_conflicts(gateway: Gateway, lab: Lab
         "skipped": 0,
         "held": 0,
         "dry_run": 0,
+        # Receipts (docs/receipts.md): none reported.
+        "delivered": 0,
+        "opened": 0,
+        "dismissed": 0,
+        "clicked": 0,
     }
     [d] = await gateway.deliveries(pub_id)
     assert d["status"] == "cancelled"

@@ -54,15 +54,19 @@ async def create_template(gateway: Gateway, body: dict[str, Any]) -> dict[str, A
 
 def delivered(lab: Lab, device: dict[str, Any]) -> list[dict[str, Any]]:
     """What the lab received for ``device``: ``{"title", "body", "data"}`` per push (FCM's
-    message, or the decrypted Web Push payload)."""
+    message, or the decrypted Web Push payload), each push's message ids checked and left out
+    (docs/receipts.md)."""
     out = []
     for item in lab.ledger(device["provider"], ledger_token(device))["items"]:
         if device["provider"] == "webpush":
             p = item["payload"]
+            assert p.pop("pushgate")["d"] == device["id"]
             out.append({"title": p.get("title"), "body": p.get("body"), "data": p.get("data")})
         else:
             m = item["message"]
-            out.append({**m["notification"], "data": m.get("data")})
+            data = dict(m.get("data") or {})
+            assert json.loads(data.pop("pushgate"))["d"] == device["id"]
+            out.append({**m["notification"], "data": data or None})
     return out
 
 

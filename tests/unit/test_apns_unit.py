@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from support.transport import MockTransport
 
+from pushgate.domain import message_ids
 from pushgate.domain.notification import Action, ApnsOverride, Notification, ProviderOverrides
 from pushgate.domain.outcomes import Outcome
 from pushgate.domain.render_apns import (
@@ -254,21 +255,28 @@ def test_size_limits_4096_and_5120_for_voip() -> None:
         assert len(r.payload) == n
         return r
 
-    assert oversize(RENDERER, sized(4096)) is None
-    assert oversize(RENDERER, sized(4097)) == (4097, 4096)
-    assert oversize(RENDERER, sized(5120, "voip")) is None
-    assert oversize(RENDERER, sized(5121, "voip")) == (5121, 5120)
+    # The longest message ids are counted (docs/receipts.md).
+    ids = message_ids.overhead()
+    assert oversize(RENDERER, sized(4096 - ids)) is None
+    assert oversize(RENDERER, sized(4097 - ids)) == (4097, 4096)
+    assert oversize(RENDERER, sized(5120 - ids, "voip")) is None
+    assert oversize(RENDERER, sized(5121 - ids, "voip")) == (5121, 5120)
 
 
 def test_renderer_seam_and_preview() -> None:
     r = render_for(RENDERER, Notification(title="T", ttl_seconds=60), ProviderOverrides(), NOW)
     assert isinstance(r, ApnsRendered)
-    assert RENDERER.size(r) == len(r.payload) and RENDERER.limit(r) == 4096
+    assert RENDERER.size(r) == len(r.payload) + message_ids.overhead() and RENDERER.limit(r) == 4096
     preview = RENDERER.preview(r)
     assert preview["url"].endswith("/3/device/<device token>")
     assert preview["headers"]["apns-topic"] == "<bundle id>"
     assert preview["headers"]["apns-expiration"] == str(int(NOW) + 60)
     assert preview["body"] == {"aps": {"alert": {"title": "T"}}}
+    stamped = RENDERER.preview(message_ids.Stamped(r, "<publish id>"))["body"]
+    assert stamped == {
+        "pushgate": {"p": "<publish id>", "d": "<delivery id>"},
+        "aps": {"alert": {"title": "T"}},
+    }
     # a rendering survives a msgspec round trip (it may sit in a job)
     import msgspec
 

@@ -37,6 +37,7 @@ EXPECTED = {
     ("GET", "/v1/user-channels"): Scope.READ,
     ("POST", "/v1/users/{user:str}/channels"): Scope.REGISTER,
     ("POST", "/v1/publish"): Scope.PUBLISH,
+    ("POST", "/v1/receipts"): Scope.REGISTER,
     ("POST", "/v1/publish/preview"): Scope.PUBLISH,
     ("POST", "/v1/publish/batch"): Scope.PUBLISH,
     ("GET", "/v1/publishes"): Scope.READ,

@@ -124,7 +124,7 @@ def test_override_deep_merges_and_none_deletes() -> None:
 
 
 def test_size_limit_excludes_tokens() -> None:
-    fits = render(Notification(title="T", body="x" * 3900), NO, 0.0)
+    fits = render(Notification(title="T", body="x" * 3800), NO, 0.0)
     assert oversize(RENDERER, fits) is None
     assert RENDERER.size({**fits, "token": ["t" * 4000] * 10}) == RENDERER.size(fits)
     big = render(Notification(title="T", body="x" * 4096), NO, 0.0)

@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from pushgate.domain import message_ids
 from pushgate.domain import render_fcm as fcm_rendering
 from pushgate.domain import render_webpush as webpush_rendering
 from pushgate.domain.notification import FcmOverride, Notification, WebPushOverride
@@ -218,9 +219,12 @@ def test_webpush_topic(key: str, expected: str | None) -> None:
 
 
 def test_size_fcm_counts_compact_message_json() -> None:
+    # The longest message ids are counted (docs/receipts.md): a data entry, and a data object
+    # for a message without one.
+    ids = message_ids.overhead(string=True) + len('"data":{},')
     msg = render_fcm(Notification(title="t"))
-    assert fcm_rendering.RENDERER.size(msg) == len(b'{"notification":{"title":"t"}}')
-    base = len(json.dumps({"data": {"k": ""}}, separators=(",", ":")))
+    assert fcm_rendering.RENDERER.size(msg) == len(b'{"notification":{"title":"t"}}') + ids
+    base = len(json.dumps({"data": {"k": ""}}, separators=(",", ":"))) + ids
     exact = {"data": {"k": "x" * (LIMITS["fcm"] - base)}}
     assert fcm_rendering.RENDERER.size(exact) == 4096
     assert oversize(fcm_rendering.RENDERER, exact) is None
@@ -229,14 +233,16 @@ def test_size_fcm_counts_compact_message_json() -> None:
 
 
 def test_size_webpush_counts_plaintext() -> None:
-    base = len(render_webpush(Notification(body="")).payload)
+    # The longest message ids are counted (docs/receipts.md).
+    ids = message_ids.overhead()
+    base = len(render_webpush(Notification(body="")).payload) + ids
     ok = render_webpush(Notification(body="x" * (3993 - base)))
     assert webpush_rendering.RENDERER.size(ok) == 3993
     assert oversize(webpush_rendering.RENDERER, ok) is None
     over = render_webpush(Notification(body="x" * (3994 - base)))
     assert oversize(webpush_rendering.RENDERER, over) == (3994, 3993)
     # multi-byte characters count as bytes
-    assert webpush_rendering.RENDERER.size(render_webpush(Notification(body="é"))) == len(
+    assert webpush_rendering.RENDERER.size(render_webpush(Notification(body="é"))) == ids + len(
         '{"body":"é"}'.encode()
     )
 

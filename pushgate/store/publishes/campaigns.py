@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pushgate.domain.receipts import RECEIPT_EVENTS
 from pushgate.domain.status import COUNTERS, DeliveryStatus
 from pushgate.store.db import Database
 from pushgate.store.dialect import insert_ignoring_conflicts
@@ -46,6 +47,11 @@ DEFAULT_LOCALE = "default"
 
 #: ``(error_class, error_code, count)``
 Reason = tuple[str | None, str | None, int]
+
+#: What a publish's ``counts`` show: the delivery counters, then the receipts its deliveries
+#: reported (``delivered``, ``opened``, ``dismissed``, ``clicked``: docs/receipts.md), all
+#: columns of ``publish_stats``.
+COUNTED: tuple[str, ...] = (*COUNTERS, *RECEIPT_EVENTS)
 
 
 def _reasons_query(publish_ids: sa.ColumnElement[bool], max_rows: int) -> sa.Select[Any]:
@@ -122,7 +128,7 @@ class CampaignTotals:
     campaign: str
     publishes: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
     by_provider: dict[str, dict[str, int]] = field(default_factory=dict)
     reasons: list[Reason] = field(default_factory=list)
     #: The campaign had more than ``MAX_REASON_ROWS`` failed records: ``reasons`` counts those.
@@ -174,14 +180,15 @@ async def campaign_totals(
             out.publishes += int(n)
             out.first_created_at = min(first, out.first_created_at or first)
             out.last_created_at = max(last, out.last_created_at or last)
-        sums = [sa.func.coalesce(sa.func.sum(getattr(publish_stats.c, c)), 0) for c in COUNTERS]
+        # Receipts too (``delivered``, ``opened``, …: docs/receipts.md).
+        sums = [sa.func.coalesce(sa.func.sum(getattr(publish_stats.c, c)), 0) for c in COUNTED]
         q = (
             sa.select(publish_stats.c.provider, *sums)
             .where(publish_stats.c.publish_id.in_(pids))
             .group_by(publish_stats.c.provider)
         )
         for provider, *values in (await conn.execute(q)).all():
-            per = {c: int(v) for c, v in zip(COUNTERS, values, strict=True)}
+            per = {c: int(v) for c, v in zip(COUNTED, values, strict=True)}
             out.by_provider[provider] = per
             for c, v in per.items():
                 out.counts[c] += v

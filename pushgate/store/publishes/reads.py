@@ -9,8 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pushgate.domain.status import COUNTERS, DeliveryStatus
-from pushgate.store.publishes.campaigns import FAILED_COUNTERS, failure_reasons, samples_of
+from pushgate.domain.status import DeliveryStatus
+from pushgate.store.publishes.campaigns import COUNTED, FAILED_COUNTERS, failure_reasons, samples_of
 from pushgate.store.publishes.model import Publish, Repository, publish_from_row
 from pushgate.store.schema import deliveries, publish_stats, publishes
 
@@ -135,7 +135,7 @@ class Reads(Repository):
             return
         by_id = {p.id: p for p in pubs}
         for p in pubs:
-            p.counts = dict.fromkeys(COUNTERS, 0)
+            p.counts = dict.fromkeys(COUNTED, 0)
         if len(pubs) == 1:
             rows = (await conn.execute(_STATS_OF, {"pid": pubs[0].id})).all()
         else:
@@ -146,8 +146,8 @@ class Reads(Repository):
             ).all()
         for r in rows:
             p = by_id[r.publish_id]
-            p.by_provider[r.provider] = {c: getattr(r, c) for c in COUNTERS}
-            for c in COUNTERS:
+            p.by_provider[r.provider] = {c: getattr(r, c) for c in COUNTED}
+            for c in COUNTED:
                 p.counts[c] += getattr(r, c)
 
     async def deliveries(

@@ -9,14 +9,22 @@ retries or concurrent reports (two tabs acking one notification) do.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.receipts import ReceiptEvent, implied
+from pushgate.domain.timefmt import rfc3339
+from pushgate.domain.webhooks import EventType
 from pushgate.store.publishes.model import Repository
 from pushgate.store.schema import deliveries, publish_stats, publishes
+from pushgate.store.webhooks import WebhookStore
+
+#: Seconds a reported time may precede its publish (device clocks drift): such a time is
+#: recorded as the publish's; earlier than that is refused (:class:`ReceiptTooEarly`).
+SKEW_SECONDS = 300.0
 
 
 class ReceiptResult(enum.StrEnum):
@@ -48,6 +56,16 @@ class Recorded:
     new_events: tuple[ReceiptEvent, ...] = ()
     provider: str | None = None
     device_id: str | None = None
+
+
+class ReceiptTooEarly(Exception):
+    """A report's time is before its publish (beyond :data:`SKEW_SECONDS`): the request is
+    refused whole (nothing of it was recorded)."""
+
+    def __init__(self, index: int, publish_created_at: float) -> None:
+        super().__init__(index, publish_created_at)
+        self.index = index
+        self.publish_created_at = publish_created_at
 
 
 class Receipts(Repository):
@@ -93,3 +111,45 @@ class Receipts(Repository):
             found.provider,
             found.device_id,
         )
+
+    async def record_receipts(
+        self,
+        app_id: str,
+        receipts: Sequence[Receipt],
+        *,
+        device_id: str | None = None,
+        webhooks: WebhookStore | None = None,
+    ) -> list[Recorded]:
+        """Record a request's reports in one transaction, in order, and queue a ``receipt``
+        webhook event for each event that was new (in the same transaction, so an event is
+        queued exactly when its receipt is recorded). Raises :class:`ReceiptTooEarly` (and
+        records nothing) for a time before its publish."""
+        ids = sorted({r.publish_id for r in receipts})
+        async with self.db.write() as conn:
+            q = sa.select(publishes.c.id, publishes.c.created_at).where(
+                publishes.c.app_id == app_id, publishes.c.id.in_(ids)
+            )
+            created = {row.id: float(row.created_at) for row in (await conn.execute(q)).all()}
+            out: list[Recorded] = []
+            for i, r in enumerate(receipts):
+                start = created.get(r.publish_id)
+                if start is None:
+                    out.append(Recorded(ReceiptResult.NOT_FOUND))
+                    continue
+                if r.at < start - SKEW_SECONDS:
+                    raise ReceiptTooEarly(i, start)
+                r = Receipt(r.publish_id, r.recipient_id, r.event, max(r.at, start))
+                done = await self.record_receipt(conn, app_id, r, device_id=device_id)
+                out.append(done)
+                if webhooks is None:
+                    continue
+                for event in done.new_events:
+                    data = {
+                        "publish_id": r.publish_id,
+                        "delivery_id": r.recipient_id,
+                        "device_id": done.device_id,
+                        "event": event.value,
+                        "at": rfc3339(r.at),
+                    }
+                    await webhooks.emit(conn, app_id, EventType.RECEIPT, data)
+        return out
