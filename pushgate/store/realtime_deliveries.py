@@ -24,6 +24,7 @@ from pushgate.store.publishes.outcomes import bump
 from pushgate.store.publishes.receipts import Receipt, Recorded
 from pushgate.store.realtime_acks import add_ack
 from pushgate.store.schema import deliveries
+from pushgate.store.webhooks import WebhookStore
 
 if TYPE_CHECKING:
     from pushgate.store.publishes import PublishStore
@@ -51,6 +52,8 @@ class RealtimeDeliveries:
     def __init__(self, db: Database, publishes: PublishStore) -> None:
         self.db = db
         self.publishes = publishes
+        #: An ack is a ``delivered`` receipt: the app's ``receipt`` webhooks hear of it too.
+        self.webhooks = WebhookStore(db)
 
     async def record_sessions(
         self, conn: AsyncConnection, publish_id: str, sids: Sequence[str], now: float
@@ -137,4 +140,4 @@ class RealtimeDeliveries:
         async with self.db.write() as conn:
             await add_ack(conn, self.db.dialect, publish_id, user, at)
             receipt = Receipt(publish_id, session_recipient(sid), ReceiptEvent.DELIVERED, at)
-            return await self.publishes.record_receipt(conn, app_id, receipt)
+            return await self.publishes.record_receipt(conn, app_id, receipt, webhooks=self.webhooks)

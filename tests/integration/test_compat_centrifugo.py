@@ -285,7 +285,8 @@ async def test_send_to_raw_tokens_topics_and_filters(gateway: Gateway, lab: Lab)
         )
         assert res == {"uid": uid}
         assert (await gateway.wait_done(uid))["counts"]["sent"] == 1
-        assert lab.ledger("fcm", token=fcm)["items"][0]["message"]["data"] == {"k": "v"}
+        data = lab.ledger("fcm", token=fcm)["items"][0]["message"]["data"]
+        assert '"d":"tok_' in data.pop("pushgate") and data == {"k": "v"}  # the message id (docs/receipts.md)
         res = await call(
             c,
             "send_push_notification",
@@ -542,6 +543,7 @@ async def test_send_to_topics_filter_reaches_subscribed_devices(gateway: Gateway
         status = await gateway.wait_done(res["uid"])
     assert status["counts"]["planned"] == 1 and status["counts"]["sent"] == 1
     [item] = lab.ledger("fcm")["items"]
+    assert '"d":"dev_' in item["message"]["data"].pop("pushgate")  # the message id
     assert item["message"]["token"] == token and item["message"]["data"] == {"x": "1"}
 
 
@@ -584,7 +586,8 @@ async def test_send_to_hms_and_webpush_tokens(gateway: Gateway, lab: Lab) -> Non
         )
         assert (await gateway.wait_done(res["uid"]))["counts"]["sent"] == 1
     [h] = lab.ledger("hms")["items"]
-    assert h["message"]["data"] == '{"k":"v"}'
+    data = json.loads(h["message"]["data"])
+    assert data.pop("pushgate")["p"].startswith("pub_") and data == {"k": "v"}  # HMS: publish id only
     assert lab.ledger("webpush", token=sub["endpoint"])["total"] == 1
 
 

@@ -72,10 +72,19 @@ class Receipts(Repository):
     """Receipts recorded on deliveries and counted on their publish."""
 
     async def record_receipt(
-        self, conn: AsyncConnection, app_id: str, receipt: Receipt, *, device_id: str | None = None
+        self,
+        conn: AsyncConnection,
+        app_id: str,
+        receipt: Receipt,
+        *,
+        device_id: str | None = None,
+        webhooks: WebhookStore | None = None,
     ) -> Recorded:
-        """Record one report inside the caller's transaction. ``device_id``: the reporter is
-        that device (a device token), so only its own deliveries are found."""
+        """Record one report inside the caller's transaction, and queue a ``receipt`` webhook
+        event (``webhooks``) for each event that was new, in that transaction: every path that
+        records receipts (the API, realtime acks, compat front-ends) tells the app the same way.
+        ``device_id``: the reporter is that device (a device token), so only its own deliveries
+        are found."""
         where = [
             deliveries.c.publish_id == receipt.publish_id,
             deliveries.c.recipient_id == receipt.recipient_id,
@@ -105,6 +114,17 @@ class Receipts(Repository):
                     )
                     .values({event.value: publish_stats.c[event.value] + 1})
                 )
+        for event in new:
+            if webhooks is None:
+                break
+            data = {
+                "publish_id": receipt.publish_id,
+                "delivery_id": receipt.recipient_id,
+                "device_id": found.device_id,
+                "event": event.value,
+                "at": rfc3339(receipt.at),
+            }
+            await webhooks.emit(conn, app_id, EventType.RECEIPT, data)
         return Recorded(
             ReceiptResult.RECORDED if new else ReceiptResult.DUPLICATE,
             tuple(new),
@@ -139,17 +159,5 @@ class Receipts(Repository):
                 if r.at < start - SKEW_SECONDS:
                     raise ReceiptTooEarly(i, start)
                 r = Receipt(r.publish_id, r.recipient_id, r.event, max(r.at, start))
-                done = await self.record_receipt(conn, app_id, r, device_id=device_id)
-                out.append(done)
-                if webhooks is None:
-                    continue
-                for event in done.new_events:
-                    data = {
-                        "publish_id": r.publish_id,
-                        "delivery_id": r.recipient_id,
-                        "device_id": done.device_id,
-                        "event": event.value,
-                        "at": rfc3339(r.at),
-                    }
-                    await webhooks.emit(conn, app_id, EventType.RECEIPT, data)
+                out.append(await self.record_receipt(conn, app_id, r, device_id=device_id, webhooks=webhooks))
         return out

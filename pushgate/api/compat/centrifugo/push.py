@@ -221,7 +221,10 @@ async def update_push_status(call: Call, raw: Any) -> dict[str, Any]:
     for publish_id in await _publishes_of(call, uid):
         async with call.services.db.write() as conn:
             rec = await call.services.publishes.record_receipt(
-                conn, call.app.id, Receipt(publish_id, p.device_id, event, now)
+                conn,
+                call.app.id,
+                Receipt(publish_id, p.device_id, event, now),
+                webhooks=call.services.webhooks,
             )
         if rec.result is not ReceiptResult.NOT_FOUND:
             return {}

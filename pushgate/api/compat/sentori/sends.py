@@ -321,7 +321,10 @@ async def ack(request: Request[Any, Any, Any], ident: FromPath[str]) -> Response
     publish_id, recipient_id = await _ack_key(services, app, ident, body)
     async with services.db.write() as conn:
         done = await services.publishes.record_receipt(
-            conn, app.id, Receipt(publish_id, recipient_id, ReceiptEvent.DELIVERED, time.time())
+            conn,
+            app.id,
+            Receipt(publish_id, recipient_id, ReceiptEvent.DELIVERED, time.time()),
+            webhooks=services.webhooks,
         )
     if done.result == ReceiptResult.NOT_FOUND:
         raise ApiError(404, "delivery_not_found", f"no delivery {ident[:120]!r}")
