@@ -19,6 +19,7 @@ from typing import Any
 from litestar import Router
 from litestar.types import ControllerRouterHandler
 
+from pushgate.api.compat import sockudo
 from pushgate.config import CompatFrontEnd, ConfigError, Settings
 
 
@@ -35,7 +36,9 @@ class FrontEnd:
 
 
 #: Every compat front-end, in the order the docs list them.
-FRONT_ENDS: tuple[FrontEnd, ...] = ()
+FRONT_ENDS: tuple[FrontEnd, ...] = (
+    FrontEnd("sockudo", "Sockudo push API", sockudo.build, sockudo.exception_handlers),
+)
 
 
 def section(settings: Settings, name: str) -> CompatFrontEnd:
