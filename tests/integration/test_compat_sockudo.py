@@ -3,8 +3,12 @@ the seed document's examples replayed, and devices shared with the native regist
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
+import re
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +19,7 @@ import pytest
 from support.api import fcm_token
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab
+from support.process import PUSHGATE
 from support.sockudo import SockudoKey, call, hmac_signature, signed_query
 from support.wait import wait_for
 
@@ -225,3 +230,28 @@ async def test_device_registration_shared_with_native_and_publish_arrives(sgw: G
 
 async def _ledger(lab: Lab, token: str) -> int | None:
     return lab.ledger("fcm", token)["total"] or None
+
+
+async def test_cli_creates_a_signing_key(sgw: Gateway) -> None:
+    env = {**os.environ, "PUSHGATE_DATABASE_URL": sgw.settings.database_url, "PUSHGATE_SECRET_KEY": MASTER}
+    env.pop("PUSHGATE_CONFIG", None)
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PUSHGATE, "apps", "sockudo-key", *args],
+            capture_output=True,
+            text=True,
+            env={**env, **extra},
+            timeout=60,
+        )
+
+    done = await asyncio.to_thread(run, "default")
+    assert done.returncode == 0, done.stderr
+    found = dict(re.findall(r"^(app_id|key|secret):\s+(\S+)", done.stdout, re.M))
+    key = SockudoKey(found["app_id"], found["key"], found["secret"])
+    assert (await call(sgw.client, key, "GET", "/deviceRegistrations")).status_code == 200
+    missing = await asyncio.to_thread(run, "no-such-app")
+    assert missing.returncode == 1 and "no app named" in missing.stderr
+    env.pop("PUSHGATE_SECRET_KEY")
+    no_master = await asyncio.to_thread(run, "default")
+    assert no_master.returncode == 2 and "secret_key" in no_master.stderr
