@@ -105,6 +105,9 @@ async def authorize(request: Request[Any, Any, Any], app_id: str, *, admin: bool
     finally:
         gate.failures.release(address, failed=failed)
     params = {k: v for k, v in pairs}
+    if any("\x00" in k + v for k, v in pairs) or "%00" in _raw_path(request):
+        # Genuine, but no id, name or cursor contains NUL (PostgreSQL refuses it in text).
+        raise ApiError(400, "invalid_input", "NUL characters are not accepted in the path or query")
     _take_rate(gate, f"sockudo:{params['auth_key']}", "signing key")
     capability = _capability(request)
     if admin and capability is not Capability.ADMIN:

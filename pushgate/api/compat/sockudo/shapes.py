@@ -97,6 +97,8 @@ def decode(body: bytes, kind: Any, what: str) -> Any:
     """The body as ``kind`` or a 400 ``invalid_input`` naming what was wrong."""
     if not body:
         raise bad_request(f"invalid JSON body: {what} expected")
+    if b"\\u0000" in body:  # no id, name or text here may hold NUL (PostgreSQL refuses it)
+        raise bad_request("invalid JSON body: NUL characters (\\u0000) are not accepted")
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
