@@ -135,10 +135,20 @@ async def test_subscription_bad_input(env: tuple[Gateway, SockudoKey]) -> None:
         "not_found",
     )
     shape(
-        await call(gw.client, key, "POST", "/channelSubscriptions", {"clientId": "u1", "channel": "news"}),
-        501,
-        "not_implemented",
+        await call(gw.client, key, "POST", "/channelSubscriptions", {"channel": "news"}), 400, "invalid_input"
     )
+    # A client-scoped subscription (no deviceId) is a native user-channel binding; admin only.
+    r = await call(gw.client, key, "POST", "/channelSubscriptions", {"clientId": "u1", "channel": "news"})
+    assert r.status_code == 201 and r.json()["clientId"] == "u1" and r.json()["provider"] == "realtime", (
+        r.text
+    )
+    bound = (await gw.client.get("/v1/user-channels", params={"users": "u1"})).json()["items"]
+    assert [(b["user"], b["channel"]) for b in bound] == [("u1", "news")]
+    sub = {"X-Sockudo-Push-Capability": "push-subscribe"}
+    r = await call(
+        gw.client, key, "POST", "/channelSubscriptions", {"clientId": "u2", "channel": "news"}, headers=sub
+    )
+    shape(r, 403, "forbidden")
     shape(await call(gw.client, key, "DELETE", "/channelSubscriptions"), 400, "invalid_input")
     assert (await gw.client.get("/v1/devices/dev-1")).json()["device"].get("channels") in (None, [])
 

@@ -8,6 +8,7 @@ the native device token.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
@@ -25,7 +26,6 @@ from pushgate.api.compat.sockudo.shapes import (
     device_in,
     device_out,
     device_token_hash,
-    not_supported,
     page,
 )
 from pushgate.api.devices import register_device, registration
@@ -156,8 +156,9 @@ class SubscriptionIn(msgspec.Struct, rename="camel"):
     channel: str
     device_id: str | None = None
     client_id: str | None = None
-    # The seed document's spelling (sockudo.upsertChannelPushSubscription).
+    # The seed document's spellings (sockudo.upsertChannelPushSubscription).
     device_id_: str | None = msgspec.field(default=None, name="device_id")
+    client_id_: str | None = msgspec.field(default=None, name="client_id")
 
 
 def subscription_out(app_id: str, channel: str, device: Device) -> dict[str, Any]:
@@ -179,15 +180,38 @@ async def subscribe(request: Request[Any, Any, Any], app_id: FromPath[str]) -> d
     services = services_of(request)
     sub: SubscriptionIn = decode(signed.body, SubscriptionIn, "ChannelSubscription")
     device_id = sub.device_id or sub.device_id_
-    if not device_id:
-        raise not_supported("a client-scoped channel subscription (without deviceId)")
     check_channels([sub.channel], "channel")
+    if not device_id:
+        return await _subscribe_client(services, signed, sub)
     device = await _device(services, signed.app.id, device_id)
     await auth.check_device(services, signed, request, device_id)
     with within_limits():
         if not await services.channels.set_channel(signed.app.id, device_id, sub.channel, True):
             raise not_found("device")
     return subscription_out(app_id, sub.channel, device)
+
+
+async def _subscribe_client(services: Services, signed: auth.Signed, sub: SubscriptionIn) -> dict[str, Any]:
+    """Sockudo's client-scoped subscription (``clientId``, no ``deviceId``): every device of the
+    client, now and later, gets the channel's pushes: a native user-channel binding."""
+    user = sub.client_id or sub.client_id_
+    if not user:
+        raise bad_request("deviceId or clientId: required")
+    if not signed.admin:
+        raise auth.forbidden("push-admin capability is required for a client subscription")
+    if len(user) > 200:
+        raise bad_request("clientId: at most 200 characters")
+    with within_limits():
+        await services.bindings.update_user_channels(signed.app.id, user, "add", [sub.channel])
+    scope = hashlib.sha256(user.encode()).hexdigest()
+    return {
+        "appId": signed.app.id,
+        "channel": sub.channel,
+        "deviceId": f"__sockudo_client_scope__:{scope}",
+        "clientId": user,
+        "provider": "realtime",
+        "tokenHash": scope,
+    }
 
 
 async def _subscribe_check(request: Request[Any, Any, Any], signed: auth.Signed) -> None:
