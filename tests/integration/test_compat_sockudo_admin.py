@@ -7,11 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from support.api import fcm_token
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab, service_account
 from support.sockudo import SockudoKey, call
 from support.wait import wait_for
+
+from pushgate.store.schema import deliveries, publish_stats
 
 
 async def _env(gw: Gateway) -> tuple[Gateway, SockudoKey]:
@@ -152,12 +155,52 @@ async def _total(lab: Lab, token: str) -> int | None:
     return int(lab.ledger("fcm", token)["total"]) or None
 
 
-async def test_delivery_status_is_not_supported(env: tuple[Gateway, SockudoKey]) -> None:
+async def test_delivery_status_records_a_delivered_receipt(env: tuple[Gateway, SockudoKey], lab: Lab) -> None:
     gw, key = env
-    event = {"publishId": "p", "eventId": "e", "occurredAtMs": 1, "result": {}}
+    token = await register(gw, key, "rc-dev", "rc")
+    body = {
+        "publishId": "rc-pub",
+        "recipients": [{"type": "device", "device_id": "rc-dev"}],
+        "payload": {"title": "x"},
+    }
+    assert (await call(gw.client, key, "POST", "/publish", body)).status_code == 202
+    await wait_for(lambda: _total(lab, token), 30, "the delivery")
+    event = {
+        "appId": key.app_id,
+        "publishId": "rc-pub",
+        "eventId": "ev-1",
+        "occurredAtMs": 1_700_000_000_000,
+        "result": {
+            "provider": "fcm",
+            "batchId": "b",
+            "deviceId": "rc-dev",
+            "outcome": "accepted",
+            "attempt": 1,
+        },
+    }
     r = await call(gw.client, key, "POST", "/deliveryStatus", event)
-    assert (
-        r.status_code == 501
-        and r.json()["code"] == "not_implemented"
-        and "deliveryStatus" in r.json()["error"]
-    )
+    assert r.status_code == 202, r.text
+    assert r.json()["eventId"] == "ev-1" and r.json()["result"]["deviceId"] == "rc-dev"
+    # Counted once, however often it is reported.
+    assert (await call(gw.client, key, "POST", "/deliveryStatus", event)).status_code == 202
+    services = gw.app.state.services
+    pub = await services.publishes.get(key.app_id, "rc-pub")
+    assert pub is not None
+    async with services.db.read() as conn:
+        counted = await conn.execute(
+            sa.select(sa.func.sum(publish_stats.c.delivered)).where(publish_stats.c.publish_id == pub.id)
+        )
+        stamped = await conn.execute(
+            sa.select(deliveries.c.delivered_at).where(deliveries.c.publish_id == pub.id)
+        )
+        assert counted.scalar() == 1 and stamped.scalar() == 1_700_000_000.0
+    other = {**event, "result": {**event["result"], "deviceId": "ghost"}}
+    r = await call(gw.client, key, "POST", "/deliveryStatus", other)
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    r = await call(gw.client, key, "POST", "/deliveryStatus", {**event, "publishId": "nope"})
+    assert r.status_code == 404
+    rejected = {**event, "result": {**event["result"], "outcome": "rejected"}}
+    r = await call(gw.client, key, "POST", "/deliveryStatus", rejected)
+    assert r.status_code == 501 and r.json()["code"] == "not_implemented"
+    r = await call(gw.client, key, "POST", "/deliveryStatus", {"publishId": "rc-pub"})
+    assert r.status_code == 400 and r.json()["code"] == "invalid_input"

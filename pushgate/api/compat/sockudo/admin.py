@@ -9,7 +9,7 @@ import re
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, delete, get, post
+from litestar import Request, delete, get, post
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_201_CREATED, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
@@ -21,7 +21,10 @@ from pushgate.api.credentials import upload_credential
 from pushgate.api.errors import ApiError, bad_request
 from pushgate.api.templates import stored_body
 from pushgate.domain.personalize import TemplateBody
+from pushgate.domain.receipts import ReceiptEvent
 from pushgate.engine.deadletters import replay
+from pushgate.store.compat_receipts import record_device_receipt
+from pushgate.store.publishes.receipts import ReceiptResult
 from pushgate.store.templates import Template, TemplateExists
 
 TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$(?!\n)")
@@ -272,12 +275,54 @@ async def replay_dead_letter(
     return {"deadLetterId": dead_letter_id, "replayed": True}
 
 
+class DeliveryResult(Base):
+    outcome: str
+    device_id: str | None = None
+    provider: str | None = None
+
+
+class DeliveryEvent(Base):
+    publish_id: str
+    event_id: str
+    occurred_at_ms: int
+    result: DeliveryResult
+
+
 @post("/deliveryStatus", status_code=HTTP_202_ACCEPTED)
-async def delivery_status(request: Request[Any, Any, Any], app_id: FromPath[str]) -> Response[Any]:
-    await auth.authorize(request, app_id)
-    raise not_supported(
-        "POST deliveryStatus (pushgate records provider outcomes itself; devices report receipts natively)"
-    )
+async def delivery_status(request: Request[Any, Any, Any], app_id: FromPath[str]) -> dict[str, Any]:
+    """A delivery event with outcome ``accepted`` for a device is that delivery's ``delivered``
+    receipt (counted once, as ``POST`` of a native receipt); pushgate records the other outcomes
+    (rejections, retries, expiry) itself from the providers' answers."""
+    signed = await auth.authorize(request, app_id)
+    event: DeliveryEvent = decode(signed.body, DeliveryEvent, "DeliveryEvent")
+    if event.result.outcome != "accepted":
+        raise not_supported(f"a deliveryStatus with outcome {event.result.outcome!r} (only accepted)")
+    if not event.result.device_id:
+        raise bad_request("result.deviceId: required (the device whose delivery this is)")
+    if not 0 <= event.occurred_at_ms < 253402300800000:
+        raise bad_request("occurredAtMs: out of range")
+    services = services_of(request)
+    publish_id = await services.publishes.resolve(signed.app.id, event.publish_id)
+    recorded = None
+    if publish_id is not None:
+        recorded = await record_device_receipt(
+            services.db,
+            services.publishes,
+            signed.app.id,
+            publish_id,
+            event.result.device_id,
+            ReceiptEvent.DELIVERED,
+            event.occurred_at_ms / 1000,
+        )
+    if recorded is None or recorded.result is ReceiptResult.NOT_FOUND:
+        raise not_found("delivery")
+    return {
+        "appId": app_id,
+        "publishId": event.publish_id,
+        "eventId": event.event_id,
+        "occurredAtMs": event.occurred_at_ms,
+        "result": msgspec.to_builtins(event.result),
+    }
 
 
 HANDLERS = [
