@@ -165,7 +165,7 @@ async def test_delivery_status_records_a_delivered_receipt(env: tuple[Gateway, S
     }
     assert (await call(gw.client, key, "POST", "/publish", body)).status_code == 202
     await wait_for(lambda: _total(lab, token), 30, "the delivery")
-    event = {
+    event: dict[str, Any] = {
         "appId": key.app_id,
         "publishId": "rc-pub",
         "eventId": "ev-1",
