@@ -58,6 +58,8 @@ async def test_signing_keys_admin_routes(sgw: Gateway) -> None:
     assert (await sgw.client.delete(f"/v1/compat/sockudo/keys/{key.key}")).status_code == 204
     assert_sockudo_401(await call(sgw.client, rotated, "GET", "/deviceRegistrations"))
     assert (await sgw.client.delete(f"/v1/compat/sockudo/keys/{key.key}")).status_code == 404
+    assert (await sgw.client.post("/v1/compat/sockudo/keys/a%00b/rotate")).status_code in (400, 404)
+    assert (await sgw.client.delete("/v1/compat/sockudo/keys/" + "x" * 300)).status_code in (400, 404)
     # A key without the admin scope cannot see or make signing keys.
     r = await sgw.client.post("/v1/keys", json={"name": "pub", "scopes": ["publish", "read"]})
     async with sgw.as_app(r.json()["secret"]) as c:
@@ -255,3 +257,30 @@ async def test_cli_creates_a_signing_key(sgw: Gateway) -> None:
     env.pop("PUSHGATE_SECRET_KEY")
     no_master = await asyncio.to_thread(run, "default")
     assert no_master.returncode == 2 and "secret_key" in no_master.stderr
+
+
+async def test_a_native_device_is_seen_through_sockudo(sgw: Gateway) -> None:
+    key = await new_key(sgw.client)
+    r = await sgw.client.post(
+        "/v1/devices",
+        json={
+            "provider": "fcm",
+            "token": fcm_token(),
+            "platform": "android",
+            "user": "u9",
+            "channels": ["a", "b"],
+        },
+    )
+    native = r.json()["device"]
+    got = await call(sgw.client, key, "GET", f"/deviceRegistrations/{native['id']}")
+    assert got.status_code == 200 and got.json()["clientId"] == "u9" and got.json()["platform"] == "android"
+    subs = await call(sgw.client, key, "GET", "/channelSubscriptions", params={"deviceId": native["id"]})
+    assert [s["channel"] for s in subs.json()["items"]] == ["a", "b"]
+    chans = await call(sgw.client, key, "GET", "/channelSubscriptions/channels")
+    assert chans.json()["items"] == ["a", "b"] and chans.json()["has_more"] is False
+    r = await call(sgw.client, key, "DELETE", "/channelSubscriptions", params={"channel": "a"})
+    assert r.json() == {"deleted": 1}
+    assert (await sgw.client.get(f"/v1/devices/{native['id']}")).json()["device"]["channels"] == ["b"]
+    r = await call(sgw.client, key, "DELETE", "/deviceRegistrations", params={"clientId": "u9"})
+    assert r.json()["deleted"] == 1
+    assert (await sgw.client.get(f"/v1/devices/{native['id']}")).status_code == 404
