@@ -267,7 +267,7 @@ async def batch_publish(request: Request[Any, Any, Any], app_id: FromPath[str]) 
     native = [publish_in(r) for r in reqs]
     services = services_of(request)
     items = []
-    for r, data in zip(reqs, native, strict=True):
+    for data in native:
         pub, created = await admit_publish(signed.app, services, data)
         items.append(
             {
@@ -278,7 +278,6 @@ async def batch_publish(request: Request[Any, Any, Any], app_id: FromPath[str]) 
                 "renderedPayloads": [],
             }
         )
-        del r
     return {"items": items}
 
 
