@@ -284,3 +284,18 @@ async def test_a_native_device_is_seen_through_sockudo(sgw: Gateway) -> None:
     r = await call(sgw.client, key, "DELETE", "/deviceRegistrations", params={"clientId": "u9"})
     assert r.json()["deleted"] == 1
     assert (await sgw.client.get(f"/v1/devices/{native['id']}")).status_code == 404
+
+
+async def test_under_a_prefix_the_prefixed_path_is_signed(database_url: str, lab: Lab) -> None:
+    settings = gateway_settings(
+        database_url, lab, PUSHGATE_SECRET_KEY=MASTER, PUSHGATE_COMPAT_SOCKUDO_PREFIX="/sockudo"
+    )
+    async with running_gateway(settings) as gw:
+        key = await new_key(gw.client)
+        path = f"/sockudo/apps/{key.app_id}/push/deviceRegistrations"
+        r = await gw.client.get(f"{path}?{urlencode(signed_query(key, 'GET', path))}")
+        assert r.status_code == 200 and r.json()["items"] == [], r.text
+        unprefixed = f"/apps/{key.app_id}/push/deviceRegistrations"
+        r = await gw.client.get(f"{path}?{urlencode(signed_query(key, 'GET', unprefixed))}")
+        assert_sockudo_401(r)
+        assert (await call(gw.client, key, "GET", "/deviceRegistrations")).status_code == 404
