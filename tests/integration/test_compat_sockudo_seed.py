@@ -148,6 +148,11 @@ async def test_official_python_sdk(sgw: Gateway, lab: Lab) -> None:
             PushSubscriptionParams(device_id="sdk-device-1"), device_identity_token=identity
         )
         assert r.ok and [i["channel"] for i in r.json()["items"]] == ["news"]
+        r = await sdk.update_device_registration({**device, "locale": "fr-FR"}, identity)
+        assert r.ok and r.json()["change"] == "updated" and "deviceIdentityToken" not in r.json()
+        assert r.json()["device"]["locale"] == "fr-FR"
+        r = await sdk.activate_device(device, rotate_device_identity_token=True)
+        assert r.ok and r.json()["deviceIdentityToken"] not in (None, identity)
         bad = await sdk.get_device_registration("sdk-device-1", device_identity_token="not-a-token")
         assert bad.status_code == 401 and bad.json()["code"] == "auth_failed"
         r = await sdk.list_device_registrations(PushCursorParams(limit=10))

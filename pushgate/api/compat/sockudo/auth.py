@@ -11,6 +11,7 @@ guessing keys on ``/v1``. Device identity tokens are the native device tokens
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -186,4 +187,6 @@ async def new_identity_token(services: Services, app: App, device_id: str) -> st
         subject=device_id,
         expires_at=time.time() + DEVICE_TTL_DEFAULT,
         channels=None,
+        # A rotated token must differ from the one it replaces, even within the same second.
+        jti=secrets.token_urlsafe(12),
     )
