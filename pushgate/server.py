@@ -23,6 +23,7 @@ from pushgate.api.channels import ChannelController
 from pushgate.api.client_tokens import ClientTokenController
 from pushgate.api.common import reject_unstorable
 from pushgate.api.compat.mount import compat_routers
+from pushgate.api.compat_keys import CompatKeyController
 from pushgate.api.connections import body_timeout
 from pushgate.api.credentials import CredentialController
 from pushgate.api.deadletters import DeadLetterController
@@ -312,6 +313,7 @@ def create_app(
             PublishBatchController,
             ReceiptController,
             CampaignController,
+            CompatKeyController,
             CredentialController,
             DeadLetterController,
             KeyController,

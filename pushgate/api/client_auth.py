@@ -108,10 +108,14 @@ def mint(
     subject: str | None,
     expires_at: float,
     channels: list[str] | frozenset[str] | None,
+    jti: str | None = None,
 ) -> str:
+    """``jti``: makes the token unique (two tokens minted alike in one second are otherwise equal)."""
     claims: dict[str, Any] = {"iss": app_id, "typ": str(kind), "aud": AUDIENCE[kind], "exp": int(expires_at)}
     if subject is not None:
         claims["sub"] = subject
+    if jti is not None:
+        claims["jti"] = jti
     if channels:
         claims["channels"] = sorted(channels)
     return jwt.encode(claims, secret, algorithm=ALGORITHM)

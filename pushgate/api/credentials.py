@@ -176,47 +176,7 @@ class CredentialController(Controller):
         app: AppDep,
         services: ServicesDep,
     ) -> CredentialEnvelope:
-        spec = _spec(provider)
-        if services.creds.box is None:
-            raise ApiError(
-                409,
-                "conflict",
-                "no master key: set PUSHGATE_SECRET_KEY (or secret_key in the config file, 16+ "
-                "characters, e.g. `openssl rand -base64 32`) and restart, so uploaded credentials can be "
-                "stored encrypted",
-            )
-        secrets = _secret_values(data)
-        settings = _normalize(spec, data)
-        _check_hosts(spec, settings, services.settings, app)
-        stored: dict[str, Any] = msgspec.to_builtins(settings)
-        secrets += _secret_values(stored)
-        try:
-            instance = await spec.provider.create(settings, services.pool.transport)
-            await instance.aclose()
-        except ProviderConfigError as exc:
-            raise bad_request(f"{_scrub(str(exc), secrets)}") from None
-        info = spec.describe(settings)
-        meta = await services.creds.put(
-            app.id,
-            provider,
-            stored,
-            fingerprint=info.fingerprint,
-            environment=info.environment,
-            expires_at=info.expires_at,
-        )
-        await _lift_quarantine(services, app.id, provider)
-        return CredentialEnvelope(
-            CredentialOut(
-                provider=provider,
-                source="api",
-                fingerprint=meta.fingerprint,
-                environment=meta.environment,
-                updated_at=rfc3339(meta.updated_at),
-                expires_at=rfc3339(meta.expires_at),
-                version=meta.version,
-                vapid_public_key=info.public_key,
-            )
-        )
+        return await upload_credential(app, services, provider, data)
 
     @delete(
         "/{provider:str}",
@@ -229,6 +189,54 @@ class CredentialController(Controller):
         if not await services.creds.delete(app.id, provider):
             raise not_found("uploaded credential for", provider)
         await _lift_quarantine(services, app.id, provider)
+
+
+async def upload_credential(
+    app: App, services: Services, provider: str, data: dict[str, Any]
+) -> CredentialEnvelope:
+    """Validate, try and store one uploaded credential (the native path of every front-end that
+    uploads credentials: ``PUT /v1/credentials/{provider}`` and compat ones)."""
+    spec = _spec(provider)
+    if services.creds.box is None:
+        raise ApiError(
+            409,
+            "conflict",
+            "no master key: set PUSHGATE_SECRET_KEY (or secret_key in the config file, 16+ "
+            "characters, e.g. `openssl rand -base64 32`) and restart, so uploaded credentials can be "
+            "stored encrypted",
+        )
+    secrets = _secret_values(data)
+    settings = _normalize(spec, data)
+    _check_hosts(spec, settings, services.settings, app)
+    stored: dict[str, Any] = msgspec.to_builtins(settings)
+    secrets += _secret_values(stored)
+    try:
+        instance = await spec.provider.create(settings, services.pool.transport)
+        await instance.aclose()
+    except ProviderConfigError as exc:
+        raise bad_request(f"{_scrub(str(exc), secrets)}") from None
+    info = spec.describe(settings)
+    meta = await services.creds.put(
+        app.id,
+        provider,
+        stored,
+        fingerprint=info.fingerprint,
+        environment=info.environment,
+        expires_at=info.expires_at,
+    )
+    await _lift_quarantine(services, app.id, provider)
+    return CredentialEnvelope(
+        CredentialOut(
+            provider=provider,
+            source="api",
+            fingerprint=meta.fingerprint,
+            environment=meta.environment,
+            updated_at=rfc3339(meta.updated_at),
+            expires_at=rfc3339(meta.expires_at),
+            version=meta.version,
+            vapid_public_key=info.public_key,
+        )
+    )
 
 
 async def _lift_quarantine(services: Services, app_id: str, provider: str) -> None:

@@ -198,6 +198,37 @@ def keys_revoke(
     )
 
 
+@apps_cli.command("sockudo-key")
+def sockudo_key(app: AppArg, config: ConfigOpt = None) -> None:
+    """Create a signing key for Sockudo clients (docs/compat.md, Sockudo) and print its app id,
+    key and secret (the secret is shown only once). Needs secret_key: the secret is stored sealed."""
+    from pushgate.store.compat_keys import CompatKeyStore
+    from pushgate.store.secretbox import SecretBox
+
+    settings = settings_or_exit(config)
+    if not settings.secret_key:
+        err.print(
+            "[red]error:[/red] set secret_key (PUSHGATE_SECRET_KEY): signing secrets are sealed with it"
+        )
+        raise typer.Exit(2)
+    master = settings.secret_key
+
+    async def main(store: AppStore) -> tuple[str, str, str] | None:
+        found = await store.find(app)
+        if found is None:
+            return None
+        key, secret = await CompatKeyStore(store.db, SecretBox(master)).create(found.id, "sockudo")
+        return found.id, key.auth_key, secret
+
+    created = _with_store(settings, main)
+    if created is None:
+        _no_app(app)
+    app_id, auth_key, secret = created
+    console.print(
+        f"app_id: {app_id}\nkey:    {auth_key}\nsecret: {secret}  (shown only this once)", highlight=False
+    )
+
+
 def _with_store(settings: Settings, main: Callable[[AppStore], Awaitable[_T]]) -> _T:
     from pushgate.runtime import open_database
     from pushgate.store.apps import AppStore

@@ -49,7 +49,7 @@ def allows(held: frozenset[Scope], needed: Scope) -> bool:
 
 
 #: Paths (under ``/v1``) whose every method is an administrator's: they change who may do what.
-_ADMIN_PATHS = ("/v1/credentials", "/v1/keys", "/v1/realtime/secret")
+_ADMIN_PATHS = ("/v1/compat", "/v1/credentials", "/v1/keys", "/v1/realtime/secret")
 #: Writes that send (or stop sending) notifications.
 _PUBLISH_PATHS = ("/v1/publish", "/v1/publishes/", "/v1/dead-letters/replay", "/v1/realtime/tokens")
 #: Writes that change the audience: devices, their channels, users' channels, and the client

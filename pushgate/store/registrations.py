@@ -108,6 +108,9 @@ class Registration:
     environment: str | None = UNSET
     #: As the app reports it; stored with its sortable ``app_version_key`` (version filters).
     app_version: str | None = UNSET
+    #: The id a *new* device gets instead of a generated one (front-ends whose clients choose
+    #: device ids, e.g. Sockudo's); a token already registered keeps its device and id.
+    create_as: str | None = None
 
     def given(self) -> tuple[str, ...]:
         """The optional ``devices`` columns this registration sets (a version with its key)."""
@@ -180,7 +183,7 @@ async def register_one(conn: AsyncConnection, app_id: str, reg: Registration, no
     values = reg.values(th, now)
     created = existing is None
     if created:
-        dev_id = new_id("dev")
+        dev_id = reg.create_as or new_id("dev")
         values.setdefault("user", None)
         await conn.execute(sa.insert(devices).values(id=dev_id, app_id=app_id, created_at=now, **values))
         old_user = None

@@ -523,3 +523,19 @@ realtime_acks = sa.Table(
     sa.Column("user", sa.String(200), primary_key=True),
     sa.Column("acked_at", sa.Float, nullable=False),
 )
+
+#: Signing keys of compat front-ends whose clients sign requests with a readable secret
+#: (Sockudo's Pusher-style HMAC, docs/compat.md): the key id is public (``auth_key``), the
+#: secret is sealed with the server's ``secret_key`` (``store/secretbox.py``), bound to the row.
+compat_signing_keys = sa.Table(
+    "compat_signing_keys",
+    metadata,
+    sa.Column("auth_key", sa.String(64), primary_key=True),
+    sa.Column("app_id", sa.String(40), nullable=False),
+    #: The front-end the key signs for (``sockudo``).
+    sa.Column("system", sa.String(20), nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("rotated_at", sa.Float, nullable=True),
+    sa.Index("ix_compat_signing_keys_app", "app_id", "system"),
+)

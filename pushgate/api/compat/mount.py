@@ -19,7 +19,7 @@ from typing import Any
 from litestar import Router
 from litestar.types import ControllerRouterHandler
 
-from pushgate.api.compat import centrifugo, gorush, sentori
+from pushgate.api.compat import centrifugo, gorush, sentori, sockudo
 from pushgate.config import CompatFrontEnd, ConfigError, Settings
 
 
@@ -38,6 +38,7 @@ class FrontEnd:
 #: Every compat front-end, in the order the docs list them.
 FRONT_ENDS: tuple[FrontEnd, ...] = (
     FrontEnd("centrifugo", "Centrifugo", centrifugo.build, centrifugo.exception_handlers),
+    FrontEnd("sockudo", "Sockudo push API", sockudo.build, sockudo.exception_handlers),
     FrontEnd("sentori", sentori.TITLE, sentori.build, sentori.EXCEPTION_HANDLERS),
     FrontEnd("gorush", "gorush", gorush.build, gorush.EXCEPTION_HANDLERS),
 )
