@@ -161,7 +161,7 @@ def test_every_sentori_route_names_its_scope() -> None:
 
 def _sentori_paths(**section: object) -> set[str]:
     settings = msgspec.convert({"compat": {"sentori": section}}, Settings)
-    return {r.path for r in create_app(settings).routes if "/push/" in r.path}
+    return {r.path for r in create_app(settings).routes if "/v1/push/" in r.path}
 
 
 def test_sentori_is_mounted_by_default_moved_by_its_prefix_and_off_when_disabled() -> None:
