@@ -43,9 +43,13 @@ node:
 run: venv
 	$(BIN)/pushgate serve
 
+# Both cores: each xdist worker starts its own PostgreSQL, Redis and lab; the tests that load the
+# machine on their own share one worker (tests/conftest.py, SERIAL_MODULES). PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 2
+
 test: venv postgres redis node
 	@echo ">> running tests"
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # The unit tier: no lab, no database, no subprocess (tests/conftest.py refuses those fixtures there).
 test-fast: venv

@@ -32,13 +32,34 @@ HEAVY_FIXTURES = frozenset(
 )
 
 
+#: Tests that load both cores on their own (process kills, fault storms, thousands of concurrent
+#: publishes, fuzzing, benchmarks): under ``pytest -n 2`` (``make test``) they share one xdist
+#: group, so two of them never run at once and starve each other's waits.
+SERIAL_MODULES = frozenset(
+    {
+        "test_bench.py",
+        "test_caps_across_processes.py",
+        "test_crash_safety.py",
+        "test_fault_storms.py",
+        "test_fuzz_openapi.py",
+        "test_outbound_property.py",
+        "test_transactional_crash.py",
+        "test_dispatch_groups.py",
+        "test_realtime_nodes.py",
+    }
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Refuse a unit test that needs the lab, a database or a gateway (it belongs in integration/)."""
+    """Refuse a unit test that needs the lab, a database or a gateway (it belongs in integration/);
+    put the tests that load the machine in one xdist group."""
     for item in items:
         if item.path.is_relative_to(UNIT):
             heavy = HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
             if heavy:
                 raise pytest.UsageError(f"{item.nodeid} is in tests/unit but uses {sorted(heavy)}")
+        elif item.path.name in SERIAL_MODULES:
+            item.add_marker(pytest.mark.xdist_group("machine"))
 
 
 @pytest.fixture(scope="session")
