@@ -732,3 +732,67 @@ def audience(
         )  # fmt: skip
     console.print(table)
     _write_json(json_out, result)
+
+
+@bench_cli.command()
+def realtime(
+    sessions: Annotated[int, typer.Option(min=1, max=20_000, help="socket.io sessions to open.")] = 2000,
+    rounds: Annotated[int, typer.Option(min=1, help="Channel publishes, one after another.")] = 5,
+    connect_concurrency: Annotated[int, typer.Option(min=1, help="Sessions connecting at once.")] = 50,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for every session, per round.")
+    ] = 60.0,
+    server_pid: Annotated[
+        int | None, typer.Option(help="pushgate's pid (default: whoever listens on --url's port).")
+    ] = None,
+    url: UrlOpt = DEFAULT_URL,
+    key: KeyOpt = "",
+    lab_url: LabOpt = DEFAULT_LAB,
+    json_out: JsonOpt = None,
+) -> None:
+    """Open SESSIONS socket.io clients on one channel and publish to it with realtime "only":
+    time to the first and last session's event per round, and the gateway's memory."""
+    from pushgate.bench.realtime import run_realtime
+
+    ep = _endpoints(url, key, lab_url)
+    with Progress(
+        TextColumn("connecting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err
+    ) as bar:
+        task = bar.add_task("connect", total=sessions)
+        result = _run(
+            run_realtime(
+                ep,
+                sessions=sessions,
+                rounds=rounds,
+                connect_concurrency=connect_concurrency,
+                wait=timeout,
+                server_pid=server_pid,
+                progress=lambda n: bar.advance(task, n),
+            )
+        )
+    rss = result["rss_mb"]
+    _table(
+        "pushgate bench realtime (sessions)",
+        [
+            ("sessions connected", f"{result['connected']} of {result['sessions']}"),
+            ("connect seconds", result["connect_seconds"]),
+            ("gateway RSS MiB before", rss["before"]),
+            ("gateway RSS MiB, sessions open", rss["sessions_open"]),
+            ("gateway RSS MiB after the rounds", rss["after_rounds"]),
+        ],
+    )  # fmt: skip
+    table = Table(
+        "round", "received", "first ms", "p50 ms", "p99 ms", "last ms", "sent", "delivered",
+        title="pushgate bench realtime (one channel publish per round)",
+    )  # fmt: skip
+    for n, r in enumerate(result["rounds"]):
+        lat = r["latency"]
+        table.add_row(
+            str(n), str(r["received"]), str(r["first_ms"]), str(lat["p50_ms"]), str(lat["p99_ms"]),
+            str(r["last_ms"]), str(r["sent"]), str(r["delivered"]),
+        )  # fmt: skip
+    console.print(table)
+    _write_json(json_out, result)
+    if any(r["received"] < result["sessions"] for r in result["rounds"]):
+        err.print("error: some sessions did not receive a round's notification (see 'received')")
+        raise typer.Exit(1)
