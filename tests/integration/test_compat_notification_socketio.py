@@ -315,3 +315,13 @@ async def test_the_npm_client_runs_the_readme_javascript(gateway: Gateway) -> No
     finally:
         proc.stdin.close()
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_a_message_over_a_providers_size_limit_is_refused_whole(gateway: Gateway) -> None:
+    """Admission checks a publish against every provider the app could reach (docs/compat.md):
+    a message over APNs' 4 KB is a 400 naming the limit, and nothing is stored."""
+    r = await _rest(gateway, "POST", "/api/big-user/push", json={"message": {"text": "x" * 5000}})
+    assert (r.status_code, r.text) == (400, "Bad Request")
+    assert "4096-byte limit" in r.headers["X-Pushgate-Error"]
+    listed = await gateway.client.get("/v1/publishes")
+    assert listed.status_code == 200 and listed.json()["items"] == [], listed.text
