@@ -208,6 +208,12 @@ class RealtimeGateway:
         address = session.get("pending") if session else None
         if find is None or address is None:
             return
+        # Claimed before any wait: a second ``register`` while this one is checked is ignored
+        # (it would join the room and count in presence twice).
+        waiting = self._pending.pop(sid, None)
+        if waiting is None:  # another register is being checked, or the wait ran out
+            return
+        waiting.cancel()
         throttle = self._throttle
         if throttle is not None and (throttle.retry_after(address) > 0 or not throttle.reserve(address)):
             await self._drop_pending(sid, "its address is blocked (too many failed attempts)")
@@ -227,9 +233,6 @@ class RealtimeGateway:
             await self._drop_pending(sid, why)
             return
         user = found[0]
-        task = self._pending.pop(sid, None)
-        if task is not None:
-            task.cancel()
         if not self.sio.manager.is_connected(sid, "/"):
             return
         room = user_room(app_id, user)

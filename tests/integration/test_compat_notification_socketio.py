@@ -25,6 +25,7 @@ import socketio
 from support.api import publish
 from support.gateway import Gateway, gateway_settings, running_gateway
 from support.lab import Lab
+from support.redis import RedisServer
 from support.wait import wait_for
 
 from pushgate.realtime import foreign
@@ -141,6 +142,27 @@ async def test_every_session_of_a_user_gets_each_message_once(
     assert [t.messages[2] for t in tabs] == [{"title": "Hello", "body": "World"}] * 3
 
 
+async def test_sessions_on_two_nodes_each_get_a_push_once(
+    database_url: str, lab: Lab, redis_server: RedisServer, clients: list[Client]
+) -> None:
+    """With Redis, a tab on node A and one on node B (connection ids registered through B) each
+    get the message that B's worker delivers, once, and both are recorded."""
+    settings = gateway_settings(database_url, lab, PUSHGATE_REDIS_URL=redis_server.url)
+    async with running_gateway(settings) as a, running_gateway(settings) as b:
+        tabs = [Client(), Client()]
+        clients.extend(tabs)
+        await tabs[0].open(a, "nodes-user", await _register(b, "nodes-user"))
+        await tabs[1].open(b, "nodes-user", await _register(b, "nodes-user"))
+        await wait_for(lambda: _has_sessions(a, "nodes-user", 2), 10, "both tabs on both nodes")
+        pid = await _push(b, "nodes-user")
+        done = await b.wait_done(pid)
+        await wait_for(lambda: all(t.messages for t in tabs), 10, "the message on both nodes")
+        assert [t.messages for t in tabs] == [[README_MESSAGE["message"]]] * 2
+        assert done["by_provider"]["realtime"]["sent"] == 2, done
+        for t in tabs:
+            await t.close()
+
+
 async def test_a_wrong_connection_id_is_disconnected_and_never_receives(
     gateway: Gateway, clients: list[Client]
 ) -> None:
@@ -163,6 +185,28 @@ async def test_a_wrong_connection_id_is_disconnected_and_never_receives(
     done = await gateway.wait_done(pid)
     assert done["skipped_by_reason"] == {"offline": 1}, done
     assert all(c.messages == [] for c in clients)
+
+
+async def test_a_repeated_register_counts_once(
+    database_url: str, lab: Lab, redis_server: RedisServer, clients: list[Client]
+) -> None:
+    """With Redis, presence is a counter each register adds to: a session that registers three
+    times counts once (the later ones are ignored), and its close takes it back to 0."""
+    settings = gateway_settings(database_url, lab, PUSHGATE_REDIS_URL=redis_server.url)
+    async with running_gateway(settings) as gw:
+        c = Client()
+        clients.append(c)
+        connection_id = await _register(gw, "twice-user")
+        await c.sio.connect(gw.url, transports=["websocket"], wait_timeout=5)
+        for _ in range(3):
+            await c.sio.emit("register", ("twice-user", connection_id))
+        await wait_for(lambda: _has_sessions(gw, "twice-user", 1), 10, "the session registered")
+        await gw.wait_done(await _push(gw, "twice-user"))
+        await wait_for(lambda: c.messages, 10, "the message")
+        assert c.sio.connected and await _presence(gw, "twice-user") == 1
+        assert c.messages == [README_MESSAGE["message"]]
+        await c.close()
+        await wait_for(lambda: _has_sessions(gw, "twice-user", 0), 10, "the session closed")
 
 
 async def test_a_pending_session_that_does_not_register_is_disconnected(
@@ -287,6 +331,8 @@ async def test_push_needs_the_realtime_gateway(database_url: str, lab: Lab) -> N
     settings = gateway_settings(database_url, lab, PUSHGATE_REALTIME_ENABLED="false")
     async with running_gateway(settings) as gw:
         r = await _rest(gw, "POST", "/api/u1/push", json=README_MESSAGE)
+        assert r.status_code == 409 and "[realtime] enabled = false" in r.text, r.text
+        r = await _rest(gw, "PUT", "/api/u1/register", params={"connectionId": "c1"})
         assert r.status_code == 409 and "[realtime] enabled = false" in r.text, r.text
 
 
