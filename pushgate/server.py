@@ -23,6 +23,7 @@ from pushgate.api.channels import ChannelController
 from pushgate.api.client_tokens import ClientTokenController
 from pushgate.api.common import reject_unstorable
 from pushgate.api.compat.mount import compat_routers
+from pushgate.api.compat.notification_socketio import connection_finder
 from pushgate.api.compat_keys import CompatKeyController
 from pushgate.api.connections import body_timeout
 from pushgate.api.credentials import CredentialController
@@ -290,6 +291,10 @@ def create_app(
                     *_app_lookup(rt.apps, settings, services.realtime_secrets),
                     throttle=services.gate.failures,  # one throttle with the API's wrong keys
                     address_of=client_key,
+                    # Tokenless sessions that register a connection id (docs/compat.md).
+                    find_connection=(
+                        connection_finder(rt.db) if settings.compat.notification_socketio.enabled else None
+                    ),
                 )
             if rt.engine is not None:
                 await rt.engine.start()

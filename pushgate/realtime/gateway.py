@@ -19,6 +19,10 @@ CORS: ``[]`` in the configuration means the same origin only (engine.io's ``None
 itself reads ``[]`` as "no origin check at all"), and no origin is ever told it may send
 credentials (the token is in the handshake, never in a cookie).
 
+With the notification-socket.io front-end on (``bind``'s ``find_connection``), a handshake
+without a token is a pending session that must ``register`` with a connection id (``foreign.py``);
+a wrong ``register`` disconnects it and counts in the same throttle as a forged token.
+
 With ``redis_url``, python-socketio's Redis manager carries every emit to the nodes holding the
 room's sessions, and presence is counted across nodes (``presence.py``); without it one process
 serves realtime alone.
@@ -26,6 +30,7 @@ serves realtime alone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,6 +38,7 @@ from typing import Any, Protocol
 
 import socketio
 
+from pushgate.realtime import foreign
 from pushgate.realtime.presence import RedisPresence
 from pushgate.realtime.tokens import FindApp, IssuerCache, SecretFor, TokenError, verify
 from pushgate.store.realtime_deliveries import session_recipient
@@ -104,8 +110,12 @@ class RealtimeGateway:
         self._issuers = IssuerCache()
         self._throttle: Throttle | None = None
         self._address_of: Callable[[str | None], str] = lambda host: host or "-"
+        self._find_connection: foreign.FindConnection | None = None
+        #: Pending (tokenless, unregistered) sessions → the task that disconnects them.
+        self._pending: dict[str, asyncio.Task[None]] = {}
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)
+        self.sio.on(foreign.REGISTER, self._register)
 
     def bind(
         self,
@@ -113,9 +123,13 @@ class RealtimeGateway:
         secret_for: SecretFor,
         throttle: Throttle | None = None,
         address_of: Callable[[str | None], str] | None = None,
+        find_connection: foreign.FindConnection | None = None,
     ) -> None:
-        """``address_of``: the key a client's IP counts under (``api/throttle.py:client_key``)."""
+        """``address_of``: the key a client's IP counts under (``api/throttle.py:client_key``);
+        ``find_connection``: notification-socket.io's connection ids (None: that front-end is
+        off, and a handshake without a token is refused)."""
         self._find_app, self._secret_for = find_app, secret_for
+        self._find_connection = find_connection
         self._throttle = throttle
         if address_of is not None:
             self._address_of = address_of
@@ -135,6 +149,9 @@ class RealtimeGateway:
                 "too many failed handshakes from this address (forged or unknown tokens); "
                 f"retry in {math.ceil(blocked)} s"
             )
+        if self._find_connection is not None and _tokenless(auth):
+            await self._open_pending(sid, address)
+            return
         reserved = False
 
         async def secret_of(issuer: str) -> tuple[str, str] | None:
@@ -150,7 +167,7 @@ class RealtimeGateway:
             return None if found is None else (found[0], await secret_for(*found))
 
         failed = False
-        token = auth.get("token") if isinstance(auth, dict) else None
+        token = _token_of(auth)
         try:
             claims = await verify(token, secret_of)
         except TokenError as exc:
@@ -170,9 +187,73 @@ class RealtimeGateway:
             await self.sio.enter_room(sid, channel_room(claims.app_id, channel))
         log.debug("realtime session %s of app %s opened", sid, claims.app_id)
 
-    async def _disconnect(self, sid: str, *_reason: Any) -> None:
+    async def _open_pending(self, sid: str, address: str) -> None:
+        await self.sio.save_session(sid, {"pending": address})
+        self._pending[sid] = asyncio.create_task(self._expire_pending(sid), name=f"realtime-pending-{sid}")
+
+    async def _expire_pending(self, sid: str) -> None:
+        await asyncio.sleep(foreign.REGISTER_TIMEOUT_SECONDS)
+        self._pending.pop(sid, None)
+        log.debug("realtime session %s did not register in time", sid)
+        await self.sio.disconnect(sid)
+
+    async def _register(self, sid: str, *args: Any) -> None:
+        """notification-socket.io's ``register(userId, connectionId)`` (``foreign.py``): a pending
+        session with a connection id its app registered for that user joins the user's room;
+        anything else from a pending session disconnects it and counts as a failure of its
+        address (a guessed id is a forged credential). A session already registered, or opened
+        with a token, ignores the event."""
         session = await self.sio.get_session(sid)
-        if session:
+        find = self._find_connection
+        address = session.get("pending") if session else None
+        if find is None or address is None:
+            return
+        # Claimed before any wait: a second ``register`` while this one is checked is ignored
+        # (it would join the room and count in presence twice).
+        waiting = self._pending.pop(sid, None)
+        if waiting is None:  # another register is being checked, or the wait ran out
+            return
+        waiting.cancel()
+        throttle = self._throttle
+        if throttle is not None and (throttle.retry_after(address) > 0 or not throttle.reserve(address)):
+            await self._drop_pending(sid, "its address is blocked (too many failed attempts)")
+            return
+        found = foreign.register_args(args)
+        try:
+            app_id = await find(*found) if found is not None else None
+        except Exception as exc:  # the database is down: not the client's fault
+            if throttle is not None:
+                throttle.release(address, failed=False)
+            await self._drop_pending(sid, f"the connection id could not be looked up: {exc}")
+            return
+        if throttle is not None:
+            throttle.release(address, failed=app_id is None)
+        if found is None or app_id is None:
+            why = "not (userId, connectionId)" if found is None else "an unknown or expired connection id"
+            await self._drop_pending(sid, why)
+            return
+        user = found[0]
+        if not self.sio.manager.is_connected(sid, "/"):
+            return
+        room = user_room(app_id, user)
+        await self.sio.enter_room(sid, room)
+        await self.sio.save_session(sid, {"app_id": app_id, "user": user, "kind": foreign.KIND})
+        await self._count(room, +1)
+        log.debug("realtime session %s of app %s registered (notification-socket.io)", sid, app_id)
+
+    async def _drop_pending(self, sid: str, why: str) -> None:
+        task = self._pending.pop(sid, None)
+        if task is not None:
+            task.cancel()
+        log.info("realtime session %s: register refused (%s); disconnected", sid, why)
+        await self.sio.disconnect(sid)
+
+    async def _disconnect(self, sid: str, *_reason: Any) -> None:
+        task = self._pending.pop(sid, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        session = await self.sio.get_session(sid)
+        if session and session.get("app_id"):
             await self._count(user_room(session["app_id"], session["user"]), -1)
         log.debug("realtime session %s closed", sid)
 
@@ -209,6 +290,7 @@ class RealtimeGateway:
                 else:
                     reached.setdefault(sid, channel)
         users: dict[str, str] = {}
+        foreign_sids: set[str] = set()
         for sid in reached:
             try:
                 session = await self.sio.get_session(sid)
@@ -216,6 +298,8 @@ class RealtimeGateway:
                 continue
             if session and session.get("user"):
                 users[sid] = session["user"]
+                if session.get("kind") == foreign.KIND:
+                    foreign_sids.add(sid)
         rendered = await render(sorted(set(users.values()))) if render is not None and users else {}
         sent: list[tuple[str, str]] = []
         failed: list[tuple[str, str, str]] = []
@@ -224,6 +308,11 @@ class RealtimeGateway:
             own = rendered.get(user)
             if isinstance(own, str):
                 failed.append((sid, user, own))
+                continue
+            if sid in foreign_sids:  # notification-socket.io's event; its clients never ack
+                message = foreign.message_of(own if own is not None else payload.get("notification") or {})
+                await self.sio.emit(foreign.EVENT, message, to=sid, ignore_queue=True)
+                sent.append((sid, user))
                 continue
             if own is not None:
                 event["notification"] = own
@@ -254,5 +343,18 @@ class RealtimeGateway:
         # Room None holds every session of the namespace (python-socketio's convention).
         for sid, _eio_sid in list(self.sio.manager.get_participants("/", None)):
             await self.sio.disconnect(sid)
+        for task in list(self._pending.values()):
+            task.cancel()
+        self._pending.clear()
         if self.presence is not None:
             await self.presence.stop()
+
+
+def _token_of(auth: Any) -> Any:
+    return auth.get("token") if isinstance(auth, dict) else None
+
+
+def _tokenless(auth: Any) -> bool:
+    """No ``auth`` at all, or one without a ``token`` key: notification-socket.io's
+    ``io.connect(url)``. An explicit ``{"token": null}`` meant a token, and is refused as missing."""
+    return auth is None or (isinstance(auth, dict) and "token" not in auth)

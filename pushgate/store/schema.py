@@ -539,3 +539,21 @@ compat_signing_keys = sa.Table(
     sa.Column("rotated_at", sa.Float, nullable=True),
     sa.Index("ix_compat_signing_keys_app", "app_id", "system"),
 )
+
+# notification-socket.io's connection ids (docs/compat.md): a backend registers one per client
+# (``PUT /api/{userId}/register?connectionId=``), the client shows it with its user in the
+# socket's ``register`` event. Stored hashed (SHA-256 of ``<user>\n<connection id>``: a leaked
+# table opens no session), keyed with the app: the socket's ``register`` names no app, so the
+# hash finds it; two apps holding the same (user, connection id) make it ambiguous (refused).
+compat_connections = sa.Table(
+    "compat_connections",
+    metadata,
+    sa.Column("conn_hash", sa.String(64), primary_key=True),
+    sa.Column("app_id", sa.String(40), primary_key=True),
+    sa.Column("user", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    #: Registered or last used + ``store/compat_connections.py:TTL_SECONDS``; older rows are
+    #: ignored and deleted by the next registration.
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_compat_connections_expires", "expires_at"),
+)

@@ -20,6 +20,7 @@ from litestar import Router
 from litestar.types import ControllerRouterHandler
 
 from pushgate.api.compat import centrifugo, gorush, sentori, sockudo
+from pushgate.api.compat import notification_socketio as nsio
 from pushgate.config import CompatFrontEnd, ConfigError, Settings
 
 
@@ -40,6 +41,7 @@ FRONT_ENDS: tuple[FrontEnd, ...] = (
     FrontEnd("centrifugo", "Centrifugo", centrifugo.build, centrifugo.exception_handlers),
     FrontEnd("sockudo", "Sockudo push API", sockudo.build, sockudo.exception_handlers),
     FrontEnd("sentori", sentori.TITLE, sentori.build, sentori.EXCEPTION_HANDLERS),
+    FrontEnd("notification_socketio", nsio.TITLE, nsio.build, nsio.EXCEPTION_HANDLERS),
     FrontEnd("gorush", "gorush", gorush.build, gorush.EXCEPTION_HANDLERS),
 )
 
