@@ -21,9 +21,10 @@ its user (:func:`renderer`); a session whose notification does not render gets n
 answered as failed, for the requester to record.
 
 A session's ack is handled by the node that holds it (each node has the database):
-``RealtimeDeliveries.record_ack`` records the ``delivered`` receipt and the user's ack for the
-``first`` mode. The ack may arrive before the requester committed the session's record (a
-fast client): the receipt is then retried for a few seconds; the user's ack is recorded at once.
+``acks.py`` queues it and records the ``delivered`` receipt and the user's ack for the ``first``
+mode, many sessions' acks in one transaction. The ack may arrive before the requester committed
+the session's record (a fast client): the receipt is then retried for a few seconds; the user's
+ack is recorded at once.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ import redis.asyncio as aioredis
 from pushgate.domain import clock
 from pushgate.domain.personalize import DeviceVars, Personalized
 from pushgate.domain.templating import TemplateError
+from pushgate.realtime.acks import AckQueue
 from pushgate.realtime.gateway import RealtimeGateway, Render
-from pushgate.store.publishes.receipts import ReceiptResult
-from pushgate.store.realtime_deliveries import RealtimeDeliveries
+from pushgate.store.realtime_deliveries import Ack, RealtimeDeliveries
 
 log = logging.getLogger("pushgate.realtime")
 
@@ -52,10 +53,6 @@ log = logging.getLogger("pushgate.realtime")
 REQUESTS = "pg:rt:deliver"
 #: How long a requester waits for the nodes' answers.
 WAIT_SECONDS = 2.0
-#: An ack that finds no record yet (the requester has not committed it) is retried this often,
-#: this many times.
-ACK_RETRY_SECONDS = 0.25
-ACK_RETRIES = 40
 
 
 class _Request(msgspec.Struct):
@@ -127,12 +124,11 @@ class RealtimeDelivery:
         wait: float = WAIT_SECONDS,
     ) -> None:
         self.gateway = gateway
-        self.acks = acks
+        self.acks = AckQueue(acks) if acks is not None else None
         self.wait = wait
         self.redis = aioredis.Redis.from_url(redis_url) if redis_url else None
         self.node = secrets.token_hex(8)
         self._listener: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._warned = False
 
     async def start(self) -> None:
@@ -148,9 +144,8 @@ class RealtimeDelivery:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
             self._listener = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.acks is not None:
+            await self.acks.stop()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -184,29 +179,13 @@ class RealtimeDelivery:
         app_id, publish_id = request.app_id, request.publish_id
 
         def on_ack(sid: str, user: str) -> None:
-            task = asyncio.create_task(self._record_ack(app_id, publish_id, sid, user, clock.now()))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self.acks is not None:
+                self.acks.put(Ack(app_id, publish_id, sid, user, clock.now()))
 
         sent, failed = await self.gateway.emit_notification(
             request.rooms, request.payload, on_ack, renderer(request.personal)
         )
         return Reach(sent, failed)
-
-    async def _record_ack(self, app_id: str, publish_id: str, sid: str, user: str, at: float) -> None:
-        if self.acks is None:
-            return
-        try:
-            for _ in range(ACK_RETRIES):
-                done = await self.acks.record_ack(app_id, publish_id, sid, user, at)
-                if done.result is not ReceiptResult.NOT_FOUND:
-                    return
-                await asyncio.sleep(ACK_RETRY_SECONDS)  # the session's record is not committed yet
-            log.warning("realtime ack of session %s: publish %s has no record of it", sid, publish_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("realtime ack of session %s for publish %s not recorded", sid, publish_id)
 
     async def _ask_nodes(self, request: _Request) -> Reach:
         assert self.redis is not None

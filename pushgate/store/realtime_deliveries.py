@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,6 +45,17 @@ def user_recipient(app_id: str, user: str) -> str:
     """The recipient id of a user that no session stood for (``offline``): hashed, so the
     record's key never exceeds its column whatever the user's name."""
     return "usr_" + hashlib.sha256(f"{app_id}|{user}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A session's ack of a publish's ``notification`` event, when it came."""
+
+    app_id: str
+    publish_id: str
+    sid: str
+    user: str
+    at: float
 
 
 class RealtimeDeliveries:
@@ -132,12 +144,21 @@ class RealtimeDeliveries:
         result = await conn.execute(stmt.returning(deliveries.c.recipient_id), rows)
         return len(result.all())
 
-    async def record_ack(self, app_id: str, publish_id: str, sid: str, user: str, at: float) -> Recorded:
-        """A session acked its ``notification``: in one transaction, the session's delivery gets
-        its ``delivered`` receipt (set and counted once) and the user counts as acked for the
-        ``first`` mode (``realtime_acks``, once per user). Returns what the receipt changed
-        (``not_found`` while the emitting worker has not committed the session's record yet)."""
+    async def record_acks(self, acks: Sequence[Ack]) -> list[Recorded]:
+        """Sessions acked their ``notification``: in one transaction, each session's delivery
+        gets its ``delivered`` receipt (set and counted once) and its user counts as acked for
+        the ``first`` mode (``realtime_acks``, once per user). One transaction for many: a
+        broadcast's acks come back together, and one transaction each would queue thousands of
+        writes behind the database's write lock. Rows are touched in key order (as the
+        dispatcher does), so two writers never wait on each other in a cycle. Returns what each
+        receipt changed, in ``acks``' order (``not_found`` while the emitting worker has not
+        committed the session's record yet)."""
+        order = sorted(range(len(acks)), key=lambda i: (acks[i].publish_id, acks[i].sid))
+        out: list[Recorded | None] = [None] * len(acks)
         async with self.db.write() as conn:
-            await add_ack(conn, self.db.dialect, publish_id, user, at)
-            receipt = Receipt(publish_id, session_recipient(sid), ReceiptEvent.DELIVERED, at)
-            return await self.publishes.record_receipt(conn, app_id, receipt, webhooks=self.webhooks)
+            for i in order:
+                a = acks[i]
+                await add_ack(conn, self.db.dialect, a.publish_id, a.user, a.at)
+                receipt = Receipt(a.publish_id, session_recipient(a.sid), ReceiptEvent.DELIVERED, a.at)
+                out[i] = await self.publishes.record_receipt(conn, a.app_id, receipt, webhooks=self.webhooks)
+        return [r for r in out if r is not None]
