@@ -126,14 +126,21 @@ def id_object(publish_id: str, delivery_id: str | None = None) -> dict[str, str]
 def with_publish_id(text: str, publish_id: str) -> str:
     """A JSON object text (HMS ``data``, MiPush ``payload``) with ``"pushgate": {"p": …}`` added:
     one request carries many tokens, so only the publish can be named. Text that is not a JSON
-    object is returned as it is (it cannot carry the id)."""
+    object, or that has its own ``pushgate`` key, is returned as it is.
+
+    The key is inserted into the text, which is never re-encoded: the app's data goes "as-is"
+    (a re-encoding turned ``1e400`` into ``Infinity``, not JSON, and ``1e5`` into the longer
+    ``100000.0``, past the size admission counted)."""
     try:
         parsed = json.loads(text)
     except ValueError:
         return text
-    if not isinstance(parsed, dict):
+    if not isinstance(parsed, dict) or KEY in parsed:
         return text
-    return json.dumps({KEY: id_object(publish_id), **parsed}, separators=(",", ":"), ensure_ascii=False)
+    # json.loads accepted it: only JSON whitespace surrounds the object's braces.
+    rest = text.strip()[1:].lstrip()
+    ids = json.dumps({KEY: id_object(publish_id)}, separators=(",", ":"))[:-1]
+    return ids + ("}" if rest == "}" else "," + rest)
 
 
 def overhead(*, string: bool = False, multicast: bool = False) -> int:
