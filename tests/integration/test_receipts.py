@@ -22,6 +22,7 @@ from test_webhooks import add_webhook, hooked_gateway, receiver
 
 from pushgate.domain.timefmt import parse_rfc3339, rfc3339
 from pushgate.domain.webhooks import verify
+from pushgate.store.realtime_deliveries import RealtimeDeliveries
 
 
 def as_token(gw: Gateway, token: str) -> httpx.AsyncClient:
@@ -204,3 +205,19 @@ async def test_webhooks_receive_each_new_receipt_once(database_url: str, lab: La
         await report(gw.client, {**item, "event": "dismissed"})
         await wait_for(lambda: len(rx.events("receipt")) == 3, 10, "the dismissed event")
         assert len(rx.got) == 3
+
+
+async def test_a_realtime_sessions_delivery_id_is_accepted(gateway: Gateway) -> None:
+    """A realtime delivery is ``ses_<socket.io sid>``, and engine.io's sids are base64url: a
+    ``-`` in one (about one session in five) made every report of it a 400."""
+    device = await register(gateway, provider="fcm", token=fcm_token(), platform="android")
+    pid = await publish(gateway.client, recipients=[{"type": "device", "device_id": device["id"]}])
+    await gateway.wait_done(pid)
+    services = gateway.app.state.services
+    sid = "Ab-Cd_ef0123456789xyz"  # the shape of engineio's generate_id()
+    store = RealtimeDeliveries(services.db, services.publishes)
+    async with services.db.write() as conn:
+        assert await store.record_sessions(conn, pid, [sid], time.time()) == 1
+    got = await report(gateway.client, {"publish_id": pid, "delivery_id": f"ses_{sid}", "event": "opened"})
+    assert [r["result"] for r in got["results"]] == ["recorded"], got
+    assert (await by_device(gateway, pid))[f"ses_{sid}"]["opened_at"] is not None
