@@ -62,6 +62,14 @@ def test_multicast_payloads_carry_the_publish_only() -> None:
     assert with_publish_id("[1]", "pub_1") == "[1]"
 
 
+@pytest.mark.parametrize("raw", [b"{name}", b'{"a":1}\n{"b":2}', b'{"pushgate":1,"a":2}', b"{ }x}"])
+def test_a_body_that_is_not_one_json_object_goes_as_it_is(raw: bytes) -> None:
+    """docs/receipts.md: a raw body (WNS ``providers.wns.body``) that is not a JSON object is sent
+    as it is; one with its own ``pushgate`` key gets no second one. Braces at both ends do not
+    make a JSON object: the app's raw text was cut and spliced."""
+    assert prepend(raw, message_ids.object_value("pub_1")).body("dev_a") == raw
+
+
 def test_multicast_ids_leave_the_apps_text_as_it_was() -> None:
     """An HMS ``data`` override is sent "as-is": adding the id must not re-encode it (a number
     too big for a float became ``Infinity``, not JSON; ``1e5`` grew to ``100000.0``, past the
