@@ -246,7 +246,10 @@ async def test_a_batch_of_receipts_does_not_deadlock_with_a_dispatcher(
 
     async def waiting_on_a_lock() -> int:
         async with db.read() as conn:
-            q = sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            q = sa.text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
             return int((await conn.execute(q)).scalar_one())
 
     now = time.time()
