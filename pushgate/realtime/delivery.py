@@ -194,19 +194,28 @@ class RealtimeDelivery:
         return Reach(sent, failed)
 
     async def _record_ack(self, app_id: str, publish_id: str, sid: str, user: str, at: float) -> None:
+        """Record the ack, retried while the session's record is not committed yet and when the
+        write fails (a busy database): under ``first`` a lost ack is a push to a user who had
+        the notification."""
         if self.acks is None:
             return
-        try:
-            for _ in range(ACK_RETRIES):
+        failed: Exception | None = None
+        for _ in range(ACK_RETRIES):
+            try:
                 done = await self.acks.record_ack(app_id, publish_id, sid, user, at)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failed = exc
+            else:
                 if done.result is not ReceiptResult.NOT_FOUND:
                     return
-                await asyncio.sleep(ACK_RETRY_SECONDS)  # the session's record is not committed yet
+                failed = None
+            await asyncio.sleep(ACK_RETRY_SECONDS)
+        if failed is not None:
+            log.error("realtime ack of session %s for publish %s not recorded: %s", sid, publish_id, failed)
+        else:
             log.warning("realtime ack of session %s: publish %s has no record of it", sid, publish_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("realtime ack of session %s for publish %s not recorded", sid, publish_id)
 
     async def _ask_nodes(self, request: _Request) -> Reach:
         assert self.redis is not None
