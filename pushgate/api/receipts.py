@@ -34,7 +34,9 @@ MAX_RECEIPTS = 500
 #: Seconds a reported time may be ahead of this server's clock (device clocks drift).
 FUTURE_SKEW_SECONDS = 300.0
 
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")]
+#: Delivery ids are ``[a-z0-9_]`` (``dev_…``, ``tok_…``) or, for a realtime session,
+#: ``ses_<socket.io sid>``: engine.io's sids are base64url, ``-`` included.
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class ReceiptIn(Strict):

@@ -97,16 +97,21 @@ class AckQueue:
             results = await self.store.record_acks(batch)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("realtime acks of %d sessions not recorded", len(batch))
+        except Exception as exc:  # a busy or lost database: under ``first`` a lost ack is a push
+            self._again(batch, f"not recorded ({exc})")
             return
+        missing = [
+            ack for ack, done in zip(batch, results, strict=True) if done.result is ReceiptResult.NOT_FOUND
+        ]
+        self._again(missing, "its publish has no record of the session")
+
+    def _again(self, acks: list[Ack], why: str) -> None:
+        """Try ``acks`` again with a later batch, until :data:`GIVE_UP_SECONDS` after each came."""
         now = clock.now()
-        for ack, done in zip(batch, results, strict=True):
-            if done.result is not ReceiptResult.NOT_FOUND:
-                continue
+        for ack in acks:
             if now - ack.at < GIVE_UP_SECONDS:
                 self._later.append((now + RETRY_SECONDS, ack))
             else:
-                log.warning(
-                    "realtime ack of session %s: publish %s has no record of it", ack.sid, ack.publish_id
+                log.error(
+                    "realtime ack of session %s for publish %s given up: %s", ack.sid, ack.publish_id, why
                 )

@@ -62,6 +62,28 @@ def test_multicast_payloads_carry_the_publish_only() -> None:
     assert with_publish_id("[1]", "pub_1") == "[1]"
 
 
+@pytest.mark.parametrize("raw", [b"{name}", b'{"a":1}\n{"b":2}', b'{"pushgate":1,"a":2}', b"{ }x}"])
+def test_a_body_that_is_not_one_json_object_goes_as_it_is(raw: bytes) -> None:
+    """docs/receipts.md: a raw body (WNS ``providers.wns.body``) that is not a JSON object is sent
+    as it is; one with its own ``pushgate`` key gets no second one. Braces at both ends do not
+    make a JSON object: the app's raw text was cut and spliced."""
+    assert prepend(raw, message_ids.object_value("pub_1")).body("dev_a") == raw
+
+
+def test_multicast_ids_leave_the_apps_text_as_it_was() -> None:
+    """An HMS ``data`` override is sent "as-is": adding the id must not re-encode it (a number
+    too big for a float became ``Infinity``, not JSON; ``1e5`` grew to ``100000.0``, past the
+    size admission counted; digits and duplicate keys were lost)."""
+    text = '{"big": 1e400, "n": 1e5, "f": 0.10000000000000000001, "k": "v"}'
+    out = with_publish_id(text, "pub_1")
+    assert "Infinity" not in out and out.endswith(text[1:])
+    assert json.loads(out)["pushgate"] == {"p": "pub_1"}
+    assert len(out.encode()) <= len(text.encode()) + message_ids.overhead(multicast=True)
+    assert with_publish_id(" { } ", "pub_1") == '{"pushgate":{"p":"pub_1"}}'
+    # The app's own key (not reserved for HMS and MiPush data) keeps its value, as before.
+    assert with_publish_id('{"pushgate": 1}', "pub_1") == '{"pushgate": 1}'
+
+
 def test_the_overhead_covers_the_longest_ids() -> None:
     body = b'{"aps":{}}'
     spliced = prepend(body, message_ids.object_value(message_ids.MAX_PUBLISH_ID))

@@ -58,6 +58,10 @@ class Recorded:
     device_id: str | None = None
 
 
+#: Receipt counts to add per (publish, provider): event → count.
+Counters = dict[tuple[str, str], dict[str, int]]
+
+
 class ReceiptTooEarly(Exception):
     """A report's time is before its publish (beyond :data:`SKEW_SECONDS`): the request is
     refused whole (nothing of it was recorded)."""
@@ -79,12 +83,14 @@ class Receipts(Repository):
         *,
         device_id: str | None = None,
         webhooks: WebhookStore | None = None,
+        counters: Counters | None = None,
     ) -> Recorded:
         """Record one report inside the caller's transaction, and queue a ``receipt`` webhook
         event (``webhooks``) for each event that was new, in that transaction: every path that
         records receipts (the API, realtime acks, compat front-ends) tells the app the same way.
         ``device_id``: the reporter is that device (a device token), so only its own deliveries
-        are found."""
+        are found. ``counters``: the publish counters are moved by the caller, from these sums,
+        after its last delivery row (:meth:`record_receipts`); None: moved here."""
         where = [
             deliveries.c.publish_id == receipt.publish_id,
             deliveries.c.recipient_id == receipt.recipient_id,
@@ -106,14 +112,14 @@ class Receipts(Repository):
             )
             if done.rowcount:
                 new.append(event)
-                await conn.execute(
-                    sa.update(publish_stats)
-                    .where(
-                        publish_stats.c.publish_id == receipt.publish_id,
-                        publish_stats.c.provider == found.provider,
-                    )
-                    .values({event.value: publish_stats.c[event.value] + 1})
-                )
+        if new:
+            moved = {e.value: 1 for e in new}
+            if counters is None:
+                await _move(conn, receipt.publish_id, found.provider, moved)
+            else:
+                sums = counters.setdefault((receipt.publish_id, found.provider), {})
+                for name in moved:
+                    sums[name] = sums.get(name, 0) + 1
         for event in new:
             if webhooks is None:
                 break
@@ -140,24 +146,44 @@ class Receipts(Repository):
         device_id: str | None = None,
         webhooks: WebhookStore | None = None,
     ) -> list[Recorded]:
-        """Record a request's reports in one transaction, in order, and queue a ``receipt``
-        webhook event for each event that was new (in the same transaction, so an event is
-        queued exactly when its receipt is recorded). Raises :class:`ReceiptTooEarly` (and
-        records nothing) for a time before its publish."""
+        """Record a request's reports in one transaction and queue a ``receipt`` webhook event
+        for each event that was new (in the same transaction, so an event is queued exactly when
+        its receipt is recorded). Raises :class:`ReceiptTooEarly` (and records nothing) for a
+        time before its publish.
+
+        Lock order (PostgreSQL): the delivery rows in key order (a report of one delivery keeps
+        its place among that delivery's), then the publish counters, sorted. A dispatcher's or a
+        cancel's transaction locks delivery rows, then counters: moving a counter after the first
+        item and then waiting for the next item's row made a lock cycle (one side aborted)."""
         ids = sorted({r.publish_id for r in receipts})
         async with self.db.write() as conn:
             q = sa.select(publishes.c.id, publishes.c.created_at).where(
                 publishes.c.app_id == app_id, publishes.c.id.in_(ids)
             )
             created = {row.id: float(row.created_at) for row in (await conn.execute(q)).all()}
-            out: list[Recorded] = []
+            out: list[Recorded] = [Recorded(ReceiptResult.NOT_FOUND)] * len(receipts)
+            todo: list[tuple[int, Receipt]] = []
             for i, r in enumerate(receipts):
                 start = created.get(r.publish_id)
                 if start is None:
-                    out.append(Recorded(ReceiptResult.NOT_FOUND))
                     continue
                 if r.at < start - SKEW_SECONDS:
                     raise ReceiptTooEarly(i, start)
-                r = Receipt(r.publish_id, r.recipient_id, r.event, max(r.at, start))
-                out.append(await self.record_receipt(conn, app_id, r, device_id=device_id, webhooks=webhooks))
+                todo.append((i, Receipt(r.publish_id, r.recipient_id, r.event, max(r.at, start))))
+            counters: Counters = {}
+            for i, r in sorted(todo, key=lambda item: (item[1].publish_id, item[1].recipient_id)):
+                out[i] = await self.record_receipt(
+                    conn, app_id, r, device_id=device_id, webhooks=webhooks, counters=counters
+                )
+            for (publish_id, provider), moved in sorted(counters.items()):
+                await _move(conn, publish_id, provider, moved)
         return out
+
+
+async def _move(conn: AsyncConnection, publish_id: str, provider: str, moved: dict[str, int]) -> None:
+    """Add ``moved`` (event → count) to the publish's counters of ``provider``."""
+    await conn.execute(
+        sa.update(publish_stats)
+        .where(publish_stats.c.publish_id == publish_id, publish_stats.c.provider == provider)
+        .values({name: publish_stats.c[name] + n for name, n in moved.items()})
+    )
