@@ -15,16 +15,18 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pushgate.domain.receipts import ReceiptEvent
 from pushgate.domain.status import DeliveryStatus
+from pushgate.domain.timefmt import rfc3339
+from pushgate.domain.webhooks import EventType
 from pushgate.store.db import Database
-from pushgate.store.dialect import insert_ignoring_conflicts
+from pushgate.store.dialect import insert_ignoring_conflicts, lock_rows
 from pushgate.store.publishes.outcomes import bump
-from pushgate.store.publishes.receipts import Receipt, Recorded
-from pushgate.store.realtime_acks import add_ack
-from pushgate.store.schema import deliveries
+from pushgate.store.publishes.receipts import ReceiptResult, Recorded, move_counters
+from pushgate.store.schema import deliveries, publishes, realtime_acks
 from pushgate.store.webhooks import WebhookStore
 
 if TYPE_CHECKING:
@@ -147,18 +149,82 @@ class RealtimeDeliveries:
     async def record_acks(self, acks: Sequence[Ack]) -> list[Recorded]:
         """Sessions acked their ``notification``: in one transaction, each session's delivery
         gets its ``delivered`` receipt (set and counted once) and its user counts as acked for
-        the ``first`` mode (``realtime_acks``, once per user). One transaction for many: a
-        broadcast's acks come back together, and one transaction each would queue thousands of
-        writes behind the database's write lock. Rows are touched in key order (as the
-        dispatcher does), so two writers never wait on each other in a cycle. Returns what each
-        receipt changed, in ``acks``' order (``not_found`` while the emitting worker has not
-        committed the session's record yet)."""
-        order = sorted(range(len(acks)), key=lambda i: (acks[i].publish_id, acks[i].sid))
-        out: list[Recorded | None] = [None] * len(acks)
+        the ``first`` mode (``realtime_acks``, once per user), with the ``receipt`` webhook
+        events. In bulk: a broadcast's acks come back together, and a transaction (or even a few
+        statements) per ack queued thousands of writes behind the database's write lock and held
+        the event loop the sessions' events go out on. Delivery rows are locked in key order and
+        the counters moved after the last of them (as ``record_receipts`` does), so two writers
+        never wait on each other in a cycle. Returns what each ack changed, in ``acks``' order
+        (``not_found`` while the emitting worker has not committed the session's record yet, or
+        for a publish of another app)."""
+        out = [Recorded(ReceiptResult.NOT_FOUND)] * len(acks)
+        by_publish: dict[tuple[str, str], list[int]] = {}
+        for i, a in enumerate(acks):
+            by_publish.setdefault((a.publish_id, a.app_id), []).append(i)
+        counters: dict[tuple[str, str], int] = {}
         async with self.db.write() as conn:
-            for i in order:
-                a = acks[i]
-                await add_ack(conn, self.db.dialect, a.publish_id, a.user, a.at)
-                receipt = Receipt(a.publish_id, session_recipient(a.sid), ReceiptEvent.DELIVERED, a.at)
-                out[i] = await self.publishes.record_receipt(conn, a.app_id, receipt, webhooks=self.webhooks)
-        return [r for r in out if r is not None]
+            for (publish_id, app_id), idx in sorted(by_publish.items()):
+                owned = sa.select(publishes.c.id).where(
+                    publishes.c.id == publish_id, publishes.c.app_id == app_id
+                )
+                if await conn.scalar(owned) is None:
+                    continue
+                first: dict[str, Ack] = {}
+                for i in idx:
+                    first.setdefault(acks[i].user, acks[i])
+                stmt = insert_ignoring_conflicts(self.db.dialect, realtime_acks, ("publish_id", "user"))
+                await conn.execute(
+                    stmt, [{"publish_id": publish_id, "user": u, "acked_at": a.at} for u, a in first.items()]
+                )
+                found = await self._locked(
+                    conn, publish_id, sorted({session_recipient(acks[i].sid) for i in idx})
+                )
+                new: dict[str, int] = {}
+                for i in idx:
+                    rid = session_recipient(acks[i].sid)
+                    if rid not in found:
+                        continue
+                    provider, done = found[rid]
+                    if done is None and rid not in new:
+                        new[rid] = i
+                        out[i] = Recorded(ReceiptResult.RECORDED, (ReceiptEvent.DELIVERED,), provider, None)
+                    else:
+                        out[i] = Recorded(ReceiptResult.DUPLICATE, (), provider, None)
+                if not new:
+                    continue
+                await conn.execute(
+                    sa.update(deliveries)
+                    .where(
+                        deliveries.c.publish_id == publish_id,
+                        deliveries.c.recipient_id == sa.bindparam("rid"),
+                        deliveries.c.delivered_at.is_(None),
+                    )
+                    .values(delivered_at=sa.bindparam("at")),
+                    [{"rid": rid, "at": acks[i].at} for rid, i in sorted(new.items())],
+                )
+                for rid, i in new.items():
+                    key = (publish_id, found[rid][0])
+                    counters[key] = counters.get(key, 0) + 1
+                    data = {"publish_id": publish_id, "delivery_id": rid, "device_id": None,
+                            "event": ReceiptEvent.DELIVERED.value, "at": rfc3339(acks[i].at)}  # fmt: skip
+                    await self.webhooks.emit(conn, app_id, EventType.RECEIPT, data)
+            for (publish_id, provider), n in sorted(counters.items()):
+                await move_counters(conn, publish_id, provider, {ReceiptEvent.DELIVERED.value: n})
+        return out
+
+    async def _locked(
+        self, conn: AsyncConnection, publish_id: str, rids: Sequence[str]
+    ) -> dict[str, tuple[str, float | None]]:
+        """The sessions' delivery rows (provider, delivered_at), locked in key order."""
+        found: dict[str, tuple[str, float | None]] = {}
+        for k in range(0, len(rids), 500):
+            q = (
+                sa.select(deliveries.c.recipient_id, deliveries.c.provider, deliveries.c.delivered_at)
+                .where(
+                    deliveries.c.publish_id == publish_id, deliveries.c.recipient_id.in_(rids[k : k + 500])
+                )
+                .order_by(deliveries.c.recipient_id)
+            )
+            for row in await conn.execute(lock_rows(self.db.dialect, q)):
+                found[row.recipient_id] = (row.provider, row.delivered_at)
+        return found

@@ -115,7 +115,7 @@ class Receipts(Repository):
         if new:
             moved = {e.value: 1 for e in new}
             if counters is None:
-                await _move(conn, receipt.publish_id, found.provider, moved)
+                await move_counters(conn, receipt.publish_id, found.provider, moved)
             else:
                 sums = counters.setdefault((receipt.publish_id, found.provider), {})
                 for name in moved:
@@ -176,11 +176,11 @@ class Receipts(Repository):
                     conn, app_id, r, device_id=device_id, webhooks=webhooks, counters=counters
                 )
             for (publish_id, provider), moved in sorted(counters.items()):
-                await _move(conn, publish_id, provider, moved)
+                await move_counters(conn, publish_id, provider, moved)
         return out
 
 
-async def _move(conn: AsyncConnection, publish_id: str, provider: str, moved: dict[str, int]) -> None:
+async def move_counters(conn: AsyncConnection, publish_id: str, provider: str, moved: dict[str, int]) -> None:
     """Add ``moved`` (event → count) to the publish's counters of ``provider``."""
     await conn.execute(
         sa.update(publish_stats)
