@@ -185,3 +185,13 @@ async def test_publish_bad_input(env: tuple[Gateway, SockudoKey]) -> None:
     shape(await call(gw.client, key, "GET", "/publish/nope/status"), 404, "not_found")
     # Nothing was admitted (the batch is validated whole first).
     assert (await gw.client.get("/v1/publishes")).json()["items"] == []
+
+
+async def test_dead_letter_times_that_are_not_ascii_milliseconds(env: tuple[Gateway, SockudoKey]) -> None:
+    """``str.isdigit`` is true of ``²`` and of 5000 digits, which ``int``/``float`` refuse: a 400."""
+    gw, key = env
+    for bad in ("\u00b2", "\u0663", "9" * 5000, "1.5", "-1"):
+        for name in ("sinceMs", "untilMs"):
+            r = await call(gw.client, key, "GET", "/deadLetters", params={name: bad})
+            shape(r, 400, "invalid_input")
+    assert (await call(gw.client, key, "GET", "/deadLetters", params={"sinceMs": "0"})).status_code == 200

@@ -215,7 +215,8 @@ def _ms(params: dict[str, str], name: str) -> float | None:
     raw = params.get(name)
     if raw is None:
         return None
-    if not raw.isdigit():
+    # ASCII digits only (``isdigit`` alone takes ``²``, which ``int`` refuses), at most 16 of them.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 16):
         raise bad_request(f"{name}: must be milliseconds since the epoch")
     return int(raw) / 1000
 
