@@ -109,7 +109,7 @@ def _notification(m: ExpoMessage) -> dict[str, Any]:
         ("title", m.title),
         ("body", m.body),
         ("data", text_map(m.data)),
-        ("sound", m.sound if isinstance(m.sound, str) else None),
+        ("sound", m.sound if isinstance(m.sound, str) else _sound(m.sound).get("name")),
         ("badge", m.badge),
         ("ttl_seconds", m.ttl),
         ("channel_id", m.channel_id),
@@ -127,6 +127,26 @@ def _notification(m: ExpoMessage) -> dict[str, Any]:
     image = (m.rich_content or {}).get("image")
     if isinstance(image, str):
         out["image"] = image
+    return out
+
+
+def _sound(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """Expo's sound object ``{critical, name, volume}`` as APNs' ``aps.sound`` (an iOS critical
+    alert); {} for none. Its ``name`` is also the notification's sound on the other providers."""
+    if raw is None:
+        return {}
+    critical, name, volume = raw.get("critical", False), raw.get("name"), raw.get("volume")
+    if not isinstance(critical, bool):
+        raise _validation('"sound.critical" must be a boolean')
+    if name is not None and not (isinstance(name, str) and 0 < len(name) <= 256):
+        raise _validation('"sound.name" must be a string of 1-256 characters')
+    if volume is not None and not (
+        isinstance(volume, (int, float)) and not isinstance(volume, bool) and 0 <= volume <= 1
+    ):
+        raise _validation('"sound.volume" must be a number from 0 to 1')
+    out: dict[str, Any] = {"critical": int(critical), "name": name or "default"}
+    if volume is not None:
+        out["volume"] = volume
     return out
 
 
@@ -158,6 +178,8 @@ async def _planned(
     }
     if m.expiration is not None:
         raw["expire_at"] = rfc3339(float(m.expiration))
+    if isinstance(m.sound, dict):
+        raw["providers"] = {"apns": {"payload": {"aps": {"sound": _sound(m.sound)}}}}
     return targets, devices, raw
 
 
