@@ -127,6 +127,8 @@ async def _verify(
     auth_key = dict(pairs).get("auth_key", "")
     if not auth_key:
         raise auth_failed("missing auth_key in the query string")
+    if "\x00" in auth_key or len(auth_key) > 200:  # no key is: and PostgreSQL refuses NUL in text
+        raise auth_failed("unknown auth_key (create one with POST /v1/compat/sockudo/keys)")
     try:
         found = await compat_keys(services).resolve(SYSTEM, auth_key)
     except SecretKeyError:
