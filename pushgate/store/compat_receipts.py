@@ -11,6 +11,7 @@ from pushgate.store.db import Database
 from pushgate.store.publishes import PublishStore
 from pushgate.store.publishes.receipts import Receipt, ReceiptResult, Recorded
 from pushgate.store.schema import deliveries
+from pushgate.store.webhooks import WebhookStore
 
 
 async def record_device_receipt(
@@ -21,10 +22,12 @@ async def record_device_receipt(
     device_id: str,
     event: ReceiptEvent,
     at: float,
+    webhooks: WebhookStore | None = None,
 ) -> Recorded:
-    """Record ``event`` on the publish's delivery to the device (``NOT_FOUND``: none), in one
-    transaction with its count, as the native receipt route does."""
-    async with db.write() as conn:
+    """Record ``event`` on the publish's delivery to the device (``NOT_FOUND``: none) exactly
+    as ``POST /v1/receipts`` records it (``record_receipts``: its count, the time checked against
+    the publish, ``ReceiptTooEarly``, the ``receipt`` webhook)."""
+    async with db.read() as conn:
         recipient = (
             await conn.execute(
                 sa.select(deliveries.c.recipient_id)
@@ -32,9 +35,10 @@ async def record_device_receipt(
                 .limit(1)
             )
         ).scalar()
-        if recipient is None:
-            return Recorded(ReceiptResult.NOT_FOUND)
-        # record_receipt checks the publish is the app's, so another app's ids find nothing.
-        return await publishes.record_receipt(
-            conn, app_id, Receipt(publish_id, str(recipient), event, at), device_id=device_id
-        )
+    if recipient is None:
+        return Recorded(ReceiptResult.NOT_FOUND)
+    # record_receipts checks the publish is the app's, so another app's ids find nothing.
+    [done] = await publishes.record_receipts(
+        app_id, [Receipt(publish_id, str(recipient), event, at)], device_id=device_id, webhooks=webhooks
+    )
+    return done

@@ -185,3 +185,22 @@ async def test_publish_bad_input(env: tuple[Gateway, SockudoKey]) -> None:
     shape(await call(gw.client, key, "GET", "/publish/nope/status"), 404, "not_found")
     # Nothing was admitted (the batch is validated whole first).
     assert (await gw.client.get("/v1/publishes")).json()["items"] == []
+
+
+async def test_dead_letter_times_that_are_not_ascii_milliseconds(env: tuple[Gateway, SockudoKey]) -> None:
+    """``str.isdigit`` is true of ``²`` and of 5000 digits, which ``int``/``float`` refuse: a 400."""
+    gw, key = env
+    for bad in ("\u00b2", "\u0663", "9" * 5000, "1.5", "-1"):
+        for name in ("sinceMs", "untilMs"):
+            r = await call(gw.client, key, "GET", "/deadLetters", params={name: bad})
+            shape(r, 400, "invalid_input")
+    assert (await call(gw.client, key, "GET", "/deadLetters", params={"sinceMs": "0"})).status_code == 200
+
+
+async def test_an_auth_key_with_nul_is_refused_not_a_500(env: tuple[Gateway, SockudoKey]) -> None:
+    """The key is looked up before the NUL check of a genuine request: PostgreSQL refuses NUL."""
+    gw, key = env
+    q = {"auth_key": "ab\x00cd", "auth_timestamp": "1", "auth_version": "1.0", "auth_signature": "00"}
+    r = await gw.client.get(f"/apps/{key.app_id}/push/deviceRegistrations?{urlencode(q)}")
+    assert r.status_code in (400, 401), r.text
+    assert set(r.json()) == {"error", "code", "status"}

@@ -34,6 +34,7 @@ from pushgate.api.compat.sentori.mapping import (
 from pushgate.api.compat.sentori.sends import admit
 from pushgate.api.compat.sentori.views import expo_receipt, not_registered
 from pushgate.api.errors import ApiError
+from pushgate.api.publish_batch import _Validator
 from pushgate.api.services import Services
 from pushgate.domain.scopes import Scope
 from pushgate.domain.timefmt import rfc3339
@@ -108,7 +109,7 @@ def _notification(m: ExpoMessage) -> dict[str, Any]:
         ("title", m.title),
         ("body", m.body),
         ("data", text_map(m.data)),
-        ("sound", m.sound if isinstance(m.sound, str) else None),
+        ("sound", m.sound if isinstance(m.sound, str) else _sound(m.sound).get("name")),
         ("badge", m.badge),
         ("ttl_seconds", m.ttl),
         ("channel_id", m.channel_id),
@@ -129,6 +130,26 @@ def _notification(m: ExpoMessage) -> dict[str, Any]:
     return out
 
 
+def _sound(raw: dict[str, Any] | None) -> dict[str, Any]:
+    """Expo's sound object ``{critical, name, volume}`` as APNs' ``aps.sound`` (an iOS critical
+    alert); {} for none. Its ``name`` is also the notification's sound on the other providers."""
+    if raw is None:
+        return {}
+    critical, name, volume = raw.get("critical", False), raw.get("name"), raw.get("volume")
+    if not isinstance(critical, bool):
+        raise _validation('"sound.critical" must be a boolean')
+    if name is not None and not (isinstance(name, str) and 0 < len(name) <= 256):
+        raise _validation('"sound.name" must be a string of 1-256 characters')
+    if volume is not None and not (
+        isinstance(volume, (int, float)) and not isinstance(volume, bool) and 0 <= volume <= 1
+    ):
+        raise _validation('"sound.volume" must be a number from 0 to 1')
+    out: dict[str, Any] = {"critical": int(critical), "name": name or "default"}
+    if volume is not None:
+        out["volume"] = volume
+    return out
+
+
 async def _device_of(services: Services, app: App, to: str) -> str | None:
     """The active device a ``to`` names, if any."""
     if is_expo_token(to):
@@ -141,34 +162,52 @@ async def _device_of(services: Services, app: App, to: str) -> str | None:
     return found_native[0] if found_native else None
 
 
-async def _tickets(services: Services, app: App, m: ExpoMessage) -> list[dict[str, Any]]:
+async def _planned(
+    services: Services, app: App, m: ExpoMessage
+) -> tuple[list[str], list[str | None], dict[str, Any] | None]:
+    """The message's targets, the device each reaches (None: not registered), and the native
+    publish body of those reached (None: none is)."""
     targets = [m.to] if isinstance(m.to, str) else m.to
     devices = [await _device_of(services, app, to) for to in targets]
     reached = list(dict.fromkeys(d for d in devices if d is not None))
-    pub_id = ""
-    if reached:
-        raw: dict[str, Any] = {
-            "recipients": [{"type": "device", "device_id": d} for d in reached],
-            "notification": _notification(m),
-        }
-        if m.expiration is not None:
-            raw["expire_at"] = rfc3339(float(m.expiration))
-        pub, _ = await admit(services, app, raw)
-        pub_id = pub.id
-    return [
-        {"status": "ok", "id": delivery_id(pub_id, dev)} if dev is not None else not_registered(to)
-        for to, dev in zip(targets, devices, strict=True)
-    ]
+    if not reached:
+        return targets, devices, None
+    raw: dict[str, Any] = {
+        "recipients": [{"type": "device", "device_id": d} for d in reached],
+        "notification": _notification(m),
+    }
+    if m.expiration is not None:
+        raw["expire_at"] = rfc3339(float(m.expiration))
+    if isinstance(m.sound, dict):
+        raw["providers"] = {"apns": {"payload": {"aps": {"sound": _sound(m.sound)}}}}
+    return targets, devices, raw
 
 
 @post(["/send", "/push/send"], status_code=HTTP_200_OK, opt={"scope": Scope.PUBLISH})
 async def expo_send(request: Request[Any, Any, Any]) -> Response[Any]:
-    """Expo's ``POST /push/send``: a ticket per recipient of every message, in order."""
+    """Expo's ``POST /push/send``: a ticket per recipient of every message, in order. Every
+    message gets admission's checks before the first is admitted: a request refused for one
+    message sends none (as Expo validates the whole request first)."""
     messages = _messages(await request.body())
     services, app = services_of(request), app_of(request)
+    planned = [await _planned(services, app, m) for m in messages]
+    validator = _Validator(app, services)
+    for i, (_, _, raw) in enumerate(planned):
+        if raw is None:
+            continue
+        try:
+            await validator.check(raw)
+        except msgspec.ValidationError as exc:
+            raise _validation(f"[{i}]: {exc}") from None
+        except ApiError as exc:
+            raise ApiError(exc.status, exc.code, f"[{i}]: {exc.message}", exc.details, exc.headers) from None
     tickets: list[dict[str, Any]] = []
-    for m in messages:
-        tickets += await _tickets(services, app, m)
+    for targets, devices, raw in planned:
+        pub_id = (await admit(services, app, raw))[0].id if raw is not None else ""
+        tickets += [
+            {"status": "ok", "id": delivery_id(pub_id, dev)} if dev is not None else not_registered(to)
+            for to, dev in zip(targets, devices, strict=True)
+        ]
     return Response({"data": tickets}, status_code=HTTP_200_OK)
 
 

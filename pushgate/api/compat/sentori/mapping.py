@@ -6,7 +6,8 @@ back to exactly one native thing. Keeping the translations here, pure, is what m
 a registration answered is the device a send reaches" true by construction.
 
 - A Sentori **spToken** (``ipt_…``, the install-push-token handle) is the native device id with
-  its ``dev_`` prefix replaced: stable across token rotations, nothing to store.
+  its ``dev_`` prefix replaced (``ipt_~<id>`` for an id without it, which a Sockudo or
+  Centrifugo client may choose): stable across token rotations, nothing to store.
 - A **delivery id** (Sentori's per-recipient send id, an Expo push ticket id) is
   ``<publish id>.<recipient id>``: the native delivery record's key.
 - The **installId** is the device's tag ``sentori_install``; an Expo push token the app
@@ -45,12 +46,18 @@ class TargetError(ValueError):
 
 
 def handle_of(device_id: str) -> str:
-    """The spToken of a native device."""
-    return "ipt_" + device_id.removeprefix("dev_")
+    """The spToken of a native device: ``ipt_<x>`` for ``dev_<x>`` (every id pushgate makes),
+    ``ipt_~<id>`` for an id chosen by a client (a Sockudo ``d1``), so each names its device."""
+    rest = device_id.removeprefix("dev_")
+    if rest != device_id and rest and not rest.startswith("~"):
+        return "ipt_" + rest
+    return "ipt_~" + device_id
 
 
 def device_id_of(handle: str) -> str | None:
     """The native device an spToken (or a native device id) names; None: not such a handle."""
+    if handle.startswith("ipt_~") and len(handle) > 5:
+        return handle[5:]
     if handle.startswith("ipt_") and len(handle) > 4:
         return "dev_" + handle[4:]
     if handle.startswith("dev_") and len(handle) > 4:

@@ -19,12 +19,15 @@ from pushgate.api.compat.sockudo.registry import limit_of, not_found, services_o
 from pushgate.api.compat.sockudo.shapes import PROVIDERS, SOCKUDO_PROVIDER, Base, decode, not_supported, page
 from pushgate.api.credentials import upload_credential
 from pushgate.api.errors import ApiError, bad_request
+from pushgate.api.receipts import FUTURE_SKEW_SECONDS
 from pushgate.api.templates import stored_body
+from pushgate.domain import clock
 from pushgate.domain.personalize import TemplateBody
 from pushgate.domain.receipts import ReceiptEvent
+from pushgate.domain.timefmt import rfc3339
 from pushgate.engine.deadletters import replay
 from pushgate.store.compat_receipts import record_device_receipt
-from pushgate.store.publishes.receipts import ReceiptResult
+from pushgate.store.publishes.receipts import ReceiptResult, ReceiptTooEarly
 from pushgate.store.templates import Template, TemplateExists
 
 TEMPLATE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$(?!\n)")
@@ -212,7 +215,8 @@ def _ms(params: dict[str, str], name: str) -> float | None:
     raw = params.get(name)
     if raw is None:
         return None
-    if not raw.isdigit():
+    # ASCII digits only (``isdigit`` alone takes ``²``, which ``int`` refuses), at most 16 of them.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 16):
         raise bad_request(f"{name}: must be milliseconds since the epoch")
     return int(raw) / 1000
 
@@ -301,19 +305,30 @@ async def delivery_status(request: Request[Any, Any, Any], app_id: FromPath[str]
         raise bad_request("result.deviceId: required (the device whose delivery this is)")
     if not 0 <= event.occurred_at_ms < 253402300800000:
         raise bad_request("occurredAtMs: out of range")
+    at = event.occurred_at_ms / 1000
+    if at > clock.now() + FUTURE_SKEW_SECONDS:  # as POST /v1/receipts
+        raise bad_request(
+            f"occurredAtMs: in the future (more than {int(FUTURE_SKEW_SECONDS)} s ahead of the server)"
+        )
     services = services_of(request)
     publish_id = await services.publishes.resolve(signed.app.id, event.publish_id)
     recorded = None
     if publish_id is not None:
-        recorded = await record_device_receipt(
-            services.db,
-            services.publishes,
-            signed.app.id,
-            publish_id,
-            event.result.device_id,
-            ReceiptEvent.DELIVERED,
-            event.occurred_at_ms / 1000,
-        )
+        try:
+            recorded = await record_device_receipt(
+                services.db,
+                services.publishes,
+                signed.app.id,
+                publish_id,
+                event.result.device_id,
+                ReceiptEvent.DELIVERED,
+                at,
+                webhooks=services.webhooks,
+            )
+        except ReceiptTooEarly as exc:
+            raise bad_request(
+                f"occurredAtMs: before its publish was accepted ({rfc3339(exc.publish_created_at)})"
+            ) from None
     if recorded is None or recorded.result is ReceiptResult.NOT_FOUND:
         raise not_found("delivery")
     return {

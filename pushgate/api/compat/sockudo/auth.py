@@ -21,7 +21,8 @@ from urllib.parse import parse_qsl
 from litestar import Request
 
 from pushgate.api.auth import _take_rate
-from pushgate.api.client_auth import TokenRefused, authenticate_device_token, mint, signing_secret
+from pushgate.api.client_auth import TokenRefused, mint, signing_secret, verify_signature
+from pushgate.api.client_auth import check_device as device_principal
 from pushgate.api.compat_keys import SYSTEM, compat_keys
 from pushgate.api.errors import ApiError
 from pushgate.api.services import Services
@@ -126,6 +127,8 @@ async def _verify(
     auth_key = dict(pairs).get("auth_key", "")
     if not auth_key:
         raise auth_failed("missing auth_key in the query string")
+    if "\x00" in auth_key or len(auth_key) > 200:  # no key is: and PostgreSQL refuses NUL in text
+        raise auth_failed("unknown auth_key (create one with POST /v1/compat/sockudo/keys)")
     try:
         found = await compat_keys(services).resolve(SYSTEM, auth_key)
     except SecretKeyError:
@@ -165,16 +168,21 @@ def identity_token(request: Request[Any, Any, Any]) -> str:
 
 async def check_device(
     services: Services, signed: Signed, request: Request[Any, Any, Any], device_id: str
-) -> None:
-    """A push-subscribe request must carry the identity token of the device it acts on."""
+) -> frozenset[str] | None:
+    """A push-subscribe request must carry the identity token of the device it acts on. The
+    private channels that token lets the device join (None: push-admin, which may join any)."""
     if signed.admin:
-        return
+        return None
     try:
-        app_id, token_device = await authenticate_device_token(services, identity_token(request))
+        token = identity_token(request)
+        principal = await device_principal(
+            services, await verify_signature(services, services.gate.apps, token)
+        )
     except TokenRefused:
         raise auth_failed("invalid deviceIdentityToken") from None
-    if (app_id, token_device) != (signed.app.id, device_id):
+    if (principal.app.id, principal.device_id) != (signed.app.id, device_id):
         raise auth_failed("invalid deviceIdentityToken")
+    return principal.channels
 
 
 async def new_identity_token(services: Services, app: App, device_id: str) -> str:

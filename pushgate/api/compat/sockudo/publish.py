@@ -27,9 +27,10 @@ from pushgate.api.compat.sockudo.shapes import (
     native_token,
     not_supported,
 )
-from pushgate.api.errors import bad_request
+from pushgate.api.errors import ApiError, bad_request
+from pushgate.api.publish_batch import _Validator
 from pushgate.api.publishes import admit_publish
-from pushgate.api.schemas import PublishIn
+from pushgate.api.schemas import MAX_PUBLISH_BATCH, PublishIn
 from pushgate.api.services import Services
 from pushgate.domain.status import PublishStatus
 from pushgate.domain.timefmt import rfc3339
@@ -262,10 +263,22 @@ async def batch_publish(request: Request[Any, Any, Any], app_id: FromPath[str]) 
     reqs: list[PublishRequest] = decode(signed.body, list[PublishRequest], "batch of PublishRequest")
     if not reqs:
         raise bad_request("batch: at least one PublishRequest")
+    if len(reqs) > MAX_PUBLISH_BATCH:
+        raise bad_request(f"batch: at most {MAX_PUBLISH_BATCH} PublishRequests (as POST /v1/publish/batch)")
     # Validated all first: like Sockudo's, the batch stops at an invalid item, but here nothing of
-    # it is admitted then (no half-admitted batch to untangle).
+    # it is admitted then (no half-admitted batch to untangle). Every check admission makes
+    # (times, templates, rendering, sizes, categories) runs on every item before the first is
+    # admitted, as POST /v1/publish/batch checks its items.
     native = [publish_in(r) for r in reqs]
     services = services_of(request)
+    validator = _Validator(signed.app, services)
+    for i, data in enumerate(native):
+        try:
+            await validator.check(msgspec.to_builtins(data))
+        except ApiError as exc:
+            raise ApiError(
+                exc.status, exc.code, f"batch[{i}]: {exc.message}", exc.details, exc.headers
+            ) from None
     items = []
     for data in native:
         pub, created = await admit_publish(signed.app, services, data)

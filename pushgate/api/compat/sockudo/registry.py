@@ -33,7 +33,9 @@ from pushgate.api.errors import ApiError, bad_request
 from pushgate.api.limits import within_limits
 from pushgate.api.schemas import DeviceIn
 from pushgate.api.services import Services
+from pushgate.domain.client_scopes import refused_joins
 from pushgate.store.devices import Device, DeviceFilter
+from pushgate.store.private_channels import PrivateChannelStore
 from pushgate.store.registrations import DeviceConflict
 
 DEFAULT_LIMIT = 100
@@ -86,13 +88,17 @@ async def register(request: Request[Any, Any, Any], app_id: FromPath[str]) -> di
         if existing is None:
             raise auth.forbidden("device token registration requires an existing device")
         await auth.check_device(services, signed, request, wanted)
+        if data.user is not None and (data.user or None) != existing.user:  # as check_patch on /v1
+            raise auth.forbidden("clientId: a device identity token cannot change its device's clientId")
     reg = registration(data, services.settings)
     if existing is None:  # Sockudo's clients choose the id: a new device is created with it
         reg.device_id, reg.create_as = None, wanted
     try:
         device, created = await register_device(signed.app, services, reg)
     except DeviceConflict as exc:
-        raise ApiError(409, "conflict", f"the token is registered to another device ({exc})") from None
+        # A device caller is not told the other device's id (as on /v1, docs/clients.md).
+        other = f" ({exc})" if signed.admin else ""
+        raise ApiError(409, "conflict", f"the token is registered to another device{other}") from None
     out: dict[str, Any] = {
         "change": "inserted" if created else "updated",
         "tokenHash": device_token_hash(device),
@@ -184,7 +190,13 @@ async def subscribe(request: Request[Any, Any, Any], app_id: FromPath[str]) -> d
     if not device_id:
         return await _subscribe_client(services, signed, sub)
     device = await _device(services, signed.app.id, device_id)
-    await auth.check_device(services, signed, request, device_id)
+    allowed = await auth.check_device(services, signed, request, device_id)
+    if allowed is not None:  # a device joins a private channel only if its token names it
+        private = await PrivateChannelStore(services.db).private_among(signed.app.id, {sub.channel})
+        if refused_joins({sub.channel}, private, allowed):
+            raise auth.forbidden(
+                f"channel {sub.channel!r} is private and this device identity token does not allow it"
+            )
     with within_limits():
         if not await services.channels.set_channel(signed.app.id, device_id, sub.channel, True):
             raise not_found("device")
