@@ -336,3 +336,17 @@ async def test_bench_issue12_templates_filters_dry_run(gateway: Any, lab: Any, t
     [de_at] = lab.ledger("fcm", token=device_token("ttx", 1))["items"]  # device 1: locale de-AT
     assert de_at["message"]["notification"] == {"title": "Dein Code, User 1", "body": "Code 000001 für ttx-1"}
     assert de_at["message"]["data"]["seq"] == "1"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_bench_realtime_sessions_on_one_channel(gateway: Any, lab: Any, tmp_path: Path) -> None:
+    out_json = tmp_path / "realtime.json"
+    code, out = await bench(gateway, lab, "realtime", "--sessions", "20", "--rounds", "2",
+                            "--json", str(out_json))  # fmt: skip
+    assert code == 0, out
+    result = json.loads(out_json.read_text())
+    assert result["connected"] == result["sessions"] == 20
+    for r in result["rounds"]:
+        assert r["received"] == 20 and r["sent"] == 20 and r["delivered"] == 20, r
+        assert 0 < r["first_ms"] <= r["latency"]["p50_ms"] <= r["last_ms"], r
+    assert "one channel publish per round" in out
