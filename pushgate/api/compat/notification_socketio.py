@@ -88,6 +88,8 @@ async def _app(request: Request[Any, Any, Any], services: ServicesDep, needed: S
 def _user(user_id: str) -> str:
     if not 0 < len(user_id) <= foreign.MAX_ID:
         raise bad_request(f"userId: 1 to {foreign.MAX_ID} characters (got {len(user_id)})")
+    if "\x00" in user_id:  # no database stores it (PostgreSQL refuses NUL in text)
+        raise bad_request("userId: contains a NUL character")
     return user_id
 
 
@@ -111,6 +113,8 @@ async def register(
     connection_id = ids[0]
     if len(connection_id) > foreign.MAX_ID:
         raise bad_request(f"connectionId: at most {foreign.MAX_ID} characters (a UUID is 36)")
+    if "\x00" in connection_id:
+        raise bad_request("connectionId: contains a NUL character")
     await CompatConnections(services.db).register(app.id, user, connection_id, clock.now())
     log.debug("notification-socket.io connection id registered for a user of app %s", app.id)
     return Response(b"", status_code=200)
