@@ -21,15 +21,16 @@ reason; every error also carries its reason in ``X-Pushgate-Error``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post, put
-from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 
 from pushgate.api.auth import authenticate_key
-from pushgate.api.errors import STORAGE_RETRY_AFTER, ApiError
+from pushgate.api.compat.errors import reshaped
+from pushgate.api.errors import ApiError
 from pushgate.api.publishes import admit_publish
 from pushgate.api.schemas import PublishIn
 from pushgate.api.services import ServicesDep
@@ -40,7 +41,6 @@ from pushgate.realtime import foreign
 from pushgate.store.apps import App
 from pushgate.store.compat_connections import CompatConnections
 from pushgate.store.db import Database
-from pushgate.store.faults import StorageUnavailable
 
 log = logging.getLogger("pushgate.api")
 
@@ -173,30 +173,10 @@ def build(settings: Settings) -> list[Any]:
     return [register, push, ping, info]
 
 
-def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
-    return _error(exc.status, exc.message, exc.headers)
+def _shape(status: int, _code: str, message: str, headers: Mapping[str, str] | None) -> Response[Any]:
+    return _error(status, message, dict(headers) if headers else None)
 
 
-def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    if exc.status_code >= 500:
-        log.error("notification-socket.io front-end: internal error: %s", exc.detail)
-        return _error(500, "Internal Server Error")
-    return _error(exc.status_code, str(exc.detail or "error"), exc.headers)
-
-
-def _storage(_: Request[Any, Any, Any], exc: StorageUnavailable) -> Response[Any]:
-    message = f"not stored, retry later: {exc.fault.message}"
-    return _error(503, message, {"Retry-After": str(STORAGE_RETRY_AFTER)})
-
-
-def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("notification-socket.io front-end: unhandled error", exc_info=exc)
-    return _error(500, "Internal Server Error")
-
-
-EXCEPTION_HANDLERS: dict[Any, Any] = {
-    ApiError: _api_error,
-    StorageUnavailable: _storage,
-    HTTPException: _http,
-    Exception: _unhandled,
-}
+#: The native handling of every error (its status, logging, ``Retry-After``) in the original's
+#: plain answers.
+EXCEPTION_HANDLERS: dict[Any, Any] = reshaped(_shape)

@@ -16,18 +16,19 @@ request is answered with that error (nothing was admitted, the client may retry)
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.exceptions import HTTPException
 
 from pushgate.api.auth import authenticate_key
+from pushgate.api.compat.errors import reshaped
 from pushgate.api.compat.gorush.outcomes import Admitted, failed_entries, failure_logs, wait_closed
 from pushgate.api.compat.gorush.schema import GorushPush, LogEntry, PushAnswer
 from pushgate.api.compat.gorush.stats import app_stat, go_stat
 from pushgate.api.compat.gorush.translate import check, to_publish
-from pushgate.api.errors import STORAGE_RETRY_AFTER, ApiError
+from pushgate.api.errors import ApiError
 from pushgate.api.publish_batch import (
     admission_request,
     checked_bounds,
@@ -169,31 +170,10 @@ async def stat_go(request: Request[Any, Any, Any], services: ServicesDep) -> dic
     return go_stat()
 
 
-def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
-    return gorush_error(exc.status, exc.message, exc.headers)
+def _shape(status: int, _code: str, message: str, headers: Mapping[str, str] | None) -> Response[Any]:
+    return gorush_error(status, message, dict(headers) if headers else None)
 
 
-def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
-    if exc.status_code >= 500:
-        log.error("gorush front-end: internal error: %s", exc.detail)
-        return gorush_error(500, "internal error")
-    return gorush_error(exc.status_code, exc.detail or "error", exc.headers)
-
-
-def _storage(_: Request[Any, Any, Any], exc: StorageUnavailable) -> Response[Any]:
-    message = f"the request was not stored, retry later: {exc.fault.message}"
-    return gorush_error(503, message, {"Retry-After": str(STORAGE_RETRY_AFTER)})
-
-
-def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    log.exception("gorush front-end: unhandled error", exc_info=exc)
-    return gorush_error(500, "internal error")
-
-
-EXCEPTION_HANDLERS: dict[Any, Any] = {
-    ApiError: _api_error,
-    StorageUnavailable: _storage,
-    HTTPException: _http,
-    Exception: _unhandled,
-}
+#: The native handling of every error (its status, logging, ``Retry-After``) in gorush's shape.
+EXCEPTION_HANDLERS: dict[Any, Any] = reshaped(_shape)
 ROUTES = (push, stat_app, stat_go)

@@ -1,18 +1,18 @@
 """Sockudo's error shape: ``{"error": <message>, "code": <code>, "status": <HTTP status>}``.
 
-Every error of the front-end goes through the native handlers first (``api/errors.py``: so a
-validation error, a storage outage or an unexpected exception gets the same status and
-``Retry-After`` as on ``/v1``), and is then re-shaped, its code renamed to Sockudo's own
-(``auth_failed``, ``invalid_input``, ``not_found``, ``rate_limited``, …).
+Every error of the front-end goes through the native handlers first (``api/compat/errors.py``:
+the same status and ``Retry-After`` as on ``/v1``), and is then re-shaped, its code renamed to
+Sockudo's own (``auth_failed``, ``invalid_input``, ``not_found``, ``rate_limited``, …).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from litestar import Request, Response
+from litestar import Response
 
-from pushgate.api.errors import exception_handlers as native_handlers
+from pushgate.api.compat.errors import reshaped
 
 #: Sockudo's code for each status (its ``AppError`` variants); a status not here keeps the
 #: native code.
@@ -34,25 +34,11 @@ def sockudo_error(status: int, message: str, code: str | None = None, headers: A
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def _native(exc: Exception) -> Any:
-    for cls in type(exc).__mro__:
-        handler = native_handlers.get(cls)
-        if handler is not None:
-            return handler
-    return native_handlers[Exception]
-
-
-def _reshape(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    native: Response[Any] = _native(exc)(request, exc)
-    content: Any = native.content
-    found: Any = content.get("error") if isinstance(content, dict) else None
-    error: dict[str, Any] = found if isinstance(found, dict) else {}
-    status = int(native.status_code or 500)
-    code = str(error.get("code", ""))
+def _shape(status: int, code: str, message: str, headers: Mapping[str, str] | None) -> Response[Any]:
     # Sockudo's own code where it has one for the status; auth_failed etc. pass through as is.
     sockudo_code = code if code in CODES.values() else CODES.get(status, code or "error")
-    return sockudo_error(status, str(error.get("message", "error")), sockudo_code, native.headers)
+    return sockudo_error(status, message, sockudo_code, headers)
 
 
 #: The front-end's router's handlers: everything, re-shaped.
-exception_handlers: dict[Any, Any] = {cls: _reshape for cls in native_handlers}
+exception_handlers: dict[Any, Any] = reshaped(_shape)
