@@ -31,7 +31,7 @@ from pushgate.api.deadletters import DeadLetterController
 from pushgate.api.device_search import AudienceController, DeviceSearchController
 from pushgate.api.devices import DeviceController
 from pushgate.api.errors import exception_handlers
-from pushgate.api.health import healthz, readyz
+from pushgate.api.health import healthz, healthz_head, readyz
 from pushgate.api.keys import KeyController
 from pushgate.api.policies import PolicyController
 from pushgate.api.provider_health import providers_health
@@ -335,9 +335,9 @@ def create_app(
         },
         security=[{"bearer": []}],
     )
-    handlers: list[Any] = [healthz, readyz, metrics, openapi_json, v1]
+    handlers: list[Any] = [healthz, healthz_head, readyz, metrics, openapi_json, v1]
     # Refuses (ConfigError) two front-ends, or one and the native API, answering one route.
-    handlers += compat_routers(settings, native=[v1, Router("/", route_handlers=handlers[:4])])
+    handlers += compat_routers(settings, native=[v1, Router("/", route_handlers=handlers[:5])])
     if realtime is not None:
         handlers.append(_socketio_mount(realtime))
     return Litestar(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Response, get
+from litestar import Response, get, head
 
 from pushgate.api.errors import error_responses
 from pushgate.api.services import ServicesDep
@@ -13,6 +13,11 @@ from pushgate.api.services import ServicesDep
 @get("/healthz", summary="The process is alive", tags=["health"])
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+@head("/healthz", include_in_schema=False)
+async def healthz_head() -> None:
+    """``HEAD /healthz``: load balancers and gorush's clients probe with HEAD (a 200, no body)."""
 
 
 @get(

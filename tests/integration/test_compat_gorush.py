@@ -263,6 +263,8 @@ async def test_stat_go_healthz_and_metrics(open_gateway: Gateway) -> None:
         assert go["memory_sys"] > 0 and go["goroutine_num"] >= 1 and isinstance(go["gc_pause"], list)
         assert {"time", "go_os", "go_arch", "heap_objects", "gc_num", "memory_alloc"} <= set(go)
         assert (await c.get("/healthz")).status_code == 200
+        probe = await c.head("/healthz")  # gorush's clients and load balancers probe with HEAD
+        assert probe.status_code == 200 and probe.content == b""
         metrics = await c.get("/metrics")
         assert metrics.status_code == 200 and "# TYPE" in metrics.text
 
