@@ -46,6 +46,8 @@ class AckQueue:
         self._later: deque[tuple[float, Ack]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: The write under way (its own task: stopping the queue never cancels a transaction).
+        self._busy: asyncio.Task[None] | None = None
 
     def put(self, ack: Ack) -> None:
         """Queue an ack (called from socket.io's ack callback, on the event loop)."""
@@ -59,15 +61,20 @@ class AckQueue:
         return len(self._new) + len(self._later)
 
     async def stop(self) -> None:
-        """Write what is queued (one last batch), then stop."""
+        """Let a write under way finish, write everything still queued (acks waiting for their
+        record get one last try), then stop."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._new:
+        if self._busy is not None:  # the batch the task was writing: never cut mid-transaction
             with contextlib.suppress(Exception):
-                await self._write(self._take(clock.now()))
+                await self._busy
+            self._busy = None
+        while self._new or self._later:
+            with contextlib.suppress(Exception):
+                await self.store.record_acks(self._take(float("inf")))
 
     def _take(self, now: float) -> list[Ack]:
         batch: list[Ack] = []
@@ -90,7 +97,9 @@ class AckQueue:
             await asyncio.sleep(GATHER_SECONDS)
             batch = self._take(clock.now())
             if batch:
-                await self._write(batch)
+                self._busy = asyncio.get_running_loop().create_task(self._write(batch))
+                await asyncio.shield(self._busy)
+                self._busy = None
 
     async def _write(self, batch: list[Ack]) -> None:
         try:

@@ -172,10 +172,10 @@ class RealtimeDeliveries:
                 first: dict[str, Ack] = {}
                 for i in idx:
                     first.setdefault(acks[i].user, acks[i])
+                # In key order, as the delivery rows: another node's batch takes the same users.
                 stmt = insert_ignoring_conflicts(self.db.dialect, realtime_acks, ("publish_id", "user"))
-                await conn.execute(
-                    stmt, [{"publish_id": publish_id, "user": u, "acked_at": a.at} for u, a in first.items()]
-                )
+                rows = [{"publish_id": publish_id, "user": u, "acked_at": first[u].at} for u in sorted(first)]
+                await conn.execute(stmt, rows)
                 found = await self._locked(
                     conn, publish_id, sorted({session_recipient(acks[i].sid) for i in idx})
                 )

@@ -100,3 +100,48 @@ async def test_an_ack_is_given_up_after_its_time(monkeypatch: pytest.MonkeyPatch
     await _until(lambda: len(store.batches) >= 2 and queue.pending == 0, "the ack given up")
     assert store.recorded == []
     await queue.stop()
+
+
+class BlockingStore(FlakyStore):
+    """Holds its first write until ``release`` is set (a slow transaction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def record_acks(self, acks: Sequence[Ack]) -> list[Recorded]:
+        if not self.writing.is_set():
+            self.writing.set()
+            await self.release.wait()
+        return await super().record_acks(acks)
+
+
+async def test_stop_during_a_write_loses_no_ack() -> None:
+    store = BlockingStore()
+    queue = AckQueue(store)  # type: ignore[arg-type]
+    queue.put(_ack("s1"))
+    await asyncio.wait_for(store.writing.wait(), 5)
+    stopping = asyncio.create_task(queue.stop())
+    await asyncio.sleep(0.05)
+    store.release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert store.recorded == ["s1"] and queue.pending == 0
+
+
+async def test_stop_writes_the_acks_waiting_for_their_record() -> None:
+    store = FlakyStore(missing=1)
+    queue = AckQueue(store)  # type: ignore[arg-type]
+    queue.put(_ack("s1"))
+    await _until(lambda: len(store.batches) == 1 and queue.pending == 1, "the first try")
+    await queue.stop()
+    assert store.recorded == ["s1"] and queue.pending == 0
+
+
+async def test_stop_writes_every_queued_ack_not_only_one_batch() -> None:
+    store = FlakyStore()
+    queue = AckQueue(store)  # type: ignore[arg-type]
+    for n in range(acks_module.BATCH + 500):
+        queue.put(_ack(f"s{n}"))
+    await queue.stop()
+    assert len(store.recorded) == acks_module.BATCH + 500 and queue.pending == 0

@@ -174,6 +174,8 @@ def build(settings: Settings) -> list[Any]:
 
 
 def _shape(status: int, _code: str, message: str, headers: Mapping[str, str] | None) -> Response[Any]:
+    if status == 500:  # the original's (Express's) words for an unexpected error
+        message = "Internal Server Error"
     return _error(status, message, dict(headers) if headers else None)
 
 
