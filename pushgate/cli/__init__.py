@@ -8,6 +8,7 @@ registered here, in the order ``pushgate --help`` lists them.
 from __future__ import annotations
 
 import os
+from typing import Annotated
 
 import typer
 
@@ -30,6 +31,24 @@ app.add_typer(creds_cli, name="creds")
 app.add_typer(bench_cli, name="bench")
 for command in (serve, worker, migrate, send, lab):
     app.command()(command)
+
+
+def _version(show: bool) -> None:
+    if show:
+        from pushgate import __version__
+
+        typer.echo(f"pushgate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """pushgate: a self-hosted push notification gateway."""
 
 
 def main() -> None:

@@ -71,13 +71,15 @@ def keys_vapid() -> None:
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
     )
-    console.print(
-        "# Web Push (VAPID) keys; the public key is the applicationServerKey browsers subscribe with"
+    # Printed verbatim (typer.echo, not Rich): Rich read ``[webpush]`` as a style tag and wrapped
+    # the public key at the terminal's width, so the output was not the TOML it says it is.
+    typer.echo(
+        "# Web Push (VAPID) keys; the public key is the applicationServerKey browsers subscribe with\n"
+        "[webpush]\n"
+        'vapid_subject = "mailto:you@example.com"\n'
+        f'vapid_private_key = "{private}"\n'
+        f'vapid_public_key = "{public}"'
     )
-    console.print("[webpush]")
-    console.print('vapid_subject = "mailto:you@example.com"')
-    console.print(f'vapid_private_key = "{private}"')
-    console.print(f'vapid_public_key = "{public}"')
 
 
 @config_cli.command("show")
