@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from typing import Annotated
 
 import typer
@@ -36,6 +37,10 @@ def serve(
     setup_logging(settings.server.log_level)
     if not settings.server.access_log:
         logging.getLogger("pushgate.access").setLevel(logging.WARNING)
+    taken = _port_taken(settings.server.host, settings.server.port)
+    if taken is not None:  # before the database is touched or a first key printed
+        err.print(f"[red]error:[/red] {escape(taken)}", soft_wrap=True)
+        raise typer.Exit(2)
     try:
         run(check_credentials(settings))
         run(_check_secret_key(settings))
@@ -53,6 +58,28 @@ def serve(
     )
     tune_gc()
     server.run()
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why ``serve`` could not listen on ``host:port`` (None: it can). Checked first: uvicorn
+    finds out only after start-up, once the database was migrated, the first app created and its
+    key printed "shown only this once" by a process that then dies."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"cannot listen on {host}:{port}: {exc} (set [server] host or --host)"
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: SO_REUSEADDR passes a port in TIME_WAIT, not one another process listens on.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return (
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (another process has it? "
+                "stop it, or choose another port with --port or [server] port)"
+            )
+    return None
 
 
 def worker(config: ConfigOpt = None) -> None:

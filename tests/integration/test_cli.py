@@ -251,3 +251,19 @@ async def test_creds_commands(database_url: str, lab: Lab) -> None:
         assert code == 0 and "deleted" in out
         code, _, err = await cli("delete", "fcm")
         assert code == 1 and "404" in err
+
+
+def test_serve_on_a_port_in_use_says_so_before_touching_anything(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        db = tmp_path / "pushgate.db"
+        out = run("serve", "--port", str(port), env={"PUSHGATE_DATABASE_URL": f"sqlite+aiosqlite:///{db}"})
+    assert out.returncode == 2
+    assert out.stdout == ""  # no banner, and no first key "shown only this once"
+    (line,) = out.stderr.splitlines()
+    assert f"127.0.0.1:{port}" in line and "--port" in line, line
+    assert not db.exists()  # nothing migrated, no app created
