@@ -27,6 +27,7 @@ from pushgate.domain.urls import UrlRefused, check_target, host_matches, is_loop
 from pushgate.providers import registry
 from pushgate.providers.base import CredentialInfo, ProviderConfigError, ProviderSettings, ProviderSpec
 from pushgate.store.apps import App
+from pushgate.store.credentials import CredentialMeta
 from pushgate.store.health import ProviderHealthStore
 
 
@@ -136,17 +137,7 @@ class CredentialController(Controller):
         items: list[CredentialOut] = []
         stored = {m.provider: m for m in await services.creds.list_meta(app.id)}
         for provider, m in stored.items():
-            items.append(
-                CredentialOut(
-                    provider=provider,
-                    source="api",
-                    fingerprint=m.fingerprint,
-                    environment=m.environment,
-                    updated_at=rfc3339(m.updated_at),
-                    expires_at=rfc3339(m.expires_at),
-                    version=m.version,
-                )
-            )
+            items.append(_uploaded_out(provider, m))
         for provider, section in services.pool.configured(app.id, app.name).items():
             if provider in stored:
                 continue
@@ -225,17 +216,20 @@ async def upload_credential(
         expires_at=info.expires_at,
     )
     await _lift_quarantine(services, app.id, provider)
-    return CredentialEnvelope(
-        CredentialOut(
-            provider=provider,
-            source="api",
-            fingerprint=meta.fingerprint,
-            environment=meta.environment,
-            updated_at=rfc3339(meta.updated_at),
-            expires_at=rfc3339(meta.expires_at),
-            version=meta.version,
-            vapid_public_key=info.public_key,
-        )
+    return CredentialEnvelope(_uploaded_out(provider, meta, info.public_key))
+
+
+def _uploaded_out(provider: str, meta: CredentialMeta, public_key: str | None = None) -> CredentialOut:
+    """An uploaded credential as the API shows it (listed, or answered to its upload)."""
+    return CredentialOut(
+        provider=provider,
+        source="api",
+        fingerprint=meta.fingerprint,
+        environment=meta.environment,
+        updated_at=rfc3339(meta.updated_at),
+        expires_at=rfc3339(meta.expires_at),
+        version=meta.version,
+        vapid_public_key=public_key,
     )
 
 
