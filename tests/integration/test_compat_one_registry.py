@@ -13,7 +13,7 @@ import pytest
 from support.api import fcm_token
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab
-from support.sockudo import SockudoKey, call
+from support.sockudo import call, new_key
 
 
 @pytest.fixture
@@ -65,10 +65,7 @@ async def test_a_device_registered_through_sentori_is_everyones(gw: Gateway, lab
     ]
 
     # Sockudo: the same device, its user as clientId, both channels.
-    r = await gw.client.post("/v1/compat/sockudo/keys")
-    assert r.status_code == 201, r.text
-    body = r.json()
-    key = SockudoKey(body["key"]["app_id"], body["key"]["auth_key"], body["secret"])
+    key = await new_key(gw.client)
     got = await call(gw.client, key, "GET", f"/deviceRegistrations/{dev}")
     assert got.status_code == 200 and got.json()["clientId"] == "ann", got.text
     subs = await call(gw.client, key, "GET", "/channelSubscriptions", params={"deviceId": dev})

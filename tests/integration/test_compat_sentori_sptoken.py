@@ -10,7 +10,7 @@ import pytest
 from support.api import fcm_token
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab
-from support.sockudo import SockudoKey, call
+from support.sockudo import call, new_key
 
 from pushgate.api.compat.sentori.mapping import device_id_of, handle_of
 
@@ -30,8 +30,7 @@ def test_handles_round_trip() -> None:
 
 
 async def test_a_sockudo_device_through_sentori(gw: Gateway) -> None:
-    body = (await gw.client.post("/v1/compat/sockudo/keys")).json()
-    key = SockudoKey(body["key"]["app_id"], body["key"]["auth_key"], body["secret"])
+    key = await new_key(gw.client)
     token = fcm_token()
     d: dict[str, Any] = {"id": "d1", "platform": "android"}
     d["push"] = {"recipient": {"transportType": "gcm", "registrationToken": token}}

@@ -20,7 +20,7 @@ from support.api import fcm_token
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab
 from support.process import PUSHGATE
-from support.sockudo import SockudoKey, call, hmac_signature, signed_query
+from support.sockudo import SockudoKey, call, hmac_signature, new_key, signed_query
 from support.wait import wait_for
 
 
@@ -29,13 +29,6 @@ async def sgw(database_url: str, lab: Lab) -> AsyncIterator[Gateway]:
     lab.reset()
     async with running_gateway(gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY=MASTER)) as gw:
         yield gw
-
-
-async def new_key(client: httpx.AsyncClient) -> SockudoKey:
-    r = await client.post("/v1/compat/sockudo/keys")
-    assert r.status_code == 201, r.text
-    body = r.json()
-    return SockudoKey(body["key"]["app_id"], body["key"]["auth_key"], body["secret"])
 
 
 def assert_sockudo_401(r: httpx.Response) -> None:

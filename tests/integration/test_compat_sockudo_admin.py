@@ -12,15 +12,14 @@ import sqlalchemy as sa
 from support.api import fcm_token
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab, service_account
-from support.sockudo import SockudoKey, call
+from support.sockudo import SockudoKey, call, new_key
 from support.wait import wait_for
 
 from pushgate.store.schema import deliveries, publish_stats
 
 
 async def _env(gw: Gateway) -> tuple[Gateway, SockudoKey]:
-    body = (await gw.client.post("/v1/compat/sockudo/keys")).json()
-    return gw, SockudoKey(body["key"]["app_id"], body["key"]["auth_key"], body["secret"])
+    return gw, await new_key(gw.client)
 
 
 @pytest.fixture

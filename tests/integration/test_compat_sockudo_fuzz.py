@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab
-from support.sockudo import SockudoKey, call
+from support.sockudo import SockudoKey, call, new_key
 
 SEED = 1414
 ROUTES = [
@@ -89,8 +89,7 @@ def mutate(rng: random.Random, value: Any) -> Any:
 async def env(database_url: str, lab: Lab) -> AsyncIterator[tuple[Gateway, SockudoKey]]:
     lab.reset()
     async with running_gateway(gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY=MASTER)) as gw:
-        body = (await gw.client.post("/v1/compat/sockudo/keys")).json()
-        yield gw, SockudoKey(body["key"]["app_id"], body["key"]["auth_key"], body["secret"])
+        yield gw, await new_key(gw.client)
 
 
 async def test_signed_junk_never_breaks_the_front_end(env: tuple[Gateway, SockudoKey]) -> None:

@@ -12,16 +12,14 @@ import pytest
 from support.api import fcm_token
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab
-from support.sockudo import SockudoKey, call, signed_query
+from support.sockudo import SockudoKey, call, new_key, signed_query
 
 
 @pytest.fixture
 async def env(database_url: str, lab: Lab) -> AsyncIterator[tuple[Gateway, SockudoKey]]:
     lab.reset()
     async with running_gateway(gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY=MASTER)) as gw:
-        r = await gw.client.post("/v1/compat/sockudo/keys")
-        body = r.json()
-        yield gw, SockudoKey(body["key"]["app_id"], body["key"]["auth_key"], body["secret"])
+        yield gw, await new_key(gw.client)
 
 
 def shape(r: httpx.Response, status: int, code: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from support.api import fcm_token
 from support.gateway import MASTER
 from support.lab import Lab
-from support.sockudo import SockudoKey, call
+from support.sockudo import call, new_key
 from support.wait import wait_for
 from test_webhooks import add_webhook, hooked_gateway, receiver
 
@@ -17,8 +17,7 @@ from test_webhooks import add_webhook, hooked_gateway, receiver
 async def test_delivery_status_is_a_native_receipt(database_url: str, lab: Lab) -> None:
     async with hooked_gateway(database_url, lab, PUSHGATE_SECRET_KEY=MASTER) as gw, receiver() as rx:
         await add_webhook(gw, rx.url, ["receipt"])
-        body = (await gw.client.post("/v1/compat/sockudo/keys")).json()
-        key = SockudoKey(body["key"]["app_id"], body["key"]["auth_key"], body["secret"])
+        key = await new_key(gw.client)
         token = fcm_token()
         d: dict[str, Any] = {"id": "dev", "platform": "android"}
         d["push"] = {"recipient": {"transportType": "gcm", "registrationToken": token}}

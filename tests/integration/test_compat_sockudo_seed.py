@@ -8,13 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 from sockudo_http_python import AsyncSockudo, PushCursorParams, PushSubscriptionParams, SockudoOptions
 from support.api import fcm_token
 from support.gateway import MASTER, Gateway, gateway_settings, running_gateway
 from support.lab import Lab
-from support.sockudo import SockudoKey, call
+from support.sockudo import call, new_key
 from support.wait import wait_for
 
 
@@ -23,13 +22,6 @@ async def sgw(database_url: str, lab: Lab) -> AsyncIterator[Gateway]:
     lab.reset()
     async with running_gateway(gateway_settings(database_url, lab, PUSHGATE_SECRET_KEY=MASTER)) as gw:
         yield gw
-
-
-async def new_key(client: httpx.AsyncClient) -> SockudoKey:
-    r = await client.post("/v1/compat/sockudo/keys")
-    assert r.status_code == 201, r.text
-    body = r.json()
-    return SockudoKey(body["key"]["app_id"], body["key"]["auth_key"], body["secret"])
 
 
 def arrived(lab: Lab, token: str, at_least: int = 1) -> Any:

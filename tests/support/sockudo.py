@@ -70,3 +70,11 @@ async def call(
         content=body,
         headers={"Content-Type": "application/json", **(headers or {})},
     )
+
+
+async def new_key(client: httpx.AsyncClient) -> SockudoKey:
+    """A new Sockudo signing key of the client's app (``POST /v1/compat/sockudo/keys``)."""
+    r = await client.post("/v1/compat/sockudo/keys")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    return SockudoKey(body["key"]["app_id"], body["key"]["auth_key"], body["secret"])
