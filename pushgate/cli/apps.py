@@ -224,9 +224,8 @@ def sockudo_key(app: AppArg, config: ConfigOpt = None) -> None:
     if created is None:
         _no_app(app)
     app_id, auth_key, secret = created
-    console.print(
-        f"app_id: {app_id}\nkey:    {auth_key}\nsecret: {secret}  (shown only this once)", highlight=False
-    )
+    # Verbatim (not Rich): the secret is copied from here, and Rich wraps long lines.
+    typer.echo(f"app_id: {app_id}\nkey:    {auth_key}\nsecret: {secret}  (shown only this once)")
 
 
 def _with_store(settings: Settings, main: Callable[[AppStore], Awaitable[_T]]) -> _T:
